@@ -1,0 +1,3 @@
+"""kwsnet: keyword-spotting and speaker-classification training on PyTorch Lightning."""
+
+__version__ = "0.1.0"

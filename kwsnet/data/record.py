@@ -1,0 +1,88 @@
+"""The sample record every dataset format produces, and the ``Source`` interface.
+
+A *source* (one module per format in ``kwsnet/data/``) lists ``Item``s per split and loads one
+item's signal. The DataModule turns items into sample records::
+
+    {"audio": Tensor [T] (waveform) or [T, F] (precomputed features),
+     "length": int, "keyword": int, "speaker": int, "label": int, "path": str}
+
+``keyword``/``speaker`` are -1 where unknown; ``label`` is whichever the task learns
+(``target: keyword | speaker``). ``collate`` pads along time and returns ``lengths``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+__all__ = ["Item", "Source", "SourceArgs", "SPLITS", "DataFormatError"]
+
+SPLITS = ("train", "val", "test")
+
+
+class DataFormatError(ValueError):
+    """A dataset file or layout is not what its format expects; the message names it."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One utterance of a source.
+
+    Attributes:
+        path: the file it comes from (``synthetic://...`` for generated items).
+        keyword: keyword class index, -1 if unknown.
+        speaker: speaker class index, -1 if unknown.
+        kind: ``"audio"`` (load gives a waveform ``[T]``) or ``"features"`` (``[T, F]``).
+        extra: format-specific data the source needs to load it (e.g. a generator key).
+    """
+
+    path: str
+    keyword: int = -1
+    speaker: int = -1
+    kind: str = "audio"
+    extra: tuple[Any, ...] = field(default=())
+
+
+@dataclass
+class SourceArgs:
+    """Everything a source may need from the DataModule's config (sources ignore the rest)."""
+
+    root: str | None = None
+    sample_rate: int = 16000
+    words: list[str] | None = None
+    include_unknown: bool = False
+    include_silence: bool = False
+    split_seed: int = 1234
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    download: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class Source(ABC):
+    """A dataset format: which items each split holds and how to load one.
+
+    Subclasses set ``name`` (the ``data.source`` value), and fill ``keyword_names`` and
+    ``speaker_names`` (index → name; empty where the format has no such label).
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, args: SourceArgs) -> None:
+        self.args = args
+        self.keyword_names: list[str] = []
+        self.speaker_names: list[str] = []
+
+    @abstractmethod
+    def items(self, split: str) -> list[Item]:
+        """The items of ``split`` (one of ``SPLITS``), in a deterministic order."""
+
+    @abstractmethod
+    def load(self, item: Item) -> torch.Tensor:
+        """Load one item: float32 waveform ``[T]`` at ``args.sample_rate``, or features ``[T, F]``.
+
+        Raises ``DataFormatError`` (naming the file and why) when it cannot be read.
+        """

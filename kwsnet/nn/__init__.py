@@ -1,0 +1,1 @@
+"""Building blocks shared by backbones and the LightningModule: norms, pooling, heads."""
