@@ -1,40 +1,323 @@
 """Normalization layers and the one factory every backbone uses to build them.
 
-``make_norm(kind, shape)`` is the single lookup from a config name to a layer; an unknown
-name raises a ``ValueError`` listing the valid ones.
+``make_norm(kind, shape, **options)`` is the single lookup from a config name to a layer; an
+unknown kind or option raises a ``ValueError`` listing the valid ones. ``shape`` is the
+per-sample activation shape: ``[C, L]`` for conv activations (input ``[B, C, L]``) or ``[C]``
+for features (input ``[B, C]``).
+
+Kinds (``NORM_KINDS``):
+
+- ``layer``: ``nn.LayerNorm(shape)``, statistics and an elementwise affine over every
+  non-batch dim (the seed's per-conv LayerNorm; export-friendly standard layer).
+- ``channel``: ``RunningChannelNorm``, per-channel statistics with running averages
+  ``running = momentum * running + (1 - momentum) * batch`` (momentum 0.95, biased variance);
+  batch statistics in training, running statistics at eval.
+- ``layerwise``: ``LayerwiseNorm``, one mean/variance over all features of a sample
+  (channels and time) and a per-channel affine; works for any length ``L``.
+- ``group``: ``nn.GroupNorm(num_groups, C)``.
+- ``batch``: ``nn.BatchNorm1d(C)`` with the running-average momentum converted to torch's
+  convention (torch momentum = 1 - momentum).
+- ``none``: ``nn.Identity``.
+
+Every kind accepts ``warmup_steps``: when positive the layer is wrapped in ``NormWarmup``,
+``y = x + alpha * (norm(x) - x)`` with ``alpha`` ramping linearly 0 -> 1 over that many
+training forward passes.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 
+import torch
 from torch import nn
 
-__all__ = ["NORM_KINDS", "make_norm"]
+__all__ = [
+    "NORM_KINDS",
+    "NORM_TYPES",
+    "LayerwiseNorm",
+    "NormWarmup",
+    "RunningChannelNorm",
+    "make_norm",
+]
 
 
-def _layer(shape: Sequence[int]) -> nn.Module:
+def _check_input(x: torch.Tensor, num_channels: int, name: str) -> None:
+    if x.dim() not in (2, 3) or x.shape[1] != num_channels:
+        raise ValueError(
+            f"{name} expects input [B, {num_channels}] or [B, {num_channels}, L], "
+            f"got {tuple(x.shape)}; check the shape passed to make_norm"
+        )
+
+
+def _affine_view(p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    # [C] -> [C] for [B, C] input, [C, 1] for [B, C, L] input.
+    return p if x.dim() == 2 else p.unsqueeze(-1)
+
+
+class RunningChannelNorm(nn.Module):
+    """Per-channel normalization with running averages of the batch statistics.
+
+    Training: normalise with the batch mean and biased batch variance over ``B`` (and ``L``),
+    then update ``running = momentum * running + (1 - momentum) * batch``. Eval: normalise
+    with the running statistics. Statistics are computed in float32 with autocast disabled,
+    so fp16/bf16 autocast never degrades the moments; the output has the input's dtype.
+
+    Equivalent to ``nn.BatchNorm1d(C, momentum=1 - momentum)`` in training; the only
+    difference is that BatchNorm stores the *unbiased* variance in ``running_var``, this layer
+    the biased one (the two differ by ``n / (n - 1)``, ``n = B * L``).
+
+    Args:
+        num_channels: ``C``.
+        momentum: weight of the old running value (default 0.95).
+        eps: added to the variance (default 1e-5).
+        affine: learn a per-channel scale and shift (default True).
+        clip_mean: if set, running means are clamped to ``[-clip_mean, clip_mean]`` after
+            each update (default None: no clipping).
+        clip_var: if set, ``(min, max)`` bounds for the running variances (default None).
+
+    Shapes: ``[B, C] -> [B, C]`` or ``[B, C, L] -> [B, C, L]``.
+    """
+
+    def __init__(
+        self,
+        num_channels: int,
+        momentum: float = 0.95,
+        eps: float = 1e-5,
+        affine: bool = True,
+        clip_mean: float | None = None,
+        clip_var: tuple[float, float] | None = None,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(
+                f"momentum is the weight of the old running value, in [0, 1); got {momentum}"
+            )
+        if eps <= 0:
+            raise ValueError(f"eps must be positive, got {eps}")
+        if clip_mean is not None and clip_mean <= 0:
+            raise ValueError(f"clip_mean must be positive or None, got {clip_mean}")
+        if clip_var is not None and not 0 <= clip_var[0] < clip_var[1]:
+            raise ValueError(f"clip_var must be (min, max) with 0 <= min < max, got {clip_var}")
+        self.num_channels = num_channels
+        self.momentum = momentum
+        self.eps = eps
+        self.clip_mean = clip_mean
+        self.clip_var = tuple(clip_var) if clip_var is not None else None
+        self.register_buffer("running_mean", torch.zeros(num_channels, dtype=torch.float32))
+        self.register_buffer("running_var", torch.ones(num_channels, dtype=torch.float32))
+        if affine:
+            self.weight = nn.Parameter(torch.ones(num_channels))
+            self.bias = nn.Parameter(torch.zeros(num_channels))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input(x, self.num_channels, type(self).__name__)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            xf = x.float()
+            dims = [0] if x.dim() == 2 else [0, 2]
+            if self.training:
+                var, mean = torch.var_mean(xf, dim=dims, correction=0)
+                with torch.no_grad():
+                    m = self.momentum
+                    self.running_mean.mul_(m).add_(mean.detach(), alpha=1 - m)
+                    self.running_var.mul_(m).add_(var.detach(), alpha=1 - m)
+                    if self.clip_mean is not None:
+                        self.running_mean.clamp_(-self.clip_mean, self.clip_mean)
+                    if self.clip_var is not None:
+                        self.running_var.clamp_(*self.clip_var)
+            else:
+                mean, var = self.running_mean, self.running_var
+            y = (xf - _affine_view(mean, x)) * _affine_view(torch.rsqrt(var + self.eps), x)
+            if self.weight is not None:
+                y = y * _affine_view(self.weight.float(), x) + _affine_view(self.bias.float(), x)
+        return y.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_channels}, momentum={self.momentum}, eps={self.eps}, "
+            f"affine={self.weight is not None}, clip_mean={self.clip_mean}, "
+            f"clip_var={self.clip_var}"
+        )
+
+
+class LayerwiseNorm(nn.Module):
+    """One mean and variance over all features of a sample, with a per-channel affine.
+
+    Unlike ``nn.LayerNorm([C, L])`` the affine is per channel (``C`` scales, not ``C * L``),
+    so the layer works for any length ``L``. Statistics are float32 under autocast; there is
+    no running state, so training and eval behave the same. The arithmetic equals
+    ``nn.GroupNorm(1, C)``.
+
+    Args:
+        num_channels: ``C``.
+        eps: added to the variance (default 1e-5).
+        affine: learn a per-channel scale and shift (default True).
+
+    Shapes: ``[B, C] -> [B, C]`` or ``[B, C, L] -> [B, C, L]``.
+    """
+
+    def __init__(self, num_channels: int, eps: float = 1e-5, affine: bool = True) -> None:
+        super().__init__()
+        if eps <= 0:
+            raise ValueError(f"eps must be positive, got {eps}")
+        self.num_channels = num_channels
+        self.eps = eps
+        if affine:
+            self.weight = nn.Parameter(torch.ones(num_channels))
+            self.bias = nn.Parameter(torch.zeros(num_channels))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input(x, self.num_channels, type(self).__name__)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            xf = x.float()
+            dims = list(range(1, x.dim()))
+            var, mean = torch.var_mean(xf, dim=dims, correction=0, keepdim=True)
+            y = (xf - mean) * torch.rsqrt(var + self.eps)
+            if self.weight is not None:
+                y = y * _affine_view(self.weight.float(), x) + _affine_view(self.bias.float(), x)
+        return y.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_channels}, eps={self.eps}, affine={self.weight is not None}"
+
+
+class NormWarmup(nn.Module):
+    """Strength warm-up around a norm: ``y = x + alpha * (norm(x) - x)``.
+
+    ``alpha = min(1, step / warmup_steps)``, where ``step`` counts training forward passes
+    (a buffer, so it survives checkpoints). At ``step = 0`` the layer is the identity; after
+    ``warmup_steps`` it is ``norm``. Eval uses the current ``alpha`` without advancing it.
+
+    Args:
+        norm: the wrapped norm layer (kept as ``self.norm``).
+        warmup_steps: training steps over which ``alpha`` ramps 0 -> 1 (must be > 0).
+
+    Shapes: those of ``norm``.
+    """
+
+    def __init__(self, norm: nn.Module, warmup_steps: int) -> None:
+        super().__init__()
+        if warmup_steps <= 0:
+            raise ValueError(f"warmup_steps must be > 0 to wrap a norm, got {warmup_steps}")
+        self.norm = norm
+        self.warmup_steps = warmup_steps
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+
+    @property
+    def alpha(self) -> float:
+        return min(1.0, int(self.step) / self.warmup_steps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        alpha = self.alpha
+        if self.training:
+            self.step += 1
+        if alpha >= 1.0:
+            return self.norm(x)
+        return x + alpha * (self.norm(x) - x)
+
+    def extra_repr(self) -> str:
+        return f"warmup_steps={self.warmup_steps}"
+
+
+def _layer(shape: Sequence[int], eps: float = 1e-5, affine: bool = True) -> nn.Module:
     # LayerNorm over every non-batch dim given, e.g. [C, L] for a conv activation.
-    return nn.LayerNorm(list(shape))
+    return nn.LayerNorm(list(shape), eps=eps, elementwise_affine=affine)
+
+
+def _channel(
+    shape: Sequence[int],
+    momentum: float = 0.95,
+    eps: float = 1e-5,
+    affine: bool = True,
+    clip_mean: float | None = None,
+    clip_var: tuple[float, float] | None = None,
+) -> nn.Module:
+    return RunningChannelNorm(shape[0], momentum, eps, affine, clip_mean, clip_var)
+
+
+def _layerwise(shape: Sequence[int], eps: float = 1e-5, affine: bool = True) -> nn.Module:
+    return LayerwiseNorm(shape[0], eps, affine)
+
+
+def _group(
+    shape: Sequence[int], num_groups: int = 8, eps: float = 1e-5, affine: bool = True
+) -> nn.Module:
+    if shape[0] % num_groups != 0:
+        raise ValueError(
+            f"group norm needs channels divisible by num_groups; {shape[0]} channels, "
+            f"num_groups={num_groups}: pass num_groups dividing {shape[0]}"
+        )
+    return nn.GroupNorm(num_groups, shape[0], eps=eps, affine=affine)
+
+
+def _batch(
+    shape: Sequence[int], momentum: float = 0.9, eps: float = 1e-5, affine: bool = True
+) -> nn.Module:
+    # ``momentum`` is the weight of the old running value, as for ``channel``; torch's
+    # BatchNorm momentum is the weight of the new batch value.
+    return nn.BatchNorm1d(shape[0], eps=eps, momentum=1 - momentum, affine=affine)
 
 
 def _none(shape: Sequence[int]) -> nn.Module:
     return nn.Identity()
 
 
-NORM_KINDS: dict[str, Callable[[Sequence[int]], nn.Module]] = {
+NORM_KINDS: dict[str, Callable[..., nn.Module]] = {
     "layer": _layer,
+    "channel": _channel,
+    "layerwise": _layerwise,
+    "group": _group,
+    "batch": _batch,
     "none": _none,
 }
 
+#: Module types whose parameters are norm scale/shift (used by ``kwsnet.optim``).
+NORM_TYPES: tuple[type[nn.Module], ...] = (
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.modules.batchnorm._BatchNorm,
+    nn.modules.instancenorm._InstanceNorm,
+    nn.RMSNorm,
+    RunningChannelNorm,
+    LayerwiseNorm,
+)
 
-def make_norm(kind: str, shape: Sequence[int]) -> nn.Module:
+
+def make_norm(kind: str, shape: Sequence[int], **options: object) -> nn.Module:
     """Build the norm layer ``kind`` for activations of per-sample shape ``shape``.
 
     Args:
-        kind: one of ``NORM_KINDS``.
+        kind: one of ``NORM_KINDS``: layer, channel, layerwise, group, batch, none.
         shape: per-sample activation shape, ``[C, L]`` for conv outputs or ``[C]`` for features.
+        **options: per-kind options, all optional:
+            ``eps`` (1e-5; all but none), ``affine`` (True; all but none),
+            ``momentum`` (weight of the old running value: 0.95 for channel, 0.9 for batch),
+            ``clip_mean`` / ``clip_var`` (None; channel), ``num_groups`` (8; group),
+            ``warmup_steps`` (0 = off; any kind but none: wraps the layer in ``NormWarmup``).
+
+    Returns:
+        an ``nn.Module`` mapping ``[B, *shape] -> [B, *shape]``.
     """
     if kind not in NORM_KINDS:
         raise ValueError(f"unknown norm kind {kind!r}; valid kinds: {sorted(NORM_KINDS)}")
-    return NORM_KINDS[kind](shape)
+    if len(shape) not in (1, 2) or any(int(s) < 1 for s in shape):
+        raise ValueError(f"shape must be [C] or [C, L] with positive sizes, got {list(shape)}")
+    builder = NORM_KINDS[kind]
+    warmup_steps = int(options.pop("warmup_steps", 0) or 0)
+    valid = [p for p in inspect.signature(builder).parameters if p != "shape"]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"norm kind {kind!r} does not take option(s) {unknown}; valid options: "
+            f"{valid + ['warmup_steps']}"
+        )
+    layer = builder(shape, **options)
+    if warmup_steps > 0 and kind != "none":
+        layer = NormWarmup(layer, warmup_steps)
+    return layer
