@@ -1,0 +1,147 @@
+"""Conformer speaker-classification backbone.
+
+    features [B, T, F] → Linear prenet (F → d_model) [→ LayerNorm]
+                       → torchaudio.models.Conformer (real lengths)
+                       → pooling (masked; default self-attention pooling) → [B, embed_dim]
+
+``embed_dim`` is the pooling's ``out_dim`` (e.g. ``2 * d_model`` for SAP + max concat), so a
+config never types it. Padded frames never influence valid ones: attention masks padded keys
+(torchaudio does that) and, with ``mask_conv_padding`` (default), the depthwise convolution
+sees zeros at padded frames, exactly as if the utterance ended there. torchaudio alone lets
+the depthwise conv read padded frames, so a batch's padding would change the embedding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torchaudio
+from torch import nn
+
+from kwsnet.nn.pooling import SelfAttentionPooling, lengths_to_mask
+
+__all__ = ["ConformerBackbone"]
+
+
+class ConformerBackbone(nn.Module):
+    """Linear prenet → Conformer encoder → pooling.
+
+    Args:
+        input_dim: feature width per frame ``F`` (default 40: 40 log-mels).
+        d_model: Conformer width (default 256).
+        num_heads: attention heads; must divide ``d_model`` (default 4).
+        ffn_dim: hidden width of the feed-forward modules (default 512).
+        num_layers: Conformer layers (default 3).
+        depthwise_conv_kernel_size: odd kernel of the depthwise conv (default 31).
+        dropout: dropout inside the Conformer layers (default 0.3).
+        pooling: factory called as ``pooling(d_model)`` returning a module
+            ``(x [B, T, d_model], lengths [B]) -> [B, out_dim]`` with an ``out_dim`` attribute,
+            e.g. a class from ``kwsnet.nn.pooling`` given by ``class_path`` in a config
+            (default ``None``: ``SelfAttentionPooling`` with no BN or dropout).
+        input_norm: put a ``LayerNorm(d_model)`` after the prenet (``input_norm`` attribute;
+            SmallInit-Emb wants one) (default False: ``nn.Identity``).
+        use_group_norm: GroupNorm instead of BatchNorm in the conv modules (default False).
+        convolution_first: conv module before attention in each layer (default False).
+        mask_conv_padding: zero padded frames before each depthwise conv (default True).
+
+    Shapes: ``forward(x [B, T, input_dim], lengths [B]) -> [B, embed_dim]``.
+    """
+
+    def __init__(
+        self,
+        input_dim: int = 40,
+        d_model: int = 256,
+        num_heads: int = 4,
+        ffn_dim: int = 512,
+        num_layers: int = 3,
+        depthwise_conv_kernel_size: int = 31,
+        dropout: float = 0.3,
+        pooling: Callable[[int], nn.Module] | None = None,
+        input_norm: bool = False,
+        use_group_norm: bool = False,
+        convolution_first: bool = False,
+        mask_conv_padding: bool = True,
+    ) -> None:
+        super().__init__()
+        if d_model % num_heads != 0:
+            raise ValueError(f"num_heads={num_heads} must divide d_model={d_model}")
+        if depthwise_conv_kernel_size % 2 != 1:
+            raise ValueError(
+                f"depthwise_conv_kernel_size must be odd for same padding, "
+                f"got {depthwise_conv_kernel_size}"
+            )
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be at least 1, got {num_layers}")
+        self.input_dim = input_dim
+        self.d_model = d_model
+        self.mask_conv_padding = mask_conv_padding
+        self.input_projection = nn.Linear(input_dim, d_model)
+        self.input_norm = nn.LayerNorm(d_model) if input_norm else nn.Identity()
+        self.conformer = torchaudio.models.Conformer(
+            input_dim=d_model,
+            num_heads=num_heads,
+            ffn_dim=ffn_dim,
+            num_layers=num_layers,
+            depthwise_conv_kernel_size=depthwise_conv_kernel_size,
+            dropout=dropout,
+            use_group_norm=use_group_norm,
+            convolution_first=convolution_first,
+        )
+        self.pooling = pooling(d_model) if pooling is not None else SelfAttentionPooling(d_model)
+        out_dim = getattr(self.pooling, "out_dim", None)
+        if not isinstance(out_dim, int):
+            raise TypeError(
+                f"pooling {type(self.pooling).__name__} must expose an integer out_dim "
+                "(see kwsnet.nn.pooling)"
+            )
+        self.embed_dim = out_dim
+
+    def _depthwise_convs(self) -> list[nn.Module]:
+        # torchaudio's _ConvolutionModule: pointwise conv, GLU, depthwise conv, norm, ...
+        return [layer.conv_module.sequential[2] for layer in self.conformer.conformer_layers]
+
+    def encode(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Frame-level encoder output ``[B, T, d_model]`` for ``x [B, T, input_dim]``.
+
+        Frames at or beyond ``lengths[b]`` are zero; valid frames do not depend on them (in eval
+        mode: in training, BatchNorm statistics in the conv modules include padding unless
+        ``use_group_norm``).
+        """
+        B, T, F = x.shape
+        if F != self.input_dim:
+            raise ValueError(
+                f"ConformerBackbone expects {self.input_dim} features per frame, got {F}; "
+                "set model.backbone.init_args.input_dim to the front end's out_dim"
+            )
+        lengths = lengths.to(device=x.device, dtype=torch.long).clamp(min=1, max=T)
+        # torchaudio sizes its attention mask by max(lengths): drop all-padding tail frames.
+        t_max = int(lengths.max())
+        h = self.input_norm(self.input_projection(x[:, :t_max]))  # [B, t_max, d_model]
+        keep = lengths_to_mask(lengths, t_max).unsqueeze(1).to(h.dtype)  # [B, 1, t_max]
+        handles = []
+        if self.mask_conv_padding:
+
+            def _zero_padding(_m: nn.Module, args: tuple[torch.Tensor]) -> tuple[torch.Tensor]:
+                return (args[0] * keep,)  # depthwise conv input is [B, C, t_max]
+
+            handles = [
+                conv.register_forward_pre_hook(_zero_padding) for conv in self._depthwise_convs()
+            ]
+        try:
+            out = self.conformer(h, lengths)[0]
+        finally:
+            for handle in handles:
+                handle.remove()
+        out = out * keep.transpose(1, 2)
+        return nn.functional.pad(out, (0, 0, 0, T - t_max))
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Map features ``x [B, T, input_dim]`` with ``lengths [B]`` to ``[B, embed_dim]``.
+
+        ``lengths=None`` means every sequence is ``T`` frames long.
+        """
+        if lengths is None:
+            lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long, device=x.device)
+        lengths = lengths.to(device=x.device, dtype=torch.long).clamp(min=1, max=x.shape[1])
+        return self.pooling(self.encode(x, lengths), lengths)

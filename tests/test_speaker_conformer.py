@@ -1,0 +1,77 @@
+"""Conformer backbone: shapes, masking of padding, pooling injection."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from kwsnet.nn.pooling import SelfAttentionMaxPooling, SelfAttentionPooling
+from models.conformer import ConformerBackbone
+
+
+def _small(**kwargs) -> ConformerBackbone:
+    torch.manual_seed(0)
+    args = dict(
+        input_dim=8,
+        d_model=16,
+        num_heads=2,
+        ffn_dim=32,
+        num_layers=2,
+        depthwise_conv_kernel_size=5,
+        dropout=0.1,
+    )
+    args.update(kwargs)
+    return ConformerBackbone(**args).eval()
+
+
+def test_shapes_and_embed_dim_from_pooling():
+    model = _small()
+    assert model.embed_dim == 16
+    assert isinstance(model.input_projection, torch.nn.Linear)
+    out = model(torch.randn(3, 12, 8), torch.tensor([12, 9, 3]))
+    assert out.shape == (3, 16)
+    concat = _small(pooling=functools.partial(SelfAttentionMaxPooling, batch_norm=True))
+    assert concat.embed_dim == 32
+    assert concat(torch.randn(2, 10, 8), torch.tensor([10, 6])).shape == (2, 32)
+
+
+def test_padding_leaves_valid_frames_and_embedding_unchanged():
+    model = _small()
+    x = torch.randn(2, 10, 8)
+    lengths = torch.tensor([10, 6])
+    x[1, 6:] = 0.0
+    with torch.no_grad():
+        frames = model.encode(x, lengths)
+        emb = model(x, lengths)
+        padded = torch.cat([x, 7.0 * torch.randn(2, 4, 8)], dim=1)
+        padded[1, 6:] = 3.0  # garbage in the padding of the shorter sequence too
+        frames_p = model.encode(padded, lengths)
+        emb_p = model(padded, lengths)
+        alone = model(x[1:, :6], torch.tensor([6]))
+    torch.testing.assert_close(frames_p[0, :10], frames[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(frames_p[1, :6], frames[1, :6], atol=1e-5, rtol=1e-5)
+    assert frames_p[1, 6:].abs().max() == 0
+    torch.testing.assert_close(emb_p, emb, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(alone[0], emb[1], atol=1e-5, rtol=1e-5)
+
+
+def test_masking_hooks_match_plain_torchaudio_without_padding():
+    masked, plain = _small(), _small(mask_conv_padding=False)
+    plain.load_state_dict(masked.state_dict())
+    x = torch.randn(2, 9, 8)
+    full = torch.tensor([9, 9])
+    with torch.no_grad():
+        torch.testing.assert_close(masked(x, full), plain(x, full))
+    assert not masked.conformer.conformer_layers[0].conv_module.sequential[2]._forward_pre_hooks
+
+
+def test_backward_and_validation():
+    model = _small(pooling=SelfAttentionPooling, input_norm=True).train()
+    model(torch.randn(2, 7, 8), torch.tensor([7, 4])).sum().backward()
+    assert model.input_projection.weight.grad is not None
+    with pytest.raises(ValueError, match="odd"):
+        _small(depthwise_conv_kernel_size=4)
+    with pytest.raises(ValueError, match="features per frame"):
+        _small()(torch.randn(1, 5, 9), torch.tensor([5]))
