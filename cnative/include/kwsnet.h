@@ -1,0 +1,178 @@
+/*
+ * kwsnet C runtime: float32 inference for the raw-audio keyword-spotting model.
+ *
+ * C99, libc + libm only. Every public function returns a kwsn_status and never exits.
+ * The flow is prepare-then-run:
+ *
+ *   1. kwsn_model_parse()      model file bytes -> layer descriptors (zero copy; every size is
+ *      or kwsn_model_from_table()  checked against the buffer length, CRC32 verified), then
+ *                              all shapes are chained and checked once.
+ *   2. kwsn_arena_bytes()      how much scratch memory one inference needs.
+ *   3. kwsn_forward()          runs in the caller's arena: no malloc, no file I/O.
+ *
+ * The file format (little-endian, every field 4 bytes) is written by
+ * kwsnet/export/cnative.py, which mirrors kwsn_model_parse() field by field:
+ *
+ *   char     magic[4]      "KWSN"
+ *   u32      version       KWSN_FORMAT_VERSION
+ *   u32      sample_rate   Hz the model was trained at (0 = unknown)
+ *   u32      in_ndim       1 or 2
+ *   u32      in_dim[2]     input shape per sample ([1, T] for raw audio; unused dim = 1)
+ *   u32      n_layers
+ *   n_layers x {
+ *     u32    type          KWSN_LAYER_*
+ *     u32    n_ints
+ *     u32    n_floats
+ *     i32    ints[n_ints]      shape parameters, see the layer table in kwsn_model.c
+ *     f32    floats[n_floats]  eps / weights / biases
+ *   }
+ *   u32      crc32         zlib CRC-32 of every byte before this field
+ */
+#ifndef KWSNET_H
+#define KWSNET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KWSN_MAGIC "KWSN"
+#define KWSN_FORMAT_VERSION 1u
+#define KWSN_MAX_INTS 8
+#define KWSN_MAX_LAYERS 256
+/* Upper bound on any activation or weight count, so size arithmetic never overflows. */
+#define KWSN_MAX_ELEMS (1u << 26)
+
+typedef enum {
+    KWSN_OK = 0,
+    KWSN_ERR_ARG,        /* NULL pointer or out-of-range argument */
+    KWSN_ERR_IO,         /* file could not be opened or read */
+    KWSN_ERR_NOMEM,      /* allocation failed (file helpers only) */
+    KWSN_ERR_TRUNCATED,  /* a field or payload runs past the end of the buffer */
+    KWSN_ERR_MAGIC,      /* not a kwsnet model file */
+    KWSN_ERR_VERSION,    /* unsupported format version */
+    KWSN_ERR_CRC,        /* checksum mismatch */
+    KWSN_ERR_ALIGN,      /* buffer not 4-byte aligned or host not little-endian */
+    KWSN_ERR_LAYER_TYPE, /* unknown layer type */
+    KWSN_ERR_PARAM,      /* bad layer parameter or parameter/weight count */
+    KWSN_ERR_SHAPE,      /* layer shapes do not chain */
+    KWSN_ERR_TOO_BIG,    /* a size exceeds KWSN_MAX_ELEMS / KWSN_MAX_LAYERS */
+    KWSN_ERR_TRAILING,   /* bytes left between the last layer and the CRC */
+    KWSN_ERR_ARENA,      /* arena too small or misaligned */
+    KWSN_ERR_INPUT_LEN,  /* input length does not match the model */
+    KWSN_STATUS_COUNT
+} kwsn_status;
+
+typedef enum {
+    KWSN_LAYER_AVGPOOL1D = 1,
+    KWSN_LAYER_CONV1D = 2,
+    KWSN_LAYER_LAYERNORM = 3,
+    KWSN_LAYER_RELU = 4,
+    KWSN_LAYER_MAXPOOL1D = 5,
+    KWSN_LAYER_ADAPTIVE_AVGPOOL1D = 6,
+    KWSN_LAYER_FLATTEN = 7,
+    KWSN_LAYER_LINEAR = 8
+} kwsn_layer_type;
+
+/* Per-sample activation shape: ndim 2 is [C, L], ndim 1 is [F] (dim[1] == 1). */
+typedef struct {
+    uint32_t ndim;
+    uint32_t dim[2];
+} kwsn_shape;
+
+/* One layer as stored: what the file holds, or what a generated C header declares. */
+typedef struct {
+    uint32_t type;
+    uint32_t n_ints;
+    int32_t ints[KWSN_MAX_INTS];
+    uint32_t n_floats;
+    const float *floats;
+} kwsn_layer_desc;
+
+/* A prepared layer: its descriptor plus the shapes checked by the op's prepare(). */
+typedef struct {
+    kwsn_layer_desc desc;
+    kwsn_shape in;
+    kwsn_shape out;
+    int in_place;      /* run writes its output over its input */
+    uint32_t op_index; /* entry in the runtime's layer table, set by prepare */
+} kwsn_layer;
+
+typedef struct {
+    uint32_t version;
+    uint32_t sample_rate;
+    kwsn_shape input;
+    uint32_t n_layers;
+    kwsn_layer *layers; /* caller-owned storage, n_layers entries */
+    size_t max_act;     /* largest activation (floats) over input and all layer outputs */
+    size_t weight_bytes;
+    size_t n_classes;   /* numel of the last layer's output */
+} kwsn_model;
+
+/* Human-readable name of a status (never NULL). */
+const char *kwsn_status_str(kwsn_status s);
+/* Human-readable name of a layer type ("?" if unknown). */
+const char *kwsn_layer_name(uint32_t type);
+
+/* zlib-compatible CRC-32 of buf[0..len). */
+uint32_t kwsn_crc32(const void *buf, size_t len);
+
+/* Parse a model file held in memory. buf must be 4-byte aligned and outlive the model
+ * (weights point into it). layers: caller storage for up to max_layers entries. */
+kwsn_status kwsn_model_parse(const void *buf, size_t len, kwsn_layer *layers,
+                             uint32_t max_layers, kwsn_model *model);
+
+/* Prepare a model from a static descriptor table (the generated C header path). */
+kwsn_status kwsn_model_from_table(const kwsn_layer_desc *descs, uint32_t n_layers,
+                                  kwsn_shape input, uint32_t sample_rate, kwsn_layer *layers,
+                                  kwsn_model *model);
+
+/* Scratch bytes kwsn_forward needs (two ping-pong activation buffers). */
+size_t kwsn_arena_bytes(const kwsn_model *model);
+
+/* Number of input floats per sample (product of the input shape). */
+size_t kwsn_input_len(const kwsn_model *model);
+
+/* Number of output floats of layer i (0 <= i < n_layers). */
+size_t kwsn_layer_out_len(const kwsn_model *model, uint32_t i);
+
+/* Accessors for bindings that do not mirror kwsn_model (ctypes). */
+uint32_t kwsn_n_layers(const kwsn_model *model);
+uint32_t kwsn_layer_type_at(const kwsn_model *model, uint32_t i);
+size_t kwsn_weight_bytes(const kwsn_model *model);
+size_t kwsn_n_classes(const kwsn_model *model);
+
+/* Run layers [0, n_run) on one sample. input_len must equal kwsn_input_len(); out receives
+ * layer n_run-1's output (out_cap floats at least; n_run == 0 copies the input). */
+kwsn_status kwsn_forward_until(const kwsn_model *model, void *arena, size_t arena_bytes,
+                               const float *input, size_t input_len, uint32_t n_run,
+                               float *out, size_t out_cap);
+
+/* Run the whole model: logits[n_classes]. */
+kwsn_status kwsn_forward(const kwsn_model *model, void *arena, size_t arena_bytes,
+                         const float *input, size_t input_len, float *logits,
+                         size_t logits_cap);
+
+/* Index of the largest value (first on ties, as torch.argmax). */
+uint32_t kwsn_argmax(const float *x, size_t n);
+
+/* In-place numerically stable softmax. */
+void kwsn_softmax(float *x, size_t n);
+
+/* ---- file helpers (malloc + stdio; not used by the inference path, not for MCU builds) ---- */
+
+typedef struct kwsn_loaded kwsn_loaded;
+
+/* Read, parse and prepare a model file. On error *out is NULL. */
+kwsn_status kwsn_load_file(const char *path, kwsn_loaded **out);
+/* The prepared model inside a loaded file. */
+const kwsn_model *kwsn_loaded_model(const kwsn_loaded *lm);
+void kwsn_free(kwsn_loaded *lm);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KWSNET_H */

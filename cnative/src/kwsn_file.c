@@ -1,0 +1,59 @@
+/* File helpers: read a model file into one malloc'd block and prepare it. Kept out of the
+ * inference path (and out of MCU builds, which use the generated C header instead). */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "kwsnet.h"
+
+/* Cap on what we will read; any real model is far smaller. */
+#define KWSN_MAX_FILE_BYTES ((size_t)1 << 30)
+
+struct kwsn_loaded {
+    kwsn_model model;
+    kwsn_layer layers[KWSN_MAX_LAYERS];
+    void *buf; /* the file bytes: weights point into it */
+};
+
+kwsn_status kwsn_load_file(const char *path, kwsn_loaded **out) {
+    if (!path || !out) return KWSN_ERR_ARG;
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return KWSN_ERR_IO;
+    kwsn_status st = KWSN_ERR_IO;
+    kwsn_loaded *lm = NULL;
+    long size = -1;
+    if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
+    if (size < 0 || fseek(f, 0, SEEK_SET) != 0) goto done;
+    if ((size_t)size > KWSN_MAX_FILE_BYTES) {
+        st = KWSN_ERR_TOO_BIG;
+        goto done;
+    }
+    lm = (kwsn_loaded *)calloc(1, sizeof(*lm));
+    /* malloc's alignment satisfies the parser's 4-byte rule */
+    if (lm) lm->buf = malloc(size > 0 ? (size_t)size : 1u);
+    if (!lm || !lm->buf) {
+        st = KWSN_ERR_NOMEM;
+        goto done;
+    }
+    if (fread(lm->buf, 1, (size_t)size, f) != (size_t)size) {
+        st = KWSN_ERR_IO;
+        goto done;
+    }
+    st = kwsn_model_parse(lm->buf, (size_t)size, lm->layers, KWSN_MAX_LAYERS, &lm->model);
+done:
+    fclose(f);
+    if (st == KWSN_OK) {
+        *out = lm;
+    } else {
+        kwsn_free(lm);
+    }
+    return st;
+}
+
+const kwsn_model *kwsn_loaded_model(const kwsn_loaded *lm) { return lm ? &lm->model : NULL; }
+
+void kwsn_free(kwsn_loaded *lm) {
+    if (!lm) return;
+    free(lm->buf);
+    free(lm);
+}

@@ -1,0 +1,444 @@
+/* kwsnet runtime core: status names, CRC-32, the layer table (one entry per op), the model
+ * file parser, shape preparation, and the forward pass in a caller-owned arena. */
+#include <math.h>
+#include <string.h>
+
+#include "kwsn_kernels.h"
+#include "kwsnet.h"
+
+/* ------------------------------------------------------------------ status names */
+
+static const char *const kwsn_status_names[KWSN_STATUS_COUNT] = {
+    "ok",
+    "bad argument",
+    "I/O error",
+    "out of memory",
+    "truncated model file",
+    "bad magic (not a kwsnet model file)",
+    "unsupported format version",
+    "CRC mismatch (corrupted model file)",
+    "misaligned buffer or big-endian host",
+    "unknown layer type",
+    "bad layer parameters",
+    "layer shapes do not chain",
+    "size exceeds runtime limits",
+    "trailing bytes after the last layer",
+    "arena too small or misaligned",
+    "input length does not match the model",
+};
+
+const char *kwsn_status_str(kwsn_status s) {
+    if ((int)s < 0 || s >= KWSN_STATUS_COUNT) return "unknown status";
+    return kwsn_status_names[s];
+}
+
+/* ------------------------------------------------------------------ CRC-32 (zlib) */
+
+uint32_t kwsn_crc32(const void *buf, size_t len) {
+    /* nibble table: small enough for an MCU, fast enough for a model file */
+    static const uint32_t t[16] = {
+        0x00000000u, 0x1DB71064u, 0x3B6E20C8u, 0x26D930ACu, 0x76DC4190u, 0x6B6B51F4u,
+        0x4DB26158u, 0x5005713Cu, 0xEDB88320u, 0xF00F9344u, 0xD6D6A3E8u, 0xCB61B38Cu,
+        0x9B64C2B0u, 0x86D3D2D4u, 0xA00AE278u, 0xBDBDF21Cu};
+    const uint8_t *p = (const uint8_t *)buf;
+    uint32_t crc = 0xFFFFFFFFu;
+    for (size_t i = 0; i < len; i++) {
+        crc ^= p[i];
+        crc = (crc >> 4) ^ t[crc & 15u];
+        crc = (crc >> 4) ^ t[crc & 15u];
+    }
+    return crc ^ 0xFFFFFFFFu;
+}
+
+/* ------------------------------------------------------------------ shapes */
+
+static size_t shape_numel(kwsn_shape s) { return (size_t)s.dim[0] * (size_t)s.dim[1]; }
+
+static kwsn_shape shape2(uint32_t c, uint32_t l) {
+    kwsn_shape s = {2u, {c, l}};
+    return s;
+}
+
+static kwsn_shape shape1(uint32_t f) {
+    kwsn_shape s = {1u, {f, 1u}};
+    return s;
+}
+
+/* ------------------------------------------------------------------ layer table */
+
+typedef struct {
+    uint32_t type;
+    const char *name;
+    uint32_t n_ints;
+    int in_place;
+    /* Check ints/floats against l->in, set l->out. Runs once, at load. */
+    kwsn_status (*prepare)(kwsn_layer *l);
+    /* Run one sample. out == in for in-place ops. */
+    void (*run)(const kwsn_layer *l, const float *in, float *out);
+} kwsn_op;
+
+#define I(l, k) ((l)->desc.ints[k])
+
+static kwsn_status check_pool(kwsn_layer *l) {
+    int32_t k = I(l, 0), s = I(l, 1);
+    if (l->in.ndim != 2) return KWSN_ERR_SHAPE;
+    if (k < 1 || s < 1 || l->desc.n_floats != 0) return KWSN_ERR_PARAM;
+    if ((uint32_t)k > l->in.dim[1]) return KWSN_ERR_SHAPE;
+    l->out = shape2(l->in.dim[0], (l->in.dim[1] - (uint32_t)k) / (uint32_t)s + 1u);
+    return KWSN_OK;
+}
+
+static void run_avgpool(const kwsn_layer *l, const float *in, float *out) {
+    kwsn_avgpool1d_f32(out, in, l->in.dim[0], l->in.dim[1], (uint32_t)I(l, 0),
+                       (uint32_t)I(l, 1), l->out.dim[1]);
+}
+
+static void run_maxpool(const kwsn_layer *l, const float *in, float *out) {
+    kwsn_maxpool1d_f32(out, in, l->in.dim[0], l->in.dim[1], (uint32_t)I(l, 0),
+                       (uint32_t)I(l, 1), l->out.dim[1]);
+}
+
+/* ints: in_ch, out_ch, kernel (odd), has_bias. floats: w[out][in][k], then b[out]. */
+static kwsn_status prep_conv(kwsn_layer *l) {
+    int32_t ci = I(l, 0), co = I(l, 1), k = I(l, 2), hb = I(l, 3);
+    if (ci < 1 || co < 1 || k < 1 || (k % 2) == 0 || (hb != 0 && hb != 1)) return KWSN_ERR_PARAM;
+    if ((uint64_t)co * (uint64_t)ci * (uint64_t)k > KWSN_MAX_ELEMS) return KWSN_ERR_TOO_BIG;
+    uint64_t nw = (uint64_t)co * (uint64_t)ci * (uint64_t)k + (hb ? (uint64_t)co : 0u);
+    if (l->desc.n_floats != nw) return KWSN_ERR_PARAM;
+    if (l->in.ndim != 2 || l->in.dim[0] != (uint32_t)ci) return KWSN_ERR_SHAPE;
+    if ((uint64_t)co * l->in.dim[1] > KWSN_MAX_ELEMS) return KWSN_ERR_TOO_BIG;
+    l->out = shape2((uint32_t)co, l->in.dim[1]);
+    return KWSN_OK;
+}
+
+static void run_conv(const kwsn_layer *l, const float *in, float *out) {
+    uint32_t ci = (uint32_t)I(l, 0), co = (uint32_t)I(l, 1), k = (uint32_t)I(l, 2);
+    const float *w = l->desc.floats;
+    const float *b = I(l, 3) ? w + (size_t)co * ci * k : NULL;
+    kwsn_conv1d_same_f32(out, in, w, b, ci, co, l->in.dim[1], k);
+}
+
+/* ints: norm_ndim (1|2), d0, d1 (1 when norm_ndim == 1), affine.
+ * floats: eps, then gamma[N], beta[N] when affine (N = d0 * d1). */
+static kwsn_status prep_layernorm(kwsn_layer *l) {
+    int32_t nd = I(l, 0), d0 = I(l, 1), d1 = I(l, 2), aff = I(l, 3);
+    if ((nd != 1 && nd != 2) || d0 < 1 || d1 < 1 || (nd == 1 && d1 != 1) ||
+        (aff != 0 && aff != 1))
+        return KWSN_ERR_PARAM;
+    uint64_t n = (uint64_t)d0 * (uint64_t)d1;
+    if (n > KWSN_MAX_ELEMS) return KWSN_ERR_TOO_BIG;
+    if (l->desc.n_floats != 1u + (aff ? 2u * n : 0u)) return KWSN_ERR_PARAM;
+    float eps = l->desc.floats[0];
+    if (!(eps >= 0.0f) || isinf(eps)) return KWSN_ERR_PARAM;
+    if (nd == 2) {
+        if (l->in.ndim != 2 || l->in.dim[0] != (uint32_t)d0 || l->in.dim[1] != (uint32_t)d1)
+            return KWSN_ERR_SHAPE;
+    } else {
+        uint32_t last = l->in.ndim == 2 ? l->in.dim[1] : l->in.dim[0];
+        if (last != (uint32_t)d0) return KWSN_ERR_SHAPE;
+    }
+    l->out = l->in;
+    return KWSN_OK;
+}
+
+static void run_layernorm(const kwsn_layer *l, const float *in, float *out) {
+    uint32_t n = (uint32_t)I(l, 1) * (uint32_t)I(l, 2);
+    const float *f = l->desc.floats;
+    const float *g = I(l, 3) ? f + 1 : NULL;
+    const float *b = I(l, 3) ? f + 1 + n : NULL;
+    kwsn_layernorm_f32(out, in, g, b, f[0], (uint32_t)(shape_numel(l->in) / n), n);
+}
+
+static kwsn_status prep_elementwise(kwsn_layer *l) {
+    if (l->desc.n_floats != 0) return KWSN_ERR_PARAM;
+    l->out = l->in;
+    return KWSN_OK;
+}
+
+static void run_relu(const kwsn_layer *l, const float *in, float *out) {
+    kwsn_relu_f32(out, in, (uint32_t)shape_numel(l->in));
+}
+
+/* ints: output_size (only 1 is supported). */
+static kwsn_status prep_adaptive_avg(kwsn_layer *l) {
+    if (I(l, 0) != 1 || l->desc.n_floats != 0) return KWSN_ERR_PARAM;
+    if (l->in.ndim != 2) return KWSN_ERR_SHAPE;
+    l->out = shape2(l->in.dim[0], 1u);
+    return KWSN_OK;
+}
+
+static void run_adaptive_avg(const kwsn_layer *l, const float *in, float *out) {
+    kwsn_adaptive_avgpool1_f32(out, in, l->in.dim[0], l->in.dim[1]);
+}
+
+static kwsn_status prep_flatten(kwsn_layer *l) {
+    if (l->desc.n_floats != 0) return KWSN_ERR_PARAM;
+    l->out = shape1((uint32_t)shape_numel(l->in));
+    return KWSN_OK;
+}
+
+static void run_flatten(const kwsn_layer *l, const float *in, float *out) {
+    (void)l, (void)in, (void)out; /* in place: [C, L] and [C*L] share one layout */
+}
+
+/* ints: in_features, out_features, has_bias. floats: w[out][in], then b[out]. */
+static kwsn_status prep_linear(kwsn_layer *l) {
+    int32_t fi = I(l, 0), fo = I(l, 1), hb = I(l, 2);
+    if (fi < 1 || fo < 1 || (hb != 0 && hb != 1)) return KWSN_ERR_PARAM;
+    if ((uint64_t)fi * (uint64_t)fo > KWSN_MAX_ELEMS) return KWSN_ERR_TOO_BIG;
+    if (l->desc.n_floats != (uint64_t)fi * (uint64_t)fo + (hb ? (uint64_t)fo : 0u))
+        return KWSN_ERR_PARAM;
+    if (l->in.ndim != 1 || l->in.dim[0] != (uint32_t)fi) return KWSN_ERR_SHAPE;
+    l->out = shape1((uint32_t)fo);
+    return KWSN_OK;
+}
+
+static void run_linear(const kwsn_layer *l, const float *in, float *out) {
+    uint32_t fi = (uint32_t)I(l, 0), fo = (uint32_t)I(l, 1);
+    const float *w = l->desc.floats;
+    kwsn_linear_f32(out, in, w, I(l, 2) ? w + (size_t)fi * fo : NULL, fi, fo);
+}
+
+static const kwsn_op kwsn_ops[] = {
+    {KWSN_LAYER_AVGPOOL1D, "AvgPool1d", 2, 0, check_pool, run_avgpool},
+    {KWSN_LAYER_CONV1D, "Conv1d", 4, 0, prep_conv, run_conv},
+    {KWSN_LAYER_LAYERNORM, "LayerNorm", 4, 1, prep_layernorm, run_layernorm},
+    {KWSN_LAYER_RELU, "ReLU", 0, 1, prep_elementwise, run_relu},
+    {KWSN_LAYER_MAXPOOL1D, "MaxPool1d", 2, 0, check_pool, run_maxpool},
+    {KWSN_LAYER_ADAPTIVE_AVGPOOL1D, "AdaptiveAvgPool1d", 1, 0, prep_adaptive_avg,
+     run_adaptive_avg},
+    {KWSN_LAYER_FLATTEN, "Flatten", 0, 1, prep_flatten, run_flatten},
+    {KWSN_LAYER_LINEAR, "Linear", 3, 0, prep_linear, run_linear},
+};
+#define KWSN_N_OPS (sizeof(kwsn_ops) / sizeof(kwsn_ops[0]))
+
+static const kwsn_op *find_op(uint32_t type) {
+    for (size_t i = 0; i < KWSN_N_OPS; i++)
+        if (kwsn_ops[i].type == type) return &kwsn_ops[i];
+    return NULL;
+}
+
+const char *kwsn_layer_name(uint32_t type) {
+    const kwsn_op *op = find_op(type);
+    return op ? op->name : "?";
+}
+
+/* ------------------------------------------------------------------ prepare */
+
+static kwsn_status check_input_shape(kwsn_shape s) {
+    if (s.ndim != 1 && s.ndim != 2) return KWSN_ERR_SHAPE;
+    if (s.dim[0] < 1 || s.dim[1] < 1 || (s.ndim == 1 && s.dim[1] != 1)) return KWSN_ERR_SHAPE;
+    if ((uint64_t)s.dim[0] * s.dim[1] > KWSN_MAX_ELEMS) return KWSN_ERR_TOO_BIG;
+    return KWSN_OK;
+}
+
+/* Chain shapes through the prepared layers and fill the model's derived sizes. */
+static kwsn_status prepare_layers(kwsn_model *m) {
+    kwsn_status st = check_input_shape(m->input);
+    if (st != KWSN_OK) return st;
+    if (m->n_layers < 1) return KWSN_ERR_PARAM;
+    kwsn_shape cur = m->input;
+    size_t max_act = shape_numel(cur), wbytes = 0;
+    for (uint32_t i = 0; i < m->n_layers; i++) {
+        kwsn_layer *l = &m->layers[i];
+        const kwsn_op *op = find_op(l->desc.type);
+        if (!op) return KWSN_ERR_LAYER_TYPE;
+        if (l->desc.n_ints != op->n_ints) return KWSN_ERR_PARAM;
+        if (l->desc.n_floats > 0 && !l->desc.floats) return KWSN_ERR_ARG;
+        if (l->desc.n_floats > KWSN_MAX_ELEMS) return KWSN_ERR_TOO_BIG;
+        l->in = cur;
+        l->in_place = op->in_place;
+        l->op_index = (uint32_t)(op - kwsn_ops);
+        st = op->prepare(l);
+        if (st != KWSN_OK) return st;
+        cur = l->out;
+        if (shape_numel(cur) > max_act) max_act = shape_numel(cur);
+        wbytes += (size_t)l->desc.n_floats * sizeof(float);
+    }
+    m->max_act = max_act;
+    m->weight_bytes = wbytes;
+    m->n_classes = shape_numel(cur);
+    return KWSN_OK;
+}
+
+kwsn_status kwsn_model_from_table(const kwsn_layer_desc *descs, uint32_t n_layers,
+                                  kwsn_shape input, uint32_t sample_rate, kwsn_layer *layers,
+                                  kwsn_model *model) {
+    if (!descs || !layers || !model) return KWSN_ERR_ARG;
+    if (n_layers > KWSN_MAX_LAYERS) return KWSN_ERR_TOO_BIG;
+    memset(model, 0, sizeof(*model));
+    for (uint32_t i = 0; i < n_layers; i++) {
+        memset(&layers[i], 0, sizeof(layers[i]));
+        if (descs[i].n_ints > KWSN_MAX_INTS) return KWSN_ERR_PARAM;
+        layers[i].desc = descs[i];
+    }
+    model->version = KWSN_FORMAT_VERSION;
+    model->sample_rate = sample_rate;
+    model->input = input;
+    model->n_layers = n_layers;
+    model->layers = layers;
+    return prepare_layers(model);
+}
+
+/* ------------------------------------------------------------------ parse */
+
+typedef struct {
+    const uint8_t *p;
+    size_t len, pos;
+} reader;
+
+static int read_u32(reader *r, uint32_t *v) {
+    if (r->len - r->pos < 4u) return 0;
+    const uint8_t *b = r->p + r->pos;
+    *v = (uint32_t)b[0] | ((uint32_t)b[1] << 8) | ((uint32_t)b[2] << 16) | ((uint32_t)b[3] << 24);
+    r->pos += 4u;
+    return 1;
+}
+
+static int host_is_little_endian(void) {
+    const uint32_t one = 1u;
+    uint8_t b;
+    memcpy(&b, &one, 1);
+    return b == 1u;
+}
+
+kwsn_status kwsn_model_parse(const void *buf, size_t len, kwsn_layer *layers,
+                             uint32_t max_layers, kwsn_model *model) {
+    if (!buf || !layers || !model) return KWSN_ERR_ARG;
+    memset(model, 0, sizeof(*model));
+    if (((uintptr_t)buf & 3u) != 0 || !host_is_little_endian()) return KWSN_ERR_ALIGN;
+    const uint8_t *p = (const uint8_t *)buf;
+    if (len < 4u) return KWSN_ERR_TRUNCATED;
+    if (memcmp(p, KWSN_MAGIC, 4) != 0) return KWSN_ERR_MAGIC;
+    reader r = {p, len, 4u};
+    uint32_t version, sample_rate, in_ndim, d0, d1, n_layers;
+    if (!read_u32(&r, &version)) return KWSN_ERR_TRUNCATED;
+    if (version != KWSN_FORMAT_VERSION) return KWSN_ERR_VERSION;
+    if (!read_u32(&r, &sample_rate) || !read_u32(&r, &in_ndim) || !read_u32(&r, &d0) ||
+        !read_u32(&r, &d1) || !read_u32(&r, &n_layers))
+        return KWSN_ERR_TRUNCATED;
+    if (len - r.pos < 4u) return KWSN_ERR_TRUNCATED;
+    /* The CRC covers everything before its own field, at the very end of the buffer. */
+    const size_t body = len - 4u;
+    reader crc_r = {p, len, body};
+    uint32_t crc_file = 0;
+    read_u32(&crc_r, &crc_file);
+    if (kwsn_crc32(p, body) != crc_file) return KWSN_ERR_CRC;
+    if (n_layers > KWSN_MAX_LAYERS || n_layers > max_layers) return KWSN_ERR_TOO_BIG;
+    r.len = body; /* layer records may not reach into the CRC */
+    for (uint32_t i = 0; i < n_layers; i++) {
+        kwsn_layer *l = &layers[i];
+        memset(l, 0, sizeof(*l));
+        uint32_t n_ints, n_floats;
+        if (!read_u32(&r, &l->desc.type) || !read_u32(&r, &n_ints) || !read_u32(&r, &n_floats))
+            return KWSN_ERR_TRUNCATED;
+        if (n_ints > KWSN_MAX_INTS) return KWSN_ERR_PARAM;
+        if (n_floats > KWSN_MAX_ELEMS) return KWSN_ERR_TOO_BIG;
+        /* sizes checked against what is left before reading any of it */
+        if ((uint64_t)(r.len - r.pos) < 4u * ((uint64_t)n_ints + n_floats))
+            return KWSN_ERR_TRUNCATED;
+        l->desc.n_ints = n_ints;
+        for (uint32_t k = 0; k < n_ints; k++) {
+            uint32_t v = 0;
+            read_u32(&r, &v);
+            l->desc.ints[k] = (int32_t)v;
+        }
+        l->desc.n_floats = n_floats;
+        l->desc.floats = n_floats ? (const float *)(const void *)(p + r.pos) : NULL;
+        r.pos += 4u * (size_t)n_floats;
+    }
+    if (r.pos != body) return KWSN_ERR_TRAILING;
+    model->version = version;
+    model->sample_rate = sample_rate;
+    model->input.ndim = in_ndim;
+    model->input.dim[0] = d0;
+    model->input.dim[1] = d1;
+    model->n_layers = n_layers;
+    model->layers = layers;
+    kwsn_status st = prepare_layers(model);
+    if (st != KWSN_OK) memset(model, 0, sizeof(*model));
+    return st;
+}
+
+/* ------------------------------------------------------------------ forward */
+
+#define KWSN_ALIGN 64u
+
+static size_t round_up(size_t n) { return (n + KWSN_ALIGN - 1u) & ~(size_t)(KWSN_ALIGN - 1u); }
+
+size_t kwsn_arena_bytes(const kwsn_model *m) {
+    if (!m || !m->layers) return 0;
+    return 2u * round_up(m->max_act * sizeof(float));
+}
+
+size_t kwsn_input_len(const kwsn_model *m) { return m ? shape_numel(m->input) : 0; }
+
+size_t kwsn_layer_out_len(const kwsn_model *m, uint32_t i) {
+    if (!m || !m->layers || i >= m->n_layers) return 0;
+    return shape_numel(m->layers[i].out);
+}
+
+uint32_t kwsn_n_layers(const kwsn_model *m) { return m ? m->n_layers : 0u; }
+
+uint32_t kwsn_layer_type_at(const kwsn_model *m, uint32_t i) {
+    return (m && m->layers && i < m->n_layers) ? m->layers[i].desc.type : 0u;
+}
+
+size_t kwsn_weight_bytes(const kwsn_model *m) { return m ? m->weight_bytes : 0u; }
+
+size_t kwsn_n_classes(const kwsn_model *m) { return m ? m->n_classes : 0u; }
+
+kwsn_status kwsn_forward_until(const kwsn_model *m, void *arena, size_t arena_bytes,
+                               const float *input, size_t input_len, uint32_t n_run,
+                               float *out, size_t out_cap) {
+    if (!m || !m->layers || !input || !out || n_run > m->n_layers) return KWSN_ERR_ARG;
+    if (input_len != kwsn_input_len(m)) return KWSN_ERR_INPUT_LEN;
+    size_t out_len = n_run ? shape_numel(m->layers[n_run - 1].out) : input_len;
+    if (out_cap < out_len) return KWSN_ERR_ARG;
+    if (!arena || ((uintptr_t)arena & 3u) != 0 || arena_bytes < kwsn_arena_bytes(m))
+        return KWSN_ERR_ARENA;
+    float *a = (float *)arena;
+    float *b = (float *)((uint8_t *)arena + round_up(m->max_act * sizeof(float)));
+    memcpy(a, input, input_len * sizeof(float));
+    for (uint32_t i = 0; i < n_run; i++) {
+        const kwsn_layer *l = &m->layers[i];
+        const kwsn_op *op = &kwsn_ops[l->op_index];
+        if (l->in_place) {
+            op->run(l, a, a);
+        } else {
+            op->run(l, a, b);
+            float *t = a;
+            a = b;
+            b = t;
+        }
+    }
+    memcpy(out, a, out_len * sizeof(float));
+    return KWSN_OK;
+}
+
+kwsn_status kwsn_forward(const kwsn_model *m, void *arena, size_t arena_bytes,
+                         const float *input, size_t input_len, float *logits, size_t logits_cap) {
+    if (!m) return KWSN_ERR_ARG;
+    return kwsn_forward_until(m, arena, arena_bytes, input, input_len, m->n_layers, logits,
+                              logits_cap);
+}
+
+uint32_t kwsn_argmax(const float *x, size_t n) {
+    uint32_t best = 0;
+    for (size_t i = 1; i < n; i++)
+        if (x[i] > x[best] || (isnan(x[i]) && !isnan(x[best]))) best = (uint32_t)i;
+    return best;
+}
+
+void kwsn_softmax(float *x, size_t n) {
+    if (n == 0) return;
+    float mx = x[0];
+    for (size_t i = 1; i < n; i++)
+        if (x[i] > mx) mx = x[i];
+    float s = 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        s += x[i];
+    }
+    for (size_t i = 0; i < n; i++) x[i] /= s;
+}

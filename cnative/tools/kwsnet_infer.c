@@ -1,0 +1,149 @@
+/* kwsnet-infer: run a kwsnet model file on WAV clips or on a raw float32 batch.
+ *
+ *   kwsnet-infer [--softmax] model.kwsn clip.wav [more.wav ...]
+ *   kwsnet-infer [--softmax] model.kwsn --raw batch.f32     (N x T float32, little-endian)
+ *
+ * stdout: a '#' header line with the model's arena and weight bytes, then one line per clip
+ * (or row): "<name> <class id> <logit 0> <logit 1> ..." (probabilities with --softmax).
+ * Exit status: 0 ok, 1 bad model or input, 2 usage. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kwsnet.h"
+#include "wav.h"
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: kwsnet-infer [--softmax] model.kwsn clip.wav [more.wav ...]\n"
+            "       kwsnet-infer [--softmax] model.kwsn --raw batch.f32\n");
+}
+
+static void print_row(const char *name, float *logits, size_t n, int softmax) {
+    uint32_t cls = kwsn_argmax(logits, n);
+    if (softmax) kwsn_softmax(logits, n);
+    printf("%s %u", name, cls);
+    for (size_t i = 0; i < n; i++) printf(" %.9g", logits[i]);
+    printf("\n");
+}
+
+static int run_raw(const kwsn_model *m, void *arena, size_t arena_bytes, const char *path,
+                   float *logits, int softmax) {
+    size_t T = kwsn_input_len(m);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "error: %s: cannot open\n", path);
+        return 1;
+    }
+    long size = -1;
+    if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    if (size < 0 || (size_t)size % (T * sizeof(float)) != 0) {
+        fprintf(stderr,
+                "error: %s: %ld bytes is not a whole number of rows of %zu float32 samples "
+                "(the model's input length)\n",
+                path, size, T);
+        fclose(f);
+        return 1;
+    }
+    float *x = (float *)malloc(T * sizeof(float));
+    if (!x) {
+        fclose(f);
+        return 1;
+    }
+    size_t rows = (size_t)size / (T * sizeof(float));
+    int rc = 0;
+    for (size_t r = 0; r < rows && rc == 0; r++) {
+        if (fread(x, sizeof(float), T, f) != T) {
+            fprintf(stderr, "error: %s: short read at row %zu\n", path, r);
+            rc = 1;
+            break;
+        }
+        kwsn_status st = kwsn_forward(m, arena, arena_bytes, x, T, logits, kwsn_n_classes(m));
+        if (st != KWSN_OK) {
+            fprintf(stderr, "error: row %zu: %s\n", r, kwsn_status_str(st));
+            rc = 1;
+            break;
+        }
+        char name[32];
+        snprintf(name, sizeof(name), "%zu", r);
+        print_row(name, logits, kwsn_n_classes(m), softmax);
+    }
+    free(x);
+    fclose(f);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    int softmax = 0, argi = 1;
+    const char *raw = NULL;
+    if (argi < argc && strcmp(argv[argi], "--softmax") == 0) softmax = 1, argi++;
+    if (argc - argi < 2) {
+        usage();
+        return 2;
+    }
+    const char *model_path = argv[argi++];
+    if (strcmp(argv[argi], "--raw") == 0) {
+        if (argc - argi != 2) {
+            usage();
+            return 2;
+        }
+        raw = argv[argi + 1];
+    }
+    kwsn_loaded *lm = NULL;
+    kwsn_status st = kwsn_load_file(model_path, &lm);
+    if (st != KWSN_OK) {
+        fprintf(stderr, "error: %s: %s\n", model_path, kwsn_status_str(st));
+        return 1;
+    }
+    const kwsn_model *m = kwsn_loaded_model(lm);
+    size_t arena_bytes = kwsn_arena_bytes(m);
+    void *arena = malloc(arena_bytes);
+    float *logits = (float *)malloc(kwsn_n_classes(m) * sizeof(float));
+    if (!arena || !logits) {
+        fprintf(stderr, "error: out of memory\n");
+        kwsn_free(lm);
+        return 1;
+    }
+    printf("# layers %u input %zu classes %zu arena_bytes %zu weight_bytes %zu\n",
+           kwsn_n_layers(m), kwsn_input_len(m), kwsn_n_classes(m), arena_bytes,
+           kwsn_weight_bytes(m));
+    int rc = 0;
+    if (raw) {
+        rc = run_raw(m, arena, arena_bytes, raw, logits, softmax);
+    } else {
+        for (; argi < argc && rc == 0; argi++) {
+            float *x = NULL;
+            size_t n = 0;
+            uint32_t rate = 0;
+            char err[512];
+            if (kwsn_wav_read(argv[argi], &x, &n, &rate, err, sizeof(err)) != 0) {
+                fprintf(stderr, "error: %s\n", err);
+                rc = 1;
+                break;
+            }
+            if (m->sample_rate && rate != m->sample_rate) {
+                fprintf(stderr, "error: %s: sample rate %u Hz, model expects %u Hz\n",
+                        argv[argi], rate, m->sample_rate);
+                rc = 1;
+            } else if (n != kwsn_input_len(m)) {
+                fprintf(stderr, "error: %s: %zu samples, model expects %zu (crop or pad it)\n",
+                        argv[argi], n, kwsn_input_len(m));
+                rc = 1;
+            } else {
+                st = kwsn_forward(m, arena, arena_bytes, x, n, logits, kwsn_n_classes(m));
+                if (st != KWSN_OK) {
+                    fprintf(stderr, "error: %s: %s\n", argv[argi], kwsn_status_str(st));
+                    rc = 1;
+                } else {
+                    print_row(argv[argi], logits, kwsn_n_classes(m), softmax);
+                }
+            }
+            free(x);
+        }
+    }
+    free(arena);
+    free(logits);
+    kwsn_free(lm);
+    return rc;
+}

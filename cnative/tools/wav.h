@@ -1,0 +1,14 @@
+/* Minimal WAV reader for the CLI: mono 16-bit PCM or 32-bit IEEE float (plain or
+ * WAVE_FORMAT_EXTENSIBLE). Samples come back as float32 in [-1, 1) (int16 / 32768, as
+ * soundfile and torchaudio do). */
+#ifndef KWSN_WAV_H
+#define KWSN_WAV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Returns 0 and a malloc'd *samples on success; otherwise non-zero with a message in err. */
+int kwsn_wav_read(const char *path, float **samples, size_t *n_samples, uint32_t *sample_rate,
+                  char *err, size_t err_cap);
+
+#endif

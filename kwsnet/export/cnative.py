@@ -1,0 +1,218 @@
+"""Writer for the cnative model file; mirrors ``kwsn_model_parse`` in cnative/src/kwsn_model.c.
+
+Layout (little-endian, every field 4 bytes)::
+
+    char magic[4] = "KWSN"; u32 version; u32 sample_rate; u32 in_ndim; u32 in_dim[2];
+    u32 n_layers;
+    n_layers x { u32 type; u32 n_ints; u32 n_floats; i32 ints[n_ints]; f32 floats[n_floats] }
+    u32 crc32   (zlib CRC-32 of every byte before it)
+
+Per-layer ``ints`` / ``floats`` are documented in :func:`layer_record` and in the layer table of
+the C runtime; change both at once and bump ``FORMAT_VERSION``.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from kwsnet.export.layers import ExportError
+
+__all__ = [
+    "MAGIC",
+    "FORMAT_VERSION",
+    "LAYER_TYPES",
+    "LayerRecord",
+    "layer_record",
+    "model_bytes",
+    "write_model",
+    "arena_bytes",
+]
+
+MAGIC = b"KWSN"
+FORMAT_VERSION = 1
+# Mirrors kwsn_layer_type in cnative/include/kwsnet.h.
+LAYER_TYPES: dict[str, int] = {
+    "AvgPool1d": 1,
+    "Conv1d": 2,
+    "LayerNorm": 3,
+    "ReLU": 4,
+    "MaxPool1d": 5,
+    "AdaptiveAvgPool1d": 6,
+    "Flatten": 7,
+    "Linear": 8,
+}
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """One layer as stored: type id, integer shape parameters, float32 payload."""
+
+    name: str
+    type: int
+    ints: tuple[int, ...]
+    floats: np.ndarray  # float32, 1-D
+
+    def to_bytes(self) -> bytes:
+        head = struct.pack("<3I", self.type, len(self.ints), self.floats.size)
+        ints = struct.pack(f"<{len(self.ints)}i", *self.ints)
+        return head + ints + self.floats.astype("<f4", copy=False).tobytes()
+
+
+def _one(v: int | Sequence[int], what: str, layer: str) -> int:
+    if isinstance(v, int):
+        return v
+    if len(v) != 1:
+        raise ExportError(f"{layer}: {what}={v} must be a single value")
+    return int(v[0])
+
+
+def _f32(*tensors: torch.Tensor) -> np.ndarray:
+    parts = [t.detach().to(torch.float32).cpu().reshape(-1).numpy() for t in tensors]
+    arr = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def _pool(m: nn.AvgPool1d | nn.MaxPool1d, name: str, path: str) -> tuple[int, int]:
+    k = _one(m.kernel_size, "kernel_size", path)
+    s = _one(m.stride if m.stride is not None else k, "stride", path)
+    if _one(m.padding, "padding", path) != 0 or m.ceil_mode:
+        raise ExportError(f"{name} at '{path}': only padding=0, ceil_mode=False is supported")
+    if isinstance(m, nn.MaxPool1d) and (
+        _one(m.dilation, "dilation", path) != 1 or m.return_indices
+    ):
+        raise ExportError(f"MaxPool1d at '{path}': only dilation=1 without indices is supported")
+    return k, s
+
+
+def layer_record(module: nn.Module, path: str = "") -> LayerRecord:
+    """Encode one supported layer.
+
+    ints / floats per type:
+        AvgPool1d, MaxPool1d: [kernel, stride] / none
+        Conv1d: [in_ch, out_ch, kernel (odd), has_bias] / weight [out, in, k], bias [out]
+        LayerNorm: [norm_ndim (1|2), d0, d1 (1 if norm_ndim == 1), affine] /
+            eps, weight [N], bias [N]   (bias zeros if the LayerNorm has weight only)
+        ReLU, Flatten (start_dim=1, end_dim=-1): none / none
+        AdaptiveAvgPool1d: [output_size == 1] / none
+        Linear: [in, out, has_bias] / weight [out, in], bias [out]
+
+    Raises:
+        ExportError: for settings the runtime does not implement (named with ``path``).
+    """
+    name = type(module).__name__
+    empty = np.zeros(0, np.float32)
+    if isinstance(module, nn.AvgPool1d):
+        return LayerRecord(name, 1, _pool(module, name, path), empty)
+    if isinstance(module, nn.MaxPool1d):
+        return LayerRecord(name, 5, _pool(module, name, path), empty)
+    if isinstance(module, nn.Conv1d):
+        k = module.kernel_size[0]
+        same = module.padding == "same" or module.padding == (k // 2,)
+        if (
+            module.stride != (1,)
+            or module.dilation != (1,)
+            or module.groups != 1
+            or module.padding_mode != "zeros"
+            or k % 2 != 1
+            or not same
+        ):
+            raise ExportError(
+                f"Conv1d at '{path}': only stride 1, dilation 1, groups 1, odd kernel with zero "
+                f"'same' padding is supported (got kernel {k}, stride {module.stride}, padding "
+                f"{module.padding}, groups {module.groups})"
+            )
+        has_bias = module.bias is not None
+        t = [module.weight] + ([module.bias] if has_bias else [])
+        ints = (module.in_channels, module.out_channels, k, int(has_bias))
+        return LayerRecord(name, 2, ints, _f32(*t))
+    if isinstance(module, nn.LayerNorm):
+        shape = tuple(module.normalized_shape)
+        if len(shape) not in (1, 2):
+            raise ExportError(f"LayerNorm at '{path}': normalized_shape {shape} must be 1-D or 2-D")
+        d0, d1 = (shape[0], 1) if len(shape) == 1 else shape
+        eps = torch.tensor([module.eps], dtype=torch.float32)
+        if module.weight is None:
+            return LayerRecord(name, 3, (len(shape), d0, d1, 0), _f32(eps))
+        bias = module.bias if module.bias is not None else torch.zeros_like(module.weight)
+        return LayerRecord(name, 3, (len(shape), d0, d1, 1), _f32(eps, module.weight, bias))
+    if isinstance(module, nn.ReLU):
+        return LayerRecord(name, 4, (), empty)
+    if isinstance(module, nn.AdaptiveAvgPool1d):
+        if _one(module.output_size, "output_size", path) != 1:
+            raise ExportError(f"AdaptiveAvgPool1d at '{path}': only output_size=1 is supported")
+        return LayerRecord(name, 6, (1,), empty)
+    if isinstance(module, nn.Flatten):
+        if module.start_dim != 1 or module.end_dim != -1:
+            raise ExportError(f"Flatten at '{path}': only start_dim=1, end_dim=-1 is supported")
+        return LayerRecord(name, 7, (), empty)
+    if isinstance(module, nn.Linear):
+        has_bias = module.bias is not None
+        t = [module.weight] + ([module.bias] if has_bias else [])
+        ints = (module.in_features, module.out_features, int(has_bias))
+        return LayerRecord(name, 8, ints, _f32(*t))
+    raise ExportError(f"unsupported layer {name} at '{path or '<root>'}'")
+
+
+def _named(
+    layers: Sequence[nn.Module] | Sequence[tuple[str, nn.Module]],
+) -> list[tuple[str, nn.Module]]:
+    return [x if isinstance(x, tuple) else (f"layer{i}", x) for i, x in enumerate(layers)]
+
+
+def model_bytes(
+    layers: Sequence[nn.Module] | Sequence[tuple[str, nn.Module]],
+    input_shape: Sequence[int],
+    sample_rate: int = 16000,
+) -> bytes:
+    """Serialise ``layers`` (modules or ``(path, module)`` pairs) for per-sample
+    ``input_shape`` (``(1, T)`` for raw audio, or ``(F,)``)."""
+    if len(input_shape) not in (1, 2):
+        raise ExportError(f"input_shape {tuple(input_shape)} must be (C, L) or (F,)")
+    dims = (*input_shape, 1) if len(input_shape) == 1 else tuple(input_shape)
+    named = _named(layers)
+    records = []
+    for path, module in named:
+        rec = layer_record(module, path)
+        if not np.all(np.isfinite(rec.floats)):
+            raise ExportError(f"{rec.name} at '{path}' has non-finite weights")
+        records.append(rec)
+    body = MAGIC + struct.pack(
+        "<6I", FORMAT_VERSION, sample_rate, len(input_shape), dims[0], dims[1], len(records)
+    )
+    body += b"".join(r.to_bytes() for r in records)
+    return body + struct.pack("<I", zlib.crc32(body) & 0xFFFFFFFF)
+
+
+def write_model(
+    layers: Sequence[nn.Module] | Sequence[tuple[str, nn.Module]],
+    input_shape: Sequence[int],
+    path: str | Path,
+    sample_rate: int = 16000,
+) -> int:
+    """Write the model file; returns its size in bytes."""
+    data = model_bytes(layers, input_shape, sample_rate)
+    Path(path).write_bytes(data)
+    return len(data)
+
+
+@torch.no_grad()
+def arena_bytes(
+    layers: Sequence[nn.Module] | Sequence[tuple[str, nn.Module]], input_shape: Sequence[int]
+) -> int:
+    """The C runtime's ``kwsn_arena_bytes``: two 64-byte-aligned buffers of the largest
+    activation (the input included), computed by running a zero sample through ``layers``."""
+    x = torch.zeros(1, *input_shape)
+    largest = x.numel()
+    for _, m in _named(layers):
+        x = m(x)
+        largest = max(largest, x.numel())
+    return 2 * (math.ceil(largest * 4 / 64) * 64)

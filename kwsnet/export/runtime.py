@@ -1,0 +1,149 @@
+"""ctypes binding to the C runtime (``cnative/build/libkwsnet.so``), for parity checks and
+benchmarks. Builds the library with ``make -C cnative`` when it is missing."""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["CNATIVE_DIR", "CRuntimeError", "CModel", "build_cnative", "load_library"]
+
+CNATIVE_DIR = Path(__file__).resolve().parents[2] / "cnative"
+_c_size = ctypes.c_size_t
+_c_u32 = ctypes.c_uint32
+_c_vp = ctypes.c_void_p
+
+
+class CRuntimeError(RuntimeError):
+    """A non-OK status from the C runtime (the message is ``kwsn_status_str``)."""
+
+
+def build_cnative(target: str = "all", cnative_dir: Path = CNATIVE_DIR) -> Path:
+    """Run ``make -C cnative <target>``; returns the build directory."""
+    if shutil.which("make") is None or shutil.which("gcc") is None:
+        raise CRuntimeError("building the C runtime needs make and gcc on PATH")
+    if not (cnative_dir / "Makefile").exists():
+        raise CRuntimeError(f"no cnative sources at {cnative_dir} (needs a source checkout)")
+    proc = subprocess.run(
+        ["make", "-s", "-C", str(cnative_dir), target], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise CRuntimeError(f"make -C {cnative_dir} {target} failed:\n{proc.stderr}")
+    return cnative_dir / "build"
+
+
+def load_library(lib: str | Path | None = None) -> ctypes.CDLL:
+    """Open libkwsnet.so (``lib``, or the repo's, built on demand) and declare its API."""
+    path = Path(lib) if lib else CNATIVE_DIR / "build" / "libkwsnet.so"
+    if not path.exists():
+        if lib:
+            raise CRuntimeError(f"C runtime library {path} does not exist")
+        build_cnative()
+    so = ctypes.CDLL(str(path))
+    so.kwsn_status_str.restype = ctypes.c_char_p
+    so.kwsn_status_str.argtypes = [ctypes.c_int]
+    so.kwsn_load_file.restype = ctypes.c_int
+    so.kwsn_load_file.argtypes = [ctypes.c_char_p, ctypes.POINTER(_c_vp)]
+    so.kwsn_loaded_model.restype = _c_vp
+    so.kwsn_loaded_model.argtypes = [_c_vp]
+    so.kwsn_free.restype = None
+    so.kwsn_free.argtypes = [_c_vp]
+    for fn in ("kwsn_arena_bytes", "kwsn_input_len", "kwsn_weight_bytes", "kwsn_n_classes"):
+        getattr(so, fn).restype = _c_size
+        getattr(so, fn).argtypes = [_c_vp]
+    so.kwsn_n_layers.restype = _c_u32
+    so.kwsn_n_layers.argtypes = [_c_vp]
+    so.kwsn_layer_out_len.restype = _c_size
+    so.kwsn_layer_out_len.argtypes = [_c_vp, _c_u32]
+    so.kwsn_layer_type_at.restype = _c_u32
+    so.kwsn_layer_type_at.argtypes = [_c_vp, _c_u32]
+    so.kwsn_layer_name.restype = ctypes.c_char_p
+    so.kwsn_layer_name.argtypes = [_c_u32]
+    so.kwsn_forward_until.restype = ctypes.c_int
+    so.kwsn_forward_until.argtypes = [_c_vp, _c_vp, _c_size, _c_vp, _c_size, _c_u32, _c_vp, _c_size]
+    return so
+
+
+class CModel:
+    """A model file loaded into the C runtime.
+
+    Args:
+        path: the ``.kwsn`` file.
+        lib: path to libkwsnet.so (default: the repo's, built if missing).
+
+    ``forward(x [N, T]) -> logits [N, n_classes]``; ``forward_until(x, i)`` returns layer
+    ``i - 1``'s output ``[N, numel]`` (``i = 0`` returns the input).
+    """
+
+    def __init__(self, path: str | Path, lib: str | Path | None = None) -> None:
+        self._so = load_library(lib)
+        handle = _c_vp()
+        st = self._so.kwsn_load_file(str(path).encode(), ctypes.byref(handle))
+        if st != 0:
+            raise CRuntimeError(f"{path}: {self.status_str(st)}")
+        self._handle = handle
+        self._model = self._so.kwsn_loaded_model(handle)
+        self.n_layers = int(self._so.kwsn_n_layers(self._model))
+        self.input_len = int(self._so.kwsn_input_len(self._model))
+        self.n_classes = int(self._so.kwsn_n_classes(self._model))
+        self.arena_bytes = int(self._so.kwsn_arena_bytes(self._model))
+        self.weight_bytes = int(self._so.kwsn_weight_bytes(self._model))
+        self.layer_names = [
+            self._so.kwsn_layer_name(self._so.kwsn_layer_type_at(self._model, i)).decode()
+            for i in range(self.n_layers)
+        ]
+        self._arena = np.zeros(self.arena_bytes // 4 + 16, dtype=np.float32)
+
+    def status_str(self, status: int) -> str:
+        """The runtime's message for a status code."""
+        return self._so.kwsn_status_str(status).decode()
+
+    def out_len(self, n_run: int) -> int:
+        """Floats produced by running the first ``n_run`` layers."""
+        if n_run == 0:
+            return self.input_len
+        return int(self._so.kwsn_layer_out_len(self._model, n_run - 1))
+
+    def forward_until(self, x: np.ndarray, n_run: int) -> np.ndarray:
+        """Run layers ``[0, n_run)`` on every row of ``x [N, ...]``; returns ``[N, numel]``."""
+        x = np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(len(x), -1))
+        n_out = self.out_len(n_run)
+        out = np.empty((len(x), n_out), dtype=np.float32)
+        arena = self._arena.ctypes.data
+        for i in range(len(x)):
+            st = self._so.kwsn_forward_until(
+                self._model,
+                arena,
+                self.arena_bytes,
+                x[i].ctypes.data,
+                x.shape[1],
+                n_run,
+                out[i].ctypes.data,
+                n_out,
+            )
+            if st != 0:
+                raise CRuntimeError(f"row {i}: {self.status_str(st)}")
+        return out
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Logits ``[N, n_classes]`` for inputs ``[N, T]``."""
+        return self.forward_until(x, self.n_layers)
+
+    def close(self) -> None:
+        """Free the C model (also done on garbage collection)."""
+        if getattr(self, "_handle", None):
+            self._so.kwsn_free(self._handle)
+            self._handle = None
+
+    def __del__(self) -> None:
+        self.close()
+
+    def __enter__(self) -> CModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
