@@ -1,0 +1,85 @@
+"""Collapse monitor: does the classifier still use all its classes?
+
+A model that predicts fewer distinct classes than exist, or gives one class more than
+``max_share`` of its predictions, has collapsed (the failure the end-LayerNorm raw-conv model
+shows on ~40% of seeds). Logged every val/test epoch as ``{stage}/n_pred_classes``,
+``{stage}/max_class_share`` and ``{stage}/collapsed`` (1.0 or 0.0), with a warning.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+
+__all__ = ["CollapseMonitor", "collapse_stats"]
+
+
+def collapse_stats(counts: torch.Tensor, max_share: float = 0.9) -> dict[str, float]:
+    """Summarise a per-class prediction histogram ``counts [C]``."""
+    total = counts.sum().clamp_min(1)
+    n_pred = int((counts > 0).sum())
+    share = float(counts.max() / total)
+    collapsed = n_pred < counts.numel() or share > max_share
+    return {"n_pred_classes": float(n_pred), "max_class_share": share, "collapsed": float(collapsed)}
+
+
+class CollapseMonitor(pl.Callback):
+    """Track predicted-class coverage on validation and test.
+
+    Args:
+        max_share: a class share above this counts as collapse (default 0.9).
+    """
+
+    def __init__(self, max_share: float = 0.9) -> None:
+        if not 0.0 < max_share <= 1.0:
+            raise ValueError(f"collapse.max_share must be in (0, 1], got {max_share}")
+        self.max_share = max_share
+        self.counts: dict[str, torch.Tensor] = {}
+        self.last: dict[str, dict[str, float]] = {}
+
+    def _reset(self, stage: str, pl_module: pl.LightningModule) -> None:
+        self.counts[stage] = torch.zeros(pl_module.num_classes, dtype=torch.long)
+
+    def _update(self, stage: str, outputs: Any) -> None:
+        if isinstance(outputs, dict) and "preds" in outputs and stage in self.counts:
+            preds = outputs["preds"].detach().cpu()
+            self.counts[stage] += torch.bincount(preds, minlength=self.counts[stage].numel())
+
+    def _finish(self, stage: str, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        counts = self.counts.get(stage)
+        if counts is None or counts.sum() == 0 or trainer.sanity_checking:
+            return
+        stats = collapse_stats(counts, self.max_share)
+        self.last[stage] = stats | {"counts": counts.tolist()}
+        for key, value in stats.items():
+            pl_module.log(f"{stage}/{key}", value, on_epoch=True, sync_dist=True)
+        if stats["collapsed"]:
+            rank_zero_warn(
+                f"{stage} predictions cover {int(stats['n_pred_classes'])} of "
+                f"{counts.numel()} classes; the largest class takes "
+                f"{stats['max_class_share']:.0%} (collapse: fewer classes than exist or one "
+                f"above {self.max_share:.0%})"
+            )
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self._reset("val", pl_module)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
+                                dataloader_idx=0) -> None:
+        self._update("val", outputs)
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        self._finish("val", trainer, pl_module)
+
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        self._reset("test", pl_module)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
+                          dataloader_idx=0) -> None:
+        self._update("test", outputs)
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        self._finish("test", trainer, pl_module)

@@ -1,0 +1,153 @@
+"""The kwsnet command line: LightningCLI (fit/validate/test/predict) plus extra subcommands.
+
+``kwsnet sweep|export|parity|prepare ...`` dispatch to their own modules; everything else is
+LightningCLI over ``ClassifierModule`` and ``AudioDataModule``, configured by YAML in
+``configs/``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import yaml
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+
+from kwsnet.callbacks.collapse import CollapseMonitor
+from kwsnet.data.datamodule import AudioDataModule
+from kwsnet.lit import ClassifierModule
+from kwsnet.summary import write_confusion_matrix, write_predictions, write_summary
+from kwsnet.tracking import provenance
+
+__all__ = ["KwsCLI", "main", "build_from_config", "EXTRA_COMMANDS"]
+
+# subcommand → "module:function(argv) -> exit code"
+EXTRA_COMMANDS: dict[str, str] = {
+    "sweep": "kwsnet.sweep:sweep_main",
+    "export": "kwsnet.export.commands:export_main",
+    "parity": "kwsnet.export.commands:parity_main",
+    "prepare": "kwsnet.data.prepare:prepare_main",
+}
+
+
+class KwsSaveConfig(SaveConfigCallback):
+    """Save the resolved config to the run dir, the checkpoint and the logger (wandb too)."""
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        config_text = self.parser.dump(self.config, skip_none=False)
+        pl_module.run_info = {
+            "config": config_text,
+            "seed": self.config.get("seed_everything"),
+            **provenance(),
+        }
+        super().setup(trainer, pl_module, stage)
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if trainer.logger is None:
+            return
+        info = dict(pl_module.run_info)
+        resolved = yaml.safe_load(info.pop("config"))
+        # Every CLI override, the drawn seed, version and commit, as run config.
+        trainer.logger.log_hyperparams({**resolved, "kwsnet": info})
+
+
+class KwsCLI(LightningCLI):
+    """LightningCLI with kwsnet's links, callbacks and end-of-run reports."""
+
+    def __init__(self, args: Sequence[str] | None = None, run: bool = True, **kwargs: Any) -> None:
+        kwargs.setdefault("save_config_callback", KwsSaveConfig)
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("parser_kwargs", {"parser_mode": "yaml"})
+        kwargs.setdefault("auto_configure_optimizers", False)
+        super().__init__(ClassifierModule, AudioDataModule, args=args, run=run, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
+        parser.add_lightning_class_args(CollapseMonitor, "collapse")
+        parser.add_argument(
+            "--test_after_fit", type=bool, default=False,
+            help="fit: test the best checkpoint when fitting ends",
+        )
+
+    def after_instantiate_classes(self) -> None:
+        # Checkpoints go to a fixed folder under the run dir, so `--ckpt_path last` finds them.
+        for cb in self.trainer.checkpoint_callbacks:
+            if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:
+                cb.dirpath = os.path.join(self.trainer.default_root_dir, "checkpoints")
+
+    def _seed(self) -> Any:
+        return self._get(self.config, "seed_everything")
+
+    def after_fit(self) -> None:
+        if self.trainer.interrupted:
+            return
+        write_summary(self.trainer, self.model, self._seed())
+        if self._get(self.config, "test_after_fit"):
+            best = self.trainer.checkpoint_callback
+            ckpt = "best" if best is not None and best.best_model_path else None
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
+            self.after_test()
+
+    def after_test(self) -> None:
+        write_confusion_matrix(self.trainer, self.model.confmat.compute(), self.model.class_names)
+        write_summary(self.trainer, self.model, self._seed())
+
+    def after_predict(self) -> None:
+        rows = [r for batch in (self.trainer.predict_loop.predictions or []) for r in batch]
+        write_predictions(self.trainer.default_root_dir, rows)
+
+
+def build_from_config(
+    config: str | None, ckpt_path: str | None, overrides: Sequence[str] = ()
+) -> tuple[ClassifierModule, AudioDataModule]:
+    """Rebuild the exact model (with checkpoint weights, in eval mode) and its DataModule.
+
+    The config stored in the checkpoint is used when ``config`` is ``None``. A checkpoint whose
+    weights do not fit the config's model raises a ``ValueError`` naming the mismatch.
+    """
+    ckpt: dict[str, Any] | None = None
+    if ckpt_path is not None:
+        if not os.path.isfile(ckpt_path):
+            raise FileNotFoundError(f"checkpoint {ckpt_path} does not exist")
+        try:
+            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ValueError(f"{ckpt_path}: not a readable checkpoint ({exc})") from exc
+    args: list[str] = []
+    if config is not None:
+        args += ["--config", config]
+    elif ckpt is not None and ckpt.get("kwsnet", {}).get("config"):
+        stored = yaml.safe_load(ckpt["kwsnet"]["config"])
+        stored.pop("ckpt_path", None)
+        args += ["--config", yaml.safe_dump(stored)]
+    else:
+        raise ValueError("need --config (the checkpoint holds no stored config)")
+    args += ["--trainer.logger", "false", *overrides]
+    cli = KwsCLI(args=args, run=False, save_config_callback=None)
+    model, dm = cli.model, cli.datamodule
+    if ckpt is not None:
+        try:
+            model.load_state_dict(ckpt["state_dict"], strict=True)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"{ckpt_path} does not match the model built from the config "
+                f"(another architecture or config?): {str(exc).splitlines()[0]} ..."
+            ) from exc
+    model.eval()
+    return model, dm
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    """Entry point for ``kwsnet`` and ``train.py``."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] in EXTRA_COMMANDS:
+        module, fn = EXTRA_COMMANDS[argv[0]].split(":")
+        sys.exit(getattr(importlib.import_module(module), fn)(argv[1:]))
+    KwsCLI(args=None if args is None else argv)

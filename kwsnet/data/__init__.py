@@ -1,0 +1,1 @@
+"""Datasets (one module per format), decoding, features and the DataModule."""

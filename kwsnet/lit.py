@@ -1,0 +1,178 @@
+"""ClassifierModule: frontend + backbone + head, with loss, metrics and optimisation.
+
+The three stages are injected by the config (LightningCLI ``class_path``); the class count
+comes from the DataModule. Log keys are ``{stage}/{metric}`` (``train/loss``, ``val/acc``,
+``test/f1``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
+
+from kwsnet.data.features import RawAudio
+from kwsnet.nn.heads import LinearHead
+from kwsnet.optim import param_groups
+
+__all__ = ["ClassifierModule"]
+
+
+class ClassifierModule(pl.LightningModule):
+    """A classifier built from three injected stages.
+
+    Args:
+        backbone: ``backbone(features, lengths) -> [B, embed_dim]``, with ``embed_dim``.
+        head: a factory ``head(in_features, num_classes) -> nn.Module`` (default
+            ``LinearHead``); in YAML a ``class_path`` with the remaining ``init_args``.
+        frontend: ``frontend(wave, lengths) -> (features, lengths)`` (default ``RawAudio``).
+        num_classes: number of classes; linked from ``data.num_classes`` by the CLI.
+        class_names: class names for reports; linked from ``data.class_names``.
+        optimizer: optimizer factory (default Adam; the configs set lr 0.005).
+        lr_scheduler: optional scheduler factory.
+        weight_decay: if set, parameter groups with this decay on weights and none on norm
+            scale/shift and biases (``kwsnet.optim.param_groups``); ``None`` (default) passes
+            all parameters to the optimizer as they are.
+        label_smoothing: cross-entropy label smoothing (default 0).
+        init: optional init strategy (``kwsnet.init``) applied once at fit start.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: Callable[[int, int], nn.Module] = LinearHead,
+        frontend: nn.Module | None = None,
+        num_classes: int = 2,
+        class_names: list[str] | None = None,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        weight_decay: float | None = None,
+        label_smoothing: float = 0.0,
+        init: Any | None = None,
+    ) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        embed_dim = getattr(backbone, "embed_dim", None)
+        if not isinstance(embed_dim, int):
+            raise TypeError(
+                f"{type(backbone).__name__} has no integer embed_dim; a backbone must expose "
+                "the width of its output embedding"
+            )
+        self.frontend = frontend if frontend is not None else RawAudio()
+        self.backbone = backbone
+        self.head = head(embed_dim, num_classes)
+        fe_dim = getattr(self.frontend, "out_dim", None)
+        bb_dim = getattr(backbone, "input_dim", None)
+        if fe_dim is not None and bb_dim is not None and fe_dim != bb_dim:
+            raise ValueError(
+                f"frontend gives {fe_dim} features per frame but the backbone expects "
+                f"input_dim={bb_dim}; make model.backbone.init_args.input_dim match"
+            )
+        self.num_classes = num_classes
+        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = lr_scheduler
+        self.weight_decay = weight_decay
+        self.label_smoothing = label_smoothing
+        self.init_strategy = init
+        self.init_report: Any = None
+        self.run_info: dict[str, Any] = {}
+
+        def metrics() -> MetricCollection:
+            return MetricCollection(
+                {
+                    "acc": MulticlassAccuracy(num_classes, average="micro"),
+                    "f1": MulticlassF1Score(num_classes, average="macro"),
+                }
+            )
+
+        self.metrics = nn.ModuleDict(
+            {"train_": metrics(), "val_": metrics(), "test_": metrics()}
+        )
+        self.confmat = MulticlassConfusionMatrix(num_classes)
+
+    def forward(
+        self, audio: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``audio [B, T] (or [B, T, F]), lengths [B] -> logits [B, num_classes]``."""
+        return self.head(self.embed(audio, lengths), labels)
+
+    def embed(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The backbone's pooled embedding ``[B, embed_dim]`` (used for verification)."""
+        feats, feat_lengths = self.frontend(audio, lengths)
+        return self.backbone(feats, feat_lengths)
+
+    def _step(self, batch: dict[str, Any], stage: str) -> dict[str, torch.Tensor]:
+        labels = batch["label"]
+        logits = self(batch["audio"], batch["lengths"], labels if stage == "train" else None)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        preds = logits.argmax(dim=-1)
+        metrics = self.metrics[f"{stage}_"]
+        metrics.update(preds, labels)
+        bs = labels.numel()
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True,
+                 prog_bar=stage != "test", batch_size=bs)
+        self.log_dict(
+            {f"{stage}/{k}": m for k, m in metrics.items()},
+            on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=bs,
+        )
+        if stage == "test":
+            self.confmat.update(preds, labels)
+        return {"loss": loss, "preds": preds.detach()}
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")["loss"]
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._step(batch, "test")
+
+    def on_test_epoch_start(self) -> None:
+        self.confmat.reset()
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        probs = self(batch["audio"], batch["lengths"]).softmax(dim=-1)
+        conf, pred = probs.max(dim=-1)
+        return [
+            {"path": p, "pred": int(c), "label": self.class_names[int(c)], "prob": float(q)}
+            for p, c, q in zip(batch["path"], pred, conf, strict=True)
+        ]
+
+    def on_fit_start(self) -> None:
+        # A resumed run already has trained weights: never re-initialise them.
+        if self.init_strategy is None or self.trainer.ckpt_path is not None:
+            return
+        batch = next(iter(self.trainer.datamodule.train_dataloader()))
+        batch = self.transfer_batch_to_device(batch, self.device, 0)
+        self.init_report = self.init_strategy.apply(self, batch)
+
+    def configure_optimizers(self) -> Any:
+        params = (
+            param_groups(self, self.weight_decay)
+            if self.weight_decay is not None
+            else self.parameters()
+        )
+        optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["kwsnet"] = dict(self.run_info)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.run_info = dict(checkpoint.get("kwsnet", {}))

@@ -1,0 +1,126 @@
+"""End-of-run reports: ``summary.json`` (what sweeps read), the confusion matrix, predictions."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from kwsnet.callbacks.collapse import CollapseMonitor
+
+__all__ = ["write_summary", "write_confusion_matrix", "write_predictions", "atomic_write_text"]
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temp file and a rename, so readers never see half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _floats(metrics: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, torch.Tensor) and v.numel() == 1:
+            v = float(v)
+        if isinstance(v, (int, float)) and math.isfinite(float(v)):
+            out[k] = float(v)
+    return out
+
+
+def write_summary(trainer: pl.Trainer, model: pl.LightningModule, seed: Any) -> dict[str, Any]:
+    """Write ``<default_root_dir>/summary.json``: seed, metrics, collapse, best checkpoint."""
+    path = Path(trainer.default_root_dir) / "summary.json"
+    summary: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    ckpt = trainer.checkpoint_callback
+    best = getattr(ckpt, "best_model_path", "") or summary.get("best_checkpoint", "")
+    best_epoch = summary.get("best_epoch")
+    if best and os.path.exists(best) and best != summary.get("best_checkpoint"):
+        best_epoch = int(torch.load(best, map_location="cpu", weights_only=False).get("epoch", -1))
+    collapse = next((c for c in trainer.callbacks if isinstance(c, CollapseMonitor)), None)
+    summary.update(
+        {
+            "seed": seed,
+            "best_checkpoint": best,
+            "last_checkpoint": getattr(ckpt, "last_model_path", "") or summary.get("last_checkpoint", ""),
+            "best_epoch": best_epoch,
+            "epochs_run": trainer.current_epoch,
+            "global_step": trainer.global_step,
+            "num_classes": model.num_classes,
+            "class_names": getattr(model, "class_names", None),
+        }
+    )
+    summary.setdefault("metrics", {}).update(_floats(trainer.callback_metrics))
+    if collapse is not None:
+        summary.setdefault("collapse", {}).update(collapse.last)
+    atomic_write_text(path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    logger = trainer.logger
+    if logger is not None and hasattr(logger, "experiment") and hasattr(logger.experiment, "summary"):
+        logger.experiment.summary.update({"best_checkpoint": best, "best_epoch": best_epoch})
+    return summary
+
+
+def write_confusion_matrix(trainer: pl.Trainer, confmat: torch.Tensor, names: list[str]) -> Path:
+    """Save the test confusion matrix as CSV and PNG, and log the image to wandb if in use."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(trainer.default_root_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cm = confmat.cpu().long()
+    with open(out / "confusion_matrix.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["true\\pred", *names])
+        for name, row in zip(names, cm.tolist(), strict=True):
+            w.writerow([name, *row])
+    n = len(names)
+    fig, ax = plt.subplots(figsize=(2 + 0.5 * n, 2 + 0.5 * n))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(n), names, rotation=90)
+    ax.set_yticks(range(n), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7)
+    fig.tight_layout()
+    png = out / "confusion_matrix.png"
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    logger = trainer.logger
+    if logger is not None and hasattr(logger, "log_image"):
+        logger.log_image(key="test/confusion_matrix", images=[str(png)])
+    return png
+
+
+def write_predictions(out_dir: str | os.PathLike, rows: list[dict[str, Any]]) -> Path:
+    """Write ``predictions.csv`` (path, predicted id, label, probability) and print the rows."""
+    path = Path(out_dir) / "predictions.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["path", "pred", "label", "prob"])
+        w.writeheader()
+        w.writerows(rows)
+    for r in rows:
+        print(f"{r['path']}\t{r['label']}\t{r['prob']:.3f}")
+    return path
