@@ -72,7 +72,9 @@ class KwsCLI(LightningCLI):
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
         parser.add_lightning_class_args(CollapseMonitor, "collapse")
         parser.add_argument(
-            "--test_after_fit", type=bool, default=False,
+            "--test_after_fit",
+            type=bool,
+            default=False,
             help="fit: test the best checkpoint when fitting ends",
         )
 

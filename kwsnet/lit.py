@@ -81,7 +81,9 @@ class ClassifierModule(pl.LightningModule):
                 f"input_dim={bb_dim}; make model.backbone.init_args.input_dim match"
             )
         self.num_classes = num_classes
-        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        self.class_names = (
+            list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        )
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
         self.weight_decay = weight_decay
@@ -98,9 +100,7 @@ class ClassifierModule(pl.LightningModule):
                 }
             )
 
-        self.metrics = nn.ModuleDict(
-            {"train_": metrics(), "val_": metrics(), "test_": metrics()}
-        )
+        self.metrics = nn.ModuleDict({"train_": metrics(), "val_": metrics(), "test_": metrics()})
         self.confmat = MulticlassConfusionMatrix(num_classes)
 
     def forward(
@@ -122,11 +122,20 @@ class ClassifierModule(pl.LightningModule):
         metrics = self.metrics[f"{stage}_"]
         metrics.update(preds, labels)
         bs = labels.numel()
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True,
-                 prog_bar=stage != "test", batch_size=bs)
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=stage == "train",
+            on_epoch=True,
+            prog_bar=stage != "test",
+            batch_size=bs,
+        )
         self.log_dict(
             {f"{stage}/{k}": m for k, m in metrics.items()},
-            on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=bs,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=stage == "val",
+            batch_size=bs,
         )
         if stage == "test":
             self.confmat.update(preds, labels)

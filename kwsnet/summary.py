@@ -59,7 +59,8 @@ def write_summary(trainer: pl.Trainer, model: pl.LightningModule, seed: Any) -> 
         {
             "seed": seed,
             "best_checkpoint": best,
-            "last_checkpoint": getattr(ckpt, "last_model_path", "") or summary.get("last_checkpoint", ""),
+            "last_checkpoint": getattr(ckpt, "last_model_path", "")
+            or summary.get("last_checkpoint", ""),
             "best_epoch": best_epoch,
             "epochs_run": trainer.current_epoch,
             "global_step": trainer.global_step,
@@ -72,7 +73,11 @@ def write_summary(trainer: pl.Trainer, model: pl.LightningModule, seed: Any) -> 
         summary.setdefault("collapse", {}).update(collapse.last)
     atomic_write_text(path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     logger = trainer.logger
-    if logger is not None and hasattr(logger, "experiment") and hasattr(logger.experiment, "summary"):
+    if (
+        logger is not None
+        and hasattr(logger, "experiment")
+        and hasattr(logger.experiment, "summary")
+    ):
         logger.experiment.summary.update({"best_checkpoint": best, "best_epoch": best_epoch})
     return summary
 

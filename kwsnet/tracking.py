@@ -19,12 +19,19 @@ def git_commit() -> str:
     here = Path(__file__).resolve().parent
     try:
         sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5,
+            ["git", "rev-parse", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-            capture_output=True, text=True, timeout=5,
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -70,8 +77,12 @@ class KwsWandbLogger(WandbLogger):
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         extra = {k: v for k, v in {"group": group, "tags": tags, "job_type": job_type}.items() if v}
         super().__init__(
-            name=name, project=project, save_dir=save_dir, offline=resolve_offline(offline),
-            **extra, **kwargs,
+            name=name,
+            project=project,
+            save_dir=save_dir,
+            offline=resolve_offline(offline),
+            **extra,
+            **kwargs,
         )
 
     @property

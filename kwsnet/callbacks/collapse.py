@@ -23,7 +23,11 @@ def collapse_stats(counts: torch.Tensor, max_share: float = 0.9) -> dict[str, fl
     n_pred = int((counts > 0).sum())
     share = float(counts.max() / total)
     collapsed = n_pred < counts.numel() or share > max_share
-    return {"n_pred_classes": float(n_pred), "max_class_share": share, "collapsed": float(collapsed)}
+    return {
+        "n_pred_classes": float(n_pred),
+        "max_class_share": share,
+        "collapsed": float(collapsed),
+    }
 
 
 class CollapseMonitor(pl.Callback):
@@ -67,8 +71,9 @@ class CollapseMonitor(pl.Callback):
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         self._reset("val", pl_module)
 
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
-                                dataloader_idx=0) -> None:
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
         self._update("val", outputs)
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
@@ -77,8 +82,9 @@ class CollapseMonitor(pl.Callback):
     def on_test_epoch_start(self, trainer, pl_module) -> None:
         self._reset("test", pl_module)
 
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
-                          dataloader_idx=0) -> None:
+    def on_test_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
         self._update("test", outputs)
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:

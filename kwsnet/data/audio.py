@@ -52,8 +52,9 @@ def read_audio(path: str | os.PathLike, sample_rate: int) -> torch.Tensor:
     return wave
 
 
-def fit_length(wave: torch.Tensor, length: int, random_crop: bool,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+def fit_length(
+    wave: torch.Tensor, length: int, random_crop: bool, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Pad (centred, zeros) or crop ``wave [T, ...]`` along time to exactly ``length``.
 
     Crops are random when ``random_crop`` (training) and centred otherwise.

@@ -57,7 +57,9 @@ class _PredictSource(Source):
         for f in files:
             p = Path(f)
             if p.is_dir():
-                paths += [str(x) for x in sorted(p.rglob("*")) if x.suffix.lower() in AUDIO_EXTENSIONS]
+                paths += [
+                    str(x) for x in sorted(p.rglob("*")) if x.suffix.lower() in AUDIO_EXTENSIONS
+                ]
             elif p.is_file():
                 paths.append(str(p))
             else:
@@ -287,8 +289,13 @@ class AudioDataModule(pl.LightningDataModule):
                         f"{len(missing)} items in split {split!r} lack one"
                     )
             ds = RecordDataset(
-                src, items, self.target, self.clip_samples, self.train_crop,
-                train=split == "train", on_error=self.on_error,
+                src,
+                items,
+                self.target,
+                self.clip_samples,
+                self.train_crop,
+                train=split == "train",
+                on_error=self.on_error,
             )
             if self.preload:
                 ds.preload(self.decode_threads)
@@ -300,8 +307,11 @@ class AudioDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         needed = {
-            "fit": ("train", "val"), "validate": ("val",), "test": ("test",),
-            "predict": ("predict",), None: SPLITS,
+            "fit": ("train", "val"),
+            "validate": ("val",),
+            "test": ("test",),
+            "predict": ("predict",),
+            None: SPLITS,
         }[stage]
         for split in needed:
             self._dataset(split)

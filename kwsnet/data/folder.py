@@ -39,7 +39,9 @@ class FolderSource(Source):
                 f"data.root={args.root!r} is not a directory; expected <root>/<class>/<file>.wav"
             )
         root = Path(args.root)
-        classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+        classes = sorted(
+            p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))
+        )
         if args.words:
             missing = [w for w in args.words if w not in classes]
             if missing:

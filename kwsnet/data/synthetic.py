@@ -125,7 +125,7 @@ def render_utterance(
     n_harm = int(min(40, (sample_rate / 2 - 200) // max(float(f0.max()), 1.0)))
     k = np.arange(1, n_harm + 1, dtype=np.float32)[:, None]
     hf = k * f0[None, :]
-    gain = (_resonance(hf, f1[None, :], 90.0) + 0.7 * _resonance(hf, f2[None, :], 140.0))
+    gain = _resonance(hf, f1[None, :], 90.0) + 0.7 * _resonance(hf, f2[None, :], 140.0)
     gain *= 10 ** (voice.tilt * np.log2(k) / 20.0)
     voiced = (gain * np.sin(k * phase[None, :])).sum(axis=0)
     voiced /= max(float(np.abs(voiced).max()), 1e-6)
@@ -204,7 +204,9 @@ class SyntheticSource(Source):
                     if self.speaker_disjoint:
                         split = spk_split.get(s, "train")
                     else:
-                        split = "val" if rank < n_val else "test" if rank < n_val + n_test else "train"
+                        split = (
+                            "val" if rank < n_val else "test" if rank < n_val + n_test else "train"
+                        )
                     splits[split].append(
                         Item(f"synthetic://w{w}/s{s}/u{int(u)}", w, s, "audio", (w, s, int(u)))
                     )
@@ -220,7 +222,12 @@ class SyntheticSource(Source):
         seed = (self.corpus_seed, w, s, u)
         rng = np.random.default_rng(seed)
         clip = render_utterance(
-            self._words[w], self._voices[s], rng, self.args.sample_rate, self.num_samples,
-            self.snr_db, self.jitter,
+            self._words[w],
+            self._voices[s],
+            rng,
+            self.args.sample_rate,
+            self.num_samples,
+            self.snr_db,
+            self.jitter,
         )
         return torch.from_numpy(clip)
