@@ -16,14 +16,14 @@ __all__ = [
 
 
 def export_main(argv: list[str]) -> int:
-    """``kwsnet export ...``; see :func:`kwsnet.export.cli.export_main`."""
-    from kwsnet.export.cli import export_main as _main
+    """``kwsnet export ...``; see :func:`kwsnet.export.commands.export_main`."""
+    from kwsnet.export.commands import export_main as _main
 
     return _main(argv)
 
 
 def parity_main(argv: list[str]) -> int:
-    """``kwsnet parity ...``; see :func:`kwsnet.export.cli.parity_main`."""
-    from kwsnet.export.cli import parity_main as _main
+    """``kwsnet parity ...``; see :func:`kwsnet.export.commands.parity_main`."""
+    from kwsnet.export.commands import parity_main as _main
 
     return _main(argv)

@@ -35,6 +35,7 @@ __all__ = [
     "model_bytes",
     "write_model",
     "arena_bytes",
+    "as_named",
 ]
 
 MAGIC = b"KWSN"
@@ -162,9 +163,10 @@ def layer_record(module: nn.Module, path: str = "") -> LayerRecord:
     raise ExportError(f"unsupported layer {name} at '{path or '<root>'}'")
 
 
-def _named(
+def as_named(
     layers: Sequence[nn.Module] | Sequence[tuple[str, nn.Module]],
 ) -> list[tuple[str, nn.Module]]:
+    """``(path, module)`` pairs; bare modules are named ``layer<i>``."""
     return [x if isinstance(x, tuple) else (f"layer{i}", x) for i, x in enumerate(layers)]
 
 
@@ -178,7 +180,7 @@ def model_bytes(
     if len(input_shape) not in (1, 2):
         raise ExportError(f"input_shape {tuple(input_shape)} must be (C, L) or (F,)")
     dims = (*input_shape, 1) if len(input_shape) == 1 else tuple(input_shape)
-    named = _named(layers)
+    named = as_named(layers)
     records = []
     for path, module in named:
         rec = layer_record(module, path)
@@ -212,7 +214,7 @@ def arena_bytes(
     activation (the input included), computed by running a zero sample through ``layers``."""
     x = torch.zeros(1, *input_shape)
     largest = x.numel()
-    for _, m in _named(layers):
+    for _, m in as_named(layers):
         x = m(x)
         largest = max(largest, x.numel())
     return 2 * (math.ceil(largest * 4 / 64) * 64)

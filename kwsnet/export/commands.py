@@ -1,0 +1,126 @@
+"""``kwsnet export`` and ``kwsnet parity``.
+
+    kwsnet export --ckpt_path run/last.ckpt [--config cfg.yaml] --format cnative --out m.kwsn
+    kwsnet parity --ckpt_path run/last.ckpt [--config cfg.yaml] [--per-layer] [--lib path.so]
+
+Arguments not listed here (e.g. ``--data.root=...``) are passed to the config as overrides.
+The model and data are rebuilt by ``kwsnet.cli.build_from_config`` (imported lazily).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from kwsnet.export.layers import ExportError, collect_named_layers, input_shape_of
+
+__all__ = ["export_main", "parity_main", "export_model"]
+
+FORMATS = ("cnative", "c-header", "onnx")
+
+
+def export_model(
+    model: object, fmt: str, out: str | Path, sample_rate: int = 16000, prefix: str = "kwsn_model"
+) -> int:
+    """Export ``model`` (ClassifierModule-like or nn.Sequential with ``input_samples`` on its
+    backbone) in ``fmt`` (one of ``FORMATS``) to ``out``; returns the bytes written.
+
+    Raises:
+        ExportError: unsupported layer / settings, or an unknown format.
+    """
+    named = collect_named_layers(model)  # type: ignore[arg-type]
+    shape = input_shape_of(model)  # type: ignore[arg-type]
+    if fmt == "cnative":
+        from kwsnet.export.cnative import write_model
+
+        return write_model(named, shape, out, sample_rate)
+    if fmt == "c-header":
+        from kwsnet.export.c_header import write_c_header
+
+        return write_c_header(named, shape, out, sample_rate, prefix)
+    if fmt == "onnx":
+        from kwsnet.export.onnx_export import export_onnx
+
+        return export_onnx(named, shape, out)
+    raise ExportError(f"unknown format {fmt!r}; valid formats: {FORMATS}")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ckpt_path", default=None, help="checkpoint to load (.ckpt)")
+    parser.add_argument(
+        "--config", default=None, help="YAML config (default: the one stored in the checkpoint)"
+    )
+
+
+def _sample_rate(dm: object) -> int:
+    args = getattr(dm, "args", None)
+    return int(getattr(args, "sample_rate", None) or getattr(dm, "sample_rate", 16000))
+
+
+def export_main(argv: list[str]) -> int:
+    """Entry point of ``kwsnet export``; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="kwsnet export", description=__doc__)
+    _common(parser)
+    parser.add_argument("--format", choices=FORMATS, default="cnative")
+    parser.add_argument("--out", required=True, help="output file (.kwsn, .h or .onnx)")
+    parser.add_argument(
+        "--prefix", default="kwsn_model", help="C symbol prefix for --format c-header"
+    )
+    args, overrides = parser.parse_known_args(argv)
+    from kwsnet.cli import build_from_config
+
+    try:
+        model, dm = build_from_config(args.config, args.ckpt_path, overrides)
+        n = export_model(model, args.format, args.out, _sample_rate(dm), args.prefix)
+    except (ExportError, ValueError, FileNotFoundError) as exc:
+        print(f"export failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out} ({n} bytes, format {args.format})")
+    if args.format == "cnative":
+        from kwsnet.export.cnative import arena_bytes
+
+        named = collect_named_layers(model)
+        weights = sum(p.numel() for _, m in named for p in m.parameters()) * 4
+        print(f"arena {arena_bytes(named, input_shape_of(model))} bytes, weights ~{weights} bytes")
+    return 0
+
+
+def parity_main(argv: list[str]) -> int:
+    """Entry point of ``kwsnet parity``: PyTorch vs the C runtime over the whole test split.
+    Exit status 0 only if every prediction is identical."""
+    parser = argparse.ArgumentParser(prog="kwsnet parity", description=__doc__)
+    _common(parser)
+    parser.add_argument("--per-layer", action="store_true", help="report every layer's diff")
+    parser.add_argument("--lib", default=None, help="libkwsnet.so (default: build cnative/)")
+    parser.add_argument("--max-batches", type=int, default=None, help="stop early (debugging)")
+    args, overrides = parser.parse_known_args(argv)
+    from kwsnet.cli import build_from_config
+    from kwsnet.export.parity import run_parity
+    from kwsnet.export.runtime import CModel, CRuntimeError
+
+    try:
+        model, dm = build_from_config(args.config, args.ckpt_path, overrides)
+        named = collect_named_layers(model)
+        shape = input_shape_of(model)
+        dm.setup("test")
+        batches = (
+            b["audio"]
+            for i, b in enumerate(dm.test_dataloader())
+            if args.max_batches is None or i < args.max_batches
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.kwsn"
+            export_model(model, "cnative", path, _sample_rate(dm))
+            with CModel(path, args.lib) as cm:
+                rep = run_parity(model, batches, cm, named if args.per_layer else None, shape)
+    except (ExportError, ValueError, FileNotFoundError, CRuntimeError) as exc:
+        print(f"parity failed: {exc}", file=sys.stderr)
+        return 1
+    for line in rep.lines():
+        print(line)
+    if not rep.ok:
+        print("PARITY FAILED: C and PyTorch predictions differ", file=sys.stderr)
+        return 1
+    return 0
