@@ -1,0 +1,100 @@
+/* Golden-data test: for every case in DIR/manifest.txt (written by gen_golden.py), load
+ * <name>.kwsn, run each row of <name>.in.f32 and compare with PyTorch's <name>.out.f32.
+ *
+ *   test_golden DIR      prints one line per case; exit 0 iff all cases pass */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kwsnet.h"
+
+static float *read_f32(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    float *x = (float *)malloc(size > 0 ? (size_t)size : 1u);
+    *n = (size_t)size / sizeof(float);
+    if (x && fread(x, sizeof(float), *n, f) != *n) {
+        free(x);
+        x = NULL;
+    }
+    fclose(f);
+    return x;
+}
+
+static int run_case(const char *dir, const char *name, size_t rows, double tol) {
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/%s.kwsn", dir, name);
+    kwsn_loaded *lm = NULL;
+    kwsn_status st = kwsn_load_file(path, &lm);
+    if (st != KWSN_OK) {
+        printf("FAIL %s: load: %s\n", name, kwsn_status_str(st));
+        return 1;
+    }
+    const kwsn_model *m = kwsn_loaded_model(lm);
+    size_t n_in = 0, n_out = 0, T = kwsn_input_len(m), C = kwsn_n_classes(m);
+    snprintf(path, sizeof(path), "%s/%s.in.f32", dir, name);
+    float *x = read_f32(path, &n_in);
+    snprintf(path, sizeof(path), "%s/%s.out.f32", dir, name);
+    float *y = read_f32(path, &n_out);
+    size_t arena_bytes = kwsn_arena_bytes(m);
+    void *arena = malloc(arena_bytes);
+    float *out = (float *)malloc(C * sizeof(float));
+    int fail = 0;
+    double worst = 0.0;
+    if (!x || !y || !arena || !out || n_in != rows * T || n_out != rows * C) {
+        printf("FAIL %s: golden files missing or sized wrong\n", name);
+        fail = 1;
+    }
+    for (size_t r = 0; r < rows && !fail; r++) {
+        st = kwsn_forward(m, arena, arena_bytes, x + r * T, T, out, C);
+        if (st != KWSN_OK) {
+            printf("FAIL %s: row %zu: %s\n", name, r, kwsn_status_str(st));
+            fail = 1;
+            break;
+        }
+        for (size_t j = 0; j < C; j++) {
+            double d = fabs((double)out[j] - (double)y[r * C + j]);
+            if (d > worst || isnan(d)) worst = isnan(d) ? INFINITY : d;
+        }
+    }
+    if (!fail) {
+        fail = worst > tol;
+        printf("%s %s: max |diff| %.3g (tol %.3g), arena %zu B, weights %zu B\n",
+               fail ? "FAIL" : "ok  ", name, worst, tol, arena_bytes, kwsn_weight_bytes(m));
+    }
+    free(x);
+    free(y);
+    free(arena);
+    free(out);
+    kwsn_free(lm);
+    return fail;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2) {
+        fprintf(stderr, "usage: test_golden DIR\n");
+        return 2;
+    }
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/manifest.txt", argv[1]);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "cannot open %s\n", path);
+        return 2;
+    }
+    char name[256];
+    size_t rows;
+    double tol;
+    int failed = 0, cases = 0;
+    while (fscanf(f, "%255s %zu %lf", name, &rows, &tol) == 3) {
+        failed += run_case(argv[1], name, rows, tol);
+        cases++;
+    }
+    fclose(f);
+    printf("%d/%d golden cases passed\n", cases - failed, cases);
+    return failed || cases == 0;
+}
