@@ -12,12 +12,13 @@ writes it from any source)::
 
 Items have ``kind="features"``; ``load`` returns ``[T, n_mels]``.
 
-Splits: ``metadata.json`` is split per speaker (stratified: every speaker keeps at least one
-training utterance) with ``split_seed`` and ``val_fraction``, so the split never depends on
-the training seed. ``test`` is ``testdata.json`` when every utterance there names its
-``speaker``. The course's ``testdata.json`` has no labels (it was scored by a leaderboard);
-then ``test`` is instead a further ``test_fraction`` of each speaker's metadata utterances,
-held out from train and val the same seeded way. ``testdata.json`` may be absent (same rule).
+Splits: ``metadata.json`` is split per speaker with ``split_seed`` (stratified: each speaker
+gives ``round(n * val_fraction)`` utterances, at least one, to val and keeps at least one in
+train), so the split never depends on the training seed. ``test`` is ``testdata.json`` when
+every utterance there names its ``speaker``. The course's ``testdata.json`` has no labels (it
+was scored by a leaderboard); then ``test`` is instead a further ``test_fraction`` of each
+speaker's metadata utterances, held out from train and val the same seeded way.
+``testdata.json`` may be absent (same rule).
 """
 
 from __future__ import annotations
@@ -43,8 +44,13 @@ def _read_json(path: Path) -> Any:
 
 
 def _split_counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
-    """Val and test counts for a speaker with ``n`` utterances, leaving at least one to train."""
-    n_val, n_test = round(n * val_fraction), round(n * test_fraction)
+    """Val and test counts for a speaker with ``n`` utterances.
+
+    Each is ``round(n * fraction)``, at least 1 where the fraction is positive, but at least one
+    utterance always stays in train.
+    """
+    n_val = max(round(n * val_fraction), int(val_fraction > 0))
+    n_test = max(round(n * test_fraction), int(test_fraction > 0))
     while n_val + n_test > n - 1 and (n_val or n_test):
         if n_test >= n_val and n_test:
             n_test -= 1
