@@ -59,6 +59,23 @@ def _sample_rate(dm: object) -> int:
     return int(getattr(args, "sample_rate", None) or getattr(dm, "sample_rate", 16000))
 
 
+class _ConfigExit(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def _build(args: argparse.Namespace, overrides: list[str]) -> tuple:
+    """``build_from_config``; the config parser's ``SystemExit`` (bad file or key, --help)
+    becomes an exit status instead of leaving the process."""
+    from kwsnet.cli import build_from_config
+
+    try:
+        return build_from_config(args.config, args.ckpt_path, overrides)
+    except SystemExit as exc:
+        raise _ConfigExit(exc.code if isinstance(exc.code, int) else 1) from exc
+
+
 def export_main(argv: list[str]) -> int:
     """Entry point of ``kwsnet export``; returns the exit status."""
     parser = argparse.ArgumentParser(prog="kwsnet export", description=__doc__)
@@ -69,11 +86,11 @@ def export_main(argv: list[str]) -> int:
         "--prefix", default="kwsn_model", help="C symbol prefix for --format c-header"
     )
     args, overrides = parser.parse_known_args(argv)
-    from kwsnet.cli import build_from_config
-
     try:
-        model, dm = build_from_config(args.config, args.ckpt_path, overrides)
+        model, dm = _build(args, overrides)
         n = export_model(model, args.format, args.out, _sample_rate(dm), args.prefix)
+    except _ConfigExit as exc:
+        return exc.code
     except (ExportError, ValueError, FileNotFoundError) as exc:
         print(f"export failed: {exc}", file=sys.stderr)
         return 1
@@ -96,12 +113,11 @@ def parity_main(argv: list[str]) -> int:
     parser.add_argument("--lib", default=None, help="libkwsnet.so (default: build cnative/)")
     parser.add_argument("--max-batches", type=int, default=None, help="stop early (debugging)")
     args, overrides = parser.parse_known_args(argv)
-    from kwsnet.cli import build_from_config
     from kwsnet.export.parity import run_parity
     from kwsnet.export.runtime import CModel, CRuntimeError
 
     try:
-        model, dm = build_from_config(args.config, args.ckpt_path, overrides)
+        model, dm = _build(args, overrides)
         named = collect_named_layers(model)
         shape = input_shape_of(model)
         dm.setup("test")
@@ -115,6 +131,8 @@ def parity_main(argv: list[str]) -> int:
             export_model(model, "cnative", path, _sample_rate(dm))
             with CModel(path, args.lib) as cm:
                 rep = run_parity(model, batches, cm, named if args.per_layer else None, shape)
+    except _ConfigExit as exc:
+        return exc.code
     except (ExportError, ValueError, FileNotFoundError, CRuntimeError) as exc:
         print(f"parity failed: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,337 @@
+"""The C runtime against PyTorch: golden data, per-layer and full-model parity via ctypes, the
+CLI, corrupted model files (also under ASan/UBSan), and a bounded fuzz run of the loader."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import struct
+import subprocess
+import wave
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from kwsnet.export.cnative import model_bytes, write_model
+from kwsnet.export.layers import collect_named_layers, input_shape_of
+from kwsnet.export.runtime import CNATIVE_DIR, CModel, CRuntimeError, build_cnative
+
+BUILD = CNATIVE_DIR / "build"
+
+
+def _load_gen_golden():
+    spec = importlib.util.spec_from_file_location("gen_golden", CNATIVE_DIR / "tests/gen_golden.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+gen_golden = _load_gen_golden()
+
+
+@pytest.fixture(scope="module")
+def cbuild() -> Path:
+    """Build the runtime, the C tests and the sanitizer builds (skip without a toolchain)."""
+    if shutil.which("make") is None or shutil.which("gcc") is None:
+        pytest.skip("make and gcc are needed to build cnative")
+    build_cnative("all")
+    build_cnative("tests")
+    build_cnative("sanitize")
+    return BUILD
+
+
+@pytest.fixture(scope="module")
+def golden(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("golden")
+    gen_golden.generate(out, seed=0)
+    return out
+
+
+def _run(args: list[str | Path], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=60, **kw)
+
+
+def test_golden_data_in_c(cbuild: Path, golden: Path) -> None:
+    proc = _run([cbuild / "test_golden", golden])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    n = len((golden / "manifest.txt").read_text().splitlines())
+    assert f"{n}/{n} golden cases passed" in proc.stdout
+    assert "command" in (golden / "golden.json").read_text()
+
+
+@pytest.mark.parametrize("name", sorted(gen_golden.layer_cases()))
+def test_layer_parity(cbuild: Path, tmp_path: Path, name: str) -> None:
+    """Each layer kind alone, random weights and inputs, C via ctypes vs PyTorch."""
+    build, shape = gen_golden.layer_cases()[name]
+    torch.manual_seed(1)
+    seq = build().eval()
+    x = torch.randn(16, *shape) * 3.0
+    with torch.no_grad():
+        ref = seq(x).reshape(16, -1).numpy()
+    write_model(collect_named_layers(seq), shape, tmp_path / "m.kwsn")
+    with CModel(tmp_path / "m.kwsn") as cm:
+        out = cm.forward(x.numpy().reshape(16, -1))
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5 * max(1.0, np.abs(ref).max()))
+
+
+def _tones(n: int, samples: int, n_classes: int, g: torch.Generator) -> tuple:
+    """A separable toy task: class k is a tone at frequency (k + 1) * base, plus noise."""
+    y = torch.randint(0, n_classes, (n,), generator=g)
+    t = torch.arange(samples, dtype=torch.float32)
+    phase = torch.rand(n, 1, generator=g) * 6.28
+    x = torch.sin(t * (y[:, None] + 1).float() * 0.004 + phase)
+    return x + 0.3 * torch.randn(n, samples, generator=g), y
+
+
+@pytest.mark.parametrize("placement", ["per_conv", "end", "none"])
+def test_full_model_parity_trained(cbuild: Path, tmp_path: Path, placement: str) -> None:
+    """A briefly trained tiny RawConv per norm placement: identical predictions, close logits."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    model = gen_golden.TinyClassifier(placement, input_samples=2048, n_classes=4)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(40):
+        x, y = _tones(32, 2048, 4, g)
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    x, _ = _tones(128, 2048, 4, g)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    write_model(collect_named_layers(model), input_shape_of(model), tmp_path / "m.kwsn")
+    with CModel(tmp_path / "m.kwsn") as cm:
+        out = cm.forward(x.numpy())
+    assert (out.argmax(1) == ref.argmax(1)).all()
+    assert len(set(ref.argmax(1).tolist())) >= 2, "toy model collapsed; parity check is weak"
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5 * max(1.0, np.abs(ref).max()))
+
+
+def test_full_size_model_per_layer(cbuild: Path, tmp_path: Path) -> None:
+    """The real 16000-sample RawConv: every intermediate output via kwsn_forward_until."""
+    from kwsnet.export.parity import run_parity
+
+    torch.manual_seed(0)
+    model = gen_golden._randomize_norms(_FullSize("per_conv"))
+    named = collect_named_layers(model)
+    write_model(named, input_shape_of(model), tmp_path / "m.kwsn")
+    x = torch.randn(8, 16000) * 0.3
+    with CModel(tmp_path / "m.kwsn") as cm:
+        rep = run_parity(model, [x[:4], x[4:]], cm, named, input_shape_of(model))
+        assert cm.arena_bytes == 2 * 16000 * 4
+    assert rep.ok and rep.n == 8
+    assert rep.max_abs < 1e-5
+    assert [d.kind for d in rep.layers][:3] == ["AvgPool1d", "Conv1d", "LayerNorm"]
+    assert max(d.max_rel for d in rep.layers) < 1e-5
+    assert "8/8 predictions identical" in rep.lines()[0]
+
+
+class _FullSize(nn.Module):
+    """The default 16000-sample RawConv with a 6-class LinearHead."""
+
+    def __init__(self, placement: str) -> None:
+        super().__init__()
+        from kwsnet.nn.heads import LinearHead
+        from models.raw_conv import RawConv
+
+        self.backbone = RawConv(norm_placement=placement)
+        self.head = LinearHead(64, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+def _write_wav_int16(path: Path, x: np.ndarray, rate: int = 16000, channels: int = 1) -> None:
+    pcm = np.clip(np.round(x * 32767), -32768, 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+
+
+def _write_wav_float(path: Path, x: np.ndarray, rate: int = 16000) -> None:
+    data = x.astype("<f4").tobytes()
+    fmt = struct.pack("<HHIIHH", 3, 1, rate, rate * 4, 4, 32)
+    riff = b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt + b"data"
+    riff += struct.pack("<I", len(data)) + data
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(riff)) + riff)
+
+
+def _parse_cli(stdout: str) -> list[tuple[str, int, np.ndarray]]:
+    rows = []
+    for line in stdout.splitlines():
+        if line.startswith("#"):
+            continue
+        name, cls, *logits = line.split()
+        rows.append((name, int(cls), np.array(logits, dtype=np.float32)))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[nn.Module, Path]:
+    torch.manual_seed(3)
+    model = gen_golden._randomize_norms(gen_golden.TinyClassifier("per_conv", 1024))
+    path = tmp_path_factory.mktemp("tiny") / "tiny.kwsn"
+    write_model(collect_named_layers(model), input_shape_of(model), path)
+    return model, path
+
+
+def test_cli_wav_and_raw(cbuild: Path, tiny_model: tuple, tmp_path: Path) -> None:
+    model, path = tiny_model
+    g = np.random.default_rng(0)
+    clips = [0.5 * g.standard_normal(1024).clip(-1.9, 1.9) / 2 for _ in range(3)]
+    _write_wav_int16(tmp_path / "a.wav", clips[0])
+    _write_wav_float(tmp_path / "b.wav", clips[1].astype(np.float32))
+    proc = _run([cbuild / "kwsnet-infer", path, tmp_path / "a.wav", tmp_path / "b.wav"])
+    assert proc.returncode == 0, proc.stderr
+    assert "arena_bytes" in proc.stdout and "weight_bytes" in proc.stdout
+    rows = _parse_cli(proc.stdout)
+    a = np.round(clips[0] * 32767).astype(np.int16).astype(np.float32) / 32768
+    x = torch.from_numpy(np.stack([a, clips[1].astype(np.float32)]))
+    with torch.no_grad():
+        ref = model(x).numpy()
+    for (_, cls, logits), r in zip(rows, ref, strict=True):
+        assert cls == int(r.argmax())
+        np.testing.assert_allclose(logits, r, atol=1e-5)
+    batch = np.stack(clips).astype("<f4")
+    batch.tofile(tmp_path / "batch.f32")
+    proc = _run([cbuild / "kwsnet-infer", path, "--raw", tmp_path / "batch.f32"])
+    assert proc.returncode == 0, proc.stderr
+    rows = _parse_cli(proc.stdout)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(batch)).numpy()
+    assert [r[1] for r in rows] == ref.argmax(1).tolist()
+    proc = _run([cbuild / "kwsnet-infer", "--softmax", path, "--raw", tmp_path / "batch.f32"])
+    probs = np.stack([r[2] for r in _parse_cli(proc.stdout)])
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+
+
+def test_cli_bad_inputs(cbuild: Path, tiny_model: tuple, tmp_path: Path) -> None:
+    _, path = tiny_model
+    exe = cbuild / "kwsnet-infer"
+    _write_wav_int16(tmp_path / "short.wav", np.zeros(1000))
+    proc = _run([exe, path, tmp_path / "short.wav"])
+    assert proc.returncode == 1 and "1000 samples, model expects 1024" in proc.stderr
+    _write_wav_int16(tmp_path / "stereo.wav", np.zeros(2048), channels=2)
+    proc = _run([exe, path, tmp_path / "stereo.wav"])
+    assert proc.returncode == 1 and "mono" in proc.stderr
+    _write_wav_int16(tmp_path / "8k.wav", np.zeros(1024), rate=8000)
+    proc = _run([exe, path, tmp_path / "8k.wav"])
+    assert proc.returncode == 1 and "sample rate" in proc.stderr
+    (tmp_path / "junk.wav").write_bytes(b"not a wav file at all")
+    assert "RIFF" in _run([exe, path, tmp_path / "junk.wav"]).stderr
+    np.zeros(1000, "<f4").tofile(tmp_path / "bad.f32")
+    proc = _run([exe, path, "--raw", tmp_path / "bad.f32"])
+    assert proc.returncode == 1 and "whole number of rows" in proc.stderr
+    (tmp_path / "bad.kwsn").write_bytes(b"KWSN")
+    proc = _run([exe, tmp_path / "bad.kwsn", tmp_path / "short.wav"])
+    assert proc.returncode == 1 and "truncated" in proc.stderr
+    assert _run([exe]).returncode == 2
+
+
+def _fix_crc(b: bytearray) -> bytes:
+    b[-4:] = struct.pack("<I", zlib.crc32(bytes(b[:-4])) & 0xFFFFFFFF)
+    return bytes(b)
+
+
+def _corruptions(good: bytes) -> dict[str, tuple[bytes, str]]:
+    """name -> (file bytes, expected status message) for a tiny RawConv file."""
+    header = 28  # magic + 6 u32
+    first = header  # first layer record: AvgPool1d (type, n_ints=2, n_floats=0, k, s)
+    conv = header + 5 * 4  # second record: Conv1d
+    out: dict[str, tuple[bytes, str]] = {
+        "empty": (b"", "truncated"),
+        "magic_only": (good[:4], "truncated"),
+        "header_cut": (good[:20], "truncated"),
+        "no_crc": (good[:-4], "CRC"),
+        "half": (good[: len(good) // 2], "CRC"),
+        "bad_magic": (b"KWSX" + good[4:], "bad magic"),
+        "bad_crc": (good[:-1] + bytes([good[-1] ^ 1]), "CRC"),
+        "weight_flip": (good[:200] + bytes([good[200] ^ 0x40]) + good[201:], "CRC"),
+    }
+    b = bytearray(good)
+    b[4:8] = struct.pack("<I", 99)
+    out["bad_version"] = (_fix_crc(b), "version")
+    b = bytearray(good)
+    b[conv + 12 : conv + 16] = struct.pack("<i", 3)  # conv in_ch 1 -> 3: shapes do not chain
+    b[conv + 8 : conv + 12] = struct.pack("<I", struct.unpack_from("<I", good, conv + 8)[0])
+    out["conv_in_ch"] = (_fix_crc(b), "bad layer parameters")  # weight count no longer matches
+    b = bytearray(good)
+    b[first + 12 : first + 16] = struct.pack("<i", 5000)  # pool kernel longer than input
+    out["pool_too_long"] = (_fix_crc(b), "shapes do not chain")
+    b = bytearray(good)
+    b[first : first + 4] = struct.pack("<I", 77)
+    out["unknown_layer"] = (_fix_crc(b), "unknown layer type")
+    b = bytearray(good)
+    b[conv + 8 : conv + 12] = struct.pack("<I", 0x03FFFFFF)
+    out["huge_floats"] = (_fix_crc(b), "truncated")
+    b = bytearray(good)
+    b[24:28] = struct.pack("<I", 0xFFFFFFFF)
+    out["huge_layer_count"] = (_fix_crc(b), "runtime limits")
+    b = bytearray(good)
+    b[24:28] = struct.pack("<I", struct.unpack_from("<I", good, 24)[0] + 1)
+    out["extra_layer_count"] = (_fix_crc(b), "truncated")
+    b = bytearray(good[:-4] + b"\0\0\0\0" + good[-4:])
+    out["trailing"] = (_fix_crc(b), "trailing")
+    b = bytearray(good)
+    b[16:20] = struct.pack("<I", 1000)  # input length 1000 instead of 1024: conv/LN mismatch
+    out["wrong_input_len"] = (_fix_crc(b), "shapes do not chain")
+    return out
+
+
+def test_corrupted_files_rejected(cbuild: Path, tiny_model: tuple, tmp_path: Path) -> None:
+    _, path = tiny_model
+    good = path.read_bytes()
+    files = []
+    for name, (data, expect) in _corruptions(good).items():
+        f = tmp_path / f"{name}.kwsn"
+        f.write_bytes(data)
+        files.append((f, expect))
+        with pytest.raises(CRuntimeError, match=expect):
+            CModel(f)
+    # the same files through the sanitizer build: a status per file, never a crash
+    proc = _run([cbuild / "load_check_san", *[f for f, _ in files], path])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    for (f, expect), line in zip(files, lines, strict=False):
+        assert line.startswith(str(f)) and expect in line, line
+    assert lines[-1].endswith(": ok")
+
+
+def test_c_api_argument_errors(cbuild: Path) -> None:
+    proc = _run([cbuild / "load_check_san", "--api"])
+    assert proc.returncode == 0 and "api ok" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_wrong_input_length_from_python(cbuild: Path, tiny_model: tuple) -> None:
+    _, path = tiny_model
+    with CModel(path) as cm, pytest.raises(CRuntimeError, match="input length"):
+        cm.forward(np.zeros((1, 1000), np.float32))
+
+
+def test_fuzz_loader_bounded(cbuild: Path, golden: Path, tmp_path: Path) -> None:
+    """A few seconds of mutation fuzzing under ASan/UBSan, seeded with real exported files."""
+    seeds = sorted(golden.glob("*.kwsn"))
+    good = (golden / "rawconv_per_conv.kwsn").read_bytes()
+    for name, (data, _) in _corruptions(good).items():
+        (tmp_path / f"{name}.kwsn").write_bytes(data)
+    seeds += sorted(tmp_path.glob("*.kwsn"))
+    proc = _run([cbuild / "fuzz_loader_san", "-seconds=3", "-seed=1", *seeds])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "no sanitizer reports" in proc.stdout
+
+
+def test_writer_header_fields() -> None:
+    """The writer's header, field by field, as kwsn_model_parse reads it."""
+    seq = nn.Sequential(nn.ReLU(), nn.Flatten(), nn.Linear(6, 2))
+    data = model_bytes(seq, (2, 3), sample_rate=8000)
+    magic, version, rate, ndim, d0, d1, n = struct.unpack_from("<4s6I", data)
+    assert (magic, version, rate, ndim, d0, d1, n) == (b"KWSN", 1, 8000, 2, 2, 3, 3)
+    assert struct.unpack("<I", data[-4:])[0] == zlib.crc32(data[:-4])
+    assert len(data) == 28 + 12 + 12 + (12 + 12 + 4 * 14) + 4
