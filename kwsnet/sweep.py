@@ -1,0 +1,851 @@
+"""Multi-seed sweeps: spec × seeds → one subprocess per run → JSONL ledger → table, CSV, plot.
+
+``kwsnet sweep --config configs/sweeps/smoke.yaml [--out DIR] [--workers N]`` runs every
+(grid point × seed) of a sweep spec as its own ``kwsnet fit`` process with its own run dir and
+log file, records each finished run as one line of ``<out>/ledger.jsonl`` and, at the end,
+writes ``results.md`` / ``results.csv`` / ``results.png`` and a wandb summary run. Re-running
+the same command resumes: runs already recorded ``ok`` are skipped. See ``docs/sweeps.md``.
+
+A spec (YAML) has these keys (only ``name``, ``base_config`` and ``seeds`` are required)::
+
+    name: kws_raw_ln                 # wandb group, default out dir sweeps/<name>
+    base_config: configs/kws_raw.yaml
+    seeds: 10                        # a count (seeds 0..9) or a list of ints
+    grid:                            # dotted CLI key -> list of values (cartesian product)
+      model.backbone.init_args.norm_placement: [per_conv, end, none]
+    overrides:                       # dotted CLI key -> value, the same for every run
+      trainer.max_epochs: 50
+    metric: test/acc                 # the summary.json metric the table reports
+    workers: 2                       # parallel runs; threads per run = cores // workers
+    out: sweeps/kws_raw_ln           # run dirs, ledger, results
+    publish: docs/sweeps/kws_raw_ln  # optional: copy results.{md,csv,png} here at the end
+    wandb: {log_runs: true, summary_run: true, project: kwsnet, offline: null}
+
+Relative paths (``base_config``, ``out``, ``publish``, data roots in ``overrides``) resolve
+from the current directory, as the run processes start there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import fcntl
+import io
+import itertools
+import json
+import math
+import os
+import random
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "SweepSpec",
+    "RunPlan",
+    "load_spec",
+    "plan_runs",
+    "read_ledger",
+    "append_ledger",
+    "latest_records",
+    "aggregate",
+    "format_table",
+    "write_results",
+    "wandb_sweep_config",
+    "SweepLock",
+    "sweep_main",
+]
+
+LEDGER = "ledger.jsonl"
+LOCK = "sweep.lock"
+RESULT_FILES = ("results.md", "results.csv", "results.png")
+_WANDB_KEYS = {"log_runs", "summary_run", "project", "offline"}
+_TAIL_LINES = 25
+_COLLAPSE_SHARE = 0.9
+
+
+@dataclasses.dataclass
+class SweepSpec:
+    """A parsed, validated sweep spec (see the module docstring for the YAML form).
+
+    Args:
+        name: sweep name; the wandb group of every run and the default out dir ``sweeps/<name>``.
+        base_config: the ``kwsnet fit`` config every run starts from.
+        seeds: the ``seed_everything`` values; each grid point runs once per seed.
+        grid: dotted CLI key → values; runs cover the cartesian product, first key slowest.
+        overrides: dotted CLI key → value, added to every run (default none).
+        metric: the ``summary.json`` metric to aggregate (default ``test/acc``).
+        workers: runs in parallel (default 1).
+        out: the sweep directory (default ``sweeps/<name>``).
+        publish: a directory the results files are copied to at the end (default none).
+        wandb: ``log_runs`` (pass group/job_type/tags/name to each run's logger, default true),
+            ``summary_run`` (log the table as a summary run, default true), ``project``
+            (default ``kwsnet``), ``offline`` (default ``None``: ``resolve_offline``).
+        description: free text, copied to results.md.
+    """
+
+    name: str
+    base_config: str
+    seeds: list[int]
+    grid: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    metric: str = "test/acc"
+    workers: int = 1
+    out: str = ""
+    publish: str | None = None
+    wandb: dict[str, Any] = dataclasses.field(default_factory=dict)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name or any(c in self.name for c in "/\\ "):
+            raise ValueError(
+                f"sweep name must be non-empty without '/', '\\' or spaces, got {self.name!r}"
+            )
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, (int, list)):
+            raise ValueError(f"seeds must be a count or a list of ints, got {self.seeds!r}")
+        if isinstance(self.seeds, int):
+            if self.seeds < 1:
+                raise ValueError(f"seeds count must be >= 1, got {self.seeds}")
+            self.seeds = list(range(self.seeds))
+        if not self.seeds or not all(
+            isinstance(s, int) and not isinstance(s, bool) for s in self.seeds
+        ):
+            raise ValueError(f"seeds must be a non-empty list of ints, got {self.seeds!r}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds repeat: {self.seeds}")
+        if not isinstance(self.grid, dict) or not isinstance(self.overrides, dict):
+            raise ValueError("grid and overrides must be mappings of dotted key -> value(s)")
+        for key, values in self.grid.items():
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"grid.{key} must be a non-empty list of values, got {values!r}")
+            if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
+                raise ValueError(f"grid.{key} repeats a value: {values}")
+        clash = sorted(set(self.grid) & set(self.overrides))
+        if clash:
+            raise ValueError(f"keys both in grid and overrides: {clash}")
+        reserved = {"seed_everything", "config", "trainer.default_root_dir"}
+        bad = sorted((set(self.grid) | set(self.overrides)) & reserved)
+        if bad:
+            raise ValueError(f"{bad} are set by the sweep itself; use `seeds:` for seeds")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        unknown = sorted(set(self.wandb) - _WANDB_KEYS)
+        if unknown:
+            raise ValueError(f"unknown wandb keys {unknown}; valid: {sorted(_WANDB_KEYS)}")
+        self.out = self.out or os.path.join("sweeps", self.name)
+
+
+_SPEC_KEYS = [f.name for f in dataclasses.fields(SweepSpec)]
+
+
+def load_spec(path: str | os.PathLike) -> SweepSpec:
+    """Read a sweep spec YAML; unknown keys raise a ``ValueError`` listing the valid ones."""
+    data = yaml.safe_load(Path(path).read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a sweep spec is a YAML mapping, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(_SPEC_KEYS))
+    if unknown:
+        raise ValueError(f"{path}: unknown sweep spec keys {unknown}; valid keys: {_SPEC_KEYS}")
+    missing = [k for k in ("name", "base_config", "seeds") if k not in data]
+    if missing:
+        raise ValueError(f"{path}: sweep spec needs {missing}")
+    try:
+        return SweepSpec(**data)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+
+
+def cli_value(value: Any) -> str:
+    """Format a value for a LightningCLI flag: strings as-is, everything else as JSON.
+
+    JSON keeps strings inside lists quoted, so ``[yes, no]`` stays words, not YAML booleans.
+    """
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _short(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
+
+
+def point_label(point: dict[str, Any]) -> str:
+    """``{"a.b.lr": 0.005, "x.norm": "end"}`` → ``lr=0.005,norm=end`` (short key names)."""
+    return ",".join(f"{_short(k)}={cli_value(v)}" for k, v in point.items()) or "base"
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in text.replace(",", "__"))
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """One run of a sweep: a grid point and a seed, with its directory and command."""
+
+    run_id: str
+    point: dict[str, Any]
+    point_label: str
+    seed: int
+    run_dir: str
+    log_path: str
+    argv: list[str]
+
+
+def run_args(
+    spec: SweepSpec, point: dict[str, Any], seed: int, run_id: str, run_dir: str
+) -> list[str]:
+    """The ``kwsnet fit`` arguments of one run (everything after the subcommand)."""
+    args = ["--config", spec.base_config]
+    for key, value in {**spec.overrides, **point}.items():
+        args += [f"--{key}", cli_value(value)]
+    args += ["--seed_everything", str(seed), "--trainer.default_root_dir", run_dir]
+    args += ["--test_after_fit", "true", "--trainer.enable_progress_bar", "false"]
+    if spec.wandb.get("log_runs", True):
+        label = point_label(point)
+        tags = [spec.name] + [f"{_short(k)}={cli_value(v)}"[:64] for k, v in point.items()]
+        args += [
+            "--trainer.logger.init_args.save_dir",
+            run_dir,
+            "--trainer.logger.init_args.group",
+            spec.name,
+            "--trainer.logger.init_args.job_type",
+            label[:64],
+            "--trainer.logger.init_args.tags",
+            json.dumps(tags),
+            "--trainer.logger.init_args.name",
+            run_id,
+        ]
+    return args
+
+
+def plan_runs(spec: SweepSpec, out: str | None = None) -> list[RunPlan]:
+    """Every (grid point × seed) run, grid points in spec order (first key slowest)."""
+    out = out or spec.out
+    keys = list(spec.grid)
+    plans = []
+    for values in itertools.product(*(spec.grid[k] for k in keys)):
+        point = dict(zip(keys, values, strict=True))
+        label = point_label(point)
+        for seed in spec.seeds:
+            run_id = f"{_slug(label)}__seed{seed}"
+            run_dir = os.path.join(out, "runs", run_id)
+            argv = [sys.executable, "-c", "from kwsnet.cli import main; main()", "fit"]
+            argv += run_args(spec, point, seed, run_id, run_dir)
+            plans.append(
+                RunPlan(run_id, point, label, seed, run_dir, os.path.join(run_dir, "run.log"), argv)
+            )
+    return plans
+
+
+def append_ledger(path: str | os.PathLike, record: dict[str, Any]) -> None:
+    """Append one JSON line with a single write, then flush and fsync."""
+    line = (json.dumps(record, sort_keys=True, allow_nan=True) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_ledger(path: str | os.PathLike, repair: bool = False) -> list[dict[str, Any]]:
+    """Read the ledger's records. A torn last line (a run killed mid-write) is skipped with a
+    warning, and with ``repair=True`` cut off so the next append starts a clean line."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    records, good_end, pos = [], 0, 0
+    lines = raw.split(b"\n")
+    for i, line in enumerate(lines):
+        end = pos + len(line) + 1
+        last = i == len(lines) - 1 or (i == len(lines) - 2 and lines[-1] == b"")
+        if line.strip():
+            try:
+                rec = json.loads(line)
+                if not isinstance(rec, dict):
+                    raise ValueError("not an object")
+                records.append(rec)
+                good_end = min(end, len(raw))
+            except ValueError:
+                where = "torn last line" if last else f"unreadable line {i + 1}"
+                warnings.warn(f"{path}: skipping {where}: {line[:80]!r}", stacklevel=2)
+                if not last:
+                    good_end = min(end, len(raw))
+        else:
+            good_end = min(end, len(raw))
+        pos = end
+    if repair and good_end < len(raw):
+        with open(path, "r+b") as f:
+            f.truncate(good_end)
+    elif repair and raw and not raw.endswith(b"\n"):
+        with open(path, "ab") as f:
+            f.write(b"\n")
+    return records
+
+
+def latest_records(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The last record of each ``run_id`` (a failed run re-run later is replaced)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for rec in records:
+        latest[rec["run_id"]] = rec
+    return latest
+
+
+def _tail(path: str, n: int = _TAIL_LINES) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return ""
+
+
+def _is_collapsed(
+    summary: dict[str, Any], num_classes: int | None
+) -> tuple[bool | None, dict[str, Any]]:
+    """Collapse on the test split: fewer predicted classes than exist, or one class > 90%."""
+    test = dict((summary.get("collapse") or {}).get("test") or {})
+    metrics = summary.get("metrics") or {}
+    counts = test.get("counts")
+    if counts:
+        total = max(sum(counts), 1)
+        test.setdefault("n_pred_classes", sum(c > 0 for c in counts))
+        test.setdefault("max_class_share", max(counts) / total)
+        n_classes = num_classes or len(counts)
+        flag = sum(c > 0 for c in counts) < n_classes or max(counts) / total > _COLLAPSE_SHARE
+        return bool(flag or test.get("collapsed")), test
+    if "collapsed" in test:
+        return bool(test["collapsed"]), test
+    if "test/collapsed" in metrics:
+        return bool(metrics["test/collapsed"]), test
+    return None, test
+
+
+def record_run(plan: RunPlan, spec: SweepSpec, returncode: int, wall_s: float) -> dict[str, Any]:
+    """Build the ledger record of a finished run from its exit code and ``summary.json``."""
+    rec: dict[str, Any] = {
+        "run_id": plan.run_id,
+        "point": plan.point,
+        "point_label": plan.point_label,
+        "seed": plan.seed,
+        "metric": spec.metric,
+        "value": None,
+        "wall_s": round(wall_s, 2),
+        "returncode": returncode,
+        "run_dir": plan.run_dir,
+        "log": plan.log_path,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    summary_path = Path(plan.run_dir) / "summary.json"
+    error = None
+    summary: dict[str, Any] = {}
+    if returncode != 0:
+        error = f"exit code {returncode}"
+    elif not summary_path.exists():
+        error = f"no {summary_path}"
+    else:
+        try:
+            summary = json.loads(summary_path.read_text())
+        except ValueError as exc:
+            error = f"unreadable {summary_path}: {exc}"
+    if summary:
+        metrics = summary.get("metrics") or {}
+        value = metrics.get(spec.metric)
+        collapsed, test = _is_collapsed(summary, summary.get("num_classes"))
+        rec.update(
+            metrics=metrics,
+            value=value,
+            collapsed=collapsed,
+            n_pred_classes=test.get("n_pred_classes"),
+            max_class_share=test.get("max_class_share"),
+            num_classes=summary.get("num_classes"),
+            best_epoch=summary.get("best_epoch"),
+            epochs_run=summary.get("epochs_run"),
+            checkpoint=summary.get("best_checkpoint"),
+        )
+        if error is None and (not isinstance(value, (int, float)) or not math.isfinite(value)):
+            # summary.json drops non-finite metrics, so a NaN loss shows up as a missing one.
+            error = f"metric {spec.metric} missing or not finite in summary.json ({value!r})"
+    rec["status"] = "failed" if error else "ok"
+    if error:
+        rec["error"] = error + "\n" + _tail(plan.log_path)
+    return rec
+
+
+def _threads_per_run(workers: int) -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, cores // workers)
+
+
+class SweepLock:
+    """An exclusive ``flock`` on ``<out>/sweep.lock``; the OS drops it when the process dies."""
+
+    def __init__(self, out: str | os.PathLike) -> None:
+        self.path = Path(out) / LOCK
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self.path.read_text().strip() or "unknown process"
+            os.close(fd)
+            raise RuntimeError(
+                f"another sweep is running on {self.path.parent} ({holder}); wait for it to "
+                "finish or stop it, or use another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.ctime()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> SweepLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class _Stop(Exception):
+    """SIGTERM / SIGINT: stop launching, end the running runs, keep the ledger."""
+
+
+def _raise_stop(signum: int, frame: Any) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def run_sweep(
+    spec: SweepSpec, plans: Sequence[RunPlan], out: str, workers: int, log: Any = sys.stdout
+) -> list[dict[str, Any]]:
+    """Run the not-yet-``ok`` plans, ``workers`` at a time; return this invocation's records."""
+    ledger = os.path.join(out, LEDGER)
+    done = {
+        k
+        for k, r in latest_records(read_ledger(ledger, repair=True)).items()
+        if r.get("status") == "ok"
+    }
+    todo = [p for p in plans if p.run_id not in done]
+    print(
+        f"sweep {spec.name}: {len(plans)} runs, {len(plans) - len(todo)} already ok, "
+        f"{len(todo)} to run, "
+        f"{workers} worker(s)",
+        file=log,
+        flush=True,
+    )
+    threads = str(_threads_per_run(workers))
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
+        "PYTHONUNBUFFERED": "1",
+    }
+    queue = list(todo)
+    running: dict[subprocess.Popen, tuple[RunPlan, float, Any]] = {}
+    records: list[dict[str, Any]] = []
+    old = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while queue or running:
+            while queue and len(running) < workers:
+                plan = queue.pop(0)
+                shutil.rmtree(plan.run_dir, ignore_errors=True)  # a stale failed attempt
+                os.makedirs(plan.run_dir)
+                logf = open(plan.log_path, "w")  # noqa: SIM115 (closed when the run ends)
+                logf.write("$ " + shlex.join(plan.argv) + "\n")
+                logf.flush()
+                proc = subprocess.Popen(plan.argv, stdout=logf, stderr=subprocess.STDOUT, env=env)
+                running[proc] = (plan, time.monotonic(), logf)
+            for proc in [p for p in running if p.poll() is not None]:
+                plan, start, logf = running.pop(proc)
+                logf.close()
+                rec = record_run(plan, spec, proc.returncode, time.monotonic() - start)
+                append_ledger(ledger, rec)
+                records.append(rec)
+                value = "" if rec["value"] is None else f"{spec.metric}={rec['value']:.4f}"
+                flag = " collapsed" if rec.get("collapsed") else ""
+                print(
+                    f"[{len(records)}/{len(todo)}] {rec['status']:6s} {plan.run_id} {value}{flag} "
+                    f"({rec['wall_s']:.0f}s)"
+                    + ("" if rec["status"] == "ok" else f" log: {plan.log_path}"),
+                    file=log,
+                    flush=True,
+                )
+            time.sleep(0.1)
+    except (_Stop, KeyboardInterrupt) as exc:
+        print(
+            f"sweep stopped ({exc.__class__.__name__} {exc}); "
+            f"ending {len(running)} running run(s); "
+            "re-run the same command to resume",
+            file=log,
+            flush=True,
+        )
+        for proc in running:
+            proc.terminate()
+        for proc, (_plan, _start, logf) in running.items():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            logf.close()
+        raise
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    return records
+
+
+def aggregate(records: Iterable[dict[str, Any]], spec: SweepSpec) -> list[dict[str, Any]]:
+    """One row per grid point (spec order): n ok, mean, sample std (ddof=1), min, max of the
+    metric, collapsed count, median best epoch, failed count. Uses each run's latest record."""
+    latest = latest_records(records)
+    rows = []
+    points = [dict(zip(spec.grid, v, strict=True)) for v in itertools.product(*spec.grid.values())]
+    for point in points:
+        label = point_label(point)
+        recs = [r for r in latest.values() if r.get("point_label") == label]
+        ok = [r for r in recs if r.get("status") == "ok"]
+        vals = [float(r["value"]) for r in ok]
+        epochs = [r["best_epoch"] for r in ok if r.get("best_epoch") is not None]
+        rows.append(
+            {
+                "point": point,
+                "point_label": label,
+                "n": len(vals),
+                "mean": statistics.fmean(vals) if vals else math.nan,
+                "std": statistics.stdev(vals) if len(vals) > 1 else math.nan,
+                "min": min(vals) if vals else math.nan,
+                "max": max(vals) if vals else math.nan,
+                "collapsed": sum(bool(r.get("collapsed")) for r in ok),
+                "median_best_epoch": statistics.median(epochs) if epochs else math.nan,
+                "failed": sum(r.get("status") != "ok" for r in recs),
+                "values": vals,
+            }
+        )
+    return rows
+
+
+def _fmt(x: float, digits: int = 3) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def format_table(rows: Sequence[dict[str, Any]], spec: SweepSpec) -> str:
+    """The aggregate table as GitHub markdown."""
+    keys = [_short(k) for k in spec.grid]
+    head = [
+        *keys,
+        "n",
+        f"{spec.metric} mean ± std",
+        "min",
+        "max",
+        "collapsed",
+        "median best epoch",
+        "failed",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [cli_value(v) for v in r["point"].values()]
+        mean_std = f"{_fmt(r['mean'])} ± {_fmt(r['std'])}" if r["n"] else "–"
+        epoch = r["median_best_epoch"]
+        cells += [
+            str(r["n"]),
+            mean_std,
+            _fmt(r["min"]),
+            _fmt(r["max"]),
+            f"{r['collapsed']}/{r['n']}",
+            "–" if isinstance(epoch, float) and math.isnan(epoch) else f"{epoch:g}",
+            str(r["failed"]),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+_CSV_FIELDS = [
+    "run_id",
+    "point_label",
+    "seed",
+    "status",
+    "value",
+    "val/acc",
+    "test/acc",
+    "test/f1",
+    "collapsed",
+    "n_pred_classes",
+    "max_class_share",
+    "best_epoch",
+    "epochs_run",
+    "wall_s",
+    "checkpoint",
+    "log",
+    "error",
+]
+
+
+def _csv_text(records: Sequence[dict[str, Any]], spec: SweepSpec) -> str:
+    keys = list(spec.grid)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([*keys, *_CSV_FIELDS])
+    for r in records:
+        metrics = r.get("metrics") or {}
+        row = [cli_value(r["point"].get(k)) for k in keys]
+        for f in _CSV_FIELDS:
+            v = metrics.get(f) if "/" in f else r.get(f)
+            if f == "error" and v:
+                v = v.splitlines()[0]
+            row.append("" if v is None else v)
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+def _plot(rows: Sequence[dict[str, Any]], spec: SweepSpec, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(rows) + 1.5), 4.2))
+    data = [r["values"] for r in rows]
+    ax.boxplot(data, positions=range(1, len(rows) + 1), widths=0.6, showfliers=False)
+    jitter = random.Random(0)
+    for i, r in enumerate(rows, start=1):
+        xs = [i + jitter.uniform(-0.18, 0.18) for _ in r["values"]]
+        ax.scatter(xs, r["values"], s=18, alpha=0.8, zorder=3, color="tab:blue")
+    ax.set_xticks(range(1, len(rows) + 1))
+    ax.set_xticklabels([r["point_label"].replace(",", "\n") for r in rows], fontsize=8)
+    ax.set_ylabel(spec.metric)
+    ax.set_title(f"{spec.name}: {spec.metric} per grid point (dots: seeds)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_results(
+    spec: SweepSpec, out: str, command: str, wall_s: float | None = None
+) -> tuple[list[dict[str, Any]], str]:
+    """Write results.md, results.csv and results.png from the ledger; return (rows, table)."""
+    from kwsnet.summary import atomic_write_text
+
+    records = list(latest_records(read_ledger(os.path.join(out, LEDGER))).values())
+    order = {p.run_id: i for i, p in enumerate(plan_runs(spec, out))}
+    records.sort(key=lambda r: order.get(r["run_id"], len(order)))
+    rows = aggregate(records, spec)
+    table = format_table(rows, spec)
+    run_wall = sum(r.get("wall_s") or 0.0 for r in records)
+    failed = [r for r in records if r.get("status") != "ok"]
+    md = [f"# Sweep `{spec.name}`\n"]
+    if spec.description:
+        md.append(spec.description.strip() + "\n")
+    md += [
+        f"Base config `{spec.base_config}`, seeds {spec.seeds}, metric `{spec.metric}` "
+        f"(sample std, ddof=1); collapsed = test predictions use fewer classes than exist or "
+        f"one class > {_COLLAPSE_SHARE:.0%}.\n",
+        table,
+        "![per grid point](results.png)\n",
+        f"Command: `{command}`\n",
+        f"Runs recorded: {len(records)} ({len(failed)} failed); summed run wall time "
+        f"{run_wall / 3600:.2f} h"
+        + (f"; this invocation {wall_s / 60:.1f} min" if wall_s else "")
+        + ".\n",
+    ]
+    if spec.overrides:
+        md.append(
+            "Fixed overrides: "
+            + ", ".join(f"`{k}={cli_value(v)}`" for k, v in spec.overrides.items())
+            + "\n"
+        )
+    for r in failed:
+        md.append(
+            f"- failed `{r['run_id']}`: {r.get('error', '').splitlines()[0]} (log `{r['log']}`)"
+        )
+    atomic_write_text(os.path.join(out, "results.md"), "\n".join(md) + "\n")
+    atomic_write_text(os.path.join(out, "results.csv"), _csv_text(records, spec))
+    _plot(rows, spec, os.path.join(out, "results.png"))
+    return rows, table
+
+
+def _summary_run(spec: SweepSpec, out: str, rows: Sequence[dict[str, Any]]) -> str | None:
+    """Log the aggregate table and the results files as one wandb run; return its dir."""
+    import wandb
+
+    from kwsnet.tracking import resolve_offline
+
+    cfg = spec.wandb
+    offline = resolve_offline(cfg.get("offline"))
+    run = wandb.init(
+        project=cfg.get("project", "kwsnet"),
+        group=spec.name,
+        job_type="sweep-summary",
+        name=f"{spec.name}-summary",
+        dir=out,
+        mode="offline" if offline else "online",
+        config={"sweep": dataclasses.asdict(spec)},
+        reinit="finish_previous",
+    )
+    try:
+        columns = [_short(k) for k in spec.grid] + [
+            "n",
+            "mean",
+            "std",
+            "min",
+            "max",
+            "collapsed",
+            "median_best_epoch",
+            "failed",
+        ]
+        data = [
+            [cli_value(v) for v in r["point"].values()]
+            + [
+                r["n"],
+                r["mean"],
+                r["std"],
+                r["min"],
+                r["max"],
+                r["collapsed"],
+                r["median_best_epoch"],
+                r["failed"],
+            ]
+            for r in rows
+        ]
+        run.log({"sweep/table": wandb.Table(columns=columns, data=data)})
+        art = wandb.Artifact(f"{spec.name}-results", type="sweep-results")
+        for name in (*RESULT_FILES, LEDGER):
+            if os.path.exists(os.path.join(out, name)):
+                art.add_file(os.path.join(out, name), name=name)
+        run.log_artifact(art)
+        return os.path.dirname(run.dir)
+    finally:
+        run.finish()
+
+
+def wandb_sweep_config(spec: SweepSpec, program: str = "train.py") -> dict[str, Any]:
+    """A ``wandb sweep`` config running the same grid × seeds through ``train.py fit``.
+
+    The agent appends ``--key=value`` for each parameter (``${args}``); the spec's fixed
+    overrides are literal command arguments so their quoting is exactly the sweep runner's.
+    """
+    params: dict[str, Any] = {k: {"values": list(v)} for k, v in spec.grid.items()}
+    params["seed_everything"] = {"values": list(spec.seeds)}
+    command = ["${env}", "${interpreter}", "${program}", "fit", "--config", spec.base_config]
+    command += [f"--{k}={cli_value(v)}" for k, v in spec.overrides.items()]
+    command += ["--test_after_fit=true", f"--trainer.logger.init_args.group={spec.name}", "${args}"]
+    goal = "minimize" if spec.metric.endswith("loss") else "maximize"
+    return {
+        "name": spec.name,
+        "program": program,
+        "method": "grid",
+        "metric": {"name": spec.metric, "goal": goal},
+        "parameters": params,
+        "command": command,
+    }
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kwsnet sweep",
+        description="Run every (grid point x seed) of a sweep spec; "
+        "re-run the same command to resume.",
+    )
+    p.add_argument("--config", required=True, help="sweep spec YAML (configs/sweeps/*.yaml)")
+    p.add_argument("--out", help="sweep directory (default: the spec's out, else sweeps/<name>)")
+    p.add_argument("--workers", type=int, help="parallel runs (default: the spec's workers)")
+    p.add_argument("--emit-wandb-sweep", metavar="PATH", help="write a wandb sweep config and exit")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rebuild the results from the ledger; run nothing",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the run commands; run nothing")
+    p.add_argument("--no-summary-run", action="store_true", help="skip the wandb summary run")
+    return p
+
+
+def sweep_main(argv: list[str]) -> int:
+    """``kwsnet sweep``: returns 0 if every run is ok, 1 if any failed, 2 on usage errors."""
+    args = _parser().parse_args(argv)
+    try:
+        spec = load_spec(args.config)
+    except (OSError, ValueError) as exc:
+        print(f"kwsnet sweep: {exc}", file=sys.stderr)
+        return 2
+    out = args.out or spec.out
+    workers = args.workers or spec.workers
+    if workers < 1:
+        print(f"kwsnet sweep: --workers must be >= 1, got {workers}", file=sys.stderr)
+        return 2
+    if args.emit_wandb_sweep:
+        Path(args.emit_wandb_sweep).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.emit_wandb_sweep).write_text(
+            yaml.safe_dump(wandb_sweep_config(spec), sort_keys=False)
+        )
+        print(
+            f"wrote {args.emit_wandb_sweep}: `wandb sweep {args.emit_wandb_sweep}`, "
+            "then `wandb agent <id>`"
+        )
+        return 0
+    if not os.path.isfile(spec.base_config):
+        print(
+            f"kwsnet sweep: base_config {spec.base_config} not found (relative to {os.getcwd()})",
+            file=sys.stderr,
+        )
+        return 2
+    plans = plan_runs(spec, out)
+    if args.dry_run:
+        for p in plans:
+            print(shlex.join(p.argv))
+        return 0
+    command = shlex.join(["kwsnet", "sweep", *argv])
+    start = time.monotonic()
+    lock = SweepLock(out)
+    try:
+        lock.acquire()
+    except RuntimeError as exc:
+        print(f"kwsnet sweep: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if not args.report_only:
+            try:
+                run_sweep(spec, plans, out, workers)
+            except (_Stop, KeyboardInterrupt):
+                write_results(spec, out, command, time.monotonic() - start)
+                return 130
+        rows, table = write_results(spec, out, command, time.monotonic() - start)
+        print(table, end="")
+        print(f"results: {os.path.join(out, 'results.md')}, results.csv, results.png")
+        if spec.wandb.get("summary_run", True) and not args.no_summary_run:
+            try:
+                run_dir = _summary_run(spec, out, rows)
+                print(f"wandb summary run: {run_dir}")
+            except Exception as exc:  # the results files are written; a tracking error is reported
+                print(f"kwsnet sweep: wandb summary run failed: {exc}", file=sys.stderr)
+        if spec.publish:
+            os.makedirs(spec.publish, exist_ok=True)
+            for name in RESULT_FILES:
+                shutil.copy2(os.path.join(out, name), os.path.join(spec.publish, name))
+            print(f"published results to {spec.publish}")
+    finally:
+        lock.release()
+    latest = latest_records(read_ledger(os.path.join(out, LEDGER)))
+    statuses = [latest.get(p.run_id, {}).get("status") for p in plans]
+    return 0 if all(s == "ok" for s in statuses) else 1
