@@ -74,6 +74,9 @@ RESULT_FILES = ("results.md", "results.csv", "results.png")
 _WANDB_KEYS = {"log_runs", "summary_run", "project", "offline"}
 _TAIL_LINES = 25
 _COLLAPSE_SHARE = 0.9
+# The command a run starts with; its arguments follow. ``-c`` rather than ``train.py`` so the
+# runner works from an installed package too. Tests swap in a fake trainer here.
+FIT_ENTRY: list[str] = [sys.executable, "-c", "from kwsnet.cli import main; main()", "fit"]
 
 
 @dataclasses.dataclass
@@ -239,8 +242,7 @@ def plan_runs(spec: SweepSpec, out: str | None = None) -> list[RunPlan]:
         for seed in spec.seeds:
             run_id = f"{_slug(label)}__seed{seed}"
             run_dir = os.path.join(out, "runs", run_id)
-            argv = [sys.executable, "-c", "from kwsnet.cli import main; main()", "fit"]
-            argv += run_args(spec, point, seed, run_id, run_dir)
+            argv = [*FIT_ENTRY, *run_args(spec, point, seed, run_id, run_dir)]
             plans.append(
                 RunPlan(run_id, point, label, seed, run_dir, os.path.join(run_dir, "run.log"), argv)
             )

@@ -1,0 +1,287 @@
+"""Sweep runner: ledger, resume, failures, lock, aggregation, results files, wandb sweep YAML.
+
+The fast tests swap the ``kwsnet fit`` entry for a tiny fake trainer (a Python script that
+writes a ``summary.json`` the way ``kwsnet fit`` does), so they exercise the real runner,
+subprocesses, ledger and reports in seconds. The ``slow`` tests run real ``kwsnet fit``
+processes on ``configs/sweeps/smoke.yaml``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kwsnet import sweep
+from kwsnet.sweep import (
+    SweepLock,
+    SweepSpec,
+    aggregate,
+    append_ledger,
+    format_table,
+    load_spec,
+    plan_runs,
+    read_ledger,
+    sweep_main,
+    wandb_sweep_config,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+NORM = "model.backbone.init_args.norm_placement"
+LR = "model.optimizer.init_args.lr"
+
+# A stand-in for `kwsnet fit`: reads the flags the sweep passes, writes summary.json.
+# norm_placement "bogus" exits non-zero, "nan" writes no metric (as summary.json does for NaN),
+# "end" collapses on odd seeds. Every call leaves a file in $FAKE_CALLS.
+FAKE_FIT = r"""
+import json, os, sys, uuid
+args = sys.argv[1:]
+opt = {args[i][2:]: args[i + 1] for i in range(len(args) - 1) if args[i].startswith("--")}
+open(os.path.join(os.environ["FAKE_CALLS"], uuid.uuid4().hex), "w").close()
+root, seed = opt["trainer.default_root_dir"], int(opt["seed_everything"])
+norm = opt.get("model.backbone.init_args.norm_placement", "per_conv")
+print("fake fit", norm, seed)
+if norm == "bogus":
+    print("ValueError: norm_placement must be one of per_conv, end, none", file=sys.stderr)
+    sys.exit(3)
+collapsed = norm == "end" and seed % 2 == 1
+counts = [72, 0, 0] if collapsed else [20, 25, 27]
+metrics = {"test/acc": 0.5 + 0.1 * seed, "val/acc": 0.4, "test/collapsed": float(collapsed)}
+if norm == "nan":
+    metrics.pop("test/acc")
+summary = {"seed": seed, "num_classes": 3, "best_epoch": seed, "epochs_run": 2,
+           "best_checkpoint": os.path.join(root, "checkpoints", "best.ckpt"),
+           "threads": os.environ.get("OMP_NUM_THREADS"), "metrics": metrics,
+           "collapse": {"test": {"counts": counts, "collapsed": float(collapsed)}}}
+os.makedirs(root, exist_ok=True)
+json.dump(summary, open(os.path.join(root, "summary.json"), "w"))
+"""
+
+
+@pytest.fixture
+def fake_fit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Swap the run entry for FAKE_FIT; return the folder that counts its calls."""
+    script = tmp_path / "fake_fit.py"
+    script.write_text(FAKE_FIT)
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    monkeypatch.setenv("FAKE_CALLS", str(calls))
+    monkeypatch.setattr(sweep, "FIT_ENTRY", [sys.executable, str(script)])
+    return calls
+
+
+def write_spec(path: Path, **over: object) -> Path:
+    spec = {
+        "name": "t",
+        "base_config": str(REPO / "configs" / "kws_raw.yaml"),
+        "seeds": [0, 1],
+        "grid": {NORM: ["per_conv", "end"]},
+        "overrides": {"trainer.max_epochs": 1},
+        "workers": 2,
+        "wandb": {"summary_run": False},
+    }
+    spec.update(over)
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def n_calls(calls: Path) -> int:
+    return len(list(calls.iterdir()))
+
+
+def test_sweep_outputs(tmp_path: Path, fake_fit: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    spec = write_spec(tmp_path / "s.yaml", seeds=3)
+    assert sweep_main(["--config", str(spec), "--out", str(out)]) == 0
+    assert n_calls(fake_fit) == 6
+    records = read_ledger(out / "ledger.jsonl")
+    assert len(records) == 6 and all(r["status"] == "ok" for r in records)
+    assert {r["seed"] for r in records} == {0, 1, 2}
+    assert all(r["log"].endswith("run.log") and os.path.exists(r["log"]) for r in records)
+    cores = len(os.sched_getaffinity(0))
+    threads = {
+        json.loads(Path(r["run_dir"], "summary.json").read_text())["threads"] for r in records
+    }
+    assert threads == {str(max(1, cores // 2))}
+    end = [r for r in records if r["point"][NORM] == "end"]
+    assert sorted(r["collapsed"] for r in end) == [False, False, True]
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6 and rows[0][NORM] == "per_conv"
+    md = (out / "results.md").read_text()
+    assert "| per_conv | 3 | 0.600 ± 0.100 | 0.500 | 0.700 | 0/3 | 1 | 0 |" in md
+    assert "| end | 3 | 0.600 ± 0.100 | 0.500 | 0.700 | 1/3 | 1 | 0 |" in md
+    assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| per_conv | 3 |" in capsys.readouterr().out
+    # every run got the sweep's wandb grouping and its own dirs
+    argv = plan_runs(load_spec(spec), str(out))[0].argv
+    flags = dict(zip(argv[2::2], argv[3::2], strict=False))
+    assert flags["--trainer.logger.init_args.group"] == "t"
+    assert flags["--trainer.logger.init_args.job_type"] == "norm_placement=per_conv"
+    assert flags["--trainer.default_root_dir"] == str(
+        out / "runs" / "norm_placement=per_conv__seed0"
+    )
+
+
+def test_resume_skips_ok_runs_and_torn_line(tmp_path: Path, fake_fit: Path) -> None:
+    out = tmp_path / "out"
+    spec = write_spec(tmp_path / "s.yaml")
+    assert sweep_main(["--config", str(spec), "--out", str(out)]) == 0
+    assert n_calls(fake_fit) == 4
+    assert sweep_main(["--config", str(spec), "--out", str(out)]) == 0
+    assert n_calls(fake_fit) == 4  # nothing re-run
+    # a sweep killed while writing its last record: the torn run is re-run, the rest kept
+    ledger = out / "ledger.jsonl"
+    lines = ledger.read_bytes().splitlines(keepends=True)
+    ledger.write_bytes(b"".join(lines[:3]) + lines[3][:25])
+    with pytest.warns(UserWarning, match="torn last line"):
+        assert sweep_main(["--config", str(spec), "--out", str(out)]) == 0
+    assert n_calls(fake_fit) == 5
+    records = read_ledger(ledger)
+    assert len(records) == 4 and len({r["run_id"] for r in records}) == 4
+
+
+def test_failed_runs_are_recorded(tmp_path: Path, fake_fit: Path) -> None:
+    out = tmp_path / "out"
+    spec = write_spec(tmp_path / "s.yaml", seeds=[0], grid={NORM: ["per_conv", "bogus", "nan"]})
+    assert sweep_main(["--config", str(spec), "--out", str(out)]) == 1
+    by_norm = {r["point"][NORM]: r for r in read_ledger(out / "ledger.jsonl")}
+    assert by_norm["per_conv"]["status"] == "ok"
+    bogus = by_norm["bogus"]
+    assert bogus["status"] == "failed" and bogus["returncode"] == 3
+    assert "exit code 3" in bogus["error"] and "must be one of" in bogus["error"]
+    assert os.path.exists(bogus["log"])
+    assert by_norm["nan"]["status"] == "failed" and "test/acc" in by_norm["nan"]["error"]
+    md = (out / "results.md").read_text()
+    assert "| bogus | 0 | – |" in md and "failed `norm_placement=bogus__seed0`" in md
+    # resuming re-runs only the failed ones
+    assert sweep_main(["--config", str(spec), "--out", str(out)]) == 1
+    assert n_calls(fake_fit) == 5
+
+
+def test_aggregate_math() -> None:
+    spec = SweepSpec(name="m", base_config="x.yaml", seeds=4, grid={LR: [0.1, 0.2]})
+    vals = [0.70, 0.72, 0.74, 0.71]
+
+    def rec(lr: float, seed: int, status: str = "ok", value: float | None = None) -> dict:
+        return {"run_id": f"{lr}-{seed}", "point": {LR: lr}, "point_label": f"lr={lr}",
+                "seed": seed, "status": status, "value": value, "collapsed": seed == 3,
+                "best_epoch": 10 * seed}  # fmt: skip
+
+    records = [rec(0.1, s, value=v) for s, v in enumerate(vals)]
+    records += [rec(0.2, 0, value=0.5), rec(0.2, 1, "failed"), rec(0.2, 2, "failed")]
+    records += [rec(0.2, 2, value=0.9)]  # a failed run re-run ok: the latest record counts
+    rows = aggregate(records, spec)
+    a, b = rows
+    assert a["n"] == 4 and a["failed"] == 0 and a["collapsed"] == 1
+    assert math.isclose(a["mean"], statistics.fmean(vals))
+    assert math.isclose(a["std"], statistics.stdev(vals))  # ddof=1
+    assert (a["min"], a["max"], a["median_best_epoch"]) == (0.70, 0.74, 15.0)
+    assert b["n"] == 2 and b["failed"] == 1 and math.isclose(b["std"], statistics.stdev([0.5, 0.9]))
+    table = format_table(rows, spec)
+    assert "| 0.1 | 4 | 0.718 ± 0.017 | 0.700 | 0.740 | 1/4 | 15 | 0 |" in table
+
+
+def test_torn_last_line_tolerated(tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger.jsonl"
+    append_ledger(ledger, {"run_id": "a", "status": "ok"})
+    append_ledger(ledger, {"run_id": "b", "status": "ok"})
+    with open(ledger, "ab") as f:
+        f.write(b'{"run_id": "c", "sta')
+    with pytest.warns(UserWarning, match="torn last line"):
+        assert [r["run_id"] for r in read_ledger(ledger, repair=True)] == ["a", "b"]
+    append_ledger(ledger, {"run_id": "c", "status": "ok"})
+    assert [r["run_id"] for r in read_ledger(ledger)] == ["a", "b", "c"]
+
+
+def test_lock_refuses_second_sweep(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    spec = write_spec(tmp_path / "s.yaml")
+    with SweepLock(out):
+        assert sweep_main(["--config", str(spec), "--out", str(out)]) == 2
+        assert "another sweep is running" in capsys.readouterr().err
+    with SweepLock(out):  # released: free again
+        pass
+
+
+def test_unknown_spec_key(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    spec = write_spec(tmp_path / "s.yaml", seed=[1])
+    assert sweep_main(["--config", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown sweep spec keys ['seed']" in err and "'seeds'" in err
+    with pytest.raises(ValueError, match="seeds repeat"):
+        SweepSpec(name="x", base_config="b", seeds=[1, 1])
+
+
+def test_repo_specs_parse() -> None:
+    for path in sorted((REPO / "configs" / "sweeps").glob("*.yaml")):
+        spec = load_spec(path)
+        assert (REPO / spec.base_config).is_file(), path
+    ln = load_spec(REPO / "configs" / "sweeps" / "kws_raw_ln.yaml")
+    assert len(plan_runs(ln)) == 90
+    assert ln.overrides["data.words"][:2] == ["yes", "no"]  # strings, not YAML booleans
+
+
+def test_emit_wandb_sweep(tmp_path: Path) -> None:
+    spec_path = REPO / "configs" / "sweeps" / "kws_raw_ln.yaml"
+    target = tmp_path / "wandb_sweep.yaml"
+    assert sweep_main(["--config", str(spec_path), "--emit-wandb-sweep", str(target)]) == 0
+    cfg = yaml.safe_load(target.read_text())
+    spec = load_spec(spec_path)
+    assert cfg["method"] == "grid" and cfg["program"] == "train.py"
+    assert cfg["metric"] == {"name": "test/acc", "goal": "maximize"}
+    for key, values in spec.grid.items():
+        assert cfg["parameters"][key]["values"] == values
+    assert cfg["parameters"]["seed_everything"]["values"] == list(range(10))
+    cmd = cfg["command"]
+    assert cmd[:6] == [
+        "${env}",
+        "${interpreter}",
+        "${program}",
+        "fit",
+        "--config",
+        spec.base_config,
+    ]
+    assert cmd[-1] == "${args}"
+    assert '--data.words=["yes", "no", "up", "down", "left", "right"]' in cmd
+    assert wandb_sweep_config(spec) == cfg
+
+
+def test_cli_accepts_key_equals_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wandb agent passes ``--key=value``; LightningCLI must parse that form."""
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    from kwsnet.cli import KwsCLI
+
+    args = ["--config", str(REPO / "configs" / "kws_raw.yaml"), "--trainer.logger=false",
+            "--model.optimizer.init_args.lr=0.01", "--seed_everything=3", f"--{NORM}=end",
+            f"--trainer.default_root_dir={tmp_path}"]  # fmt: skip
+    cli = KwsCLI(args=args, run=False, save_config_callback=None)
+    assert cli.config.model.optimizer.init_args.lr == 0.01
+    assert cli.config.seed_everything == 3
+    assert cli.config.model.backbone.init_args.norm_placement == "end"
+
+
+@pytest.mark.slow
+def test_smoke_sweep_real(tmp_path: Path) -> None:
+    """The real thing: configs/sweeps/smoke.yaml through `kwsnet fit`, with wandb files."""
+    out = tmp_path / "smoke"
+    spec = str(REPO / "configs" / "sweeps" / "smoke.yaml")
+    cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+        assert sweep_main(["--config", spec, "--out", str(out)]) == 0
+    finally:
+        os.chdir(cwd)
+    records = read_ledger(out / "ledger.jsonl")
+    assert len(records) == 4 and all(r["status"] == "ok" for r in records)
+    assert all(Path(r["checkpoint"]).is_file() for r in records)
+    assert all(list(Path(r["run_dir"]).glob("wandb/offline-run-*/run-*.wandb")) for r in records)
+    assert list(out.glob("wandb/offline-run-*/run-*.wandb"))  # the summary run
+    assert (out / "results.png").is_file()
