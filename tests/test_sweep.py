@@ -254,18 +254,28 @@ def test_emit_wandb_sweep(tmp_path: Path) -> None:
     assert wandb_sweep_config(spec) == cfg
 
 
-def test_cli_accepts_key_equals_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The wandb agent passes ``--key=value``; LightningCLI must parse that form."""
-    monkeypatch.setattr(sys, "argv", ["train.py"])
+def test_wandb_agent_command_parses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent's command line (``--key=value`` flags, formatted by wandb's own helper) for
+    one grid point of the emitted sweep parses in LightningCLI to the intended values."""
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
+
     from kwsnet.cli import KwsCLI
 
-    args = ["--config", str(REPO / "configs" / "kws_raw.yaml"), "--trainer.logger=false",
-            "--model.optimizer.init_args.lr=0.01", "--seed_everything=3", f"--{NORM}=end",
-            f"--trainer.default_root_dir={tmp_path}"]  # fmt: skip
+    cfg = wandb_sweep_config(load_spec(REPO / "configs" / "sweeps" / "kws_raw_ln.yaml"))
+    point = {LR: 0.01, NORM: "end", "seed_everything": 3}
+    flags = create_sweep_command_args({"args": {k: {"value": v} for k, v in point.items()}})
+    cmd = cfg["command"]
+    args = cmd[cmd.index("fit") + 1 : cmd.index("${args}")] + flags["args"]
+    args[args.index("--config") + 1] = str(REPO / "configs" / "kws_raw.yaml")
+    args = [a for a in args if not a.startswith("--data.")]  # keep the test off the real data
+    args += ["--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}"]
+    monkeypatch.setattr(sys, "argv", ["train.py"])
     cli = KwsCLI(args=args, run=False, save_config_callback=None)
+    assert "--model.optimizer.init_args.lr=0.01" in args
     assert cli.config.model.optimizer.init_args.lr == 0.01
     assert cli.config.seed_everything == 3
     assert cli.config.model.backbone.init_args.norm_placement == "end"
+    assert cli.config.trainer.max_epochs == 50
 
 
 @pytest.mark.slow
