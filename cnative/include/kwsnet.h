@@ -98,6 +98,7 @@ typedef struct {
     kwsn_shape out;
     int in_place;      /* run writes its output over its input */
     uint32_t op_index; /* entry in the runtime's layer table, set by prepare */
+    size_t scratch;    /* scratch floats its kernel needs (conv: the padded input) */
 } kwsn_layer;
 
 typedef struct {
@@ -107,6 +108,7 @@ typedef struct {
     uint32_t n_layers;
     kwsn_layer *layers; /* caller-owned storage, n_layers entries */
     size_t max_act;     /* largest activation (floats) over input and all layer outputs */
+    size_t max_scratch; /* largest per-layer scratch (floats) */
     size_t weight_bytes;
     size_t n_classes;   /* numel of the last layer's output */
 } kwsn_model;
@@ -129,7 +131,8 @@ kwsn_status kwsn_model_from_table(const kwsn_layer_desc *descs, uint32_t n_layer
                                   kwsn_shape input, uint32_t sample_rate, kwsn_layer *layers,
                                   kwsn_model *model);
 
-/* Scratch bytes kwsn_forward needs (two ping-pong activation buffers). */
+/* Scratch bytes kwsn_forward needs: two ping-pong activation buffers plus the largest
+ * layer scratch (the conv's zero-padded input), each 64-byte aligned. */
 size_t kwsn_arena_bytes(const kwsn_model *model);
 
 /* Number of input floats per sample (product of the input shape). */

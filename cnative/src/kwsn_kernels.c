@@ -17,7 +17,15 @@ void kwsn_avgpool1d_f32(float *out, const float *in, uint32_t C, uint32_t L, uin
     for (uint32_t c = 0; c < C; c++) {
         const float *x = in + (size_t)c * L;
         float *y = out + (size_t)c * L_out;
-        for (uint32_t t = 0; t < L_out; t++) {
+        uint32_t t = 0;
+        /* 8 windows at a time: independent sums, each still added left to right */
+        for (; t + 8 <= L_out; t += 8) {
+            float acc[8] = {0};
+            for (uint32_t j = 0; j < k; j++)
+                for (uint32_t u = 0; u < 8; u++) acc[u] += x[(size_t)(t + u) * stride + j];
+            for (uint32_t u = 0; u < 8; u++) y[t + u] = acc[u] / (float)k;
+        }
+        for (; t < L_out; t++) {
             const float *win = x + (size_t)t * stride;
             float acc = 0.0f;
             for (uint32_t j = 0; j < k; j++) acc += win[j];
@@ -26,47 +34,128 @@ void kwsn_avgpool1d_f32(float *out, const float *in, uint32_t C, uint32_t L, uin
     }
 }
 
-/* PyTorch max_pool1d: NaN wins (propagates), as in its `val > max || isnan(val)` loop. */
+/* PyTorch max_pool1d: NaN wins (propagates), as in its `val > max || isnan(val)` loop.
+ * (`v != v` is isnan without a libm call, so the loop stays branch-free.) */
 void kwsn_maxpool1d_f32(float *out, const float *in, uint32_t C, uint32_t L, uint32_t k,
                         uint32_t stride, uint32_t L_out) {
     for (uint32_t c = 0; c < C; c++) {
         const float *x = in + (size_t)c * L;
         float *y = out + (size_t)c * L_out;
-        for (uint32_t t = 0; t < L_out; t++) {
+        uint32_t t = 0;
+        for (; t + 8 <= L_out; t += 8) { /* 8 independent windows */
+            float m[8];
+            for (uint32_t u = 0; u < 8; u++) m[u] = x[(size_t)(t + u) * stride];
+            for (uint32_t j = 1; j < k; j++)
+                for (uint32_t u = 0; u < 8; u++) {
+                    const float v = x[(size_t)(t + u) * stride + j];
+                    m[u] = (v > m[u] || v != v) ? v : m[u];
+                }
+            for (uint32_t u = 0; u < 8; u++) y[t + u] = m[u];
+        }
+        for (; t < L_out; t++) {
             const float *win = x + (size_t)t * stride;
             float m = win[0];
-            for (uint32_t j = 1; j < k; j++) {
-                if (win[j] > m || isnan(win[j])) m = win[j];
-                if (isnan(m)) break;
-            }
+            for (uint32_t j = 1; j < k; j++) m = (win[j] > m || win[j] != win[j]) ? win[j] : m;
             y[t] = m;
         }
     }
 }
 
-/* Conv1d, stride 1, zero "same" padding (k odd): out[o, t] = b[o] + sum_{i,j} w[o,i,j] *
- * in[i, t + j - k/2]. The inner loop runs over t so the compiler can vectorise it; the
- * summation order differs from oneDNN's, which costs a few ulp (docs/cnative.md). */
-void kwsn_conv1d_same_f32(float *out, const float *in, const float *w, const float *b,
-                          uint32_t C_in, uint32_t C_out, uint32_t L, uint32_t k) {
-    const int32_t pad = (int32_t)(k / 2);
-    for (uint32_t o = 0; o < C_out; o++) {
-        float *y = out + (size_t)o * L;
-        const float bias = b ? b[o] : 0.0f;
-        for (uint32_t t = 0; t < L; t++) y[t] = bias;
+#if defined(__GNUC__)
+#define KWSN_INLINE static inline __attribute__((always_inline))
+#else
+#define KWSN_INLINE static inline
+#endif
+
+/* Output rows o0..o0+NO of a conv over the zero-padded input xp [C_in][Lp], in tiles of
+ * KWSN_CONV_TILE positions whose accumulators stay in registers. Per output element the sum
+ * order is bias, then i = 0.., j = 0.. (as the plain loop nest). A tail tile computes all
+ * lanes (reading into the zeroed slack) and stores only the valid ones. */
+#if defined(__GNUC__) && !defined(KWSN_NO_VECTOR_EXT)
+/* GCC vector extension: 8 floats, lowered to AVX, SSE or NEON as the target allows. Plain
+ * arrays spill the accumulators to the stack; vector values stay in registers. */
+typedef float kwsn_v8 __attribute__((vector_size(32)));
+
+KWSN_INLINE kwsn_v8 v8_load(const float *p) {
+    kwsn_v8 v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+KWSN_INLINE void conv_rows(float *out, const float *xp, const float *w, const float *b,
+                           uint32_t C_in, uint32_t L, uint32_t Lp, uint32_t k, uint32_t o0,
+                           const uint32_t NO) {
+    for (uint32_t t0 = 0; t0 < L; t0 += KWSN_CONV_TILE) {
+        kwsn_v8 acc[4][2];
+        for (uint32_t r = 0; r < NO; r++) {
+            const float bias = b ? b[o0 + r] : 0.0f;
+            acc[r][0] = (kwsn_v8){0} + bias;
+            acc[r][1] = acc[r][0];
+        }
         for (uint32_t i = 0; i < C_in; i++) {
-            const float *x = in + (size_t)i * L;
-            const float *wk = w + ((size_t)o * C_in + i) * k;
+            const float *x = xp + (size_t)i * Lp + t0;
+            const float *wi = w + (size_t)i * k;
             for (uint32_t j = 0; j < k; j++) {
-                const float wj = wk[j];
-                const int32_t shift = (int32_t)j - pad; /* y[t] += wj * x[t + shift] */
-                const int32_t t0 = shift < 0 ? -shift : 0;
-                const int32_t t1 = shift > 0 ? (int32_t)L - shift : (int32_t)L;
-                const float *xs = x + shift;
-                for (int32_t t = t0; t < t1; t++) y[t] += wj * xs[t];
+                const kwsn_v8 x0 = v8_load(x + j), x1 = v8_load(x + j + 8);
+                for (uint32_t r = 0; r < NO; r++) {
+                    const float wr = wi[(size_t)(o0 + r) * C_in * k + j];
+                    acc[r][0] += x0 * wr;
+                    acc[r][1] += x1 * wr;
+                }
+            }
+        }
+        const uint32_t nt = L - t0 < KWSN_CONV_TILE ? L - t0 : KWSN_CONV_TILE;
+        for (uint32_t r = 0; r < NO; r++) {
+            float *y = out + (size_t)(o0 + r) * L + t0;
+            if (nt == KWSN_CONV_TILE) { /* constant-size copies compile to two stores */
+                memcpy(y, &acc[r][0], sizeof(kwsn_v8));
+                memcpy(y + 8, &acc[r][1], sizeof(kwsn_v8));
+            } else {
+                float tile[KWSN_CONV_TILE];
+                memcpy(tile, &acc[r][0], sizeof(kwsn_v8));
+                memcpy(tile + 8, &acc[r][1], sizeof(kwsn_v8));
+                for (uint32_t u = 0; u < nt; u++) y[u] = tile[u];
             }
         }
     }
+}
+#else
+KWSN_INLINE void conv_rows(float *out, const float *xp, const float *w, const float *b,
+                           uint32_t C_in, uint32_t L, uint32_t Lp, uint32_t k, uint32_t o0,
+                           const uint32_t NO) {
+    for (uint32_t r = 0; r < NO; r++) {
+        float *y = out + (size_t)(o0 + r) * L;
+        for (uint32_t t = 0; t < L; t++) y[t] = b ? b[o0 + r] : 0.0f;
+        for (uint32_t i = 0; i < C_in; i++) {
+            const float *x = xp + (size_t)i * Lp;
+            const float *wk = w + ((size_t)(o0 + r) * C_in + i) * k;
+            for (uint32_t j = 0; j < k; j++)
+                for (uint32_t t = 0; t < L; t++) y[t] += wk[j] * x[t + j];
+        }
+    }
+}
+#endif
+
+/* Conv1d, stride 1, zero "same" padding (k odd): out[o, t] = b[o] + sum_{i,j} w[o,i,j] *
+ * in[i, t + j - k/2]. scratch holds the padded input: kwsn_conv1d_scratch_floats() floats.
+ * oneDNN sums in another order (and with FMA), which costs a few ulp (docs/cnative.md). */
+void kwsn_conv1d_same_f32(float *out, const float *in, const float *w, const float *b,
+                          uint32_t C_in, uint32_t C_out, uint32_t L, uint32_t k, float *scratch) {
+    const uint32_t pad = k / 2, Lp = L + k - 1;
+    for (uint32_t i = 0; i < C_in; i++) {
+        float *xp = scratch + (size_t)i * Lp;
+        memset(xp, 0, pad * sizeof(float));
+        memcpy(xp + pad, in + (size_t)i * L, L * sizeof(float));
+        memset(xp + pad + L, 0, pad * sizeof(float));
+    }
+    memset(scratch + (size_t)C_in * Lp, 0, KWSN_CONV_TILE * sizeof(float));
+    uint32_t o = 0;
+    for (; o + 4 <= C_out; o += 4) conv_rows(out, scratch, w, b, C_in, L, Lp, k, o, 4);
+    for (; o < C_out; o++) conv_rows(out, scratch, w, b, C_in, L, Lp, k, o, 1);
+}
+
+size_t kwsn_conv1d_scratch_floats(uint32_t C_in, uint32_t L, uint32_t k) {
+    return (size_t)C_in * (L + k - 1) + KWSN_CONV_TILE;
 }
 
 /* LayerNorm over the last n elements of each of `outer` rows: mean, then biased variance,
@@ -77,21 +166,33 @@ void kwsn_layernorm_f32(float *out, const float *in, const float *gamma, const f
     for (uint32_t r = 0; r < outer; r++) {
         const float *x = in + (size_t)r * n;
         float *y = out + (size_t)r * n;
+        /* 8 partial sums: no serial dependency chain; in double the order is immaterial */
+        KWSN_LN_ACC ps[8] = {0}, pv[8] = {0};
+        uint32_t j = 0;
+        for (; j + 8 <= n; j += 8)
+            for (uint32_t u = 0; u < 8; u++) ps[u] += (KWSN_LN_ACC)x[j + u];
         KWSN_LN_ACC s = 0;
-        for (uint32_t j = 0; j < n; j++) s += x[j];
+        for (; j < n; j++) s += x[j];
+        for (uint32_t u = 0; u < 8; u++) s += ps[u];
         const KWSN_LN_ACC mean_acc = s / (KWSN_LN_ACC)n;
+        for (j = 0; j + 8 <= n; j += 8)
+            for (uint32_t u = 0; u < 8; u++) {
+                const KWSN_LN_ACC d = (KWSN_LN_ACC)x[j + u] - mean_acc;
+                pv[u] += d * d;
+            }
         KWSN_LN_ACC v = 0;
-        for (uint32_t j = 0; j < n; j++) {
+        for (; j < n; j++) {
             const KWSN_LN_ACC d = (KWSN_LN_ACC)x[j] - mean_acc;
             v += d * d;
         }
+        for (uint32_t u = 0; u < 8; u++) v += pv[u];
         const float mean = (float)mean_acc;
         const float var = (float)(v / (KWSN_LN_ACC)n);
         const float rstd = 1.0f / sqrtf(var + eps);
-        for (uint32_t j = 0; j < n; j++) {
-            float z = (x[j] - mean) * rstd;
-            if (gamma) z = z * gamma[j] + beta[j];
-            y[j] = z;
+        if (gamma) {
+            for (j = 0; j < n; j++) y[j] = (x[j] - mean) * rstd * gamma[j] + beta[j];
+        } else {
+            for (j = 0; j < n; j++) y[j] = (x[j] - mean) * rstd;
         }
     }
 }

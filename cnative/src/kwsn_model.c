@@ -74,7 +74,7 @@ typedef struct {
     /* Check ints/floats against l->in, set l->out. Runs once, at load. */
     kwsn_status (*prepare)(kwsn_layer *l);
     /* Run one sample. out == in for in-place ops. */
-    void (*run)(const kwsn_layer *l, const float *in, float *out);
+    void (*run)(const kwsn_layer *l, const float *in, float *out, float *scratch);
 } kwsn_op;
 
 #define I(l, k) ((l)->desc.ints[k])
@@ -88,12 +88,14 @@ static kwsn_status check_pool(kwsn_layer *l) {
     return KWSN_OK;
 }
 
-static void run_avgpool(const kwsn_layer *l, const float *in, float *out) {
+static void run_avgpool(const kwsn_layer *l, const float *in, float *out, float *scratch) {
+    (void)scratch;
     kwsn_avgpool1d_f32(out, in, l->in.dim[0], l->in.dim[1], (uint32_t)I(l, 0),
                        (uint32_t)I(l, 1), l->out.dim[1]);
 }
 
-static void run_maxpool(const kwsn_layer *l, const float *in, float *out) {
+static void run_maxpool(const kwsn_layer *l, const float *in, float *out, float *scratch) {
+    (void)scratch;
     kwsn_maxpool1d_f32(out, in, l->in.dim[0], l->in.dim[1], (uint32_t)I(l, 0),
                        (uint32_t)I(l, 1), l->out.dim[1]);
 }
@@ -106,16 +108,19 @@ static kwsn_status prep_conv(kwsn_layer *l) {
     uint64_t nw = (uint64_t)co * (uint64_t)ci * (uint64_t)k + (hb ? (uint64_t)co : 0u);
     if (l->desc.n_floats != nw) return KWSN_ERR_PARAM;
     if (l->in.ndim != 2 || l->in.dim[0] != (uint32_t)ci) return KWSN_ERR_SHAPE;
-    if ((uint64_t)co * l->in.dim[1] > KWSN_MAX_ELEMS) return KWSN_ERR_TOO_BIG;
+    if ((uint64_t)co * l->in.dim[1] > KWSN_MAX_ELEMS ||
+        (uint64_t)ci * (l->in.dim[1] + (uint64_t)k) > KWSN_MAX_ELEMS)
+        return KWSN_ERR_TOO_BIG;
     l->out = shape2((uint32_t)co, l->in.dim[1]);
+    l->scratch = kwsn_conv1d_scratch_floats((uint32_t)ci, l->in.dim[1], (uint32_t)k);
     return KWSN_OK;
 }
 
-static void run_conv(const kwsn_layer *l, const float *in, float *out) {
+static void run_conv(const kwsn_layer *l, const float *in, float *out, float *scratch) {
     uint32_t ci = (uint32_t)I(l, 0), co = (uint32_t)I(l, 1), k = (uint32_t)I(l, 2);
     const float *w = l->desc.floats;
     const float *b = I(l, 3) ? w + (size_t)co * ci * k : NULL;
-    kwsn_conv1d_same_f32(out, in, w, b, ci, co, l->in.dim[1], k);
+    kwsn_conv1d_same_f32(out, in, w, b, ci, co, l->in.dim[1], k, scratch);
 }
 
 /* ints: norm_ndim (1|2), d0, d1 (1 when norm_ndim == 1), affine.
@@ -141,7 +146,8 @@ static kwsn_status prep_layernorm(kwsn_layer *l) {
     return KWSN_OK;
 }
 
-static void run_layernorm(const kwsn_layer *l, const float *in, float *out) {
+static void run_layernorm(const kwsn_layer *l, const float *in, float *out, float *scratch) {
+    (void)scratch;
     uint32_t n = (uint32_t)I(l, 1) * (uint32_t)I(l, 2);
     const float *f = l->desc.floats;
     const float *g = I(l, 3) ? f + 1 : NULL;
@@ -155,7 +161,8 @@ static kwsn_status prep_elementwise(kwsn_layer *l) {
     return KWSN_OK;
 }
 
-static void run_relu(const kwsn_layer *l, const float *in, float *out) {
+static void run_relu(const kwsn_layer *l, const float *in, float *out, float *scratch) {
+    (void)scratch;
     kwsn_relu_f32(out, in, (uint32_t)shape_numel(l->in));
 }
 
@@ -167,7 +174,8 @@ static kwsn_status prep_adaptive_avg(kwsn_layer *l) {
     return KWSN_OK;
 }
 
-static void run_adaptive_avg(const kwsn_layer *l, const float *in, float *out) {
+static void run_adaptive_avg(const kwsn_layer *l, const float *in, float *out, float *scratch) {
+    (void)scratch;
     kwsn_adaptive_avgpool1_f32(out, in, l->in.dim[0], l->in.dim[1]);
 }
 
@@ -177,8 +185,8 @@ static kwsn_status prep_flatten(kwsn_layer *l) {
     return KWSN_OK;
 }
 
-static void run_flatten(const kwsn_layer *l, const float *in, float *out) {
-    (void)l, (void)in, (void)out; /* in place: [C, L] and [C*L] share one layout */
+static void run_flatten(const kwsn_layer *l, const float *in, float *out, float *scratch) {
+    (void)l, (void)in, (void)out, (void)scratch; /* in place: [C, L] and [C*L] share one layout */
 }
 
 /* ints: in_features, out_features, has_bias. floats: w[out][in], then b[out]. */
@@ -193,7 +201,8 @@ static kwsn_status prep_linear(kwsn_layer *l) {
     return KWSN_OK;
 }
 
-static void run_linear(const kwsn_layer *l, const float *in, float *out) {
+static void run_linear(const kwsn_layer *l, const float *in, float *out, float *scratch) {
+    (void)scratch;
     uint32_t fi = (uint32_t)I(l, 0), fo = (uint32_t)I(l, 1);
     const float *w = l->desc.floats;
     kwsn_linear_f32(out, in, w, I(l, 2) ? w + (size_t)fi * fo : NULL, fi, fo);
@@ -238,7 +247,7 @@ static kwsn_status prepare_layers(kwsn_model *m) {
     if (st != KWSN_OK) return st;
     if (m->n_layers < 1) return KWSN_ERR_PARAM;
     kwsn_shape cur = m->input;
-    size_t max_act = shape_numel(cur), wbytes = 0;
+    size_t max_act = shape_numel(cur), max_scratch = 0, wbytes = 0;
     for (uint32_t i = 0; i < m->n_layers; i++) {
         kwsn_layer *l = &m->layers[i];
         const kwsn_op *op = find_op(l->desc.type);
@@ -253,9 +262,11 @@ static kwsn_status prepare_layers(kwsn_model *m) {
         if (st != KWSN_OK) return st;
         cur = l->out;
         if (shape_numel(cur) > max_act) max_act = shape_numel(cur);
+        if (l->scratch > max_scratch) max_scratch = l->scratch;
         wbytes += (size_t)l->desc.n_floats * sizeof(float);
     }
     m->max_act = max_act;
+    m->max_scratch = max_scratch;
     m->weight_bytes = wbytes;
     m->n_classes = shape_numel(cur);
     return KWSN_OK;
@@ -368,7 +379,7 @@ static size_t round_up(size_t n) { return (n + KWSN_ALIGN - 1u) & ~(size_t)(KWSN
 
 size_t kwsn_arena_bytes(const kwsn_model *m) {
     if (!m || !m->layers) return 0;
-    return 2u * round_up(m->max_act * sizeof(float));
+    return 2u * round_up(m->max_act * sizeof(float)) + round_up(m->max_scratch * sizeof(float));
 }
 
 size_t kwsn_input_len(const kwsn_model *m) { return m ? shape_numel(m->input) : 0; }
@@ -397,22 +408,28 @@ kwsn_status kwsn_forward_until(const kwsn_model *m, void *arena, size_t arena_by
     if (out_cap < out_len) return KWSN_ERR_ARG;
     if (!arena || ((uintptr_t)arena & 3u) != 0 || arena_bytes < kwsn_arena_bytes(m))
         return KWSN_ERR_ARENA;
-    float *a = (float *)arena;
-    float *b = (float *)((uint8_t *)arena + round_up(m->max_act * sizeof(float)));
-    memcpy(a, input, input_len * sizeof(float));
+    const size_t act = round_up(m->max_act * sizeof(float));
+    float *buf[2] = {(float *)arena, (float *)((uint8_t *)arena + act)};
+    float *scratch = (float *)((uint8_t *)arena + 2u * act);
+    /* Layer 0 reads the caller's input directly; it is copied only if an in-place op
+     * comes first. cur is the current activation, in buf[0], buf[1] or the input. */
+    const float *cur = input;
     for (uint32_t i = 0; i < n_run; i++) {
         const kwsn_layer *l = &m->layers[i];
         const kwsn_op *op = &kwsn_ops[l->op_index];
         if (l->in_place) {
-            op->run(l, a, a);
+            if (cur == input) {
+                memcpy(buf[0], input, input_len * sizeof(float));
+                cur = buf[0];
+            }
+            op->run(l, cur, (float *)cur, scratch);
         } else {
-            op->run(l, a, b);
-            float *t = a;
-            a = b;
-            b = t;
+            float *dst = cur == buf[0] ? buf[1] : buf[0];
+            op->run(l, cur, dst, scratch);
+            cur = dst;
         }
     }
-    memcpy(out, a, out_len * sizeof(float));
+    memcpy(out, cur, out_len * sizeof(float));
     return KWSN_OK;
 }
 

@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 MAGIC = b"KWSN"
+CONV_TILE = 16  # KWSN_CONV_TILE in cnative/src/kwsn_kernels.h
 FORMAT_VERSION = 1
 # Mirrors kwsn_layer_type in cnative/include/kwsnet.h.
 LAYER_TYPES: dict[str, int] = {
@@ -211,10 +212,18 @@ def arena_bytes(
     layers: Sequence[nn.Module] | Sequence[tuple[str, nn.Module]], input_shape: Sequence[int]
 ) -> int:
     """The C runtime's ``kwsn_arena_bytes``: two 64-byte-aligned buffers of the largest
-    activation (the input included), computed by running a zero sample through ``layers``."""
+    activation (the input included) plus the largest layer scratch (a Conv1d's zero-padded
+    input and one 16-float tile of slack), found by running a zero sample through ``layers``."""
     x = torch.zeros(1, *input_shape)
-    largest = x.numel()
+    largest, scratch = x.numel(), 0
     for _, m in as_named(layers):
+        if isinstance(m, nn.Conv1d):
+            k = m.kernel_size[0]
+            scratch = max(scratch, m.in_channels * (x.shape[-1] + k - 1) + CONV_TILE)
         x = m(x)
         largest = max(largest, x.numel())
-    return 2 * (math.ceil(largest * 4 / 64) * 64)
+    return 2 * _round64(largest * 4) + _round64(scratch * 4)
+
+
+def _round64(n: int) -> int:
+    return math.ceil(n / 64) * 64
