@@ -86,3 +86,9 @@ def test_raw_audio_is_identity():
     wave, lengths = torch.randn(2, 10), torch.tensor([10, 5])
     out, out_len = RawAudio()(wave, lengths)
     assert out is wave and out_len is lengths
+
+
+def test_features_stay_fp32_under_autocast():
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        feats, _ = MFCC()(torch.randn(2, 1600), torch.tensor([1600, 800]))
+    assert feats.dtype == torch.float32

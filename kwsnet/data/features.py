@@ -179,7 +179,7 @@ class LogMel(nn.Module):
         return ((lengths - self.n_fft) // self.hop_length + 1).clamp(min=0)
 
     def _log_mel(self, wave: torch.Tensor) -> torch.Tensor:
-        """``wave [B, T] -> [B, frames, n_mels]`` log mel energies (fp32 for the STFT)."""
+        """``wave [B, T] -> [B, frames, n_mels]`` log mel energies."""
         spec = self.mel(wave.float())  # [B, n_mels, frames]
         return torch.log(spec + self.eps).transpose(1, 2)
 
@@ -197,7 +197,8 @@ class LogMel(nn.Module):
         B, T = wave.shape
         if lengths is None:
             lengths = torch.full((B,), T, dtype=torch.long, device=wave.device)
-        feats = self._features(wave)  # [B, frames, out_dim]
+        with torch.autocast(device_type=wave.device.type, enabled=False):  # fp32 STFT and log
+            feats = self._features(wave.float())  # [B, frames, out_dim]
         frame_lengths = self.frame_lengths(lengths.to(wave.device)).clamp(max=feats.shape[1])
         valid = _frame_mask(frame_lengths, feats.shape[1]).unsqueeze(-1)  # [B, frames, 1]
         if self.normalize != "none":
