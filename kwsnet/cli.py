@@ -84,6 +84,17 @@ class KwsCLI(LightningCLI):
             if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:
                 cb.dirpath = os.path.join(self.trainer.default_root_dir, "checkpoints")
 
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        finally:
+            # Close the wandb run so its files are complete when the command returns.
+            logger = self.trainer.logger
+            if getattr(logger, "_experiment", None) is not None and hasattr(
+                logger.experiment, "finish"
+            ):
+                logger.experiment.finish()
+
     def _seed(self) -> Any:
         return self._get(self.config, "seed_everything")
 
@@ -127,7 +138,8 @@ def build_from_config(
         args += ["--config", config]
     elif ckpt is not None and ckpt.get("kwsnet", {}).get("config"):
         stored = yaml.safe_load(ckpt["kwsnet"]["config"])
-        stored.pop("ckpt_path", None)
+        for key in ("ckpt_path", "weights_only"):  # fit-only arguments
+            stored.pop(key, None)
         args += ["--config", yaml.safe_dump(stored)]
     else:
         raise ValueError("need --config (the checkpoint holds no stored config)")

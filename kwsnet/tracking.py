@@ -95,3 +95,64 @@ class KwsWandbLogger(WandbLogger):
 def provenance() -> dict[str, str]:
     """kwsnet version and git commit, stored with every run and checkpoint."""
     return {"kwsnet_version": kwsnet.__version__, "git_commit": git_commit()}
+
+
+def _wandb_log_records(blob: bytes):
+    """Yield the raw records of a ``.wandb`` transaction log (LevelDB-log framing).
+
+    Layout: a 7-byte header (``:W&B``, magic, version), then 32 KiB blocks of chunks, each
+    ``crc32 (4) | length (2) | type (1) | data``; types 1 full, 2 first, 3 middle, 4 last.
+    """
+    block, pos, parts = 32768, 7, b""
+    while pos + 7 <= len(blob):
+        if block - pos % block < 7:  # block trailer padding
+            pos += block - pos % block
+            continue
+        length = int.from_bytes(blob[pos + 4 : pos + 6], "little")
+        kind = blob[pos + 6]
+        data = blob[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind == 1:
+            yield data
+        elif kind == 2:
+            parts = data
+        elif kind == 3:
+            parts += data
+        elif kind == 4:
+            yield parts + data
+            parts = b""
+        elif kind == 0 and length == 0:
+            pos += (block - pos % block) % block
+
+
+def read_offline_run(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """Read an offline wandb run folder back: ``{"config", "history", "summary"}``.
+
+    Values are decoded from the run's ``run-*.wandb`` file, the same records ``wandb sync``
+    uploads, so tests and users can check what a run logged without a server.
+    """
+    import json
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    files = list(Path(run_dir).glob("run-*.wandb"))
+    if not files:
+        raise FileNotFoundError(f"{run_dir} holds no run-*.wandb file")
+    out: dict[str, Any] = {"config": {}, "history": [], "summary": {}}
+
+    def key(item: Any) -> str:
+        return item.key or "/".join(item.nested_key)
+
+    for data in _wandb_log_records(files[0].read_bytes()):
+        rec = pb.Record()
+        rec.ParseFromString(data)
+        kind = rec.WhichOneof("record_type")
+        if kind == "run":
+            out["config"].update({key(i): json.loads(i.value_json) for i in rec.run.config.update})
+        elif kind == "config":
+            out["config"].update({key(i): json.loads(i.value_json) for i in rec.config.update})
+        elif kind == "history":
+            out["history"].append({key(i): json.loads(i.value_json) for i in rec.history.item})
+        elif kind == "summary":
+            out["summary"].update({key(i): json.loads(i.value_json) for i in rec.summary.update})
+    return out

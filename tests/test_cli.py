@@ -1,0 +1,171 @@
+"""End-to-end: the real configs through the CLI on the small synthetic corpus."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from kwsnet.cli import build_from_config, main
+from kwsnet.tracking import read_offline_run
+
+from .conftest import REPO, TINY_SYNTHETIC, write_tone
+
+CONFIG = str(REPO / "configs" / "kws_raw.yaml")
+
+
+def tiny_args(root: Path, *extra: str, epochs: int = 8) -> list[str]:
+    return [
+        "--config",
+        CONFIG,
+        "--data.source_options",
+        TINY_SYNTHETIC,
+        "--data.batch_size",
+        "16",
+        "--trainer.max_epochs",
+        str(epochs),
+        "--trainer.default_root_dir",
+        str(root),
+        "--trainer.logger.init_args.save_dir",
+        str(root),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """One fit + test run with the default wandb logger (offline)."""
+    root = tmp_path_factory.mktemp("run")
+    main(["fit", *tiny_args(root)])
+    return root
+
+
+def test_fit_and_test_beat_chance(trained: Path):
+    summary = json.loads((trained / "summary.json").read_text())
+    assert summary["metrics"]["test/acc"] > 0.5  # 3 classes: chance is 0.33
+    assert summary["collapse"]["test"]["n_pred_classes"] >= 2
+    assert Path(summary["best_checkpoint"]).is_file()
+    assert (trained / "checkpoints" / "last.ckpt").is_file()
+    assert (trained / "confusion_matrix.csv").read_text().startswith("true\\pred,word0")
+    assert summary["seed"] == 42
+
+
+def test_offline_wandb_run_holds_config_and_metrics(trained: Path):
+    runs = list((trained / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    run = read_offline_run(runs[0])
+    cfg = run["config"]
+    assert cfg["seed_everything"] == 42
+    assert cfg["model"]["backbone"]["init_args"]["norm_placement"] == "per_conv"
+    assert cfg["data"]["source_options"]["num_words"] == 3
+    assert cfg["kwsnet"]["kwsnet_version"] and cfg["kwsnet"]["git_commit"]
+    val_acc = [h["val/acc"] for h in run["history"] if "val/acc" in h]
+    assert len(val_acc) == 8
+    assert any("test/acc" in h for h in run["history"])
+    assert run["summary"]["best_checkpoint"].endswith(".ckpt")
+
+
+def test_checkpoint_stores_config_and_rebuilds(trained: Path):
+    summary = json.loads((trained / "summary.json").read_text())
+    ckpt = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=True)
+    stored = yaml.safe_load(ckpt["kwsnet"]["config"])
+    assert stored["seed_everything"] == 42
+    model, dm = build_from_config(None, summary["best_checkpoint"])
+    dm.setup("test")
+    batch = next(iter(dm.test_dataloader()))
+    with torch.no_grad():
+        acc = (model(batch["audio"], batch["lengths"]).argmax(-1) == batch["label"]).float().mean()
+    assert acc > 0.5
+
+
+def test_checkpoint_from_another_architecture_is_refused(trained: Path):
+    summary = json.loads((trained / "summary.json").read_text())
+    with pytest.raises(ValueError, match="does not match the model"):
+        build_from_config(
+            CONFIG,
+            summary["best_checkpoint"],
+            [
+                "--model.backbone.init_args.channels",
+                "[8,16,32]",
+                "--data.source_options",
+                TINY_SYNTHETIC,
+            ],
+        )
+
+
+def test_resume_from_last_checkpoint(trained: Path, tmp_path: Path):
+    root = tmp_path / "resumed"
+    main(["fit", *tiny_args(root, "--trainer.logger", "false", epochs=2)])
+    first = torch.load(root / "checkpoints" / "last.ckpt", weights_only=True)
+    assert first["epoch"] == 1
+    main(["fit", *tiny_args(root, "--trainer.logger", "false", "--ckpt_path", "last", epochs=4)])
+    second = torch.load(root / "checkpoints" / "last.ckpt", weights_only=True)
+    assert second["epoch"] == 3
+    assert second["global_step"] == 2 * first["global_step"]
+
+
+def test_csv_logger_override_and_random_seed_is_recorded(tmp_path: Path):
+    root = tmp_path / "csv"
+    main(
+        [
+            "fit",
+            *tiny_args(
+                root,
+                "--trainer.logger",
+                "lightning.pytorch.loggers.CSVLogger",
+                "--trainer.logger.init_args.save_dir",
+                str(root),
+                "--seed_everything",
+                "true",
+                "--test_after_fit",
+                "false",
+                epochs=1,
+            ),
+        ]
+    )
+    metrics = list(root.rglob("metrics.csv"))
+    assert metrics and "val/acc" in metrics[0].read_text()
+    saved = yaml.safe_load(next(root.rglob("config.yaml")).read_text())
+    assert isinstance(saved["seed_everything"], int)
+    summary = json.loads((root / "summary.json").read_text())
+    assert summary["seed"] == saved["seed_everything"]
+    ckpt = torch.load(root / "checkpoints" / "last.ckpt", weights_only=True)
+    assert yaml.safe_load(ckpt["kwsnet"]["config"])["seed_everything"] == saved["seed_everything"]
+
+
+def test_config_typo_fails_before_training(tmp_path: Path, capsys):
+    bad = tmp_path / "bad.yaml"
+    cfg = yaml.safe_load(Path(CONFIG).read_text())
+    cfg["model"]["backbone"]["init_args"]["norm_placment"] = "end"
+    bad.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(bad), "--trainer.default_root_dir", str(tmp_path)])
+    assert "norm_placment" in capsys.readouterr().err
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_predict_on_wav_files(trained: Path, tmp_path: Path, capsys):
+    summary = json.loads((trained / "summary.json").read_text())
+    wavs = [write_tone(tmp_path / "in" / f"{i}.wav", freq=200.0 + 100 * i) for i in range(3)]
+    out = tmp_path / "pred"
+    main(
+        [
+            "predict",
+            *tiny_args(out, "--trainer.logger", "false"),
+            "--ckpt_path",
+            summary["best_checkpoint"],
+            "--data.predict_files",
+            f"[{tmp_path / 'in'}]",
+        ]
+    )
+    rows = (out / "predictions.csv").read_text().splitlines()
+    assert rows[0] == "path,pred,label,prob" and len(rows) == 4
+    assert all(str(w) in (out / "predictions.csv").read_text() for w in wavs)
+    assert "word" in capsys.readouterr().out
