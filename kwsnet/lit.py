@@ -23,6 +23,7 @@ from torchmetrics.classification import (
 )
 
 from kwsnet.data.features import RawAudio
+from kwsnet.init.base import InitStrategy, format_report
 from kwsnet.nn.heads import LinearHead
 from kwsnet.optim import param_groups
 
@@ -45,7 +46,11 @@ class ClassifierModule(pl.LightningModule):
             scale/shift and biases (``kwsnet.optim.param_groups``); ``None`` (default) passes
             all parameters to the optimizer as they are.
         label_smoothing: cross-entropy label smoothing (default 0).
-        init: optional init strategy (``kwsnet.init``) applied once at fit start.
+        init: optional init strategy (``kwsnet.init``, e.g. ``LSUV``, ``SmallInitEmb``): its
+            ``prepare`` runs here, its ``apply`` once at fit start on a real training batch,
+            before the first optimizer step (never on a resumed run).
+        augment: optional batch augmentation ``augment(wave, lengths) -> (wave, lengths)``
+            applied to training batches only, on the training device.
     """
 
     def __init__(
@@ -59,7 +64,8 @@ class ClassifierModule(pl.LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         weight_decay: float | None = None,
         label_smoothing: float = 0.0,
-        init: Any | None = None,
+        init: InitStrategy | None = None,
+        augment: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -88,8 +94,11 @@ class ClassifierModule(pl.LightningModule):
         self.scheduler_factory = lr_scheduler
         self.weight_decay = weight_decay
         self.label_smoothing = label_smoothing
+        self.augment = augment
         self.init_strategy = init
-        self.init_report: Any = None
+        self.init_report: list[dict] | None = None
+        if init is not None:
+            init.prepare(self)
         self.run_info: dict[str, Any] = {}
 
         def metrics() -> MetricCollection:
@@ -116,7 +125,10 @@ class ClassifierModule(pl.LightningModule):
 
     def _step(self, batch: dict[str, Any], stage: str) -> dict[str, torch.Tensor]:
         labels = batch["label"]
-        logits = self(batch["audio"], batch["lengths"], labels if stage == "train" else None)
+        audio, lengths = batch["audio"], batch["lengths"]
+        if stage == "train" and self.augment is not None:
+            audio, lengths = self.augment(audio, lengths)
+        logits = self(audio, lengths, labels if stage == "train" else None)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         preds = logits.argmax(dim=-1)
         metrics = self.metrics[f"{stage}_"]
@@ -167,7 +179,20 @@ class ClassifierModule(pl.LightningModule):
             return
         batch = next(iter(self.trainer.datamodule.train_dataloader()))
         batch = self.transfer_batch_to_device(batch, self.device, 0)
-        self.init_report = self.init_strategy.apply(self, batch)
+
+        def forward() -> torch.Tensor:
+            return self(batch["audio"], batch["lengths"])
+
+        rows = self.init_strategy.apply(self, forward)
+        self.init_report = rows
+        name = type(self.init_strategy).__name__
+        print(f"{name} init at fit start:\n{format_report(rows)}" if rows else f"{name}: no layers")
+        logger = self.logger
+        if rows and logger is not None and hasattr(logger, "log_table"):
+            cols = list(rows[0])
+            logger.log_table(
+                key="init/report", columns=cols, data=[[r.get(c) for c in cols] for r in rows]
+            )
 
     def configure_optimizers(self) -> Any:
         params = (
