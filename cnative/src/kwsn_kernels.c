@@ -6,9 +6,24 @@
 
 #include "kwsn_kernels.h"
 
-/* LayerNorm statistics accumulator; double matched PyTorch best (see docs/cnative.md). */
-#ifndef KWSN_LN_ACC
+/* LayerNorm statistics accumulate in double, which matched PyTorch best (docs/cnative.md);
+ * -DKWSN_LN_FLOAT_ACC switches to float for the comparison the benchmark makes. */
+#ifdef KWSN_LN_FLOAT_ACC
+#define KWSN_LN_ACC float
+#else
 #define KWSN_LN_ACC double
+#endif
+
+#if defined(__GNUC__) && !defined(KWSN_NO_VECTOR_EXT)
+#define KWSN_VECTOR_EXT 1
+/* GCC vector extensions: lowered to AVX, SSE or NEON as the target allows. Plain arrays
+ * spill accumulators to the stack; vector values stay in registers. */
+typedef float kwsn_v8 __attribute__((vector_size(32)));
+typedef double kwsn_v8d __attribute__((vector_size(64)));
+/* by pointer, not by value: returning a vector type warns (-Wpsabi) on non-AVX builds */
+#define V8_LOAD(v, p) memcpy(&(v), (p), sizeof(kwsn_v8))
+#else
+#define KWSN_VECTOR_EXT 0
 #endif
 
 /* PyTorch avg_pool: float sum over the window, then divide by the window size. */
@@ -42,6 +57,16 @@ void kwsn_maxpool1d_f32(float *out, const float *in, uint32_t C, uint32_t L, uin
         const float *x = in + (size_t)c * L;
         float *y = out + (size_t)c * L_out;
         uint32_t t = 0;
+        if (k == 4 && stride == 4) { /* the model's case: constant k lets gcc vectorise */
+            for (; t < L_out; t++) {
+                const float *w = x + 4 * (size_t)t;
+                float m = w[0];
+                m = (w[1] > m || w[1] != w[1]) ? w[1] : m;
+                m = (w[2] > m || w[2] != w[2]) ? w[2] : m;
+                m = (w[3] > m || w[3] != w[3]) ? w[3] : m;
+                y[t] = m;
+            }
+        }
         for (; t + 8 <= L_out; t += 8) { /* 8 independent windows */
             float m[8];
             for (uint32_t u = 0; u < 8; u++) m[u] = x[(size_t)(t + u) * stride];
@@ -71,22 +96,13 @@ void kwsn_maxpool1d_f32(float *out, const float *in, uint32_t C, uint32_t L, uin
  * KWSN_CONV_TILE positions whose accumulators stay in registers. Per output element the sum
  * order is bias, then i = 0.., j = 0.. (as the plain loop nest). A tail tile computes all
  * lanes (reading into the zeroed slack) and stores only the valid ones. */
-#if defined(__GNUC__) && !defined(KWSN_NO_VECTOR_EXT)
-/* GCC vector extension: 8 floats, lowered to AVX, SSE or NEON as the target allows. Plain
- * arrays spill the accumulators to the stack; vector values stay in registers. */
-typedef float kwsn_v8 __attribute__((vector_size(32)));
-
-KWSN_INLINE kwsn_v8 v8_load(const float *p) {
-    kwsn_v8 v;
-    memcpy(&v, p, sizeof(v));
-    return v;
-}
+#if KWSN_VECTOR_EXT
 
 KWSN_INLINE void conv_rows(float *out, const float *xp, const float *w, const float *b,
                            uint32_t C_in, uint32_t L, uint32_t Lp, uint32_t k, uint32_t o0,
                            const uint32_t NO) {
     for (uint32_t t0 = 0; t0 < L; t0 += KWSN_CONV_TILE) {
-        kwsn_v8 acc[4][2];
+        kwsn_v8 acc[KWSN_CONV_ROWS][2];
         for (uint32_t r = 0; r < NO; r++) {
             const float bias = b ? b[o0 + r] : 0.0f;
             acc[r][0] = (kwsn_v8){0} + bias;
@@ -96,7 +112,9 @@ KWSN_INLINE void conv_rows(float *out, const float *xp, const float *w, const fl
             const float *x = xp + (size_t)i * Lp + t0;
             const float *wi = w + (size_t)i * k;
             for (uint32_t j = 0; j < k; j++) {
-                const kwsn_v8 x0 = v8_load(x + j), x1 = v8_load(x + j + 8);
+                kwsn_v8 x0, x1;
+                V8_LOAD(x0, x + j);
+                V8_LOAD(x1, x + j + 8);
                 for (uint32_t r = 0; r < NO; r++) {
                     const float wr = wi[(size_t)(o0 + r) * C_in * k + j];
                     acc[r][0] += x0 * wr;
@@ -150,12 +168,58 @@ void kwsn_conv1d_same_f32(float *out, const float *in, const float *w, const flo
     }
     memset(scratch + (size_t)C_in * Lp, 0, KWSN_CONV_TILE * sizeof(float));
     uint32_t o = 0;
+    for (; o + KWSN_CONV_ROWS <= C_out; o += KWSN_CONV_ROWS)
+        conv_rows(out, scratch, w, b, C_in, L, Lp, k, o, KWSN_CONV_ROWS);
     for (; o + 4 <= C_out; o += 4) conv_rows(out, scratch, w, b, C_in, L, Lp, k, o, 4);
     for (; o < C_out; o++) conv_rows(out, scratch, w, b, C_in, L, Lp, k, o, 1);
 }
 
 size_t kwsn_conv1d_scratch_floats(uint32_t C_in, uint32_t L, uint32_t k) {
     return (size_t)C_in * (L + k - 1) + KWSN_CONV_TILE;
+}
+
+/* Sum and then sum of squared deviations from the mean, in 8 lanes (no serial dependency
+ * chain; in double the lane order does not change the float result in practice). */
+static void ln_moments(const float *x, uint32_t n, KWSN_LN_ACC *mean, KWSN_LN_ACC *ssd) {
+    uint32_t j = 0;
+    KWSN_LN_ACC s = 0, v = 0;
+#if KWSN_VECTOR_EXT && !defined(KWSN_LN_FLOAT_ACC)
+    kwsn_v8d vs = {0}, vq = {0};
+    for (; j + 8 <= n; j += 8) {
+        kwsn_v8 xv;
+        V8_LOAD(xv, x + j);
+        vs += __builtin_convertvector(xv, kwsn_v8d);
+    }
+    for (int u = 0; u < 8; u++) s += vs[u];
+    for (uint32_t t = j; t < n; t++) s += x[t];
+    const double m = s / (double)n;
+    for (j = 0; j + 8 <= n; j += 8) {
+        kwsn_v8 xv;
+        V8_LOAD(xv, x + j);
+        const kwsn_v8d d = __builtin_convertvector(xv, kwsn_v8d) - m;
+        vq += d * d;
+    }
+    for (int u = 0; u < 8; u++) v += vq[u];
+#else
+    KWSN_LN_ACC ps[8] = {0}, pv[8] = {0};
+    for (; j + 8 <= n; j += 8)
+        for (uint32_t u = 0; u < 8; u++) ps[u] += (KWSN_LN_ACC)x[j + u];
+    for (uint32_t t = j; t < n; t++) s += x[t];
+    for (uint32_t u = 0; u < 8; u++) s += ps[u];
+    const KWSN_LN_ACC m = s / (KWSN_LN_ACC)n;
+    for (j = 0; j + 8 <= n; j += 8)
+        for (uint32_t u = 0; u < 8; u++) {
+            const KWSN_LN_ACC d = (KWSN_LN_ACC)x[j + u] - m;
+            pv[u] += d * d;
+        }
+    for (uint32_t u = 0; u < 8; u++) v += pv[u];
+#endif
+    for (; j < n; j++) {
+        const KWSN_LN_ACC d = (KWSN_LN_ACC)x[j] - m;
+        v += d * d;
+    }
+    *mean = m;
+    *ssd = v;
 }
 
 /* LayerNorm over the last n elements of each of `outer` rows: mean, then biased variance,
@@ -166,29 +230,12 @@ void kwsn_layernorm_f32(float *out, const float *in, const float *gamma, const f
     for (uint32_t r = 0; r < outer; r++) {
         const float *x = in + (size_t)r * n;
         float *y = out + (size_t)r * n;
-        /* 8 partial sums: no serial dependency chain; in double the order is immaterial */
-        KWSN_LN_ACC ps[8] = {0}, pv[8] = {0};
-        uint32_t j = 0;
-        for (; j + 8 <= n; j += 8)
-            for (uint32_t u = 0; u < 8; u++) ps[u] += (KWSN_LN_ACC)x[j + u];
-        KWSN_LN_ACC s = 0;
-        for (; j < n; j++) s += x[j];
-        for (uint32_t u = 0; u < 8; u++) s += ps[u];
-        const KWSN_LN_ACC mean_acc = s / (KWSN_LN_ACC)n;
-        for (j = 0; j + 8 <= n; j += 8)
-            for (uint32_t u = 0; u < 8; u++) {
-                const KWSN_LN_ACC d = (KWSN_LN_ACC)x[j + u] - mean_acc;
-                pv[u] += d * d;
-            }
-        KWSN_LN_ACC v = 0;
-        for (; j < n; j++) {
-            const KWSN_LN_ACC d = (KWSN_LN_ACC)x[j] - mean_acc;
-            v += d * d;
-        }
-        for (uint32_t u = 0; u < 8; u++) v += pv[u];
+        KWSN_LN_ACC mean_acc, v;
+        ln_moments(x, n, &mean_acc, &v);
         const float mean = (float)mean_acc;
         const float var = (float)(v / (KWSN_LN_ACC)n);
         const float rstd = 1.0f / sqrtf(var + eps);
+        uint32_t j;
         if (gamma) {
             for (j = 0; j < n; j++) y[j] = (x[j] - mean) * rstd * gamma[j] + beta[j];
         } else {

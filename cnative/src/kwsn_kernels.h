@@ -8,6 +8,10 @@
 
 /* Positions per conv register tile (16 floats: one AVX-512 or two AVX registers). */
 #define KWSN_CONV_TILE 16
+/* Output channels per conv register block (8 x 2 vectors of accumulators). */
+#ifndef KWSN_CONV_ROWS
+#define KWSN_CONV_ROWS 8
+#endif
 
 void kwsn_avgpool1d_f32(float *out, const float *in, uint32_t C, uint32_t L, uint32_t k,
                         uint32_t stride, uint32_t L_out);

@@ -1,0 +1,236 @@
+"""Single-clip latency of the raw-conv KWS model: C runtime vs PyTorch eager vs onnxruntime,
+all on one thread, plus the model's FLOP count and the machine's single-core FLOP/s.
+
+    python benchmarks/bench_cnative.py [--repeats 300] [--placement per_conv] [--ln-acc]
+
+Prints median latencies and ratios (PyTorch / C is the target: >= 3x). ``--ln-acc`` also
+builds the runtime with float LayerNorm accumulation and compares both against PyTorch.
+The model is the default RawConv (16000 samples, channels 16/32/64, 6 classes) with random
+weights; latency does not depend on the weight values.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"  # before numpy/torch load their BLAS
+
+import argparse  # noqa: E402
+import ctypes  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from kwsnet.export.cnative import write_model  # noqa: E402
+from kwsnet.export.layers import collect_named_layers, input_shape_of  # noqa: E402
+from kwsnet.export.runtime import CNATIVE_DIR, CModel, build_cnative  # noqa: E402
+from kwsnet.nn.heads import LinearHead  # noqa: E402
+from models.raw_conv import RawConv  # noqa: E402
+
+
+class Classifier(nn.Module):
+    """backbone + head, as exported."""
+
+    def __init__(self, placement: str) -> None:
+        super().__init__()
+        self.backbone = RawConv(norm_placement=placement)
+        self.head = LinearHead(self.backbone.embed_dim, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, 16000] -> logits [B, 6]``."""
+        return self.head(self.backbone(x))
+
+
+def median_us(fn: Callable[[], object], repeats: int, warmup: int = 20) -> float:
+    """Median wall time of ``fn()`` in microseconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e6
+
+
+def model_flops(named: list[tuple[str, nn.Module]], input_shape: tuple[int, ...]) -> dict:
+    """FLOPs per clip: 2 per multiply-add in Conv1d/Linear; 1 per element operation elsewhere
+    (pool window reads, ReLU compares; LayerNorm counted as 7 per element: sum, sub, square,
+    sum, sub, mul, mul + add with affine)."""
+    x = torch.zeros(1, *input_shape)
+    macs = other = 0
+    with torch.no_grad():
+        for _, m in named:
+            y = m(x)
+            if isinstance(m, nn.Conv1d):
+                macs += m.in_channels * m.out_channels * m.kernel_size[0] * y.shape[-1]
+            elif isinstance(m, nn.Linear):
+                macs += m.in_features * m.out_features
+            elif isinstance(m, nn.LayerNorm):
+                other += 8 * x.numel()
+            elif isinstance(m, (nn.AvgPool1d, nn.MaxPool1d, nn.AdaptiveAvgPool1d, nn.ReLU)):
+                other += x.numel()
+            x = y
+    return {"macs": macs, "flops": 2 * macs + other, "other": other}
+
+
+def single_core_flops(n: int = 512, repeats: int = 20) -> float:
+    """Measured FLOP/s of a float32 n x n matmul (numpy BLAS, one thread)."""
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    b = a.T.copy()
+    us = median_us(lambda: a @ b, repeats, warmup=3)
+    return 2 * n**3 / (us * 1e-6)
+
+
+def c_latency_us(path: Path, x: np.ndarray, repeats: int) -> float:
+    """Median single-clip latency of kwsn_forward, called through ctypes (call overhead
+    included, a few microseconds)."""
+    cm = CModel(path)
+    so = cm._so  # one prepared call, as an application would make it
+    arena = np.zeros(cm.arena_bytes // 4 + 16, np.float32)
+    xs = np.ascontiguousarray(x[0], dtype=np.float32)
+    out = np.zeros(cm.n_classes, np.float32)
+    args = (
+        ctypes.c_void_p(cm._model),
+        arena.ctypes.data,
+        cm.arena_bytes,
+        xs.ctypes.data,
+        xs.size,
+        out.ctypes.data,
+        out.size,
+    )
+    so.kwsn_forward.restype = ctypes.c_int
+    so.kwsn_forward.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+    ]
+    assert so.kwsn_forward(*args) == 0
+    us = median_us(lambda: so.kwsn_forward(*args), repeats)
+    cm.close()
+    return us
+
+
+def ln_accumulator_report(tmp: Path) -> None:
+    """Compare double vs float accumulation of LayerNorm statistics against PyTorch."""
+    build_cnative("all")
+    fbuild = tmp / "build-float"
+    subprocess.run(
+        [
+            "make",
+            "-s",
+            "-C",
+            str(CNATIVE_DIR),
+            f"BUILD={fbuild}",
+            "OPT=-O3 -DKWSN_LN_FLOAT_ACC",
+            f"{fbuild}/libkwsnet.so",
+        ],
+        check=True,
+    )
+    libs = {"double": CNATIVE_DIR / "build/libkwsnet.so", "float": fbuild / "libkwsnet.so"}
+    torch.manual_seed(0)
+    print("\nLayerNorm statistics accumulator vs PyTorch (256 random rows each):")
+    for name, shape, scale, offset in [
+        ("LN[16,1000]", (16, 1000), 3.0, 1.0),
+        ("LN[64,62]", (64, 62), 3.0, 0.0),
+        ("LN(64)", (64,), 1.0, 0.0),
+        ("LN[16,1000], mean 100", (16, 1000), 1.0, 100.0),
+    ]:
+        ln = nn.LayerNorm(list(shape)).eval()
+        with torch.no_grad():
+            ln.weight.normal_(1, 0.3)
+            ln.bias.normal_(0, 0.3)
+        x = torch.randn(256, *shape) * scale + offset
+        with torch.no_grad():
+            ref = ln(x).reshape(256, -1).numpy()
+        write_model([ln], shape, tmp / "ln.kwsn", 0)
+        cells = []
+        for acc, lib in libs.items():
+            with CModel(tmp / "ln.kwsn", lib) as cm:
+                d = np.abs(cm.forward(x.numpy().reshape(256, -1)) - ref)
+            exact = float(np.mean(d == 0)) * 100
+            cells.append(f"{acc}: max|Δ| {d.max():.2g}, bit-exact {exact:.0f}%")
+        print(f"  {name:<22} " + " | ".join(cells))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; see the module docstring."""
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--repeats", type=int, default=300)
+    p.add_argument("--placement", default="per_conv", choices=["per_conv", "end", "none"])
+    p.add_argument("--ln-acc", action="store_true", help="also compare LN accumulators")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    build_cnative("all")
+    model = Classifier(args.placement).eval()
+    named = collect_named_layers(model)
+    shape = input_shape_of(model)
+    x = (torch.randn(1, 16000) * 0.3).numpy()
+    xt = torch.from_numpy(x)
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        write_model(named, shape, tmp / "m.kwsn")
+        with CModel(tmp / "m.kwsn") as cm:
+            arena, weights = cm.arena_bytes, cm.weight_bytes
+            with torch.inference_mode():
+                ref = model(xt).numpy()
+            assert (cm.forward(x).argmax(1) == ref.argmax(1)).all()
+        c_us = c_latency_us(tmp / "m.kwsn", x, args.repeats)
+        with torch.inference_mode():
+            torch_us = median_us(lambda: model(xt), args.repeats)
+        ort_us = None
+        try:
+            import onnxruntime as ort
+
+            from kwsnet.export.onnx_export import export_onnx
+
+            export_onnx(named, shape, tmp / "m.onnx")
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = so.inter_op_num_threads = 1
+            sess = ort.InferenceSession(str(tmp / "m.onnx"), so, providers=["CPUExecutionProvider"])
+            ort_us = median_us(lambda: sess.run(None, {"audio": x}), args.repeats)
+        except ImportError:
+            pass
+        fl = model_flops(named, shape)
+        peak = single_core_flops()
+        print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}")
+        print(f"model: RawConv {args.placement}, arena {arena} B, weights {weights} B")
+        print(
+            f"FLOPs/clip: {fl['flops'] / 1e6:.2f} M ({fl['macs'] / 1e6:.2f} M MACs in conv/linear"
+            f" + {fl['other'] / 1e6:.2f} M elementwise)"
+        )
+        print(f"single-core float32 matmul (numpy, 1 thread): {peak / 1e9:.1f} GFLOP/s")
+        print(f"median single-clip latency over {args.repeats} runs, 1 thread:")
+        print(f"  C runtime (ctypes call) {c_us:9.1f} us   {fl['flops'] / c_us / 1e3:.2f} GFLOP/s")
+        print(f"  PyTorch eager           {torch_us:9.1f} us   ({torch_us / c_us:.1f}x C)")
+        if ort_us is not None:
+            print(f"  onnxruntime             {ort_us:9.1f} us   ({ort_us / c_us:.1f}x C)")
+        print(
+            f"C reaches {fl['flops'] / (c_us * 1e-6) / peak * 100:.0f}% of the matmul FLOP/s; "
+            f"PyTorch eager / C = {torch_us / c_us:.1f}x (target >= 3x)"
+        )
+        if args.ln_acc:
+            ln_accumulator_report(tmp)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
