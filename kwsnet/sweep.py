@@ -528,6 +528,7 @@ def aggregate(records: Iterable[dict[str, Any]], spec: SweepSpec) -> list[dict[s
         recs = [r for r in latest.values() if r.get("point_label") == label]
         ok = [r for r in recs if r.get("status") == "ok"]
         vals = [float(r["value"]) for r in ok]
+        flags = [bool(r.get("collapsed")) for r in ok]
         epochs = [r["best_epoch"] for r in ok if r.get("best_epoch") is not None]
         rows.append(
             {
@@ -542,6 +543,7 @@ def aggregate(records: Iterable[dict[str, Any]], spec: SweepSpec) -> list[dict[s
                 "median_best_epoch": statistics.median(epochs) if epochs else math.nan,
                 "failed": sum(r.get("status") != "ok" for r in recs),
                 "values": vals,
+                "collapsed_flags": flags,
             }
         )
     return rows
@@ -632,11 +634,13 @@ def _plot(rows: Sequence[dict[str, Any]], spec: SweepSpec, path: str) -> None:
     jitter = random.Random(0)
     for i, r in enumerate(rows, start=1):
         xs = [i + jitter.uniform(-0.18, 0.18) for _ in r["values"]]
-        ax.scatter(xs, r["values"], s=18, alpha=0.8, zorder=3, color="tab:blue")
+        colors = ["tab:red" if c else "tab:blue" for c in r["collapsed_flags"]]
+        ax.scatter(xs, r["values"], s=18, alpha=0.8, zorder=3, c=colors)
     ax.set_xticks(range(1, len(rows) + 1))
-    ax.set_xticklabels([r["point_label"].replace(",", "\n") for r in rows], fontsize=8)
+    ax.set_xticklabels(["\n".join(cli_value(v) for v in r["point"].values()) for r in rows])
+    ax.set_xlabel(" / ".join(_short(k) for k in spec.grid))
     ax.set_ylabel(spec.metric)
-    ax.set_title(f"{spec.name}: {spec.metric} per grid point (dots: seeds)")
+    ax.set_title(f"{spec.name}: {spec.metric} per grid point (dots: seeds, red: collapsed)")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -763,6 +767,14 @@ def wandb_sweep_config(spec: SweepSpec, program: str = "train.py") -> dict[str, 
     }
 
 
+def _publish(spec: SweepSpec, out: str) -> None:
+    if spec.publish:
+        os.makedirs(spec.publish, exist_ok=True)
+        for name in RESULT_FILES:
+            shutil.copy2(os.path.join(out, name), os.path.join(spec.publish, name))
+        print(f"published results to {spec.publish}")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kwsnet sweep",
@@ -817,37 +829,36 @@ def sweep_main(argv: list[str]) -> int:
         for p in plans:
             print(shlex.join(p.argv))
         return 0
-    command = shlex.join(["kwsnet", "sweep", *argv])
+    command = shlex.join(["kwsnet", "sweep", *(a for a in argv if a != "--report-only")])
     start = time.monotonic()
-    lock = SweepLock(out)
-    try:
-        lock.acquire()
-    except RuntimeError as exc:
-        print(f"kwsnet sweep: {exc}", file=sys.stderr)
-        return 2
-    try:
-        if not args.report_only:
+    if args.report_only:  # read-only on the ledger: works beside a running sweep, no lock
+        _, table = write_results(spec, out, command)
+        print(table, end="")
+        _publish(spec, out)
+    else:
+        lock = SweepLock(out)
+        try:
+            lock.acquire()
+        except RuntimeError as exc:
+            print(f"kwsnet sweep: {exc}", file=sys.stderr)
+            return 2
+        try:
             try:
                 run_sweep(spec, plans, out, workers)
             except (_Stop, KeyboardInterrupt):
                 write_results(spec, out, command, time.monotonic() - start)
                 return 130
-        rows, table = write_results(spec, out, command, time.monotonic() - start)
-        print(table, end="")
-        print(f"results: {os.path.join(out, 'results.md')}, results.csv, results.png")
-        if spec.wandb.get("summary_run", True) and not args.no_summary_run:
-            try:
-                run_dir = _summary_run(spec, out, rows)
-                print(f"wandb summary run: {run_dir}")
-            except Exception as exc:  # the results files are written; a tracking error is reported
-                print(f"kwsnet sweep: wandb summary run failed: {exc}", file=sys.stderr)
-        if spec.publish:
-            os.makedirs(spec.publish, exist_ok=True)
-            for name in RESULT_FILES:
-                shutil.copy2(os.path.join(out, name), os.path.join(spec.publish, name))
-            print(f"published results to {spec.publish}")
-    finally:
-        lock.release()
+            rows, table = write_results(spec, out, command, time.monotonic() - start)
+            print(table, end="")
+            print(f"results: {os.path.join(out, 'results.md')}, results.csv, results.png")
+            if spec.wandb.get("summary_run", True) and not args.no_summary_run:
+                try:
+                    print(f"wandb summary run: {_summary_run(spec, out, rows)}")
+                except Exception as exc:  # the results files are written; report, go on
+                    print(f"kwsnet sweep: wandb summary run failed: {exc}", file=sys.stderr)
+            _publish(spec, out)
+        finally:
+            lock.release()
     latest = latest_records(read_ledger(os.path.join(out, LEDGER)))
     statuses = [latest.get(p.run_id, {}).get("status") for p in plans]
     return 0 if all(s == "ok" for s in statuses) else 1
