@@ -51,6 +51,9 @@ class ClassifierModule(pl.LightningModule):
             before the first optimizer step (never on a resumed run).
         augment: optional batch augmentation ``augment(wave, lengths) -> (wave, lengths)``
             applied to training batches only, on the training device.
+        compile: ``torch.compile`` the backbone in place (``nn.Module.compile``: parameter
+            names, checkpoints and export are unchanged) (default False). On CPU it can be
+            slower than eager; ``docs/performance.md`` has the measured numbers.
     """
 
     def __init__(
@@ -66,6 +69,7 @@ class ClassifierModule(pl.LightningModule):
         label_smoothing: float = 0.0,
         init: InitStrategy | None = None,
         augment: nn.Module | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -95,17 +99,22 @@ class ClassifierModule(pl.LightningModule):
         self.weight_decay = weight_decay
         self.label_smoothing = label_smoothing
         self.augment = augment
+        self.compile_backbone = compile
+        if compile:
+            backbone.compile()
         self.init_strategy = init
         self.init_report: list[dict] | None = None
         if init is not None:
             init.prepare(self)
         self.run_info: dict[str, Any] = {}
 
+        # validate_args=False: the argument checks look at tensor values (a host sync every
+        # step on an accelerator); preds come from argmax and cross_entropy checks the labels.
         def metrics() -> MetricCollection:
             return MetricCollection(
                 {
-                    "acc": MulticlassAccuracy(num_classes, average="micro"),
-                    "f1": MulticlassF1Score(num_classes, average="macro"),
+                    "acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False),
+                    "f1": MulticlassF1Score(num_classes, average="macro", validate_args=False),
                 }
             )
 

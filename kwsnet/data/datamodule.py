@@ -9,8 +9,12 @@ speaker classification through ``target``. Batches are dicts::
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
+import os
+import tempfile
+import threading
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from kwsnet.data.audio import AUDIO_EXTENSIONS, fit_length
 from kwsnet.data.record import SPLITS, DataFormatError, Item, Source, SourceArgs
 
-__all__ = ["AudioDataModule", "RecordDataset", "collate", "SOURCES", "build_source"]
+__all__ = ["AudioDataModule", "CacheBudget", "RecordDataset", "collate", "SOURCES", "build_source"]
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +81,42 @@ class _PredictSource(Source):
         return read_audio(item.path, self.args.sample_rate)
 
 
+class CacheBudget:
+    """Bytes of decoded signals a DataModule may hold in memory, shared by its splits.
+
+    Args:
+        limit_mb: the limit in MiB, or ``None`` (no limit).
+    """
+
+    def __init__(self, limit_mb: float | None) -> None:
+        self.limit = None if limit_mb is None else int(limit_mb * 2**20)
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def take(self, nbytes: int) -> bool:
+        """Reserve ``nbytes``; ``False`` (nothing reserved) when that would pass the limit."""
+        with self._lock:
+            if self.limit is not None and self.used + nbytes > self.limit:
+                return False
+            self.used += nbytes
+            return True
+
+    def __getstate__(self) -> dict[str, Any]:
+        # DataLoader workers get a pickled copy; a lock does not pickle.
+        return {"limit": self.limit, "used": self.used}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+
 class RecordDataset(Dataset):
     """Items of one split as sample records; decoded signals are cached after the first load.
+
+    The cache keeps signals in memory while ``budget`` allows; beyond it they are spilled to
+    ``spill_dir`` as ``<sha1 of source, file (path, size, mtime), item and load params>.pt``
+    (so a changed file or sample rate never hits a stale entry), or, without a
+    ``spill_dir``, decoded again on every access.
 
     Args:
         source: the format that loads an item.
@@ -89,6 +127,8 @@ class RecordDataset(Dataset):
         train: random crops in training, centred crops otherwise.
         on_error: ``raise`` (an error naming the file) or ``skip`` (the record becomes ``None``
             and ``collate`` drops it).
+        budget: the in-memory byte budget (default ``None``: unbounded).
+        spill_dir: folder of the on-disk cache beyond the budget (default ``None``: none).
     """
 
     def __init__(
@@ -100,11 +140,54 @@ class RecordDataset(Dataset):
         crop: int | None,
         train: bool,
         on_error: str = "raise",
+        budget: CacheBudget | None = None,
+        spill_dir: str | os.PathLike | None = None,
     ) -> None:
         self.source, self.items, self.target = source, items, target
         self.length, self.crop, self.train, self.on_error = length, crop, train, on_error
         self.cache: list[torch.Tensor | None] = [None] * len(items)
         self.failed: dict[int, str] = {}
+        self.budget = budget
+        self.spill_dir = Path(spill_dir) if spill_dir is not None else None
+        self.spilled = 0
+
+    def spill_path(self, index: int) -> Path | None:
+        """Where item ``index``'s signal lives on disk beyond the budget (``None``: nowhere)."""
+        if self.spill_dir is None:
+            return None
+        item = self.items[index]
+        try:
+            st = os.stat(item.path)
+            stamp = (st.st_size, st.st_mtime_ns)
+        except OSError:  # generated items (synthetic://) have no file
+            stamp = None
+        args = self.source.args
+        key = repr(
+            (
+                type(self.source).__name__,
+                item.path,
+                stamp,
+                item.kind,
+                item.extra,
+                args.sample_rate,
+                sorted(args.options.items()),
+            )
+        )
+        return self.spill_dir / f"{hashlib.sha1(key.encode()).hexdigest()}.pt"
+
+    def _keep(self, index: int, signal: torch.Tensor) -> None:
+        """Cache ``signal`` in memory if the budget allows, else on disk if there is a dir."""
+        if self.budget is None or self.budget.take(signal.numel() * signal.element_size()):
+            self.cache[index] = signal
+            return
+        path = self.spill_path(index)
+        if path is None or path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        torch.save(signal.clone(), tmp)
+        os.replace(tmp, path)  # atomic: a reader sees the whole file or none
+        self.spilled += 1
 
     def __len__(self) -> int:
         return len(self.items)
@@ -115,6 +198,9 @@ class RecordDataset(Dataset):
             return None
         signal = self.cache[index]
         if signal is None:
+            path = self.spill_path(index)
+            if path is not None and path.exists():
+                return torch.load(path, weights_only=True)
             try:
                 signal = self.source.load(self.items[index])
             except DataFormatError as exc:
@@ -122,7 +208,7 @@ class RecordDataset(Dataset):
                     raise
                 self.failed[index] = str(exc)
                 return None
-            self.cache[index] = signal
+            self._keep(index, signal)
         return signal
 
     def preload(self, threads: int) -> None:
@@ -195,6 +281,10 @@ class AudioDataModule(pl.LightningDataModule):
         num_workers: DataLoader worker processes (default 0).
         preload: decode every clip once at setup, in ``decode_threads`` threads (default True).
         decode_threads: threads for the preload (default 2).
+        cache_limit_mb: memory for decoded signals, all splits together, in MiB (default
+            ``None``: unbounded); beyond it they go to an on-disk cache in ``cache_dir``.
+        cache_dir: folder of that on-disk cache (default ``<system temp>/kwsnet_cache``);
+            entries are keyed by file (path, size, mtime) and load parameters, so runs share it.
         on_error: ``raise`` (default) or ``skip`` unreadable files with a warning and a count.
         split_seed: seed of seeded splits, independent of the training seed (default 1234).
         val_fraction / test_fraction: seeded split sizes (default 0.1 / 0.1).
@@ -218,6 +308,8 @@ class AudioDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         preload: bool = True,
         decode_threads: int = 2,
+        cache_limit_mb: float | None = None,
+        cache_dir: str | None = None,
         on_error: Literal["raise", "skip"] = "raise",
         split_seed: int = 1234,
         val_fraction: float = 0.1,
@@ -233,6 +325,14 @@ class AudioDataModule(pl.LightningDataModule):
             raise ValueError(f"data.on_error must be 'raise' or 'skip', got {on_error!r}")
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+        if cache_limit_mb is not None and cache_limit_mb < 0:
+            raise ValueError(f"data.cache_limit_mb must be >= 0 or null, got {cache_limit_mb}")
+        self.cache_budget = CacheBudget(cache_limit_mb)
+        self.cache_dir = (
+            None
+            if cache_limit_mb is None
+            else cache_dir or os.path.join(tempfile.gettempdir(), "kwsnet_cache")
+        )
         self.source_name = source
         self.target = target
         self.clip_samples, self.train_crop = clip_samples, train_crop
@@ -296,6 +396,8 @@ class AudioDataModule(pl.LightningDataModule):
                 self.train_crop,
                 train=split == "train",
                 on_error=self.on_error,
+                budget=self.cache_budget,
+                spill_dir=self.cache_dir,
             )
             if self.preload:
                 ds.preload(self.decode_threads)

@@ -1,0 +1,66 @@
+"""The decoded-audio cache bound (memory up to ``cache_limit_mb``, disk beyond) and a smoke run
+of each benchmark's ``--quick`` mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from kwsnet.data.datamodule import AudioDataModule
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"num_words": 3, "num_speakers": 4, "utterances": 10}
+
+
+def _train_signals(dm: AudioDataModule) -> list[torch.Tensor]:
+    ds = dm.datasets["train"]
+    return [ds[i]["audio"] for i in range(len(ds))]
+
+
+def test_cache_limit_spills_to_disk_and_reads_back_equal(tmp_path: Path) -> None:
+    ref = AudioDataModule(source_options=TINY)
+    ref.setup("fit")
+    clip_mb = 16000 * 4 / 2**20
+    dm = AudioDataModule(source_options=TINY, cache_limit_mb=3.5 * clip_mb, cache_dir=str(tmp_path))
+    dm.setup("fit")
+    train, val = dm.datasets["train"], dm.datasets["val"]
+    in_memory = sum(s is not None for ds in (train, val) for s in ds.cache)
+    assert in_memory == 3  # the budget is shared by the splits
+    assert dm.cache_budget.used <= dm.cache_budget.limit
+    spilled = sorted(tmp_path.glob("*.pt"))
+    assert len(spilled) == train.spilled + val.spilled == len(train) + len(val) - 3
+    ref.datasets["train"].train = dm.datasets["train"].train = False  # centred, not random crops
+    for a, b in zip(_train_signals(ref), _train_signals(dm), strict=True):
+        assert torch.equal(a, b)
+    # a second DataModule with the same params reads the disk cache instead of decoding
+    dm2 = AudioDataModule(source_options=TINY, cache_limit_mb=0, cache_dir=str(tmp_path))
+    dm2.source.load = None  # type: ignore[assignment]  # decoding would fail
+    ds2 = dm2._dataset("val")
+    assert all(s is None for s in ds2.cache) and ds2.spilled == 0
+
+
+def test_cache_key_changes_with_params(tmp_path: Path) -> None:
+    a = AudioDataModule(source_options=TINY, cache_limit_mb=0, cache_dir=str(tmp_path))
+    b = AudioDataModule(
+        source_options=TINY, cache_limit_mb=0, cache_dir=str(tmp_path), sample_rate=8000
+    )
+    ds_a, ds_b = a._dataset("val"), b._dataset("val")
+    assert ds_a.spill_path(0) != ds_b.spill_path(0)
+
+
+def test_unbounded_cache_writes_nothing() -> None:
+    dm = AudioDataModule(source_options=TINY)
+    dm.setup("fit")
+    assert dm.cache_dir is None
+    assert all(s is not None for s in dm.datasets["train"].cache)
+
+
+def test_negative_cache_limit_is_rejected() -> None:
+    with pytest.raises(ValueError, match="cache_limit_mb"):
+        AudioDataModule(cache_limit_mb=-1)
