@@ -333,12 +333,18 @@ def _is_collapsed(
     return None, test
 
 
+def _fixed(spec: SweepSpec) -> dict[str, Any]:
+    """What every run of the spec shares; an ok run recorded with other values is re-run."""
+    return json.loads(json.dumps({"base_config": spec.base_config, "overrides": spec.overrides}))
+
+
 def record_run(plan: RunPlan, spec: SweepSpec, returncode: int, wall_s: float) -> dict[str, Any]:
     """Build the ledger record of a finished run from its exit code and ``summary.json``."""
     rec: dict[str, Any] = {
         "run_id": plan.run_id,
         "point": plan.point,
         "point_label": plan.point_label,
+        "fixed": _fixed(spec),
         "seed": plan.seed,
         "metric": spec.metric,
         "value": None,
@@ -442,11 +448,16 @@ def run_sweep(
 ) -> list[dict[str, Any]]:
     """Run the not-yet-``ok`` plans, ``workers`` at a time; return this invocation's records."""
     ledger = os.path.join(out, LEDGER)
-    done = {
-        k
-        for k, r in latest_records(read_ledger(ledger, repair=True)).items()
-        if r.get("status") == "ok"
-    }
+    latest = latest_records(read_ledger(ledger, repair=True))
+    done = {k for k, r in latest.items() if r.get("status") == "ok"}
+    stale = [k for k in done if latest[k].get("fixed", _fixed(spec)) != _fixed(spec)]
+    if stale:
+        warnings.warn(
+            f"{len(stale)} ok run(s) in {ledger} used another base_config/overrides than the "
+            f"spec now has; they run again (e.g. {stale[0]})",
+            stacklevel=2,
+        )
+        done -= set(stale)
     todo = [p for p in plans if p.run_id not in done]
     print(
         f"sweep {spec.name}: {len(plans)} runs, {len(plans) - len(todo)} already ok, "

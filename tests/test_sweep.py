@@ -146,6 +146,11 @@ def test_resume_skips_ok_runs_and_torn_line(tmp_path: Path, fake_fit: Path) -> N
     assert n_calls(fake_fit) == 5
     records = read_ledger(ledger)
     assert len(records) == 4 and len({r["run_id"] for r in records}) == 4
+    # other fixed overrides: the recorded runs no longer count
+    spec = write_spec(tmp_path / "s.yaml", overrides={"trainer.max_epochs": 2})
+    with pytest.warns(UserWarning, match="4 ok run"):
+        assert sweep_main(["--config", str(spec), "--out", str(out)]) == 0
+    assert n_calls(fake_fit) == 9
 
 
 def test_failed_runs_are_recorded(tmp_path: Path, fake_fit: Path) -> None:
@@ -207,6 +212,9 @@ def test_lock_refuses_second_sweep(tmp_path: Path, capsys: pytest.CaptureFixture
     with SweepLock(out):
         assert sweep_main(["--config", str(spec), "--out", str(out)]) == 2
         assert "another sweep is running" in capsys.readouterr().err
+        # reading the ledger beside a running sweep needs no lock (exit 1: runs missing)
+        assert sweep_main(["--config", str(spec), "--out", str(out), "--report-only"]) == 1
+        assert "| per_conv | 0 |" in (out / "results.md").read_text()
     with SweepLock(out):  # released: free again
         pass
 
