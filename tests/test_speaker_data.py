@@ -151,3 +151,12 @@ def test_prepare_main_cli(tmp_path, capsys):
     assert meta["n_mels"] == 8 and sorted(meta["speakers"]) == ["id10001", "id10002"]
     assert prepare_main(argv) == 2
     assert "metadata.json exists" in capsys.readouterr().err
+
+
+def test_mel_features_partly_labelled_testdata_is_an_error(tmp_path):
+    root = _mel_dir(tmp_path, True)
+    data = json.loads((root / "testdata.json").read_text())
+    del data["utterances"][0]["speaker"]
+    (root / "testdata.json").write_text(json.dumps(data))
+    with pytest.raises(DataFormatError, match="testdata.json: 1 of 2 utterances lack 'speaker'"):
+        MelFeatureSource(SourceArgs(root=str(root)))
