@@ -9,23 +9,63 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 import yaml
+from jsonargparse import set_loader
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from kwsnet.callbacks.collapse import CollapseMonitor
+from kwsnet.callbacks.divergence import DivergenceGuard
+from kwsnet.checkpointing import AtomicCheckpointIO, ResumeState
 from kwsnet.data.datamodule import AudioDataModule
 from kwsnet.lit import ClassifierModule
 from kwsnet.summary import write_confusion_matrix, write_predictions, write_summary
 from kwsnet.tracking import provenance
 
 __all__ = ["KwsCLI", "main", "build_from_config", "EXTRA_COMMANDS"]
+
+_BOOL, _FLOAT = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML with 1.2 scalars: only true/false are booleans (so ``[yes, no, up]`` stays words)
+    and ``1e-3`` is a float."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_Yaml12Loader.add_implicit_resolver(
+    _FLOAT,
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def _yaml12_load(stream: str) -> Any:
+    return yaml.load(stream, Loader=_Yaml12Loader)
+
+
+set_loader("yaml12", _yaml12_load, exceptions=(yaml.YAMLError,))
 
 # subcommand → "module:function(argv) -> exit code"
 EXTRA_COMMANDS: dict[str, str] = {
@@ -63,7 +103,7 @@ class KwsCLI(LightningCLI):
     def __init__(self, args: Sequence[str] | None = None, run: bool = True, **kwargs: Any) -> None:
         kwargs.setdefault("save_config_callback", KwsSaveConfig)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
-        kwargs.setdefault("parser_kwargs", {"parser_mode": "yaml"})
+        kwargs.setdefault("parser_kwargs", {"parser_mode": "yaml12"})
         kwargs.setdefault("auto_configure_optimizers", False)
         super().__init__(ClassifierModule, AudioDataModule, args=args, run=run, **kwargs)
 
@@ -71,6 +111,7 @@ class KwsCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
         parser.add_lightning_class_args(CollapseMonitor, "collapse")
+        parser.add_lightning_class_args(DivergenceGuard, "divergence")
         parser.add_argument(
             "--test_after_fit",
             type=bool,
@@ -83,6 +124,11 @@ class KwsCLI(LightningCLI):
         for cb in self.trainer.checkpoint_callbacks:
             if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:
                 cb.dirpath = os.path.join(self.trainer.default_root_dir, "checkpoints")
+        # Crash-safe checkpoint saves and weights_only loads, unless a config names its own IO.
+        if type(self.trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        if not any(isinstance(cb, ResumeState) for cb in self.trainer.callbacks):
+            self.trainer.callbacks.append(ResumeState())
 
     def _run_subcommand(self, subcommand: str) -> None:
         try:
@@ -165,3 +211,7 @@ def main(args: Sequence[str] | None = None) -> None:
         module, fn = EXTRA_COMMANDS[argv[0]].split(":")
         sys.exit(getattr(importlib.import_module(module), fn)(argv[1:]))
     KwsCLI(args=None if args is None else argv)
+
+
+if __name__ == "__main__":
+    main()
