@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import time
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -90,18 +91,28 @@ def test_nothing_logged_between_periods(tmp_path: Path) -> None:
     assert [int(r["step"]) for r in diag] == [0]
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_gets_histograms(tmp_path: Path, monkeypatch) -> None:
     pytest.importorskip("wandb")
     from lightning.pytorch.loggers import WandbLogger
 
-    monkeypatch.setenv("WANDB_MODE", "offline")
+    from kwsnet.tracking import read_offline_run
+
     monkeypatch.setenv("WANDB_SILENT", "true")
     logger = WandbLogger(save_dir=str(tmp_path), project="kwsnet-test", offline=True)
     _fit(tmp_path, Diagnostics(every_n_steps=2, console=False), steps=3, logger=logger)
-    import wandb
-
-    wandb.finish()
-    files = list(tmp_path.rglob("*.wandb"))
-    assert files
-    blob = b"".join(f.read_bytes() for f in files)
-    assert b"diag/act_hist/net.0" in blob and b"histogram" in blob
+    logger.experiment.finish()
+    (run_file,) = tmp_path.rglob("run-*.wandb")
+    # The wandb service may still be flushing the offline file after finish() returns.
+    deadline = time.monotonic() + 30
+    while True:
+        history = read_offline_run(run_file.parent)["history"]
+        if len(history) >= 4 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    # wandb stores a histogram as nested keys: <key>/_type, <key>/bins, <key>/values.
+    hists = [h for h in history if "diag/act_hist/net.0/_type" in h]
+    assert [h["trainer/global_step"] for h in hists] == [0, 2]
+    assert hists[0]["diag/act_hist/net.0/_type"] == "histogram"
+    scalars = [h for h in history if "diag/grad_norm/total" in h]
+    assert [h["trainer/global_step"] for h in scalars] == [0, 2]
