@@ -11,6 +11,7 @@ import importlib
 import os
 import re
 import sys
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -120,6 +121,8 @@ class KwsCLI(LightningCLI):
         )
 
     def after_instantiate_classes(self) -> None:
+        if self.subcommand is not None:  # a run writes outputs; build_from_config does not
+            _check_writable(self.trainer.default_root_dir)
         # Checkpoints go to a fixed folder under the run dir, so `--ckpt_path last` finds them.
         for cb in self.trainer.checkpoint_callbacks:
             if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:
@@ -161,6 +164,21 @@ class KwsCLI(LightningCLI):
     def after_predict(self) -> None:
         rows = [r for batch in (self.trainer.predict_loop.predictions or []) for r in batch]
         write_predictions(self.trainer.default_root_dir, rows)
+
+
+def _check_writable(folder: str) -> None:
+    """Fail before training, naming the folder, when run outputs could not be written there."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise OSError(
+            exc.errno,
+            f"trainer.default_root_dir={folder!r} is not a writable folder "
+            f"({exc.strerror or exc}); checkpoints, summary.json and logs go there: "
+            "pick another with --trainer.default_root_dir",
+        ) from exc
 
 
 def build_from_config(

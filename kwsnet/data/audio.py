@@ -15,6 +15,7 @@ __all__ = ["read_audio", "fit_length", "AUDIO_EXTENSIONS"]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 _MAX_SECONDS = 3600.0  # refuse absurd declared sizes before allocating
+_RATE_RANGE = (1000, 768000)  # Hz; outside it a header is corrupt, not audio to resample
 
 
 def read_audio(path: str | os.PathLike, sample_rate: int) -> torch.Tensor:
@@ -32,6 +33,11 @@ def read_audio(path: str | os.PathLike, sample_rate: int) -> torch.Tensor:
     if info.samplerate <= 0 or info.channels <= 0:
         raise DataFormatError(
             f"{path}: invalid header (sample rate {info.samplerate}, channels {info.channels})"
+        )
+    if not _RATE_RANGE[0] <= info.samplerate <= _RATE_RANGE[1]:
+        raise DataFormatError(
+            f"{path}: implausible sample rate {info.samplerate} Hz (accepted: "
+            f"{_RATE_RANGE[0]}..{_RATE_RANGE[1]} Hz)"
         )
     if info.frames > _MAX_SECONDS * info.samplerate:
         raise DataFormatError(

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from kwsnet.data.audio import AUDIO_EXTENSIONS, fit_length
 from kwsnet.data.record import SPLITS, DataFormatError, Item, Source, SourceArgs
+from kwsnet.data.sampler import ResumableDataLoader, ResumableSampler
 
 __all__ = ["AudioDataModule", "CacheBudget", "RecordDataset", "collate", "SOURCES", "build_source"]
 
@@ -419,15 +420,30 @@ class AudioDataModule(pl.LightningDataModule):
             self._dataset(split)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            self._dataset(split),
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            collate_fn=collate,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
+        common: dict[str, Any] = {
+            "batch_size": self.batch_size,
+            "num_workers": self.num_workers,
+            "collate_fn": collate,
+            "persistent_workers": self.num_workers > 0,
+            "pin_memory": torch.cuda.is_available(),
+        }
+        if not shuffle:
+            return DataLoader(self._dataset(split), shuffle=False, **common)
+        # Training order = f(run seed, epoch), and the position is saved in mid-epoch
+        # checkpoints, so `fit --ckpt_path last` after a kill continues bit-exactly.
+        ds = self._dataset(split)
+        sampler = ResumableSampler(len(ds), seed=torch.initial_seed() % 2**32)
+        trainer = self.trainer
+        if trainer is not None:
+            sampler.set_epoch(trainer.fit_loop.epoch_progress.current.processed)
+        return ResumableDataLoader(ds, sampler=sampler, consumed=self._consumed_batches, **common)
+
+    def _consumed_batches(self) -> int | None:
+        """Training batches of the current epoch the trainer has finished (for checkpoints)."""
+        trainer = self.trainer
+        if trainer is None:
+            return None
+        return trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -1,0 +1,121 @@
+"""Stop (or skip) on a non-finite training loss, so a diverged run fails loudly.
+
+A NaN or infinite loss left alone turns every weight into NaN within one optimizer step, and
+the run goes on to "finish" with chance accuracy and exit code 0. ``DivergenceGuard`` checks
+the loss before ``backward`` and the gradients before the optimizer step:
+
+- ``action: stop`` (default) raises ``DivergenceError`` before the step, naming the step and
+  the last finite loss; the process exits non-zero and the sweep ledger records a failure;
+  the weights and checkpoints stay those of the last finite step.
+- ``action: skip`` drops the batch's gradients (the optimizer skips parameters whose ``grad``
+  is ``None``, so Adam's moments and step count stay untouched) and logs
+  ``train/skipped_batches``; ``max_consecutive_skips`` non-finite batches in a row still stop
+  the run.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+
+__all__ = ["DivergenceGuard", "DivergenceError"]
+
+
+class DivergenceError(RuntimeError):
+    """Training diverged: a non-finite loss or gradient (the message names the step)."""
+
+
+class DivergenceGuard(pl.Callback):
+    """Stop or skip on a NaN/Inf training loss (or gradient).
+
+    Args:
+        action: ``stop`` (default: raise ``DivergenceError``, exit non-zero) or ``skip`` (drop
+            the batch's optimizer step).
+        max_consecutive_skips: with ``skip``, stop after this many non-finite batches in a row
+            (default 20).
+        check_grads: also treat non-finite gradients as divergence (default True; ignored under
+            ``16-mixed`` precision, where the grad scaler handles overflow itself).
+    """
+
+    def __init__(
+        self,
+        action: Literal["stop", "skip"] = "stop",
+        max_consecutive_skips: int = 20,
+        check_grads: bool = True,
+    ) -> None:
+        if action not in ("stop", "skip"):
+            raise ValueError(f"divergence.action must be 'stop' or 'skip', got {action!r}")
+        if max_consecutive_skips < 1:
+            raise ValueError(f"max_consecutive_skips must be >= 1, got {max_consecutive_skips}")
+        self.action = action
+        self.max_consecutive_skips = max_consecutive_skips
+        self.check_grads = check_grads
+        self.last_finite: tuple[int, float] | None = None  # (global step, loss)
+        self.skipped = 0
+        self._consecutive = 0
+        self._bad: str | None = None  # why the current batch is non-finite
+
+    def _where(self, trainer: pl.Trainer) -> str:
+        loop = trainer.fit_loop.epoch_loop
+        return (
+            f"global step {trainer.global_step} (epoch {trainer.current_epoch}, "
+            f"batch {loop.batch_idx})"
+        )
+
+    def _last(self) -> str:
+        if self.last_finite is None:
+            return "no finite loss was seen before"
+        step, loss = self.last_finite
+        return f"the last finite loss was {loss:.6g} at global step {step}"
+
+    def _diverged(self, trainer: pl.Trainer, what: str) -> None:
+        msg = (
+            f"DivergenceGuard: {what} at {self._where(trainer)}; {self._last()}. "
+            "Lower the learning rate, clip gradients (--trainer.gradient_clip_val) or set "
+            "--divergence.action skip"
+        )
+        raise DivergenceError(msg)
+
+    def on_before_backward(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor
+    ) -> None:
+        value = float(loss.detach())
+        if math.isfinite(value):
+            self._bad = None
+            self.last_finite = (trainer.global_step, value)
+            return
+        self._bad = f"training loss is {value}"
+        if self.action == "stop":
+            self._diverged(trainer, self._bad)
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        if self._bad is None and self.check_grads and "16-mixed" not in str(trainer.precision):
+            grads = [p.grad for g in optimizer.param_groups for p in g["params"]]
+            grads = [g for g in grads if g is not None]
+            if grads and not all(bool(torch.isfinite(g).all()) for g in grads):
+                self._bad = "a gradient is not finite"
+                if self.action == "stop":
+                    self._diverged(trainer, self._bad)
+        if self._bad is None:
+            self._consecutive = 0
+            return
+        self.skipped += 1
+        self._consecutive += 1
+        if self._consecutive >= self.max_consecutive_skips:
+            self._diverged(trainer, f"{self._bad} for {self._consecutive} batches in a row")
+        optimizer.zero_grad(set_to_none=True)  # the optimizer skips params without a grad
+        self._bad = None
+        pl_module.log("train/skipped_batches", float(self.skipped), on_step=True, on_epoch=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"skipped": self.skipped, "last_finite": self.last_finite}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.skipped = int(state_dict.get("skipped", 0))
+        last = state_dict.get("last_finite")
+        self.last_finite = (int(last[0]), float(last[1])) if last else None

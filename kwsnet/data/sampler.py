@@ -1,0 +1,123 @@
+"""A seeded shuffling sampler and a DataLoader whose position survives a kill and a resume.
+
+Lightning (2.x) saves the state of a training DataLoader in the checkpoint, and restores it
+before the first batch of a resumed epoch, only when the loader itself has ``state_dict`` and
+``load_state_dict`` (``lightning.fabric.utilities.types._Stateful``, checked in
+``CombinedLoader._state_dicts`` from ``FitLoop.on_save_checkpoint`` and loaded in
+``FitLoop.setup_data``). A plain ``DataLoader`` is not stateful, so a run resumed from a
+mid-epoch checkpoint would restart the epoch from its first batch with a fresh shuffle.
+
+``ResumableSampler`` draws epoch ``e``'s order as ``randperm(n, seed + e)``, so the order
+depends only on the seed and the epoch. ``ResumableDataLoader`` records how many batches the
+*training loop* has consumed in the current epoch (not how many were fetched: Lightning
+prefetches one batch ahead, and worker processes fetch further ahead) and restores the sampler
+to start right after them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+__all__ = ["ResumableSampler", "ResumableDataLoader"]
+
+
+class ResumableSampler(Sampler[int]):
+    """Shuffle ``size`` indices in an order fixed by ``seed`` and the epoch; resumable mid-epoch.
+
+    Args:
+        size: number of items (``len(dataset)``).
+        seed: base seed; epoch ``e`` uses ``torch.randperm(size)`` seeded with ``seed + e``.
+        shuffle: ``False`` yields ``0..size-1`` in order (the position is still resumable).
+    """
+
+    def __init__(self, size: int, seed: int = 0, shuffle: bool = True) -> None:
+        if size < 0:
+            raise ValueError(f"size must be >= 0, got {size}")
+        self.size, self.seed, self.shuffle = size, int(seed), shuffle
+        self.epoch = 0
+        self._start = 0  # first position of the next iteration (set by load_state_dict)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at every epoch start (and on resume) with the epoch number."""
+        self.epoch = int(epoch)
+
+    def order(self, epoch: int) -> list[int]:
+        """The full index order of ``epoch``."""
+        if not self.shuffle:
+            return list(range(self.size))
+        gen = torch.Generator().manual_seed(self.seed + epoch)
+        return torch.randperm(self.size, generator=gen).tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        start, self._start = self._start, 0
+        yield from self.order(self.epoch)[start:]
+
+    def __len__(self) -> int:
+        return self.size
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"seed", "epoch", "size"}``: the position is kept by the loader."""
+        return {"seed": self.seed, "epoch": self.epoch, "size": self.size}
+
+    def load_state_dict(self, state: dict[str, Any], start: int = 0) -> None:
+        """Restore the epoch; the next iteration starts at position ``start`` of its order."""
+        if int(state["size"]) != self.size:
+            raise ValueError(
+                f"cannot resume the sampler: the checkpoint was saved with {state['size']} "
+                f"training items, the dataset now has {self.size}; resume with the same data"
+            )
+        self.seed, self.epoch = int(state["seed"]), int(state["epoch"])
+        self._start = max(0, min(int(start), self.size))
+
+
+class ResumableDataLoader(DataLoader):
+    """A ``DataLoader`` over a ``ResumableSampler`` that Lightning saves and restores mid-epoch.
+
+    Args:
+        *args, **kwargs: as for ``DataLoader``; ``sampler`` must be a ``ResumableSampler`` and
+            ``drop_last`` must be False (positions are counted in whole batches).
+        consumed: returns how many batches of the current epoch the training loop has consumed
+            (``None``: count the batches this loader has handed out, which overcounts by the
+            consumer's prefetch). The DataModule passes the trainer's batch progress.
+    """
+
+    def __init__(
+        self, *args: Any, consumed: Callable[[], int | None] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.sampler, ResumableSampler):
+            raise TypeError(
+                f"ResumableDataLoader needs a ResumableSampler, got {type(self.sampler).__name__}"
+            )
+        if self.drop_last:
+            raise ValueError("ResumableDataLoader counts whole batches: drop_last must be False")
+        self._consumed = consumed
+        self._handed_out = 0
+        self._offset = 0  # batches already consumed before this iteration began (on resume)
+
+    def __iter__(self) -> Iterator[Any]:
+        self._offset, self._handed_out = self._resume_batches, 0
+        self._resume_batches = 0
+        for batch in super().__iter__():
+            self._handed_out += 1
+            yield batch
+
+    _resume_batches = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """Sampler state plus the number of batches of this epoch the trainer has consumed."""
+        consumed = self._consumed() if self._consumed is not None else None
+        if consumed is None:
+            consumed = self._offset + self._handed_out
+        return {"sampler": self.sampler.state_dict(), "batches": int(consumed)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Make the next iteration continue after the consumed batches of the saved epoch."""
+        batches = int(state["batches"])
+        assert self.batch_size is not None, "ResumableDataLoader needs a batch_size"
+        self.sampler.load_state_dict(state["sampler"], start=batches * self.batch_size)
+        self._resume_batches = batches
