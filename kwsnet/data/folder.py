@@ -6,6 +6,12 @@ recursively inside each class folder). Splits come from ``validation_list.txt`` 
 from a seeded split with ``split_seed``, ``val_fraction`` and ``test_fraction`` (independent
 of the training seed). ``source_options.speaker_regex`` (a regex with one group, matched
 against the file name) gives speaker labels.
+
+``source_options.speaker_disjoint: true`` (needs ``speaker_regex``) holds out whole speakers:
+a ``split_seed`` permutation of the speakers puts ``round(val_fraction * n)`` of them (at least
+one) in val and ``round(test_fraction * n)`` (at least one) in test, every clip of a speaker in
+the same split, so test accuracy is "unseen speaker" accuracy. It replaces the list files when
+both are present.
 """
 
 from __future__ import annotations
@@ -32,8 +38,17 @@ class FolderSource(Source):
         super().__init__(args)
         opts = dict(args.options)
         pattern = opts.pop("speaker_regex", None)
+        self.speaker_disjoint = bool(opts.pop("speaker_disjoint", False))
         if opts:
-            raise ValueError(f"unknown folder source_options {sorted(opts)}; valid: speaker_regex")
+            raise ValueError(
+                f"unknown folder source_options {sorted(opts)}; valid: speaker_regex, "
+                "speaker_disjoint"
+            )
+        if self.speaker_disjoint and not pattern:
+            raise ValueError(
+                "folder source_options speaker_disjoint: true needs speaker_regex (a regex with "
+                "one group that extracts the speaker from a file name)"
+            )
         if args.root is None or not Path(args.root).is_dir():
             raise DataFormatError(
                 f"data.root={args.root!r} is not a directory; expected <root>/<class>/<file>.wav"
@@ -68,7 +83,10 @@ class FolderSource(Source):
                 speakers.append(m.group(1) if m.groups() else m.group(0))
             self.speaker_names = sorted(set(speakers))
         spk_index = {s: i for i, s in enumerate(self.speaker_names)}
-        split_of = self._split_files(root, [rel for rel, _ in files])
+        if self.speaker_disjoint:
+            split_of = self._split_speakers([rel for rel, _ in files], speakers)
+        else:
+            split_of = self._split_files(root, [rel for rel, _ in files])
         self._items: dict[str, list[Item]] = {"train": [], "val": [], "test": []}
         for i, (rel, ci) in enumerate(files):
             spk = spk_index[speakers[i]] if speakers else -1
@@ -86,6 +104,27 @@ class FolderSource(Source):
             r: "val" if d < v else "test" if d < v + t else "train"
             for r, d in zip(rels, draws, strict=True)
         }
+
+    def _split_speakers(self, rels: list[str], speakers: list[str]) -> dict[str, str]:
+        """Whole speakers to val/test by a ``split_seed`` permutation (never the training seed)."""
+        names = sorted(set(speakers))
+        if len(names) < 3:
+            raise DataFormatError(
+                f"speaker_disjoint needs at least 3 speakers (train, val, test), found {names}"
+            )
+        order = [
+            names[i] for i in np.random.default_rng(self.args.split_seed).permutation(len(names))
+        ]
+        k_val = max(1, round(len(names) * self.args.val_fraction))
+        k_test = max(1, round(len(names) * self.args.test_fraction))
+        if k_val + k_test >= len(names):
+            raise DataFormatError(
+                f"speaker_disjoint: {len(names)} speakers leave none for training with "
+                f"val_fraction={self.args.val_fraction}, test_fraction={self.args.test_fraction}"
+            )
+        split_of_speaker = {s: "val" for s in order[:k_val]}
+        split_of_speaker |= {s: "test" for s in order[k_val : k_val + k_test]}
+        return {r: split_of_speaker.get(s, "train") for r, s in zip(rels, speakers, strict=True)}
 
     def items(self, split: str) -> list[Item]:
         return list(self._items[split])

@@ -1,0 +1,158 @@
+"""Waveform augmentations: drawn values take effect, eval is identity, seeds repeat, chains."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from kwsnet.data.augment import (
+    AugmentChain,
+    BackgroundNoise,
+    Gain,
+    SpeedPerturb,
+    TimeShift,
+)
+
+SR = 16000
+
+
+def _tones(B: int = 6, T: int = SR) -> torch.Tensor:
+    """``[B, T]`` sine tones of different frequencies (non-zero energy everywhere)."""
+    t = torch.arange(T) / SR
+    f = torch.linspace(200.0, 900.0, B)[:, None]
+    return 0.3 * torch.sin(2 * torch.pi * f * t[None, :])
+
+
+@pytest.fixture(scope="module")
+def noise_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("noise")
+    rng = np.random.default_rng(0)
+    sf.write(root / "long.wav", 0.2 * rng.standard_normal(3 * SR), SR)
+    sf.write(root / "short.wav", 0.1 * rng.standard_normal(SR // 4), SR)  # loops
+    return root
+
+
+def _all_modules(noise_dir: Path) -> list[torch.nn.Module]:
+    return [
+        TimeShift(max_shift_ms=100, p=1.0),
+        Gain(p=1.0),
+        SpeedPerturb(factors=[0.9, 1.1], p=1.0),
+        BackgroundNoise(str(noise_dir), snr_db=[0, 20], p=1.0),
+    ]
+
+
+def test_noise_mix_hits_the_drawn_snr(noise_dir):
+    torch.manual_seed(0)
+    wave = _tones(8)
+    lengths = torch.tensor([SR] * 6 + [SR // 2, SR // 3])
+    wave = wave * (torch.arange(SR)[None, :] < lengths[:, None])
+    mix = BackgroundNoise(str(noise_dir), snr_db=[-5, 25], p=1.0).train()
+    out, out_len = mix(wave, lengths)
+    assert torch.equal(out_len, lengths)
+    noise = out - wave
+    for b in range(8):
+        n = int(lengths[b])
+        assert noise[b, n:].abs().sum() == 0  # padding stays silent
+        snr = 10 * torch.log10(wave[b, :n].pow(2).mean() / noise[b, :n].pow(2).mean())
+        assert abs(float(snr) - float(mix.last["snr_db"][b])) < 0.5
+        assert -5 <= float(mix.last["snr_db"][b]) <= 25
+
+
+def test_noise_probability_and_missing_folder(noise_dir, tmp_path):
+    torch.manual_seed(1)
+    wave = _tones(64)
+    mix = BackgroundNoise(str(noise_dir), p=0.5).train()
+    out, _ = mix(wave, None)
+    applied = mix.last["applied"]
+    assert 0 < int(applied.sum()) < 64
+    assert torch.equal(out[~applied], wave[~applied])
+    assert torch.isnan(mix.last["snr_db"][~applied]).all()
+    with pytest.raises(FileNotFoundError, match="not a directory"):
+        BackgroundNoise(str(tmp_path / "nope"))
+    with pytest.raises(FileNotFoundError, match="no audio files"):
+        BackgroundNoise(str(tmp_path))
+    assert torch.equal(BackgroundNoise(None).train()(wave)[0], wave)  # no folder: identity
+
+
+@pytest.mark.parametrize("mode", ["pad", "roll"])
+def test_shift_moves_energy_by_the_drawn_amount(mode):
+    torch.manual_seed(2)
+    T = SR
+    wave = torch.zeros(5, T)
+    wave[:, 6000:6400] = 1.0  # a burst in the middle
+    shift = TimeShift(max_shift_ms=200, mode=mode, p=1.0).train()
+    out, lengths = shift(wave, torch.full((5,), T))
+    assert torch.equal(lengths, torch.full((5,), T))
+    drawn = shift.last["shift"]
+    assert drawn.abs().max() <= 3200 and drawn.abs().sum() > 0
+    for b in range(5):
+        assert torch.equal(out[b], torch.roll(wave[b], int(drawn[b])))
+        centre = (out[b] * torch.arange(T)).sum() / out[b].sum()
+        assert abs(float(centre) - (6199.5 + int(drawn[b]))) < 1e-3
+
+
+def test_speed_changes_length_by_the_factor():
+    torch.manual_seed(3)
+    wave = _tones(6)
+    lengths = torch.tensor([SR, SR, SR, 12000, 8000, 8000])
+    speed = SpeedPerturb(factors=[0.9, 1.0, 1.1], keep_length=False, p=1.0).train()
+    out, new_len = speed(wave, lengths)
+    factor = speed.last["factor"]
+    assert set(factor.tolist()) > {1.0}  # something changed
+    expected = torch.ceil(lengths / factor - 1e-6).long()
+    assert torch.equal(new_len, expected)
+    assert out.shape == (6, int(new_len.max()))
+    for b in range(6):  # the tone's zero crossings slow down / speed up by the factor
+        n = int(new_len[b])
+        assert out[b, n:].abs().sum() == 0
+        crossings = int((out[b, :n] > 0).diff().sum())
+        ref = int((wave[b, : int(lengths[b])] > 0).diff().sum())
+        assert abs(crossings - ref) <= 0.01 * ref  # the same periods (a wrong f: 10% off)
+    fixed = SpeedPerturb(factors=[0.9, 1.1], keep_length=True, p=1.0).train()
+    out, fixed_len = fixed(wave, lengths)
+    assert out.shape == wave.shape and torch.equal(fixed_len, lengths)
+
+
+def test_gain_applies_drawn_db():
+    torch.manual_seed(4)
+    wave = _tones(4)
+    gain = Gain(gain_db=[-10, 10], p=1.0).train()
+    out, _ = gain(wave, None)
+    ratio_db = 20 * torch.log10(out.abs().amax(1) / wave.abs().amax(1))
+    torch.testing.assert_close(ratio_db, gain.last["gain_db"], atol=1e-4, rtol=0)
+
+
+def test_every_augmentation_is_off_in_eval(noise_dir):
+    wave, lengths = _tones(4), torch.tensor([SR, SR, 9000, 5000])
+    modules = _all_modules(noise_dir)
+    for m in [*modules, AugmentChain(modules)]:
+        out, out_len = m.eval()(wave, lengths)
+        assert out is wave and torch.equal(out_len, lengths), type(m).__name__
+
+
+def test_fixed_seed_repeats_the_augmented_batch(noise_dir):
+    wave, lengths = _tones(8), torch.full((8,), SR)
+    chain = AugmentChain(_all_modules(noise_dir)).train()
+    torch.manual_seed(123)
+    a, la = chain(wave, lengths)
+    torch.manual_seed(123)
+    b, lb = chain(wave, lengths)
+    torch.manual_seed(124)
+    c, _ = chain(wave, lengths)
+    assert torch.equal(a, b) and torch.equal(la, lb)
+    assert not torch.equal(a, c)
+
+
+def test_chain_noise_dir_points_every_mixer(noise_dir):
+    chain = AugmentChain([TimeShift(), BackgroundNoise()], noise_dir=str(noise_dir))
+    assert chain.transforms[1].noise_dir == str(noise_dir)
+    with pytest.raises(ValueError, match="no BackgroundNoise"):
+        AugmentChain([TimeShift()], noise_dir=str(noise_dir))
+    with pytest.raises(ValueError, match="p must be"):
+        Gain(p=1.5)
+    with pytest.raises(ValueError, match="mode"):
+        TimeShift(mode="wrap")
