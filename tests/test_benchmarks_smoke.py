@@ -3,9 +3,8 @@ of each benchmark's ``--quick`` mode."""
 
 from __future__ import annotations
 
+import importlib
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -64,3 +63,46 @@ def test_unbounded_cache_writes_nothing() -> None:
 def test_negative_cache_limit_is_rejected() -> None:
     with pytest.raises(ValueError, match="cache_limit_mb"):
         AudioDataModule(cache_limit_mb=-1)
+
+
+def _bench(name: str) -> object:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
+
+
+@pytest.mark.parametrize(
+    ("script", "keys"),
+    [
+        ("bench_features", {"baseline_ms", "candidate_ms", "ratio"}),
+        ("bench_data", {"decode_ratio", "epoch_ratio", "wait_share"}),
+    ],
+)
+def test_benchmark_quick_mode_reports_baseline_candidate_ratio(
+    script: str, keys: set[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    row = _bench(script).main(["--quick"])  # type: ignore[attr-defined]
+    assert keys <= set(row)
+    out = capsys.readouterr().out
+    assert "baseline" in out and "candidate" in out and "ratio" in out
+    assert json.loads(out.strip().splitlines()[-1].removeprefix("RESULT ")) == row
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["bench_overhead", "bench_compile", "bench_memory"])
+def test_slow_benchmark_quick_mode(script: str) -> None:
+    row = _bench(script).main(["--quick"])  # type: ignore[attr-defined]
+    assert row["name"] in script
+
+
+def test_run_all_writes_table_and_keeps_notes(tmp_path: Path) -> None:
+    run_all = _bench("run_all")
+    page = tmp_path / "performance.md"
+    page.write_text("old table\n<!-- notes -->\n## Notes\nkept\n")
+    rows = [run_all.Row("t ≥ 5×", "6×", True, "`cmd`"), run_all.Row("u", "x", None, "`c`")]
+    run_all.write_page(rows, page, {"machine": "m"})
+    text = page.read_text()
+    assert "| t ≥ 5× | 6× | pass | `cmd` |" in text and "| n/a |" in text
+    assert text.endswith("## Notes\nkept\n") and "old table" not in text

@@ -1,0 +1,270 @@
+"""Run every benchmark and write docs/performance.md (target, measured ratio, pass/fail).
+
+    python benchmarks/run_all.py [--quick] [--sweep] [--only overhead data ...] [--out PATH]
+
+Each benchmark runs as its own subprocess (fresh process, its own threads) and its
+``RESULT {json}`` line (or, for the other engineers' bench_cnative.py and bench_sweep.py, its
+ratio line) becomes a table row. ``bench_sweep.py`` needs an idle machine, so it runs only
+with ``--sweep``; without it the row says "not measured" with the load average. The page
+records the machine, the load average before and after, and each command, because the
+numbers are only comparable within one run on one machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Row:
+    """One line of the results table."""
+
+    target: str
+    measured: str
+    ok: bool | None
+    command: str
+
+
+def _run(script: str, args: list[str], timeout: float) -> tuple[str, float]:
+    cmd = [sys.executable, f"benchmarks/{script}", *args]
+    print(f"$ {' '.join(cmd[1:])}", flush=True)
+    t0 = time.monotonic()
+    try:
+        out = subprocess.run(
+            cmd,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"},
+        )
+        text = out.stdout + ("" if out.returncode == 0 else "\n" + out.stderr[-2000:])
+    except subprocess.TimeoutExpired as exc:
+        text = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        text += f"\nTIMEOUT after {timeout:.0f} s"
+    print(text.strip()[-1500:], flush=True)
+    return text, time.monotonic() - t0
+
+
+def _result(text: str) -> dict[str, Any] | None:
+    lines = [ln for ln in text.splitlines() if ln.startswith("RESULT ")]
+    return json.loads(lines[-1][len("RESULT ") :]) if lines else None
+
+
+def _cmd(script: str, args: list[str]) -> str:
+    return f"`python benchmarks/{script} {' '.join(args)}`".replace(" `", "`")
+
+
+def run_benchmarks(names: list[str], quick: bool, sweep: bool, timeout: float) -> list[Row]:
+    """Run the selected benchmarks; return the table rows."""
+    q = ["--quick"] if quick else []
+    rows: list[Row] = []
+    if "overhead" in names:
+        args = q or ["--repeats", "3", "--epochs", "4"]
+        r = _result(_run("bench_overhead.py", args, timeout)[0])
+        rows.append(
+            Row(
+                "framework overhead: `kwsnet fit` raw_conv ≥ 0.9× hand-written loop samples/s",
+                f"{r['ratio']:.2f}× ({r['candidate']:.0f} vs {r['baseline']:.0f} samples/s)"
+                if r
+                else "failed",
+                r is not None and r["ratio"] >= 0.9,
+                _cmd("bench_overhead.py", args),
+            )
+        )
+    if "data" in names:
+        args = q or ["--repeats", "3"]
+        r = _result(_run("bench_data.py", args, timeout)[0])
+        cmd = _cmd("bench_data.py", args)
+        if r:
+            rows.append(
+                Row(
+                    "data: waiting for batches from epoch 2 < 10% of step time",
+                    f"{100 * r['wait_share']:.1f}%",
+                    r["wait_share"] < 0.10,
+                    cmd,
+                )
+            )
+            rows.append(
+                Row(
+                    "data: epoch 1 load (decode) / epoch 2+ load (cache) ≥ 5×",
+                    f"{r['epoch_ratio']:.0f}× ({r['epoch1_s']:.2f} s vs "
+                    f"{r['epoch2_s']:.3f} s, {r['clips']} clips)",
+                    r["epoch_ratio"] >= 5,
+                    cmd,
+                )
+            )
+            rows.append(
+                Row(
+                    f"data: first-epoch decode is parallel ({r['threads']} threads vs 1)",
+                    f"{r['decode_ratio']:.2f}× ({r['decode_parallel_s']:.2f} s"
+                    f" vs {r['decode_serial_s']:.2f} s)",
+                    r["decode_ratio"] > 1.0,
+                    cmd,
+                )
+            )
+        else:
+            rows.append(Row("data pipeline", "failed", False, cmd))
+    if "features" in names:
+        args = q or ["--repeats", "5"]
+        r = _result(_run("bench_features.py", args, timeout)[0])
+        rows.append(
+            Row(
+                "features: batched log-mel on the device ≥ 5× per-sample",
+                f"{r['ratio']:.1f}× ({r['candidate_ms']:.0f} vs {r['baseline_ms']:.0f} ms per "
+                f"batch of {r['batch']}, {r['device']})"
+                if r
+                else "failed",
+                r is not None and r["ratio"] >= 5,
+                _cmd("bench_features.py", args),
+            )
+        )
+    if "compile" in names:
+        args = q or ["--repeats", "3", "--steps", "2"]
+        r = _result(_run("bench_compile.py", args, timeout)[0])
+        for m in (r or {}).get("rows", []):
+            rows.append(
+                Row(
+                    f"compile (optional, no target): {m['model']} train step, compiled vs eager",
+                    f"{m['ratio']:.2f}× ({m['compiled_ms']:.0f} vs {m['eager_ms']:.0f} ms/step, "
+                    f"batch {m['batch']}; compile {m['compile_s']:.0f} s)",
+                    None,
+                    _cmd("bench_compile.py", args),
+                )
+            )
+        if not r:
+            rows.append(
+                Row(
+                    "compile (optional)",
+                    "failed or timed out",
+                    None,
+                    _cmd("bench_compile.py", args),
+                )
+            )
+    if "memory" in names:
+        args = q or []
+        r = _result(_run("bench_memory.py", args, timeout)[0])
+        for m in (r or {}).get("rows", []):
+            rows.append(
+                Row(
+                    f"memory: {m['model']} peak RSS, cache_limit_mb {r['limit_mb']:g} vs unbounded",
+                    f"{m['ratio']:.2f}× ({m['bounded_mb']} vs {m['unbounded_mb']} MiB, "
+                    f"{m['spilled']} clips spilled)",
+                    m["bounded_mb"] <= m["unbounded_mb"] and m["spilled"] > 0,
+                    _cmd("bench_memory.py", args),
+                )
+            )
+        if not r:
+            rows.append(Row("memory", "failed", False, _cmd("bench_memory.py", args)))
+    if "cnative" in names:
+        args = ["--repeats", "30" if quick else "200"]
+        text = _run("bench_cnative.py", args, timeout)[0]
+        m = re.search(r"PyTorch eager / C = ([\d.]+)x", text)
+        lat = re.search(r"C runtime \(ctypes call\)\s+([\d.]+) us", text)
+        pt = re.search(r"PyTorch eager\s+([\d.]+) us", text)
+        rows.append(
+            Row(
+                "C runtime (other engineer): PyTorch eager / C single-clip latency ≥ 3×",
+                f"{float(m[1]):.1f}× ({lat[1]} vs {pt[1]} µs)" if m and lat and pt else "failed",
+                bool(m) and float(m[1]) >= 3,
+                _cmd("bench_cnative.py", args),
+            )
+        )
+    if "sweep" in names:
+        load = os.getloadavg()[0]
+        cmd = _cmd("bench_sweep.py", [])
+        if sweep:
+            text = _run("bench_sweep.py", [], max(timeout, 1800))[0]
+            m = re.search(r"throughput ratio \d+ vs 1 worker\(s\): ([\d.]+)x", text)
+            rows.append(
+                Row(
+                    "sweeps (other engineer): 2 workers / 1 worker runs/hour ≥ 1.7×",
+                    f"{float(m[1]):.2f}× (1-min load {load:.1f} at start)" if m else "failed",
+                    bool(m) and float(m[1]) >= 1.7,
+                    cmd,
+                )
+            )
+        else:
+            rows.append(
+                Row(
+                    "sweeps (other engineer): 2 workers / 1 worker runs/hour ≥ 1.7×",
+                    f"not measured: needs an idle machine (1-min load {load:.1f}); "
+                    "run_all.py --sweep",
+                    None,
+                    cmd,
+                )
+            )
+    return rows
+
+
+def write_page(rows: list[Row], out: Path, header: dict[str, str]) -> None:
+    """Write the results table and the run's conditions to ``out``, keeping the notes below."""
+    verdict = {True: "pass", False: "**miss**", None: "n/a"}
+    lines = [
+        "# Performance",
+        "",
+        "Written by `python benchmarks/run_all.py`; rerun it to refresh this table. Every ratio",
+        "compares a baseline and a candidate measured interleaved in the same run on the same",
+        "machine (medians of the repeats); compare numbers only within one table.",
+        "",
+        *[f"- {k}: {v}" for k, v in header.items()],
+        "",
+        "| target | measured | result | command |",
+        "|---|---|---|---|",
+        *[f"| {r.target} | {r.measured} | {verdict[r.ok]} | {r.command} |" for r in rows],
+        "",
+    ]
+    notes = ""
+    if out.exists():
+        old = out.read_text()
+        i = old.find("<!-- notes -->")
+        notes = old[i:] if i >= 0 else ""
+    out.write_text("\n".join(lines) + ("\n" + notes if notes else ""))
+
+
+ALL = ["overhead", "data", "features", "compile", "memory", "cnative", "sweep"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the flags, run, write the page."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="every benchmark's --quick mode")
+    p.add_argument("--sweep", action="store_true", help="also run bench_sweep.py (idle machine)")
+    p.add_argument("--only", nargs="+", choices=ALL, default=ALL)
+    p.add_argument("--timeout", type=float, default=1200, help="seconds per benchmark")
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "performance.md")
+    args = p.parse_args(argv)
+    load0 = os.getloadavg()
+    t0 = time.monotonic()
+    rows = run_benchmarks(args.only, args.quick, args.sweep, args.timeout)
+    load1 = os.getloadavg()
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    header = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores "
+        f"({len(os.sched_getaffinity(0))} usable), "
+        f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}",
+        "software": f"Python {platform.python_version()}, torch {torch.__version__}",
+        "conditions": f"1-min load average {load0[0]:.1f} at start, {load1[0]:.1f} at end "
+        f"(other jobs shared the cores); {'quick' if args.quick else 'full'} mode; "
+        f"{time.monotonic() - t0:.0f} s in all; {stamp}",
+    }
+    write_page(rows, args.out, header)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
