@@ -214,11 +214,10 @@ class NormWarmup(nn.Module):
         return min(1.0, int(self.step) / self.warmup_steps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        alpha = self.alpha
+        # alpha stays a tensor: reading the step on the host would sync the device each call.
+        alpha = (self.step.float() / self.warmup_steps).clamp(max=1.0).to(x.dtype)
         if self.training:
             self.step += 1
-        if alpha >= 1.0:
-            return self.norm(x)
         return x + alpha * (self.norm(x) - x)
 
     def extra_repr(self) -> str:
