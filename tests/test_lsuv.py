@@ -126,5 +126,5 @@ def test_is_an_init_strategy_and_validates_args() -> None:
     assert isinstance(LSUV(), InitStrategy)
     with pytest.raises(ValueError, match="order"):
         LSUV(order="mean_first")
-    with pytest.raises(ValueError, match="forward"):
-        LSUV().apply(nn.Linear(2, 2))
+    with pytest.raises(TypeError, match="forward"):
+        LSUV().apply(nn.Linear(2, 2), {"audio": torch.zeros(1, 2)})

@@ -99,8 +99,12 @@ class LSUV(InitStrategy):
         self.seed = seed
 
     def apply(self, module: nn.Module, forward: Forward | None = None) -> list[dict]:
-        if forward is None:
-            raise ValueError("LSUV needs forward(): a callable running module on a batch")
+        if not callable(forward):
+            raise TypeError(
+                "LSUV.apply(module, forward) needs forward: a no-argument callable running the "
+                f"model on a calibration batch (e.g. lambda: model(x, lengths)), got "
+                f"{type(forward).__name__}"
+            )
         with torch.no_grad(), _calibration_mode(module):
             layers = _forward_order(module, forward)
             if self.orthogonal:
