@@ -47,6 +47,18 @@ def _valid_mask(lengths: torch.Tensor, T: int) -> torch.Tensor:
     return torch.arange(T, device=lengths.device)[None, :] < lengths[:, None]
 
 
+def _windows(
+    x: torch.Tensor, start: torch.Tensor, size: int, rows: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``out[b] = x[rows[b], start[b] : start[b] + size]`` for ``x [N, L]``, ``start [B]`` in
+    ``[0, L - size]`` (``rows`` default ``0..N-1``): a strided view, then one ``[B, size]``
+    copy, without an index tensor of that size."""
+    if rows is None:
+        rows = torch.arange(x.shape[0], device=x.device)
+    flat = x.contiguous().view(-1).unfold(0, size, 1)  # [N * L - size + 1, size] view
+    return flat[rows * x.shape[1] + start]
+
+
 def _uniform(low: float, high: float, n: int, device: torch.device) -> torch.Tensor:
     """``n`` draws from ``U[low, high)`` (float32)."""
     return low + (high - low) * torch.rand(n, device=device)
@@ -141,14 +153,17 @@ class TimeShift(Augmentation):
         shift = torch.floor(torch.rand(B, device=wave.device) * (2 * m + 1)).long() - m
         shift = torch.where(applied, shift, torch.zeros_like(shift))
         self.last["shift"] = shift
-        src = torch.arange(T, device=wave.device)[None, :] - shift[:, None]  # [B, T]
-        valid = _valid_mask(lengths, T)
-        if self.mode == "roll":
+        valid = _valid_mask(lengths, T).to(wave.dtype)
+        variable = bool((lengths < T).any())
+        if self.mode == "roll":  # wraps inside each valid length: an index gather
+            src = torch.arange(T, device=wave.device)[None, :] - shift[:, None]  # [B, T]
             src = torch.remainder(src, lengths.clamp(min=1)[:, None])
-        else:
-            valid = valid & (src >= 0) & (src < lengths[:, None])
-        out = torch.gather(wave, 1, src.clamp(0, T - 1))
-        return out * valid.to(wave.dtype), lengths
+            return torch.gather(wave, 1, src.clamp(0, T - 1)) * valid, lengths
+        if variable:  # nothing from beyond a length may shift in
+            wave = wave * valid
+        padded = nn.functional.pad(wave, (m, m))  # [B, T + 2m]; out[t] = wave[t - shift]
+        out = _windows(padded, m - shift, T)
+        return (out * valid if variable else out), lengths
 
 
 class Gain(Augmentation):
@@ -207,13 +222,13 @@ class BackgroundNoise(Augmentation):
         self.sample_rate = sample_rate
         self.noise_dir: str | None = None
         self.files: list[str] = []
-        self._bank: torch.Tensor | None = None  # [N, L_max], zero-padded noise files
-        self._bank_lengths: torch.Tensor | None = None  # [N]
+        self._waves: list[torch.Tensor] | None = None  # decoded noise files
+        self._bank: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
         self.set_noise_dir(noise_dir)
 
     def set_noise_dir(self, noise_dir: str | None) -> None:
         """Point the module at ``noise_dir`` (``None`` disables it); files load on first use."""
-        self._bank = self._bank_lengths = None
+        self._waves, self._bank = None, {}
         self.noise_dir = None if noise_dir is None else str(noise_dir)
         self.files = []
         if noise_dir is None:
@@ -229,17 +244,20 @@ class BackgroundNoise(Augmentation):
                 f"BackgroundNoise: {noise_dir} holds no audio files ({', '.join(AUDIO_EXTENSIONS)})"
             )
 
-    def _noise_bank(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._bank is None or self._bank_lengths is None:
-            waves = [read_audio(f, self.sample_rate) for f in self.files]
-            lengths = torch.tensor([w.shape[0] for w in waves], dtype=torch.long)
-            bank = torch.zeros(len(waves), int(lengths.max()))
-            for i, w in enumerate(waves):
-                bank[i, : w.shape[0]] = w
-            self._bank, self._bank_lengths = bank, lengths
-        if self._bank.device != device:
-            self._bank, self._bank_lengths = self._bank.to(device), self._bank_lengths.to(device)
-        return self._bank, self._bank_lengths
+    def _noise_bank(self, T: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``([N, L_max + T], [N])``: each file looped to ``L_f + T`` samples, so any start in
+        ``[0, L_f)`` has a full ``T``-sample window; built once per ``(T, device)``."""
+        key = (T, str(device))
+        if key not in self._bank:
+            if self._waves is None:
+                self._waves = [read_audio(f, self.sample_rate) for f in self.files]
+            lengths = torch.tensor([w.shape[0] for w in self._waves], dtype=torch.long)
+            bank = torch.zeros(len(self._waves), int(lengths.max()) + T)
+            for i, w in enumerate(self._waves):
+                n = w.shape[0] + T
+                bank[i, :n] = w.repeat(-(-n // w.shape[0]))[:n]
+            self._bank[key] = (bank.to(device), lengths.to(device))
+        return self._bank[key]
 
     def forward(
         self, wave: torch.Tensor, lengths: torch.Tensor | None = None
@@ -257,14 +275,12 @@ class BackgroundNoise(Augmentation):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         B, T = wave.shape
         device = wave.device
-        bank, bank_len = self._noise_bank(device)
+        bank, bank_len = self._noise_bank(T, device)
         file = torch.floor(torch.rand(B, device=device) * bank.shape[0]).long()
         flen = bank_len[file]  # [B]
         start = torch.floor(torch.rand(B, device=device) * flen).long()
         snr = _uniform(*self.snr_db, B, device)
-        pos = start[:, None] + torch.arange(T, device=device)[None, :]
-        idx = torch.remainder(pos, flen[:, None])  # short files loop
-        noise = bank[file[:, None], idx]  # [B, T]
+        noise = _windows(bank, start, T, rows=file)  # [B, T]; short files loop
         valid = _valid_mask(lengths, T).to(torch.float32)
         count = valid.sum(dim=1).clamp(min=1.0)
         signal = wave.float()
@@ -347,10 +363,10 @@ class SpeedPerturb(Augmentation):
         else:
             out_len, T_out = new_len, int(new_len.max())
             offset = torch.zeros_like(lengths)
-        src = torch.arange(T_out, device=device)[None, :] + offset[:, None]  # [B, T_out]
-        valid = _valid_mask(out_len, T_out) & (src >= 0) & (src < new_len[:, None])
-        out = torch.gather(res, 1, src.clamp(0, T_res - 1))
-        return out * valid.to(wave.dtype), out_len
+        # out[b, t] = res[b, t + offset[b]], zero outside [0, new_len[b]) and beyond out_len[b]
+        res = res * _valid_mask(new_len, T_res).to(res.dtype)
+        out = _windows(nn.functional.pad(res, (T_out, T_out)), offset + T_out, T_out)
+        return out * _valid_mask(out_len, T_out).to(wave.dtype), out_len
 
 
 class AugmentChain(nn.Module):
