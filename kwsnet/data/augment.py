@@ -223,12 +223,12 @@ class BackgroundNoise(Augmentation):
         self.noise_dir: str | None = None
         self.files: list[str] = []
         self._waves: list[torch.Tensor] | None = None  # decoded noise files
-        self._bank: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._bank: tuple[int, torch.Tensor, torch.Tensor] | None = None  # (reach, bank, lens)
         self.set_noise_dir(noise_dir)
 
     def set_noise_dir(self, noise_dir: str | None) -> None:
         """Point the module at ``noise_dir`` (``None`` disables it); files load on first use."""
-        self._waves, self._bank = None, {}
+        self._waves, self._bank = None, None
         self.noise_dir = None if noise_dir is None else str(noise_dir)
         self.files = []
         if noise_dir is None:
@@ -245,19 +245,21 @@ class BackgroundNoise(Augmentation):
             )
 
     def _noise_bank(self, T: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """``([N, L_max + T], [N])``: each file looped to ``L_f + T`` samples, so any start in
-        ``[0, L_f)`` has a full ``T``-sample window; built once per ``(T, device)``."""
-        key = (T, str(device))
-        if key not in self._bank:
+        """``([N, L_max + reach], [N])``: each file looped to ``L_f + reach`` samples
+        (``reach >= T``, a power of two), so any start in ``[0, L_f)`` has a full ``T``-sample
+        window. Rebuilt only for a longer batch or another device, so variable-length batches
+        share one bank."""
+        if self._bank is None or self._bank[0] < T or self._bank[1].device != device:
             if self._waves is None:
                 self._waves = [read_audio(f, self.sample_rate) for f in self.files]
+            reach = 1 << max(T - 1, 1).bit_length()
             lengths = torch.tensor([w.shape[0] for w in self._waves], dtype=torch.long)
-            bank = torch.zeros(len(self._waves), int(lengths.max()) + T)
+            bank = torch.zeros(len(self._waves), int(lengths.max()) + reach)
             for i, w in enumerate(self._waves):
-                n = w.shape[0] + T
+                n = w.shape[0] + reach
                 bank[i, :n] = w.repeat(-(-n // w.shape[0]))[:n]
-            self._bank[key] = (bank.to(device), lengths.to(device))
-        return self._bank[key]
+            self._bank = (reach, bank.to(device), lengths.to(device))
+        return self._bank[1], self._bank[2]
 
     def forward(
         self, wave: torch.Tensor, lengths: torch.Tensor | None = None
