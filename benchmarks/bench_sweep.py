@@ -46,6 +46,8 @@ def main() -> None:
     spec["seeds"] = args.seeds
     spec["wandb"] = {**spec.get("wandb", {}), "summary_run": False}
     cores = len(os.sched_getaffinity(0))
+    import matplotlib.pyplot  # noqa: F401  (imported once here, not inside the first timing)
+
     with tempfile.TemporaryDirectory(prefix="bench_sweep_") as tmp:
         spec_path = Path(tmp) / "spec.yaml"
         spec_path.write_text(yaml.safe_dump(spec))
