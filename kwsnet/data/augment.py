@@ -150,7 +150,9 @@ class TimeShift(Augmentation):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         B, T = wave.shape
         m = self.max_shift
-        shift = torch.floor(torch.rand(B, device=wave.device) * (2 * m + 1)).long() - m
+        # clamp: float32 rand * (2m + 1) can round up to 2m + 1
+        shift = torch.floor(torch.rand(B, device=wave.device) * (2 * m + 1)).long().clamp(max=2 * m)
+        shift = shift - m
         shift = torch.where(applied, shift, torch.zeros_like(shift))
         self.last["shift"] = shift
         valid = _valid_mask(lengths, T).to(wave.dtype)
@@ -279,8 +281,9 @@ class BackgroundNoise(Augmentation):
         device = wave.device
         bank, bank_len = self._noise_bank(T, device)
         file = torch.floor(torch.rand(B, device=device) * bank.shape[0]).long()
+        file = file.clamp(max=bank.shape[0] - 1)
         flen = bank_len[file]  # [B]
-        start = torch.floor(torch.rand(B, device=device) * flen).long()
+        start = torch.minimum(torch.floor(torch.rand(B, device=device) * flen).long(), flen - 1)
         snr = _uniform(*self.snr_db, B, device)
         noise = _windows(bank, start, T, rows=file)  # [B, T]; short files loop
         valid = _valid_mask(lengths, T).to(torch.float32)
@@ -339,7 +342,8 @@ class SpeedPerturb(Augmentation):
         B, T = wave.shape
         device = wave.device
         table = torch.tensor(self.factors, device=device)
-        factor = table[torch.floor(torch.rand(B, device=device) * len(self.factors)).long()]
+        pick = torch.floor(torch.rand(B, device=device) * len(self.factors)).long()
+        factor = table[pick.clamp(max=len(self.factors) - 1)]
         factor = torch.where(applied, factor, torch.ones_like(factor))
         self.last["factor"] = factor
         orig = torch.round(factor * self.sample_rate).long()
