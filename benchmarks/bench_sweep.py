@@ -12,6 +12,7 @@ Run from the repo root (the spec's relative paths resolve from the current direc
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import tempfile
 import time
@@ -19,20 +20,20 @@ from pathlib import Path
 
 import yaml
 
-from kwsnet.sweep import read_ledger, sweep_main
+from kwsnet.sweep import load_spec, plan_runs, run_sweep
 
 
 def _timed_sweep(spec_path: Path, out: Path, workers: int) -> tuple[float, int]:
+    """Time the run phase only (no table, plot or wandb summary); return (seconds, ok runs)."""
+    spec = load_spec(spec_path)
+    plans = plan_runs(spec, str(out))
     start = time.monotonic()
-    code = sweep_main(
-        ["--config", str(spec_path), "--out", str(out), "--workers", str(workers)]
-        + ["--no-summary-run"]
-    )
+    records = run_sweep(spec, plans, str(out), workers, log=io.StringIO())
     wall = time.monotonic() - start
-    ok = sum(r["status"] == "ok" for r in read_ledger(out / "ledger.jsonl"))
-    if code != 0:
-        raise SystemExit(f"sweep with {workers} worker(s) failed (exit {code}); see {out}")
-    return wall, ok
+    failed = [r["run_id"] for r in records if r["status"] != "ok"]
+    if failed:
+        raise SystemExit(f"runs failed with {workers} worker(s): {failed}; logs under {out}")
+    return wall, len(records)
 
 
 def main() -> None:
@@ -44,9 +45,7 @@ def main() -> None:
     args = p.parse_args()
     spec = yaml.safe_load(Path(args.spec).read_text())
     spec["seeds"] = args.seeds
-    spec["wandb"] = {**spec.get("wandb", {}), "summary_run": False}
     cores = len(os.sched_getaffinity(0))
-    import matplotlib.pyplot  # noqa: F401  (imported once here, not inside the first timing)
 
     with tempfile.TemporaryDirectory(prefix="bench_sweep_") as tmp:
         spec_path = Path(tmp) / "spec.yaml"
