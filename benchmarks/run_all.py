@@ -37,6 +37,11 @@ class Row:
     measured: str
     ok: bool | None
     command: str
+    conditions: str = ""
+
+
+def _conditions() -> str:
+    return f"load {os.getloadavg()[0]:.1f}, {time.strftime('%H:%M', time.gmtime())} UTC"
 
 
 def _run(script: str, args: list[str], timeout: float) -> tuple[str, float]:
@@ -71,6 +76,19 @@ def _cmd(script: str, args: list[str]) -> str:
 
 def run_benchmarks(names: list[str], quick: bool, sweep: bool, timeout: float) -> list[Row]:
     """Run the selected benchmarks; return the table rows."""
+    rows: list[Row] = []
+    for name in names:
+        start = len(rows)
+        conditions = _conditions()
+        rows += _benchmark_rows(name, quick, sweep, timeout)
+        for r in rows[start:]:
+            r.conditions = f"{conditions} → {_conditions()}"
+    return rows
+
+
+def _benchmark_rows(name: str, quick: bool, sweep: bool, timeout: float) -> list[Row]:
+    """Run one benchmark; return its table rows."""
+    names = [name]
     q = ["--quick"] if quick else []
     rows: list[Row] = []
     if "overhead" in names:
@@ -211,9 +229,27 @@ def run_benchmarks(names: list[str], quick: bool, sweep: bool, timeout: float) -
     return rows
 
 
-def write_page(rows: list[Row], out: Path, header: dict[str, str]) -> None:
-    """Write the results table and the run's conditions to ``out``, keeping the notes below."""
+def _old_rows(text: str, rerun: list[str]) -> list[str]:
+    """Table lines of an earlier page whose benchmark was not rerun this time."""
+    keep = []
+    for line in text.splitlines():
+        m = re.search(r"`python benchmarks/(\w+)\.py", line)
+        if line.startswith("| ") and m and m[1].removeprefix("bench_") not in rerun:
+            keep.append(line if line.count(" | ") >= 4 else line + " earlier run |")
+    return keep
+
+
+def write_page(
+    rows: list[Row], out: Path, header: dict[str, str], rerun: list[str] | None = None
+) -> None:
+    """Write the results table and the run's conditions to ``out``, keeping the notes below.
+
+    With ``rerun`` (the benchmarks run this time), rows of the other benchmarks are kept from
+    the earlier page, with their own conditions.
+    """
     verdict = {True: "pass", False: "**miss**", None: "n/a"}
+    old = out.read_text() if out.exists() else ""
+    kept = _old_rows(old, rerun) if rerun is not None else []
     lines = [
         "# Performance",
         "",
@@ -223,16 +259,17 @@ def write_page(rows: list[Row], out: Path, header: dict[str, str]) -> None:
         "",
         *[f"- {k}: {v}" for k, v in header.items()],
         "",
-        "| target | measured | result | command |",
-        "|---|---|---|---|",
-        *[f"| {r.target} | {r.measured} | {verdict[r.ok]} | {r.command} |" for r in rows],
+        "| target | measured | result | command | conditions (1-min load, time) |",
+        "|---|---|---|---|---|",
+        *kept,
+        *[
+            f"| {r.target} | {r.measured} | {verdict[r.ok]} | {r.command} | {r.conditions} |"
+            for r in rows
+        ],
         "",
     ]
-    notes = ""
-    if out.exists():
-        old = out.read_text()
-        i = old.find("<!-- notes -->")
-        notes = old[i:] if i >= 0 else ""
+    i = old.find("<!-- notes -->")
+    notes = old[i:] if i >= 0 else ""
     out.write_text("\n".join(lines) + ("\n" + notes if notes else ""))
 
 
@@ -244,7 +281,9 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="every benchmark's --quick mode")
     p.add_argument("--sweep", action="store_true", help="also run bench_sweep.py (idle machine)")
-    p.add_argument("--only", nargs="+", choices=ALL, default=ALL)
+    p.add_argument(
+        "--only", nargs="+", choices=ALL, default=ALL, help="run these; keep the other rows"
+    )
     p.add_argument("--timeout", type=float, default=1200, help="seconds per benchmark")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "performance.md")
     args = p.parse_args(argv)
@@ -262,7 +301,8 @@ def main(argv: list[str] | None = None) -> None:
         f"(other jobs shared the cores); {'quick' if args.quick else 'full'} mode; "
         f"{time.monotonic() - t0:.0f} s in all; {stamp}",
     }
-    write_page(rows, args.out, header)
+    partial = sorted(set(ALL) - set(args.only))
+    write_page(rows, args.out, header, rerun=args.only if partial else None)
     print(f"wrote {args.out}")
 
 

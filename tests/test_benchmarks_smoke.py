@@ -106,3 +106,18 @@ def test_run_all_writes_table_and_keeps_notes(tmp_path: Path) -> None:
     text = page.read_text()
     assert "| t ≥ 5× | 6× | pass | `cmd` |" in text and "| n/a |" in text
     assert text.endswith("## Notes\nkept\n") and "old table" not in text
+
+
+def test_run_all_partial_run_keeps_other_rows(tmp_path: Path) -> None:
+    run_all = _bench("run_all")
+    page = tmp_path / "performance.md"
+    rows = [
+        run_all.Row("a", "1×", True, "`python benchmarks/bench_data.py`", "load 1"),
+        run_all.Row("b", "2×", False, "`python benchmarks/bench_memory.py`", "load 2"),
+    ]
+    run_all.write_page(rows, page, {})
+    new = [run_all.Row("a", "9×", True, "`python benchmarks/bench_data.py`", "load 3")]
+    run_all.write_page(new, page, {}, rerun=["data"])
+    text = page.read_text()
+    assert "| b | 2× | **miss** | `python benchmarks/bench_memory.py` | load 2 |" in text
+    assert "| a | 9× |" in text and "| a | 1× |" not in text
