@@ -71,10 +71,12 @@ def test_noise_probability_and_missing_folder(noise_dir, tmp_path):
     assert 0 < int(applied.sum()) < 64
     assert torch.equal(out[~applied], wave[~applied])
     assert torch.isnan(mix.last["snr_db"][~applied]).all()
+    missing = BackgroundNoise(str(tmp_path / "nope"))  # read on the first training batch
+    assert torch.equal(missing.eval()(wave)[0], wave)  # so eval / export never need it
     with pytest.raises(FileNotFoundError, match="not a directory"):
-        BackgroundNoise(str(tmp_path / "nope"))
+        missing.train()(wave)
     with pytest.raises(FileNotFoundError, match="no audio files"):
-        BackgroundNoise(str(tmp_path))
+        BackgroundNoise(str(tmp_path)).train()(wave)
     assert torch.equal(BackgroundNoise(None).train()(wave)[0], wave)  # no folder: identity
 
 

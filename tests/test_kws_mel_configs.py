@@ -76,8 +76,9 @@ def test_speech_commands_with_background_noise(speech_commands_tree, tmp_path):
         f"--model.augment.init_args.noise_dir={noise_dir}",
     )  # fmt: skip
     mixers = [t for t in cli.model.augment.transforms if isinstance(t, BackgroundNoise)]
-    assert mixers[0].files == [str(noise_dir / "white.wav")]
+    assert mixers[0].noise_dir == str(noise_dir)
     _train_one_batch(cli)
+    assert mixers[0].files == [str(noise_dir / "white.wav")]
 
 
 def test_folder_source_speaker_disjoint(speech_commands_tree, tmp_path):

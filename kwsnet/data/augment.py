@@ -195,8 +195,9 @@ class BackgroundNoise(Augmentation):
     """Mix a random segment of a background-noise file at a random SNR.
 
     The noise files (every audio file under ``noise_dir``, e.g. Speech Commands'
-    ``_background_noise_``) are decoded once with ``kwsnet.data.audio.read_audio``, on the
-    first training batch, and kept on the batch's device. Each utterance gets a random file, a
+    ``_background_noise_``; listed in ``files``) are decoded once with
+    ``kwsnet.data.audio.read_audio``, on the first training batch, and kept on the batch's
+    device. Each utterance gets a random file, a
     random start (files shorter than the utterance loop) and an SNR ``U[snr_db]``, measured
     over its valid samples: the noise is scaled so that ``10 log10(P_signal / P_noise)`` equals
     the drawn value, and added to valid samples only. ``last["snr_db"]`` holds the drawn SNRs
@@ -229,22 +230,30 @@ class BackgroundNoise(Augmentation):
         self.set_noise_dir(noise_dir)
 
     def set_noise_dir(self, noise_dir: str | None) -> None:
-        """Point the module at ``noise_dir`` (``None`` disables it); files load on first use."""
+        """Point the module at ``noise_dir`` (``None`` disables it).
+
+        The folder is read on the first training batch, not here, so a model rebuilt from a
+        checkpoint for test or export does not need it; a missing or empty folder raises
+        ``FileNotFoundError`` on that first batch.
+        """
         self._waves, self._bank = None, None
         self.noise_dir = None if noise_dir is None else str(noise_dir)
         self.files = []
-        if noise_dir is None:
-            return
-        root = Path(noise_dir)
+
+    def _load_files(self) -> list[torch.Tensor]:
+        root = Path(str(self.noise_dir))
         if not root.is_dir():
-            raise FileNotFoundError(f"BackgroundNoise: noise_dir={noise_dir!r} is not a directory")
+            raise FileNotFoundError(
+                f"BackgroundNoise: noise_dir={self.noise_dir!r} is not a directory"
+            )
         self.files = [
             str(f) for f in sorted(root.rglob("*")) if f.suffix.lower() in AUDIO_EXTENSIONS
         ]
         if not self.files:
             raise FileNotFoundError(
-                f"BackgroundNoise: {noise_dir} holds no audio files ({', '.join(AUDIO_EXTENSIONS)})"
+                f"BackgroundNoise: {root} holds no audio files ({', '.join(AUDIO_EXTENSIONS)})"
             )
+        return [read_audio(f, self.sample_rate) for f in self.files]
 
     def _noise_bank(self, T: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """``([N, L_max + reach], [N])``: each file looped to ``L_f + reach`` samples
@@ -253,7 +262,7 @@ class BackgroundNoise(Augmentation):
         share one bank."""
         if self._bank is None or self._bank[0] < T or self._bank[1].device != device:
             if self._waves is None:
-                self._waves = [read_audio(f, self.sample_rate) for f in self.files]
+                self._waves = self._load_files()
             reach = 1 << max(T - 1, 1).bit_length()
             lengths = torch.tensor([w.shape[0] for w in self._waves], dtype=torch.long)
             bank = torch.zeros(len(self._waves), int(lengths.max()) + reach)
@@ -267,7 +276,7 @@ class BackgroundNoise(Augmentation):
         self, wave: torch.Tensor, lengths: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mix noise into ``wave [B, T]`` in training (identity without a noise folder)."""
-        if not self.files:
+        if self.noise_dir is None:
             B, T = wave.shape
             if lengths is None:
                 lengths = torch.full((B,), T, dtype=torch.long, device=wave.device)
