@@ -62,10 +62,22 @@ def test_config_builds_and_trains_one_batch_on_synthetic(name, tmp_path):
     _train_one_batch(cli)
 
 
-def test_cnn_mel_is_small():
+def test_cnn_mel_is_small_and_honours_lengths():
     from models.cnn_mel import CnnMel
 
-    assert sum(p.numel() for p in CnnMel().parameters()) <= 100_000
+    model = CnnMel().eval()
+    assert sum(p.numel() for p in model.parameters()) <= 100_000
+    assert model.embed_dim == 48 and model.input_dim == 40
+    x = torch.randn(3, 101, 40)
+    lengths = torch.tensor([101, 80, 37])
+    x = x * (torch.arange(101)[None, :, None] < lengths[:, None, None])
+    batch = model(x, lengths)
+    assert batch.shape == (3, 48)
+    for b in range(3):  # padding never reaches an utterance's embedding
+        alone = model(x[b : b + 1, : int(lengths[b])], lengths[b : b + 1])
+        torch.testing.assert_close(alone[0], batch[b], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="odd"):
+        CnnMel(kernel_size=4)
 
 
 def test_speech_commands_with_background_noise(speech_commands_tree, tmp_path):
