@@ -91,7 +91,7 @@ def bench_model(name: str, repeats: int, steps: int, quick: bool) -> dict[str, A
         f"compiled {1e3 * c:.1f} ms/step, speed-up {b / c:.2f}x",
         flush=True,
     )
-    return {
+    row = {
         "model": name,
         "batch": int(batch["label"].numel()),
         "compile_s": round(compile_s, 1),
@@ -99,6 +99,8 @@ def bench_model(name: str, repeats: int, steps: int, quick: bool) -> dict[str, A
         "compiled_ms": round(1e3 * c, 2),
         "ratio": round(b / c, 3),
     }
+    print("PARTIAL " + json.dumps(row), flush=True)  # run_all keeps it if a later model times out
+    return row
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
