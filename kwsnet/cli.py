@@ -23,13 +23,14 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from kwsnet.callbacks.checkpoints import EpochLastCheckpoint, StepLastCheckpoint
 from kwsnet.callbacks.collapse import CollapseMonitor
 from kwsnet.callbacks.divergence import DivergenceGuard
 from kwsnet.checkpointing import AtomicCheckpointIO, ResumeState
 from kwsnet.data.datamodule import AudioDataModule
 from kwsnet.lit import ClassifierModule
 from kwsnet.summary import write_confusion_matrix, write_predictions, write_summary
-from kwsnet.tracking import provenance
+from kwsnet.tracking import provenance, wait_for_offline_run
 
 __all__ = ["KwsCLI", "main", "build_from_config", "EXTRA_COMMANDS"]
 
@@ -113,6 +114,8 @@ class KwsCLI(LightningCLI):
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
         parser.add_lightning_class_args(CollapseMonitor, "collapse")
         parser.add_lightning_class_args(DivergenceGuard, "divergence")
+        parser.add_lightning_class_args(EpochLastCheckpoint, "last_checkpoint")
+        parser.add_lightning_class_args(StepLastCheckpoint, "step_checkpoint")
         parser.add_argument(
             "--test_after_fit",
             type=bool,
@@ -138,11 +141,7 @@ class KwsCLI(LightningCLI):
             super()._run_subcommand(subcommand)
         finally:
             # Close the wandb run so its files are complete when the command returns.
-            logger = self.trainer.logger
-            if getattr(logger, "_experiment", None) is not None and hasattr(
-                logger.experiment, "finish"
-            ):
-                logger.experiment.finish()
+            _finish_wandb(self.trainer.logger)
 
     def _seed(self) -> Any:
         return self._get(self.config, "seed_everything")
@@ -164,6 +163,20 @@ class KwsCLI(LightningCLI):
     def after_predict(self) -> None:
         rows = [r for batch in (self.trainer.predict_loop.predictions or []) for r in batch]
         write_predictions(self.trainer.default_root_dir, rows)
+
+
+def _finish_wandb(logger: Any) -> None:
+    """Close a wandb run; for offline runs wait (bounded) until its file is fully written."""
+    run = getattr(logger, "_experiment", None)
+    if run is None or not hasattr(run, "finish"):
+        return
+    offline = getattr(run, "offline", False) or getattr(
+        getattr(run, "settings", None), "_offline", False
+    )
+    run_dir = os.path.dirname(run.dir) if getattr(run, "dir", None) else None
+    run.finish()
+    if offline and run_dir and not wait_for_offline_run(run_dir, timeout=60.0):
+        print(f"warning: wandb is still writing {run_dir}; it may be incomplete", file=sys.stderr)
 
 
 def _check_writable(folder: str) -> None:

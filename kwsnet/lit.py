@@ -24,6 +24,7 @@ from torchmetrics.classification import (
 
 from kwsnet.data.features import RawAudio
 from kwsnet.init.base import InitStrategy, format_report
+from kwsnet.metrics.verification import verification_metrics
 from kwsnet.nn.heads import LinearHead
 from kwsnet.optim import param_groups
 
@@ -54,6 +55,10 @@ class ClassifierModule(pl.LightningModule):
         compile: ``torch.compile`` the backbone in place (``nn.Module.compile``: parameter
             names, checkpoints and export are unchanged) (default False). On CPU it can be
             slower than eager; ``docs/performance.md`` has the measured numbers.
+        verification_trials: if > 0, test also scores this many seeded speaker-verification
+            trials (cosine scoring of backbone embeddings) and logs ``test/eer`` and
+            ``test/min_dcf`` (default 0: off; the speaker configs turn it on).
+        verification_seed: seed of the trial list, independent of the training seed (0).
     """
 
     def __init__(
@@ -70,6 +75,8 @@ class ClassifierModule(pl.LightningModule):
         init: InitStrategy | None = None,
         augment: nn.Module | None = None,
         compile: bool = False,
+        verification_trials: int = 0,
+        verification_seed: int = 0,
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -99,6 +106,9 @@ class ClassifierModule(pl.LightningModule):
         self.weight_decay = weight_decay
         self.label_smoothing = label_smoothing
         self.augment = augment
+        self.verification_trials = verification_trials
+        self.verification_seed = verification_seed
+        self._test_embeddings: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.compile_backbone = compile
         if compile:
             backbone.compile()
@@ -137,7 +147,10 @@ class ClassifierModule(pl.LightningModule):
         audio, lengths = batch["audio"], batch["lengths"]
         if stage == "train" and self.augment is not None:
             audio, lengths = self.augment(audio, lengths)
-        logits = self(audio, lengths, labels if stage == "train" else None)
+        embedding = self.embed(audio, lengths)
+        logits = self.head(embedding, labels if stage == "train" else None)
+        if stage == "test" and self.verification_trials > 0:
+            self._test_embeddings.append((embedding.detach(), batch["speaker"]))
         loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         preds = logits.argmax(dim=-1)
         metrics = self.metrics[f"{stage}_"]
@@ -173,6 +186,21 @@ class ClassifierModule(pl.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self.confmat.reset()
+        self._test_embeddings = []
+
+    def on_test_epoch_end(self) -> None:
+        if not self._test_embeddings:
+            return
+        emb = torch.cat([e for e, _ in self._test_embeddings])
+        spk = torch.cat([s for _, s in self._test_embeddings])
+        self._test_embeddings = []
+        known = spk >= 0
+        if int(known.sum()) < 2 or spk[known].unique().numel() < 2:
+            return  # verification needs at least two speakers with labels
+        result = verification_metrics(
+            emb[known].float(), spk[known], self.verification_trials, self.verification_seed
+        )
+        self.log_dict({f"test/{k}": v for k, v in result.items()})
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         probs = self(batch["audio"], batch["lengths"]).softmax(dim=-1)
@@ -189,8 +217,13 @@ class ClassifierModule(pl.LightningModule):
         batch = next(iter(self.trainer.datamodule.train_dataloader()))
         batch = self.transfer_batch_to_device(batch, self.device, 0)
 
+        # Features once, outside the calibration loop: a training-mode front end (SpecAugment)
+        # would draw new masks at every LSUV measurement.
+        with torch.no_grad():
+            feats, feat_lengths = self.frontend(batch["audio"], batch["lengths"])
+
         def forward() -> torch.Tensor:
-            return self(batch["audio"], batch["lengths"])
+            return self.head(self.backbone(feats, feat_lengths))
 
         rows = self.init_strategy.apply(self, forward)
         self.init_report = rows

@@ -11,7 +11,13 @@ from lightning.pytorch.loggers import WandbLogger
 
 import kwsnet
 
-__all__ = ["KwsWandbLogger", "git_commit", "resolve_offline"]
+__all__ = [
+    "KwsWandbLogger",
+    "git_commit",
+    "resolve_offline",
+    "read_offline_run",
+    "wait_for_offline_run",
+]
 
 
 def git_commit() -> str:
@@ -129,7 +135,8 @@ def read_offline_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     """Read an offline wandb run folder back: ``{"config", "history", "summary"}``.
 
     Values are decoded from the run's ``run-*.wandb`` file, the same records ``wandb sync``
-    uploads, so tests and users can check what a run logged without a server.
+    uploads, so tests and users can check what a run logged without a server. ``complete``
+    says whether the run's exit record has been written (see ``wait_for_offline_run``).
     """
     import json
 
@@ -138,7 +145,7 @@ def read_offline_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     files = list(Path(run_dir).glob("run-*.wandb"))
     if not files:
         raise FileNotFoundError(f"{run_dir} holds no run-*.wandb file")
-    out: dict[str, Any] = {"config": {}, "history": [], "summary": {}}
+    out: dict[str, Any] = {"config": {}, "history": [], "summary": {}, "complete": False}
 
     def key(item: Any) -> str:
         return item.key or "/".join(item.nested_key)
@@ -155,4 +162,26 @@ def read_offline_run(run_dir: str | os.PathLike) -> dict[str, Any]:
             out["history"].append({key(i): json.loads(i.value_json) for i in rec.history.item})
         elif kind == "summary":
             out["summary"].update({key(i): json.loads(i.value_json) for i in rec.summary.update})
+        elif kind == "exit":
+            out["complete"] = True
     return out
+
+
+def wait_for_offline_run(run_dir: str | os.PathLike, timeout: float = 60.0) -> bool:
+    """Wait until wandb's writer has finished an offline run's file (its exit record is in).
+
+    ``run.finish()`` returns before the wandb service has flushed everything to disk; a reader
+    right after it sees a truncated history. Returns whether the run completed in time.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if read_offline_run(run_dir)["complete"]:
+                return True
+        except (FileNotFoundError, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
