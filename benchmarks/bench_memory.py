@@ -8,7 +8,12 @@ each model the baseline run keeps every decoded clip in memory (``data.cache_lim
 the default) and the candidate bounds it (``--limit-mb``, spilling the rest to a temporary
 ``data.cache_dir``). raw_conv trains 2 epochs on Speech Commands TTS (720 clips, 46 MB of
 float32 audio); the Conformer (configs/speaker_conformer.yaml, VoxCeleb TTS) 1 epoch of 3
-batches. Prints peak RSS per run and candidate / baseline; the last line is ``RESULT {json}``.
+batches. Peak RSS of a whole run is dominated by the ~1 GiB of libraries and need not grow
+by the cache's size (memory freed after imports is reused), so the cache itself is measured
+too: the growth of the current RSS (``VmRSS``) over ``setup("fit")`` and one pass of the train
+loader, in a fresh process per setting, after ``malloc_trim`` (freed heap pages would
+otherwise stay in the process and hide what the cache holds). Prints every number and
+candidate / baseline; the last line is ``RESULT {json}``.
 """
 
 from __future__ import annotations
@@ -82,6 +87,34 @@ def peak_rss_mb(args: list[str]) -> float:
     return usage.ru_maxrss / 1024  # KiB on Linux
 
 
+_CACHE_PROBE = """
+import ctypes, re, sys
+from kwsnet.data.datamodule import AudioDataModule
+def rss():
+    return int(re.search(r"VmRSS:\\s+(\\d+)", open("/proc/self/status").read())[1]) / 1024
+kw = eval(sys.argv[1])
+before = rss()
+dm = AudioDataModule(**kw)
+dm.setup("fit")
+for _ in dm.train_dataloader():
+    pass
+ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap pages back: count live memory only
+print(rss() - before)
+"""
+
+
+def cache_growth_mb(kwargs: dict[str, Any]) -> float:
+    """Growth of the current RSS in MiB over a DataModule's setup and one train pass."""
+    out = subprocess.run(
+        [sys.executable, "-c", _CACHE_PROBE, repr(kwargs)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Measure each model with and without the cache bound; print and return the rows."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -91,6 +124,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     if args.quick:
         args.models = ["raw_conv"]
+    data: dict[str, Any] = (
+        {"source_options": {"num_words": 3, "num_speakers": 4, "utterances": 10}}
+        if args.quick
+        else {"source": "speech_commands", "root": str(SC_ROOT)}
+    )
+    with tempfile.TemporaryDirectory(prefix="bench_memory_cache_") as cache:
+        grow_base = cache_growth_mb(data)
+        grow_cand = cache_growth_mb({**data, "cache_limit_mb": args.limit_mb, "cache_dir": cache})
+    print(
+        f"decoded-audio cache: RSS growth over setup + one epoch {grow_base:.0f} MiB unbounded, "
+        f"{grow_cand:.0f} MiB with cache_limit_mb {args.limit_mb:g}",
+        flush=True,
+    )
     rows = []
     for model in args.models:
         base = peak_rss_mb(run_args(model, args.quick))
@@ -113,7 +159,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "ratio": round(cand / base, 3),
             }
         )
-    row = {"name": "memory", "limit_mb": args.limit_mb, "rows": rows}
+    row = {
+        "name": "memory",
+        "limit_mb": args.limit_mb,
+        "cache_growth_unbounded_mb": round(grow_base, 1),
+        "cache_growth_bounded_mb": round(grow_cand, 1),
+        "rows": rows,
+    }
     print("RESULT " + json.dumps(row))
     return row
 
