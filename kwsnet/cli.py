@@ -8,6 +8,7 @@ LightningCLI over ``ClassifierModule`` and ``AudioDataModule``, configured by YA
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
 import sys
@@ -143,6 +144,12 @@ class KwsCLI(LightningCLI):
             # Close the wandb run so its files are complete when the command returns.
             _finish_wandb(self.trainer.logger)
 
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        if subcommand != "fit" and kwargs.get("ckpt_path") == "best":
+            kwargs["ckpt_path"] = _best_from_run_dir(self.trainer.default_root_dir)
+        return kwargs
+
     def _seed(self) -> Any:
         return self._get(self.config, "seed_everything")
 
@@ -163,6 +170,22 @@ class KwsCLI(LightningCLI):
     def after_predict(self) -> None:
         rows = [r for batch in (self.trainer.predict_loop.predictions or []) for r in batch]
         write_predictions(self.trainer.default_root_dir, rows)
+
+
+def _best_from_run_dir(run_dir: str) -> str:
+    """Resolve ``--ckpt_path best`` in a new process from the run's ``summary.json``."""
+    summary = os.path.join(run_dir, "summary.json")
+    try:
+        with open(summary) as f:
+            best = json.load(f).get("best_checkpoint") or ""
+    except (OSError, ValueError) as exc:
+        raise FileNotFoundError(
+            f"--ckpt_path best: no readable {summary} ({exc}); fit into "
+            f"--trainer.default_root_dir {run_dir} first, or pass a checkpoint path"
+        ) from exc
+    if not os.path.isfile(best):
+        raise FileNotFoundError(f"--ckpt_path best: {summary} names {best!r}, which is missing")
+    return best
 
 
 def _finish_wandb(logger: Any) -> None:

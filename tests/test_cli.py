@@ -183,3 +183,20 @@ def test_predict_on_wav_files(trained: Path, tmp_path: Path, capsys):
     assert rows[0] == "path,pred,label,prob" and len(rows) == 4
     assert all(str(w) in (out / "predictions.csv").read_text() for w in wavs)
     assert "word" in capsys.readouterr().out
+
+
+def test_test_with_ckpt_path_best_in_a_new_process(trained: Path, tmp_path: Path):
+    """`test --ckpt_path best` after the fit process ended finds the run's best checkpoint."""
+    summary = json.loads((trained / "summary.json").read_text())
+    main(["test", *tiny_args(trained, "--trainer.logger", "false"), "--ckpt_path", "best"])
+    again = json.loads((trained / "summary.json").read_text())
+    assert again["metrics"]["test/acc"] == pytest.approx(summary["metrics"]["test/acc"])
+    with pytest.raises(FileNotFoundError, match="summary.json"):
+        main(
+            [
+                "test",
+                *tiny_args(tmp_path / "empty", "--trainer.logger", "false"),
+                "--ckpt_path",
+                "best",
+            ]
+        )
