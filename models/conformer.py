@@ -9,6 +9,12 @@ config never types it. Padded frames never influence valid ones: attention masks
 (torchaudio does that) and, with ``mask_conv_padding`` (default), the depthwise convolution
 sees zeros at padded frames, exactly as if the utterance ended there. torchaudio alone lets
 the depthwise conv read padded frames, so a batch's padding would change the embedding.
+
+``post_ln=True`` swaps torchaudio's Pre-LN layers for Post-LN ones (``_PostLNConformer``): the
+same macaron layout (½ FFN, self-attention, conv module, ½ FFN) with every sub-block
+``x = LayerNorm(x + f(x))`` instead of ``x = x + f(LayerNorm(x))``, so the SmallInit-Emb claim
+("Post-LN without LR warm-up") can be tested. The conv modules keep torchaudio's layout
+(``conv_module.sequential[2]`` is the depthwise conv), so the same padding hooks apply.
 """
 
 from __future__ import annotations
@@ -22,6 +28,127 @@ from torch import nn
 from kwsnet.nn.pooling import SelfAttentionPooling, lengths_to_mask
 
 __all__ = ["ConformerBackbone"]
+
+
+class _PostLNConvModule(nn.Module):
+    """torchaudio's conformer conv module without its leading LayerNorm.
+
+    ``sequential``: pointwise conv (D → 2D), GLU, depthwise conv (k, same), BatchNorm or
+    GroupNorm(1), SiLU, pointwise conv (D → D), dropout; indices match torchaudio's.
+
+    Shapes: ``[B, T, D] -> [B, T, D]``.
+    """
+
+    def __init__(self, d: int, kernel_size: int, dropout: float, use_group_norm: bool) -> None:
+        super().__init__()
+        self.sequential = nn.Sequential(
+            nn.Conv1d(d, 2 * d, 1),
+            nn.GLU(dim=1),
+            nn.Conv1d(d, d, kernel_size, padding=kernel_size // 2, groups=d),
+            nn.GroupNorm(1, d) if use_group_norm else nn.BatchNorm1d(d),
+            nn.SiLU(),
+            nn.Conv1d(d, d, 1),
+            nn.Dropout(dropout),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.sequential(x.transpose(1, 2)).transpose(1, 2)
+
+
+def _feed_forward(d: int, hidden: int, dropout: float) -> nn.Sequential:
+    # torchaudio's _FeedForwardModule without its leading LayerNorm.
+    return nn.Sequential(
+        nn.Linear(d, hidden),
+        nn.SiLU(),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, d),
+        nn.Dropout(dropout),
+    )
+
+
+class _PostLNConformerLayer(nn.Module):
+    """One Post-LN Conformer layer: each sub-block is ``x = LayerNorm(x + f(x))``.
+
+    ``f`` is, in order, ½·FFN, self-attention (padded keys masked), the conv module, ½·FFN
+    (conv before attention with ``convolution_first``). The last LayerNorm (``ffn2_norm``)
+    takes the place of torchaudio's ``final_layer_norm``.
+
+    Shapes: ``forward(x [B, T, D], key_padding_mask [B, T] (True = padding)) -> [B, T, D]``.
+    """
+
+    def __init__(
+        self,
+        d: int,
+        ffn_dim: int,
+        num_heads: int,
+        kernel_size: int,
+        dropout: float,
+        use_group_norm: bool,
+        convolution_first: bool,
+    ) -> None:
+        super().__init__()
+        self.convolution_first = convolution_first
+        self.ffn1 = _feed_forward(d, ffn_dim, dropout)
+        self.ffn1_norm = nn.LayerNorm(d)
+        self.self_attn = nn.MultiheadAttention(d, num_heads, dropout=dropout, batch_first=True)
+        self.self_attn_dropout = nn.Dropout(dropout)
+        self.self_attn_norm = nn.LayerNorm(d)
+        self.conv_module = _PostLNConvModule(d, kernel_size, dropout, use_group_norm)
+        self.conv_norm = nn.LayerNorm(d)
+        self.ffn2 = _feed_forward(d, ffn_dim, dropout)
+        self.ffn2_norm = nn.LayerNorm(d)
+
+    def _attention(self, x: torch.Tensor, key_padding_mask: torch.Tensor) -> torch.Tensor:
+        a, _ = self.self_attn(x, x, x, key_padding_mask=key_padding_mask, need_weights=False)
+        return self.self_attn_norm(x + self.self_attn_dropout(a))
+
+    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor) -> torch.Tensor:
+        x = self.ffn1_norm(x + 0.5 * self.ffn1(x))
+        if self.convolution_first:
+            x = self.conv_norm(x + self.conv_module(x))
+        x = self._attention(x, key_padding_mask)
+        if not self.convolution_first:
+            x = self.conv_norm(x + self.conv_module(x))
+        return self.ffn2_norm(x + 0.5 * self.ffn2(x))
+
+
+class _PostLNConformer(nn.Module):
+    """A stack of ``_PostLNConformerLayer`` with ``torchaudio.models.Conformer``'s interface.
+
+    Shapes: ``forward(x [B, T, D], lengths [B]) -> (out [B, T, D], lengths [B])``, ``T`` being
+    ``max(lengths)`` as in torchaudio (its attention mask is sized by ``max(lengths)``).
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        num_heads: int,
+        ffn_dim: int,
+        num_layers: int,
+        depthwise_conv_kernel_size: int,
+        dropout: float = 0.0,
+        use_group_norm: bool = False,
+        convolution_first: bool = False,
+    ) -> None:
+        super().__init__()
+        self.conformer_layers = nn.ModuleList(
+            _PostLNConformerLayer(
+                input_dim,
+                ffn_dim,
+                num_heads,
+                depthwise_conv_kernel_size,
+                dropout,
+                use_group_norm,
+                convolution_first,
+            )
+            for _ in range(num_layers)
+        )
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        key_padding_mask = ~lengths_to_mask(lengths, x.shape[1])  # [B, T], True = padding
+        for layer in self.conformer_layers:
+            x = layer(x, key_padding_mask)
+        return x, lengths
 
 
 class ConformerBackbone(nn.Module):
@@ -44,6 +171,9 @@ class ConformerBackbone(nn.Module):
         use_group_norm: GroupNorm instead of BatchNorm in the conv modules (default False).
         convolution_first: conv module before attention in each layer (default False).
         mask_conv_padding: zero padded frames before each depthwise conv (default True).
+        post_ln: Post-LN layers (``x = LayerNorm(x + f(x))`` per sub-block) instead of
+            torchaudio's Pre-LN ones (default False: ``torchaudio.models.Conformer``, whose
+            parameter names checkpoints use).
 
     Shapes: ``forward(x [B, T, input_dim], lengths [B]) -> [B, embed_dim]``.
     """
@@ -62,6 +192,7 @@ class ConformerBackbone(nn.Module):
         use_group_norm: bool = False,
         convolution_first: bool = False,
         mask_conv_padding: bool = True,
+        post_ln: bool = False,
     ) -> None:
         super().__init__()
         if d_model % num_heads != 0:
@@ -76,9 +207,11 @@ class ConformerBackbone(nn.Module):
         self.input_dim = input_dim
         self.d_model = d_model
         self.mask_conv_padding = mask_conv_padding
+        self.post_ln = post_ln
         self.input_projection = nn.Linear(input_dim, d_model)
         self.input_norm = nn.LayerNorm(d_model) if input_norm else nn.Identity()
-        self.conformer = torchaudio.models.Conformer(
+        encoder = _PostLNConformer if post_ln else torchaudio.models.Conformer
+        self.conformer = encoder(
             input_dim=d_model,
             num_heads=num_heads,
             ffn_dim=ffn_dim,
@@ -98,7 +231,8 @@ class ConformerBackbone(nn.Module):
         self.embed_dim = out_dim
 
     def _depthwise_convs(self) -> list[nn.Module]:
-        # torchaudio's _ConvolutionModule: pointwise conv, GLU, depthwise conv, norm, ...
+        # torchaudio's _ConvolutionModule (and _PostLNConvModule): pointwise conv, GLU,
+        # depthwise conv, norm, ...
         return [layer.conv_module.sequential[2] for layer in self.conformer.conformer_layers]
 
     def encode(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ so export walks ``backbone.layers`` followed by the head.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,6 +35,10 @@ class RawConv(nn.Module):
         norm_placement: ``per_conv`` (after each conv, before ReLU; default), ``end`` (one norm
             on the pooled feature) or ``none``.
         norm: the norm kind from ``kwsnet.nn.norms`` (default ``layer``).
+        norm_options: keyword options for ``make_norm(norm, shape, **norm_options)``, e.g.
+            ``{momentum: 0.95, warmup_steps: 100}`` for ``channel`` (default None: the kind's
+            defaults). An option the kind does not take is make_norm's ``ValueError``, raised
+            here even with ``norm_placement="none"``.
 
     Shapes: ``forward(x [B, T], lengths [B] | None) -> [B, channels[-1]]``.
     """
@@ -47,6 +52,7 @@ class RawConv(nn.Module):
         max_pool: int = 4,
         norm_placement: str = "per_conv",
         norm: str = "layer",
+        norm_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if norm_placement not in NORM_PLACEMENTS:
@@ -62,13 +68,17 @@ class RawConv(nn.Module):
             raise ValueError(f"input_samples={input_samples} is shorter than avg_pool={avg_pool}")
         self.input_samples = input_samples
         self.norm_placement = norm_placement
+        options = dict(norm_options or {})
+        if norm_placement == "none":
+            # No norm is built: build one and drop it so a misspelled option still fails.
+            make_norm(norm, (channels[-1],), **options)
         self.norm_shapes: list[tuple[int, ...]] = []
         layers: list[nn.Module] = [nn.AvgPool1d(avg_pool)]
         in_ch = 1
         for out_ch in channels:
             layers.append(nn.Conv1d(in_ch, out_ch, kernel_size, padding=kernel_size // 2))
             if norm_placement == "per_conv":
-                layers.append(make_norm(norm, (out_ch, length)))
+                layers.append(make_norm(norm, (out_ch, length), **options))
                 self.norm_shapes.append((out_ch, length))
             layers += [nn.ReLU(), nn.MaxPool1d(max_pool)]
             length //= max_pool
@@ -80,7 +90,7 @@ class RawConv(nn.Module):
             in_ch = out_ch
         layers += [nn.AdaptiveAvgPool1d(1), nn.Flatten()]
         if norm_placement == "end":
-            layers.append(make_norm(norm, (in_ch,)))
+            layers.append(make_norm(norm, (in_ch,), **options))
             self.norm_shapes.append((in_ch,))
         self.layers = nn.Sequential(*layers)
         self.embed_dim = in_ch
