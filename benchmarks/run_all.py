@@ -61,7 +61,8 @@ def _run(script: str, args: list[str], timeout: float) -> tuple[str, float]:
     except subprocess.TimeoutExpired as exc:
         text = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
         text += f"\nTIMEOUT after {timeout:.0f} s"
-    print(text.strip()[-1500:], flush=True)
+    keep = ("repeat", "baseline", "candidate", "ratio", "RESULT", "TIMEOUT", "Error", "speed-up")
+    print("\n".join(ln for ln in text.splitlines() if any(k in ln for k in keep)), flush=True)
     return text, time.monotonic() - t0
 
 
