@@ -5,20 +5,23 @@ order, calibrated on one batch of the built-in synthetic corpus, and a summary o
 residual |mean| and |std - 1| per order and norm placement.
 
 Part 2 trains a small Conformer speaker classifier (log-mel -> ConformerBackbone -> linear
-head, cross-entropy, AdamW, no LR warm-up) for ``--steps`` steps on the synthetic corpus, with
-the same seeds, batches and steps for three arms: default init, default init + LayerNorm after
-the input projection, and SmallInit-Emb (U(-1e-4, 1e-4) projection + LayerNorm). It prints
-the mean training loss over windows of steps and the held-out accuracy, averaged over seeds,
-with the ratio of each arm to the default-init baseline.
+head, cross-entropy, AdamW, no LR warm-up) for ``--steps`` steps on the synthetic corpus, for
+each learning rate in ``--lr`` and each layer variant in ``--variants`` (``pre_ln``:
+torchaudio's Pre-LN Conformer; ``post_ln``: ``ConformerBackbone(post_ln=True)``), with the same
+seeds, batches and steps for three init arms: default init, default init + LayerNorm after the
+input projection, and SmallInit-Emb (U(-1e-4, 1e-4) projection + LayerNorm). It prints the
+mean training loss over windows of steps and the held-out accuracy, averaged over seeds, with
+the ratio of each arm to the default-init arm of the same lr and variant.
 
     python benchmarks/bench_init.py          # ~5-10 min on 2 busy CPU cores
-    python benchmarks/bench_init.py --steps 300 --seeds 0 1 2 3 4 --lr 3e-3
+    python benchmarks/bench_init.py --skip-lsuv --lr 3e-3 1e-3 --seeds 0 1 2 --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 
 import torch
@@ -33,6 +36,7 @@ from models.conformer import ConformerBackbone
 from models.raw_conv import NORM_PLACEMENTS, RawConv
 
 ARMS = ("default", "default+LN", "SmallInit-Emb")
+VARIANTS = ("pre_ln", "post_ln")
 
 
 def _corpus(split: str, limit: int, target: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,6 +81,7 @@ def lsuv_tables(batch: int) -> None:
 
 def _train(
     arm: str,
+    variant: str,
     seed: int,
     feats: torch.Tensor,
     labels: torch.Tensor,
@@ -96,6 +101,7 @@ def _train(
         depthwise_conv_kernel_size=15,
         dropout=0.1,
         input_norm=arm == "default+LN",
+        post_ln=variant == "post_ln",
     )
     head = LinearHead(backbone.embed_dim, num_classes)
     model = nn.ModuleDict({"backbone": backbone, "head": head})
@@ -120,7 +126,9 @@ def _train(
     return losses, acc
 
 
-def smallinit_comparison(steps: int, seeds: list[int], lr: float, batch: int) -> None:
+def smallinit_comparison(
+    steps: int, seeds: list[int], lrs: list[float], variants: list[str], batch: int
+) -> None:
     frontend = LogMel(normalize="mean")
     waves, labels = _corpus("train", 480, "speaker")
     val_waves, val_labels = _corpus("val", 120, "speaker")
@@ -132,28 +140,33 @@ def smallinit_comparison(steps: int, seeds: list[int], lr: float, batch: int) ->
     print(
         f"## SmallInit-Emb on a small Conformer (d_model 64, 2 layers, heads 4, ffn 128), "
         f"20 synthetic speakers, {len(feats)} train / {len(val[0])} val clips, batch {batch}, "
-        f"AdamW lr {lr} without warm-up, {steps} steps, seeds {seeds}\n"
+        f"AdamW without warm-up, lr {lrs}, variants {variants}, {steps} steps, seeds {seeds}\n"
     )
     rows = []
-    base: dict[str, float] = {}
-    for arm in ARMS:
-        t0 = time.perf_counter()
-        runs = [_train(arm, s, feats, labels, val, steps, lr, batch, 20) for s in seeds]
-        row: dict[str, object] = {"arm": arm}
-        for lo, hi in windows:
-            vals = [statistics.fmean(losses[lo:hi]) for losses, _ in runs]
-            key = f"loss@{lo + 1}-{hi}"
-            mean = statistics.fmean(vals)
-            base.setdefault(key, mean)
-            row[key] = f"{mean:.3f}±{statistics.pstdev(vals):.3f} ({mean / base[key]:.2f}x)"
-        accs = [acc for _, acc in runs]
-        row["val_acc"] = f"{statistics.fmean(accs):.3f}±{statistics.pstdev(accs):.3f}"
-        row["s/run"] = f"{(time.perf_counter() - t0) / len(seeds):.1f}"
-        rows.append(row)
+    for lr in lrs:
+        for variant in variants:
+            base: dict[str, float] = {}
+            for arm in ARMS:
+                t0 = time.perf_counter()
+                runs = [
+                    _train(arm, variant, s, feats, labels, val, steps, lr, batch, 20) for s in seeds
+                ]
+                row: dict[str, object] = {"lr": lr, "variant": variant, "arm": arm}
+                for lo, hi in windows:
+                    vals = [statistics.fmean(losses[lo:hi]) for losses, _ in runs]
+                    key = f"loss@{lo + 1}-{hi}"
+                    mean = statistics.fmean(vals)
+                    base.setdefault(key, mean)
+                    row[key] = f"{mean:.3f}±{statistics.pstdev(vals):.3f} ({mean / base[key]:.2f}x)"
+                accs = [acc for _, acc in runs]
+                row["val_acc"] = f"{statistics.fmean(accs):.3f}±{statistics.pstdev(accs):.3f}"
+                row["s/run"] = f"{(time.perf_counter() - t0) / len(seeds):.1f}"
+                rows.append(row)
+                print(f"done: lr {lr} {variant} {arm}", file=sys.stderr, flush=True)
     print(format_report(rows) + "\n")
     print(
         "(loss: mean training cross-entropy over the step window, mean±std over seeds; "
-        "ratio vs default)"
+        "ratio vs the default arm of the same lr and variant)"
     )
 
 
@@ -162,14 +175,18 @@ def main() -> None:
     parser.add_argument("--lsuv-batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, nargs="+", default=[1e-3])
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-lsuv", action="store_true")
     parser.add_argument("--skip-conformer", action="store_true")
     args = parser.parse_args()
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    lsuv_tables(args.lsuv_batch)
+    torch.set_num_threads(min(args.threads, torch.get_num_threads()))
+    if not args.skip_lsuv:
+        lsuv_tables(args.lsuv_batch)
     if not args.skip_conformer:
-        smallinit_comparison(args.steps, args.seeds, args.lr, args.batch)
+        smallinit_comparison(args.steps, args.seeds, args.lr, args.variants, args.batch)
 
 
 if __name__ == "__main__":
