@@ -30,9 +30,12 @@ def _timed_sweep(spec_path: Path, out: Path, workers: int) -> tuple[float, int]:
     start = time.monotonic()
     records = run_sweep(spec, plans, str(out), workers, log=io.StringIO())
     wall = time.monotonic() - start
-    failed = [r["run_id"] for r in records if r["status"] != "ok"]
+    failed = [r for r in records if r["status"] != "ok"]
     if failed:
-        raise SystemExit(f"runs failed with {workers} worker(s): {failed}; logs under {out}")
+        raise SystemExit(
+            f"{len(failed)} run(s) failed with {workers} worker(s); first: "
+            f"{failed[0]['run_id']}: {failed[0]['error']}"
+        )
     return wall, len(records)
 
 
