@@ -124,6 +124,19 @@ class KwsCLI(LightningCLI):
             help="fit: test the best checkpoint when fitting ends",
         )
 
+    def before_instantiate_classes(self) -> None:
+        # `wandb agent` starts every run with the same config: give each its own run dir.
+        run_id = os.environ.get("WANDB_RUN_ID") if os.environ.get("WANDB_SWEEP_ID") else None
+        if not run_id:
+            return
+        cfg = self.config.get(str(self.subcommand), self.config)
+        root = os.path.join(cfg.trainer.default_root_dir or "runs", run_id)
+        cfg.trainer.default_root_dir = root
+        logger = cfg.trainer.logger
+        init_args = getattr(logger, "init_args", None)
+        if init_args is not None and "save_dir" in init_args:
+            init_args.save_dir = root
+
     def after_instantiate_classes(self) -> None:
         if self.subcommand is not None:  # a run writes outputs; build_from_config does not
             _check_writable(self.trainer.default_root_dir)

@@ -35,13 +35,14 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         raise
 
 
-def _floats(metrics: dict[str, Any]) -> dict[str, float]:
+def _floats(metrics: dict[str, Any]) -> dict[str, float | None]:
     out = {}
     for k, v in metrics.items():
         if isinstance(v, torch.Tensor) and v.numel() == 1:
             v = float(v)
-        if isinstance(v, (int, float)) and math.isfinite(float(v)):
-            out[k] = float(v)
+        if isinstance(v, (int, float)):
+            # NaN/Inf become null: the key stays, so readers can say which metric diverged
+            out[k] = float(v) if math.isfinite(float(v)) else None
     return out
 
 

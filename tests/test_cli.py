@@ -200,3 +200,14 @@ def test_test_with_ckpt_path_best_in_a_new_process(trained: Path, tmp_path: Path
                 "best",
             ]
         )
+
+
+def test_wandb_agent_runs_get_their_own_run_dir(tmp_path: Path, monkeypatch):
+    """Runs started by `wandb agent` (WANDB_SWEEP_ID + WANDB_RUN_ID) never share a run dir."""
+    from kwsnet.cli import KwsCLI
+
+    monkeypatch.setenv("WANDB_SWEEP_ID", "sweep1")
+    monkeypatch.setenv("WANDB_RUN_ID", "run7")
+    cli = KwsCLI(args=["--config", CONFIG, "--trainer.default_root_dir", str(tmp_path)], run=False)
+    assert cli.trainer.default_root_dir == str(tmp_path / "run7")
+    assert cli.trainer.logger.save_dir == str(tmp_path / "run7")

@@ -203,3 +203,24 @@ def test_corrupt_and_44k_stereo_files(tmp_path: Path):
     batch = collate([dm.datasets["train"][i] for i in range(len(dm.datasets["train"]))])
     assert batch["audio"].shape == (21, 16000)
     assert any(p.endswith("hifi.wav") for p in batch["path"])
+
+
+@pytest.mark.parametrize("rate", [767999, 7919, 44100, 22050])
+def test_resample_any_rate_stays_small_and_keeps_duration(rate: int):
+    """Odd rates would need a giant exact polyphase kernel; the result keeps its duration."""
+    import resource
+
+    from kwsnet.data.audio import resample
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    y = resample(torch.randn(rate // 4), rate, 16000)
+    assert abs(y.shape[0] - 4000) <= 8
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 1_000_000  # KiB
+
+
+def test_truncated_wav_is_reported_not_silently_shortened(tmp_path: Path):
+    good = write_tone(tmp_path / "good.wav").read_bytes()
+    p = tmp_path / "cut.wav"
+    p.write_bytes(good[: len(good) // 3])
+    with pytest.raises(DataFormatError, match="cut.wav: truncated"):
+        read_audio(p, 16000)

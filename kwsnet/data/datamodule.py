@@ -385,9 +385,13 @@ class AudioDataModule(pl.LightningDataModule):
                 items = src.items(split)
             else:
                 src, items = self.source, self.source.items(split)
+                if not items and split == "train":
+                    raise DataFormatError(f"data.source={self.source_name!r} has no training items")
                 if not items:
-                    raise DataFormatError(
-                        f"data.source={self.source_name!r} has no {split!r} items"
+                    warnings.warn(
+                        f"data.source={self.source_name!r} has no {split!r} items; "
+                        f"{split} metrics will be missing",
+                        stacklevel=2,
                     )
                 missing = [it.path for it in items if self._label(it) < 0]
                 if missing:
