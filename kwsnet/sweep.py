@@ -52,6 +52,8 @@ from typing import Any
 
 import yaml
 
+from kwsnet.metrics.collapse import MAX_SHARE, collapse_stats
+
 __all__ = [
     "SweepSpec",
     "RunPlan",
@@ -73,7 +75,7 @@ LOCK = "sweep.lock"
 RESULT_FILES = ("results.md", "results.csv", "results.png")
 _WANDB_KEYS = {"log_runs", "summary_run", "project", "offline"}
 _TAIL_LINES = 25
-_COLLAPSE_SHARE = 0.9
+_COLLAPSE_SHARE = MAX_SHARE
 # The command a run starts with; its arguments follow. ``-c`` rather than ``train.py`` so the
 # runner works from an installed package too. Tests swap in a fake trainer here.
 FIT_ENTRY: list[str] = [sys.executable, "-c", "from kwsnet.cli import main; main()", "fit"]
@@ -320,12 +322,11 @@ def _is_collapsed(
     metrics = summary.get("metrics") or {}
     counts = test.get("counts")
     if counts:
-        total = max(sum(counts), 1)
-        test.setdefault("n_pred_classes", sum(c > 0 for c in counts))
-        test.setdefault("max_class_share", max(counts) / total)
-        n_classes = num_classes or len(counts)
-        flag = sum(c > 0 for c in counts) < n_classes or max(counts) / total > _COLLAPSE_SHARE
-        return bool(flag or test.get("collapsed")), test
+        counts = list(counts) + [0] * max(0, (num_classes or 0) - len(counts))
+        stats = collapse_stats(counts, _COLLAPSE_SHARE)
+        test.setdefault("n_pred_classes", stats["n_pred_classes"])
+        test.setdefault("max_class_share", stats["max_class_share"])
+        return bool(stats["collapsed"] or test.get("collapsed")), test
     if "collapsed" in test:
         return bool(test["collapsed"]), test
     if "test/collapsed" in metrics:

@@ -14,20 +14,9 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-__all__ = ["CollapseMonitor", "collapse_stats"]
+from kwsnet.metrics.collapse import MAX_SHARE, collapse_stats
 
-
-def collapse_stats(counts: torch.Tensor, max_share: float = 0.9) -> dict[str, float]:
-    """Summarise a per-class prediction histogram ``counts [C]``."""
-    total = counts.sum().clamp_min(1)
-    n_pred = int((counts > 0).sum())
-    share = float(counts.max() / total)
-    collapsed = n_pred < counts.numel() or share > max_share
-    return {
-        "n_pred_classes": float(n_pred),
-        "max_class_share": share,
-        "collapsed": float(collapsed),
-    }
+__all__ = ["CollapseMonitor"]
 
 
 class CollapseMonitor(pl.Callback):
@@ -37,7 +26,7 @@ class CollapseMonitor(pl.Callback):
         max_share: a class share above this counts as collapse (default 0.9).
     """
 
-    def __init__(self, max_share: float = 0.9) -> None:
+    def __init__(self, max_share: float = MAX_SHARE) -> None:
         if not 0.0 < max_share <= 1.0:
             raise ValueError(f"collapse.max_share must be in (0, 1], got {max_share}")
         self.max_share = max_share
@@ -56,7 +45,7 @@ class CollapseMonitor(pl.Callback):
         counts = self.counts.get(stage)
         if counts is None or counts.sum() == 0 or trainer.sanity_checking:
             return
-        stats = collapse_stats(counts, self.max_share)
+        stats = collapse_stats(counts.tolist(), self.max_share)
         self.last[stage] = stats | {"counts": counts.tolist()}
         for key, value in stats.items():
             pl_module.log(f"{stage}/{key}", value, on_epoch=True, sync_dist=True)
