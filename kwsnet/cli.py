@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import tempfile
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -257,7 +258,10 @@ def build_from_config(
     else:
         raise ValueError("need --config (the checkpoint holds no stored config)")
     args += ["--trainer.logger", "false", *overrides]
-    cli = KwsCLI(args=args, run=False, save_config_callback=None)
+    with warnings.catch_warnings():
+        # Called from `kwsnet export/parity`, sys.argv holds that command, not these args.
+        warnings.filterwarnings("ignore", message=".*args parameter is intended.*")
+        cli = KwsCLI(args=args, run=False, save_config_callback=None)
     model, dm = cli.model, cli.datamodule
     if ckpt is not None:
         try:
