@@ -2,10 +2,10 @@
 equal (weights, optimizer, metrics) to an uninterrupted fit of the same seed.
 
 The runs are real ``train.py fit`` processes on the tiny synthetic corpus (96 training clips,
-batch 8: 12 steps per epoch; ``configs/kws_raw.yaml`` writes ``last.ckpt`` every 20 steps, so
-the checkpoints at steps 20 and 40 are mid-epoch). The kill comes from ``KillAtStep``, added
-with ``--trainer.callbacks+=``: a real ``SIGKILL`` of the training process at a chosen step,
-after that step's checkpoint hooks could not run.
+batch 8: 12 steps per epoch; ``--step_checkpoint.every_n_train_steps 20`` writes ``last.ckpt``
+every 20 steps, so the checkpoints at steps 20 and 40 are mid-epoch). The kill comes from
+``KillAtStep``, added with ``--trainer.callbacks+=``: a real ``SIGKILL`` of the training
+process at a chosen step, after that step's checkpoint hooks could not run.
 """
 
 from __future__ import annotations
@@ -67,6 +67,8 @@ def fit(root: Path, epochs: int, *extra: str, kill_at: int | None = None) -> int
         "0",
         "--test_after_fit",
         "false",
+        "--step_checkpoint.every_n_train_steps",
+        "20",
         *args,
         *extra,
     ]

@@ -3,11 +3,14 @@
 Lightning 2.6's ``ModelCheckpoint(monitor=..., save_last=True)`` rewrites ``last.ckpt`` only
 when the monitored metric improves, and one ``ModelCheckpoint`` has one trigger (steps *or*
 epochs). So ``last.ckpt`` is written by two callbacks that share the file: one at every epoch
-end and one every N training steps (mid-epoch: a killed run loses at most N steps and resumes
-bit-exactly, see ``docs/reliability.md``). Configs only declare the *best* checkpoint.
+end and one during the epoch, every 5 minutes of training or every N steps (a killed run loses
+at most that and resumes bit-exactly, see ``docs/reliability.md``). Configs only declare the
+*best* checkpoint.
 """
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -32,20 +35,34 @@ class EpochLastCheckpoint(ModelCheckpoint):
 
 
 class StepLastCheckpoint(ModelCheckpoint):
-    """Refresh ``last.ckpt`` every ``every_n_train_steps`` training steps, mid-epoch too.
+    """Refresh ``last.ckpt`` during an epoch: every ``every_seconds`` of training (default 300)
+    or, if set, every ``every_n_train_steps`` steps. A killed run loses at most that much.
+
+    A time trigger is the default because a step count that suits a large corpus checkpoints a
+    tiny model many times per second of training (each save is written and fsynced).
 
     Args:
         dirpath: checkpoint folder (default: ``<default_root_dir>/checkpoints``).
-        every_n_train_steps: steps between saves (default 20); 0 turns it off.
+        every_seconds: training seconds between saves (default 300); 0 turns the time
+            trigger off.
+        every_n_train_steps: steps between saves (default 0: use the time trigger instead).
     """
 
-    def __init__(self, dirpath: str | None = None, every_n_train_steps: int = 20) -> None:
-        if every_n_train_steps < 0:
-            raise ValueError(f"every_n_train_steps must be >= 0, got {every_n_train_steps}")
+    def __init__(
+        self, dirpath: str | None = None, every_seconds: float = 300.0, every_n_train_steps: int = 0
+    ) -> None:
+        if every_n_train_steps < 0 or every_seconds < 0:
+            raise ValueError(
+                "step_checkpoint: every_n_train_steps and every_seconds must be >= 0, got "
+                f"{every_n_train_steps} and {every_seconds}"
+            )
+        by_steps = every_n_train_steps > 0
+        interval = None if by_steps or every_seconds == 0 else timedelta(seconds=every_seconds)
         super().__init__(
             dirpath=dirpath,
             save_top_k=0,
-            save_last=every_n_train_steps > 0,
-            every_n_train_steps=every_n_train_steps,
+            save_last=by_steps or interval is not None,
+            every_n_train_steps=every_n_train_steps if by_steps else None,
+            train_time_interval=interval,
             enable_version_counter=False,
         )
