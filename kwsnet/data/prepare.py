@@ -60,20 +60,11 @@ def prepare_mel_features(
     if not source.speaker_names:
         raise DataFormatError(f"source {source.name!r} has no speaker labels to prepare")
     out.mkdir(parents=True, exist_ok=True)
-    frontend = LogMel(
-        sample_rate=source.args.sample_rate,
-        n_fft=n_fft,
-        win_length=win_length,
-        hop_length=hop_length,
-        n_mels=n_mels,
-        f_min=f_min,
-        f_max=f_max,
-        eps=eps,
-    ).eval()
     settings = dict(
         sample_rate=source.args.sample_rate, n_fft=n_fft, win_length=win_length,
         hop_length=hop_length, n_mels=n_mels, f_min=f_min, f_max=f_max, eps=eps,
     )  # fmt: skip
+    frontend = LogMel(**settings).eval()
     speakers: dict[str, list[dict[str, Any]]] = {name: [] for name in source.speaker_names}
     test: list[dict[str, Any]] = []
     counts = {"train": 0, "val": 0, "test": 0}
