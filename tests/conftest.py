@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -17,6 +18,75 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 # Small enough for a CPU test, large enough that a model beats chance.
 TINY_SYNTHETIC = "{num_words: 3, num_speakers: 4, utterances: 10}"
+KWS_RAW_CONFIG = str(REPO / "configs" / "kws_raw.yaml")
+
+# Fit flags for a headless test run: no logger, no sanity validation, no test after fit.
+QUIET_FIT = [
+    "--trainer.logger",
+    "false",
+    "--trainer.num_sanity_val_steps",
+    "0",
+    "--test_after_fit",
+    "false",
+]
+
+
+def tiny_cli_args(root: Path, epochs: int, batch_size: int = 16) -> list[str]:
+    """CLI flags for ``configs/kws_raw.yaml`` on the tiny synthetic corpus under ``root``."""
+    return [
+        "--config",
+        KWS_RAW_CONFIG,
+        "--data.source_options",
+        TINY_SYNTHETIC,
+        "--data.batch_size",
+        str(batch_size),
+        "--trainer.max_epochs",
+        str(epochs),
+        "--trainer.default_root_dir",
+        str(root),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+    ]
+
+
+def small_conformer(**kwargs):
+    """A seeded 2-layer, d_model 16 ``ConformerBackbone`` in eval mode; kwargs override."""
+    from models.conformer import ConformerBackbone
+
+    torch.manual_seed(0)
+    args = dict(
+        input_dim=8,
+        d_model=16,
+        num_heads=2,
+        ffn_dim=32,
+        num_layers=2,
+        depthwise_conv_kernel_size=5,
+        dropout=0.1,
+    )
+    args.update(kwargs)
+    return ConformerBackbone(**args).eval()
+
+
+def assert_padding_invariant(model, x: torch.Tensor, lengths: torch.Tensor) -> None:
+    """Extra (garbage) padding frames leave valid frames and embeddings of ``model`` unchanged.
+
+    ``x`` is (2, 10, features) and ``lengths`` is ``[10, 6]``.
+    """
+    with torch.no_grad():
+        frames = model.encode(x, lengths)
+        emb = model(x, lengths)
+        padded = torch.cat([x, 7.0 * torch.randn(2, 4, x.shape[-1])], dim=1)
+        padded[1, 6:] = 3.0  # garbage in the padding of the shorter sequence too
+        frames_p = model.encode(padded, lengths)
+        emb_p = model(padded, lengths)
+        alone = model(x[1:, :6], torch.tensor([6]))
+    torch.testing.assert_close(frames_p[0, :10], frames[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(frames_p[1, :6], frames[1, :6], atol=1e-5, rtol=1e-5)
+    assert frames_p[1, 6:].abs().max() == 0
+    torch.testing.assert_close(emb_p, emb, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(alone[0], emb[1], atol=1e-5, rtol=1e-5)
 
 
 def write_tone(

@@ -12,29 +12,16 @@ import yaml
 from kwsnet.cli import build_from_config, main
 from kwsnet.tracking import read_offline_run
 
-from .conftest import REPO, TINY_SYNTHETIC, write_tone
+from .conftest import REPO, TINY_SYNTHETIC, tiny_cli_args, write_tone
 
 CONFIG = str(REPO / "configs" / "kws_raw.yaml")
 
 
 def tiny_args(root: Path, *extra: str, epochs: int = 8) -> list[str]:
     return [
-        "--config",
-        CONFIG,
-        "--data.source_options",
-        TINY_SYNTHETIC,
-        "--data.batch_size",
-        "16",
-        "--trainer.max_epochs",
-        str(epochs),
-        "--trainer.default_root_dir",
-        str(root),
+        *tiny_cli_args(root, epochs),
         "--trainer.logger.init_args.save_dir",
         str(root),
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
         *extra,
     ]
 
@@ -53,6 +40,7 @@ def test_fit_and_test_beat_chance(trained: Path):
     assert summary["collapse"]["test"]["n_pred_classes"] >= 2
     assert Path(summary["best_checkpoint"]).is_file()
     assert (trained / "checkpoints" / "last.ckpt").is_file()
+    assert Path(summary["last_checkpoint"]).name == "last.ckpt"
     assert (trained / "confusion_matrix.csv").read_text().startswith("true\\pred,word0")
     assert summary["seed"] == 42
 

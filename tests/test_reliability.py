@@ -17,7 +17,7 @@ from kwsnet.checkpointing import AtomicCheckpointIO, CheckpointLoadError
 from kwsnet.cli import main
 from kwsnet.tracking import KwsWandbLogger, resolve_offline
 
-from .conftest import REPO, TINY_SYNTHETIC
+from .conftest import QUIET_FIT, REPO, tiny_cli_args
 
 CONFIG = str(REPO / "configs" / "kws_raw.yaml")
 
@@ -35,30 +35,7 @@ class NaNAtCall(nn.Module):
 
 
 def args(root: Path, *extra: str, epochs: int = 1) -> list[str]:
-    return [
-        "fit",
-        "--config",
-        CONFIG,
-        "--data.source_options",
-        TINY_SYNTHETIC,
-        "--data.batch_size",
-        "16",
-        "--trainer.max_epochs",
-        str(epochs),
-        "--trainer.default_root_dir",
-        str(root),
-        "--trainer.logger",
-        "false",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
-        "--trainer.num_sanity_val_steps",
-        "0",
-        "--test_after_fit",
-        "false",
-        *extra,
-    ]
+    return ["fit", *tiny_cli_args(root, epochs), *QUIET_FIT, *extra]
 
 
 NAN_AT_3 = ["--model.augment", "tests.test_reliability.NaNAtCall", "--model.augment.call", "3"]

@@ -21,7 +21,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from .conftest import REPO, TINY_SYNTHETIC
+from .conftest import QUIET_FIT, REPO, tiny_cli_args
 
 CONFIG = str(REPO / "configs" / "kws_raw.yaml")
 STEPS_PER_EPOCH = 12
@@ -47,26 +47,8 @@ def fit(root: Path, epochs: int, *extra: str, kill_at: int | None = None) -> int
         sys.executable,
         str(REPO / "train.py"),
         "fit",
-        "--config",
-        CONFIG,
-        "--data.source_options",
-        TINY_SYNTHETIC,
-        "--data.batch_size",
-        "8",
-        "--trainer.max_epochs",
-        str(epochs),
-        "--trainer.default_root_dir",
-        str(root),
-        "--trainer.logger",
-        "false",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
-        "--trainer.num_sanity_val_steps",
-        "0",
-        "--test_after_fit",
-        "false",
+        *tiny_cli_args(root, epochs, batch_size=8),
+        *QUIET_FIT,
         "--step_checkpoint.every_n_train_steps",
         "20",
         *args,
