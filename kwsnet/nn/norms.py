@@ -55,6 +55,16 @@ def _affine_view(p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return p if x.dim() == 2 else p.unsqueeze(-1)
 
 
+def _init_affine(module: nn.Module, num_channels: int, affine: bool) -> None:
+    # Per-channel ``weight`` (ones) and ``bias`` (zeros), or both registered as None.
+    if affine:
+        module.weight = nn.Parameter(torch.ones(num_channels))
+        module.bias = nn.Parameter(torch.zeros(num_channels))
+    else:
+        module.register_parameter("weight", None)
+        module.register_parameter("bias", None)
+
+
 class RunningChannelNorm(nn.Module):
     """Per-channel normalization with running averages of the batch statistics.
 
@@ -106,12 +116,7 @@ class RunningChannelNorm(nn.Module):
         self.clip_var = tuple(clip_var) if clip_var is not None else None
         self.register_buffer("running_mean", torch.zeros(num_channels, dtype=torch.float32))
         self.register_buffer("running_var", torch.ones(num_channels, dtype=torch.float32))
-        if affine:
-            self.weight = nn.Parameter(torch.ones(num_channels))
-            self.bias = nn.Parameter(torch.zeros(num_channels))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _init_affine(self, num_channels, affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x, self.num_channels, type(self).__name__)
@@ -165,12 +170,7 @@ class LayerwiseNorm(nn.Module):
             raise ValueError(f"eps must be positive, got {eps}")
         self.num_channels = num_channels
         self.eps = eps
-        if affine:
-            self.weight = nn.Parameter(torch.ones(num_channels))
-            self.bias = nn.Parameter(torch.zeros(num_channels))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _init_affine(self, num_channels, affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x, self.num_channels, type(self).__name__)
