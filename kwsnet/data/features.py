@@ -17,6 +17,8 @@ import torch
 import torchaudio
 from torch import nn
 
+from kwsnet.data.augment import _valid_mask
+
 __all__ = ["RawAudio", "LogMel", "MFCC", "SpecAugment", "NORMALIZATIONS"]
 
 NORMALIZATIONS = ("none", "mean", "meanvar")
@@ -32,11 +34,6 @@ class RawAudio(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``wave`` and ``lengths`` unchanged."""
         return wave, lengths
-
-
-def _frame_mask(frame_lengths: torch.Tensor, frames: int) -> torch.Tensor:
-    """``[B, frames]`` bool, True at valid frames."""
-    return torch.arange(frames, device=frame_lengths.device)[None, :] < frame_lengths[:, None]
 
 
 class SpecAugment(nn.Module):
@@ -200,7 +197,7 @@ class LogMel(nn.Module):
         with torch.autocast(device_type=wave.device.type, enabled=False):  # fp32 STFT and log
             feats = self._features(wave.float())  # [B, frames, out_dim]
         frame_lengths = self.frame_lengths(lengths.to(wave.device)).clamp(max=feats.shape[1])
-        valid = _frame_mask(frame_lengths, feats.shape[1]).unsqueeze(-1)  # [B, frames, 1]
+        valid = _valid_mask(frame_lengths, feats.shape[1]).unsqueeze(-1)  # [B, frames, 1]
         if self.normalize != "none":
             count = valid.sum(dim=1, keepdim=True).clamp(min=1)
             mean = (feats * valid).sum(dim=1, keepdim=True) / count
