@@ -18,9 +18,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from torch import nn
 
-from kwsnet.export.cnative import FORMAT_VERSION, arena_bytes, as_named, layer_record
+from kwsnet.export.cnative import (
+    FORMAT_VERSION,
+    Layers,
+    arena_bytes,
+    as_named,
+    layer_record,
+)
 from kwsnet.export.layers import ExportError
 
 __all__ = ["c_header_text", "write_c_header"]
@@ -34,7 +39,7 @@ def _c_float(v: np.float32) -> str:
 
 
 def c_header_text(
-    layers: Sequence[nn.Module] | Sequence[tuple[str, nn.Module]],
+    layers: Layers,
     input_shape: Sequence[int],
     sample_rate: int = 16000,
     prefix: str = "kwsn_model",
@@ -99,7 +104,7 @@ def c_header_text(
 
 
 def write_c_header(
-    layers: Sequence[nn.Module] | Sequence[tuple[str, nn.Module]],
+    layers: Layers,
     input_shape: Sequence[int],
     path: str | Path,
     sample_rate: int = 16000,

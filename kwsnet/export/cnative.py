@@ -36,7 +36,11 @@ __all__ = [
     "write_model",
     "arena_bytes",
     "as_named",
+    "Layers",
 ]
+
+# Modules, or ``(path, module)`` pairs (bare modules are named ``layer<i>``).
+Layers = Sequence[nn.Module] | Sequence[tuple[str, nn.Module]]
 
 MAGIC = b"KWSN"
 CONV_TILE = 16  # KWSN_CONV_TILE in cnative/src/kwsn_kernels.h
@@ -165,14 +169,14 @@ def layer_record(module: nn.Module, path: str = "") -> LayerRecord:
 
 
 def as_named(
-    layers: Sequence[nn.Module] | Sequence[tuple[str, nn.Module]],
+    layers: Layers,
 ) -> list[tuple[str, nn.Module]]:
     """``(path, module)`` pairs; bare modules are named ``layer<i>``."""
     return [x if isinstance(x, tuple) else (f"layer{i}", x) for i, x in enumerate(layers)]
 
 
 def model_bytes(
-    layers: Sequence[nn.Module] | Sequence[tuple[str, nn.Module]],
+    layers: Layers,
     input_shape: Sequence[int],
     sample_rate: int = 16000,
 ) -> bytes:
@@ -196,7 +200,7 @@ def model_bytes(
 
 
 def write_model(
-    layers: Sequence[nn.Module] | Sequence[tuple[str, nn.Module]],
+    layers: Layers,
     input_shape: Sequence[int],
     path: str | Path,
     sample_rate: int = 16000,
@@ -208,9 +212,7 @@ def write_model(
 
 
 @torch.no_grad()
-def arena_bytes(
-    layers: Sequence[nn.Module] | Sequence[tuple[str, nn.Module]], input_shape: Sequence[int]
-) -> int:
+def arena_bytes(layers: Layers, input_shape: Sequence[int]) -> int:
     """The C runtime's ``kwsn_arena_bytes``: two 64-byte-aligned buffers of the largest
     activation (the input included) plus the largest layer scratch (a Conv1d's zero-padded
     input and one 16-float tile of slack), found by running a zero sample through ``layers``."""

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from kwsnet.export.cnative import as_named
+from kwsnet.export.cnative import Layers, as_named
 
 __all__ = ["LayerSequence", "export_onnx"]
 
@@ -19,7 +20,7 @@ class LayerSequence(nn.Module):
 
     def __init__(
         self,
-        layers: Sequence[nn.Module] | Sequence[tuple[str, nn.Module]],
+        layers: Layers,
         input_shape: Sequence[int],
     ) -> None:
         super().__init__()
@@ -32,20 +33,17 @@ class LayerSequence(nn.Module):
 
 
 def export_onnx(
-    layers: Sequence[nn.Module] | Sequence[tuple[str, nn.Module]],
+    layers: Layers,
     input_shape: Sequence[int],
     path: str | Path,
     opset: int = 17,
 ) -> int:
     """Export with the TorchScript-based exporter (``dynamo=False``); returns the file size."""
     seq = LayerSequence(layers, input_shape).eval()
-    n = 1
-    for d in seq.input_shape:
-        n *= d
     with torch.no_grad():
         torch.onnx.export(
             seq,
-            (torch.zeros(1, n),),
+            (torch.zeros(1, math.prod(seq.input_shape)),),
             str(path),
             input_names=["audio"],
             output_names=["logits"],
