@@ -32,7 +32,7 @@ from kwsnet.checkpointing import AtomicCheckpointIO, ResumeState
 from kwsnet.data.datamodule import AudioDataModule
 from kwsnet.lit import ClassifierModule
 from kwsnet.summary import write_confusion_matrix, write_predictions, write_summary
-from kwsnet.tracking import provenance, wait_for_offline_run
+from kwsnet.tracking import KwsWandbLogger, provenance, wait_for_offline_run
 
 __all__ = ["KwsCLI", "main", "build_from_config", "EXTRA_COMMANDS"]
 
@@ -207,10 +207,8 @@ def _finish_wandb(logger: Any) -> None:
     run = getattr(logger, "_experiment", None)
     if run is None or not hasattr(run, "finish"):
         return
-    offline = getattr(run, "offline", False) or getattr(
-        getattr(run, "settings", None), "_offline", False
-    )
-    run_dir = os.path.dirname(run.dir) if getattr(run, "dir", None) else None
+    offline = getattr(run, "offline", False)
+    run_dir = logger.run_dir if isinstance(logger, KwsWandbLogger) else None
     run.finish()
     if offline and run_dir and not wait_for_offline_run(run_dir, timeout=60.0):
         print(f"warning: wandb is still writing {run_dir}; it may be incomplete", file=sys.stderr)

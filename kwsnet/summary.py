@@ -54,14 +54,19 @@ def write_summary(trainer: pl.Trainer, model: pl.LightningModule, seed: Any) -> 
     best = getattr(ckpt, "best_model_path", "") or summary.get("best_checkpoint", "")
     best_epoch = summary.get("best_epoch")
     if best and os.path.exists(best) and best != summary.get("best_checkpoint"):
-        best_epoch = int(torch.load(best, map_location="cpu", weights_only=False).get("epoch", -1))
+        # mmap: only the header is read, not the weights; weights_only: never unpickle objects
+        state = torch.load(best, map_location="cpu", weights_only=True, mmap=True)
+        best_epoch = int(state.get("epoch", -1))
+    last = next(
+        (c.last_model_path for c in trainer.checkpoint_callbacks if c.last_model_path),
+        summary.get("last_checkpoint", ""),
+    )
     collapse = next((c for c in trainer.callbacks if isinstance(c, CollapseMonitor)), None)
     summary.update(
         {
             "seed": seed,
             "best_checkpoint": best,
-            "last_checkpoint": getattr(ckpt, "last_model_path", "")
-            or summary.get("last_checkpoint", ""),
+            "last_checkpoint": last,
             "best_epoch": best_epoch,
             "epochs_run": trainer.current_epoch,
             "global_step": trainer.global_step,
