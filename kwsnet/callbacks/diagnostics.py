@@ -140,16 +140,10 @@ class Diagnostics(pl.Callback):
             metrics[f"diag/act/{name}/mean"] = mean
             metrics[f"diag/act/{name}/std"] = std
             metrics[f"diag/act/{name}/zero_frac"] = zero
-        grads = (
-            {
-                n: v
-                for n, v in zip(
-                    self._grads, torch.stack(list(self._grads.values())).tolist(), strict=True
-                )
-            }
-            if self._grads
-            else {}
-        )
+        grads: dict[str, float] = {}
+        if self._grads:  # one device-to-host copy for all norms
+            values = torch.stack(list(self._grads.values())).tolist()
+            grads = dict(zip(self._grads, values, strict=True))
         metrics.update({f"diag/grad_norm/{n}": v for n, v in grads.items()})
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
