@@ -89,10 +89,9 @@ def run_benchmarks(names: list[str], quick: bool, sweep: bool, timeout: float) -
 
 def _benchmark_rows(name: str, quick: bool, sweep: bool, timeout: float) -> list[Row]:
     """Run one benchmark; return its table rows."""
-    names = [name]
     q = ["--quick"] if quick else []
     rows: list[Row] = []
-    if "overhead" in names:
+    if name == "overhead":
         args = q or ["--repeats", "5", "--epochs", "3"]
         r = _result(_run("bench_overhead.py", args, timeout)[0])
         rows.append(
@@ -106,7 +105,7 @@ def _benchmark_rows(name: str, quick: bool, sweep: bool, timeout: float) -> list
                 _cmd("bench_overhead.py", args),
             )
         )
-    if "data" in names:
+    if name == "data":
         args = q or ["--repeats", "3"]
         r = _result(_run("bench_data.py", args, timeout)[0])
         cmd = _cmd("bench_data.py", args)
@@ -139,7 +138,7 @@ def _benchmark_rows(name: str, quick: bool, sweep: bool, timeout: float) -> list
             )
         else:
             rows.append(Row("data pipeline", "failed", False, cmd))
-    if "features" in names:
+    if name == "features":
         args = q or ["--repeats", "5"]
         r = _result(_run("bench_features.py", args, timeout)[0])
         rows.append(
@@ -153,7 +152,7 @@ def _benchmark_rows(name: str, quick: bool, sweep: bool, timeout: float) -> list
                 _cmd("bench_features.py", args),
             )
         )
-    if "compile" in names:
+    if name == "compile":
         args = q or ["--repeats", "3", "--steps", "2"]
         text = _run("bench_compile.py", args, timeout)[0]
         r = _result(text)
@@ -179,7 +178,7 @@ def _benchmark_rows(name: str, quick: bool, sweep: bool, timeout: float) -> list
                     _cmd("bench_compile.py", args),
                 )
             )
-    if "memory" in names:
+    if name == "memory":
         args = q or []
         r = _result(_run("bench_memory.py", args, timeout)[0])
         if r:
@@ -205,7 +204,7 @@ def _benchmark_rows(name: str, quick: bool, sweep: bool, timeout: float) -> list
             )
         if not r:
             rows.append(Row("memory", "failed", False, _cmd("bench_memory.py", args)))
-    if "cnative" in names:
+    if name == "cnative":
         args = ["--repeats", "30" if quick else "200"]
         text = _run("bench_cnative.py", args, timeout)[0]
         m = re.search(r"PyTorch eager / C = ([\d.]+)x", text)
@@ -219,30 +218,24 @@ def _benchmark_rows(name: str, quick: bool, sweep: bool, timeout: float) -> list
                 _cmd("bench_cnative.py", args),
             )
         )
-    if "sweep" in names:
+    if name == "sweep":
         load = os.getloadavg()[0]
         cmd = _cmd("bench_sweep.py", [])
+        target = "sweeps (other engineer): 2 workers / 1 worker runs/hour ≥ 1.7×"
         if sweep:
             text = _run("bench_sweep.py", [], max(timeout, 1800))[0]
             m = re.search(r"throughput ratio \d+ vs 1 worker\(s\): ([\d.]+)x", text)
             rows.append(
                 Row(
-                    "sweeps (other engineer): 2 workers / 1 worker runs/hour ≥ 1.7×",
+                    target,
                     f"{float(m[1]):.2f}× (1-min load {load:.1f} at start)" if m else "failed",
                     bool(m) and float(m[1]) >= 1.7,
                     cmd,
                 )
             )
         else:
-            rows.append(
-                Row(
-                    "sweeps (other engineer): 2 workers / 1 worker runs/hour ≥ 1.7×",
-                    f"not measured: needs an idle machine (1-min load {load:.1f}); "
-                    "run_all.py --sweep",
-                    None,
-                    cmd,
-                )
-            )
+            measured = f"not measured: needs an idle machine (1-min load {load:.1f}); "
+            rows.append(Row(target, measured + "run_all.py --sweep", None, cmd))
     return rows
 
 
