@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from kwsnet.nn.pooling import MeanPooling, lengths_to_mask
+from models._pooling import build_pooling
 
 __all__ = ["CnnMel"]
 
@@ -98,14 +99,7 @@ class CnnMel(nn.Module):
             blocks.append(_ResBlock(in_ch, out_ch, kernel_size, stride))
             in_ch = out_ch
         self.blocks = nn.ModuleList(blocks)
-        self.pooling = pooling(in_ch) if pooling is not None else MeanPooling(in_ch)
-        out_dim = getattr(self.pooling, "out_dim", None)
-        if not isinstance(out_dim, int):
-            raise TypeError(
-                f"pooling {type(self.pooling).__name__} must expose an integer out_dim "
-                "(see kwsnet.nn.pooling)"
-            )
-        self.embed_dim = out_dim
+        self.pooling, self.embed_dim = build_pooling(pooling, in_ch, MeanPooling)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Map features ``x [B, T, input_dim]`` with ``lengths [B]`` to ``[B, embed_dim]``.

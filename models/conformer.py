@@ -26,6 +26,7 @@ import torchaudio
 from torch import nn
 
 from kwsnet.nn.pooling import SelfAttentionPooling, lengths_to_mask
+from models._pooling import build_pooling
 
 __all__ = ["ConformerBackbone"]
 
@@ -221,14 +222,7 @@ class ConformerBackbone(nn.Module):
             use_group_norm=use_group_norm,
             convolution_first=convolution_first,
         )
-        self.pooling = pooling(d_model) if pooling is not None else SelfAttentionPooling(d_model)
-        out_dim = getattr(self.pooling, "out_dim", None)
-        if not isinstance(out_dim, int):
-            raise TypeError(
-                f"pooling {type(self.pooling).__name__} must expose an integer out_dim "
-                "(see kwsnet.nn.pooling)"
-            )
-        self.embed_dim = out_dim
+        self.pooling, self.embed_dim = build_pooling(pooling, d_model, SelfAttentionPooling)
 
     def _depthwise_convs(self) -> list[nn.Module]:
         # torchaudio's _ConvolutionModule (and _PostLNConvModule): pointwise conv, GLU,
