@@ -233,13 +233,16 @@ def run_args(
     return args
 
 
+def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
+    """Every grid point as ``{key: value}``, in spec order (first key slowest)."""
+    return [dict(zip(spec.grid, v, strict=True)) for v in itertools.product(*spec.grid.values())]
+
+
 def plan_runs(spec: SweepSpec, out: str | None = None) -> list[RunPlan]:
     """Every (grid point × seed) run, grid points in spec order (first key slowest)."""
     out = out or spec.out
-    keys = list(spec.grid)
     plans = []
-    for values in itertools.product(*(spec.grid[k] for k in keys)):
-        point = dict(zip(keys, values, strict=True))
+    for point in grid_points(spec):
         label = point_label(point)
         for seed in spec.seeds:
             run_id = f"{_slug(label)}__seed{seed}"
@@ -534,8 +537,7 @@ def aggregate(records: Iterable[dict[str, Any]], spec: SweepSpec) -> list[dict[s
     metric, collapsed count, median best epoch, failed count. Uses each run's latest record."""
     latest = latest_records(records)
     rows = []
-    points = [dict(zip(spec.grid, v, strict=True)) for v in itertools.product(*spec.grid.values())]
-    for point in points:
+    for point in grid_points(spec):
         label = point_label(point)
         recs = [r for r in latest.values() if r.get("point_label") == label]
         ok = [r for r in recs if r.get("status") == "ok"]
