@@ -97,7 +97,8 @@ class DivergenceGuard(pl.Callback):
         if self._bad is None and self.check_grads and "16-mixed" not in str(trainer.precision):
             grads = [p.grad for g in optimizer.param_groups for p in g["params"]]
             grads = [g for g in grads if g is not None]
-            if grads and not all(bool(torch.isfinite(g).all()) for g in grads):
+            # One host sync per step: the norm of all gradients is finite iff every entry is.
+            if grads and not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum())):
                 self._bad = "a gradient is not finite"
                 if self.action == "stop":
                     self._diverged(trainer, self._bad)
