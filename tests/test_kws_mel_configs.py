@@ -3,6 +3,8 @@ speaker-disjoint splits hold out whole speakers."""
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import pytest
@@ -135,3 +137,6 @@ def test_fit_one_batch_end_to_end(tmp_path):
             f"--trainer.default_root_dir={tmp_path}",
         ]
     )  # fmt: skip
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["global_step"] == 1  # one optimizer step on the mel front end
+    assert math.isfinite(summary["metrics"]["val/loss"])
