@@ -116,6 +116,8 @@ def _wandb_log_records(blob: bytes):
             continue
         length = int.from_bytes(blob[pos + 4 : pos + 6], "little")
         kind = blob[pos + 6]
+        if pos + 7 + length > len(blob):
+            return  # the tail record is still being written (a reader racing the writer)
         data = blob[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind == 1:
@@ -150,9 +152,14 @@ def read_offline_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     def key(item: Any) -> str:
         return item.key or "/".join(item.nested_key)
 
-    for data in _wandb_log_records(files[0].read_bytes()):
+    from google.protobuf.message import DecodeError
+
+    for i, data in enumerate(_wandb_log_records(files[0].read_bytes())):
         rec = pb.Record()
-        rec.ParseFromString(data)
+        try:
+            rec.ParseFromString(data)
+        except DecodeError as exc:
+            raise ValueError(f"{files[0]}: record {i} is not a valid wandb record: {exc}") from exc
         kind = rec.WhichOneof("record_type")
         if kind == "run":
             out["config"].update({key(i): json.loads(i.value_json) for i in rec.run.config.update})

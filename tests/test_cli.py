@@ -60,6 +60,25 @@ def test_offline_wandb_run_holds_config_and_metrics(trained: Path):
     assert run["summary"]["best_checkpoint"].endswith(".ckpt")
 
 
+def test_offline_run_read_while_being_written(trained: Path, tmp_path: Path):
+    """A reader racing wandb's writer sees a cut-off tail record: it reads the records before
+    it (run not complete) instead of failing on the partial one."""
+    run_dir = next((trained / "wandb").glob("offline-run-*"))
+    src = next(run_dir.glob("run-*.wandb"))
+    blob = src.read_bytes()
+    full = read_offline_run(run_dir)
+    assert full["complete"]
+    seen = []
+    for cut in (len(blob) // 3, len(blob) // 2, len(blob) - 5):
+        part = tmp_path / str(cut)
+        part.mkdir()
+        (part / src.name).write_bytes(blob[:cut])
+        run = read_offline_run(part)
+        assert not run["complete"]
+        seen.append(len(run["history"]))
+    assert seen == sorted(seen) and seen[-1] <= len(full["history"])
+
+
 def test_checkpoint_stores_config_and_rebuilds(trained: Path):
     summary = json.loads((trained / "summary.json").read_text())
     ckpt = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=True)
