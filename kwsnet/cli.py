@@ -178,7 +178,9 @@ class KwsCLI(LightningCLI):
             self.after_test()
 
     def after_test(self) -> None:
-        write_confusion_matrix(self.trainer, self.model.confmat.compute(), self.model.class_names)
+        write_confusion_matrix(
+            self.trainer, self.model.test_confusion_matrix, self.model.class_names
+        )
         write_summary(self.trainer, self.model, self._seed())
 
     def after_predict(self) -> None:

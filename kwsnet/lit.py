@@ -15,15 +15,10 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
-from torchmetrics import MetricCollection
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassConfusionMatrix,
-    MulticlassF1Score,
-)
 
 from kwsnet.data.features import RawAudio
 from kwsnet.init.base import InitStrategy, format_report
+from kwsnet.metrics.classification import ClassificationStats
 from kwsnet.metrics.verification import verification_metrics
 from kwsnet.nn.heads import LinearHead
 from kwsnet.optim import param_groups
@@ -118,18 +113,11 @@ class ClassifierModule(pl.LightningModule):
             init.prepare(self)
         self.run_info: dict[str, Any] = {}
 
-        # validate_args=False: the argument checks look at tensor values (a host sync every
-        # step on an accelerator); preds come from argmax and cross_entropy checks the labels.
-        def metrics() -> MetricCollection:
-            return MetricCollection(
-                {
-                    "acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False),
-                    "f1": MulticlassF1Score(num_classes, average="macro", validate_args=False),
-                }
-            )
-
-        self.metrics = nn.ModuleDict({"train_": metrics(), "val_": metrics(), "test_": metrics()})
-        self.confmat = MulticlassConfusionMatrix(num_classes)
+        # One confusion matrix + loss sum per stage, updated on-device every step and turned
+        # into {stage}/loss|acc|f1 once per epoch (kwsnet.metrics.classification).
+        self.metrics = nn.ModuleDict(
+            {f"{s}_": ClassificationStats(num_classes) for s in ("train", "val", "test")}
+        )
 
     def forward(
         self, audio: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor | None = None
@@ -153,27 +141,42 @@ class ClassifierModule(pl.LightningModule):
             self._test_embeddings.append((embedding.detach(), batch["speaker"]))
         loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         preds = logits.argmax(dim=-1)
-        metrics = self.metrics[f"{stage}_"]
-        metrics.update(preds, labels)
-        bs = labels.numel()
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=stage == "train",
-            on_epoch=True,
-            prog_bar=stage != "test",
-            batch_size=bs,
-        )
+        self.metrics[f"{stage}_"].update(preds, labels, loss)
+        # Per-step values only on the steps the trainer writes to the logger
+        # (log_every_n_steps); the epoch values are logged at epoch end (_log_epoch).
+        if stage == "train" and self._logging_step():
+            self.log(
+                "train/loss_step",
+                loss.detach(),
+                on_step=True,
+                on_epoch=False,
+                prog_bar=True,
+                batch_size=labels.numel(),
+            )
+        return {"loss": loss, "preds": preds.detach()}
+
+    def _logging_step(self) -> bool:
+        """Whether the trainer writes this training step's values to the logger."""
+        trainer = self._trainer
+        if trainer is None:
+            return False
+        connector = getattr(trainer, "_logger_connector", None)
+        if connector is None:  # a Lightning without it: log every step
+            return True
+        return bool(connector.should_update_logs or trainer.fast_dev_run)
+
+    def _log_epoch(self, stage: str) -> None:
+        """Log ``{stage}/loss``, ``/acc`` and ``/f1`` of the epoch (synced across processes)."""
+        stats = self.metrics[f"{stage}_"]
+        if stats.update_count == 0:
+            return  # an empty split: nothing to report
+        values = stats.compute()
         self.log_dict(
-            {f"{stage}/{k}": m for k, m in metrics.items()},
+            {f"{stage}/{k}": v for k, v in values.items()},
             on_step=False,
             on_epoch=True,
             prog_bar=stage == "val",
-            batch_size=bs,
         )
-        if stage == "test":
-            self.confmat.update(preds, labels)
-        return {"loss": loss, "preds": preds.detach()}
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")["loss"]
@@ -184,11 +187,32 @@ class ClassifierModule(pl.LightningModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         return self._step(batch, "test")
 
+    # Stats reset at epoch start, not end: a run resumed mid-epoch skips on_train_epoch_start
+    # and keeps the partial sums ResumeState restored, and the test confusion matrix stays
+    # readable after `test` (the CLI writes it to the run folder).
+    def on_train_epoch_start(self) -> None:
+        self.metrics["train_"].reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_start(self) -> None:
+        self.metrics["val_"].reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
     def on_test_epoch_start(self) -> None:
-        self.confmat.reset()
+        self.metrics["test_"].reset()
         self._test_embeddings = []
 
+    @property
+    def test_confusion_matrix(self) -> torch.Tensor:
+        """``[C, C]`` counts of the last test run (rows: label, columns: prediction)."""
+        return self.metrics["test_"].confmat
+
     def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
         if not self._test_embeddings:
             return
         emb = torch.cat([e for e, _ in self._test_embeddings])

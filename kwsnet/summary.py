@@ -74,7 +74,10 @@ def write_summary(trainer: pl.Trainer, model: pl.LightningModule, seed: Any) -> 
             "class_names": getattr(model, "class_names", None),
         }
     )
-    summary.setdefault("metrics", {}).update(_floats(trainer.callback_metrics))
+    # Epoch-level values only: a `*_step` value is whichever step was logged last (every
+    # log_every_n_steps), which depends on where a resumed run restarted; wandb has the history.
+    epoch_metrics = {k: v for k, v in trainer.callback_metrics.items() if not k.endswith("_step")}
+    summary.setdefault("metrics", {}).update(_floats(epoch_metrics))
     if collapse is not None:
         summary.setdefault("collapse", {}).update(collapse.last)
     atomic_write_text(path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
