@@ -2,7 +2,8 @@
 
 A NaN or infinite loss left alone turns every weight into NaN within one optimizer step, and
 the run goes on to "finish" with chance accuracy and exit code 0. ``DivergenceGuard`` checks
-the loss before ``backward`` and the gradients before the optimizer step:
+the loss and the gradients before each optimizer step, with one host sync per step (one
+combined on-device flag; a sync per check would stall an accelerator twice per step):
 
 - ``action: stop`` (default) raises ``DivergenceError`` before the step, naming the step and
   the last finite loss; the process exits non-zero and the sweep ledger records a failure;
@@ -15,7 +16,6 @@ the loss before ``backward`` and the gradients before the optimizer step:
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -53,10 +53,12 @@ class DivergenceGuard(pl.Callback):
         self.action = action
         self.max_consecutive_skips = max_consecutive_skips
         self.check_grads = check_grads
-        self.last_finite: tuple[int, float] | None = None  # (global step, loss)
+        # (global step, loss) of the last finite step; the loss stays a tensor until read
+        self.last_finite: tuple[int, float | torch.Tensor] | None = None
         self.skipped = 0
         self._consecutive = 0
-        self._bad: str | None = None  # why the current batch is non-finite
+        self._loss: torch.Tensor | None = None  # this step's (last micro-batch's) loss
+        self._loss_ok: torch.Tensor | None = None  # all micro-batch losses finite (on device)
 
     def _where(self, trainer: pl.Trainer) -> str:
         loop = trainer.fit_loop.epoch_loop
@@ -69,7 +71,7 @@ class DivergenceGuard(pl.Callback):
         if self.last_finite is None:
             return "no finite loss was seen before"
         step, loss = self.last_finite
-        return f"the last finite loss was {loss:.6g} at global step {step}"
+        return f"the last finite loss was {float(loss):.6g} at global step {step}"
 
     def _diverged(self, trainer: pl.Trainer, what: str) -> None:
         msg = (
@@ -82,39 +84,49 @@ class DivergenceGuard(pl.Callback):
     def on_before_backward(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor
     ) -> None:
-        value = float(loss.detach())
-        if math.isfinite(value):
-            self._bad = None
-            self.last_finite = (trainer.global_step, value)
-            return
-        self._bad = f"training loss is {value}"
-        if self.action == "stop":
-            self._diverged(trainer, self._bad)
+        # No sync here: the flag is read once, in on_before_optimizer_step.
+        loss = loss.detach()
+        ok = torch.isfinite(loss)
+        self._loss_ok = ok if self._loss_ok is None else self._loss_ok & ok
+        self._loss = loss
 
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
-        if self._bad is None and self.check_grads and "16-mixed" not in str(trainer.precision):
+        loss_ok, self._loss_ok = self._loss_ok, None
+        flag = loss_ok
+        grads_checked = self.check_grads and "16-mixed" not in str(trainer.precision)
+        if grads_checked:
             grads = [p.grad for g in optimizer.param_groups for p in g["params"]]
             grads = [g for g in grads if g is not None]
-            # One host sync per step: the norm of all gradients is finite iff every entry is.
-            if grads and not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum())):
-                self._bad = "a gradient is not finite"
-                if self.action == "stop":
-                    self._diverged(trainer, self._bad)
-        if self._bad is None:
+            if grads:
+                # The norm of all gradients is finite iff every entry is.
+                grads_ok = torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum())
+                flag = grads_ok if flag is None else flag & grads_ok
+        if flag is None or bool(flag):  # the one host sync of the step
             self._consecutive = 0
+            if self._loss is not None:
+                self.last_finite = (trainer.global_step, self._loss)
             return
+        if loss_ok is not None and not bool(loss_ok):
+            bad = f"training loss is {float(self._loss) if self._loss is not None else 'nan'}"
+        else:
+            bad = "a gradient is not finite"
+        if self.action == "stop":
+            self._diverged(trainer, bad)
         self.skipped += 1
         self._consecutive += 1
         if self._consecutive >= self.max_consecutive_skips:
-            self._diverged(trainer, f"{self._bad} for {self._consecutive} batches in a row")
+            self._diverged(trainer, f"{bad} for {self._consecutive} batches in a row")
         optimizer.zero_grad(set_to_none=True)  # the optimizer skips params without a grad
-        self._bad = None
         pl_module.log("train/skipped_batches", float(self.skipped), on_step=True, on_epoch=False)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"skipped": self.skipped, "last_finite": self.last_finite}
+        last = self.last_finite
+        return {
+            "skipped": self.skipped,
+            "last_finite": (last[0], float(last[1])) if last is not None else None,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.skipped = int(state_dict.get("skipped", 0))
