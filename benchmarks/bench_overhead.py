@@ -1,24 +1,32 @@
 """Framework overhead: `kwsnet fit` (ClassifierModule + Trainer) vs a hand-written PyTorch loop.
 
-    python benchmarks/bench_overhead.py [--config configs/kws_raw.yaml] [--repeats 3] [--quick]
+    python benchmarks/bench_overhead.py [--config configs/kws_raw.yaml] [--epochs 30] [--quick]
 
-Both train the same model (the config's backbone + head, Adam lr 0.005) on the same in-memory
-training tensors (the DataModule's preloaded train split of Speech Commands TTS), batch size,
-thread count and determinism setting. The framework side is the real thing: ``KwsCLI(args,
-run=False)`` then ``trainer.fit``, with the offline wandb logger, metrics, progress bar and
-checkpoints of the config. Throughput is training samples/s over the batches of every epoch
-after the first (warm-up), timed from each epoch's first ``on_train_batch_start`` to its last
-``on_train_batch_end`` (validation and checkpointing are outside). Repeats alternate
-baseline/candidate in one process; the ratio is the median of the per-repeat ratios (target
->= 0.9). On a shared machine whose load swings within seconds, wall-clock throughput of
-back-to-back runs can differ 5x for the same code, so the same spans are also measured in
-process CPU time (``time.process_time``: this process's threads only, not other jobs'), and
-that ratio is printed too. The last line is ``RESULT {json}`` for ``run_all.py``.
+Both train the same model (the config's frontend, backbone and head; the hand loop trains a
+copy with its own Adam, lr 0.005) on the same in-memory training clips (the DataModule's
+preloaded train split of Speech Commands TTS), batch size, thread count and determinism
+setting. The framework side is the real thing: ``KwsCLI(args, run=False)`` then
+``trainer.fit``, with the offline wandb logger, metrics, progress bar, checkpoints and
+callbacks of the config. The hand loop indexes one stacked ``[N, T]`` tensor with a random
+permutation and runs forward, ``cross_entropy``, backward and ``Adam.step``: nothing else.
+
+The two are interleaved by epoch inside one fit: a callback runs one hand-loop epoch at the
+start of every framework epoch, so each pair (hand epoch, framework epoch) runs seconds apart
+under the same machine conditions. On these 2-core machines the throughput of one loop drifts
+by +-20 % between runs seconds apart; pairing cancels that drift, comparing whole runs did
+not (per-run ratios scattered 0.7-1.1 for the same code). Framework throughput is timed from
+an epoch's first ``on_train_batch_start`` to its last ``on_train_batch_end`` (so it includes
+fetching batches 2..n, every per-step hook, logging and metrics, but not validation or the
+epoch-end checkpoint); the hand epoch is timed whole. Epoch 0 is warm-up. The ratio is the
+median over pairs of framework/hand samples/s (target >= 0.9); the same spans are also
+measured in process CPU time (``time.process_time``) and that ratio is printed too. The last
+line is ``RESULT {json}`` for ``run_all.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -44,15 +52,56 @@ from kwsnet.cli import KwsCLI  # noqa: E402
 SC_ROOT = ROOT.parent / "shared" / "data" / "speech_commands_tts"
 
 
-class _TrainTimer(pl.Callback):
-    """Sum of the train-batch span of every epoch after the first, and the samples in it."""
+class HandLoop:
+    """A minimal PyTorch training loop over one stacked tensor: the baseline.
 
-    def __init__(self) -> None:
-        self.seconds = self.cpu_seconds = 0.0
-        self.samples = 0
+    Args:
+        model: the ``ClassifierModule`` whose frontend, backbone and head are copied (same
+            weights at the start; the copy trains on its own).
+        x: training clips ``[N, T]``; y: labels ``[N]``.
+        batch_size: as in the framework run.
+    """
+
+    def __init__(self, model: pl.LightningModule, x: torch.Tensor, y: torch.Tensor, bs: int):
+        self.frontend = copy.deepcopy(model.frontend).train()
+        self.backbone = copy.deepcopy(model.backbone).train()
+        self.head = copy.deepcopy(model.head).train()
+        params = [*self.frontend.parameters(), *self.backbone.parameters(), *self.head.parameters()]
+        self.opt = torch.optim.Adam(params, lr=0.005)
+        self.x, self.y, self.bs = x, y, bs
+        self.lengths = torch.full((bs,), x.shape[1], dtype=torch.long)
+        self.gen = torch.Generator().manual_seed(0)
+
+    def epoch(self) -> tuple[float, float, int]:
+        """One epoch; returns wall seconds, CPU seconds and samples."""
+        t0, c0 = time.perf_counter(), time.process_time()
+        perm = torch.randperm(len(self.x), generator=self.gen)
+        for i in range(0, len(self.x), self.bs):
+            idx = perm[i : i + self.bs]
+            xb, yb = self.x[idx], self.y[idx]
+            feats, fl = self.frontend(xb, self.lengths[: len(idx)])
+            logits = self.head(self.backbone(feats, fl), yb)
+            loss = F.cross_entropy(logits, yb)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+        return time.perf_counter() - t0, time.process_time() - c0, len(self.x)
+
+
+class Interleave(pl.Callback):
+    """Runs a hand-loop epoch before each framework epoch and times both (see module doc)."""
+
+    def __init__(self, hand: HandLoop) -> None:
+        self.hand = hand
+        self.pairs: list[dict[str, float]] = []  # per epoch after the first
+        self._hand: tuple[float, float, int] | None = None
         self._t0: float | None = None
         self._c0 = self._last = self._last_cpu = 0.0
         self._n = 0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._hand = self.hand.epoch()
+        self._t0, self._n = None, 0
 
     def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
         if self._t0 is None:
@@ -65,11 +114,12 @@ class _TrainTimer(pl.Callback):
         self._n += int(batch["label"].numel())
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.current_epoch > 0 and self._t0 is not None:
-            self.seconds += self._last - self._t0
-            self.cpu_seconds += self._last_cpu - self._c0
-            self.samples += self._n
-        self._t0, self._n = None, 0
+        if trainer.current_epoch > 0 and self._t0 is not None and self._hand is not None:
+            hw, hc, hn = self._hand
+            fw, fc = self._last - self._t0, self._last_cpu - self._c0
+            self.pairs.append(
+                {"hand": hn / hw, "fw": self._n / fw, "hand_cpu": hn / hc, "fw_cpu": self._n / fc}
+            )
 
 
 def cli_args(config: str, epochs: int, root_dir: str, extra: list[str]) -> list[str]:
@@ -93,88 +143,45 @@ def cli_args(config: str, epochs: int, root_dir: str, extra: list[str]) -> list[
     ]
 
 
-def framework_run(config: str, epochs: int, extra: list[str]) -> tuple[float, float]:
-    """Samples per wall second and per CPU second of ``trainer.fit`` after the first epoch."""
+def interleaved_run(config: str, epochs: int, extra: list[str]) -> list[dict[str, float]]:
+    """One ``trainer.fit`` with a hand-loop epoch before each of its epochs; the pairs."""
     with tempfile.TemporaryDirectory(prefix="bench_overhead_") as tmp:
         cli = KwsCLI(args=cli_args(config, epochs, tmp, extra), run=False)
-        timer = _TrainTimer()
+        dm, model = cli.datamodule, cli.model
+        dm.setup("fit")
+        ds = dm.datasets["train"]
+        x = torch.stack([ds[i]["audio"] for i in range(len(ds))])  # [N, T]
+        y = torch.tensor([ds[i]["label"] for i in range(len(ds))])
+        timer = Interleave(HandLoop(model, x, y, dm.batch_size))
         cli.trainer.callbacks.append(timer)
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        cli.trainer.fit(model, datamodule=dm)
         logger = cli.trainer.logger
         if getattr(logger, "_experiment", None) is not None:
             logger.experiment.finish()
-    return timer.samples / timer.seconds, timer.samples / timer.cpu_seconds
-
-
-def hand_run(config: str, epochs: int, extra: list[str]) -> tuple[float, float]:
-    """Samples per wall and per CPU second of a minimal PyTorch loop on the same model,
-    tensors and batch size."""
-    with tempfile.TemporaryDirectory(prefix="bench_overhead_") as tmp:
-        cli = KwsCLI(
-            args=[*cli_args(config, epochs, tmp, extra), "--trainer.logger", "false"],
-            run=False,
-            save_config_callback=None,
-        )
-    dm, model = cli.datamodule, cli.model
-    dm.setup("fit")
-    ds = dm.datasets["train"]
-    x = torch.stack([ds[i]["audio"] for i in range(len(ds))])  # [N, T]
-    y = torch.tensor([ds[i]["label"] for i in range(len(ds))])
-    frontend, backbone, head = model.frontend, model.backbone, model.head
-    opt = torch.optim.Adam(model.parameters(), lr=0.005)
-    bs = dm.batch_size
-    lengths = torch.full((bs,), x.shape[1], dtype=torch.long)
-    model.train()
-    seconds = cpu_seconds = 0.0
-    samples = 0
-    for epoch in range(epochs):
-        perm = torch.randperm(len(x))
-        t0, c0 = time.perf_counter(), time.process_time()
-        n = 0
-        for i in range(0, len(x), bs):
-            idx = perm[i : i + bs]
-            xb, yb = x[idx], y[idx]
-            feats, fl = frontend(xb, lengths[: len(idx)])
-            logits = head(backbone(feats, fl), yb)
-            loss = F.cross_entropy(logits, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            n += len(idx)
-        if epoch > 0:
-            seconds += time.perf_counter() - t0
-            cpu_seconds += time.process_time() - c0
-            samples += n
-    return samples / seconds, samples / cpu_seconds
+    return timer.pairs
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Alternate hand loop / framework runs; print medians and the ratio; return the row."""
+    """Run the interleaved fit; print medians and the ratio; return the row."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="configs/kws_raw.yaml")
-    p.add_argument("--epochs", type=int, default=6, help="epochs per run, first is warm-up")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--quick", action="store_true", help="2 epochs, 1 repeat")
-    p.add_argument("--extra", nargs="*", default=[], help="more CLI flags for both sides")
+    p.add_argument("--epochs", type=int, default=30, help="epochs (pairs + 1 warm-up)")
+    p.add_argument("--quick", action="store_true", help="3 epochs")
+    p.add_argument("--extra", nargs="*", default=[], help="more CLI flags for the fit")
     args = p.parse_args(argv)
     if args.quick:
-        args.epochs, args.repeats = 2, 1
+        args.epochs = 3
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
-    base, cand, ratios, cpu_ratios = [], [], [], []
-    for r in range(args.repeats):
-        bw, bc = hand_run(args.config, args.epochs, args.extra)
-        cw, cc = framework_run(args.config, args.epochs, args.extra)
-        base.append(bw)
-        cand.append(cw)
-        ratios.append(cw / bw)
-        cpu_ratios.append(cc / bc)
+    pairs = interleaved_run(args.config, args.epochs, args.extra)
+    for i, q in enumerate(pairs, start=1):
         print(
-            f"repeat {r}: hand loop {bw:.0f} samples/s ({bc:.0f} per CPU s), kwsnet fit "
-            f"{cw:.0f} ({cc:.0f} per CPU s); ratio {cw / bw:.2f}, CPU-time ratio {cc / bc:.2f}",
-            flush=True,
+            f"epoch {i}: hand loop {q['hand']:.0f} samples/s, kwsnet fit {q['fw']:.0f}; "
+            f"ratio {q['fw'] / q['hand']:.2f}, CPU-time ratio {q['fw_cpu'] / q['hand_cpu']:.2f}"
         )
-    b, c = statistics.median(base), statistics.median(cand)
-    ratio, cpu_ratio = statistics.median(ratios), statistics.median(cpu_ratios)
+    b = statistics.median(q["hand"] for q in pairs)
+    c = statistics.median(q["fw"] for q in pairs)
+    ratio = statistics.median(q["fw"] / q["hand"] for q in pairs)
+    cpu_ratio = statistics.median(q["fw_cpu"] / q["hand_cpu"] for q in pairs)
     row = {
         "name": "overhead",
         "baseline": round(b, 1),
@@ -183,13 +190,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "cpu_ratio": round(cpu_ratio, 3),
         "unit": "samples/s",
         "target": 0.9,
-        "repeats": args.repeats,
+        "pairs": len(pairs),
         "threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
     }
-    print(f"baseline hand loop: {b:.0f} samples/s (median of {args.repeats})")
+    print(f"baseline hand loop: {b:.0f} samples/s (median of {len(pairs)} epochs)")
     print(f"candidate kwsnet fit: {c:.0f} samples/s")
-    print(f"ratio (median of per-repeat ratios): {ratio:.3f} (target >= 0.9)")
+    print(f"ratio (median of per-epoch ratios): {ratio:.3f} (target >= 0.9)")
     print(f"CPU-time ratio (median): {cpu_ratio:.3f}")
     print("RESULT " + json.dumps(row))
     return row
