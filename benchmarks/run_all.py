@@ -62,7 +62,8 @@ def _run(script: str, args: list[str], timeout: float) -> tuple[str, float]:
         text = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
         text += f"\nTIMEOUT after {timeout:.0f} s"
     keep = ("repeat", "baseline", "candidate", "ratio", "RESULT", "TIMEOUT", "Error", "speed-up")
-    print("\n".join(ln for ln in text.splitlines() if any(k in ln for k in keep)), flush=True)
+    lines = [ln for ln in text.splitlines() if not ln.startswith("fit ")]  # per-epoch detail
+    print("\n".join(ln for ln in lines if any(k in ln for k in keep)), flush=True)
     return text, time.monotonic() - t0
 
 
@@ -92,12 +93,13 @@ def _benchmark_rows(name: str, quick: bool, sweep: bool, timeout: float) -> list
     q = ["--quick"] if quick else []
     rows: list[Row] = []
     if name == "overhead":
-        args = q or ["--repeats", "5", "--epochs", "3"]
+        args = q or ["--repeats", "3", "--epochs", "60"]
         r = _result(_run("bench_overhead.py", args, timeout)[0])
         rows.append(
             Row(
                 "framework overhead: `kwsnet fit` raw_conv ≥ 0.9× hand-written loop samples/s",
-                f"{r['ratio']:.2f}× (median of per-repeat ratios; medians {r['candidate']:.0f} vs "
+                f"{r['ratio']:.2f}× (median of {r['pairs']} interleaved epoch pairs; per fit "
+                f"{', '.join(f'{v:.2f}' for v in r['per_fit'])}; medians {r['candidate']:.0f} vs "
                 f"{r['baseline']:.0f} samples/s); per CPU second {r['cpu_ratio']:.2f}×"
                 if r
                 else "failed",
