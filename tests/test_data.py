@@ -96,6 +96,29 @@ def test_fit_length_pads_centred_and_crops():
     assert len(crops) > 1
 
 
+def test_training_crops_come_from_the_draw_key_not_the_global_rng():
+    from kwsnet.data.sampler import Draw, ResumableSampler
+
+    dm = AudioDataModule(source_options=SMALL, clip_samples=4000, preload=False)
+    dm.setup("fit")
+    ds = dm.datasets["train"]
+    before = torch.get_rng_state()
+    a = ds[Draw(3, 0, 42)]["audio"]
+    assert torch.equal(torch.get_rng_state(), before)  # the global RNG is untouched
+    torch.manual_seed(123)  # whatever the global state, the same key gives the same crop
+    assert torch.equal(ds[Draw(3, 0, 42)]["audio"], a)
+    crops = {tuple(ds[Draw(3, e, 42)]["audio"][:5].tolist()) for e in range(8)}
+    assert len(crops) > 1  # a new crop in each epoch
+    assert a.shape == (4000,)
+    # the sampler hands out those keys, in the seeded order, from any resume position
+    sampler = ResumableSampler(len(ds), seed=42)
+    sampler.set_epoch(2)
+    keys = list(sampler)
+    assert [k.index for k in keys] == sampler.order(2) and {k.epoch for k in keys} == {2}
+    sampler.load_state_dict(sampler.state_dict(), start=10)
+    assert list(sampler) == keys[10:]
+
+
 def test_collate_pads_and_reports_lengths():
     recs = [
         {"audio": torch.ones(3), "length": 3, "keyword": 0, "speaker": 1, "label": 0, "path": "a"},

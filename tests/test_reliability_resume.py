@@ -5,7 +5,10 @@ The runs are real ``train.py fit`` processes on the tiny synthetic corpus (96 tr
 batch 8: 12 steps per epoch; ``--step_checkpoint.every_n_train_steps 20`` writes ``last.ckpt``
 every 20 steps, so the checkpoints at steps 20 and 40 are mid-epoch). The kill comes from
 ``KillAtStep``, added with ``--trainer.callbacks+=``: a real ``SIGKILL`` of the training
-process at a chosen step, after that step's checkpoint hooks could not run.
+process at a chosen step, after that step's checkpoint hooks could not run. The ``crops``
+case trains on random 0.75 s crops of the 1 s clips: those draws come from per-item seeds
+(``kwsnet.data.sampler.Draw``), not from the global RNG that the checkpoint saves after
+Lightning has already prefetched the next batch.
 """
 
 from __future__ import annotations
@@ -81,26 +84,35 @@ def assert_same_tree(a: object, b: object, where: str = "") -> None:
         assert a == b, f"{where}: {a!r} != {b!r}"
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("straight")
-    assert fit(root, 2) == 0
-    return root
+VARIANTS = {
+    "clips": [],
+    "crops": ["--data.clip_samples", "12000", "--model.backbone.init_args.input_samples", "12000"],
+}
+
+
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
+def variant(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """(name, extra flags, root of the uninterrupted fit of that variant)."""
+    name = request.param
+    root = tmp_path_factory.mktemp(f"straight_{name}")
+    assert fit(root, 2, *VARIANTS[name]) == 0
+    return name, VARIANTS[name], root
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kill_at", [23])
 def test_sigkill_mid_epoch_then_resume_is_bitwise_exact(
-    uninterrupted: Path, tmp_path: Path, kill_at: int
+    variant: tuple[str, list[str], Path], tmp_path: Path, kill_at: int
 ) -> None:
+    _, extra, uninterrupted = variant
     root = tmp_path / "killed"
-    assert fit(root, 2, kill_at=kill_at) == -signal.SIGKILL
+    assert fit(root, 2, *extra, kill_at=kill_at) == -signal.SIGKILL
     saved = torch.load(root / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     step = saved["global_step"]
     assert step % STEPS_PER_EPOCH != 0, f"last.ckpt at step {step} is not mid-epoch"
     assert step < kill_at  # steps after the checkpoint were lost and are redone
     assert not (root / "summary.json").exists()
-    assert fit(root, 2, "--ckpt_path", "last") == 0
+    assert fit(root, 2, *extra, "--ckpt_path", "last") == 0
 
     weights, optim, summary = final_state(root)
     ref_weights, ref_optim, ref_summary = final_state(uninterrupted)

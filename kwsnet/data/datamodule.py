@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from kwsnet.data.audio import AUDIO_EXTENSIONS, fit_length
 from kwsnet.data.record import SPLITS, DataFormatError, Item, Source, SourceArgs
-from kwsnet.data.sampler import ResumableDataLoader, ResumableSampler
+from kwsnet.data.sampler import Draw, ResumableDataLoader, ResumableSampler, draw_seed
 
 __all__ = ["AudioDataModule", "CacheBudget", "RecordDataset", "collate", "SOURCES", "build_source"]
 
@@ -223,14 +223,23 @@ class RecordDataset(Dataset):
                 stacklevel=2,
             )
 
-    def __getitem__(self, index: int) -> dict[str, Any] | None:
+    def __getitem__(self, index: int | Draw) -> dict[str, Any] | None:
+        """The record of item ``index``; a ``Draw`` key (from ``ResumableSampler``) also fixes
+        the seed of its random crop, so crops do not depend on the global RNG."""
+        key = None
+        if isinstance(index, Draw):
+            key, index = index, index.index
         signal = self.decode(index)
         if signal is None:
             return None
-        if self.length is not None:
-            signal = fit_length(signal, self.length, random_crop=self.train)
-        elif self.crop is not None and signal.shape[0] > self.crop:
-            signal = fit_length(signal, self.crop, random_crop=self.train)
+        target = self.length
+        if target is None and self.crop is not None and signal.shape[0] > self.crop:
+            target = self.crop
+        if target is not None:
+            gen = None
+            if self.train and key is not None and signal.shape[0] > target:
+                gen = torch.Generator().manual_seed(draw_seed(key.seed, key.epoch, key.index))
+            signal = fit_length(signal, target, random_crop=self.train, generator=gen)
         item = self.items[index]
         label = item.keyword if self.target == "keyword" else item.speaker
         return {

@@ -8,24 +8,54 @@ before the first batch of a resumed epoch, only when the loader itself has ``sta
 mid-epoch checkpoint would restart the epoch from its first batch with a fresh shuffle.
 
 ``ResumableSampler`` draws epoch ``e``'s order as ``randperm(n, seed + e)``, so the order
-depends only on the seed and the epoch. ``ResumableDataLoader`` records how many batches the
-*training loop* has consumed in the current epoch (not how many were fetched: Lightning
-prefetches one batch ahead, and worker processes fetch further ahead) and restores the sampler
-to start right after them.
+depends only on the seed and the epoch. It yields ``Draw(index, epoch, seed)`` keys, from
+which a dataset seeds that item's random draws in this epoch (random crops): a function of
+the run seed, the epoch and the item only. Draws in the data pipeline therefore never touch
+the global RNG, whose state a checkpoint saves *after* Lightning has prefetched the next
+batch; with them a resumed run re-draws exactly the crops the uninterrupted run drew.
+
+``ResumableDataLoader`` records how many batches the *training loop* has consumed in the
+current epoch (not how many were fetched: Lightning prefetches one batch ahead, and worker
+processes fetch further ahead) and restores the sampler to start right after them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-__all__ = ["ResumableSampler", "ResumableDataLoader"]
+__all__ = ["Draw", "ResumableSampler", "ResumableDataLoader", "draw_seed"]
+
+_MASK = (1 << 64) - 1
 
 
-class ResumableSampler(Sampler[int]):
+def draw_seed(*parts: int) -> int:
+    """A 63-bit seed mixing ``parts`` (splitmix64 steps): ``draw_seed(seed, epoch, index)``."""
+    x = 0
+    for p in parts:
+        x = (x ^ (int(p) & _MASK)) + 0x9E3779B97F4A7C15 & _MASK
+        x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9 & _MASK
+        x = (x ^ (x >> 27)) * 0x94D049BB133111EB & _MASK
+        x ^= x >> 31
+    return x >> 1
+
+
+class Draw(NamedTuple):
+    """A sampler key: dataset ``index``, the ``epoch`` and the run's sampler ``seed``.
+
+    ``draw_seed(seed, epoch, index)`` seeds the item's random draws in that epoch (computed
+    only by a dataset that draws, so plain indexing costs nothing extra).
+    """
+
+    index: int
+    epoch: int
+    seed: int
+
+
+class ResumableSampler(Sampler[Draw]):
     """Shuffle ``size`` indices in an order fixed by ``seed`` and the epoch; resumable mid-epoch.
 
     Args:
@@ -52,9 +82,12 @@ class ResumableSampler(Sampler[int]):
         gen = torch.Generator().manual_seed(self.seed + epoch)
         return torch.randperm(self.size, generator=gen).tolist()
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[Draw]:
         start, self._start = self._start, 0
-        yield from self.order(self.epoch)[start:]
+        epoch = self.epoch
+        seed = self.seed
+        for i in self.order(epoch)[start:]:
+            yield Draw(i, epoch, seed)
 
     def __len__(self) -> int:
         return self.size
