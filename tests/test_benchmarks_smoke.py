@@ -131,3 +131,12 @@ def test_compile_option_keeps_parameter_names() -> None:
     compiled = ClassifierModule(RawConv(), num_classes=3, compile=True)
     assert compiled.compile_backbone and not eager.compile_backbone
     assert list(compiled.state_dict()) == list(eager.state_dict())
+
+
+def test_decode_diagnostic_runs_on_shared_data() -> None:
+    sc = REPO.parent / "shared" / "data" / "speech_commands_tts"
+    if not sc.is_dir():
+        pytest.skip(f"{sc} is absent (../shared/data holds the real-audio fixtures)")
+    row = _bench("bench_decode").main(["--repeats", "1", "--copies", "1"])  # type: ignore[attr-defined]
+    assert row["files"] > 100 and row["serial_s"] > 0
+    assert row["thread_ratio"] > 0 and row["process_ratio"] > 0 and row["synthetic_ratio"] > 0

@@ -75,40 +75,42 @@ def read_audio(path: str | os.PathLike, sample_rate: int) -> torch.Tensor:
     """
     path = os.fspath(path)
     try:
-        info = sf.info(path)
+        # One open for header and samples (sf.info + sf.read opened the file twice).
+        f = sf.SoundFile(path)
     except Exception as exc:  # libsndfile raises several types; all mean "not readable audio"
         raise DataFormatError(f"{path}: cannot decode audio ({exc})") from exc
-    truncated = _wav_truncation(path)
-    if truncated:
-        raise DataFormatError(f"{path}: {truncated}")
-    if info.samplerate <= 0 or info.channels <= 0:
-        raise DataFormatError(
-            f"{path}: invalid header (sample rate {info.samplerate}, channels {info.channels})"
-        )
-    if not _RATE_RANGE[0] <= info.samplerate <= _RATE_RANGE[1]:
-        raise DataFormatError(
-            f"{path}: implausible sample rate {info.samplerate} Hz (accepted: "
-            f"{_RATE_RANGE[0]}..{_RATE_RANGE[1]} Hz)"
-        )
-    if info.frames > _MAX_SECONDS * info.samplerate:
-        raise DataFormatError(
-            f"{path}: header declares {info.frames} frames "
-            f"({info.frames / info.samplerate:.0f} s), more than the {_MAX_SECONDS:.0f} s allowed"
-        )
-    if info.frames * info.channels * 4 > _MAX_DECODED_BYTES:
-        raise DataFormatError(
-            f"{path}: header declares {info.frames} frames x {info.channels} channels, more "
-            f"than the {_MAX_DECODED_BYTES >> 30} GiB a decode may take"
-        )
-    try:
-        data, sr = sf.read(path, dtype="float32", always_2d=True)
-    except Exception as exc:
-        raise DataFormatError(f"{path}: cannot decode audio ({exc})") from exc
+    with f:
+        truncated = _wav_truncation(path)
+        if truncated:
+            raise DataFormatError(f"{path}: {truncated}")
+        sr, channels, frames = f.samplerate, f.channels, f.frames
+        if sr <= 0 or channels <= 0:
+            raise DataFormatError(f"{path}: invalid header (sample rate {sr}, channels {channels})")
+        if not _RATE_RANGE[0] <= sr <= _RATE_RANGE[1]:
+            raise DataFormatError(
+                f"{path}: implausible sample rate {sr} Hz (accepted: "
+                f"{_RATE_RANGE[0]}..{_RATE_RANGE[1]} Hz)"
+            )
+        if frames > _MAX_SECONDS * sr:
+            raise DataFormatError(
+                f"{path}: header declares {frames} frames "
+                f"({frames / sr:.0f} s), more than the {_MAX_SECONDS:.0f} s allowed"
+            )
+        if frames * channels * 4 > _MAX_DECODED_BYTES:
+            raise DataFormatError(
+                f"{path}: header declares {frames} frames x {channels} channels, more "
+                f"than the {_MAX_DECODED_BYTES >> 30} GiB a decode may take"
+            )
+        try:
+            data = f.read(dtype="float32", always_2d=True)
+        except Exception as exc:
+            raise DataFormatError(f"{path}: cannot decode audio ({exc})") from exc
     if data.shape[0] == 0:
         raise DataFormatError(f"{path}: no audio samples (empty file)")
     if not np.isfinite(data).all():
         raise DataFormatError(f"{path}: audio holds NaN or infinite samples")
-    wave = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
+    mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)
+    wave = torch.from_numpy(np.ascontiguousarray(mono))
     if sr != sample_rate:
         wave = resample(wave, sr, sample_rate)
     return wave
