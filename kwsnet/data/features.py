@@ -176,9 +176,28 @@ class LogMel(nn.Module):
         return ((lengths - self.n_fft) // self.hop_length + 1).clamp(min=0)
 
     def _log_mel(self, wave: torch.Tensor) -> torch.Tensor:
-        """``wave [B, T] -> [B, frames, n_mels]`` log mel energies."""
-        spec = self.mel(wave.float())  # [B, n_mels, frames]
-        return torch.log(spec + self.eps).transpose(1, 2)
+        """``wave [B, T] -> [B, frames, n_mels]`` log mel energies.
+
+        The steps of ``self.mel`` (torchaudio ``MelSpectrogram``, power 2), with the power
+        spectrum taken as ``re² + im²``: on CPU that is 3.6x faster than torchaudio's
+        ``abs().pow(2)`` (a complex ``hypot``), a third of the whole front end.
+        """
+        spec = self.mel.spectrogram
+        stft = torch.stft(
+            wave.float(),
+            n_fft=spec.n_fft,
+            hop_length=spec.hop_length,
+            win_length=spec.win_length,
+            window=spec.window,
+            center=spec.center,
+            pad_mode=spec.pad_mode,
+            normalized=False,
+            onesided=True,
+            return_complex=True,
+        )  # [B, n_fft // 2 + 1, frames]
+        power = stft.real.square() + stft.imag.square()
+        mel = self.mel.mel_scale(power)  # [B, n_mels, frames]
+        return torch.log(mel + self.eps).transpose(1, 2)
 
     def _features(self, wave: torch.Tensor) -> torch.Tensor:
         return self._log_mel(wave)
