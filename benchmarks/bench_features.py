@@ -7,7 +7,9 @@ the dataset or a worker does; ``[1, T]`` calls, one per clip). Candidate: one ``
 the padded batch ``[B, T]`` with lengths (what ``ClassifierModule`` does on the device). Both
 use the same threads and give the same features (checked). On a CUDA machine the candidate
 also runs on the GPU. Repeats alternate baseline and candidate; medians and the ratio (target
->= 5) are printed, and the last line is ``RESULT {json}`` for ``run_all.py``.
+>= 5) are printed, and the last line is ``RESULT {json}`` for ``run_all.py``. It also times
+the power-spectrum step alone on the batch's STFT: torchaudio's ``abs().pow(2)`` vs the
+``re² + im²`` that ``LogMel`` uses (``power_abs_ms`` / ``power_re_im_ms``).
 """
 
 from __future__ import annotations
@@ -77,7 +79,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for _ in range(args.repeats):
             base.append(_seconds(per_sample, lambda: None, args.inner))
             cand.append(_seconds(batched, sync, args.inner))
+        spec = front.mel.spectrogram
+        stft = torch.stft(
+            wave, spec.n_fft, spec.hop_length, spec.win_length, spec.window, return_complex=True
+        )
+        pa = statistics.median(
+            _seconds(lambda: stft.abs().pow(2), lambda: None, args.inner)
+            for _ in range(args.repeats)
+        )
+        pr = statistics.median(
+            _seconds(lambda: stft.real.square() + stft.imag.square(), lambda: None, args.inner)
+            for _ in range(args.repeats)
+        )
     b, c = statistics.median(base), statistics.median(cand)
+    print(
+        f"power spectrum of the batch STFT: abs().pow(2) {1e3 * pa:.2f} ms, "
+        f"re^2 + im^2 {1e3 * pr:.2f} ms"
+    )
     print(f"batch {args.batch} x {args.samples} samples, {torch.get_num_threads()} threads")
     print(f"baseline per-sample (cpu): {1e3 * b:.2f} ms per batch")
     print(f"candidate batched ({device.type}): {1e3 * c:.2f} ms per batch")
@@ -91,6 +109,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "batch": args.batch,
         "threads": torch.get_num_threads(),
         "repeats": args.repeats,
+        "power_abs_ms": round(1e3 * pa, 3),
+        "power_re_im_ms": round(1e3 * pr, 3),
     }
     print("RESULT " + json.dumps(row))
     return row

@@ -179,8 +179,9 @@ class LogMel(nn.Module):
         """``wave [B, T] -> [B, frames, n_mels]`` log mel energies.
 
         The steps of ``self.mel`` (torchaudio ``MelSpectrogram``, power 2), with the power
-        spectrum taken as ``re² + im²``: on CPU that is 3.6x faster than torchaudio's
-        ``abs().pow(2)`` (a complex ``hypot``), a third of the whole front end.
+        spectrum taken as ``re² + im²`` instead of torchaudio's ``abs().pow(2)`` (a complex
+        ``hypot``, about a third of the front end's CPU time); ``benchmarks/bench_features.py``
+        times both.
         """
         spec = self.mel.spectrogram
         stft = torch.stft(
