@@ -310,7 +310,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}",
         "software": f"Python {platform.python_version()}, torch {torch.__version__}",
         "conditions": f"1-min load average {load0[0]:.1f} at start, {load1[0]:.1f} at end "
-        f"(other jobs shared the cores); {'quick' if args.quick else 'full'} mode; "
+        f"(the benchmarks' own threads count too: ~2 on this machine when nothing else "
+        f"runs); {'quick' if args.quick else 'full'} mode; "
         f"{time.monotonic() - t0:.0f} s in all; {stamp}",
     }
     partial = sorted(set(ALL) - set(args.only))
