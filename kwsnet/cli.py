@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import re
 import sys
 import tempfile
 import warnings
@@ -25,6 +24,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from kwsnet import yaml12
 from kwsnet.callbacks.checkpoints import EpochLastCheckpoint, StepLastCheckpoint
 from kwsnet.callbacks.collapse import CollapseMonitor
 from kwsnet.callbacks.divergence import DivergenceGuard
@@ -37,40 +37,7 @@ from kwsnet.tracking import KwsWandbLogger, provenance, wait_for_offline_run
 
 __all__ = ["KwsCLI", "main", "build_from_config", "EXTRA_COMMANDS"]
 
-_BOOL, _FLOAT = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
-
-
-class _Yaml12Loader(yaml.SafeLoader):
-    """YAML with 1.2 scalars: only true/false are booleans (so ``[yes, no, up]`` stays words)
-    and ``1e-3`` is a float."""
-
-
-_Yaml12Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _FLOAT)]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Yaml12Loader.add_implicit_resolver(
-    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-_Yaml12Loader.add_implicit_resolver(
-    _FLOAT,
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+][0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
-def _yaml12_load(stream: str) -> Any:
-    return yaml.load(stream, Loader=_Yaml12Loader)
-
-
-set_loader("yaml12", _yaml12_load, exceptions=(yaml.YAMLError,))
+set_loader("yaml12", yaml12.load, exceptions=(yaml.YAMLError,))
 
 # subcommand → "module:function(argv) -> exit code"
 EXTRA_COMMANDS: dict[str, str] = {

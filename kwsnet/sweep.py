@@ -52,6 +52,7 @@ from typing import Any
 
 import yaml
 
+from kwsnet import yaml12
 from kwsnet.metrics.collapse import MAX_SHARE, collapse_stats
 
 __all__ = [
@@ -156,8 +157,11 @@ _SPEC_KEYS = [f.name for f in dataclasses.fields(SweepSpec)]
 
 
 def load_spec(path: str | os.PathLike) -> SweepSpec:
-    """Read a sweep spec YAML; unknown keys raise a ``ValueError`` listing the valid ones."""
-    data = yaml.safe_load(Path(path).read_text())
+    """Read a sweep spec YAML; unknown keys raise a ``ValueError`` listing the valid ones.
+
+    YAML 1.2 scalars, as in the configs: ``[yes, no]`` are words, ``1e-3`` is a float.
+    """
+    data = yaml12.load(Path(path).read_text())
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a sweep spec is a YAML mapping, got {type(data).__name__}")
     unknown = sorted(set(data) - set(_SPEC_KEYS))

@@ -237,6 +237,21 @@ def test_repo_specs_parse() -> None:
     assert ln.overrides["data.words"][:2] == ["yes", "no"]  # strings, not YAML booleans
 
 
+def test_spec_reads_yaml_12_scalars_like_the_cli(tmp_path: Path) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "name: t\nbase_config: configs/kws_raw.yaml\nseeds: [0]\n"
+        "grid:\n  model.optimizer.init_args.lr: [1e-3, 5e-3]\n"
+        "overrides:\n  data.words: [yes, no, on, off]\n  trainer.deterministic: true\n"
+    )
+    loaded = load_spec(spec)
+    assert loaded.overrides["data.words"] == ["yes", "no", "on", "off"]
+    assert loaded.overrides["trainer.deterministic"] is True
+    assert loaded.grid["model.optimizer.init_args.lr"] == [0.001, 0.005]
+    argv = plan_runs(loaded, str(tmp_path / "out"))[0].argv
+    assert argv[argv.index("--data.words") + 1] == '["yes", "no", "on", "off"]'
+
+
 def test_emit_wandb_sweep(tmp_path: Path) -> None:
     spec_path = REPO / "configs" / "sweeps" / "kws_raw_ln.yaml"
     target = tmp_path / "wandb_sweep.yaml"
