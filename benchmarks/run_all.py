@@ -27,6 +27,9 @@ from typing import Any
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from kwsnet.fileio import atomic_write_text  # noqa: E402
 
 
 @dataclass
@@ -282,7 +285,7 @@ def write_page(
     ]
     i = old.find("<!-- notes -->")
     notes = old[i:] if i >= 0 else ""
-    out.write_text("\n".join(lines) + ("\n" + notes if notes else ""))
+    atomic_write_text(out, "\n".join(lines) + ("\n" + notes if notes else ""))
 
 
 ALL = ["overhead", "data", "features", "compile", "memory", "cnative", "sweep"]

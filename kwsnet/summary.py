@@ -6,7 +6,6 @@ import csv
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,25 +13,9 @@ import lightning.pytorch as pl
 import torch
 
 from kwsnet.callbacks.collapse import CollapseMonitor
+from kwsnet.fileio import atomic_write_text
 
-__all__ = ["write_summary", "write_confusion_matrix", "write_predictions", "atomic_write_text"]
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file and a rename, so readers never see half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+__all__ = ["write_summary", "write_confusion_matrix", "write_predictions"]
 
 
 def _floats(metrics: dict[str, Any]) -> dict[str, float | None]:

@@ -669,7 +669,7 @@ def write_results(
     spec: SweepSpec, out: str, command: str, wall_s: float | None = None
 ) -> tuple[list[dict[str, Any]], str]:
     """Write results.md, results.csv and results.png from the ledger; return (rows, table)."""
-    from kwsnet.summary import atomic_write_text
+    from kwsnet.fileio import atomic_write_text
 
     records = list(latest_records(read_ledger(os.path.join(out, LEDGER))).values())
     order = {p.run_id: i for i, p in enumerate(plan_runs(spec, out))}

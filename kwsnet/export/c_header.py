@@ -27,6 +27,7 @@ from kwsnet.export.cnative import (
     layer_record,
 )
 from kwsnet.export.layers import ExportError
+from kwsnet.fileio import atomic_write_text
 
 __all__ = ["c_header_text", "write_c_header"]
 
@@ -112,5 +113,5 @@ def write_c_header(
 ) -> int:
     """Write the header; returns its size in bytes."""
     text = c_header_text(layers, input_shape, sample_rate, prefix)
-    Path(path).write_text(text)
+    atomic_write_text(path, text)
     return len(text)

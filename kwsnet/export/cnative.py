@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from kwsnet.export.layers import ExportError
+from kwsnet.fileio import atomic_write_bytes
 
 __all__ = [
     "MAGIC",
@@ -207,7 +208,7 @@ def write_model(
 ) -> int:
     """Write the model file; returns its size in bytes."""
     data = model_bytes(layers, input_shape, sample_rate)
-    Path(path).write_bytes(data)
+    atomic_write_bytes(path, data)  # a killed export never leaves half a model file
     return len(data)
 
 
