@@ -206,6 +206,15 @@ class ClassifierModule(pl.LightningModule):
         self.metrics["test_"].reset()
         self._test_embeddings = []
 
+    def prediction_counts(self, stage: str) -> torch.Tensor | None:
+        """Predictions per class ``[C]`` in ``stage``'s current epoch, summed over processes
+        (``None`` before any batch); ``CollapseMonitor`` reads them at epoch end."""
+        stats = self.metrics[f"{stage}_"]
+        if stats.update_count == 0:
+            return None
+        with stats.sync_context():  # a no-op in one process
+            return stats.confmat.sum(dim=0).clone()
+
     @property
     def test_confusion_matrix(self) -> torch.Tensor:
         """``[C, C]`` counts of the last test run (rows: label, columns: prediction)."""

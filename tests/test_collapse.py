@@ -18,3 +18,29 @@ def test_collapse_rule(counts, n_pred, share, collapsed):
     assert s["n_pred_classes"] == n_pred
     assert s["max_class_share"] == pytest.approx(share)
     assert s["collapsed"] == collapsed
+
+
+def test_monitor_reads_the_modules_confusion_matrix():
+    """CollapseMonitor takes the per-class prediction counts from ClassifierModule's own
+    val confusion matrix (no per-batch copies), and logs the collapse stats from them."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from kwsnet.callbacks.collapse import CollapseMonitor
+    from kwsnet.lit import ClassifierModule
+    from models.raw_conv import RawConv
+
+    module = ClassifierModule(RawConv(), num_classes=3)
+    logged: dict[str, float] = {}
+    module.log = lambda key, value, **kw: logged.__setitem__(key, value)  # type: ignore[method-assign]
+    assert module.prediction_counts("val") is None
+    stats = module.metrics["val_"]
+    # labels 0,1,2,2; predictions 2,2,2,1 -> column sums [0, 1, 3]
+    stats.update(torch.tensor([2, 2, 2, 1]), torch.tensor([0, 1, 2, 2]), torch.tensor(1.0))
+    assert module.prediction_counts("val").tolist() == [0, 1, 3]
+    monitor = CollapseMonitor()
+    monitor.on_validation_batch_end(None, module, {"preds": torch.tensor([0, 0])}, None, 0)
+    monitor._finish("val", SimpleNamespace(sanity_checking=False), module)
+    assert monitor.last["val"]["counts"] == [0, 1, 3]  # the step outputs were not counted
+    assert logged["val/collapsed"] == 1.0 and logged["val/n_pred_classes"] == 2.0
