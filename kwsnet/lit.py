@@ -259,6 +259,11 @@ class ClassifierModule(pl.LightningModule):
             return self.head(self.backbone(feats, feat_lengths))
 
         rows = self.init_strategy.apply(self, forward)
+        # Under DDP each rank calibrated on its own batch, after DDP's start-up broadcast:
+        # give every rank rank 0's weights, or the replicas would train different models.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            for tensor in [*self.parameters(), *self.buffers()]:
+                torch.distributed.broadcast(tensor.data, src=0)
         self.init_report = rows
         name = type(self.init_strategy).__name__
         print(f"{name} init at fit start:\n{format_report(rows)}" if rows else f"{name}: no layers")

@@ -451,8 +451,12 @@ class AudioDataModule(pl.LightningDataModule):
         # Training order = f(run seed, epoch), and the position is saved in mid-epoch
         # checkpoints, so `fit --ckpt_path last` after a kill continues bit-exactly.
         ds = self._dataset(split)
-        sampler = ResumableSampler(len(ds), seed=torch.initial_seed() % 2**32)
         trainer = self.trainer
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        # Every rank has the same seed (seed_everything), hence the same order: disjoint shards.
+        sampler = ResumableSampler(
+            len(ds), seed=torch.initial_seed() % 2**32, num_replicas=replicas, rank=rank
+        )
         if trainer is not None:
             sampler.set_epoch(trainer.fit_loop.epoch_progress.current.processed)
         return ResumableDataLoader(ds, sampler=sampler, consumed=self._consumed_batches, **common)

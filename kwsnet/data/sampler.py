@@ -21,11 +21,12 @@ processes fetch further ahead) and restores the sampler to start right after the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, DistributedSampler
 
 __all__ = ["Draw", "ResumableSampler", "ResumableDataLoader", "draw_seed"]
 
@@ -55,19 +56,34 @@ class Draw(NamedTuple):
     seed: int
 
 
-class ResumableSampler(Sampler[Draw]):
+class ResumableSampler(DistributedSampler):
     """Shuffle ``size`` indices in an order fixed by ``seed`` and the epoch; resumable mid-epoch.
+
+    Under DDP each of ``num_replicas`` processes takes every ``num_replicas``-th position of
+    the same epoch order, starting at ``rank`` (the order is padded by wrapping around so all
+    shards have ``ceil(size / num_replicas)`` items, as ``DistributedSampler`` does). It is a
+    ``DistributedSampler`` so that Lightning keeps it instead of wrapping it in its own.
 
     Args:
         size: number of items (``len(dataset)``).
         seed: base seed; epoch ``e`` uses ``torch.randperm(size)`` seeded with ``seed + e``.
         shuffle: ``False`` yields ``0..size-1`` in order (the position is still resumable).
+        num_replicas, rank: the DDP world size and this process's rank (default 1 and 0).
     """
 
-    def __init__(self, size: int, seed: int = 0, shuffle: bool = True) -> None:
+    def __init__(
+        self, size: int, seed: int = 0, shuffle: bool = True, num_replicas: int = 1, rank: int = 0
+    ) -> None:
+        # DistributedSampler.__init__ wants a dataset and an initialised process group; only
+        # its type matters here, so it is not called.
         if size < 0:
             raise ValueError(f"size must be >= 0, got {size}")
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"need 0 <= rank < num_replicas, got rank {rank} of {num_replicas}")
         self.size, self.seed, self.shuffle = size, int(seed), shuffle
+        self.num_replicas, self.rank, self.drop_last = num_replicas, rank, False
+        self.num_samples = math.ceil(size / num_replicas) if size else 0
+        self.total_size = self.num_samples * num_replicas
         self.epoch = 0
         self._start = 0  # first position of the next iteration (set by load_state_dict)
 
@@ -76,11 +92,16 @@ class ResumableSampler(Sampler[Draw]):
         self.epoch = int(epoch)
 
     def order(self, epoch: int) -> list[int]:
-        """The full index order of ``epoch``."""
+        """This process's index order of ``epoch`` (the full order with one process)."""
         if not self.shuffle:
-            return list(range(self.size))
-        gen = torch.Generator().manual_seed(self.seed + epoch)
-        return torch.randperm(self.size, generator=gen).tolist()
+            full = list(range(self.size))
+        else:
+            gen = torch.Generator().manual_seed(self.seed + epoch)
+            full = torch.randperm(self.size, generator=gen).tolist()
+        if self.num_replicas == 1:
+            return full
+        padded = (full * math.ceil(self.total_size / max(len(full), 1)))[: self.total_size]
+        return padded[self.rank : self.total_size : self.num_replicas]
 
     def __iter__(self) -> Iterator[Draw]:
         start, self._start = self._start, 0
@@ -90,7 +111,7 @@ class ResumableSampler(Sampler[Draw]):
             yield Draw(i, epoch, seed)
 
     def __len__(self) -> int:
-        return self.size
+        return self.num_samples
 
     def state_dict(self) -> dict[str, int]:
         """``{"seed", "epoch", "size"}``: the position is kept by the loader."""
@@ -104,7 +125,7 @@ class ResumableSampler(Sampler[Draw]):
                 f"training items, the dataset now has {self.size}; resume with the same data"
             )
         self.seed, self.epoch = int(state["seed"]), int(state["epoch"])
-        self._start = max(0, min(int(start), self.size))
+        self._start = max(0, min(int(start), self.num_samples))
 
 
 class ResumableDataLoader(DataLoader):
