@@ -58,8 +58,9 @@ def _run(args: list[str | Path], **kw) -> subprocess.CompletedProcess:
 def test_golden_data_in_c(cbuild: Path, golden: Path) -> None:
     proc = _run([cbuild / "test_golden", golden])
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    n = len((golden / "manifest.txt").read_text().splitlines())
+    n = len((golden / "manifest.txt").read_text().splitlines()) + 1  # + the rejected table
     assert f"{n}/{n} golden cases passed" in proc.stdout
+    assert "ok   rejected table leaves an empty model" in proc.stdout
     assert "command" in (golden / "golden.json").read_text()
 
 
@@ -336,3 +337,29 @@ def test_writer_header_fields() -> None:
     assert (magic, version, rate, ndim, d0, d1, n) == (b"KWSN", 1, 8000, 2, 2, 3, 3)
     assert struct.unpack("<I", data[-4:])[0] == zlib.crc32(data[:-4])
     assert len(data) == 28 + 12 + 12 + (12 + 12 + 4 * 14) + 4
+
+
+def test_directory_and_empty_batch_are_named_errors(
+    cbuild: Path, tiny_model: tuple, tmp_path: Path
+) -> None:
+    _, path = tiny_model
+    with pytest.raises(CRuntimeError, match="(?i)i/o|read"):
+        CModel(tmp_path)  # a directory: an I/O error, not "too big"
+    (tmp_path / "empty.f32").write_bytes(b"")
+    proc = _run([cbuild / "kwsnet-infer", path, "--raw", tmp_path / "empty.f32"])
+    assert proc.returncode == 1 and "0 bytes" in proc.stderr
+
+
+def test_forward_from_threads_equals_serial(cbuild: Path, tiny_model: tuple) -> None:
+    """One CModel shared by threads: its arena is serialised, so every row is right."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, path = tiny_model
+    rng = np.random.default_rng(0)
+    batches = [rng.standard_normal((300, 1024)).astype(np.float32) for _ in range(8)]
+    with CModel(path) as cm:
+        serial = [cm.forward(b) for b in batches]
+        with ThreadPoolExecutor(4) as pool:
+            threaded = list(pool.map(cm.forward, batches))
+    for a, b in zip(serial, threaded, strict=True):
+        assert np.array_equal(a, b)

@@ -22,6 +22,9 @@ kwsn_status kwsn_load_file(const char *path, kwsn_loaded **out) {
     kwsn_status st = KWSN_ERR_IO;
     kwsn_loaded *lm = NULL;
     long size = -1;
+    /* A directory opens on Linux and ftell reports LONG_MAX: read one byte first, so it is an
+     * I/O error rather than "too big". */
+    if (fgetc(f) == EOF && ferror(f)) goto done;
     if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
     if (size < 0 || fseek(f, 0, SEEK_SET) != 0) goto done;
     if ((size_t)size > KWSN_MAX_FILE_BYTES) {

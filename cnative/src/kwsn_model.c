@@ -276,11 +276,16 @@ kwsn_status kwsn_model_from_table(const kwsn_layer_desc *descs, uint32_t n_layer
                                   kwsn_shape input, uint32_t sample_rate, kwsn_layer *layers,
                                   kwsn_model *model) {
     if (!descs || !layers || !model) return KWSN_ERR_ARG;
-    if (n_layers > KWSN_MAX_LAYERS) return KWSN_ERR_TOO_BIG;
+    /* On any failure the model is left all-zero (as kwsn_model_parse does), so a caller that
+     * ignores the status cannot run a half-prepared model with a zero-byte arena. */
     memset(model, 0, sizeof(*model));
+    if (n_layers > KWSN_MAX_LAYERS) return KWSN_ERR_TOO_BIG;
     for (uint32_t i = 0; i < n_layers; i++) {
         memset(&layers[i], 0, sizeof(layers[i]));
-        if (descs[i].n_ints > KWSN_MAX_INTS) return KWSN_ERR_PARAM;
+        if (descs[i].n_ints > KWSN_MAX_INTS) {
+            memset(model, 0, sizeof(*model));
+            return KWSN_ERR_PARAM;
+        }
         layers[i].desc = descs[i];
     }
     model->version = KWSN_FORMAT_VERSION;
@@ -288,7 +293,9 @@ kwsn_status kwsn_model_from_table(const kwsn_layer_desc *descs, uint32_t n_layer
     model->input = input;
     model->n_layers = n_layers;
     model->layers = layers;
-    return prepare_layers(model);
+    kwsn_status st = prepare_layers(model);
+    if (st != KWSN_OK) memset(model, 0, sizeof(*model));
+    return st;
 }
 
 /* ------------------------------------------------------------------ parse */
@@ -402,7 +409,8 @@ size_t kwsn_n_classes(const kwsn_model *m) { return m ? m->n_classes : 0u; }
 kwsn_status kwsn_forward_until(const kwsn_model *m, void *arena, size_t arena_bytes,
                                const float *input, size_t input_len, uint32_t n_run,
                                float *out, size_t out_cap) {
-    if (!m || !m->layers || !input || !out || n_run > m->n_layers) return KWSN_ERR_ARG;
+    if (!m || !m->layers || m->max_act == 0 || !input || !out || n_run > m->n_layers)
+        return KWSN_ERR_ARG;
     if (input_len != kwsn_input_len(m)) return KWSN_ERR_INPUT_LEN;
     size_t out_len = n_run ? shape_numel(m->layers[n_run - 1].out) : input_len;
     if (out_cap < out_len) return KWSN_ERR_ARG;

@@ -74,6 +74,28 @@ static int run_case(const char *dir, const char *name, size_t rows, double tol) 
     return fail;
 }
 
+/* A table the runtime rejects must leave nothing runnable behind (it once left a
+ * half-prepared model whose zero-byte arena a forward call then overflowed). */
+static int check_rejected_table(void) {
+    kwsn_layer_desc descs[2];
+    memset(descs, 0, sizeof(descs));
+    descs[0].type = KWSN_LAYER_RELU;
+    descs[1].type = 99; /* no such layer */
+    kwsn_shape in = {2, {1, 64}};
+    kwsn_layer layers[2];
+    kwsn_model m;
+    kwsn_status st = kwsn_model_from_table(descs, 2, in, 16000, layers, &m);
+    float x[64] = {0}, y[64], arena[16];
+    kwsn_status run = kwsn_forward_until(&m, arena, sizeof(arena), x, 64, 1, y, 64);
+    if (st == KWSN_OK || m.n_layers != 0 || m.layers != NULL || run != KWSN_ERR_ARG) {
+        printf("FAIL rejected table: status %d, n_layers %u, forward %d\n", (int)st,
+               (unsigned)m.n_layers, (int)run);
+        return 1;
+    }
+    printf("ok   rejected table leaves an empty model\n");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: test_golden DIR\n");
@@ -89,7 +111,7 @@ int main(int argc, char **argv) {
     char name[256];
     size_t rows;
     double tol;
-    int failed = 0, cases = 0;
+    int failed = check_rejected_table(), cases = 1;
     while (fscanf(f, "%255s %zu %lf", name, &rows, &tol) == 3) {
         failed += run_case(argv[1], name, rows, tol);
         cases++;

@@ -38,7 +38,7 @@ static int run_raw(const kwsn_model *m, void *arena, size_t arena_bytes, const c
     long size = -1;
     if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
     fseek(f, 0, SEEK_SET);
-    if (size < 0 || (size_t)size % (T * sizeof(float)) != 0) {
+    if (size <= 0 || (size_t)size % (T * sizeof(float)) != 0) {
         fprintf(stderr,
                 "error: %s: %ld bytes is not a whole number of rows of %zu float32 samples "
                 "(the model's input length)\n",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,9 @@ class CModel:
             for i in range(self.n_layers)
         ]
         self._arena = np.zeros(self.arena_bytes // 4 + 16, dtype=np.float32)
+        # One arena per model; ctypes releases the GIL during the C call, so concurrent
+        # forward() calls from threads would share it. They are serialised instead.
+        self._lock = threading.Lock()
 
     def status_str(self, status: int) -> str:
         """The runtime's message for a status code."""
@@ -113,6 +117,11 @@ class CModel:
         x = np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(len(x), -1))
         n_out = self.out_len(n_run)
         out = np.empty((len(x), n_out), dtype=np.float32)
+        with self._lock:
+            self._run_rows(x, n_run, out, n_out)
+        return out
+
+    def _run_rows(self, x: np.ndarray, n_run: int, out: np.ndarray, n_out: int) -> None:
         arena = self._arena.ctypes.data
         for i in range(len(x)):
             st = self._so.kwsn_forward_until(
@@ -127,7 +136,6 @@ class CModel:
             )
             if st != 0:
                 raise CRuntimeError(f"row {i}: {self.status_str(st)}")
-        return out
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Logits ``[N, n_classes]`` for inputs ``[N, T]``."""
