@@ -148,7 +148,8 @@ class KwsCLI(LightningCLI):
     def after_fit(self) -> None:
         if self.trainer.interrupted:
             return
-        write_summary(self.trainer, self.model, self._seed())
+        if self.trainer.is_global_zero:  # under DDP one process writes the run's files
+            write_summary(self.trainer, self.model, self._seed())
         if self._get(self.config, "test_after_fit"):
             best = self.trainer.checkpoint_callback
             ckpt = "best" if best is not None and best.best_model_path else None
@@ -156,10 +157,10 @@ class KwsCLI(LightningCLI):
             self.after_test()
 
     def after_test(self) -> None:
-        write_confusion_matrix(
-            self.trainer, self.model.test_confusion_matrix, self.model.class_names
-        )
-        write_summary(self.trainer, self.model, self._seed())
+        confmat = self.model.test_confusion_matrix  # every process: summed over processes
+        if self.trainer.is_global_zero:
+            write_confusion_matrix(self.trainer, confmat, self.model.class_names)
+            write_summary(self.trainer, self.model, self._seed())
 
     def after_predict(self) -> None:
         rows = [r for batch in (self.trainer.predict_loop.predictions or []) for r in batch]

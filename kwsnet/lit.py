@@ -217,8 +217,11 @@ class ClassifierModule(pl.LightningModule):
 
     @property
     def test_confusion_matrix(self) -> torch.Tensor:
-        """``[C, C]`` counts of the last test run (rows: label, columns: prediction)."""
-        return self.metrics["test_"].confmat
+        """``[C, C]`` counts of the last test run (rows: label, columns: prediction), summed
+        over processes under DDP (a collective: every process must read it)."""
+        stats = self.metrics["test_"]
+        with stats.sync_context():  # a no-op in one process
+            return stats.confmat.clone()
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")

@@ -75,6 +75,8 @@ def test_ddp_fit_with_lsuv_on_two_cpu_processes(tmp_path: Path) -> None:
         "--model.init",
         "kwsnet.init.LSUV",
         "--trainer.callbacks+=tests.test_ddp.RankFingerprint",
+        "--test_after_fit",
+        "true",
     ]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -82,5 +84,10 @@ def test_ddp_fit_with_lsuv_on_two_cpu_processes(tmp_path: Path) -> None:
     assert ranks[0]["hash"] == ranks[1]["hash"]  # LSUV ran per rank; rank 0's weights won
     seen = [set(r["paths"]) for r in ranks]
     assert seen[0] and not seen[0] & seen[1]  # disjoint shards of the epoch
-    train = AudioDataModule(source_options=yaml.safe_load(TINY_SYNTHETIC)).source.items("train")
-    assert seen[0] | seen[1] == {item.path for item in train}  # the whole train split
+    source = AudioDataModule(source_options=yaml.safe_load(TINY_SYNTHETIC)).source
+    assert seen[0] | seen[1] == {item.path for item in source.items("train")}  # whole split
+    # the test confusion matrix counts both processes' halves of the test split
+    rows = (tmp_path / "run" / "confusion_matrix.csv").read_text().splitlines()[1:]
+    total = sum(int(v) for row in rows for v in row.split(",")[1:])
+    assert total == len(source.items("test")) % 2 + len(source.items("test"))  # padded to even
+    assert "test/acc" in json.loads((tmp_path / "run" / "summary.json").read_text())["metrics"]
