@@ -130,7 +130,8 @@ class ClassifierModule(pl.LightningModule):
         feats, feat_lengths = self.frontend(audio, lengths)
         return self.backbone(feats, feat_lengths)
 
-    def _step(self, batch: dict[str, Any], stage: str) -> dict[str, torch.Tensor]:
+    def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        """Forward, loss and stage statistics of one batch; returns the loss."""
         labels = batch["label"]
         audio, lengths = batch["audio"], batch["lengths"]
         if stage == "train" and self.augment is not None:
@@ -153,7 +154,7 @@ class ClassifierModule(pl.LightningModule):
                 prog_bar=True,
                 batch_size=labels.numel(),
             )
-        return {"loss": loss, "preds": preds.detach()}
+        return loss
 
     def _logging_step(self) -> bool:
         """Whether the trainer writes this training step's values to the logger."""
@@ -179,12 +180,12 @@ class ClassifierModule(pl.LightningModule):
         )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")["loss"]
+        return self._step(batch, "train")
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "val")
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "test")
 
     # Stats reset at epoch start, not end: a run resumed mid-epoch skips on_train_epoch_start
@@ -206,22 +207,24 @@ class ClassifierModule(pl.LightningModule):
         self.metrics["test_"].reset()
         self._test_embeddings = []
 
-    def prediction_counts(self, stage: str) -> torch.Tensor | None:
-        """Predictions per class ``[C]`` in ``stage``'s current epoch, summed over processes
-        (``None`` before any batch); ``CollapseMonitor`` reads them at epoch end."""
+    def confusion_matrix(self, stage: str) -> torch.Tensor:
+        """``[C, C]`` counts of ``stage``'s current (or last) epoch, rows label, columns
+        prediction, summed over processes under DDP (a collective: every process must call)."""
         stats = self.metrics[f"{stage}_"]
-        if stats.update_count == 0:
-            return None
         with stats.sync_context():  # a no-op in one process
-            return stats.confmat.sum(dim=0).clone()
+            return stats.confmat.clone()
+
+    def prediction_counts(self, stage: str) -> torch.Tensor | None:
+        """Predictions per class ``[C]`` in ``stage``'s epoch (``None`` before any batch);
+        ``CollapseMonitor`` reads them at epoch end."""
+        if self.metrics[f"{stage}_"].update_count == 0:
+            return None
+        return self.confusion_matrix(stage).sum(dim=0)
 
     @property
     def test_confusion_matrix(self) -> torch.Tensor:
-        """``[C, C]`` counts of the last test run (rows: label, columns: prediction), summed
-        over processes under DDP (a collective: every process must read it)."""
-        stats = self.metrics["test_"]
-        with stats.sync_context():  # a no-op in one process
-            return stats.confmat.clone()
+        """``confusion_matrix("test")``: what the CLI writes after ``test``."""
+        return self.confusion_matrix("test")
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")

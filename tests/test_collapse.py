@@ -40,7 +40,6 @@ def test_monitor_reads_the_modules_confusion_matrix():
     stats.update(torch.tensor([2, 2, 2, 1]), torch.tensor([0, 1, 2, 2]), torch.tensor(1.0))
     assert module.prediction_counts("val").tolist() == [0, 1, 3]
     monitor = CollapseMonitor()
-    monitor.on_validation_batch_end(None, module, {"preds": torch.tensor([0, 0])}, None, 0)
-    monitor._finish("val", SimpleNamespace(sanity_checking=False), module)
-    assert monitor.last["val"]["counts"] == [0, 1, 3]  # the step outputs were not counted
+    monitor.on_validation_epoch_end(SimpleNamespace(sanity_checking=False), module)
+    assert monitor.last["val"]["counts"] == [0, 1, 3]
     assert logged["val/collapsed"] == 1.0 and logged["val/n_pred_classes"] == 2.0

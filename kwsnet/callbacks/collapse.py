@@ -5,17 +5,14 @@ A model that predicts fewer distinct classes than exist, or gives one class more
 shows on ~40% of seeds). Logged every val/test epoch as ``{stage}/n_pred_classes``,
 ``{stage}/max_class_share`` and ``{stage}/collapsed`` (1.0 or 0.0), with a warning.
 
-The per-class prediction counts come from the module's ``prediction_counts(stage)`` when it
-has one (``ClassifierModule``: the column sums of its confusion matrix, summed over
-processes, no per-batch host copy); otherwise from the ``preds`` each step returns.
+The per-class prediction counts are the module's ``prediction_counts(stage)``
+(``ClassifierModule``: the column sums of its stage confusion matrix, summed over processes),
+read once at epoch end.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import lightning.pytorch as pl
-import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 from kwsnet.metrics.collapse import MAX_SHARE, collapse_stats
@@ -24,7 +21,8 @@ __all__ = ["CollapseMonitor"]
 
 
 class CollapseMonitor(pl.Callback):
-    """Track predicted-class coverage on validation and test.
+    """Track predicted-class coverage on validation and test (of a module with
+    ``prediction_counts(stage)``, as ``ClassifierModule`` has).
 
     Args:
         max_share: a class share above this counts as collapse (default 0.9).
@@ -34,30 +32,20 @@ class CollapseMonitor(pl.Callback):
         if not 0.0 < max_share <= 1.0:
             raise ValueError(f"collapse.max_share must be in (0, 1], got {max_share}")
         self.max_share = max_share
-        self.counts: dict[str, torch.Tensor] = {}
         self.last: dict[str, dict[str, float]] = {}
 
-    def _reset(self, stage: str, pl_module: pl.LightningModule) -> None:
-        self.counts[stage] = torch.zeros(pl_module.num_classes, dtype=torch.long)
-
-    def _update(self, stage: str, outputs: Any, pl_module: pl.LightningModule) -> None:
-        if hasattr(pl_module, "prediction_counts"):
-            return  # counted by the module itself
-        if isinstance(outputs, dict) and "preds" in outputs and stage in self.counts:
-            preds = outputs["preds"].detach().cpu()
-            self.counts[stage] += torch.bincount(preds, minlength=self.counts[stage].numel())
-
     def _finish(self, stage: str, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        own = getattr(pl_module, "prediction_counts", None)
-        counts = own(stage) if own is not None else self.counts.get(stage)
-        if counts is None or counts.sum() == 0 or trainer.sanity_checking:
+        if trainer.sanity_checking:
+            return
+        counts = pl_module.prediction_counts(stage)
+        if counts is None or counts.sum() == 0:
             return
         counts = counts.cpu()
         stats = collapse_stats(counts.tolist(), self.max_share)
         self.last[stage] = stats | {"counts": counts.tolist()}
         for key, value in stats.items():
-            # the module's counts are already global; per-rank counts are averaged
-            pl_module.log(f"{stage}/{key}", value, on_epoch=True, sync_dist=own is None)
+            # the counts are already summed over processes
+            pl_module.log(f"{stage}/{key}", value, on_epoch=True)
         if stats["collapsed"]:
             rank_zero_warn(
                 f"{stage} predictions cover {int(stats['n_pred_classes'])} of "
@@ -66,24 +54,8 @@ class CollapseMonitor(pl.Callback):
                 f"above {self.max_share:.0%})"
             )
 
-    def on_validation_epoch_start(self, trainer, pl_module) -> None:
-        self._reset("val", pl_module)
-
-    def on_validation_batch_end(
-        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
-    ) -> None:
-        self._update("val", outputs, pl_module)
-
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         self._finish("val", trainer, pl_module)
-
-    def on_test_epoch_start(self, trainer, pl_module) -> None:
-        self._reset("test", pl_module)
-
-    def on_test_batch_end(
-        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
-    ) -> None:
-        self._update("test", outputs, pl_module)
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:
         self._finish("test", trainer, pl_module)

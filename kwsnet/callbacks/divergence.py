@@ -95,8 +95,7 @@ class DivergenceGuard(pl.Callback):
     ) -> None:
         loss_ok, self._loss_ok = self._loss_ok, None
         flag = loss_ok
-        grads_checked = self.check_grads and "16-mixed" not in str(trainer.precision)
-        if grads_checked:
+        if self.check_grads and "16-mixed" not in str(trainer.precision):
             grads = [p.grad for g in optimizer.param_groups for p in g["params"]]
             grads = [g for g in grads if g is not None]
             if grads:
@@ -109,7 +108,7 @@ class DivergenceGuard(pl.Callback):
                 self.last_finite = (trainer.global_step, self._loss)
             return
         if loss_ok is not None and not bool(loss_ok):
-            bad = f"training loss is {float(self._loss) if self._loss is not None else 'nan'}"
+            bad = f"training loss is {float(self._loss)}"  # set with loss_ok
         else:
             bad = "a gradient is not finite"
         if self.action == "stop":

@@ -26,15 +26,10 @@ def accuracy_f1(confmat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Micro accuracy and macro F1 of a confusion matrix ``[C, C]`` (rows true, cols pred)."""
     cm = confmat.float()  # float32: exact for counts below 2**24, and MPS has no float64
     tp = cm.diagonal()
-    fp = cm.sum(0) - tp
-    fn = cm.sum(1) - tp
-    total = cm.sum()
-    acc = tp.sum() / total if total > 0 else torch.zeros((), dtype=cm.dtype, device=cm.device)
-    denom = 2 * tp + fp + fn
-    f1 = torch.where(denom > 0, 2 * tp / denom.clamp(min=1), torch.zeros_like(tp))
-    present = denom > 0
-    n = present.sum()
-    macro = f1[present].sum() / n if n > 0 else torch.zeros((), dtype=cm.dtype, device=cm.device)
+    denom = cm.sum(0) + cm.sum(1)  # 2 tp + fp + fn per class
+    present = denom > 0  # classes seen as a label or a prediction
+    acc = tp.sum() / cm.sum().clamp(min=1)
+    macro = (2 * tp / denom.clamp(min=1)).sum() / present.sum().clamp(min=1)
     return acc, macro
 
 
