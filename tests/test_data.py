@@ -27,6 +27,8 @@ def test_synthetic_is_deterministic_and_labelled():
     assert torch.equal(x, b.load(b.items("train")[0]))
     sizes = {s: len(a.items(s)) for s in ("train", "val", "test")}
     assert sizes == {"train": 36, "val": 12, "test": 12}
+    with pytest.raises(ValueError, match="split must be one of"):
+        a.items("validation")
     # different words differ far more than two takes of one word by one voice
     assert not torch.equal(a.load(items[0]), a.load(items[1]))
 

@@ -71,10 +71,7 @@ class _PredictSource(Source):
                 raise DataFormatError(f"data.predict_files: {f} does not exist")
         if not paths:
             raise DataFormatError(f"data.predict_files {list(files)} holds no audio files")
-        self._items = [Item(p) for p in paths]
-
-    def items(self, split: str) -> list[Item]:
-        return list(self._items)
+        self._items = {"predict": [Item(p) for p in paths]}
 
     def load(self, item: Item) -> torch.Tensor:
         from kwsnet.data.audio import read_audio

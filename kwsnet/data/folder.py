@@ -87,7 +87,7 @@ class FolderSource(Source):
             split_of = self._split_speakers([rel for rel, _ in files], speakers)
         else:
             split_of = self._split_files(root, [rel for rel, _ in files])
-        self._items: dict[str, list[Item]] = {"train": [], "val": [], "test": []}
+        self._items = {"train": [], "val": [], "test": []}
         for i, (rel, ci) in enumerate(files):
             spk = spk_index[speakers[i]] if speakers else -1
             self._items[split_of[rel]].append(Item(str(root / rel), ci, spk))
@@ -125,9 +125,6 @@ class FolderSource(Source):
         split_of_speaker = {s: "val" for s in order[:k_val]}
         split_of_speaker |= {s: "test" for s in order[k_val : k_val + k_test]}
         return {r: split_of_speaker.get(s, "train") for r, s in zip(rels, speakers, strict=True)}
-
-    def items(self, split: str) -> list[Item]:
-        return list(self._items[split])
 
     def load(self, item: Item) -> torch.Tensor:
         return read_audio(item.path, self.args.sample_rate)

@@ -156,12 +156,6 @@ class MelFeatureSource(Source):
                 splits["val" if i in val else "test" if i in test else "train"].append(item)
         return splits
 
-    def items(self, split: str) -> list[Item]:
-        """The items of ``split``, grouped by speaker in sorted speaker order."""
-        if split not in self._items:
-            raise ValueError(f"split must be one of {tuple(self._items)}, got {split!r}")
-        return list(self._items[split])
-
     def load(self, item: Item) -> torch.Tensor:
         """Feature matrix ``[T, n_mels]`` float32."""
         try:

@@ -65,8 +65,9 @@ class SourceArgs:
 class Source(ABC):
     """A dataset format: which items each split holds and how to load one.
 
-    Subclasses set ``name`` (the ``data.source`` value), and fill ``keyword_names`` and
-    ``speaker_names`` (index → name; empty where the format has no such label).
+    Subclasses set ``name`` (the ``data.source`` value), fill ``keyword_names`` and
+    ``speaker_names`` (index → name; empty where the format has no such label) and
+    ``_items`` (split → items in a deterministic order), which ``items`` serves.
     """
 
     name: ClassVar[str]
@@ -75,10 +76,13 @@ class Source(ABC):
         self.args = args
         self.keyword_names: list[str] = []
         self.speaker_names: list[str] = []
+        self._items: dict[str, list[Item]] = {}
 
-    @abstractmethod
     def items(self, split: str) -> list[Item]:
         """The items of ``split`` (one of ``SPLITS``), in a deterministic order."""
+        if split not in self._items:
+            raise ValueError(f"split must be one of {tuple(self._items)}, got {split!r}")
+        return list(self._items[split])
 
     @abstractmethod
     def load(self, item: Item) -> torch.Tensor:

@@ -147,9 +147,6 @@ class SpeechCommandsSource(Source):
                 src = str(noise[int(rng.integers(len(noise)))])
                 items.append(Item(src, label, -1, "audio", ("silence", split, i)))
 
-    def items(self, split: str) -> list[Item]:
-        return list(self._items[split])
-
     def load(self, item: Item) -> torch.Tensor:
         wave = read_audio(item.path, self.args.sample_rate)
         if item.extra and item.extra[0] == "silence":

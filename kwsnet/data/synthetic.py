@@ -184,7 +184,7 @@ class SyntheticSource(Source):
         self._voices = _make_voices(self.num_speakers, rng)
         self.keyword_names = [f"word{i}" for i in range(self.num_words)]
         self.speaker_names = [f"spk{i:03d}" for i in range(self.num_speakers)]
-        self._splits = self._split()
+        self._items = self._split()
 
     def _split(self) -> dict[str, list[Item]]:
         rng = np.random.default_rng(self.args.split_seed)
@@ -213,9 +213,6 @@ class SyntheticSource(Source):
         for items in splits.values():
             items.sort(key=lambda it: it.extra)
         return splits
-
-    def items(self, split: str) -> list[Item]:
-        return list(self._splits[split])
 
     def load(self, item: Item) -> torch.Tensor:
         w, s, u = item.extra

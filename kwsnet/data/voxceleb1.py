@@ -66,7 +66,7 @@ class VoxCeleb1Source(Source):
             speakers = speakers[: int(max_speakers)]
         index = {spk: i for i, spk in enumerate(speakers)}
         self.speaker_names = speakers
-        self._items: dict[str, list[Item]] = {"train": [], "val": [], "test": []}
+        self._items = {"train": [], "val": [], "test": []}
         for split, spk, rel in entries:
             if spk in index:
                 path = str(self.root / "wav" / rel)
@@ -95,12 +95,6 @@ class VoxCeleb1Source(Source):
         if not entries:
             raise DataFormatError(f"{path}: split file lists no utterances")
         return entries
-
-    def items(self, split: str) -> list[Item]:
-        """The items of ``split`` in split-file order."""
-        if split not in self._items:
-            raise ValueError(f"split must be one of {tuple(self._items)}, got {split!r}")
-        return list(self._items[split])
 
     def load(self, item: Item) -> torch.Tensor:
         """Waveform ``[T]`` float32 at ``args.sample_rate``."""
