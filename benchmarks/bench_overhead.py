@@ -153,8 +153,9 @@ def interleaved_run(config: str, epochs: int, extra: list[str]) -> list[dict[str
         dm, model = cli.datamodule, cli.model
         dm.setup("fit")
         ds = dm.datasets["train"]
-        x = torch.stack([ds[i]["audio"] for i in range(len(ds))])  # [N, T]
-        y = torch.tensor([ds[i]["label"] for i in range(len(ds))])
+        records = [ds[i] for i in range(len(ds))]
+        x = torch.stack([r["audio"] for r in records])  # [N, T]
+        y = torch.tensor([r["label"] for r in records])
         timer = Interleave(HandLoop(model, x, y, dm.batch_size))
         cli.trainer.callbacks.append(timer)
         cli.trainer.fit(model, datamodule=dm)
