@@ -269,6 +269,15 @@ def append_ledger(path: str | os.PathLike, record: dict[str, Any]) -> None:
         os.close(fd)
 
 
+def _json_object(line: bytes) -> dict[str, Any] | None:
+    """The JSON object on ``line``, or ``None`` when it is not one."""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
 def read_ledger(path: str | os.PathLike, repair: bool = False) -> list[dict[str, Any]]:
     """Read the ledger's records. A torn last line (a run killed mid-write) is skipped with a
     warning, and with ``repair=True`` cut off so the next append starts a clean line."""
@@ -276,26 +285,22 @@ def read_ledger(path: str | os.PathLike, repair: bool = False) -> list[dict[str,
     if not path.exists():
         return []
     raw = path.read_bytes()
-    records, good_end, pos = [], 0, 0
     lines = raw.split(b"\n")
+    last = len(lines) - (2 if lines[-1] == b"" else 1)  # index of the final line
+    records: list[dict[str, Any]] = []
+    good_end, start = len(raw), 0  # where a repair cuts the file
     for i, line in enumerate(lines):
-        end = pos + len(line) + 1
-        last = i == len(lines) - 1 or (i == len(lines) - 2 and lines[-1] == b"")
-        if line.strip():
-            try:
-                rec = json.loads(line)
-                if not isinstance(rec, dict):
-                    raise ValueError("not an object")
-                records.append(rec)
-                good_end = min(end, len(raw))
-            except ValueError:
-                where = "torn last line" if last else f"unreadable line {i + 1}"
-                warnings.warn(f"{path}: skipping {where}: {line[:80]!r}", stacklevel=2)
-                if not last:
-                    good_end = min(end, len(raw))
-        else:
-            good_end = min(end, len(raw))
-        pos = end
+        line_start, start = start, start + len(line) + 1
+        if not line.strip():
+            continue
+        rec = _json_object(line)
+        if rec is not None:
+            records.append(rec)
+            continue
+        where = "torn last line" if i == last else f"unreadable line {i + 1}"
+        warnings.warn(f"{path}: skipping {where}: {line[:80]!r}", stacklevel=2)
+        if i == len(lines) - 1:  # no newline after it: cut it, the next append starts clean
+            good_end = line_start
     if repair and good_end < len(raw):
         with open(path, "r+b") as f:
             f.truncate(good_end)
