@@ -4,7 +4,9 @@ system or malloc), ONNX via onnxruntime, and the ``kwsnet export`` / ``parity`` 
 from __future__ import annotations
 
 import shutil
+import struct
 import subprocess
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -196,3 +198,51 @@ def test_export_and_parity_commands(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert rc == 0, text
     assert "predictions identical" in text and "max |Δlogit|" in text and "layer 15" in text
     assert export_main(["--config", str(tmp_path / "missing.yaml"), "--out", str(out)]) != 0
+
+
+def _write_wav(path: Path, x: np.ndarray, rate: int) -> None:
+    """Mono 16-bit PCM."""
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(np.round(np.clip(x, -1, 1) * 32767).astype("<i2").tobytes())
+
+
+def test_export_records_the_configured_sample_rate(tmp_path: Path) -> None:
+    """``--data.sample_rate 8000`` reaches the .kwsn header and the C header, and
+    ``kwsnet-infer`` takes an 8 kHz clip of the model's length (and refuses a 16 kHz one)."""
+    if shutil.which("gcc") is None or shutil.which("make") is None:
+        pytest.skip("gcc and make are needed to build kwsnet-infer")
+    from kwsnet.export import export_main
+
+    config = str(ROOT / "configs" / "kws_raw.yaml")
+    # 16000 samples at 8 kHz: a 2 s clip, the length the config's RawConv takes
+    rate = ["--data.sample_rate", "8000"]
+    out, header = tmp_path / "m.kwsn", tmp_path / "m.h"
+    assert export_main(["--config", config, "--out", str(out), *rate]) == 0
+    assert (
+        export_main(["--config", config, "--format", "c-header", "--out", str(header), *rate]) == 0
+    )
+    magic, _, sample_rate, _, _, n_samples = struct.unpack_from("<4s5I", out.read_bytes())
+    assert (magic, sample_rate, n_samples) == (b"KWSN", 8000, 16000)
+    assert "#define KWSN_MODEL_SAMPLE_RATE 8000u" in header.read_text()
+    build_cnative("all")
+    x = 0.3 * np.sin(np.arange(16000) * 0.05)
+    _write_wav(tmp_path / "8k.wav", x, 8000)
+    _write_wav(tmp_path / "16k.wav", x, 16000)
+    exe = CNATIVE_DIR / "build" / "kwsnet-infer"
+    proc = subprocess.run([exe, out, tmp_path / "8k.wav"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert any(line.startswith(str(tmp_path / "8k.wav")) for line in proc.stdout.splitlines())
+    proc = subprocess.run([exe, out, tmp_path / "16k.wav"], capture_output=True, text=True)
+    assert proc.returncode == 1 and "sample rate" in proc.stderr
+
+
+def test_sample_rate_is_never_a_silent_default() -> None:
+    from kwsnet.data.datamodule import AudioDataModule
+    from kwsnet.export.commands import _sample_rate
+
+    assert _sample_rate(AudioDataModule(sample_rate=8000)) == 8000
+    with pytest.raises(ExportError, match="sample rate"):
+        _sample_rate(object())

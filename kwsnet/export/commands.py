@@ -55,8 +55,20 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _sample_rate(dm: object) -> int:
-    args = getattr(dm, "args", None)
-    return int(getattr(args, "sample_rate", None) or getattr(dm, "sample_rate", 16000))
+    """The sample rate the model was trained at: ``AudioDataModule.source_args.sample_rate``
+    (``data.sample_rate``; audio is resampled to it), written into the exported file.
+
+    Raises:
+        ExportError: the DataModule holds no positive integer rate (never a silent default:
+            a wrong rate makes ``kwsnet-infer`` reject correct clips, or accept wrong ones).
+    """
+    rate = getattr(getattr(dm, "source_args", None), "sample_rate", None)
+    if isinstance(rate, bool) or not isinstance(rate, int) or rate <= 0:
+        raise ExportError(
+            f"cannot tell the model's sample rate: {type(dm).__name__} has no positive integer "
+            f"source_args.sample_rate (got {rate!r}); set data.sample_rate"
+        )
+    return rate
 
 
 class _ConfigExit(Exception):
