@@ -7,7 +7,8 @@ comes from the DataModule. Log keys are ``{stage}/{metric}`` (``train/loss``, ``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -103,7 +104,8 @@ class ClassifierModule(pl.LightningModule):
         self.augment = augment
         self.verification_trials = verification_trials
         self.verification_seed = verification_seed
-        self._test_embeddings: list[tuple[torch.Tensor, torch.Tensor]] = []
+        # (embedding, speaker, clip key) per test batch, for verification at epoch end
+        self._test_embeddings: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.compile_backbone = compile
         if compile:
             backbone.compile()
@@ -139,7 +141,10 @@ class ClassifierModule(pl.LightningModule):
         embedding = self.embed(audio, lengths)
         logits = self.head(embedding, labels if stage == "train" else None)
         if stage == "test" and self.verification_trials > 0:
-            self._test_embeddings.append((embedding.detach(), batch["speaker"]))
+            keys = _clip_keys(batch.get("path"), len(labels))
+            self._test_embeddings.append(
+                (embedding.detach(), batch["speaker"], keys.to(embedding.device))
+            )
         loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         preds = logits.argmax(dim=-1)
         self.metrics[f"{stage}_"].update(preds, labels, loss)
@@ -226,13 +231,53 @@ class ClassifierModule(pl.LightningModule):
         """``confusion_matrix("test")``: what the CLI writes after ``test``."""
         return self.confusion_matrix("test")
 
+    def _gathered_test_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The test embeddings ``[N, D]`` and speaker labels ``[N]`` of every process, in the
+        test split's order, each clip once (a collective under DDP: every process calls it).
+
+        Lightning's ``DistributedSampler`` (no shuffle) gives rank ``r`` of ``W`` the clips
+        ``r, r + W, r + 2W, ...`` and pads the last round with repeats of the first clips, so
+        every rank has as many. The shards are gathered (padded to the longest, as
+        ``all_gather`` needs equal shapes), interleaved back into the split's order, and a clip
+        seen again (same path: the sampler's padding) is dropped, so the trials are drawn over
+        exactly the list one process sees. In one process this changes nothing, unless the
+        split lists one file twice (it counts once, in every world size); batches without
+        ``path`` are never de-duplicated.
+        """
+        parts = self._test_embeddings
+        self._test_embeddings = []
+        dim = int(self.backbone.embed_dim)
+        if parts:
+            emb = torch.cat([e for e, _, _ in parts])
+            spk = torch.cat([s for _, s, _ in parts]).to(emb.device)
+            key = torch.cat([k for _, _, k in parts]).to(emb.device)
+        else:  # an empty shard still joins the collectives
+            emb = torch.zeros(0, dim, device=self.device)
+            spk = torch.zeros(0, dtype=torch.long, device=self.device)
+            key = torch.zeros(0, dtype=torch.long, device=self.device)
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if world > 1:
+            counts = self.all_gather(torch.tensor(len(emb), device=emb.device)).flatten()
+            longest = int(counts.max())
+
+            def padded(t: torch.Tensor) -> torch.Tensor:
+                return torch.cat([t, t.new_zeros(longest - len(t), *t.shape[1:])])
+
+            # [W, longest, ...] -> [longest, W, ...] -> rank r's i-th clip at i * W + r
+            emb, spk, key = (
+                self.all_gather(padded(t)).transpose(0, 1).flatten(0, 1) for t in (emb, spk, key)
+            )
+            valid = torch.arange(longest, device=counts.device)[:, None] < counts[None, :]
+            valid = valid.flatten().to(emb.device)
+            emb, spk, key = emb[valid], spk[valid], key[valid]
+        first = _first_occurrences(key)
+        return emb[first], spk[first]
+
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
-        if not self._test_embeddings:
+        if self.verification_trials <= 0:
             return
-        emb = torch.cat([e for e, _ in self._test_embeddings])
-        spk = torch.cat([s for _, s in self._test_embeddings])
-        self._test_embeddings = []
+        emb, spk = self._gathered_test_embeddings()
         known = spk >= 0
         if int(known.sum()) < 2 or spk[known].unique().numel() < 2:
             return  # verification needs at least two speakers with labels
@@ -296,3 +341,23 @@ class ClassifierModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.run_info = dict(checkpoint.get("kwsnet", {}))
+
+
+def _clip_keys(paths: Sequence[str] | None, n: int) -> torch.Tensor:
+    """A key ``>= 0`` per clip of a test batch, the same in every process: 63 bits of a digest
+    of its path (``hash`` is salted per process); ``-1`` (never a duplicate) without paths."""
+    if paths is None or len(paths) != n:
+        return torch.full((n,), -1, dtype=torch.long)
+    digests = [hashlib.blake2b(p.encode(), digest_size=8).digest() for p in paths]
+    return torch.tensor([int.from_bytes(d, "little") >> 1 for d in digests], dtype=torch.long)
+
+
+def _first_occurrences(keys: torch.Tensor) -> torch.Tensor:
+    """``[N]`` bool: True at the first occurrence of each key ``>= 0`` and at every ``-1``."""
+    if keys.numel() == 0:
+        return keys.new_zeros(0, dtype=torch.bool)
+    _, inverse = torch.unique(keys, return_inverse=True)
+    pos = torch.arange(keys.numel(), device=keys.device)
+    first = torch.full((int(inverse.max()) + 1,), keys.numel(), device=keys.device)
+    first = first.scatter_reduce(0, inverse, pos, reduce="amin")
+    return (first[inverse] == pos) | (keys < 0)

@@ -1,5 +1,6 @@
-"""DDP on CPU (gloo, 2 processes): the resumable sampler shards the epoch, and an init strategy
-leaves every rank with the same weights."""
+"""DDP on CPU (gloo, 2 processes): the resumable sampler shards the epoch, an init strategy
+leaves every rank with the same weights, and the test verification metrics cover every rank's
+shard."""
 
 from __future__ import annotations
 
@@ -91,3 +92,48 @@ def test_ddp_fit_with_lsuv_on_two_cpu_processes(tmp_path: Path) -> None:
     total = sum(int(v) for row in rows for v in row.split(",")[1:])
     assert total == len(source.items("test")) % 2 + len(source.items("test"))  # padded to even
     assert "test/acc" in json.loads((tmp_path / "run" / "summary.json").read_text())["metrics"]
+
+
+# A shrunk configs/speaker_conformer.yaml on a 15-clip synthetic test split (5 speakers x 3
+# clips): odd, so the DistributedSampler pads rank 1's shard with a repeat of clip 0. Batches
+# of 1 make every embedding independent of which clips share its batch.
+SPEAKER_TEST = [
+    "--config",
+    str(REPO / "configs" / "speaker_conformer.yaml"),
+    "--model.backbone.init_args.d_model=16",
+    "--model.backbone.init_args.num_heads=2",
+    "--model.backbone.init_args.ffn_dim=32",
+    "--model.backbone.init_args.num_layers=1",
+    "--model.backbone.init_args.depthwise_conv_kernel_size=5",
+    "--model.verification_trials=400",
+    "--data.source=synthetic",
+    "--data.source_options={num_words: 3, num_speakers: 5, utterances: 3, num_samples: 3200}",
+    "--data.batch_size=1",
+    "--trainer.logger=false",
+    "--trainer.accelerator=cpu",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+]
+
+
+@pytest.mark.slow
+def test_ddp_test_eer_is_over_every_process(tmp_path: Path) -> None:
+    """``test/eer`` and ``test/min_dcf`` under 2-process DDP equal one process's on the same
+    weights: the embeddings of both shards are gathered, the sampler's padding dropped."""
+    from kwsnet.cli import KwsCLI
+
+    one = KwsCLI(
+        args=["test", *SPEAKER_TEST, "--trainer.default_root_dir", str(tmp_path / "one")],
+        save_config_callback=None,
+    )
+    ref = {k: float(one.trainer.callback_metrics[f"test/{k}"]) for k in ("eer", "min_dcf")}
+    ckpt = tmp_path / "weights.ckpt"
+    one.trainer.save_checkpoint(ckpt, weights_only=True)
+    cmd = [sys.executable, str(REPO / "train.py"), "test", *SPEAKER_TEST, "--ckpt_path", str(ckpt)]
+    cmd += ["--trainer.devices=2", "--trainer.strategy=ddp"]
+    cmd += ["--trainer.default_root_dir", str(tmp_path / "two")]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "two" / "summary.json").read_text())["metrics"]
+    assert {k: metrics[f"test/{k}"] for k in ref} == ref

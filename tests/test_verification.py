@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 import torch
 
@@ -69,3 +71,18 @@ def test_cosine_scoring_of_clustered_embeddings():
     assert compute_eer(scores, is_target)[0] == 0.0
     metrics = verification_metrics(emb, speakers, n_trials=500)
     assert metrics["eer"] == 0.0 and metrics["min_dcf"] == 0.0
+
+
+def test_clip_keys_and_first_occurrences():
+    """What ClassifierModule uses to drop the DistributedSampler's padding after the gather:
+    keys from a digest of the path (equal in every process), the first of equal keys kept."""
+    from kwsnet.lit import _clip_keys, _first_occurrences
+
+    keys = _clip_keys(["a.wav", "b.wav", "a.wav", "c.wav", "b.wav"], 5)
+    assert (keys >= 0).all() and keys[0] == keys[2] and keys[1] == keys[4] != keys[0]
+    digest = hashlib.blake2b(b"a.wav", digest_size=8).digest()
+    assert int(keys[0]) == int.from_bytes(digest, "little") >> 1
+    assert _first_occurrences(keys).tolist() == [True, True, False, True, False]
+    assert _clip_keys(None, 3).tolist() == [-1, -1, -1]  # no paths: never a duplicate
+    assert _first_occurrences(torch.tensor([-1, 4, -1, 4])).tolist() == [True, True, True, False]
+    assert _first_occurrences(torch.zeros(0, dtype=torch.long)).tolist() == []
