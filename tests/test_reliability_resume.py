@@ -13,6 +13,7 @@ Lightning has already prefetched the next batch.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -28,6 +29,8 @@ from .conftest import QUIET_FIT, REPO, tiny_cli_args
 
 CONFIG = str(REPO / "configs" / "kws_raw.yaml")
 STEPS_PER_EPOCH = 12
+# Each fit process gets another hash seed, as unpinned runs do: resume must not depend on it.
+_HASH_SEEDS = itertools.count(1)
 
 
 class KillAtStep(pl.Callback):
@@ -40,7 +43,7 @@ class KillAtStep(pl.Callback):
 
 def fit(root: Path, epochs: int, *extra: str, kill_at: int | None = None) -> int:
     """Run ``train.py fit`` in a subprocess; return its exit code."""
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONHASHSEED": "0"}
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONHASHSEED": str(next(_HASH_SEEDS))}
     env.pop("KWSNET_KILL_AT_STEP", None)
     args = []
     if kill_at is not None:

@@ -33,6 +33,10 @@ __all__ = ["AudioDataModule", "CacheBudget", "RecordDataset", "collate", "SOURCE
 
 log = logging.getLogger(__name__)
 
+# Part of every disk-cache key: bumped when what a key's signal holds changes (2: silence
+# segments no longer depend on PYTHONHASHSEED), so entries written before are never read.
+_SPILL_VERSION = 2
+
 # name → "module:Class"; imported on use so one broken format never blocks the others.
 SOURCES: dict[str, str] = {
     "synthetic": "kwsnet.data.synthetic:SyntheticSource",
@@ -113,8 +117,9 @@ class RecordDataset(Dataset):
 
     The cache keeps signals in memory while ``budget`` allows; beyond it they are spilled to
     ``spill_dir`` as ``<sha1 of source, file (path, size, mtime), item and load params>.pt``
-    (so a changed file or sample rate never hits a stale entry), or, without a
-    ``spill_dir``, decoded again on every access.
+    (load params: sample rate, ``split_seed`` and source options; so a changed file, sample
+    rate or seed never hits a stale entry), or, without a ``spill_dir``, decoded again on every
+    access.
 
     Args:
         source: the format that loads an item.
@@ -162,12 +167,14 @@ class RecordDataset(Dataset):
         args = self.source.args
         key = repr(
             (
+                _SPILL_VERSION,
                 type(self.source).__name__,
                 item.path,
                 stamp,
                 item.kind,
                 item.extra,
                 args.sample_rate,
+                args.split_seed,  # seeds generated signals (Speech Commands silence)
                 sorted(args.options.items()),
             )
         )

@@ -6,7 +6,8 @@ Layout: ``<root>/<word>/<speaker>_nohash_<n>.wav``, ``validation_list.txt`` and
 ``include_unknown`` every other word folder becomes ``_unknown_`` and with
 ``include_silence`` a ``_silence_`` class of background-noise segments is added (the
 standard 12-class setup: 10 words + unknown + silence). Speakers come from the file-name
-prefix before ``_nohash_``.
+prefix before ``_nohash_``. Which noise file, segment and gain a silence clip gets depends on
+``split_seed``, its split and its index only, so every process (and DDP rank) sees the same.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import os
 import tarfile
 import urllib.request
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -150,9 +152,10 @@ class SpeechCommandsSource(Source):
     def load(self, item: Item) -> torch.Tensor:
         wave = read_audio(item.path, self.args.sample_rate)
         if item.extra and item.extra[0] == "silence":
-            # A reproducible 1 s segment of a long noise file, at a random gain.
+            # A reproducible 1 s segment of a long noise file, at a random gain. crc32, not
+            # hash(): str hashes change with PYTHONHASHSEED, i.e. between processes and ranks.
             _, split, i = item.extra
-            rng = np.random.default_rng([self.args.split_seed, hash(split) % 2**31, i])
+            rng = np.random.default_rng([self.args.split_seed, zlib.crc32(split.encode()), i])
             n = self.args.sample_rate
             start = int(rng.integers(0, max(1, wave.shape[0] - n)))
             wave = wave[start : start + n] * float(rng.uniform(0.0, 1.0))
