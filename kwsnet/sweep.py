@@ -4,7 +4,8 @@
 (grid point × seed) of a sweep spec as its own ``kwsnet fit`` process with its own run dir and
 log file, records each finished run as one line of ``<out>/ledger.jsonl`` and, at the end,
 writes ``results.md`` / ``results.csv`` / ``results.png`` and a wandb summary run. Re-running
-the same command resumes: runs already recorded ``ok`` are skipped. See ``docs/sweeps.md``.
+the same command resumes: runs already recorded ``ok`` are skipped, unless they were made with
+other content (see below). See ``docs/sweeps.md``.
 
 A spec (YAML) has these keys (only ``name``, ``base_config`` and ``seeds`` are required)::
 
@@ -23,6 +24,18 @@ A spec (YAML) has these keys (only ``name``, ``base_config`` and ``seeds`` are r
 
 Relative paths (``base_config``, ``out``, ``publish``, data roots in ``overrides``) resolve
 from the current directory, as the run processes start there.
+
+Resume matches runs on content, not on the base config's path: every record carries a
+``content_key``, the sha256 of the base config file's parsed YAML and the spec's overrides
+(``content_key()``). A value changed in the base config or in ``overrides`` makes the recorded
+runs "other content": they are re-run, left out of the table until then, and results.md says how
+many. Comments, whitespace, quoting and key order do not count. Records written before the key
+existed have only ``fixed`` (path and overrides): with the same path and overrides they are
+kept, counted in results.md as "content unknown"; with others they are re-run.
+
+Every run writes only into its own run dir (``<out>/runs/<run_id>``): ``default_root_dir``, and
+the ``save_dir`` of the logger the base config (or an override) sets, so config.yaml and the
+logger's files land there too, with or without ``wandb.log_runs``.
 """
 
 from __future__ import annotations
@@ -31,6 +44,7 @@ import argparse
 import csv
 import dataclasses
 import fcntl
+import hashlib
 import io
 import itertools
 import json
@@ -61,6 +75,7 @@ __all__ = [
     "load_spec",
     "plan_runs",
     "read_ledger",
+    "content_key",
     "append_ledger",
     "latest_records",
     "aggregate",
@@ -96,7 +111,8 @@ class SweepSpec:
         workers: runs in parallel (default 1).
         out: the sweep directory (default ``sweeps/<name>``).
         publish: a directory the results files are copied to at the end (default none).
-        wandb: ``log_runs`` (pass group/job_type/tags/name to each run's logger, default true),
+        wandb: ``log_runs`` (pass group/job_type/tags/name to each run's logger, default true;
+            the logger's ``save_dir`` is the run dir either way),
             ``summary_run`` (log the table as a summary run, default true), ``project``
             (default ``kwsnet``), ``offline`` (default ``None``: ``resolve_offline``).
         description: free text, copied to results.md.
@@ -210,31 +226,107 @@ class RunPlan:
     argv: list[str]
 
 
+def _load_base(spec: SweepSpec) -> Any:
+    """The base config file, parsed as the CLI parses it (YAML 1.2 scalars)."""
+    return yaml12.load(Path(spec.base_config).read_text())
+
+
+def _canonical(obj: Any) -> Any:
+    """``obj`` with string keys and lists for tuples, for a stable JSON dump."""
+    if isinstance(obj, dict):
+        return {str(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(v) for v in obj]
+    return obj
+
+
+def content_key(spec: SweepSpec, base: Any = None) -> str:
+    """What every run of the spec is made of, as a sha256 hex digest: the base config file's
+    parsed content (``base``, else read from ``spec.base_config``) and the overrides in order.
+
+    Parsed, so comments, whitespace, quoting and mapping key order do not change it; every value
+    does. Files the base config refers to, and the code, are not part of it.
+    """
+    if base is None:
+        base = _load_base(spec)
+    fixed = {"base_config": base, "overrides": [[k, v] for k, v in spec.overrides.items()]}
+    text = json.dumps(
+        _canonical(fixed), sort_keys=True, separators=(",", ":"), allow_nan=True, default=repr
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+_UNKNOWN = object()  # the base config could not be read
+
+
+def _run_logger(spec: SweepSpec, point: dict[str, Any], base: Any) -> Any:
+    """The ``trainer.logger`` value a run ends up with: the base config's, unless an override
+    or the grid point sets it; ``_UNKNOWN`` when the base config cannot be told."""
+    trainer = base.get("trainer", {}) if isinstance(base, dict) else _UNKNOWN
+    logger = trainer.get("logger") if isinstance(trainer, dict) else _UNKNOWN
+    for key, value in {**spec.overrides, **point}.items():
+        if key == "trainer.logger":
+            logger = value
+            if isinstance(value, str):  # the CLI parses it: "false", a class name, JSON
+                try:
+                    logger = yaml12.load(value)
+                except yaml.YAMLError:
+                    pass
+        elif key == "trainer" and isinstance(value, dict) and "logger" in value:
+            logger = value["logger"]
+    return logger
+
+
+def _logger_args(logger: Any, run_dir: str, meta: dict[str, Any]) -> list[str]:
+    """Flags pointing the run's logger(s) at ``run_dir`` and adding ``meta`` (the wandb
+    group/job_type/tags/name; for a list of loggers only to the wandb ones). No flags when the
+    run has no logger (``false``) or Lightning's default one (``null``/``true``), which writes
+    under ``default_root_dir`` already."""
+    if isinstance(logger, list):
+        items = []
+        for item in logger:
+            item = {"class_path": item} if isinstance(item, str) else dict(item)
+            extra = meta if "wandb" in str(item.get("class_path", "")).lower() else {}
+            item["init_args"] = {**(item.get("init_args") or {}), "save_dir": run_dir, **extra}
+            items.append(item)
+        return ["--trainer.logger", json.dumps(items)]
+    if logger is _UNKNOWN or isinstance(logger, (dict, str)):
+        args = ["--trainer.logger.init_args.save_dir", run_dir]
+        for key, value in meta.items():
+            args += [f"--trainer.logger.init_args.{key}", cli_value(value)]
+        return args
+    return []
+
+
 def run_args(
-    spec: SweepSpec, point: dict[str, Any], seed: int, run_id: str, run_dir: str
+    spec: SweepSpec,
+    point: dict[str, Any],
+    seed: int,
+    run_id: str,
+    run_dir: str,
+    base: Any = _UNKNOWN,
 ) -> list[str]:
-    """The ``kwsnet fit`` arguments of one run (everything after the subcommand)."""
+    """The ``kwsnet fit`` arguments of one run (everything after the subcommand).
+
+    ``base`` is the parsed base config (read from ``spec.base_config`` when not given); it
+    tells whether the run has a logger, whose ``save_dir`` is then set to ``run_dir``.
+    """
+    if base is _UNKNOWN:
+        try:
+            base = _load_base(spec)
+        except (OSError, yaml.YAMLError):
+            pass  # the run reports it; assume a logger, so nothing is written outside run_dir
     args = ["--config", spec.base_config]
     for key, value in {**spec.overrides, **point}.items():
         args += [f"--{key}", cli_value(value)]
     args += ["--seed_everything", str(seed), "--trainer.default_root_dir", run_dir]
     args += ["--test_after_fit", "true", "--trainer.enable_progress_bar", "false"]
+    meta: dict[str, Any] = {}
     if spec.wandb.get("log_runs", True):
         label = point_label(point)
         tags = [spec.name] + [f"{_short(k)}={cli_value(v)}"[:64] for k, v in point.items()]
-        args += [
-            "--trainer.logger.init_args.save_dir",
-            run_dir,
-            "--trainer.logger.init_args.group",
-            spec.name,
-            "--trainer.logger.init_args.job_type",
-            label[:64],
-            "--trainer.logger.init_args.tags",
-            json.dumps(tags),
-            "--trainer.logger.init_args.name",
-            run_id,
-        ]
-    return args
+        meta = {"group": spec.name, "job_type": label[:64], "tags": tags, "name": run_id}
+    return args + _logger_args(_run_logger(spec, point, base), run_dir, meta)
 
 
 def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
@@ -245,13 +337,17 @@ def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
 def plan_runs(spec: SweepSpec, out: str | None = None) -> list[RunPlan]:
     """Every (grid point × seed) run, grid points in spec order (first key slowest)."""
     out = out or spec.out
+    try:
+        base = _load_base(spec)
+    except (OSError, yaml.YAMLError):
+        base = _UNKNOWN
     plans = []
     for point in grid_points(spec):
         label = point_label(point)
         for seed in spec.seeds:
             run_id = f"{_slug(label)}__seed{seed}"
             run_dir = os.path.join(out, "runs", run_id)
-            argv = [*FIT_ENTRY, *run_args(spec, point, seed, run_id, run_dir)]
+            argv = [*FIT_ENTRY, *run_args(spec, point, seed, run_id, run_dir, base)]
             plans.append(
                 RunPlan(run_id, point, label, seed, run_dir, os.path.join(run_dir, "run.log"), argv)
             )
@@ -347,17 +443,45 @@ def _is_collapsed(
 
 
 def _fixed(spec: SweepSpec) -> dict[str, Any]:
-    """What every run of the spec shares; an ok run recorded with other values is re-run."""
+    """The base config path and overrides, for humans (and for records without a key)."""
     return json.loads(json.dumps({"base_config": spec.base_config, "overrides": spec.overrides}))
 
 
-def record_run(plan: RunPlan, spec: SweepSpec, returncode: int, wall_s: float) -> dict[str, Any]:
-    """Build the ledger record of a finished run from its exit code and ``summary.json``."""
+def _launch_key(spec: SweepSpec) -> str | None:
+    """The content key as a run starts; ``None`` if the base config cannot be read then."""
+    try:
+        return content_key(spec)
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def _content(rec: dict[str, Any], spec: SweepSpec, key: str) -> str:
+    """``"same"``, ``"other"`` or ``"unknown"``: was ``rec`` made with the spec's content?
+
+    Records written before ``content_key`` existed have only the base config path and the
+    overrides (``fixed``): other ones mean other content; the same ones tell nothing about what
+    the file held then (``"unknown"``).
+    """
+    if "content_key" in rec:
+        return "same" if rec["content_key"] == key else "other"
+    if rec.get("fixed", _fixed(spec)) != _fixed(spec):
+        return "other"
+    return "unknown"
+
+
+def record_run(
+    plan: RunPlan, spec: SweepSpec, returncode: int, wall_s: float, key: Any = _UNKNOWN
+) -> dict[str, Any]:
+    """Build the ledger record of a finished run from its exit code and ``summary.json``.
+
+    ``key``: the content key the run started with (default: ``content_key(spec)`` now).
+    """
     rec: dict[str, Any] = {
         "run_id": plan.run_id,
         "point": plan.point,
         "point_label": plan.point_label,
         "fixed": _fixed(spec),
+        "content_key": _launch_key(spec) if key is _UNKNOWN else key,
         "seed": plan.seed,
         "metric": spec.metric,
         "value": None,
@@ -461,16 +585,28 @@ def run_sweep(
 ) -> list[dict[str, Any]]:
     """Run the not-yet-``ok`` plans, ``workers`` at a time; return this invocation's records."""
     ledger = os.path.join(out, LEDGER)
+    key = content_key(spec)
     latest = latest_records(read_ledger(ledger, repair=True))
     done = {k for k, r in latest.items() if r.get("status") == "ok"}
-    stale = [k for k in done if latest[k].get("fixed", _fixed(spec)) != _fixed(spec)]
+    content = {k: _content(latest[k], spec, key) for k in done}
+    stale = sorted(k for k in done if content[k] == "other")
     if stale:
         warnings.warn(
-            f"{len(stale)} ok run(s) in {ledger} used another base_config/overrides than the "
-            f"spec now has; they run again (e.g. {stale[0]})",
+            f"{len(stale)} ok run(s) in {ledger} were made with another base config content "
+            f"or other overrides than the spec now has ({spec.base_config}); they run again "
+            f"(e.g. {stale[0]})",
             stacklevel=2,
         )
         done -= set(stale)
+    unknown = sum(c == "unknown" for c in content.values())
+    if unknown:
+        print(
+            f"sweep {spec.name}: {unknown} ok run(s) were recorded without a content key (by an "
+            f"older kwsnet) with the same base config path and overrides; kept, but what "
+            f"{spec.base_config} held then is unknown",
+            file=log,
+            flush=True,
+        )
     todo = [p for p in plans if p.run_id not in done]
     print(
         f"sweep {spec.name}: {len(plans)} runs, {len(plans) - len(todo)} already ok, "
@@ -487,7 +623,7 @@ def run_sweep(
         "PYTHONUNBUFFERED": "1",
     }
     queue = list(todo)
-    running: dict[subprocess.Popen, tuple[RunPlan, float, Any]] = {}
+    running: dict[subprocess.Popen, tuple[RunPlan, float, Any, str | None]] = {}
     records: list[dict[str, Any]] = []
     old = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -499,12 +635,13 @@ def run_sweep(
                 logf = open(plan.log_path, "w")  # noqa: SIM115 (closed when the run ends)
                 logf.write("$ " + shlex.join(plan.argv) + "\n")
                 logf.flush()
+                run_key = _launch_key(spec)  # the run reads the base config as it starts
                 proc = subprocess.Popen(plan.argv, stdout=logf, stderr=subprocess.STDOUT, env=env)
-                running[proc] = (plan, time.monotonic(), logf)
+                running[proc] = (plan, time.monotonic(), logf, run_key)
             for proc in [p for p in running if p.poll() is not None]:
-                plan, start, logf = running.pop(proc)
+                plan, start, logf, run_key = running.pop(proc)
                 logf.close()
-                rec = record_run(plan, spec, proc.returncode, time.monotonic() - start)
+                rec = record_run(plan, spec, proc.returncode, time.monotonic() - start, run_key)
                 append_ledger(ledger, rec)
                 records.append(rec)
                 value = "" if rec["value"] is None else f"{spec.metric}={rec['value']:.4f}"
@@ -527,7 +664,7 @@ def run_sweep(
         )
         for proc in running:
             proc.terminate()
-        for proc, (_plan, _start, logf) in running.items():
+        for proc, (_plan, _start, logf, _key) in running.items():
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
@@ -676,7 +813,21 @@ def write_results(
     """Write results.md, results.csv and results.png from the ledger; return (rows, table)."""
     from kwsnet.fileio import atomic_write_text
 
-    records = list(latest_records(read_ledger(os.path.join(out, LEDGER))).values())
+    key = content_key(spec)
+    history = read_ledger(os.path.join(out, LEDGER))
+    latest = latest_records(history)
+    content = {k: _content(r, spec, key) for k, r in latest.items()}
+    # other content: left out until re-run; earlier ok runs of it that a re-run replaced
+    excluded = sum(c == "other" for c in content.values())
+    rerun = {
+        r["run_id"]
+        for r in history
+        if r.get("status") == "ok"
+        and _content(r, spec, key) == "other"
+        and content[r["run_id"]] != "other"
+    }
+    records = [r for k, r in latest.items() if content[k] != "other"]
+    unknown = sum(content[r["run_id"]] == "unknown" for r in records)
     order = {p.run_id: i for i, p in enumerate(plan_runs(spec, out))}
     records.sort(key=lambda r: order.get(r["run_id"], len(order)))
     rows = aggregate(records, spec)
@@ -687,7 +838,8 @@ def write_results(
     if spec.description:
         md.append(spec.description.strip() + "\n")
     md += [
-        f"Base config `{spec.base_config}`, seeds {spec.seeds}, metric `{spec.metric}` "
+        f"Base config `{spec.base_config}` (content key `{key[:12]}`), seeds {spec.seeds}, "
+        f"metric `{spec.metric}` "
         f"(sample std, ddof=1); collapsed = test predictions use fewer classes than exist or "
         f"one class > {_COLLAPSE_SHARE:.0%}.\n",
         table,
@@ -698,6 +850,22 @@ def write_results(
         + (f"; this invocation {wall_s / 60:.1f} min" if wall_s else "")
         + ".\n",
     ]
+    if rerun:
+        md.append(
+            f"{len(rerun)} earlier run(s) in the ledger were made with another base config "
+            "content or other overrides; they were re-run and only the new results count.\n"
+        )
+    if excluded:
+        md.append(
+            f"{excluded} run(s) in the ledger were made with another base config content or "
+            "other overrides and are excluded from the table; resuming the sweep re-runs them.\n"
+        )
+    if unknown:
+        md.append(
+            f"{unknown} run(s) were recorded without a content key (by an older kwsnet): same "
+            f"base config path and overrides, but what `{spec.base_config}` held then is "
+            "unknown.\n"
+        )
     if spec.overrides:
         md.append(
             "Fixed overrides: "
@@ -847,6 +1015,11 @@ def sweep_main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
+    try:
+        key = content_key(spec)
+    except (OSError, yaml.YAMLError) as exc:
+        print(f"kwsnet sweep: base_config {spec.base_config}: {exc}", file=sys.stderr)
+        return 2
     plans = plan_runs(spec, out)
     if args.dry_run:
         for p in plans:
@@ -883,5 +1056,10 @@ def sweep_main(argv: list[str]) -> int:
         finally:
             lock.release()
     latest = latest_records(read_ledger(os.path.join(out, LEDGER)))
-    statuses = [latest.get(p.run_id, {}).get("status") for p in plans]
-    return 0 if all(s == "ok" for s in statuses) else 1
+    key = _launch_key(spec) or key  # as the results files saw it
+    ok = [
+        latest.get(p.run_id, {}).get("status") == "ok"
+        and _content(latest[p.run_id], spec, key) != "other"
+        for p in plans
+    ]
+    return 0 if all(ok) else 1

@@ -153,6 +153,89 @@ def test_resume_skips_ok_runs_and_torn_line(tmp_path: Path, fake_fit: Path) -> N
     assert n_calls(fake_fit) == 9
 
 
+def test_resume_matches_base_config_content(tmp_path: Path, fake_fit: Path) -> None:
+    """Resume keys runs on the base config's parsed content, not its path: an edited value
+    re-runs them (the table leaves them out until then and says so); a comment does not."""
+    base = tmp_path / "base.yaml"
+    base.write_text((REPO / "configs" / "kws_raw.yaml").read_text())
+    out = tmp_path / "out"
+    spec = write_spec(tmp_path / "s.yaml", base_config=str(base))
+    argv = ["--config", str(spec), "--out", str(out)]
+    assert sweep_main(argv) == 0 and n_calls(fake_fit) == 4
+    records = read_ledger(out / "ledger.jsonl")
+    assert len({r["content_key"] for r in records}) == 1
+    assert all(r["fixed"]["base_config"] == str(base) for r in records)
+    # comments, spacing and quoting are not content: nothing runs again
+    text = base.read_text()
+    base.write_text("# edited\n" + text.replace("max_epochs: 30", "max_epochs:   30   # same"))
+    assert sweep_main(argv) == 0 and n_calls(fake_fit) == 4
+    assert "another base config content" not in (out / "results.md").read_text()
+    # a changed value is other content: left out of the table until re-run ...
+    base.write_text(text.replace("lr: 0.005", "lr: 0.004"))
+    assert sweep_main([*argv, "--report-only"]) == 1 and n_calls(fake_fit) == 4
+    md = (out / "results.md").read_text()
+    assert "| per_conv | 0 |" in md and "| end | 0 |" in md
+    assert "4 run(s) in the ledger were made with another base config content" in md
+    # ... and re-run on resume, which the table says
+    with pytest.warns(UserWarning, match="4 ok run.*another base config content"):
+        assert sweep_main(argv) == 0
+    assert n_calls(fake_fit) == 8
+    md = (out / "results.md").read_text()
+    assert "| per_conv | 2 |" in md and "| end | 2 |" in md
+    assert "4 earlier run(s) in the ledger were made with another base config content" in md
+    assert "excluded" not in md
+    assert len({r["content_key"] for r in read_ledger(out / "ledger.jsonl")}) == 2
+
+
+def test_ledger_records_without_content_key(tmp_path: Path, fake_fit: Path) -> None:
+    """Records from before the content key (only path + overrides) are still read: the same
+    path and overrides are kept as "content unknown", another path is re-run."""
+    out = tmp_path / "out"
+    spec = write_spec(tmp_path / "s.yaml")
+    argv = ["--config", str(spec), "--out", str(out)]
+    assert sweep_main(argv) == 0 and n_calls(fake_fit) == 4
+    ledger = out / "ledger.jsonl"
+    old = [{k: v for k, v in r.items() if k != "content_key"} for r in read_ledger(ledger)]
+    old[0]["fixed"] = {**old[0]["fixed"], "base_config": "configs/elsewhere.yaml"}
+    ledger.write_text("".join(json.dumps(r) + "\n" for r in old))
+    with pytest.warns(UserWarning, match="1 ok run"):
+        assert sweep_main(argv) == 0
+    assert n_calls(fake_fit) == 5
+    md = (out / "results.md").read_text()
+    assert "1 earlier run(s) in the ledger were made with another base config content" in md
+    assert "3 run(s) were recorded without a content key" in md
+    assert "| per_conv | 2 |" in md and "| end | 2 |" in md
+
+
+def test_logger_save_dir_is_the_run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With or without ``log_runs``, a run's logger writes into its run dir (so does the
+    config.yaml Lightning saves to ``trainer.log_dir``); no logger flags for no logger."""
+    from kwsnet.cli import KwsCLI
+
+    def argv(**over: object) -> list[str]:
+        spec = load_spec(write_spec(tmp_path / "s.yaml", grid={}, seeds=[0], **over))
+        return plan_runs(spec, str(tmp_path / "out"))[0].argv[len(sweep.FIT_ENTRY) :]
+
+    run_dir = str(tmp_path / "out" / "runs" / "base__seed0")
+    quiet = argv(wandb={"log_runs": False})
+    assert quiet[quiet.index("--trainer.logger.init_args.save_dir") + 1] == run_dir
+    assert "--trainer.logger.init_args.group" not in quiet
+    off = argv(overrides={"trainer.logger": False})
+    assert not [a for a in off if a.startswith("--trainer.logger.")]
+    both = argv(overrides={"trainer.logger": ["kwsnet.tracking.KwsWandbLogger", "CSVLogger"]})
+    assert both[-2] == "--trainer.logger"  # the list, with save_dir in each logger
+    wandb_logger, csv_logger = json.loads(both[-1])
+    assert wandb_logger["init_args"]["save_dir"] == csv_logger["init_args"]["save_dir"] == run_dir
+    assert wandb_logger["init_args"]["group"] == "t" and "group" not in csv_logger["init_args"]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    for args in (quiet, off):
+        cli = KwsCLI(args=args, run=False, save_config_callback=None)
+        assert cli.trainer.log_dir == run_dir
+        assert [lg.save_dir for lg in cli.trainer.loggers] == ([run_dir] if args is quiet else [])
+    assert not (tmp_path / "runs").exists()
+
+
 def test_failed_runs_are_recorded(tmp_path: Path, fake_fit: Path) -> None:
     out = tmp_path / "out"
     spec = write_spec(tmp_path / "s.yaml", seeds=[0], grid={NORM: ["per_conv", "bogus", "nan"]})
@@ -316,5 +399,37 @@ def test_smoke_sweep_real(tmp_path: Path) -> None:
     assert len(records) == 4 and all(r["status"] == "ok" for r in records)
     assert all(Path(r["checkpoint"]).is_file() for r in records)
     assert all(list(Path(r["run_dir"]).glob("wandb/offline-run-*/run-*.wandb")) for r in records)
+    assert all(Path(r["run_dir"], "config.yaml").is_file() for r in records)
     assert list(out.glob("wandb/offline-run-*/run-*.wandb"))  # the summary run
     assert (out / "results.png").is_file()
+
+
+@pytest.mark.slow
+def test_log_runs_false_keeps_each_run_in_its_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``wandb.log_runs: false``: two real runs of configs/kws_raw.yaml (whose wandb logger
+    saves to runs/kws_raw) each keep config.yaml, summary.json and the logger's files in their
+    own run dir; nothing goes to ./runs of the current directory."""
+    smoke = yaml.safe_load((REPO / "configs" / "sweeps" / "smoke.yaml").read_text())
+    spec = write_spec(
+        tmp_path / "s.yaml",
+        base_config=str(REPO / "configs" / "kws_raw.yaml"),
+        grid={},
+        overrides=smoke["overrides"],
+        wandb={"log_runs": False, "summary_run": False},
+    )
+    monkeypatch.chdir(tmp_path)
+    sweep_main(["--config", str(spec), "--out", "out"])
+    records = read_ledger(tmp_path / "out" / "ledger.jsonl")
+    assert [r["returncode"] for r in records] == [0, 0]
+    assert len({r["run_dir"] for r in records}) == 2
+    for r in records:
+        run_dir = tmp_path / r["run_dir"]
+        assert run_dir.parent == tmp_path / "out" / "runs"
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        assert config["seed_everything"] == r["seed"]  # its own, not the other run's
+        assert json.loads((run_dir / "summary.json").read_text())["seed"] == r["seed"]
+        assert list(run_dir.glob("checkpoints/*.ckpt"))
+        assert list(run_dir.glob("wandb/offline-run-*"))
+    assert not (tmp_path / "runs").exists()
