@@ -622,6 +622,9 @@ def run_sweep(
         "MKL_NUM_THREADS": threads,
         "PYTHONUNBUFFERED": "1",
     }
+    # A wandb service this process started (e.g. an earlier summary run) resolves relative
+    # paths from its own cwd: each run starts its own, as a lone `kwsnet fit` does.
+    env.pop("WANDB_SERVICE", None)
     queue = list(todo)
     running: dict[subprocess.Popen, tuple[RunPlan, float, Any, str | None]] = {}
     records: list[dict[str, Any]] = []

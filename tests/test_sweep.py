@@ -59,6 +59,7 @@ if norm == "nan":
 summary = {"seed": seed, "num_classes": 3, "best_epoch": seed, "epochs_run": 2,
            "best_checkpoint": os.path.join(root, "checkpoints", "best.ckpt"),
            "threads": os.environ.get("OMP_NUM_THREADS"), "metrics": metrics,
+           "wandb_service": os.environ.get("WANDB_SERVICE"),
            "collapse": {"test": {"counts": counts, "collapsed": float(collapsed)}}}
 os.makedirs(root, exist_ok=True)
 json.dump(summary, open(os.path.join(root, "summary.json"), "w"))
@@ -96,8 +97,11 @@ def n_calls(calls: Path) -> int:
     return len(list(calls.iterdir()))
 
 
-def test_sweep_outputs(tmp_path: Path, fake_fit: Path, capsys: pytest.CaptureFixture) -> None:
+def test_sweep_outputs(
+    tmp_path: Path, fake_fit: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "out"
+    monkeypatch.setenv("WANDB_SERVICE", "a service this process started")
     spec = write_spec(tmp_path / "s.yaml", seeds=3)
     assert sweep_main(["--config", str(spec), "--out", str(out)]) == 0
     assert n_calls(fake_fit) == 6
@@ -106,10 +110,9 @@ def test_sweep_outputs(tmp_path: Path, fake_fit: Path, capsys: pytest.CaptureFix
     assert {r["seed"] for r in records} == {0, 1, 2}
     assert all(r["log"].endswith("run.log") and os.path.exists(r["log"]) for r in records)
     cores = len(os.sched_getaffinity(0))
-    threads = {
-        json.loads(Path(r["run_dir"], "summary.json").read_text())["threads"] for r in records
-    }
-    assert threads == {str(max(1, cores // 2))}
+    summaries = [json.loads(Path(r["run_dir"], "summary.json").read_text()) for r in records]
+    assert {s["threads"] for s in summaries} == {str(max(1, cores // 2))}
+    assert {s["wandb_service"] for s in summaries} == {None}  # each run starts its own
     end = [r for r in records if r["point"][NORM] == "end"]
     assert sorted(r["collapsed"] for r in end) == [False, False, True]
     with open(out / "results.csv") as f:
@@ -431,5 +434,5 @@ def test_log_runs_false_keeps_each_run_in_its_dir(
         assert config["seed_everything"] == r["seed"]  # its own, not the other run's
         assert json.loads((run_dir / "summary.json").read_text())["seed"] == r["seed"]
         assert list(run_dir.glob("checkpoints/*.ckpt"))
-        assert list(run_dir.glob("wandb/offline-run-*"))
+        assert list(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
     assert not (tmp_path / "runs").exists()
