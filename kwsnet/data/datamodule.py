@@ -29,7 +29,15 @@ from kwsnet.data.audio import AUDIO_EXTENSIONS, fit_length
 from kwsnet.data.record import SPLITS, DataFormatError, Item, Source, SourceArgs
 from kwsnet.data.sampler import Draw, ResumableDataLoader, ResumableSampler, draw_seed
 
-__all__ = ["AudioDataModule", "CacheBudget", "RecordDataset", "collate", "SOURCES", "build_source"]
+__all__ = [
+    "AudioDataModule",
+    "CacheBudget",
+    "RecordDataset",
+    "SOURCES",
+    "build_source",
+    "checkpoint_class_names",
+    "collate",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +61,23 @@ def build_source(name: str, args: SourceArgs) -> Source:
         raise ValueError(f"unknown data.source {name!r}; valid sources: {sorted(SOURCES)}")
     module, cls = SOURCES[name].split(":")
     return getattr(importlib.import_module(module), cls)(args)
+
+
+def checkpoint_class_names(ckpt: str | os.PathLike | dict[str, Any]) -> list[str] | None:
+    """The class names saved in a checkpoint (a path, or one loaded) by
+    ``AudioDataModule.state_dict``.
+
+    ``None`` when the file is missing or unreadable, or predates the saved names (the caller
+    then needs the dataset to name the classes).
+    """
+    if not isinstance(ckpt, dict):
+        try:
+            ckpt = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # missing, not a zip checkpoint, refused by weights_only: no names
+            return None
+    state = ckpt.get(AudioDataModule.__qualname__) if isinstance(ckpt, dict) else None
+    names = state.get("class_names") if isinstance(state, dict) else None
+    return [str(n) for n in names] if isinstance(names, list) else None
 
 
 class _PredictSource(Source):
@@ -311,6 +336,11 @@ class AudioDataModule(pl.LightningDataModule):
         download: fetch the dataset when ``root`` is missing, where the format supports it.
         source_options: extra, format-specific options (each source lists the valid ones).
         predict_files: audio files or folders for ``predict``.
+        class_names: index → name of the classes, for runs without the dataset: with it the
+            source is built only when a train/val/test split is used (and must then give the
+            same names), so ``predict`` needs only ``predict_files``. Every checkpoint saves
+            the names (``state_dict``; ``checkpoint_class_names`` reads them back). Default
+            ``None``: the source's names.
     """
 
     def __init__(
@@ -337,6 +367,7 @@ class AudioDataModule(pl.LightningDataModule):
         download: bool = False,
         source_options: dict[str, Any] | None = None,
         predict_files: list[str] | None = None,
+        class_names: list[str] | None = None,
     ) -> None:
         super().__init__()
         if target not in ("keyword", "speaker"):
@@ -371,7 +402,18 @@ class AudioDataModule(pl.LightningDataModule):
             download=download,
             options=dict(source_options or {}),
         )
-        self.source = build_source(source, self.source_args)
+        self._class_names = [str(n) for n in class_names] if class_names is not None else None
+        self._source: Source | None = None
+        if self._class_names is None:
+            try:
+                _ = self.source  # built now: a config error shows before any run
+            except DataFormatError as exc:
+                if not predict_files:
+                    raise
+                raise DataFormatError(
+                    f"{exc}; to predict without the dataset, set data.class_names (every "
+                    "checkpoint saves them: kwsnet.data.datamodule.checkpoint_class_names)"
+                ) from exc
         names = self.class_names
         if len(names) < 2:
             raise DataFormatError(
@@ -381,15 +423,49 @@ class AudioDataModule(pl.LightningDataModule):
         self.datasets: dict[str, RecordDataset] = {}
 
     @property
+    def source(self) -> Source:
+        """The dataset format, built on first use (in ``__init__`` unless ``class_names`` was
+        given); a source whose class names differ from ``class_names`` raises."""
+        if self._source is None:
+            src = build_source(self.source_name, self.source_args)
+            names = self._names_of(src)
+            if self._class_names is not None and names != self._class_names:
+                raise DataFormatError(
+                    f"data.class_names {self._class_names} differ from the {self.target} classes "
+                    f"of data.source={self.source_name!r}: {names}"
+                )
+            self._source = src
+        return self._source
+
+    def _names_of(self, src: Source) -> list[str]:
+        return list(src.keyword_names if self.target == "keyword" else src.speaker_names)
+
+    @property
     def class_names(self) -> list[str]:
         """Index → name of the classes the task learns."""
-        src = self.source
-        return list(src.keyword_names if self.target == "keyword" else src.speaker_names)
+        if self._class_names is not None:
+            return list(self._class_names)
+        return self._names_of(self.source)
 
     @property
     def num_classes(self) -> int:
         """Number of classes the task learns (linked into the model by the CLI)."""
         return len(self.class_names)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the data: the class names, so that ``predict`` can name
+        the classes without the dataset."""
+        return {"class_names": self.class_names}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Warn when the checkpoint's model learned other classes than this data has."""
+        saved = state_dict.get("class_names")
+        if saved is not None and list(saved) != self.class_names:
+            warnings.warn(
+                f"the checkpoint's model learned classes {list(saved)}, the data has "
+                f"{self.class_names}: predictions and metrics would use the wrong names",
+                stacklevel=2,
+            )
 
     def _dataset(self, split: str) -> RecordDataset:
         if split not in self.datasets:
