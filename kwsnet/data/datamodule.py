@@ -13,7 +13,6 @@ import hashlib
 import importlib
 import logging
 import os
-import tempfile
 import threading
 import warnings
 from collections.abc import Sequence
@@ -23,7 +22,7 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from kwsnet.data.audio import AUDIO_EXTENSIONS, fit_length
 from kwsnet.data.record import SPLITS, DataFormatError, Item, Source, SourceArgs
@@ -32,6 +31,7 @@ from kwsnet.data.sampler import Draw, ResumableDataLoader, ResumableSampler, dra
 __all__ = [
     "AudioDataModule",
     "CacheBudget",
+    "DEFAULT_CACHE_LIMIT_MB",
     "RecordDataset",
     "SOURCES",
     "build_source",
@@ -40,6 +40,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# Memory for decoded signals per process unless data.cache_limit_mb says otherwise (null: no limit).
+DEFAULT_CACHE_LIMIT_MB = 2048
 
 # Part of every disk-cache key: bumped when what a key's signal holds changes (2: silence
 # segments no longer depend on PYTHONHASHSEED), so entries written before are never read.
@@ -111,6 +114,12 @@ class _PredictSource(Source):
 class CacheBudget:
     """Bytes of decoded signals a DataModule may hold in memory, shared by its splits.
 
+    Nothing is ever evicted: once a signal has been refused, ``full`` is set. A ``DataLoader``
+    worker starts with a copy of the cache and of this budget (pages shared copy-on-write with
+    the main process under the ``fork`` start method, the Linux default; a full copy under
+    ``spawn``); on its first reservation a worker takes an even share of what the main process
+    left unused, so a loader's ``num_workers`` workers together cache at most that.
+
     Args:
         limit_mb: the limit in MiB, or ``None`` (no limit).
     """
@@ -118,19 +127,33 @@ class CacheBudget:
     def __init__(self, limit_mb: float | None) -> None:
         self.limit = None if limit_mb is None else int(limit_mb * 2**20)
         self.used = 0
+        self.full = False
+        self._pid = os.getpid()
         self._lock = threading.Lock()
 
     def take(self, nbytes: int) -> bool:
         """Reserve ``nbytes``; ``False`` (nothing reserved) when that would pass the limit."""
+        if self._pid != os.getpid():
+            self._enter_worker()
         with self._lock:
             if self.limit is not None and self.used + nbytes > self.limit:
+                self.full = True
                 return False
             self.used += nbytes
             return True
 
+    def _enter_worker(self) -> None:
+        """First reservation in a new process: a fresh lock (the parent's may have been held
+        at the fork) and, in a DataLoader worker, its share of what is left."""
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        info = get_worker_info()
+        if self.limit is not None and info is not None and info.num_workers > 1:
+            self.limit = self.used + (self.limit - self.used) // info.num_workers
+
     def __getstate__(self) -> dict[str, Any]:
-        # DataLoader workers get a pickled copy; a lock does not pickle.
-        return {"limit": self.limit, "used": self.used}
+        # DataLoader workers under spawn get a pickled copy; a lock does not pickle.
+        return {"limit": self.limit, "used": self.used, "full": self.full, "_pid": self._pid}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -222,6 +245,10 @@ class RecordDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def _full(self) -> bool:
+        """Whether a new signal can be kept nowhere (memory budget full and no ``spill_dir``)."""
+        return self.spill_dir is None and self.budget is not None and self.budget.full
+
     def decode(self, index: int) -> torch.Tensor | None:
         """Load (or fetch from the cache) item ``index``'s signal; ``None`` if it failed."""
         if index in self.failed:
@@ -242,9 +269,26 @@ class RecordDataset(Dataset):
         return signal
 
     def preload(self, threads: int) -> None:
-        """Decode every item once, in ``threads`` threads (libsndfile and torch drop the GIL)."""
+        """Decode every item once, in ``threads`` threads (libsndfile and torch drop the GIL).
+
+        Without a ``spill_dir`` it stops once the budget is full: signals decoded after that
+        would be thrown away; the rest are decoded on every access instead.
+        """
+        n, chunk, done = len(self.items), max(1, threads) * 16, 0
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            list(pool.map(self.decode, range(len(self.items))))
+            while done < n and not self._full():
+                list(pool.map(self.decode, range(done, min(done + chunk, n))))
+                done = min(done + chunk, n)
+        if done < n:
+            assert self.budget is not None and self.budget.limit is not None
+            log.warning(
+                "decoded-audio cache full (data.cache_limit_mb %.0f) after %d of %d clips; the "
+                "others are decoded on every access (set data.cache_dir to keep them on disk, or "
+                "raise data.cache_limit_mb)",
+                self.budget.limit / 2**20,
+                done,
+                n,
+            )
         if self.failed:
             warnings.warn(
                 f"skipped {len(self.failed)} of {len(self.items)} files that could not be read "
@@ -324,12 +368,18 @@ class AudioDataModule(pl.LightningDataModule):
             many time steps (samples for audio, frames for precomputed features).
         batch_size: batch size (default 64).
         num_workers: DataLoader worker processes (default 0).
-        preload: decode every clip once at setup, in ``decode_threads`` threads (default True).
+        preload: decode every clip once at setup, in ``decode_threads`` threads (default True);
+            without a ``cache_dir`` it stops when the cache is full.
         decode_threads: threads for the preload (default 2).
         cache_limit_mb: memory for decoded signals, all splits together, in MiB (default
-            ``None``: unbounded); beyond it they go to an on-disk cache in ``cache_dir``.
-        cache_dir: folder of that on-disk cache (default ``<system temp>/kwsnet_cache``);
-            entries are keyed by file (path, size, mtime) and load parameters, so runs share it.
+            ``DEFAULT_CACHE_LIMIT_MB``, 2048: 16 kHz float32 is 220 MiB an hour, so ~9 h of
+            audio; ``None``: unbounded). Per process: each DDP rank has its own; DataLoader
+            workers share the main process's cache (copy-on-write under ``fork``) and split what
+            it left of the limit (``CacheBudget``). Clips beyond it go to ``cache_dir``, or,
+            without one, are decoded again on every access.
+        cache_dir: folder of an on-disk cache for the clips beyond ``cache_limit_mb`` (default
+            ``None``: none, nothing is written); entries are keyed by file (path, size, mtime)
+            and load parameters, so runs share it.
         on_error: ``raise`` (default) or ``skip`` unreadable files with a warning and a count.
         split_seed: seed of seeded splits, independent of the training seed (default 1234).
         val_fraction / test_fraction: seeded split sizes (default 0.1 / 0.1).
@@ -358,7 +408,7 @@ class AudioDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         preload: bool = True,
         decode_threads: int = 2,
-        cache_limit_mb: float | None = None,
+        cache_limit_mb: float | None = DEFAULT_CACHE_LIMIT_MB,
         cache_dir: str | None = None,
         on_error: Literal["raise", "skip"] = "raise",
         split_seed: int = 1234,
@@ -379,11 +429,7 @@ class AudioDataModule(pl.LightningDataModule):
         if cache_limit_mb is not None and cache_limit_mb < 0:
             raise ValueError(f"data.cache_limit_mb must be >= 0 or null, got {cache_limit_mb}")
         self.cache_budget = CacheBudget(cache_limit_mb)
-        self.cache_dir = (
-            None
-            if cache_limit_mb is None
-            else cache_dir or os.path.join(tempfile.gettempdir(), "kwsnet_cache")
-        )
+        self.cache_dir = None if cache_limit_mb is None else cache_dir
         self.source_name = source
         self.target = target
         self.clip_samples, self.train_crop = clip_samples, train_crop
