@@ -12,7 +12,7 @@ import yaml
 from kwsnet.cli import build_from_config, main
 from kwsnet.tracking import read_offline_run
 
-from .conftest import REPO, TINY_SYNTHETIC, tiny_cli_args, write_tone
+from .conftest import REPO, TINY_SYNTHETIC, learnable_cli_args, tiny_cli_args, write_tone
 
 CONFIG = str(REPO / "configs" / "kws_raw.yaml")
 
@@ -26,18 +26,31 @@ def tiny_args(root: Path, *extra: str, epochs: int = 8) -> list[str]:
     ]
 
 
+TRAINED_EPOCHS = 10
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
-    """One fit + test run with the default wandb logger (offline)."""
+    """One fit + test run with the default wandb logger (offline), on a task every CPU kernel
+    path learns (``LEARNABLE_SYNTHETIC``)."""
     root = tmp_path_factory.mktemp("run")
-    main(["fit", *tiny_args(root)])
+    main(
+        [
+            "fit",
+            *learnable_cli_args(root, TRAINED_EPOCHS),
+            "--trainer.logger.init_args.save_dir",
+            str(root),
+        ]
+    )
     return root
 
 
 def test_fit_and_test_beat_chance(trained: Path):
     summary = json.loads((trained / "summary.json").read_text())
-    assert summary["metrics"]["test/acc"] > 0.5  # 3 classes: chance is 0.33
-    assert summary["collapse"]["test"]["n_pred_classes"] >= 2
+    # 3 classes (chance 0.33) on 24 test clips; the run reaches ~1.0 on every kernel path
+    assert summary["metrics"]["test/acc"] >= 0.75
+    assert summary["metrics"]["test/loss"] < 0.5 * torch.log(torch.tensor(3.0)).item()
+    assert summary["collapse"]["test"]["n_pred_classes"] == 3
     assert Path(summary["best_checkpoint"]).is_file()
     assert (trained / "checkpoints" / "last.ckpt").is_file()
     assert Path(summary["last_checkpoint"]).name == "last.ckpt"
@@ -55,7 +68,7 @@ def test_offline_wandb_run_holds_config_and_metrics(trained: Path):
     assert cfg["data"]["source_options"]["num_words"] == 3
     assert cfg["kwsnet"]["kwsnet_version"] and cfg["kwsnet"]["git_commit"]
     val_acc = [h["val/acc"] for h in run["history"] if "val/acc" in h]
-    assert len(val_acc) == 8
+    assert len(val_acc) == TRAINED_EPOCHS
     assert any("test/acc" in h for h in run["history"])
     assert run["summary"]["best_checkpoint"].endswith(".ckpt")
 
@@ -89,7 +102,7 @@ def test_checkpoint_stores_config_and_rebuilds(trained: Path):
     batch = next(iter(dm.test_dataloader()))
     with torch.no_grad():
         acc = (model(batch["audio"], batch["lengths"]).argmax(-1) == batch["label"]).float().mean()
-    assert acc > 0.5
+    assert acc >= 0.75  # the rebuilt model is the trained one (chance: 0.33)
 
 
 def test_checkpoint_from_another_architecture_is_refused(trained: Path):
@@ -179,7 +192,9 @@ def test_predict_on_wav_files(trained: Path, tmp_path: Path, capsys):
     main(
         [
             "predict",
-            *tiny_args(out, "--trainer.logger", "false"),
+            *learnable_cli_args(out),
+            "--trainer.logger",
+            "false",
             "--ckpt_path",
             summary["best_checkpoint"],
             "--data.predict_files",
@@ -195,7 +210,8 @@ def test_predict_on_wav_files(trained: Path, tmp_path: Path, capsys):
 def test_test_with_ckpt_path_best_in_a_new_process(trained: Path, tmp_path: Path):
     """`test --ckpt_path best` after the fit process ended finds the run's best checkpoint."""
     summary = json.loads((trained / "summary.json").read_text())
-    main(["test", *tiny_args(trained, "--trainer.logger", "false"), "--ckpt_path", "best"])
+    args = [*learnable_cli_args(trained), "--trainer.logger", "false", "--ckpt_path", "best"]
+    main(["test", *args])
     again = json.loads((trained / "summary.json").read_text())
     assert again["metrics"]["test/acc"] == pytest.approx(summary["metrics"]["test/acc"])
     with pytest.raises(FileNotFoundError, match="summary.json"):
