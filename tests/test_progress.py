@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from kwsnet.callbacks.progress import KwsProgressBar
 from kwsnet.cli import KwsCLI
 
@@ -53,9 +51,3 @@ def test_updates_are_throttled_but_the_last_batch_always_updates(monkeypatch) ->
     clock[0] += 0.2
     assert bar._due(0, 10)  # a new interval: updates again
     assert bar._due(3, float("inf")) is False  # infinite loaders never force an update
-
-
-@pytest.mark.parametrize("rate", [0])
-def test_disabled_rate_does_not_divide_by_zero(rate: int) -> None:
-    bar = KwsProgressBar(refresh_rate=rate)
-    assert bar._due(0, 5)
