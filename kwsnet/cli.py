@@ -30,7 +30,7 @@ from kwsnet.callbacks.collapse import CollapseMonitor
 from kwsnet.callbacks.divergence import DivergenceGuard
 from kwsnet.callbacks.progress import KwsProgressBar
 from kwsnet.checkpointing import AtomicCheckpointIO, ResumeState
-from kwsnet.data.datamodule import AudioDataModule
+from kwsnet.data.datamodule import AudioDataModule, checkpoint_class_names
 from kwsnet.lit import ClassifierModule
 from kwsnet.summary import write_confusion_matrix, write_predictions, write_summary
 from kwsnet.tracking import KwsWandbLogger, provenance, wait_for_offline_run
@@ -94,6 +94,11 @@ class KwsCLI(LightningCLI):
         )
 
     def before_instantiate_classes(self) -> None:
+        # predict names the classes from the checkpoint, so it needs no dataset.
+        if self.subcommand == "predict":
+            cfg = self.config.predict
+            if cfg.data.class_names is None and cfg.ckpt_path:
+                cfg.data.class_names = checkpoint_class_names(cfg.ckpt_path)
         # `wandb agent` starts every run with the same config: give each its own run dir.
         run_id = os.environ.get("WANDB_RUN_ID") if os.environ.get("WANDB_SWEEP_ID") else None
         if not run_id:
@@ -236,6 +241,9 @@ def build_from_config(
         args += ["--config", yaml.safe_dump(stored)]
     else:
         raise ValueError("need --config (the checkpoint holds no stored config)")
+    names = checkpoint_class_names(ckpt) if ckpt is not None else None
+    if names is not None:  # the model needs no dataset to be rebuilt (an override still wins)
+        args += ["--data.class_names", json.dumps(names)]
     args += ["--trainer.logger", "false", *overrides]
     with warnings.catch_warnings():
         # Called from `kwsnet export/parity`, sys.argv holds that command, not these args.

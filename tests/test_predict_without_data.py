@@ -164,11 +164,6 @@ def test_predict_cli_with_class_names_and_no_dataset(
     assert all(r["label"] == NAMES[int(r["pred"])] for r in rows)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs kwsnet/cli.py to set data.class_names from --ckpt_path before instantiating "
-    "(KwsCLI.before_instantiate_classes); remove this mark once it does",
-)
 def test_predict_cli_needs_only_the_checkpoint(
     checkpoint: tuple[Path, Path], wavs: list[Path], tmp_path: Path
 ) -> None:
@@ -194,11 +189,6 @@ def test_predict_cli_needs_only_the_checkpoint(
     assert 0.0 < min(float(r["prob"]) for r in rows) <= 1.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs kwsnet/cli.py build_from_config to pass the checkpoint's class names as "
-    "--data.class_names; remove this mark once it does",
-)
 def test_rebuild_from_checkpoint_needs_no_dataset(checkpoint: tuple[Path, Path]) -> None:
     """``export`` rebuilds the model from the checkpoint's stored config alone."""
     from kwsnet.cli import build_from_config
