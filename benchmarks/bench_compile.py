@@ -77,6 +77,11 @@ def bench_model(name: str, repeats: int, steps: int, quick: bool) -> dict[str, A
     run_c()
     run_c()  # the backward graph of the second call may recompile once
     compile_s = time.perf_counter() - t0
+    if compiled.compile_error is not None:  # ClassifierModule fell back to eager
+        print(f"{name}: torch.compile failed ({compiled.compile_error})", flush=True)
+        row = {"model": name, "compile_error": compiled.compile_error, "ratio": None}
+        print("PARTIAL " + json.dumps(row), flush=True)
+        return row
     run_e()
     base, cand = [], []
     for _ in range(repeats):

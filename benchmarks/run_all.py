@@ -169,7 +169,9 @@ def _benchmark_rows(name: str, quick: bool, sweep: bool, timeout: float) -> list
                 Row(
                     f"compile (optional, no target): {m['model']} train step, compiled vs eager",
                     f"{m['ratio']:.2f}× ({m['compiled_ms']:.0f} vs {m['eager_ms']:.0f} ms/step, "
-                    f"batch {m['batch']}; compile {m['compile_s']:.0f} s)",
+                    f"batch {m['batch']}; compile {m['compile_s']:.0f} s)"
+                    if m.get("ratio") is not None
+                    else f"torch.compile failed, trained eager: {m.get('compile_error')}",
                     None,
                     _cmd("bench_compile.py", args),
                 )

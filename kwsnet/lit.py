@@ -8,6 +8,7 @@ comes from the DataModule. Log keys are ``{stage}/{metric}`` (``train/loss``, ``
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,6 +26,12 @@ from kwsnet.nn.heads import LinearHead
 from kwsnet.optim import param_groups
 
 __all__ = ["ClassifierModule"]
+
+
+def _is_compile_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from torch.compile's machinery (dynamo, inductor, its C++ build)
+    rather than from the model: only those fall back to eager."""
+    return type(exc).__module__.startswith(("torch._dynamo", "torch._inductor"))
 
 
 class ClassifierModule(pl.LightningModule):
@@ -48,8 +55,11 @@ class ClassifierModule(pl.LightningModule):
             before the first optimizer step (never on a resumed run).
         augment: optional batch augmentation ``augment(wave, lengths) -> (wave, lengths)``
             applied to training batches only, on the training device.
-        compile: ``torch.compile`` the backbone in place (``nn.Module.compile``: parameter
-            names, checkpoints and export are unchanged) (default False). On CPU it can be
+        compile: run the backbone through ``torch.compile`` (the module itself is unchanged:
+            parameter names, checkpoints and export are the same) (default False). At fit
+            start one forward and backward on a real batch builds both graphs; where
+            torch.compile cannot build (no C++ compiler, an inductor codegen error) it warns
+            in one line and trains eager (``compile_error`` says why). On CPU it can be
             slower than eager; ``docs/performance.md`` has the measured numbers.
         verification_trials: if > 0, test also scores this many seeded speaker-verification
             trials (cosine scoring of backbone embeddings) and logs ``test/eer`` and
@@ -107,8 +117,11 @@ class ClassifierModule(pl.LightningModule):
         # (embedding, speaker, clip key) per test batch, for verification at epoch end
         self._test_embeddings: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.compile_backbone = compile
-        if compile:
-            backbone.compile()
+        self.compile_error: str | None = None
+        # A function, not a registered submodule: the state dict keeps the backbone's names.
+        self._compiled_backbone: Callable[..., torch.Tensor] | None = (
+            torch.compile(backbone.forward) if compile else None
+        )
         self.init_strategy = init
         self.init_report: list[dict] | None = None
         if init is not None:
@@ -130,7 +143,45 @@ class ClassifierModule(pl.LightningModule):
     def embed(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The backbone's pooled embedding ``[B, embed_dim]`` (used for verification)."""
         feats, feat_lengths = self.frontend(audio, lengths)
-        return self.backbone(feats, feat_lengths)
+        return self._run_backbone(feats, feat_lengths)
+
+    def _run_backbone(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The backbone, compiled where ``compile`` asked and torch.compile could build it."""
+        compiled = self._compiled_backbone
+        if compiled is None:
+            return self.backbone(feats, lengths)
+        try:
+            return compiled(feats, lengths)
+        except Exception as exc:
+            if not _is_compile_failure(exc):
+                raise
+            self._fall_back_to_eager(exc)
+            return self.backbone(feats, lengths)
+
+    def _fall_back_to_eager(self, exc: BaseException) -> None:
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        self.compile_error = f"{type(exc).__name__}: {first}"
+        self._compiled_backbone = None
+        self.compile_backbone = False
+        warnings.warn(
+            f"model.compile: torch.compile failed ({self.compile_error}); training eager",
+            stacklevel=2,
+        )
+
+    def _probe_compile(self, feats: torch.Tensor, lengths: torch.Tensor) -> None:
+        """Build the compiled forward and backward graphs once, so a compiler failure falls
+        back to eager here instead of failing inside a training step's backward."""
+        if self._compiled_backbone is None:
+            return
+        try:
+            self._compiled_backbone(feats, lengths).float().sum().backward()
+        except Exception as exc:
+            if not _is_compile_failure(exc):
+                raise
+            self._fall_back_to_eager(exc)
+        finally:
+            for p in self.parameters():
+                p.grad = None
 
     def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
         """Forward, loss and stage statistics of one batch; returns the loss."""
@@ -296,7 +347,8 @@ class ClassifierModule(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         # A resumed run already has trained weights: never re-initialise them.
-        if self.init_strategy is None or self.trainer.ckpt_path is not None:
+        init = self.init_strategy is not None and self.trainer.ckpt_path is None
+        if not init and self._compiled_backbone is None:
             return
         batch = next(iter(self.trainer.datamodule.train_dataloader()))
         batch = self.transfer_batch_to_device(batch, self.device, 0)
@@ -305,6 +357,10 @@ class ClassifierModule(pl.LightningModule):
         # would draw new masks at every LSUV measurement.
         with torch.no_grad():
             feats, feat_lengths = self.frontend(batch["audio"], batch["lengths"])
+        self._probe_compile(feats, feat_lengths)
+        if not init:
+            return
+        assert self.init_strategy is not None
 
         def forward() -> torch.Tensor:
             return self.head(self.backbone(feats, feat_lengths))

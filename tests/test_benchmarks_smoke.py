@@ -123,16 +123,6 @@ def test_run_all_partial_run_keeps_other_rows(tmp_path: Path) -> None:
     assert "| a | 9× |" in text and "| a | 1× |" not in text
 
 
-def test_compile_option_keeps_parameter_names() -> None:
-    from kwsnet.lit import ClassifierModule
-    from models.raw_conv import RawConv
-
-    eager = ClassifierModule(RawConv(), num_classes=3)
-    compiled = ClassifierModule(RawConv(), num_classes=3, compile=True)
-    assert compiled.compile_backbone and not eager.compile_backbone
-    assert list(compiled.state_dict()) == list(eager.state_dict())
-
-
 def test_decode_diagnostic_runs_on_shared_data() -> None:
     sc = REPO.parent / "shared" / "data" / "speech_commands_tts"
     if not sc.is_dir():
