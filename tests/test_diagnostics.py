@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import time
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -96,20 +95,17 @@ def test_wandb_offline_run_gets_histograms(tmp_path: Path, monkeypatch) -> None:
     pytest.importorskip("wandb")
     from lightning.pytorch.loggers import WandbLogger
 
-    from kwsnet.tracking import read_offline_run
+    from kwsnet.tracking import read_offline_run, wait_for_offline_run
 
     monkeypatch.setenv("WANDB_SILENT", "true")
     logger = WandbLogger(save_dir=str(tmp_path), project="kwsnet-test", offline=True)
     _fit(tmp_path, Diagnostics(every_n_steps=2, console=False), steps=3, logger=logger)
     logger.experiment.finish()
     (run_file,) = tmp_path.rglob("run-*.wandb")
-    # The wandb service may still be flushing the offline file after finish() returns.
-    deadline = time.monotonic() + 30
-    while True:
-        history = read_offline_run(run_file.parent)["history"]
-        if len(history) >= 4 or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    # finish() returns before the wandb service has flushed the file: wait for its exit record
+    # (the run is complete), not for a guessed number of history rows.
+    assert wait_for_offline_run(run_file.parent, timeout=120), f"{run_file} never completed"
+    history = read_offline_run(run_file.parent)["history"]
     # wandb stores a histogram as nested keys: <key>/_type, <key>/bins, <key>/values.
     hists = [h for h in history if "diag/act_hist/net.0/_type" in h]
     assert [h["trainer/global_step"] for h in hists] == [0, 2]
