@@ -19,7 +19,6 @@ import io
 import os
 import pickle
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,8 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from kwsnet.fileio import make_temp_file
 
 __all__ = ["AtomicCheckpointIO", "ResumeState", "CheckpointLoadError"]
 
@@ -48,7 +49,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     Raises the ``OSError`` of the failed write (e.g. ``ENOSPC``) with the target named.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = make_temp_file(path)
     try:
         try:
             view = memoryview(data)

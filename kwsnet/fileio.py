@@ -11,7 +11,27 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "new_file_mode", "make_temp_file"]
+
+
+def new_file_mode() -> int:
+    """The mode ``open(path, "w")`` would give a new file: ``0o666`` less the process umask."""
+    mask = os.umask(0)  # the only portable way to read it; set straight back
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def make_temp_file(path: Path) -> tuple[int, str]:
+    """A temp file beside ``path`` for an atomic replace, with the mode a plain write would
+    give (``mkstemp`` makes it 0600, which the rename would carry onto the target)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, new_file_mode())
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    return fd, tmp
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -19,7 +39,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     a run killed mid-write) never sees half a file: the old file or the new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = make_temp_file(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

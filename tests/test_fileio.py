@@ -56,3 +56,24 @@ def test_interrupted_export_keeps_the_previous_model(tmp_path: Path, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         write_model(collect_named_layers(seq), (1, 64), out)
     assert out.read_bytes() == before and os.listdir(tmp_path) == ["m.kwsn"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_written_files_respect_the_umask(tmp_path: Path, umask: int) -> None:
+    """Summaries, exported models and checkpoints get the mode a plain write would give."""
+    import stat
+
+    import torch
+
+    from kwsnet.checkpointing import AtomicCheckpointIO
+
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "summary.json", "{}")
+        AtomicCheckpointIO().save_checkpoint({"w": torch.zeros(2)}, tmp_path / "last.ckpt")
+        with open(tmp_path / "plain.txt", "w") as f:
+            f.write("x")
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes == {name: 0o666 & ~umask for name in ("summary.json", "last.ckpt", "plain.txt")}
