@@ -15,6 +15,7 @@ __all__ = [
     "KwsWandbLogger",
     "git_commit",
     "resolve_offline",
+    "wandb_disabled",
     "read_offline_run",
     "wait_for_offline_run",
 ]
@@ -44,8 +45,19 @@ def git_commit() -> str:
     return sha + ("-dirty" if dirty else "")
 
 
+def wandb_disabled() -> bool:
+    """Whether the user turned wandb off (``WANDB_MODE=disabled``, or wandb's older spelling
+    ``WANDB_DISABLED=true``): kwsnet then writes no run files and makes no wandb calls."""
+    mode = os.environ.get("WANDB_MODE", "").strip().lower()
+    return mode == "disabled" or os.environ.get("WANDB_DISABLED", "").lower() in ("true", "1")
+
+
 def resolve_offline(offline: bool | None) -> bool:
-    """``offline=None`` means: offline unless ``WANDB_MODE=online`` or an API key is set."""
+    """``offline=None`` means: offline unless ``WANDB_MODE=online`` or an API key is set.
+    Never offline when wandb is disabled (Lightning's offline switch would overwrite
+    ``WANDB_MODE=disabled`` with ``dryrun`` and write a run after all)."""
+    if wandb_disabled():
+        return False
     if offline is not None:
         return offline
     mode = os.environ.get("WANDB_MODE")
@@ -65,7 +77,7 @@ class KwsWandbLogger(WandbLogger):
         save_dir: where the ``wandb/`` run folders go (default ``runs``).
         name / group / tags / job_type: wandb run name, group, tags and job type.
         offline: ``None`` (default) = offline unless ``WANDB_MODE=online`` or
-            ``WANDB_API_KEY`` is set.
+            ``WANDB_API_KEY`` is set. ``WANDB_MODE=disabled`` wins over it: no run is made.
         **kwargs: passed to ``WandbLogger`` / ``wandb.init``.
     """
 
@@ -82,6 +94,8 @@ class KwsWandbLogger(WandbLogger):
     ) -> None:
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         extra = {k: v for k, v in {"group": group, "tags": tags, "job_type": job_type}.items() if v}
+        if wandb_disabled():
+            kwargs["mode"] = "disabled"
         super().__init__(
             name=name,
             project=project,
