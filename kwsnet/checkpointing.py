@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from kwsnet._compat import epoch_mean_entries, epoch_results, mark_metric_updated, metric_states
 from kwsnet.fileio import make_temp_file
 
 __all__ = ["AtomicCheckpointIO", "ResumeState", "CheckpointLoadError"]
@@ -130,7 +131,7 @@ def _metric_states(module: torch.nn.Module) -> dict[str, dict[str, torch.Tensor]
     out: dict[str, dict[str, torch.Tensor]] = {}
     for name, m in module.named_modules():
         if isinstance(m, Metric):
-            states = {k: getattr(m, k) for k in m._defaults}
+            states = metric_states(m)
             if all(isinstance(v, torch.Tensor) for v in states.values()):
                 out[name] = {k: v.detach().clone().cpu() for k, v in states.items()}
     return out
@@ -138,12 +139,9 @@ def _metric_states(module: torch.nn.Module) -> dict[str, dict[str, torch.Tensor]
 
 def _logged_means(trainer: pl.Trainer) -> dict[str, dict[str, torch.Tensor]]:
     """Running sums of the epoch-mean values ``self.log`` has collected in this epoch."""
-    from lightning.pytorch.trainer.connectors.logger_connector.result import _ResultMetric
-
     out: dict[str, dict[str, torch.Tensor]] = {}
-    for key, m in trainer.fit_loop.epoch_loop._results.items():
-        if isinstance(m, _ResultMetric) and m.meta.on_epoch and hasattr(m, "cumulated_batch_size"):
-            out[key] = {"value": m.value.detach().cpu(), "n": m.cumulated_batch_size.cpu()}
+    for key, m in epoch_mean_entries(trainer).items():
+        out[key] = {"value": m.value.detach().cpu(), "n": m.cumulated_batch_size.cpu()}
     return out
 
 
@@ -214,7 +212,7 @@ class ResumeState(pl.Callback):
                     continue
                 for k, v in states.items():
                     setattr(metric, k, v.to(pl_module.device))
-                metric._update_count = max(metric._update_count, 1)
+                mark_metric_updated(metric)
             self._means = state.get("logged_means") or None
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
@@ -223,7 +221,7 @@ class ResumeState(pl.Callback):
         means, self._means = self._means, None
         if not means:
             return
-        results = trainer.fit_loop.epoch_loop._results
+        results = epoch_results(trainer)
         for key, saved in means.items():
             m = results.get(key)
             if m is not None and hasattr(m, "cumulated_batch_size"):

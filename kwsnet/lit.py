@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from kwsnet._compat import should_update_logs
 from kwsnet.data.features import RawAudio
 from kwsnet.init.base import InitStrategy, format_report
 from kwsnet.metrics.classification import ClassificationStats
@@ -217,10 +218,7 @@ class ClassifierModule(pl.LightningModule):
         trainer = self._trainer
         if trainer is None:
             return False
-        connector = getattr(trainer, "_logger_connector", None)
-        if connector is None:  # a Lightning without it: log every step
-            return True
-        return bool(connector.should_update_logs or trainer.fast_dev_run)
+        return should_update_logs(trainer)
 
     def _log_epoch(self, stage: str) -> None:
         """Log ``{stage}/loss``, ``/acc`` and ``/f1`` of the epoch (synced across processes)."""
