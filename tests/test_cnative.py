@@ -59,7 +59,7 @@ def _run(args: list[str | Path], **kw) -> subprocess.CompletedProcess:
 def test_golden_data_in_c(cbuild: Path, golden: Path) -> None:
     proc = _run([cbuild / "test_golden", golden])
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    n = len((golden / "manifest.txt").read_text().splitlines()) + 1  # + the rejected table
+    n = len((golden / "manifest.txt").read_text().splitlines()) + 2  # + table, fp probe
     assert f"{n}/{n} golden cases passed" in proc.stdout
     assert "ok   rejected table leaves an empty model" in proc.stdout
     assert "command" in (golden / "golden.json").read_text()
@@ -403,3 +403,199 @@ def test_forward_from_threads_equals_serial(cbuild: Path, tiny_model: tuple) -> 
             threaded = list(pool.map(cm.forward, batches))
     for a, b in zip(serial, threaded, strict=True):
         assert np.array_equal(a, b)
+
+
+# ---------------------------------------------------------------- bounded cost (issue #16)
+
+_T_AVG, _T_CONV, _T_RELU, _T_MAX = 1, 2, 4, 5
+
+
+def _crafted(input_shape: tuple[int, int], layers: list[tuple[int, list[int]]]) -> bytes:
+    """A minimal model file: header, float-free layer records (type, ints), CRC."""
+    body = struct.pack("<4s6I", b"KWSN", 1, 16000, 2, *input_shape, len(layers))
+    for kind, ints in layers:
+        body += struct.pack(f"<3I{len(ints)}i", kind, len(ints), 0, *ints)
+    return body + struct.pack("<I", zlib.crc32(body) & 0xFFFFFFFF)
+
+
+def _crafted_cases() -> dict[str, tuple[bytes, str]]:
+    """The hostile files from issue #16 -> the status message each must get, fast."""
+    big = 1 << 26  # KWSN_MAX_ELEMS: the longest input the format allows
+    return {
+        # 52 bytes: a pool window of L/2 at stride 1 costs ~L^2/4 (days per forward before)
+        "avgpool_half_window": (_crafted((1, big), [(_T_AVG, [big // 2, 1])]), "runtime limits"),
+        "maxpool_half_window": (_crafted((1, big), [(_T_MAX, [big // 2, 1])]), "runtime limits"),
+        # 1/256 of the size: 2.7 s (AvgPool) and 17 s (MaxPool) per forward before
+        "avgpool_1_256": (_crafted((1, 1 << 18), [(_T_AVG, [1 << 17, 1])]), "runtime limits"),
+        "maxpool_1_256": (_crafted((1, 1 << 18), [(_T_MAX, [1 << 17, 1])]), "runtime limits"),
+        # a window within KWSN_MAX_POOL_WINDOW but 2^38 window reads in all: the op limit
+        "maxpool_ops": (_crafted((1, 1 << 22), [(_T_MAX, [1 << 16, 1])]), "op count"),
+        "avgpool_ops": (_crafted((1, 1 << 22), [(_T_AVG, [1 << 16, 1])]), "op count"),
+        # 44 and 56 bytes asking for 512 MiB and 768 MiB arenas: refused before any malloc
+        "relu_arena_512m": (_crafted((1, big), [(_T_RELU, [])]), "memory limit"),
+        "avgpool_arena_768m": (
+            _crafted((1, big), [(_T_RELU, []), (_T_AVG, [1, 1])]),
+            "memory limit",
+        ),
+    }
+
+
+def test_crafted_files_refused_fast(cbuild: Path, tmp_path: Path) -> None:
+    """Each crafted file gets its status within a second, via ctypes, the CLI and the
+    sanitizer build (which would abort on a giant allocation or time out on a hang)."""
+    import time
+
+    files = []
+    for name, (data, expect) in _crafted_cases().items():
+        assert len(data) <= 64, (name, len(data))
+        f = tmp_path / f"{name}.kwsn"
+        f.write_bytes(data)
+        files.append((f, expect))
+        t0 = time.perf_counter()
+        with pytest.raises(CRuntimeError, match=expect):
+            CModel(f)
+        assert time.perf_counter() - t0 < 1.0, name
+        t0 = time.perf_counter()
+        proc = _run([cbuild / "kwsnet-infer", f, "--raw", f])
+        assert time.perf_counter() - t0 < 1.0, name
+        assert proc.returncode == 1 and expect in proc.stderr, (name, proc.stderr)
+    proc = _run([cbuild / "load_check_san", *[f for f, _ in files]])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for (f, expect), line in zip(files, proc.stdout.splitlines(), strict=True):
+        assert line.startswith(str(f)) and expect in line, line
+
+
+def _with_weight(good: bytes, value: float) -> bytes:
+    """The tiny model with its first conv weight set to ``value`` (CRC fixed)."""
+    b = bytearray(good)
+    conv = 28 + 5 * 4  # header, then the AvgPool1d record
+    assert struct.unpack_from("<I", good, conv)[0] == _T_CONV
+    b[conv + 28 : conv + 32] = struct.pack("<f", value)  # after type, n_ints, n_floats, 4 ints
+    return _fix_crc(b)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_weights_rejected(
+    cbuild: Path, tiny_model: tuple, tmp_path: Path, value: float
+) -> None:
+    _, path = tiny_model
+    good = path.read_bytes()
+    f = tmp_path / "bad.kwsn"
+    f.write_bytes(_with_weight(good, value))
+    with pytest.raises(CRuntimeError, match="non-finite"):
+        CModel(f)
+    proc = _run([cbuild / "kwsnet-infer", f, "--raw", f])
+    assert proc.returncode == 1 and "non-finite" in proc.stderr
+    (tmp_path / "ok.kwsn").write_bytes(_with_weight(good, 0.25))
+    CModel(tmp_path / "ok.kwsn").close()  # the same edit with a finite value loads
+
+
+def test_op_and_arena_limits(cbuild: Path, tiny_model: tuple, tmp_path: Path) -> None:
+    """Prepare counts ops per layer; the caller's limits (ctypes and CLI) refuse a model just
+    over them and accept it at them; the defaults fit the full-size RawConv many times."""
+    _, path = tiny_model
+    with CModel(path) as cm:
+        ops, arena = cm.ops, cm.arena_bytes
+        assert ops == sum(cm.layer_ops) > 0 and all(o >= 0 for o in cm.layer_ops)
+        kinds = dict(zip(cm.layer_names, cm.layer_ops, strict=False))
+        assert kinds["Conv1d"] > 0 and kinds["Flatten"] == 0
+    with pytest.raises(CRuntimeError, match="op count"):
+        CModel(path, max_ops=ops - 1)
+    with pytest.raises(CRuntimeError, match="memory limit"):
+        CModel(path, max_arena_bytes=arena - 1)
+    CModel(path, max_ops=ops, max_arena_bytes=arena).close()
+    exe = cbuild / "kwsnet-infer"
+    np.zeros((1, 1024), "<f4").tofile(tmp_path / "x.f32")
+    proc = _run([exe, "--max-ops", ops - 1, path, "--raw", tmp_path / "x.f32"])
+    assert proc.returncode == 1 and "op count" in proc.stderr
+    proc = _run([exe, "--max-arena-bytes", arena - 1, path, "--raw", tmp_path / "x.f32"])
+    assert proc.returncode == 1 and "memory limit" in proc.stderr
+    proc = _run(
+        [exe, "--max-ops", ops, "--max-arena-bytes", arena, path, "--raw", tmp_path / "x.f32"]
+    )
+    assert proc.returncode == 0 and f"ops {ops} " in proc.stdout, proc.stderr
+    assert _run([exe, "--max-ops", "x", path, "--raw", tmp_path / "x.f32"]).returncode == 2
+    # the full-size 16000-sample RawConv under the defaults: ~1.7e6 ops, ~140 kB arena
+    torch.manual_seed(0)
+    model = _FullSize("per_conv")
+    write_model(collect_named_layers(model), input_shape_of(model), tmp_path / "full.kwsn")
+    with CModel(tmp_path / "full.kwsn") as cm:
+        assert cm.ops * 1000 < 4_000_000_000 and cm.arena_bytes * 1000 < 256 << 20
+
+
+# ---------------------------------------------------------------- one build, every x86-64 path
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+_ISA_FLAG = {"default": None, "avx2": "avx2", "avx512": "avx512f"}
+
+
+def test_kernel_paths_byte_identical(cbuild: Path, tiny_model: tuple, tmp_path: Path) -> None:
+    """KWSN_ISA forces each kernel path the CPU has; logits (printed %.9g, exact for float32)
+    must be byte for byte the same on all of them, for the full-size RawConv (both norm
+    placements) and the tiny model, including rows that end in partial vector tiles."""
+    import os
+
+    flags = _cpu_flags()
+    paths = [isa for isa, f in _ISA_FLAG.items() if f is None or f in flags]
+    if len(paths) < 2:
+        pytest.skip(f"this CPU offers only {paths}")
+    rng = np.random.default_rng(0)
+    models = {"tiny": (tiny_model[1], 1024)}
+    for placement in ("per_conv", "end"):
+        torch.manual_seed(0)
+        m = gen_golden._randomize_norms(_FullSize(placement))
+        f = tmp_path / f"full_{placement}.kwsn"
+        write_model(collect_named_layers(m), input_shape_of(m), f)
+        models[placement] = (f, 16000)
+    for name, (f, T) in models.items():
+        x = (rng.standard_normal((6, T)) * 0.3).astype("<f4")
+        x[0] = 0.0  # all-zero row: signed zeros and LayerNorm's eps path
+        x.tofile(tmp_path / "x.f32")
+        outs = {}
+        for isa in paths:
+            env = {**os.environ, "KWSN_ISA": isa}
+            proc = _run([cbuild / "kwsnet-infer", f, "--raw", tmp_path / "x.f32"], env=env)
+            assert proc.returncode == 0, proc.stderr
+            head, *rows = proc.stdout.splitlines()
+            assert head.endswith(f"kernels {isa}"), head
+            outs[isa] = rows
+        for isa in paths[1:]:
+            assert outs[isa] == outs[paths[0]], (name, isa)
+        with CModel(f) as cm:  # the ctypes path runs the auto-selected kernels
+            assert cm.isa == paths[-1]
+
+
+def test_fp_contract_rule_is_in_the_source(cbuild: Path, golden: Path, tmp_path: Path) -> None:
+    """Built with flags that invite FMA contraction (gnu99, -mfma, -ffp-contract=fast), the
+    kernels still round every multiply and add: the pragma in kwsn_kernels.c rules, and
+    test_golden's fp-contract probe (which fails under contraction) passes on every path."""
+    import os
+    import platform
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("-mfma is an x86-64 flag")
+    flags = "-O3 -std=gnu99 -mavx2 -mfma -ffp-contract=fast"
+    proc = subprocess.run(
+        ["make", "-s", "-C", CNATIVE_DIR, f"BUILD={tmp_path}", f"CFLAGS={flags}", "tests"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for isa, f in _ISA_FLAG.items():
+        if f is not None and f not in _cpu_flags():
+            continue
+        env = {**os.environ, "KWSN_ISA": isa}
+        proc = _run([tmp_path / "test_golden", golden], env=env)
+        assert f"ok   fp-contract probe (kernels {isa})" in proc.stdout, proc.stdout
+        assert proc.returncode == 0, proc.stdout

@@ -109,7 +109,7 @@ _HEADER_MAIN = r"""
 
 /* no malloc, no file system in the model path: static layer table, static arena */
 static kwsn_layer layers[KWSN_MODEL_N_LAYERS];
-static float arena[KWSN_MODEL_ARENA_BYTES / sizeof(float)];
+static float arena[KWSN_MODEL_ARENA_BYTES / sizeof(float)] __attribute__((aligned(64)));
 static float x[KWSN_MODEL_INPUT_LEN];
 
 int main(void) {

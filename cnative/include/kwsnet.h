@@ -7,7 +7,11 @@
  *   1. kwsn_model_parse()      model file bytes -> layer descriptors (zero copy; every size is
  *      or kwsn_model_from_table()  checked against the buffer length, CRC32 verified), then
  *                              all shapes are chained and checked once.
- *   2. kwsn_arena_bytes()      how much scratch memory one inference needs.
+ *   2. kwsn_arena_bytes()      how much scratch memory one inference needs. Prepare also
+ *      kwsn_model_ops()        counts each layer's and the model's arithmetic operations and
+ *                              refuses a model over the caller's kwsn_limits (op count, arena
+ *                              bytes) or with a non-finite weight, before anything is
+ *                              allocated or run: a hostile file costs a status, not a hang.
  *   3. kwsn_forward()          runs in the caller's arena: no malloc, no file I/O.
  *
  * The file format (little-endian, every field 4 bytes) is written by
@@ -44,6 +48,16 @@ extern "C" {
 #define KWSN_MAX_LAYERS 256
 /* Upper bound on any activation or weight count, so size arithmetic never overflows. */
 #define KWSN_MAX_ELEMS (1u << 26)
+/* Largest AvgPool1d/MaxPool1d window (its cost is also counted against kwsn_limits). */
+#define KWSN_MAX_POOL_WINDOW (1u << 16)
+/* Default limits: the full-size RawConv (16000 samples, channels 16/32/64) needs ~1.7e6 ops
+ * and ~140 kB of arena, so these leave room for models thousands of times bigger. */
+#define KWSN_DEFAULT_MAX_OPS 4000000000ull
+#define KWSN_DEFAULT_MAX_ARENA_BYTES ((size_t)256u << 20)
+/* Bumped whenever a public struct or function signature changes (see kwsn_abi_version). */
+#define KWSN_ABI_VERSION 2u
+/* The arena passed to kwsn_forward must be aligned to this many bytes. */
+#define KWSN_ARENA_ALIGN 64u
 
 typedef enum {
     KWSN_OK = 0,
@@ -62,6 +76,9 @@ typedef enum {
     KWSN_ERR_TRAILING,   /* bytes left between the last layer and the CRC */
     KWSN_ERR_ARENA,      /* arena too small or misaligned */
     KWSN_ERR_INPUT_LEN,  /* input length does not match the model */
+    KWSN_ERR_OPS_LIMIT,  /* the model's op count exceeds kwsn_limits.max_ops */
+    KWSN_ERR_ARENA_LIMIT, /* the model's arena exceeds kwsn_limits.max_arena_bytes */
+    KWSN_ERR_NONFINITE,  /* a weight, bias or eps is NaN or infinite */
     KWSN_STATUS_COUNT
 } kwsn_status;
 
@@ -99,7 +116,14 @@ typedef struct {
     int in_place;      /* run writes its output over its input */
     uint32_t op_index; /* entry in the runtime's layer table, set by prepare */
     size_t scratch;    /* scratch floats its kernel needs (conv: the padded input) */
+    uint64_t ops;      /* arithmetic operations per sample (multiply and add count 1 each) */
 } kwsn_layer;
+
+/* Caller limits checked at prepare time. Zero in a field means "use the default". */
+typedef struct {
+    uint64_t max_ops;       /* op count of one forward pass (sum over layers) */
+    size_t max_arena_bytes; /* kwsn_arena_bytes() */
+} kwsn_limits;
 
 typedef struct {
     uint32_t version;
@@ -111,7 +135,12 @@ typedef struct {
     size_t max_scratch; /* largest per-layer scratch (floats) */
     size_t weight_bytes;
     size_t n_classes;   /* numel of the last layer's output */
+    uint64_t ops;       /* sum of the layers' op counts */
+    const void *kernels; /* the kernel set (ISA path) chosen at prepare */
 } kwsn_model;
+
+/* KWSN_ABI_VERSION of the library actually linked (compare with the header's). */
+uint32_t kwsn_abi_version(void);
 
 /* Human-readable name of a status (never NULL). */
 const char *kwsn_status_str(kwsn_status s);
@@ -126,13 +155,26 @@ uint32_t kwsn_crc32(const void *buf, size_t len);
 kwsn_status kwsn_model_parse(const void *buf, size_t len, kwsn_layer *layers,
                              uint32_t max_layers, kwsn_model *model);
 
+/* As kwsn_model_parse, under the caller's limits (NULL: the defaults). */
+kwsn_status kwsn_model_parse_ex(const void *buf, size_t len, kwsn_layer *layers,
+                                uint32_t max_layers, const kwsn_limits *limits,
+                                kwsn_model *model);
+
 /* Prepare a model from a static descriptor table (the generated C header path). */
 kwsn_status kwsn_model_from_table(const kwsn_layer_desc *descs, uint32_t n_layers,
                                   kwsn_shape input, uint32_t sample_rate, kwsn_layer *layers,
                                   kwsn_model *model);
+kwsn_status kwsn_model_from_table_ex(const kwsn_layer_desc *descs, uint32_t n_layers,
+                                     kwsn_shape input, uint32_t sample_rate,
+                                     kwsn_layer *layers, const kwsn_limits *limits,
+                                     kwsn_model *model);
+
+/* The limits used when none are given. */
+kwsn_limits kwsn_default_limits(void);
 
 /* Scratch bytes kwsn_forward needs: two ping-pong activation buffers plus the largest
- * layer scratch (the conv's zero-padded input), each 64-byte aligned. */
+ * layer scratch (the conv's zero-padded input), each 64-byte aligned. The arena itself must
+ * be KWSN_ARENA_ALIGN (64) byte aligned. */
 size_t kwsn_arena_bytes(const kwsn_model *model);
 
 /* Number of input floats per sample (product of the input shape). */
@@ -146,6 +188,14 @@ uint32_t kwsn_n_layers(const kwsn_model *model);
 uint32_t kwsn_layer_type_at(const kwsn_model *model, uint32_t i);
 size_t kwsn_weight_bytes(const kwsn_model *model);
 size_t kwsn_n_classes(const kwsn_model *model);
+/* Operations per sample of the whole model / of layer i (0 if out of range). */
+uint64_t kwsn_model_ops(const kwsn_model *model);
+uint64_t kwsn_layer_ops(const kwsn_model *model, uint32_t i);
+/* Name of the kernel path the model runs ("default" = portable x86-64/C baseline, "avx2",
+ * "avx512"). The build for x86-64 carries all three and picks the widest the CPU supports;
+ * the environment variable KWSN_ISA=default|avx2|avx512 forces one (if the CPU has it). Every
+ * path computes byte-identical results. */
+const char *kwsn_isa_name(const kwsn_model *model);
 
 /* Run layers [0, n_run) on one sample. input_len must equal kwsn_input_len(); out receives
  * layer n_run-1's output (out_cap floats at least; n_run == 0 copies the input). */
@@ -157,6 +207,12 @@ kwsn_status kwsn_forward_until(const kwsn_model *model, void *arena, size_t aren
 kwsn_status kwsn_forward(const kwsn_model *model, void *arena, size_t arena_bytes,
                          const float *input, size_t input_len, float *logits,
                          size_t logits_cap);
+
+/* Run layers [0, n_run) on n_rows samples: row r reads input[r * input_len ..] and writes
+ * out[r * out_stride ..] (out_stride >= the layer's output length). One call per batch. */
+kwsn_status kwsn_forward_batch(const kwsn_model *model, void *arena, size_t arena_bytes,
+                               const float *input, size_t n_rows, size_t input_len,
+                               uint32_t n_run, float *out, size_t out_stride);
 
 /* Index of the largest value (first on ties, as torch.argmax). */
 uint32_t kwsn_argmax(const float *x, size_t n);
@@ -170,6 +226,8 @@ typedef struct kwsn_loaded kwsn_loaded;
 
 /* Read, parse and prepare a model file. On error *out is NULL. */
 kwsn_status kwsn_load_file(const char *path, kwsn_loaded **out);
+/* As kwsn_load_file, under the caller's limits (NULL: the defaults). */
+kwsn_status kwsn_load_file_ex(const char *path, const kwsn_limits *limits, kwsn_loaded **out);
 /* The prepared model inside a loaded file. */
 const kwsn_model *kwsn_loaded_model(const kwsn_loaded *lm);
 void kwsn_free(kwsn_loaded *lm);

@@ -15,6 +15,10 @@ struct kwsn_loaded {
 };
 
 kwsn_status kwsn_load_file(const char *path, kwsn_loaded **out) {
+    return kwsn_load_file_ex(path, NULL, out);
+}
+
+kwsn_status kwsn_load_file_ex(const char *path, const kwsn_limits *limits, kwsn_loaded **out) {
     if (!path || !out) return KWSN_ERR_ARG;
     *out = NULL;
     FILE *f = fopen(path, "rb");
@@ -42,7 +46,8 @@ kwsn_status kwsn_load_file(const char *path, kwsn_loaded **out) {
         st = KWSN_ERR_IO;
         goto done;
     }
-    st = kwsn_model_parse(lm->buf, (size_t)size, lm->layers, KWSN_MAX_LAYERS, &lm->model);
+    st = kwsn_model_parse_ex(lm->buf, (size_t)size, lm->layers, KWSN_MAX_LAYERS, limits,
+                             &lm->model);
 done:
     fclose(f);
     if (st == KWSN_OK) {

@@ -1,10 +1,35 @@
 /* float32 kernels, each following PyTorch's CPU arithmetic order where it changes results.
- * Build with -ffp-contract=off so no FMA is formed behind our back (PyTorch's reference
- * kernels round each multiply and add separately). */
+ *
+ * Numerics live here, not in build flags: no FMA contraction (PyTorch's reference kernels
+ * round every multiply and add), set by the pragmas below for GCC and for compilers that
+ * honour C99's FP_CONTRACT, so an MCU or distro build with its own flags (-std=gnu99
+ * -ffp-contract=fast -mfma) computes the same bits. test_golden's fp-contract probe fails
+ * if a compiler contracts anyway.
+ *
+ * This file is compiled once per kernel path (see kwsn_kernels.h): the vector width follows
+ * the target (16 floats with AVX-512, 8 with AVX, plain loops otherwise) and every path keeps
+ * each output's summation order, so all paths give byte-identical results. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=off")
+#else
+#pragma STDC FP_CONTRACT OFF
+#endif
 #include <math.h>
 #include <string.h>
 
 #include "kwsn_kernels.h"
+
+#define KWSN_CAT2(a, b) a##_##b
+#define KWSN_CAT(a, b) KWSN_CAT2(a, b)
+#define KWSN_STR2(a) #a
+#define KWSN_STR(a) KWSN_STR2(a)
+#ifdef KWSN_ISA_VARIANT
+#define KWSN_K(name) KWSN_CAT(name, KWSN_ISA_VARIANT)
+#define KWSN_ISA_NAME KWSN_STR(KWSN_ISA_VARIANT)
+#else
+#define KWSN_K(name) KWSN_CAT(name, default)
+#define KWSN_ISA_NAME "default"
+#endif
 
 /* LayerNorm statistics accumulate in double, which matched PyTorch best (docs/cnative.md);
  * -DKWSN_LN_FLOAT_ACC switches to float for the comparison the benchmark makes. */
@@ -14,23 +39,38 @@
 #define KWSN_LN_ACC double
 #endif
 
-#if defined(__GNUC__) && defined(__AVX__) && !defined(KWSN_NO_VECTOR_EXT)
-#define KWSN_VECTOR_EXT 1
-/* GCC vector extensions on AVX targets (32 registers with AVX-512, 16 with AVX2): the
- * accumulator tiles stay in registers, where plain arrays spill to the stack. Without AVX
- * (make ARCH=, MCU builds) the plain loops below are used; with SSE's 16 narrow registers
- * the tiles would spill (measured ~8x slower than the plain loops). */
-typedef float kwsn_v8 __attribute__((vector_size(32)));
-typedef double kwsn_v8d __attribute__((vector_size(64)));
-/* by pointer, not by value: returning a vector type warns (-Wpsabi) on non-AVX builds */
-#define V8_LOAD(v, p) memcpy(&(v), (p), sizeof(kwsn_v8))
+/* Floats per vector register of this compile's target. GCC vector extensions keep the conv
+ * accumulator tiles in registers (plain arrays spill); with SSE's 16 narrow registers the
+ * tiles would spill (measured ~8x slower than the plain loops), so the baseline uses those. */
+#if defined(__GNUC__) && defined(__AVX512F__) && !defined(KWSN_NO_VECTOR_EXT)
+#define KWSN_VW 16
+/* 8 rows x 2 zmm accumulators + 2 inputs + 1 weight: 19 of 32 registers */
+#define KWSN_CONV_ROWS 8
+#elif defined(__GNUC__) && defined(__AVX__) && !defined(KWSN_NO_VECTOR_EXT)
+#define KWSN_VW 8
+/* 6 rows x 2 ymm accumulators + 2 inputs + 1 weight: 15 of 16 registers (8 rows spilled) */
+#define KWSN_CONV_ROWS 6
 #else
-#define KWSN_VECTOR_EXT 0
+#define KWSN_VW 0
+#endif
+
+#if KWSN_VW
+typedef float kwsn_vf __attribute__((vector_size(KWSN_VW * 4)));
+/* Positions per conv register tile: two vectors. */
+#define KWSN_CONV_TILE (2 * KWSN_VW)
+/* by pointer, not by value: returning a vector type warns (-Wpsabi) on non-AVX builds */
+#define VF_LOAD(v, p) memcpy(&(v), (p), sizeof(kwsn_vf))
+#endif
+
+#if defined(__GNUC__)
+#define KWSN_INLINE static inline __attribute__((always_inline))
+#else
+#define KWSN_INLINE static inline
 #endif
 
 /* PyTorch avg_pool: float sum over the window, then divide by the window size. */
-void kwsn_avgpool1d_f32(float *out, const float *in, uint32_t C, uint32_t L, uint32_t k,
-                        uint32_t stride, uint32_t L_out) {
+static void KWSN_K(kwsn_avgpool1d_f32)(float *out, const float *in, uint32_t C, uint32_t L,
+                                       uint32_t k, uint32_t stride, uint32_t L_out) {
     for (uint32_t c = 0; c < C; c++) {
         const float *x = in + (size_t)c * L;
         float *y = out + (size_t)c * L_out;
@@ -53,8 +93,8 @@ void kwsn_avgpool1d_f32(float *out, const float *in, uint32_t C, uint32_t L, uin
 
 /* PyTorch max_pool1d: NaN wins (propagates), as in its `val > max || isnan(val)` loop.
  * (`v != v` is isnan without a libm call, so the loop stays branch-free.) */
-void kwsn_maxpool1d_f32(float *out, const float *in, uint32_t C, uint32_t L, uint32_t k,
-                        uint32_t stride, uint32_t L_out) {
+static void KWSN_K(kwsn_maxpool1d_f32)(float *out, const float *in, uint32_t C, uint32_t L,
+                                       uint32_t k, uint32_t stride, uint32_t L_out) {
     for (uint32_t c = 0; c < C; c++) {
         const float *x = in + (size_t)c * L;
         float *y = out + (size_t)c * L_out;
@@ -88,35 +128,31 @@ void kwsn_maxpool1d_f32(float *out, const float *in, uint32_t C, uint32_t L, uin
     }
 }
 
-#if defined(__GNUC__)
-#define KWSN_INLINE static inline __attribute__((always_inline))
-#else
-#define KWSN_INLINE static inline
-#endif
-
 /* Output rows o0..o0+NO of a conv over the zero-padded input xp [C_in][Lp], in tiles of
  * KWSN_CONV_TILE positions whose accumulators stay in registers. Per output element the sum
  * order is bias, then i = 0.., j = 0.. (as the plain loop nest). A tail tile computes all
  * lanes (reading into the zeroed slack) and stores only the valid ones. */
-#if KWSN_VECTOR_EXT
+#if KWSN_VW
 
 KWSN_INLINE void conv_rows(float *out, const float *xp, const float *w, const float *b,
                            uint32_t C_in, uint32_t L, uint32_t Lp, uint32_t k, uint32_t o0,
                            const uint32_t NO) {
+    const kwsn_vf zero = {0};
     for (uint32_t t0 = 0; t0 < L; t0 += KWSN_CONV_TILE) {
-        kwsn_v8 acc[KWSN_CONV_ROWS][2];
+        kwsn_vf acc[KWSN_CONV_ROWS][2];
         for (uint32_t r = 0; r < NO; r++) {
-            const float bias = b ? b[o0 + r] : 0.0f;
-            acc[r][0] = (kwsn_v8){0} + bias;
+            /* bias - (+0) is the bias exactly, -0 included (0 + -0 would be +0, unlike the
+             * plain loop's y = bias) */
+            acc[r][0] = (b ? b[o0 + r] : 0.0f) - zero;
             acc[r][1] = acc[r][0];
         }
         for (uint32_t i = 0; i < C_in; i++) {
             const float *x = xp + (size_t)i * Lp + t0;
             const float *wi = w + (size_t)i * k;
             for (uint32_t j = 0; j < k; j++) {
-                kwsn_v8 x0, x1;
-                V8_LOAD(x0, x + j);
-                V8_LOAD(x1, x + j + 8);
+                kwsn_vf x0, x1;
+                VF_LOAD(x0, x + j);
+                VF_LOAD(x1, x + j + KWSN_VW);
                 for (uint32_t r = 0; r < NO; r++) {
                     const float wr = wi[(size_t)(o0 + r) * C_in * k + j];
                     acc[r][0] += x0 * wr;
@@ -128,18 +164,19 @@ KWSN_INLINE void conv_rows(float *out, const float *xp, const float *w, const fl
         for (uint32_t r = 0; r < NO; r++) {
             float *y = out + (size_t)(o0 + r) * L + t0;
             if (nt == KWSN_CONV_TILE) { /* constant-size copies compile to two stores */
-                memcpy(y, &acc[r][0], sizeof(kwsn_v8));
-                memcpy(y + 8, &acc[r][1], sizeof(kwsn_v8));
+                memcpy(y, &acc[r][0], sizeof(kwsn_vf));
+                memcpy(y + KWSN_VW, &acc[r][1], sizeof(kwsn_vf));
             } else {
                 float tile[KWSN_CONV_TILE];
-                memcpy(tile, &acc[r][0], sizeof(kwsn_v8));
-                memcpy(tile + 8, &acc[r][1], sizeof(kwsn_v8));
+                memcpy(tile, &acc[r][0], sizeof(kwsn_vf));
+                memcpy(tile + KWSN_VW, &acc[r][1], sizeof(kwsn_vf));
                 for (uint32_t u = 0; u < nt; u++) y[u] = tile[u];
             }
         }
     }
 }
 #else
+#define KWSN_CONV_ROWS 8
 KWSN_INLINE void conv_rows(float *out, const float *xp, const float *w, const float *b,
                            uint32_t C_in, uint32_t L, uint32_t Lp, uint32_t k, uint32_t o0,
                            const uint32_t NO) {
@@ -162,8 +199,9 @@ KWSN_INLINE void conv_rows(float *out, const float *xp, const float *w, const fl
 /* Conv1d, stride 1, zero "same" padding (k odd): out[o, t] = b[o] + sum_{i,j} w[o,i,j] *
  * in[i, t + j - k/2]. scratch holds the padded input: kwsn_conv1d_scratch_floats() floats.
  * oneDNN sums in another order (and with FMA), which costs a few ulp (docs/cnative.md). */
-void kwsn_conv1d_same_f32(float *out, const float *in, const float *w, const float *b,
-                          uint32_t C_in, uint32_t C_out, uint32_t L, uint32_t k, float *scratch) {
+static void KWSN_K(kwsn_conv1d_same_f32)(float *out, const float *in, const float *w,
+                                         const float *b, uint32_t C_in, uint32_t C_out, uint32_t L,
+                                         uint32_t k, float *scratch) {
     const uint32_t pad = k / 2, Lp = L + k - 1;
     for (uint32_t i = 0; i < C_in; i++) {
         float *xp = scratch + (size_t)i * Lp;
@@ -171,7 +209,7 @@ void kwsn_conv1d_same_f32(float *out, const float *in, const float *w, const flo
         memcpy(xp + pad, in + (size_t)i * L, L * sizeof(float));
         memset(xp + pad + L, 0, pad * sizeof(float));
     }
-    memset(scratch + (size_t)C_in * Lp, 0, KWSN_CONV_TILE * sizeof(float));
+    memset(scratch + (size_t)C_in * Lp, 0, KWSN_CONV_SLACK * sizeof(float));
     uint32_t o = 0;
     for (; o + KWSN_CONV_ROWS <= C_out; o += KWSN_CONV_ROWS)
         conv_rows(out, scratch, w, b, C_in, L, Lp, k, o, KWSN_CONV_ROWS);
@@ -179,38 +217,70 @@ void kwsn_conv1d_same_f32(float *out, const float *in, const float *w, const flo
     for (; o < C_out; o++) conv_rows(out, scratch, w, b, C_in, L, Lp, k, o, 1);
 }
 
+#ifndef KWSN_ISA_VARIANT
 size_t kwsn_conv1d_scratch_floats(uint32_t C_in, uint32_t L, uint32_t k) {
-    return (size_t)C_in * (L + k - 1) + KWSN_CONV_TILE;
+    return (size_t)C_in * (L + k - 1) + KWSN_CONV_SLACK;
 }
+#endif
 
 /* Sum and then sum of squared deviations from the mean, in 8 lanes (no serial dependency
- * chain; in double the lane order does not change the float result in practice). */
+ * chain). Every path uses the same 8 lanes (lane u takes x[8q + u]), adds them in lane
+ * order and then the tail, so the result does not depend on the vector width. */
 static void ln_moments(const float *x, uint32_t n, KWSN_LN_ACC *mean, KWSN_LN_ACC *ssd) {
     uint32_t j = 0;
     KWSN_LN_ACC s = 0, v = 0;
-#if KWSN_VECTOR_EXT && !defined(KWSN_LN_FLOAT_ACC)
-    kwsn_v8d vs = {0}, vq = {0};
+#if KWSN_VW == 16 && !defined(KWSN_LN_FLOAT_ACC)
+    /* one zmm of 8 doubles */
+    typedef float f8 __attribute__((vector_size(32)));
+    typedef double d8 __attribute__((vector_size(64)));
+    d8 vs = {0}, vq = {0};
     for (; j + 8 <= n; j += 8) {
-        kwsn_v8 xv;
-        V8_LOAD(xv, x + j);
-        vs += __builtin_convertvector(xv, kwsn_v8d);
+        f8 xv;
+        memcpy(&xv, x + j, sizeof(xv));
+        vs += __builtin_convertvector(xv, d8);
     }
     for (int u = 0; u < 8; u++) s += vs[u];
     for (uint32_t t = j; t < n; t++) s += x[t];
     const double m = s / (double)n;
     for (j = 0; j + 8 <= n; j += 8) {
-        kwsn_v8 xv;
-        V8_LOAD(xv, x + j);
-        const kwsn_v8d d = __builtin_convertvector(xv, kwsn_v8d) - m;
+        f8 xv;
+        memcpy(&xv, x + j, sizeof(xv));
+        const d8 d = __builtin_convertvector(xv, d8) - m;
         vq += d * d;
     }
     for (int u = 0; u < 8; u++) v += vq[u];
+#elif KWSN_VW == 8 && !defined(KWSN_LN_FLOAT_ACC)
+    /* two ymm of 4 doubles each (lanes 0-3, 4-7): a 64-byte vector would spill on AVX2 */
+    typedef float f4 __attribute__((vector_size(16)));
+    typedef double d4 __attribute__((vector_size(32)));
+    d4 s0 = {0}, s1 = {0}, q0 = {0}, q1 = {0};
+    for (; j + 8 <= n; j += 8) {
+        f4 a, c;
+        memcpy(&a, x + j, sizeof(a));
+        memcpy(&c, x + j + 4, sizeof(c));
+        s0 += __builtin_convertvector(a, d4);
+        s1 += __builtin_convertvector(c, d4);
+    }
+    for (int u = 0; u < 4; u++) s += s0[u];
+    for (int u = 0; u < 4; u++) s += s1[u];
+    for (uint32_t t = j; t < n; t++) s += x[t];
+    const double m = s / (double)n;
+    for (j = 0; j + 8 <= n; j += 8) {
+        f4 a, c;
+        memcpy(&a, x + j, sizeof(a));
+        memcpy(&c, x + j + 4, sizeof(c));
+        const d4 da = __builtin_convertvector(a, d4) - m, dc = __builtin_convertvector(c, d4) - m;
+        q0 += da * da;
+        q1 += dc * dc;
+    }
+    for (int u = 0; u < 4; u++) v += q0[u];
+    for (int u = 0; u < 4; u++) v += q1[u];
 #else
     KWSN_LN_ACC ps[8] = {0}, pv[8] = {0};
     for (; j + 8 <= n; j += 8)
         for (uint32_t u = 0; u < 8; u++) ps[u] += (KWSN_LN_ACC)x[j + u];
-    for (uint32_t t = j; t < n; t++) s += x[t];
     for (uint32_t u = 0; u < 8; u++) s += ps[u];
+    for (uint32_t t = j; t < n; t++) s += x[t];
     const KWSN_LN_ACC m = s / (KWSN_LN_ACC)n;
     for (j = 0; j + 8 <= n; j += 8)
         for (uint32_t u = 0; u < 8; u++) {
@@ -226,12 +296,11 @@ static void ln_moments(const float *x, uint32_t n, KWSN_LN_ACC *mean, KWSN_LN_AC
     *mean = m;
     *ssd = v;
 }
-
 /* LayerNorm over the last n elements of each of `outer` rows: mean, then biased variance,
  * eps inside the sqrt, then (x - mean) * rstd * gamma + beta, in PyTorch's order.
  * gamma/beta may be NULL (no elementwise affine). Safe in place (out == in). */
-void kwsn_layernorm_f32(float *out, const float *in, const float *gamma, const float *beta,
-                        float eps, uint32_t outer, uint32_t n) {
+static void KWSN_K(kwsn_layernorm_f32)(float *out, const float *in, const float *gamma,
+                                       const float *beta, float eps, uint32_t outer, uint32_t n) {
     for (uint32_t r = 0; r < outer; r++) {
         const float *x = in + (size_t)r * n;
         float *y = out + (size_t)r * n;
@@ -250,12 +319,13 @@ void kwsn_layernorm_f32(float *out, const float *in, const float *gamma, const f
 }
 
 /* ReLU; NaN stays NaN, as torch.relu. Safe in place. */
-void kwsn_relu_f32(float *out, const float *in, uint32_t n) {
+static void KWSN_K(kwsn_relu_f32)(float *out, const float *in, uint32_t n) {
     for (uint32_t j = 0; j < n; j++) out[j] = in[j] < 0.0f ? 0.0f : in[j];
 }
 
 /* AdaptiveAvgPool1d(1): float sum over L, then divide by L. */
-void kwsn_adaptive_avgpool1_f32(float *out, const float *in, uint32_t C, uint32_t L) {
+static void KWSN_K(kwsn_adaptive_avgpool1_f32)(float *out, const float *in, uint32_t C,
+                                               uint32_t L) {
     for (uint32_t c = 0; c < C; c++) {
         const float *x = in + (size_t)c * L;
         float acc = 0.0f;
@@ -265,8 +335,8 @@ void kwsn_adaptive_avgpool1_f32(float *out, const float *in, uint32_t C, uint32_
 }
 
 /* Linear: out[o] = b[o] + sum_i w[o, i] * in[i]   (w is [n_out, n_in], row-major). */
-void kwsn_linear_f32(float *out, const float *in, const float *w, const float *b,
-                     uint32_t n_in, uint32_t n_out) {
+static void KWSN_K(kwsn_linear_f32)(float *out, const float *in, const float *w, const float *b,
+                                    uint32_t n_in, uint32_t n_out) {
     for (uint32_t o = 0; o < n_out; o++) {
         const float *wr = w + (size_t)o * n_in;
         float acc = 0.0f;
@@ -274,3 +344,37 @@ void kwsn_linear_f32(float *out, const float *in, const float *w, const float *b
         out[o] = b ? acc + b[o] : acc;
     }
 }
+
+const kwsn_kernel_table KWSN_K(kwsn_ktab) = {
+    KWSN_ISA_NAME,
+    KWSN_K(kwsn_avgpool1d_f32),
+    KWSN_K(kwsn_maxpool1d_f32),
+    KWSN_K(kwsn_conv1d_same_f32),
+    KWSN_K(kwsn_layernorm_f32),
+    KWSN_K(kwsn_relu_f32),
+    KWSN_K(kwsn_adaptive_avgpool1_f32),
+    KWSN_K(kwsn_linear_f32),
+};
+
+/* ------------------------------------------------------------------ run-time selection */
+#ifndef KWSN_ISA_VARIANT
+#if defined(KWSN_MULTI_ISA) && defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#include <stdlib.h>
+
+extern const kwsn_kernel_table kwsn_ktab_avx2, kwsn_ktab_avx512;
+
+const kwsn_kernel_table *kwsn_select_kernels(void) {
+    __builtin_cpu_init();
+    const int avx512 = __builtin_cpu_supports("avx512f"), avx2 = __builtin_cpu_supports("avx2");
+    const char *want = getenv("KWSN_ISA");
+    if (want && strcmp(want, "default") == 0) return &kwsn_ktab_default;
+    if (want && strcmp(want, "avx2") == 0 && avx2) return &kwsn_ktab_avx2;
+    if (want && strcmp(want, "avx512") == 0 && avx512) return &kwsn_ktab_avx512;
+    if (avx512) return &kwsn_ktab_avx512;
+    if (avx2) return &kwsn_ktab_avx2;
+    return &kwsn_ktab_default;
+}
+#else
+const kwsn_kernel_table *kwsn_select_kernels(void) { return &kwsn_ktab_default; }
+#endif
+#endif

@@ -25,6 +25,9 @@ static const char *const kwsn_status_names[KWSN_STATUS_COUNT] = {
     "trailing bytes after the last layer",
     "arena too small or misaligned",
     "input length does not match the model",
+    "model op count exceeds the limit",
+    "model arena exceeds the memory limit",
+    "non-finite (NaN/Inf) weight",
 };
 
 const char *kwsn_status_str(kwsn_status s) {
@@ -73,8 +76,9 @@ typedef struct {
     int in_place;
     /* Check ints/floats against l->in, set l->out. Runs once, at load. */
     kwsn_status (*prepare)(kwsn_layer *l);
-    /* Run one sample. out == in for in-place ops. */
-    void (*run)(const kwsn_layer *l, const float *in, float *out, float *scratch);
+    /* Run one sample with kernel set k. out == in for in-place ops. */
+    void (*run)(const kwsn_kernel_table *k, const kwsn_layer *l, const float *in, float *out,
+                float *scratch);
 } kwsn_op;
 
 #define I(l, k) ((l)->desc.ints[k])
@@ -84,19 +88,26 @@ static kwsn_status check_pool(kwsn_layer *l) {
     if (l->in.ndim != 2) return KWSN_ERR_SHAPE;
     if (k < 1 || s < 1 || l->desc.n_floats != 0) return KWSN_ERR_PARAM;
     if ((uint32_t)k > l->in.dim[1]) return KWSN_ERR_SHAPE;
+    /* A window is bounded absolutely, not only by the input: window L/2 at stride 1 over a
+     * long input costs ~L^2/4 (a 52-byte file once took days per forward). The cost of every
+     * window is counted in ops and checked against the caller's limit. */
+    if ((uint32_t)k > KWSN_MAX_POOL_WINDOW) return KWSN_ERR_TOO_BIG;
     l->out = shape2(l->in.dim[0], (l->in.dim[1] - (uint32_t)k) / (uint32_t)s + 1u);
+    l->ops = (uint64_t)l->out.dim[0] * l->out.dim[1] * (uint64_t)k;
     return KWSN_OK;
 }
 
-static void run_avgpool(const kwsn_layer *l, const float *in, float *out, float *scratch) {
+static void run_avgpool(const kwsn_kernel_table *kt, const kwsn_layer *l,
+                        const float *in, float *out, float *scratch) {
     (void)scratch;
-    kwsn_avgpool1d_f32(out, in, l->in.dim[0], l->in.dim[1], (uint32_t)I(l, 0),
+    kt->avgpool1d(out, in, l->in.dim[0], l->in.dim[1], (uint32_t)I(l, 0),
                        (uint32_t)I(l, 1), l->out.dim[1]);
 }
 
-static void run_maxpool(const kwsn_layer *l, const float *in, float *out, float *scratch) {
+static void run_maxpool(const kwsn_kernel_table *kt, const kwsn_layer *l,
+                        const float *in, float *out, float *scratch) {
     (void)scratch;
-    kwsn_maxpool1d_f32(out, in, l->in.dim[0], l->in.dim[1], (uint32_t)I(l, 0),
+    kt->maxpool1d(out, in, l->in.dim[0], l->in.dim[1], (uint32_t)I(l, 0),
                        (uint32_t)I(l, 1), l->out.dim[1]);
 }
 
@@ -113,14 +124,17 @@ static kwsn_status prep_conv(kwsn_layer *l) {
         return KWSN_ERR_TOO_BIG;
     l->out = shape2((uint32_t)co, l->in.dim[1]);
     l->scratch = kwsn_conv1d_scratch_floats((uint32_t)ci, l->in.dim[1], (uint32_t)k);
+    /* a multiply and an add per weight and position, plus the padded copy */
+    l->ops = 2u * (uint64_t)co * ci * k * l->in.dim[1] + (uint64_t)ci * (l->in.dim[1] + k);
     return KWSN_OK;
 }
 
-static void run_conv(const kwsn_layer *l, const float *in, float *out, float *scratch) {
+static void run_conv(const kwsn_kernel_table *kt, const kwsn_layer *l,
+                     const float *in, float *out, float *scratch) {
     uint32_t ci = (uint32_t)I(l, 0), co = (uint32_t)I(l, 1), k = (uint32_t)I(l, 2);
     const float *w = l->desc.floats;
     const float *b = I(l, 3) ? w + (size_t)co * ci * k : NULL;
-    kwsn_conv1d_same_f32(out, in, w, b, ci, co, l->in.dim[1], k, scratch);
+    kt->conv1d_same(out, in, w, b, ci, co, l->in.dim[1], k, scratch);
 }
 
 /* ints: norm_ndim (1|2), d0, d1 (1 when norm_ndim == 1), affine.
@@ -143,27 +157,32 @@ static kwsn_status prep_layernorm(kwsn_layer *l) {
         if (last != (uint32_t)d0) return KWSN_ERR_SHAPE;
     }
     l->out = l->in;
+    /* two passes of moments (~3 ops each) and the affine pass (~4 ops) */
+    l->ops = 10u * (uint64_t)shape_numel(l->in);
     return KWSN_OK;
 }
 
-static void run_layernorm(const kwsn_layer *l, const float *in, float *out, float *scratch) {
+static void run_layernorm(const kwsn_kernel_table *kt, const kwsn_layer *l,
+                          const float *in, float *out, float *scratch) {
     (void)scratch;
     uint32_t n = (uint32_t)I(l, 1) * (uint32_t)I(l, 2);
     const float *f = l->desc.floats;
     const float *g = I(l, 3) ? f + 1 : NULL;
     const float *b = I(l, 3) ? f + 1 + n : NULL;
-    kwsn_layernorm_f32(out, in, g, b, f[0], (uint32_t)(shape_numel(l->in) / n), n);
+    kt->layernorm(out, in, g, b, f[0], (uint32_t)(shape_numel(l->in) / n), n);
 }
 
 static kwsn_status prep_elementwise(kwsn_layer *l) {
     if (l->desc.n_floats != 0) return KWSN_ERR_PARAM;
     l->out = l->in;
+    l->ops = shape_numel(l->in);
     return KWSN_OK;
 }
 
-static void run_relu(const kwsn_layer *l, const float *in, float *out, float *scratch) {
+static void run_relu(const kwsn_kernel_table *kt, const kwsn_layer *l,
+                     const float *in, float *out, float *scratch) {
     (void)scratch;
-    kwsn_relu_f32(out, in, (uint32_t)shape_numel(l->in));
+    kt->relu(out, in, (uint32_t)shape_numel(l->in));
 }
 
 /* ints: output_size (only 1 is supported). */
@@ -171,12 +190,14 @@ static kwsn_status prep_adaptive_avg(kwsn_layer *l) {
     if (I(l, 0) != 1 || l->desc.n_floats != 0) return KWSN_ERR_PARAM;
     if (l->in.ndim != 2) return KWSN_ERR_SHAPE;
     l->out = shape2(l->in.dim[0], 1u);
+    l->ops = shape_numel(l->in);
     return KWSN_OK;
 }
 
-static void run_adaptive_avg(const kwsn_layer *l, const float *in, float *out, float *scratch) {
+static void run_adaptive_avg(const kwsn_kernel_table *kt, const kwsn_layer *l,
+                             const float *in, float *out, float *scratch) {
     (void)scratch;
-    kwsn_adaptive_avgpool1_f32(out, in, l->in.dim[0], l->in.dim[1]);
+    kt->adaptive_avgpool1(out, in, l->in.dim[0], l->in.dim[1]);
 }
 
 static kwsn_status prep_flatten(kwsn_layer *l) {
@@ -185,8 +206,10 @@ static kwsn_status prep_flatten(kwsn_layer *l) {
     return KWSN_OK;
 }
 
-static void run_flatten(const kwsn_layer *l, const float *in, float *out, float *scratch) {
-    (void)l, (void)in, (void)out, (void)scratch; /* in place: [C, L] and [C*L] share one layout */
+static void run_flatten(const kwsn_kernel_table *kt, const kwsn_layer *l,
+                        const float *in, float *out, float *scratch) {
+    /* in place: [C, L] and [C*L] share one layout */
+    (void)kt, (void)l, (void)in, (void)out, (void)scratch;
 }
 
 /* ints: in_features, out_features, has_bias. floats: w[out][in], then b[out]. */
@@ -198,14 +221,16 @@ static kwsn_status prep_linear(kwsn_layer *l) {
         return KWSN_ERR_PARAM;
     if (l->in.ndim != 1 || l->in.dim[0] != (uint32_t)fi) return KWSN_ERR_SHAPE;
     l->out = shape1((uint32_t)fo);
+    l->ops = 2u * (uint64_t)fi * fo;
     return KWSN_OK;
 }
 
-static void run_linear(const kwsn_layer *l, const float *in, float *out, float *scratch) {
+static void run_linear(const kwsn_kernel_table *kt, const kwsn_layer *l,
+                       const float *in, float *out, float *scratch) {
     (void)scratch;
     uint32_t fi = (uint32_t)I(l, 0), fo = (uint32_t)I(l, 1);
     const float *w = l->desc.floats;
-    kwsn_linear_f32(out, in, w, I(l, 2) ? w + (size_t)fi * fo : NULL, fi, fo);
+    kt->linear(out, in, w, I(l, 2) ? w + (size_t)fi * fo : NULL, fi, fo);
 }
 
 static const kwsn_op kwsn_ops[] = {
@@ -241,8 +266,45 @@ static kwsn_status check_input_shape(kwsn_shape s) {
     return KWSN_OK;
 }
 
-/* Chain shapes through the prepared layers and fill the model's derived sizes. */
-static kwsn_status prepare_layers(kwsn_model *m) {
+kwsn_limits kwsn_default_limits(void) {
+    kwsn_limits lim = {KWSN_DEFAULT_MAX_OPS, KWSN_DEFAULT_MAX_ARENA_BYTES};
+    return lim;
+}
+
+uint32_t kwsn_abi_version(void) { return KWSN_ABI_VERSION; }
+
+static kwsn_limits effective_limits(const kwsn_limits *user) {
+    kwsn_limits lim = kwsn_default_limits();
+    if (user && user->max_ops) lim.max_ops = user->max_ops;
+    if (user && user->max_arena_bytes) lim.max_arena_bytes = user->max_arena_bytes;
+    return lim;
+}
+
+/* Every weight, bias and eps finite: a NaN weight would turn every output into NaN, and the
+ * header export already refuses them. One pass over the weights, at load only. */
+static int all_finite(const float *f, uint32_t n) {
+    uint32_t bad = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &f[i], sizeof(u));
+        bad |= (uint32_t)((u & 0x7F800000u) == 0x7F800000u);
+    }
+    return !bad;
+}
+
+#define KWSN_ALIGN 64u
+
+static size_t round_up(size_t n) { return (n + KWSN_ALIGN - 1u) & ~(size_t)(KWSN_ALIGN - 1u); }
+
+static size_t arena_bytes_of(size_t max_act, size_t max_scratch) {
+    return 2u * round_up(max_act * sizeof(float)) + round_up(max_scratch * sizeof(float));
+}
+
+/* Chain shapes through the prepared layers and fill the model's derived sizes; refuse a
+ * model over the limits as soon as its running op count passes max_ops. */
+static kwsn_status prepare_layers(kwsn_model *m, const kwsn_limits *limits) {
+    const kwsn_limits lim = effective_limits(limits);
+    uint64_t ops = 0;
     kwsn_status st = check_input_shape(m->input);
     if (st != KWSN_OK) return st;
     if (m->n_layers < 1) return KWSN_ERR_PARAM;
@@ -260,6 +322,10 @@ static kwsn_status prepare_layers(kwsn_model *m) {
         l->op_index = (uint32_t)(op - kwsn_ops);
         st = op->prepare(l);
         if (st != KWSN_OK) return st;
+        if (l->desc.n_floats && !all_finite(l->desc.floats, l->desc.n_floats))
+            return KWSN_ERR_NONFINITE;
+        ops += l->ops; /* each layer's ops < 2^58 (sizes are bounded), so no overflow */
+        if (ops > lim.max_ops) return KWSN_ERR_OPS_LIMIT;
         cur = l->out;
         if (shape_numel(cur) > max_act) max_act = shape_numel(cur);
         if (l->scratch > max_scratch) max_scratch = l->scratch;
@@ -269,12 +335,22 @@ static kwsn_status prepare_layers(kwsn_model *m) {
     m->max_scratch = max_scratch;
     m->weight_bytes = wbytes;
     m->n_classes = shape_numel(cur);
+    m->ops = ops;
+    if (arena_bytes_of(max_act, max_scratch) > lim.max_arena_bytes) return KWSN_ERR_ARENA_LIMIT;
+    m->kernels = kwsn_select_kernels();
     return KWSN_OK;
 }
 
 kwsn_status kwsn_model_from_table(const kwsn_layer_desc *descs, uint32_t n_layers,
                                   kwsn_shape input, uint32_t sample_rate, kwsn_layer *layers,
                                   kwsn_model *model) {
+    return kwsn_model_from_table_ex(descs, n_layers, input, sample_rate, layers, NULL, model);
+}
+
+kwsn_status kwsn_model_from_table_ex(const kwsn_layer_desc *descs, uint32_t n_layers,
+                                     kwsn_shape input, uint32_t sample_rate,
+                                     kwsn_layer *layers, const kwsn_limits *limits,
+                                     kwsn_model *model) {
     if (!descs || !layers || !model) return KWSN_ERR_ARG;
     /* On any failure the model is left all-zero (as kwsn_model_parse does), so a caller that
      * ignores the status cannot run a half-prepared model with a zero-byte arena. */
@@ -293,7 +369,7 @@ kwsn_status kwsn_model_from_table(const kwsn_layer_desc *descs, uint32_t n_layer
     model->input = input;
     model->n_layers = n_layers;
     model->layers = layers;
-    kwsn_status st = prepare_layers(model);
+    kwsn_status st = prepare_layers(model, limits);
     if (st != KWSN_OK) memset(model, 0, sizeof(*model));
     return st;
 }
@@ -322,6 +398,12 @@ static int host_is_little_endian(void) {
 
 kwsn_status kwsn_model_parse(const void *buf, size_t len, kwsn_layer *layers,
                              uint32_t max_layers, kwsn_model *model) {
+    return kwsn_model_parse_ex(buf, len, layers, max_layers, NULL, model);
+}
+
+kwsn_status kwsn_model_parse_ex(const void *buf, size_t len, kwsn_layer *layers,
+                                uint32_t max_layers, const kwsn_limits *limits,
+                                kwsn_model *model) {
     if (!buf || !layers || !model) return KWSN_ERR_ARG;
     memset(model, 0, sizeof(*model));
     if (((uintptr_t)buf & 3u) != 0 || !host_is_little_endian()) return KWSN_ERR_ALIGN;
@@ -373,20 +455,26 @@ kwsn_status kwsn_model_parse(const void *buf, size_t len, kwsn_layer *layers,
     model->input.dim[1] = d1;
     model->n_layers = n_layers;
     model->layers = layers;
-    kwsn_status st = prepare_layers(model);
+    kwsn_status st = prepare_layers(model, limits);
     if (st != KWSN_OK) memset(model, 0, sizeof(*model));
     return st;
 }
 
 /* ------------------------------------------------------------------ forward */
 
-#define KWSN_ALIGN 64u
-
-static size_t round_up(size_t n) { return (n + KWSN_ALIGN - 1u) & ~(size_t)(KWSN_ALIGN - 1u); }
-
 size_t kwsn_arena_bytes(const kwsn_model *m) {
     if (!m || !m->layers) return 0;
-    return 2u * round_up(m->max_act * sizeof(float)) + round_up(m->max_scratch * sizeof(float));
+    return arena_bytes_of(m->max_act, m->max_scratch);
+}
+
+uint64_t kwsn_model_ops(const kwsn_model *m) { return m ? m->ops : 0u; }
+
+uint64_t kwsn_layer_ops(const kwsn_model *m, uint32_t i) {
+    return (m && m->layers && i < m->n_layers) ? m->layers[i].ops : 0u;
+}
+
+const char *kwsn_isa_name(const kwsn_model *m) {
+    return (m && m->kernels) ? ((const kwsn_kernel_table *)m->kernels)->name : "none";
 }
 
 size_t kwsn_input_len(const kwsn_model *m) { return m ? shape_numel(m->input) : 0; }
@@ -409,12 +497,14 @@ size_t kwsn_n_classes(const kwsn_model *m) { return m ? m->n_classes : 0u; }
 kwsn_status kwsn_forward_until(const kwsn_model *m, void *arena, size_t arena_bytes,
                                const float *input, size_t input_len, uint32_t n_run,
                                float *out, size_t out_cap) {
-    if (!m || !m->layers || m->max_act == 0 || !input || !out || n_run > m->n_layers)
+    if (!m || !m->layers || m->max_act == 0 || !m->kernels || !input || !out ||
+        n_run > m->n_layers)
         return KWSN_ERR_ARG;
     if (input_len != kwsn_input_len(m)) return KWSN_ERR_INPUT_LEN;
     size_t out_len = n_run ? shape_numel(m->layers[n_run - 1].out) : input_len;
     if (out_cap < out_len) return KWSN_ERR_ARG;
-    if (!arena || ((uintptr_t)arena & 3u) != 0 || arena_bytes < kwsn_arena_bytes(m))
+    if (!arena || ((uintptr_t)arena & (KWSN_ARENA_ALIGN - 1u)) != 0 ||
+        arena_bytes < kwsn_arena_bytes(m))
         return KWSN_ERR_ARENA;
     const size_t act = round_up(m->max_act * sizeof(float));
     float *buf[2] = {(float *)arena, (float *)((uint8_t *)arena + act)};
@@ -422,6 +512,7 @@ kwsn_status kwsn_forward_until(const kwsn_model *m, void *arena, size_t arena_by
     /* Layer 0 reads the caller's input directly; it is copied only if an in-place op
      * comes first. cur is the current activation, in buf[0], buf[1] or the input. */
     const float *cur = input;
+    const kwsn_kernel_table *kt = (const kwsn_kernel_table *)m->kernels;
     for (uint32_t i = 0; i < n_run; i++) {
         const kwsn_layer *l = &m->layers[i];
         const kwsn_op *op = &kwsn_ops[l->op_index];
@@ -430,10 +521,10 @@ kwsn_status kwsn_forward_until(const kwsn_model *m, void *arena, size_t arena_by
                 memcpy(buf[0], input, input_len * sizeof(float));
                 cur = buf[0];
             }
-            op->run(l, cur, (float *)cur, scratch);
+            op->run(kt, l, cur, (float *)cur, scratch);
         } else {
             float *dst = cur == buf[0] ? buf[1] : buf[0];
-            op->run(l, cur, dst, scratch);
+            op->run(kt, l, cur, dst, scratch);
             cur = dst;
         }
     }
@@ -446,6 +537,18 @@ kwsn_status kwsn_forward(const kwsn_model *m, void *arena, size_t arena_bytes,
     if (!m) return KWSN_ERR_ARG;
     return kwsn_forward_until(m, arena, arena_bytes, input, input_len, m->n_layers, logits,
                               logits_cap);
+}
+
+kwsn_status kwsn_forward_batch(const kwsn_model *m, void *arena, size_t arena_bytes,
+                               const float *input, size_t n_rows, size_t input_len,
+                               uint32_t n_run, float *out, size_t out_stride) {
+    if (!m || !input || !out || n_run > m->n_layers) return KWSN_ERR_ARG;
+    for (size_t r = 0; r < n_rows; r++) {
+        kwsn_status st = kwsn_forward_until(m, arena, arena_bytes, input + r * input_len,
+                                            input_len, n_run, out + r * out_stride, out_stride);
+        if (st != KWSN_OK) return st;
+    }
+    return KWSN_OK;
 }
 
 uint32_t kwsn_argmax(const float *x, size_t n) {

@@ -11,7 +11,15 @@
 
 #include "kwsnet.h"
 
+/* Limits small enough that every model that loads also runs one forward pass quickly. */
 #define FUZZ_MAX_ARENA ((size_t)1 << 20)
+#define FUZZ_MAX_OPS 20000000ull
+
+/* kwsn_forward wants a KWSN_ARENA_ALIGN-aligned arena; malloc promises only 16 bytes. */
+static void *align_arena(void *raw) {
+    uintptr_t p = (uintptr_t)raw;
+    return raw ? (void *)((p + KWSN_ARENA_ALIGN - 1u) & ~(uintptr_t)(KWSN_ARENA_ALIGN - 1u)) : NULL;
+}
 
 static void try_parse(const uint8_t *data, size_t size) {
     static kwsn_layer layers[KWSN_MAX_LAYERS];
@@ -20,15 +28,16 @@ static void try_parse(const uint8_t *data, size_t size) {
     uint32_t *buf = (uint32_t *)malloc(size / 4 + 1 > 0 ? (size / 4 + 1) * 4 : 4);
     if (!buf) return;
     memcpy(buf, data, size);
-    if (kwsn_model_parse(buf, size, layers, KWSN_MAX_LAYERS, &m) == KWSN_OK) {
+    const kwsn_limits lim = {FUZZ_MAX_OPS, FUZZ_MAX_ARENA};
+    if (kwsn_model_parse_ex(buf, size, layers, KWSN_MAX_LAYERS, &lim, &m) == KWSN_OK) {
         size_t ab = kwsn_arena_bytes(&m);
         if (ab <= FUZZ_MAX_ARENA) {
-            void *arena = malloc(ab);
+            void *raw = malloc(ab + KWSN_ARENA_ALIGN), *arena = align_arena(raw);
             float *x = (float *)calloc(kwsn_input_len(&m), sizeof(float));
             float *y = (float *)malloc(kwsn_n_classes(&m) * sizeof(float));
             if (arena && x && y)
                 kwsn_forward(&m, arena, ab, x, kwsn_input_len(&m), y, kwsn_n_classes(&m));
-            free(arena);
+            free(raw);
             free(x);
             free(y);
         }

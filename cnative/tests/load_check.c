@@ -9,6 +9,12 @@
 
 #include "kwsnet.h"
 
+/* kwsn_forward wants a KWSN_ARENA_ALIGN-aligned arena; malloc promises only 16 bytes. */
+static void *align_arena(void *raw) {
+    uintptr_t p = (uintptr_t)raw;
+    return raw ? (void *)((p + KWSN_ARENA_ALIGN - 1u) & ~(uintptr_t)(KWSN_ARENA_ALIGN - 1u)) : NULL;
+}
+
 static int api_checks(void) {
     kwsn_model m;
     kwsn_layer layers[4];
@@ -23,12 +29,38 @@ static int api_checks(void) {
     kwsn_shape in = {2u, {2u, 3u}};
     bad |= kwsn_model_from_table(&d, 1, in, 0, layers, &m) != KWSN_OK;
     float x[6] = {-1, 2, -3, 4, -5, 6}, y[6];
-    float arena[64];
+    static float arena_store[64 + 16];
+    float *arena = (float *)align_arena(arena_store);
     bad |= kwsn_forward(&m, arena, 8, x, 6, y, 6) != KWSN_ERR_ARENA;
-    bad |= kwsn_forward(&m, arena, sizeof(arena), x, 5, y, 6) != KWSN_ERR_INPUT_LEN;
-    bad |= kwsn_forward(&m, arena, sizeof(arena), x, 6, y, 2) != KWSN_ERR_ARG;
-    bad |= kwsn_forward(&m, arena, sizeof(arena), x, 6, y, 6) != KWSN_OK;
+    bad |= kwsn_forward(&m, arena + 1, 60 * sizeof(float), x, 6, y, 6) != KWSN_ERR_ARENA;
+    const size_t ab = 64 * sizeof(float);
+    bad |= kwsn_forward(&m, arena, ab, x, 5, y, 6) != KWSN_ERR_INPUT_LEN;
+    bad |= kwsn_forward(&m, arena, ab, x, 6, y, 2) != KWSN_ERR_ARG;
+    bad |= kwsn_forward(&m, arena, ab, x, 6, y, 6) != KWSN_OK;
     bad |= y[0] != 0.0f || y[1] != 2.0f;
+    float y2[12], x2[12] = {-1, 2, -3, 4, -5, 6, 1, -2, 3, -4, 5, -6};
+    bad |= kwsn_forward_batch(&m, arena, ab, x2, 2, 6, 1, y2, 6) != KWSN_OK;
+    bad |= y2[0] != 0.0f || y2[1] != 2.0f || y2[6] != 1.0f || y2[7] != 0.0f;
+    bad |= kwsn_model_ops(&m) != 6u || kwsn_layer_ops(&m, 0) != 6u || kwsn_layer_ops(&m, 1) != 0u;
+    bad |= kwsn_abi_version() != KWSN_ABI_VERSION;
+    /* limits: 6 ops and a 128-byte arena fit; 5 ops or a 64-byte arena limit do not */
+    kwsn_limits tight = {5u, 0u};
+    bad |= kwsn_model_from_table_ex(&d, 1, in, 0, layers, &tight, &m) != KWSN_ERR_OPS_LIMIT;
+    tight.max_ops = 6u;
+    tight.max_arena_bytes = 64u;
+    bad |= kwsn_model_from_table_ex(&d, 1, in, 0, layers, &tight, &m) != KWSN_ERR_ARENA_LIMIT;
+    tight.max_arena_bytes = 128u;
+    bad |= kwsn_model_from_table_ex(&d, 1, in, 0, layers, &tight, &m) != KWSN_OK;
+    /* a non-finite weight is refused at prepare */
+    float w[3] = {1.0f, 0.0f, 0.0f};
+    w[1] = w[1] / w[1]; /* NaN without <math.h> */
+    kwsn_layer_desc nanlin = {KWSN_LAYER_LINEAR, 3, {1, 1, 1}, 2, w};
+    kwsn_shape in1 = {1u, {1u, 1u}};
+    bad |= kwsn_model_from_table(&nanlin, 1, in1, 0, layers, &m) != KWSN_ERR_NONFINITE;
+    w[1] = 1e38f * 1e38f; /* +Inf */
+    bad |= kwsn_model_from_table(&nanlin, 1, in1, 0, layers, &m) != KWSN_ERR_NONFINITE;
+    w[1] = 0.5f;
+    bad |= kwsn_model_from_table(&nanlin, 1, in1, 0, layers, &m) != KWSN_OK;
     kwsn_layer_desc lin = {KWSN_LAYER_LINEAR, 3, {5, 2, 0}, 10, x};
     bad |= kwsn_model_from_table(&lin, 1, in, 0, layers, &m) != KWSN_ERR_SHAPE;
     kwsn_layer_desc unk = {99, 0, {0}, 0, NULL};
@@ -47,11 +79,11 @@ int main(int argc, char **argv) {
         if (st != KWSN_OK) continue;
         const kwsn_model *m = kwsn_loaded_model(lm);
         size_t ab = kwsn_arena_bytes(m), n = kwsn_input_len(m), c = kwsn_n_classes(m);
-        void *arena = malloc(ab);
+        void *raw = malloc(ab + KWSN_ARENA_ALIGN), *arena = align_arena(raw);
         float *x = (float *)calloc(n, sizeof(float));
         float *y = (float *)malloc(c * sizeof(float));
         if (arena && x && y) kwsn_forward(m, arena, ab, x, n, y, c);
-        free(arena);
+        free(raw);
         free(x);
         free(y);
         kwsn_free(lm);

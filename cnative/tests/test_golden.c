@@ -9,6 +9,12 @@
 
 #include "kwsnet.h"
 
+/* kwsn_forward wants a KWSN_ARENA_ALIGN-aligned arena; malloc promises only 16 bytes. */
+static void *align_arena(void *raw) {
+    uintptr_t p = (uintptr_t)raw;
+    return raw ? (void *)((p + KWSN_ARENA_ALIGN - 1u) & ~(uintptr_t)(KWSN_ARENA_ALIGN - 1u)) : NULL;
+}
+
 static float *read_f32(const char *path, size_t *n) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
@@ -41,7 +47,7 @@ static int run_case(const char *dir, const char *name, size_t rows, double tol) 
     snprintf(path, sizeof(path), "%s/%s.out.f32", dir, name);
     float *y = read_f32(path, &n_out);
     size_t arena_bytes = kwsn_arena_bytes(m);
-    void *arena = malloc(arena_bytes);
+    void *raw = malloc(arena_bytes + KWSN_ARENA_ALIGN), *arena = align_arena(raw);
     float *out = (float *)malloc(C * sizeof(float));
     int fail = 0;
     double worst = 0.0;
@@ -68,7 +74,7 @@ static int run_case(const char *dir, const char *name, size_t rows, double tol) 
     }
     free(x);
     free(y);
-    free(arena);
+    free(raw);
     free(out);
     kwsn_free(lm);
     return fail;
@@ -85,7 +91,8 @@ static int check_rejected_table(void) {
     kwsn_layer layers[2];
     kwsn_model m;
     kwsn_status st = kwsn_model_from_table(descs, 2, in, 16000, layers, &m);
-    float x[64] = {0}, y[64], arena[16];
+    static float arena[16] __attribute__((aligned(64)));
+    float x[64] = {0}, y[64];
     kwsn_status run = kwsn_forward_until(&m, arena, sizeof(arena), x, 64, 1, y, 64);
     if (st == KWSN_OK || m.n_layers != 0 || m.layers != NULL || run != KWSN_ERR_ARG) {
         printf("FAIL rejected table: status %d, n_layers %u, forward %d\n", (int)st,
@@ -94,6 +101,39 @@ static int check_rejected_table(void) {
     }
     printf("ok   rejected table leaves an empty model\n");
     return 0;
+}
+
+/* The no-FMA rule is in the kernels' source (a pragma), so a compiler or flag set that
+ * contracted a*b + c into one fused rounding would change results: this catches it.
+ * x1 * w1 = (1 + 2^-13)^2 = 1 + 2^-12 + 2^-26 rounds to 1 + 2^-12, which cancels
+ * x0 * w0 = -(1 + 2^-12) exactly: unfused the sum is 0, fused it is 2^-26. Conv (every
+ * vector/tail lane) and Linear, on whichever kernel path this process runs (KWSN_ISA). */
+static int check_fp_contract(void) {
+    enum { L = 45 }; /* one full tile and a tail on every path */
+    static float x[2 * L], w[3] = {1.0f, 1.0f + 0x1p-13f, 0.0f}, y[L];
+    static float arena[4 * (2 * L + 64)] __attribute__((aligned(64)));
+    for (int t = 0; t < L; t++) {
+        x[t] = -(1.0f + 0x1p-12f);
+        x[L + t] = 1.0f + 0x1p-13f;
+    }
+    kwsn_layer_desc conv = {KWSN_LAYER_CONV1D, 4, {2, 1, 1, 1}, 3, w};
+    kwsn_layer_desc lin = {KWSN_LAYER_LINEAR, 3, {2, 1, 0}, 2, w};
+    kwsn_shape in_conv = {2u, {2u, L}}, in_lin = {1u, {2u, 1u}};
+    kwsn_layer layers[1];
+    kwsn_model m;
+    int bad = 0;
+    if (kwsn_model_from_table(&conv, 1, in_conv, 0, layers, &m) != KWSN_OK ||
+        kwsn_arena_bytes(&m) > sizeof(arena) ||
+        kwsn_forward(&m, arena, sizeof(arena), x, 2 * L, y, L) != KWSN_OK)
+        bad = 1;
+    for (int t = 0; t < L && !bad; t++) bad |= y[t] != 0.0f;
+    const float xl[2] = {x[0], x[L]};
+    if (bad || kwsn_model_from_table(&lin, 1, in_lin, 0, layers, &m) != KWSN_OK ||
+        kwsn_forward(&m, arena, sizeof(arena), xl, 2, y, 1) != KWSN_OK || y[0] != 0.0f)
+        bad = 1;
+    printf("%s fp-contract probe (kernels %s): a*b + c rounded twice%s\n", bad ? "FAIL" : "ok  ",
+           kwsn_isa_name(&m), bad ? ": FMA contraction or wrong sum" : "");
+    return bad;
 }
 
 int main(int argc, char **argv) {
@@ -111,7 +151,7 @@ int main(int argc, char **argv) {
     char name[256];
     size_t rows;
     double tol;
-    int failed = check_rejected_table(), cases = 1;
+    int failed = check_rejected_table() + check_fp_contract(), cases = 2;
     while (fscanf(f, "%255s %zu %lf", name, &rows, &tol) == 3) {
         failed += run_case(argv[1], name, rows, tol);
         cases++;

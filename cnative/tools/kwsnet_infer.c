@@ -1,11 +1,17 @@
 /* kwsnet-infer: run a kwsnet model file on WAV clips or on a raw float32 batch.
  *
- *   kwsnet-infer [--softmax] model.kwsn clip.wav [more.wav ...]
- *   kwsnet-infer [--softmax] model.kwsn --raw batch.f32     (N x T float32, little-endian)
+ *   kwsnet-infer [options] model.kwsn clip.wav [more.wav ...]
+ *   kwsnet-infer [options] model.kwsn --raw batch.f32     (N x T float32, little-endian)
  *
- * stdout: a '#' header line with the model's arena and weight bytes, then one line per clip
- * (or row): "<name> <class id> <logit 0> <logit 1> ..." (probabilities with --softmax).
- * Exit status: 0 ok, 1 bad model or input, 2 usage. */
+ * options: --softmax             print probabilities instead of logits
+ *          --max-ops N           refuse a model whose forward pass costs more than N ops
+ *          --max-arena-bytes N   refuse a model whose arena exceeds N bytes
+ *          (defaults KWSN_DEFAULT_MAX_OPS, KWSN_DEFAULT_MAX_ARENA_BYTES: checked at load,
+ *          before anything is allocated, so a hostile model file costs a status, not a hang)
+ *
+ * stdout: a '#' header line with the model's arena and weight bytes, op count and kernel
+ * path, then one line per clip (or row): "<name> <class id> <logit 0> <logit 1> ..."
+ * (probabilities with --softmax). Exit status: 0 ok, 1 bad model or input, 2 usage. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,8 +21,9 @@
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: kwsnet-infer [--softmax] model.kwsn clip.wav [more.wav ...]\n"
-            "       kwsnet-infer [--softmax] model.kwsn --raw batch.f32\n");
+            "usage: kwsnet-infer [--softmax] [--max-ops N] [--max-arena-bytes N] model.kwsn "
+            "clip.wav [more.wav ...]\n"
+            "       kwsnet-infer [options] model.kwsn --raw batch.f32\n");
 }
 
 static void print_row(const char *name, float *logits, size_t n, int softmax) {
@@ -74,10 +81,43 @@ static int run_raw(const kwsn_model *m, void *arena, size_t arena_bytes, const c
     return rc;
 }
 
+/* A positive decimal count; 0 on a malformed or zero value. */
+static unsigned long long parse_count(const char *s) {
+    char *end = NULL;
+    if (!s || *s < '0' || *s > '9') return 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    return (end && *end == '\0') ? v : 0;
+}
+
 int main(int argc, char **argv) {
     int softmax = 0, argi = 1;
     const char *raw = NULL;
-    if (argi < argc && strcmp(argv[argi], "--softmax") == 0) softmax = 1, argi++;
+    kwsn_limits limits = kwsn_default_limits();
+    for (; argi < argc && strncmp(argv[argi], "--", 2) == 0 && strcmp(argv[argi], "--raw");
+         argi++) {
+        unsigned long long v = 0;
+        if (strcmp(argv[argi], "--softmax") == 0) {
+            softmax = 1;
+            continue;
+        }
+        if (argi + 1 < argc && (strcmp(argv[argi], "--max-ops") == 0 ||
+                                strcmp(argv[argi], "--max-arena-bytes") == 0)) {
+            v = parse_count(argv[argi + 1]);
+            if (!v || (argv[argi][6] == 'a' && v > (size_t)-1)) {
+                fprintf(stderr, "error: %s needs a positive integer, got '%s'\n", argv[argi],
+                        argv[argi + 1]);
+                return 2;
+            }
+            if (argv[argi][6] == 'o')
+                limits.max_ops = v;
+            else
+                limits.max_arena_bytes = (size_t)v;
+            argi++;
+            continue;
+        }
+        usage();
+        return 2;
+    }
     if (argc - argi < 2) {
         usage();
         return 2;
@@ -91,23 +131,30 @@ int main(int argc, char **argv) {
         raw = argv[argi + 1];
     }
     kwsn_loaded *lm = NULL;
-    kwsn_status st = kwsn_load_file(model_path, &lm);
+    kwsn_status st = kwsn_load_file_ex(model_path, &limits, &lm);
     if (st != KWSN_OK) {
         fprintf(stderr, "error: %s: %s\n", model_path, kwsn_status_str(st));
         return 1;
     }
     const kwsn_model *m = kwsn_loaded_model(lm);
     size_t arena_bytes = kwsn_arena_bytes(m);
-    void *arena = malloc(arena_bytes);
+    /* bounded by limits.max_arena_bytes at load; kwsn_forward wants 64-byte alignment */
+    void *arena_raw = malloc(arena_bytes + KWSN_ARENA_ALIGN);
+    void *arena = arena_raw ? (void *)(((uintptr_t)arena_raw + KWSN_ARENA_ALIGN - 1u) &
+                                       ~(uintptr_t)(KWSN_ARENA_ALIGN - 1u))
+                            : NULL;
     float *logits = (float *)malloc(kwsn_n_classes(m) * sizeof(float));
     if (!arena || !logits) {
         fprintf(stderr, "error: out of memory\n");
+        free(arena_raw);
+        free(logits);
         kwsn_free(lm);
         return 1;
     }
-    printf("# layers %u input %zu classes %zu arena_bytes %zu weight_bytes %zu\n",
+    printf("# layers %u input %zu classes %zu arena_bytes %zu weight_bytes %zu ops %llu "
+           "kernels %s\n",
            kwsn_n_layers(m), kwsn_input_len(m), kwsn_n_classes(m), arena_bytes,
-           kwsn_weight_bytes(m));
+           kwsn_weight_bytes(m), (unsigned long long)kwsn_model_ops(m), kwsn_isa_name(m));
     int rc = 0;
     if (raw) {
         rc = run_raw(m, arena, arena_bytes, raw, logits, softmax);
@@ -142,7 +189,7 @@ int main(int argc, char **argv) {
             free(x);
         }
     }
-    free(arena);
+    free(arena_raw);
     free(logits);
     kwsn_free(lm);
     return rc;

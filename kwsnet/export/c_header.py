@@ -4,7 +4,8 @@ does (same layer records), and the C side prepares it with ``kwsn_model_from_tab
 
     #include "model.h"
     static kwsn_layer layers[KWSN_MODEL_N_LAYERS];
-    static float arena[KWSN_MODEL_ARENA_BYTES / sizeof(float)];
+    /* 64-byte aligned (KWSN_ARENA_ALIGN): kwsn_forward checks it */
+    static float arena[KWSN_MODEL_ARENA_BYTES / sizeof(float)] __attribute__((aligned(64)));
     kwsn_model m;
     kwsn_model_from_table(kwsn_model_layers, KWSN_MODEL_N_LAYERS, kwsn_model_input,
                           KWSN_MODEL_SAMPLE_RATE, layers, &m);
@@ -65,6 +66,8 @@ def c_header_text(
         f"#define {up}_SAMPLE_RATE {sample_rate}u",
         f"#define {up}_INPUT_LEN {int(np.prod(dims))}u",
         f"#define {up}_ARENA_BYTES {arena_bytes(named, input_shape)}u",
+        f"/* the arena must be {up}_ARENA_ALIGN-byte aligned (KWSN_ARENA_ALIGN) */",
+        f"#define {up}_ARENA_ALIGN 64u",
         "",
         f"static const kwsn_shape {prefix}_input = {{{len(input_shape)}u, {{{dims[0]}u, "
         f"{dims[1]}u}}}};",

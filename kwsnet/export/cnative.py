@@ -44,7 +44,7 @@ __all__ = [
 Layers = Sequence[nn.Module] | Sequence[tuple[str, nn.Module]]
 
 MAGIC = b"KWSN"
-CONV_TILE = 16  # KWSN_CONV_TILE in cnative/src/kwsn_kernels.h
+CONV_SLACK = 32  # KWSN_CONV_SLACK in cnative/src/kwsn_kernels.h
 FORMAT_VERSION = 1
 # Mirrors kwsn_layer_type in cnative/include/kwsnet.h.
 LAYER_TYPES: dict[str, int] = {
@@ -216,13 +216,14 @@ def write_model(
 def arena_bytes(layers: Layers, input_shape: Sequence[int]) -> int:
     """The C runtime's ``kwsn_arena_bytes``: two 64-byte-aligned buffers of the largest
     activation (the input included) plus the largest layer scratch (a Conv1d's zero-padded
-    input and one 16-float tile of slack), found by running a zero sample through ``layers``."""
+    input and 32 floats of slack, the widest kernel path's tail tile), found by running a
+    zero sample through ``layers``."""
     x = torch.zeros(1, *input_shape)
     largest, scratch = x.numel(), 0
     for _, m in as_named(layers):
         if isinstance(m, nn.Conv1d):
             k = m.kernel_size[0]
-            scratch = max(scratch, m.in_channels * (x.shape[-1] + k - 1) + CONV_TILE)
+            scratch = max(scratch, m.in_channels * (x.shape[-1] + k - 1) + CONV_SLACK)
         x = m(x)
         largest = max(largest, x.numel())
     return 2 * _round64(largest * 4) + _round64(scratch * 4)

@@ -1,5 +1,10 @@
 """ctypes binding to the C runtime (``cnative/build/libkwsnet.so``), for parity checks and
-benchmarks. Builds the library with ``make -C cnative`` when it is missing."""
+benchmarks. Builds the library with ``make -C cnative`` when it is missing.
+
+The default build is portable (any x86-64): the library carries baseline, AVX2 and AVX-512
+kernels and picks one at load by cpuid (``KWSN_ISA=default|avx2|avx512`` forces one); all
+give byte-identical logits. ``CModel`` loads under op-count and arena limits, so a hostile
+model file raises ``CRuntimeError`` instead of hanging or allocating gigabytes."""
 
 from __future__ import annotations
 
@@ -11,12 +16,28 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CNATIVE_DIR", "CRuntimeError", "CModel", "build_cnative", "load_library"]
+__all__ = [
+    "ABI_VERSION",
+    "CNATIVE_DIR",
+    "CRuntimeError",
+    "CModel",
+    "build_cnative",
+    "load_library",
+]
 
 CNATIVE_DIR = Path(__file__).resolve().parents[2] / "cnative"
 _c_size = ctypes.c_size_t
 _c_u32 = ctypes.c_uint32
 _c_vp = ctypes.c_void_p
+_c_u64 = ctypes.c_uint64
+ABI_VERSION = 2  # KWSN_ABI_VERSION in cnative/include/kwsnet.h
+ARENA_ALIGN = 64  # KWSN_ARENA_ALIGN
+
+
+class _Limits(ctypes.Structure):
+    """``kwsn_limits``: 0 in a field means the library's default."""
+
+    _fields_ = [("max_ops", _c_u64), ("max_arena_bytes", _c_size)]
 
 
 class CRuntimeError(RuntimeError):
@@ -45,10 +66,33 @@ def load_library(lib: str | Path | None = None) -> ctypes.CDLL:
             raise CRuntimeError(f"C runtime library {path} does not exist")
         build_cnative()
     so = ctypes.CDLL(str(path))
+    if not hasattr(so, "kwsn_abi_version"):
+        raise CRuntimeError(f"{path} predates the versioned ABI; rebuild it (make -C cnative)")
+    so.kwsn_abi_version.restype = _c_u32
+    so.kwsn_abi_version.argtypes = []
+    if so.kwsn_abi_version() != ABI_VERSION:
+        raise CRuntimeError(
+            f"{path} has ABI {so.kwsn_abi_version()}, this binding expects {ABI_VERSION}; "
+            "rebuild it (make -C cnative)"
+        )
     so.kwsn_status_str.restype = ctypes.c_char_p
     so.kwsn_status_str.argtypes = [ctypes.c_int]
     so.kwsn_load_file.restype = ctypes.c_int
     so.kwsn_load_file.argtypes = [ctypes.c_char_p, ctypes.POINTER(_c_vp)]
+    so.kwsn_load_file_ex.restype = ctypes.c_int
+    so.kwsn_load_file_ex.argtypes = [
+        ctypes.c_char_p,
+        ctypes.POINTER(_Limits),
+        ctypes.POINTER(_c_vp),
+    ]
+    so.kwsn_default_limits.restype = _Limits
+    so.kwsn_default_limits.argtypes = []
+    so.kwsn_model_ops.restype = _c_u64
+    so.kwsn_model_ops.argtypes = [_c_vp]
+    so.kwsn_layer_ops.restype = _c_u64
+    so.kwsn_layer_ops.argtypes = [_c_vp, _c_u32]
+    so.kwsn_isa_name.restype = ctypes.c_char_p
+    so.kwsn_isa_name.argtypes = [_c_vp]
     so.kwsn_loaded_model.restype = _c_vp
     so.kwsn_loaded_model.argtypes = [_c_vp]
     so.kwsn_free.restype = None
@@ -66,6 +110,18 @@ def load_library(lib: str | Path | None = None) -> ctypes.CDLL:
     so.kwsn_layer_name.argtypes = [_c_u32]
     so.kwsn_forward_until.restype = ctypes.c_int
     so.kwsn_forward_until.argtypes = [_c_vp, _c_vp, _c_size, _c_vp, _c_size, _c_u32, _c_vp, _c_size]
+    so.kwsn_forward_batch.restype = ctypes.c_int
+    so.kwsn_forward_batch.argtypes = [
+        _c_vp,
+        _c_vp,
+        _c_size,
+        _c_vp,
+        _c_size,
+        _c_size,
+        _c_u32,
+        _c_vp,
+        _c_size,
+    ]
     return so
 
 
@@ -75,15 +131,31 @@ class CModel:
     Args:
         path: the ``.kwsn`` file.
         lib: path to libkwsnet.so (default: the repo's, built if missing).
+        max_ops: refuse a model whose forward pass costs more operations (default: the
+            library's ``KWSN_DEFAULT_MAX_OPS``).
+        max_arena_bytes: refuse a model whose arena is bigger (default
+            ``KWSN_DEFAULT_MAX_ARENA_BYTES``). Both are checked at load, before allocating.
 
     ``forward(x [N, T]) -> logits [N, n_classes]``; ``forward_until(x, i)`` returns layer
-    ``i - 1``'s output ``[N, numel]`` (``i = 0`` returns the input).
+    ``i - 1``'s output ``[N, numel]`` (``i = 0`` returns the input). A batch is one C call
+    (``kwsn_forward_batch``). ``ops`` / ``layer_ops`` are the prepared op counts per sample,
+    ``isa`` the kernel path (``default``, ``avx2``, ``avx512``).
     """
 
-    def __init__(self, path: str | Path, lib: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        lib: str | Path | None = None,
+        *,
+        max_ops: int | None = None,
+        max_arena_bytes: int | None = None,
+    ) -> None:
         self._so = load_library(lib)
         handle = _c_vp()
-        st = self._so.kwsn_load_file(str(path).encode(), ctypes.byref(handle))
+        limits = _Limits(max_ops or 0, max_arena_bytes or 0)
+        st = self._so.kwsn_load_file_ex(
+            str(path).encode(), ctypes.byref(limits), ctypes.byref(handle)
+        )
         if st != 0:
             raise CRuntimeError(f"{path}: {self.status_str(st)}")
         self._handle = handle
@@ -97,7 +169,15 @@ class CModel:
             self._so.kwsn_layer_name(self._so.kwsn_layer_type_at(self._model, i)).decode()
             for i in range(self.n_layers)
         ]
-        self._arena = np.zeros(self.arena_bytes // 4 + 16, dtype=np.float32)
+        self.ops = int(self._so.kwsn_model_ops(self._model))
+        self.layer_ops = [
+            int(self._so.kwsn_layer_ops(self._model, i)) for i in range(self.n_layers)
+        ]
+        self.isa = self._so.kwsn_isa_name(self._model).decode()
+        # kwsn_forward wants a 64-byte-aligned arena; numpy promises 16
+        self._arena_buf = np.zeros(self.arena_bytes // 4 + ARENA_ALIGN, dtype=np.float32)
+        skip = (-self._arena_buf.ctypes.data % ARENA_ALIGN) // 4
+        self._arena = self._arena_buf[skip:]
         # One arena per model; ctypes releases the GIL during the C call, so concurrent
         # forward() calls from threads would share it. They are serialised instead.
         self._lock = threading.Lock()
@@ -122,20 +202,21 @@ class CModel:
         return out
 
     def _run_rows(self, x: np.ndarray, n_run: int, out: np.ndarray, n_out: int) -> None:
-        arena = self._arena.ctypes.data
-        for i in range(len(x)):
-            st = self._so.kwsn_forward_until(
-                self._model,
-                arena,
-                self.arena_bytes,
-                x[i].ctypes.data,
-                x.shape[1],
-                n_run,
-                out[i].ctypes.data,
-                n_out,
-            )
-            if st != 0:
-                raise CRuntimeError(f"row {i}: {self.status_str(st)}")
+        if len(x) == 0:
+            return
+        st = self._so.kwsn_forward_batch(
+            self._model,
+            self._arena.ctypes.data,
+            self.arena_bytes,
+            x.ctypes.data,
+            len(x),
+            x.shape[1],
+            n_run,
+            out.ctypes.data,
+            n_out,
+        )
+        if st != 0:
+            raise CRuntimeError(self.status_str(st))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Logits ``[N, n_classes]`` for inputs ``[N, T]``."""
