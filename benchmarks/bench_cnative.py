@@ -3,7 +3,9 @@ all on one thread, plus the model's FLOP count and the machine's single-core FLO
 
     python benchmarks/bench_cnative.py [--repeats 300] [--placement per_conv] [--ln-acc]
 
-Prints median latencies and ratios (PyTorch / C is the target: >= 3x). ``--ln-acc`` also
+Prints median latencies per C kernel path (baseline, AVX2, AVX-512: each forced with
+KWSN_ISA, skipped when the CPU lacks it), ratios against PyTorch eager and onnxruntime from
+the same run, and batch throughput (clips/s through kwsn_forward_batch). ``--ln-acc`` also
 builds the runtime with float LayerNorm accumulation and compares both against PyTorch.
 The model is the default RawConv (16000 samples, channels 16/32/64, 6 classes) with random
 weights; latency does not depend on the weight values.
@@ -102,12 +104,22 @@ def single_core_flops(n: int = 512, repeats: int = 30) -> float:
     return 2 * n**3 / best
 
 
-def c_latency_us(path: Path, x: np.ndarray, repeats: int) -> float:
+def c_latency_us(path: Path, x: np.ndarray, repeats: int, isa: str | None = None) -> tuple:
     """Median single-clip latency of kwsn_forward, called through ctypes (call overhead
-    included, a few microseconds)."""
-    cm = CModel(path)
+    included, a few microseconds), on kernel path ``isa`` (None: the one the CPU picks).
+    Returns (microseconds, the path that ran)."""
+    old = os.environ.get("KWSN_ISA")
+    if isa is not None:
+        os.environ["KWSN_ISA"] = isa  # read by the library at prepare
+    try:
+        cm = CModel(path)
+    finally:
+        if old is None:
+            os.environ.pop("KWSN_ISA", None)
+        else:
+            os.environ["KWSN_ISA"] = old
     so = cm._so  # one prepared call, as an application would make it
-    arena = np.zeros(cm.arena_bytes // 4 + 16, np.float32)
+    arena = cm._arena  # 64-byte aligned
     xs = np.ascontiguousarray(x[0], dtype=np.float32)
     out = np.zeros(cm.n_classes, np.float32)
     args = (
@@ -131,8 +143,22 @@ def c_latency_us(path: Path, x: np.ndarray, repeats: int) -> float:
     ]
     assert so.kwsn_forward(*args) == 0
     us = median_us(lambda: so.kwsn_forward(*args), repeats)
+    ran = cm.isa
     cm.close()
-    return us
+    return us, ran
+
+
+def c_batch_clips_per_s(path: Path, batch: int = 256, repeats: int = 5) -> float:
+    """Clips per second of CModel.forward on a batch (one kwsn_forward_batch call)."""
+    xb = (np.random.default_rng(1).standard_normal((batch, 16000)) * 0.3).astype(np.float32)
+    with CModel(path) as cm:
+        cm.forward(xb[:8])
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            cm.forward(xb)
+            best = min(best, time.perf_counter() - t0)
+    return batch / best
 
 
 def ln_accumulator_report(tmp: Path) -> None:
@@ -200,7 +226,13 @@ def main(argv: list[str] | None = None) -> int:
             with torch.inference_mode():
                 ref = model(xt).numpy()
             assert (cm.forward(x).argmax(1) == ref.argmax(1)).all()
-        c_us = c_latency_us(tmp / "m.kwsn", x, args.repeats)
+        c_paths = {}
+        for isa in ("default", "avx2", "avx512"):
+            us, ran = c_latency_us(tmp / "m.kwsn", x, args.repeats, isa)
+            if ran == isa:  # skipped when the CPU lacks it (the library falls back)
+                c_paths[isa] = us
+        c_us, c_isa = c_latency_us(tmp / "m.kwsn", x, args.repeats)
+        clips_s = c_batch_clips_per_s(tmp / "m.kwsn")
         with torch.inference_mode():
             torch_us = median_us(lambda: model(xt), args.repeats)
         ort_us = None
@@ -226,10 +258,19 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"single-core float32 matmul (numpy, 1 thread): {peak / 1e9:.1f} GFLOP/s")
         print(f"median single-clip latency over {args.repeats} runs, 1 thread:")
-        print(f"  C runtime (ctypes call) {c_us:9.1f} us   {fl['flops'] / c_us / 1e3:.2f} GFLOP/s")
+        for isa, us in c_paths.items():
+            ratios = f"eager/C {torch_us / us:.2f}x"
+            if ort_us is not None:
+                ratios += f", ort/C {ort_us / us:.2f}x"
+            print(
+                f"  C {isa + ' path':<21} {us:9.1f} us   "
+                f"{fl['flops'] / us / 1e3:.2f} GFLOP/s   {ratios}"
+            )
+        print(f"  C auto ({c_isa}){'':<{14 - len(c_isa)}} {c_us:9.1f} us")
         print(f"  PyTorch eager           {torch_us:9.1f} us   ({torch_us / c_us:.1f}x C)")
         if ort_us is not None:
             print(f"  onnxruntime             {ort_us:9.1f} us   ({ort_us / c_us:.1f}x C)")
+        print(f"C batch throughput (256 clips, kwsn_forward_batch): {clips_s:,.0f} clips/s")
         print(
             f"C reaches {fl['flops'] / (c_us * 1e-6) / peak * 100:.0f}% of the matmul FLOP/s; "
             f"PyTorch eager / C = {torch_us / c_us:.1f}x (target >= 3x)"

@@ -599,3 +599,17 @@ def test_fp_contract_rule_is_in_the_source(cbuild: Path, golden: Path, tmp_path:
         proc = _run([tmp_path / "test_golden", golden], env=env)
         assert f"ok   fp-contract probe (kernels {isa})" in proc.stdout, proc.stdout
         assert proc.returncode == 0, proc.stdout
+
+
+def test_public_header_is_opaque(cbuild: Path) -> None:
+    """kwsnet.h exposes no internals (they froze the ABI): the model is opaque, sized by
+    kwsn_model_bytes; the library's ABI version matches the binding's."""
+    from kwsnet.export.runtime import ABI_VERSION, load_library
+
+    text = (CNATIVE_DIR / "include/kwsnet.h").read_text()
+    for internal in ("op_index", "in_place", "scratch;", "max_act", "kwsn_layer;"):
+        assert internal not in text, internal
+    assert "typedef struct kwsn_model kwsn_model;" in text
+    assert f"#define KWSN_ABI_VERSION {ABI_VERSION}u" in text
+    assert "#define KWSN_ARENA_ALIGN 64u" in text
+    assert load_library().kwsn_abi_version() == ABI_VERSION

@@ -108,22 +108,23 @@ _HEADER_MAIN = r"""
 #include "model.h"
 
 /* no malloc, no file system in the model path: static layer table, static arena */
-static kwsn_layer layers[KWSN_MODEL_N_LAYERS];
+static uint64_t model_store[KWSN_MODEL_STORAGE_WORDS];
 static float arena[KWSN_MODEL_ARENA_BYTES / sizeof(float)] __attribute__((aligned(64)));
 static float x[KWSN_MODEL_INPUT_LEN];
 
 int main(void) {
-    kwsn_model m;
+    kwsn_model *m = NULL;
     kwsn_status st = kwsn_model_from_table(kwsn_model_layers, KWSN_MODEL_N_LAYERS,
-                                           kwsn_model_input, KWSN_MODEL_SAMPLE_RATE, layers, &m);
+                                           kwsn_model_input, KWSN_MODEL_SAMPLE_RATE,
+                                           model_store, sizeof(model_store), NULL, &m);
     if (st != KWSN_OK) { fprintf(stderr, "%s\n", kwsn_status_str(st)); return 1; }
-    if (kwsn_arena_bytes(&m) != sizeof(arena)) { fprintf(stderr, "arena mismatch\n"); return 1; }
+    if (kwsn_arena_bytes(m) != sizeof(arena)) { fprintf(stderr, "arena mismatch\n"); return 1; }
     float logits[64];
     while (fread(x, sizeof(float), KWSN_MODEL_INPUT_LEN, stdin) == KWSN_MODEL_INPUT_LEN) {
-        st = kwsn_forward(&m, arena, sizeof(arena), x, KWSN_MODEL_INPUT_LEN, logits, 64);
+        st = kwsn_forward(m, arena, sizeof(arena), x, KWSN_MODEL_INPUT_LEN, logits, 64);
         if (st != KWSN_OK) { fprintf(stderr, "%s\n", kwsn_status_str(st)); return 1; }
-        printf("%u", kwsn_argmax(logits, m.n_classes));
-        for (size_t i = 0; i < m.n_classes; i++) printf(" %.9g", logits[i]);
+        printf("%u", kwsn_argmax(logits, kwsn_n_classes(m)));
+        for (size_t i = 0; i < kwsn_n_classes(m); i++) printf(" %.9g", logits[i]);
         printf("\n");
     }
     return 0;

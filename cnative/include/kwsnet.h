@@ -6,7 +6,10 @@
  *
  *   1. kwsn_model_parse()      model file bytes -> layer descriptors (zero copy; every size is
  *      or kwsn_model_from_table()  checked against the buffer length, CRC32 verified), then
- *                              all shapes are chained and checked once.
+ *                              all shapes are chained and checked once. The prepared model
+ *                              lives in caller storage of kwsn_model_bytes(n_layers) bytes
+ *                              (KWSN_MODEL_BYTES(n) for static storage); kwsn_model is
+ *                              opaque, read through the accessor functions below.
  *   2. kwsn_arena_bytes()      how much scratch memory one inference needs. Prepare also
  *      kwsn_model_ops()        counts each layer's and the model's arithmetic operations and
  *                              refuses a model over the caller's kwsn_limits (op count, arena
@@ -79,6 +82,7 @@ typedef enum {
     KWSN_ERR_OPS_LIMIT,  /* the model's op count exceeds kwsn_limits.max_ops */
     KWSN_ERR_ARENA_LIMIT, /* the model's arena exceeds kwsn_limits.max_arena_bytes */
     KWSN_ERR_NONFINITE,  /* a weight, bias or eps is NaN or infinite */
+    KWSN_ERR_STORAGE,    /* model storage too small or misaligned */
     KWSN_STATUS_COUNT
 } kwsn_status;
 
@@ -108,16 +112,6 @@ typedef struct {
     const float *floats;
 } kwsn_layer_desc;
 
-/* A prepared layer: its descriptor plus the shapes checked by the op's prepare(). */
-typedef struct {
-    kwsn_layer_desc desc;
-    kwsn_shape in;
-    kwsn_shape out;
-    int in_place;      /* run writes its output over its input */
-    uint32_t op_index; /* entry in the runtime's layer table, set by prepare */
-    size_t scratch;    /* scratch floats its kernel needs (conv: the padded input) */
-    uint64_t ops;      /* arithmetic operations per sample (multiply and add count 1 each) */
-} kwsn_layer;
 
 /* Caller limits checked at prepare time. Zero in a field means "use the default". */
 typedef struct {
@@ -125,19 +119,16 @@ typedef struct {
     size_t max_arena_bytes; /* kwsn_arena_bytes() */
 } kwsn_limits;
 
-typedef struct {
-    uint32_t version;
-    uint32_t sample_rate;
-    kwsn_shape input;
-    uint32_t n_layers;
-    kwsn_layer *layers; /* caller-owned storage, n_layers entries */
-    size_t max_act;     /* largest activation (floats) over input and all layer outputs */
-    size_t max_scratch; /* largest per-layer scratch (floats) */
-    size_t weight_bytes;
-    size_t n_classes;   /* numel of the last layer's output */
-    uint64_t ops;       /* sum of the layers' op counts */
-    const void *kernels; /* the kernel set (ISA path) chosen at prepare */
-} kwsn_model;
+/* A prepared model: opaque (its layout may change without an ABI break of the functions).
+ * It lives in caller storage: kwsn_model_bytes(n_layers) bytes, aligned for uint64_t and
+ * pointers (a uint64_t array is). KWSN_MODEL_BYTES(n) is a compile-time upper bound of
+ * kwsn_model_bytes(n) for static allocation: static uint64_t s[KWSN_MODEL_WORDS(n)]. */
+typedef struct kwsn_model kwsn_model;
+#define KWSN_MODEL_BYTES(n_layers) (256u + (size_t)(n_layers) * 160u)
+#define KWSN_MODEL_WORDS(n_layers) ((KWSN_MODEL_BYTES(n_layers) + 7u) / 8u)
+
+/* Exact storage bytes for a model of n_layers layers (<= KWSN_MODEL_BYTES(n_layers)). */
+size_t kwsn_model_bytes(uint32_t n_layers);
 
 /* KWSN_ABI_VERSION of the library actually linked (compare with the header's). */
 uint32_t kwsn_abi_version(void);
@@ -150,24 +141,18 @@ const char *kwsn_layer_name(uint32_t type);
 /* zlib-compatible CRC-32 of buf[0..len). */
 uint32_t kwsn_crc32(const void *buf, size_t len);
 
-/* Parse a model file held in memory. buf must be 4-byte aligned and outlive the model
- * (weights point into it). layers: caller storage for up to max_layers entries. */
-kwsn_status kwsn_model_parse(const void *buf, size_t len, kwsn_layer *layers,
-                             uint32_t max_layers, kwsn_model *model);
-
-/* As kwsn_model_parse, under the caller's limits (NULL: the defaults). */
-kwsn_status kwsn_model_parse_ex(const void *buf, size_t len, kwsn_layer *layers,
-                                uint32_t max_layers, const kwsn_limits *limits,
-                                kwsn_model *model);
+/* Parse a model file held in memory, under the caller's limits (NULL: the defaults). buf
+ * must be 4-byte aligned and outlive the model (weights point into it). storage: caller
+ * memory of storage_bytes (KWSN_ERR_STORAGE if smaller than kwsn_model_bytes(n_layers) or
+ * misaligned). *model points into storage on success and is NULL on any failure. */
+kwsn_status kwsn_model_parse(const void *buf, size_t len, void *storage, size_t storage_bytes,
+                             const kwsn_limits *limits, kwsn_model **model);
 
 /* Prepare a model from a static descriptor table (the generated C header path). */
 kwsn_status kwsn_model_from_table(const kwsn_layer_desc *descs, uint32_t n_layers,
-                                  kwsn_shape input, uint32_t sample_rate, kwsn_layer *layers,
-                                  kwsn_model *model);
-kwsn_status kwsn_model_from_table_ex(const kwsn_layer_desc *descs, uint32_t n_layers,
-                                     kwsn_shape input, uint32_t sample_rate,
-                                     kwsn_layer *layers, const kwsn_limits *limits,
-                                     kwsn_model *model);
+                                  kwsn_shape input, uint32_t sample_rate, void *storage,
+                                  size_t storage_bytes, const kwsn_limits *limits,
+                                  kwsn_model **model);
 
 /* The limits used when none are given. */
 kwsn_limits kwsn_default_limits(void);
@@ -183,11 +168,12 @@ size_t kwsn_input_len(const kwsn_model *model);
 /* Number of output floats of layer i (0 <= i < n_layers). */
 size_t kwsn_layer_out_len(const kwsn_model *model, uint32_t i);
 
-/* Accessors for bindings that do not mirror kwsn_model (ctypes). */
+/* Accessors (kwsn_model is opaque). */
 uint32_t kwsn_n_layers(const kwsn_model *model);
 uint32_t kwsn_layer_type_at(const kwsn_model *model, uint32_t i);
 size_t kwsn_weight_bytes(const kwsn_model *model);
 size_t kwsn_n_classes(const kwsn_model *model);
+uint32_t kwsn_sample_rate(const kwsn_model *model);
 /* Operations per sample of the whole model / of layer i (0 if out of range). */
 uint64_t kwsn_model_ops(const kwsn_model *model);
 uint64_t kwsn_layer_ops(const kwsn_model *model, uint32_t i);
@@ -226,7 +212,7 @@ typedef struct kwsn_loaded kwsn_loaded;
 
 /* Read, parse and prepare a model file. On error *out is NULL. */
 kwsn_status kwsn_load_file(const char *path, kwsn_loaded **out);
-/* As kwsn_load_file, under the caller's limits (NULL: the defaults). */
+/* As kwsn_load_file, under the caller's limits (NULL or a zero field: the defaults). */
 kwsn_status kwsn_load_file_ex(const char *path, const kwsn_limits *limits, kwsn_loaded **out);
 /* The prepared model inside a loaded file. */
 const kwsn_model *kwsn_loaded_model(const kwsn_loaded *lm);

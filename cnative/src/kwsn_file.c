@@ -9,9 +9,9 @@
 #define KWSN_MAX_FILE_BYTES ((size_t)1 << 30)
 
 struct kwsn_loaded {
-    kwsn_model model;
-    kwsn_layer layers[KWSN_MAX_LAYERS];
-    void *buf; /* the file bytes: weights point into it */
+    kwsn_model *model; /* in storage */
+    void *storage;     /* kwsn_model_bytes(KWSN_MAX_LAYERS), malloc-aligned */
+    void *buf;         /* the file bytes: weights point into it */
 };
 
 kwsn_status kwsn_load_file(const char *path, kwsn_loaded **out) {
@@ -38,7 +38,8 @@ kwsn_status kwsn_load_file_ex(const char *path, const kwsn_limits *limits, kwsn_
     lm = (kwsn_loaded *)calloc(1, sizeof(*lm));
     /* malloc's alignment satisfies the parser's 4-byte rule */
     if (lm) lm->buf = malloc(size > 0 ? (size_t)size : 1u);
-    if (!lm || !lm->buf) {
+    if (lm) lm->storage = malloc(kwsn_model_bytes(KWSN_MAX_LAYERS));
+    if (!lm || !lm->buf || !lm->storage) {
         st = KWSN_ERR_NOMEM;
         goto done;
     }
@@ -46,8 +47,8 @@ kwsn_status kwsn_load_file_ex(const char *path, const kwsn_limits *limits, kwsn_
         st = KWSN_ERR_IO;
         goto done;
     }
-    st = kwsn_model_parse_ex(lm->buf, (size_t)size, lm->layers, KWSN_MAX_LAYERS, limits,
-                             &lm->model);
+    st = kwsn_model_parse(lm->buf, (size_t)size, lm->storage, kwsn_model_bytes(KWSN_MAX_LAYERS),
+                          limits, &lm->model);
 done:
     fclose(f);
     if (st == KWSN_OK) {
@@ -58,10 +59,11 @@ done:
     return st;
 }
 
-const kwsn_model *kwsn_loaded_model(const kwsn_loaded *lm) { return lm ? &lm->model : NULL; }
+const kwsn_model *kwsn_loaded_model(const kwsn_loaded *lm) { return lm ? lm->model : NULL; }
 
 void kwsn_free(kwsn_loaded *lm) {
     if (!lm) return;
     free(lm->buf);
+    free(lm->storage);
     free(lm);
 }

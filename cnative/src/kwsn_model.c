@@ -1,6 +1,7 @@
 /* kwsnet runtime core: status names, CRC-32, the layer table (one entry per op), the model
  * file parser, shape preparation, and the forward pass in a caller-owned arena. */
 #include <math.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "kwsn_kernels.h"
@@ -28,6 +29,7 @@ static const char *const kwsn_status_names[KWSN_STATUS_COUNT] = {
     "model op count exceeds the limit",
     "model arena exceeds the memory limit",
     "non-finite (NaN/Inf) weight",
+    "model storage too small or misaligned",
 };
 
 const char *kwsn_status_str(kwsn_status s) {
@@ -66,6 +68,34 @@ static kwsn_shape shape1(uint32_t f) {
     kwsn_shape s = {1u, {f, 1u}};
     return s;
 }
+
+/* ------------------------------------------------------------------ private structs */
+
+/* A prepared layer: its descriptor plus the shapes checked by the op's prepare(). */
+typedef struct {
+    kwsn_layer_desc desc;
+    kwsn_shape in;
+    kwsn_shape out;
+    int in_place;      /* run writes its output over its input */
+    uint32_t op_index; /* entry in the runtime's layer table, set by prepare */
+    size_t scratch;    /* scratch floats its kernel needs (conv: the padded input) */
+    uint64_t ops;      /* arithmetic operations per sample (multiply and add count 1 each) */
+} kwsn_layer;
+
+/* Opaque in kwsnet.h; lives at the start of the caller's storage, layers right after. */
+struct kwsn_model {
+    uint32_t version;
+    uint32_t sample_rate;
+    kwsn_shape input;
+    uint32_t n_layers;
+    kwsn_layer *layers; /* in the caller's storage, n_layers entries */
+    size_t max_act;     /* largest activation (floats) over input and all layer outputs */
+    size_t max_scratch; /* largest per-layer scratch (floats) */
+    size_t weight_bytes;
+    size_t n_classes; /* numel of the last layer's output */
+    uint64_t ops;     /* sum of the layers' op counts */
+    const kwsn_kernel_table *kernels; /* the kernel path chosen at prepare */
+};
 
 /* ------------------------------------------------------------------ layer table */
 
@@ -341,37 +371,86 @@ static kwsn_status prepare_layers(kwsn_model *m, const kwsn_limits *limits) {
     return KWSN_OK;
 }
 
-kwsn_status kwsn_model_from_table(const kwsn_layer_desc *descs, uint32_t n_layers,
-                                  kwsn_shape input, uint32_t sample_rate, kwsn_layer *layers,
-                                  kwsn_model *model) {
-    return kwsn_model_from_table_ex(descs, n_layers, input, sample_rate, layers, NULL, model);
+/* ------------------------------------------------------------------ model storage */
+
+/* Strictest alignment the model's fields need (uint64_t, size_t, pointers, double). */
+typedef struct {
+    char c;
+    union {
+        uint64_t u;
+        size_t z;
+        const void *p;
+        double d;
+    } x;
+} kwsn_align_probe;
+#define KWSN_STORAGE_ALIGN offsetof(kwsn_align_probe, x)
+
+/* The public upper bound KWSN_MODEL_BYTES(n) must hold for this build (C99 static check). */
+typedef char kwsn_check_model_size[sizeof(struct kwsn_model) <= 256u ? 1 : -1];
+typedef char kwsn_check_layer_size[sizeof(kwsn_layer) <= 160u ? 1 : -1];
+
+static size_t model_header_bytes(void) {
+    const size_t a = KWSN_STORAGE_ALIGN;
+    return (sizeof(struct kwsn_model) + a - 1u) / a * a;
 }
 
-kwsn_status kwsn_model_from_table_ex(const kwsn_layer_desc *descs, uint32_t n_layers,
-                                     kwsn_shape input, uint32_t sample_rate,
-                                     kwsn_layer *layers, const kwsn_limits *limits,
-                                     kwsn_model *model) {
-    if (!descs || !layers || !model) return KWSN_ERR_ARG;
-    /* On any failure the model is left all-zero (as kwsn_model_parse does), so a caller that
-     * ignores the status cannot run a half-prepared model with a zero-byte arena. */
-    memset(model, 0, sizeof(*model));
-    if (n_layers > KWSN_MAX_LAYERS) return KWSN_ERR_TOO_BIG;
-    for (uint32_t i = 0; i < n_layers; i++) {
-        memset(&layers[i], 0, sizeof(layers[i]));
-        if (descs[i].n_ints > KWSN_MAX_INTS) {
-            memset(model, 0, sizeof(*model));
-            return KWSN_ERR_PARAM;
-        }
-        layers[i].desc = descs[i];
+size_t kwsn_model_bytes(uint32_t n_layers) {
+    return model_header_bytes() + (size_t)n_layers * sizeof(kwsn_layer);
+}
+
+/* Zeroed model + layer records in the caller's storage, or NULL (*st says why). */
+static kwsn_model *claim_storage(void *storage, size_t storage_bytes, uint32_t n_layers,
+                                 kwsn_status *st) {
+    if (((uintptr_t)storage % KWSN_STORAGE_ALIGN) != 0 ||
+        storage_bytes < kwsn_model_bytes(n_layers)) {
+        *st = KWSN_ERR_STORAGE;
+        return NULL;
     }
-    model->version = KWSN_FORMAT_VERSION;
-    model->sample_rate = sample_rate;
-    model->input = input;
-    model->n_layers = n_layers;
-    model->layers = layers;
-    kwsn_status st = prepare_layers(model, limits);
-    if (st != KWSN_OK) memset(model, 0, sizeof(*model));
+    memset(storage, 0, kwsn_model_bytes(n_layers));
+    kwsn_model *m = (kwsn_model *)storage;
+    m->layers = (kwsn_layer *)(void *)((uint8_t *)storage + model_header_bytes());
+    *st = KWSN_OK;
+    return m;
+}
+
+/* On any failure *model is NULL and the storage's model header is zeroed, so a caller that
+ * ignores the status cannot run a half-prepared model. */
+static kwsn_status finish(kwsn_status st, kwsn_model *m, kwsn_model **model) {
+    if (st != KWSN_OK && m) memset(m, 0, sizeof(*m));
+    *model = st == KWSN_OK ? m : NULL;
     return st;
+}
+
+static kwsn_status from_table(const kwsn_layer_desc *descs, uint32_t n_layers,
+                              kwsn_shape input, uint32_t sample_rate, void *storage,
+                              size_t storage_bytes, const kwsn_limits *limits,
+                              kwsn_model **mp) {
+    if (n_layers > KWSN_MAX_LAYERS) return KWSN_ERR_TOO_BIG;
+    kwsn_status st;
+    kwsn_model *m = *mp = claim_storage(storage, storage_bytes, n_layers, &st);
+    if (!m) return st;
+    for (uint32_t i = 0; i < n_layers; i++) {
+        if (descs[i].n_ints > KWSN_MAX_INTS) return KWSN_ERR_PARAM;
+        m->layers[i].desc = descs[i];
+    }
+    m->version = KWSN_FORMAT_VERSION;
+    m->sample_rate = sample_rate;
+    m->input = input;
+    m->n_layers = n_layers;
+    return prepare_layers(m, limits);
+}
+
+kwsn_status kwsn_model_from_table(const kwsn_layer_desc *descs, uint32_t n_layers,
+                                  kwsn_shape input, uint32_t sample_rate, void *storage,
+                                  size_t storage_bytes, const kwsn_limits *limits,
+                                  kwsn_model **model) {
+    if (!model) return KWSN_ERR_ARG;
+    *model = NULL;
+    if (!descs || !storage) return KWSN_ERR_ARG;
+    kwsn_model *m = NULL;
+    kwsn_status st =
+        from_table(descs, n_layers, input, sample_rate, storage, storage_bytes, limits, &m);
+    return finish(st, m, model);
 }
 
 /* ------------------------------------------------------------------ parse */
@@ -396,16 +475,8 @@ static int host_is_little_endian(void) {
     return b == 1u;
 }
 
-kwsn_status kwsn_model_parse(const void *buf, size_t len, kwsn_layer *layers,
-                             uint32_t max_layers, kwsn_model *model) {
-    return kwsn_model_parse_ex(buf, len, layers, max_layers, NULL, model);
-}
-
-kwsn_status kwsn_model_parse_ex(const void *buf, size_t len, kwsn_layer *layers,
-                                uint32_t max_layers, const kwsn_limits *limits,
-                                kwsn_model *model) {
-    if (!buf || !layers || !model) return KWSN_ERR_ARG;
-    memset(model, 0, sizeof(*model));
+static kwsn_status parse(const void *buf, size_t len, void *storage, size_t storage_bytes,
+                         const kwsn_limits *limits, kwsn_model **mp) {
     if (((uintptr_t)buf & 3u) != 0 || !host_is_little_endian()) return KWSN_ERR_ALIGN;
     const uint8_t *p = (const uint8_t *)buf;
     if (len < 4u) return KWSN_ERR_TRUNCATED;
@@ -424,11 +495,13 @@ kwsn_status kwsn_model_parse_ex(const void *buf, size_t len, kwsn_layer *layers,
     uint32_t crc_file = 0;
     read_u32(&crc_r, &crc_file);
     if (kwsn_crc32(p, body) != crc_file) return KWSN_ERR_CRC;
-    if (n_layers > KWSN_MAX_LAYERS || n_layers > max_layers) return KWSN_ERR_TOO_BIG;
+    if (n_layers > KWSN_MAX_LAYERS) return KWSN_ERR_TOO_BIG;
+    kwsn_status st;
+    kwsn_model *model = *mp = claim_storage(storage, storage_bytes, n_layers, &st);
+    if (!model) return st;
     r.len = body; /* layer records may not reach into the CRC */
     for (uint32_t i = 0; i < n_layers; i++) {
-        kwsn_layer *l = &layers[i];
-        memset(l, 0, sizeof(*l));
+        kwsn_layer *l = &model->layers[i];
         uint32_t n_ints, n_floats;
         if (!read_u32(&r, &l->desc.type) || !read_u32(&r, &n_ints) || !read_u32(&r, &n_floats))
             return KWSN_ERR_TRUNCATED;
@@ -454,10 +527,17 @@ kwsn_status kwsn_model_parse_ex(const void *buf, size_t len, kwsn_layer *layers,
     model->input.dim[0] = d0;
     model->input.dim[1] = d1;
     model->n_layers = n_layers;
-    model->layers = layers;
-    kwsn_status st = prepare_layers(model, limits);
-    if (st != KWSN_OK) memset(model, 0, sizeof(*model));
-    return st;
+    return prepare_layers(model, limits);
+}
+
+kwsn_status kwsn_model_parse(const void *buf, size_t len, void *storage, size_t storage_bytes,
+                             const kwsn_limits *limits, kwsn_model **model) {
+    if (!model) return KWSN_ERR_ARG;
+    *model = NULL;
+    if (!buf || !storage) return KWSN_ERR_ARG;
+    kwsn_model *m = NULL;
+    kwsn_status st = parse(buf, len, storage, storage_bytes, limits, &m);
+    return finish(st, m, model);
 }
 
 /* ------------------------------------------------------------------ forward */
@@ -474,7 +554,7 @@ uint64_t kwsn_layer_ops(const kwsn_model *m, uint32_t i) {
 }
 
 const char *kwsn_isa_name(const kwsn_model *m) {
-    return (m && m->kernels) ? ((const kwsn_kernel_table *)m->kernels)->name : "none";
+    return (m && m->kernels) ? m->kernels->name : "none";
 }
 
 size_t kwsn_input_len(const kwsn_model *m) { return m ? shape_numel(m->input) : 0; }
@@ -494,6 +574,8 @@ size_t kwsn_weight_bytes(const kwsn_model *m) { return m ? m->weight_bytes : 0u;
 
 size_t kwsn_n_classes(const kwsn_model *m) { return m ? m->n_classes : 0u; }
 
+uint32_t kwsn_sample_rate(const kwsn_model *m) { return m ? m->sample_rate : 0u; }
+
 kwsn_status kwsn_forward_until(const kwsn_model *m, void *arena, size_t arena_bytes,
                                const float *input, size_t input_len, uint32_t n_run,
                                float *out, size_t out_cap) {
@@ -512,7 +594,7 @@ kwsn_status kwsn_forward_until(const kwsn_model *m, void *arena, size_t arena_by
     /* Layer 0 reads the caller's input directly; it is copied only if an in-place op
      * comes first. cur is the current activation, in buf[0], buf[1] or the input. */
     const float *cur = input;
-    const kwsn_kernel_table *kt = (const kwsn_kernel_table *)m->kernels;
+    const kwsn_kernel_table *kt = m->kernels;
     for (uint32_t i = 0; i < n_run; i++) {
         const kwsn_layer *l = &m->layers[i];
         const kwsn_op *op = &kwsn_ops[l->op_index];

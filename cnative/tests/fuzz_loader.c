@@ -22,21 +22,21 @@ static void *align_arena(void *raw) {
 }
 
 static void try_parse(const uint8_t *data, size_t size) {
-    static kwsn_layer layers[KWSN_MAX_LAYERS];
-    kwsn_model m;
+    static uint64_t storage[KWSN_MODEL_WORDS(KWSN_MAX_LAYERS)];
+    kwsn_model *m = NULL;
     /* the parser needs 4-byte alignment; libFuzzer's buffer does not promise it */
     uint32_t *buf = (uint32_t *)malloc(size / 4 + 1 > 0 ? (size / 4 + 1) * 4 : 4);
     if (!buf) return;
     memcpy(buf, data, size);
     const kwsn_limits lim = {FUZZ_MAX_OPS, FUZZ_MAX_ARENA};
-    if (kwsn_model_parse_ex(buf, size, layers, KWSN_MAX_LAYERS, &lim, &m) == KWSN_OK) {
-        size_t ab = kwsn_arena_bytes(&m);
+    if (kwsn_model_parse(buf, size, storage, sizeof(storage), &lim, &m) == KWSN_OK) {
+        size_t ab = kwsn_arena_bytes(m);
         if (ab <= FUZZ_MAX_ARENA) {
             void *raw = malloc(ab + KWSN_ARENA_ALIGN), *arena = align_arena(raw);
-            float *x = (float *)calloc(kwsn_input_len(&m), sizeof(float));
-            float *y = (float *)malloc(kwsn_n_classes(&m) * sizeof(float));
+            float *x = (float *)calloc(kwsn_input_len(m), sizeof(float));
+            float *y = (float *)malloc(kwsn_n_classes(m) * sizeof(float));
             if (arena && x && y)
-                kwsn_forward(&m, arena, ab, x, kwsn_input_len(&m), y, kwsn_n_classes(&m));
+                kwsn_forward(m, arena, ab, x, kwsn_input_len(m), y, kwsn_n_classes(m));
             free(raw);
             free(x);
             free(y);

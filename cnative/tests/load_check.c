@@ -16,55 +16,64 @@ static void *align_arena(void *raw) {
 }
 
 static int api_checks(void) {
-    kwsn_model m;
-    kwsn_layer layers[4];
+    static uint64_t store[KWSN_MODEL_WORDS(4)];
+    const size_t sb = sizeof(store);
+    kwsn_model *m = NULL;
     float buf[16] = {0};
     int bad = 0;
-    bad |= kwsn_model_parse(NULL, 0, layers, 4, &m) != KWSN_ERR_ARG;
-    bad |= kwsn_model_parse(buf, 0, layers, 4, &m) != KWSN_ERR_TRUNCATED;
-    bad |= kwsn_model_parse((const char *)buf + 1, 8, layers, 4, &m) != KWSN_ERR_ALIGN;
-    bad |= kwsn_model_parse(buf, sizeof(buf), layers, 4, &m) != KWSN_ERR_MAGIC;
+    bad |= kwsn_model_parse(NULL, 0, store, sb, NULL, &m) != KWSN_ERR_ARG;
+    bad |= kwsn_model_parse(buf, 0, store, sb, NULL, NULL) != KWSN_ERR_ARG;
+    bad |= kwsn_model_parse(buf, 0, store, sb, NULL, &m) != KWSN_ERR_TRUNCATED;
+    bad |= kwsn_model_parse((const char *)buf + 1, 8, store, sb, NULL, &m) != KWSN_ERR_ALIGN;
+    bad |= kwsn_model_parse(buf, sizeof(buf), store, sb, NULL, &m) != KWSN_ERR_MAGIC;
+    bad |= m != NULL;
+    bad |= kwsn_model_bytes(4) > KWSN_MODEL_BYTES(4) || kwsn_model_bytes(4) > sb;
     /* a one-layer ReLU model built from a table */
     kwsn_layer_desc d = {KWSN_LAYER_RELU, 0, {0}, 0, NULL};
     kwsn_shape in = {2u, {2u, 3u}};
-    bad |= kwsn_model_from_table(&d, 1, in, 0, layers, &m) != KWSN_OK;
+    bad |= kwsn_model_from_table(&d, 1, in, 0, store, kwsn_model_bytes(1) - 1, NULL, &m) !=
+           KWSN_ERR_STORAGE;
+    bad |= kwsn_model_from_table(&d, 1, in, 0, (char *)store + 4, sb - 8, NULL, &m) !=
+           KWSN_ERR_STORAGE;
+    bad |= kwsn_model_from_table(&d, 1, in, 0, store, kwsn_model_bytes(1), NULL, &m) != KWSN_OK;
     float x[6] = {-1, 2, -3, 4, -5, 6}, y[6];
     static float arena_store[64 + 16];
     float *arena = (float *)align_arena(arena_store);
-    bad |= kwsn_forward(&m, arena, 8, x, 6, y, 6) != KWSN_ERR_ARENA;
-    bad |= kwsn_forward(&m, arena + 1, 60 * sizeof(float), x, 6, y, 6) != KWSN_ERR_ARENA;
+    bad |= kwsn_forward(m, arena, 8, x, 6, y, 6) != KWSN_ERR_ARENA;
+    bad |= kwsn_forward(m, arena + 1, 60 * sizeof(float), x, 6, y, 6) != KWSN_ERR_ARENA;
     const size_t ab = 64 * sizeof(float);
-    bad |= kwsn_forward(&m, arena, ab, x, 5, y, 6) != KWSN_ERR_INPUT_LEN;
-    bad |= kwsn_forward(&m, arena, ab, x, 6, y, 2) != KWSN_ERR_ARG;
-    bad |= kwsn_forward(&m, arena, ab, x, 6, y, 6) != KWSN_OK;
+    bad |= kwsn_forward(m, arena, ab, x, 5, y, 6) != KWSN_ERR_INPUT_LEN;
+    bad |= kwsn_forward(m, arena, ab, x, 6, y, 2) != KWSN_ERR_ARG;
+    bad |= kwsn_forward(m, arena, ab, x, 6, y, 6) != KWSN_OK;
     bad |= y[0] != 0.0f || y[1] != 2.0f;
     float y2[12], x2[12] = {-1, 2, -3, 4, -5, 6, 1, -2, 3, -4, 5, -6};
-    bad |= kwsn_forward_batch(&m, arena, ab, x2, 2, 6, 1, y2, 6) != KWSN_OK;
+    bad |= kwsn_forward_batch(m, arena, ab, x2, 2, 6, 1, y2, 6) != KWSN_OK;
     bad |= y2[0] != 0.0f || y2[1] != 2.0f || y2[6] != 1.0f || y2[7] != 0.0f;
-    bad |= kwsn_model_ops(&m) != 6u || kwsn_layer_ops(&m, 0) != 6u || kwsn_layer_ops(&m, 1) != 0u;
-    bad |= kwsn_abi_version() != KWSN_ABI_VERSION;
+    bad |= kwsn_model_ops(m) != 6u || kwsn_layer_ops(m, 0) != 6u || kwsn_layer_ops(m, 1) != 0u;
+    bad |= kwsn_abi_version() != KWSN_ABI_VERSION || kwsn_sample_rate(m) != 0u;
     /* limits: 6 ops and a 128-byte arena fit; 5 ops or a 64-byte arena limit do not */
     kwsn_limits tight = {5u, 0u};
-    bad |= kwsn_model_from_table_ex(&d, 1, in, 0, layers, &tight, &m) != KWSN_ERR_OPS_LIMIT;
+    bad |= kwsn_model_from_table(&d, 1, in, 0, store, sb, &tight, &m) != KWSN_ERR_OPS_LIMIT;
+    bad |= m != NULL || kwsn_forward(m, arena, ab, x, 6, y, 6) != KWSN_ERR_ARG;
     tight.max_ops = 6u;
     tight.max_arena_bytes = 64u;
-    bad |= kwsn_model_from_table_ex(&d, 1, in, 0, layers, &tight, &m) != KWSN_ERR_ARENA_LIMIT;
+    bad |= kwsn_model_from_table(&d, 1, in, 0, store, sb, &tight, &m) != KWSN_ERR_ARENA_LIMIT;
     tight.max_arena_bytes = 128u;
-    bad |= kwsn_model_from_table_ex(&d, 1, in, 0, layers, &tight, &m) != KWSN_OK;
+    bad |= kwsn_model_from_table(&d, 1, in, 0, store, sb, &tight, &m) != KWSN_OK;
     /* a non-finite weight is refused at prepare */
     float w[3] = {1.0f, 0.0f, 0.0f};
     w[1] = w[1] / w[1]; /* NaN without <math.h> */
     kwsn_layer_desc nanlin = {KWSN_LAYER_LINEAR, 3, {1, 1, 1}, 2, w};
     kwsn_shape in1 = {1u, {1u, 1u}};
-    bad |= kwsn_model_from_table(&nanlin, 1, in1, 0, layers, &m) != KWSN_ERR_NONFINITE;
+    bad |= kwsn_model_from_table(&nanlin, 1, in1, 0, store, sb, NULL, &m) != KWSN_ERR_NONFINITE;
     w[1] = 1e38f * 1e38f; /* +Inf */
-    bad |= kwsn_model_from_table(&nanlin, 1, in1, 0, layers, &m) != KWSN_ERR_NONFINITE;
+    bad |= kwsn_model_from_table(&nanlin, 1, in1, 0, store, sb, NULL, &m) != KWSN_ERR_NONFINITE;
     w[1] = 0.5f;
-    bad |= kwsn_model_from_table(&nanlin, 1, in1, 0, layers, &m) != KWSN_OK;
+    bad |= kwsn_model_from_table(&nanlin, 1, in1, 0, store, sb, NULL, &m) != KWSN_OK;
     kwsn_layer_desc lin = {KWSN_LAYER_LINEAR, 3, {5, 2, 0}, 10, x};
-    bad |= kwsn_model_from_table(&lin, 1, in, 0, layers, &m) != KWSN_ERR_SHAPE;
+    bad |= kwsn_model_from_table(&lin, 1, in, 0, store, sb, NULL, &m) != KWSN_ERR_SHAPE;
     kwsn_layer_desc unk = {99, 0, {0}, 0, NULL};
-    bad |= kwsn_model_from_table(&unk, 1, in, 0, layers, &m) != KWSN_ERR_LAYER_TYPE;
+    bad |= kwsn_model_from_table(&unk, 1, in, 0, store, sb, NULL, &m) != KWSN_ERR_LAYER_TYPE;
     bad |= strcmp(kwsn_status_str((kwsn_status)1234), "unknown status") != 0;
     printf("api %s\n", bad ? "FAILED" : "ok");
     return bad;

@@ -88,15 +88,15 @@ static int check_rejected_table(void) {
     descs[0].type = KWSN_LAYER_RELU;
     descs[1].type = 99; /* no such layer */
     kwsn_shape in = {2, {1, 64}};
-    kwsn_layer layers[2];
-    kwsn_model m;
-    kwsn_status st = kwsn_model_from_table(descs, 2, in, 16000, layers, &m);
+    static uint64_t store[KWSN_MODEL_WORDS(2)];
+    kwsn_model *m = NULL;
+    kwsn_status st = kwsn_model_from_table(descs, 2, in, 16000, store, sizeof(store), NULL, &m);
     static float arena[16] __attribute__((aligned(64)));
     float x[64] = {0}, y[64];
-    kwsn_status run = kwsn_forward_until(&m, arena, sizeof(arena), x, 64, 1, y, 64);
-    if (st == KWSN_OK || m.n_layers != 0 || m.layers != NULL || run != KWSN_ERR_ARG) {
-        printf("FAIL rejected table: status %d, n_layers %u, forward %d\n", (int)st,
-               (unsigned)m.n_layers, (int)run);
+    kwsn_status run = kwsn_forward_until(m, arena, sizeof(arena), x, 64, 1, y, 64);
+    if (st == KWSN_OK || m != NULL || run != KWSN_ERR_ARG) {
+        printf("FAIL rejected table: status %d, model %p, forward %d\n", (int)st, (void *)m,
+               (int)run);
         return 1;
     }
     printf("ok   rejected table leaves an empty model\n");
@@ -119,20 +119,21 @@ static int check_fp_contract(void) {
     kwsn_layer_desc conv = {KWSN_LAYER_CONV1D, 4, {2, 1, 1, 1}, 3, w};
     kwsn_layer_desc lin = {KWSN_LAYER_LINEAR, 3, {2, 1, 0}, 2, w};
     kwsn_shape in_conv = {2u, {2u, L}}, in_lin = {1u, {2u, 1u}};
-    kwsn_layer layers[1];
-    kwsn_model m;
+    static uint64_t store[KWSN_MODEL_WORDS(1)];
+    kwsn_model *m = NULL;
     int bad = 0;
-    if (kwsn_model_from_table(&conv, 1, in_conv, 0, layers, &m) != KWSN_OK ||
-        kwsn_arena_bytes(&m) > sizeof(arena) ||
-        kwsn_forward(&m, arena, sizeof(arena), x, 2 * L, y, L) != KWSN_OK)
+    if (kwsn_model_from_table(&conv, 1, in_conv, 0, store, sizeof(store), NULL, &m) != KWSN_OK ||
+        kwsn_arena_bytes(m) > sizeof(arena) ||
+        kwsn_forward(m, arena, sizeof(arena), x, 2 * L, y, L) != KWSN_OK)
         bad = 1;
     for (int t = 0; t < L && !bad; t++) bad |= y[t] != 0.0f;
     const float xl[2] = {x[0], x[L]};
-    if (bad || kwsn_model_from_table(&lin, 1, in_lin, 0, layers, &m) != KWSN_OK ||
-        kwsn_forward(&m, arena, sizeof(arena), xl, 2, y, 1) != KWSN_OK || y[0] != 0.0f)
+    if (bad ||
+        kwsn_model_from_table(&lin, 1, in_lin, 0, store, sizeof(store), NULL, &m) != KWSN_OK ||
+        kwsn_forward(m, arena, sizeof(arena), xl, 2, y, 1) != KWSN_OK || y[0] != 0.0f)
         bad = 1;
     printf("%s fp-contract probe (kernels %s): a*b + c rounded twice%s\n", bad ? "FAIL" : "ok  ",
-           kwsn_isa_name(&m), bad ? ": FMA contraction or wrong sum" : "");
+           kwsn_isa_name(m), bad ? ": FMA contraction or wrong sum" : "");
     return bad;
 }
 

@@ -169,9 +169,9 @@ int main(int argc, char **argv) {
                 rc = 1;
                 break;
             }
-            if (m->sample_rate && rate != m->sample_rate) {
+            if (kwsn_sample_rate(m) && rate != kwsn_sample_rate(m)) {
                 fprintf(stderr, "error: %s: sample rate %u Hz, model expects %u Hz\n",
-                        argv[argi], rate, m->sample_rate);
+                        argv[argi], rate, kwsn_sample_rate(m));
                 rc = 1;
             } else if (n != kwsn_input_len(m)) {
                 fprintf(stderr, "error: %s: %zu samples, model expects %zu (crop or pad it)\n",

@@ -3,13 +3,13 @@ MCU builds with no file system and no malloc. The table carries exactly what the
 does (same layer records), and the C side prepares it with ``kwsn_model_from_table``::
 
     #include "model.h"
-    static kwsn_layer layers[KWSN_MODEL_N_LAYERS];
+    static uint64_t store[KWSN_MODEL_STORAGE_WORDS];  /* the opaque prepared model */
     /* 64-byte aligned (KWSN_ARENA_ALIGN): kwsn_forward checks it */
     static float arena[KWSN_MODEL_ARENA_BYTES / sizeof(float)] __attribute__((aligned(64)));
-    kwsn_model m;
+    kwsn_model *m;
     kwsn_model_from_table(kwsn_model_layers, KWSN_MODEL_N_LAYERS, kwsn_model_input,
-                          KWSN_MODEL_SAMPLE_RATE, layers, &m);
-    kwsn_forward(&m, arena, sizeof(arena), x, KWSN_MODEL_INPUT_LEN, logits, n);
+                          KWSN_MODEL_SAMPLE_RATE, store, sizeof(store), NULL, &m);
+    kwsn_forward(m, arena, sizeof(arena), x, KWSN_MODEL_INPUT_LEN, logits, n);
 """
 
 from __future__ import annotations
@@ -68,6 +68,8 @@ def c_header_text(
         f"#define {up}_ARENA_BYTES {arena_bytes(named, input_shape)}u",
         f"/* the arena must be {up}_ARENA_ALIGN-byte aligned (KWSN_ARENA_ALIGN) */",
         f"#define {up}_ARENA_ALIGN 64u",
+        f"/* storage for the prepared (opaque) model: static uint64_t s[{up}_STORAGE_WORDS] */",
+        f"#define {up}_STORAGE_WORDS KWSN_MODEL_WORDS({len(named)}u)",
         "",
         f"static const kwsn_shape {prefix}_input = {{{len(input_shape)}u, {{{dims[0]}u, "
         f"{dims[1]}u}}}};",
