@@ -8,34 +8,56 @@ LightningCLI over ``ClassifierModule`` and ``AudioDataModule``, configured by YA
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import os
+import pickle
+import re
 import sys
 import tempfile
 import warnings
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 import yaml
-from jsonargparse import set_loader
+from jsonargparse import Namespace, set_loader
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from kwsnet import yaml12
+from kwsnet._compat import started_wandb_run
 from kwsnet.callbacks.checkpoints import EpochLastCheckpoint, StepLastCheckpoint
 from kwsnet.callbacks.collapse import CollapseMonitor
-from kwsnet.callbacks.divergence import DivergenceGuard
+from kwsnet.callbacks.divergence import DivergenceError, DivergenceGuard
 from kwsnet.callbacks.progress import KwsProgressBar
-from kwsnet.checkpointing import AtomicCheckpointIO, ResumeState
-from kwsnet.data.datamodule import AudioDataModule, checkpoint_class_names
+from kwsnet.checkpointing import AtomicCheckpointIO, CheckpointLoadError, ResumeState
+from kwsnet.data.datamodule import AudioDataModule, RecordDataset, checkpoint_class_names
+from kwsnet.data.record import DataFormatError
+from kwsnet.errors import (
+    CheckpointNotFoundError,
+    ConfigError,
+    ConfigSyntaxError,
+    KwsnetUserError,
+    OutputFolderError,
+    colon_hint,
+    error_lines,
+    frames,
+    one_line,
+    traceback_wanted,
+    with_hint,
+    yaml_syntax_error,
+)
+from kwsnet.export.layers import ExportError
 from kwsnet.lit import ClassifierModule
 from kwsnet.summary import write_confusion_matrix, write_predictions, write_summary
 from kwsnet.tracking import KwsWandbLogger, provenance, wait_for_offline_run
 
-__all__ = ["KwsCLI", "main", "build_from_config", "EXTRA_COMMANDS"]
+__all__ = ["KwsCLI", "main", "build_from_config", "EXTRA_COMMANDS", "USER_ERRORS"]
 
 set_loader("yaml12", yaml12.load, exceptions=(yaml.YAMLError,))
 
@@ -45,6 +67,24 @@ EXTRA_COMMANDS: dict[str, str] = {
     "export": "kwsnet.export.commands:export_main",
     "parity": "kwsnet.export.commands:parity_main",
     "prepare": "kwsnet.data.prepare:prepare_main",
+}
+
+# Bad input, reported by the console script as one line (kwsnet.errors); anything else is a bug
+# and keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    KwsnetUserError,
+    DataFormatError,
+    CheckpointLoadError,
+    DivergenceError,
+    ExportError,
+)
+
+# The callbacks every run has, configured under these keys (`--divergence.action skip`).
+CALLBACK_GROUPS: dict[str, type[Callback]] = {
+    "collapse": CollapseMonitor,
+    "divergence": DivergenceGuard,
+    "last_checkpoint": EpochLastCheckpoint,
+    "step_checkpoint": StepLastCheckpoint,
 }
 
 
@@ -69,10 +109,21 @@ class KwsSaveConfig(SaveConfigCallback):
         trainer.logger.log_hyperparams({**resolved, "kwsnet": info})
 
 
+class KwsArgumentParser(LightningArgumentParser):
+    """The CLI's parser: a parse error that quotes a ``key:value`` gets the YAML spacing hint."""
+
+    def error(self, message: str, ex: Exception | None = None) -> Any:
+        hint = colon_hint(message) if self.exit_on_error else None  # None: caught, not shown
+        if hint and "hint: " not in message:
+            message = f"{message}\nhint: {hint}"
+        return super().error(message, ex)
+
+
 class KwsCLI(LightningCLI):
     """LightningCLI with kwsnet's links, callbacks and end-of-run reports."""
 
     def __init__(self, args: Sequence[str] | None = None, run: bool = True, **kwargs: Any) -> None:
+        kwargs.setdefault("parser_class", KwsArgumentParser)
         kwargs.setdefault("save_config_callback", KwsSaveConfig)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("parser_kwargs", {"parser_mode": "yaml12"})
@@ -82,16 +133,44 @@ class KwsCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
-        parser.add_lightning_class_args(CollapseMonitor, "collapse")
-        parser.add_lightning_class_args(DivergenceGuard, "divergence")
-        parser.add_lightning_class_args(EpochLastCheckpoint, "last_checkpoint")
-        parser.add_lightning_class_args(StepLastCheckpoint, "step_checkpoint")
+        for key, callback in CALLBACK_GROUPS.items():
+            parser.add_lightning_class_args(callback, key)
         parser.add_argument(
             "--test_after_fit",
             type=bool,
             default=False,
             help="fit: test the best checkpoint when fitting ends",
         )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        # Config files that are not YAML are named by path and line (jsonargparse's message
+        # names none), and a checkpoint that cannot be read is named before LightningCLI reads
+        # its hyperparameters (torch's zip reader names no file).
+        if args is None or isinstance(args, (list, tuple)):
+            for path in _config_file_args(sys.argv[1:] if args is None else args):
+                _check_yaml_file(path)
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if subcommand:
+            _check_ckpt_path(self.config[subcommand].get("ckpt_path"))
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except (ValueError, MisconfigurationException) as exc:
+            if isinstance(exc, (DataFormatError, ExportError)):
+                raise
+            config = self.config.get(str(self.subcommand), self.config)
+            # jsonargparse reports an error in a Union-typed value (trainer.callbacks) as its own
+            # ValueError, the object's error as its __cause__: the innermost one names it.
+            chain: list[BaseException] = [exc]
+            while chain[-1].__cause__ is not None and len(chain) < 8:
+                chain.append(chain[-1].__cause__)
+            for inner in reversed(chain):
+                located = _locate_config_error(inner, config)
+                if located is not None:
+                    raise located from exc
+            raise
 
     def before_instantiate_classes(self) -> None:
         # predict names the classes from the checkpoint, so it needs no dataset.
@@ -179,18 +258,21 @@ def _best_from_run_dir(run_dir: str) -> str:
         with open(summary) as f:
             best = json.load(f).get("best_checkpoint") or ""
     except (OSError, ValueError) as exc:
-        raise FileNotFoundError(
-            f"--ckpt_path best: no readable {summary} ({exc}); fit into "
+        why = "does not exist" if isinstance(exc, FileNotFoundError) else f"is unreadable ({exc})"
+        raise CheckpointNotFoundError(
+            f"--ckpt_path best: {summary} {why}; fit into "
             f"--trainer.default_root_dir {run_dir} first, or pass a checkpoint path"
         ) from exc
     if not os.path.isfile(best):
-        raise FileNotFoundError(f"--ckpt_path best: {summary} names {best!r}, which is missing")
+        raise CheckpointNotFoundError(
+            f"--ckpt_path best: {summary} names {best!r}, which is missing"
+        )
     return best
 
 
 def _finish_wandb(logger: Any) -> None:
     """Close a wandb run; for offline runs wait (bounded) until its file is fully written."""
-    run = getattr(logger, "_experiment", None)
+    run = started_wandb_run(logger)
     if run is None or not hasattr(run, "finish"):
         return
     offline = getattr(run, "offline", False)
@@ -207,12 +289,162 @@ def _check_writable(folder: str) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise OSError(
+        raise OutputFolderError(
             exc.errno,
             f"trainer.default_root_dir={folder!r} is not a writable folder "
             f"({exc.strerror or exc}); checkpoints, summary.json and logs go there: "
             "pick another with --trainer.default_root_dir",
         ) from exc
+
+
+_YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def _config_file_args(argv: Sequence[str]) -> Iterator[str]:
+    """The YAML files named on a command line (``--config f.yaml``, ``--model f.yaml``, ...)."""
+    for token in argv:
+        value = token.split("=", 1)[1] if token.startswith("--") and "=" in token else token
+        if value.endswith(_YAML_SUFFIXES) and os.path.isfile(value):
+            yield value
+
+
+def _check_yaml_file(path: str) -> None:
+    """Raise ``ConfigSyntaxError`` naming ``path``, the line and the problem if it is not YAML."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError):
+        return  # jsonargparse reports files it cannot read
+    try:
+        yaml12.load(text)
+    except yaml.MarkedYAMLError as exc:
+        raise yaml_syntax_error(path, text, exc) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigSyntaxError(f"{path}: not valid YAML: {one_line(exc)}") from exc
+
+
+# `--ckpt_path` values Lightning resolves itself (no file of that name is read).
+_CKPT_NAMES = ("last", "best", "hpc", "registry")
+
+
+def _check_ckpt_path(ckpt_path: str | None) -> None:
+    """Fail naming the file when ``--ckpt_path`` is missing, truncated, corrupt or unsafe.
+
+    Called before LightningCLI reads the checkpoint's hyperparameters (``torch.load``, whose
+    errors name no file). The probe memory-maps the tensors, so a large checkpoint costs
+    little more than its pickled index.
+    """
+    if not ckpt_path or not isinstance(ckpt_path, str):
+        return
+    if ckpt_path in _CKPT_NAMES or ckpt_path.startswith("registry:") or "://" in ckpt_path:
+        return
+    if not os.path.isfile(ckpt_path):
+        raise CheckpointNotFoundError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
+    is_zip = zipfile.is_zipfile(ckpt_path)
+    with open(ckpt_path, "rb") as f:
+        if not is_zip and f.read(4) == b"PK\x03\x04":  # torch.save's zip, without its end
+            raise CheckpointLoadError(
+                f"{ckpt_path}: not a readable checkpoint (truncated or corrupt?): the end of "
+                "its zip archive (the central directory) is missing"
+            )
+    try:
+        torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=is_zip)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        what = f"a pickled {found.group(1)} object" if found else "objects other than tensors"
+        raise CheckpointLoadError(
+            f"{ckpt_path}: refused: it holds {what}, and checkpoints are loaded with "
+            "weights_only=True (tensors and plain containers only), so that a checkpoint from "
+            "an untrusted source cannot run code"
+        ) from exc
+    except Exception as exc:  # torch's zip reader: RuntimeError; a cut pickle: EOFError, ...
+        raise CheckpointLoadError(
+            f"{ckpt_path}: not a readable checkpoint (truncated or corrupt?): {_reason(exc)}"
+        ) from exc
+
+
+def _reason(exc: BaseException) -> str:
+    """The first sentence of ``exc``'s message (torch's go on with advice for several lines)."""
+    return re.split(r"(?<=\.)\s", one_line(exc), maxsplit=1)[0]
+
+
+def _class_path_keys(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """``(key, class_path)`` of every ``class_path`` entry of a config, e.g. ``model.backbone``."""
+    if isinstance(node, dict):
+        if isinstance(node.get("class_path"), str):
+            yield path, node["class_path"]
+        for k, v in node.items():
+            yield from _class_path_keys(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _class_path_keys(v, f"{path}[{i}]")
+
+
+def _names_class(class_path: str, cls: type) -> bool:
+    """Whether ``class_path`` (``lightning.pytorch.callbacks.ModelCheckpoint``) is ``cls``."""
+    if class_path == f"{cls.__module__}.{cls.__qualname__}":
+        return True
+    module, _, name = class_path.rpartition(".")
+    if name != cls.__name__ or module not in sys.modules:  # imported when it was built
+        return False
+    return getattr(sys.modules[module], name, None) is cls
+
+
+def _locate_config_error(exc: BaseException, config: Any) -> ConfigError | None:
+    """A ``ConfigError`` for an error raised while building the configured objects, naming
+    the config key of the object whose ``__init__`` raised it (``kernel_size must be odd`` →
+    ``model.backbone.init_args.kernel_size must be odd``); ``None`` if no configured object's
+    ``__init__`` raised it (then it is not a config error)."""
+    cfg = config.as_dict() if isinstance(config, Namespace) else {}
+    keys = list(_class_path_keys(cfg))
+    groups = {"data": AudioDataModule, "model": ClassifierModule, "trainer": Trainer}
+    groups.update(CALLBACK_GROUPS)
+    for frame in reversed(frames(exc.__traceback__)):
+        if frame.f_code.co_name != "__init__":
+            continue
+        cls = type(frame.f_locals.get("self"))
+        group = next((k for k, c in groups.items() if issubclass(cls, c)), None)
+        if group is not None:
+            label, prefix = group, f"{group}."
+        else:
+            found = [k for k, class_path in keys if _names_class(class_path, cls)]
+            if not found:
+                continue
+            label, prefix = found[0], f"{found[0]}.init_args."
+        break
+    else:
+        return None
+    message = one_line(exc)
+    first = re.match(r"[A-Za-z_]\w*", message)
+    try:
+        params = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    except (TypeError, ValueError):
+        params = set()
+    if message.startswith((f"{label}.", f"{label}:", f"{label}=")):
+        pass
+    elif first is not None and first.group(0) in params:
+        message = prefix + message
+    elif group is not None:
+        message = f"{label}: {message}"
+    else:
+        message = f"{label} ({cls.__name__}): {message}"
+    return with_hint(ConfigError(message), getattr(exc, "hint", None))  # type: ignore[return-value]
+
+
+def _data_hint(exc: BaseException) -> str | None:
+    """``data.on_error: skip`` for a file that could not be read while training or testing."""
+    if not isinstance(exc, DataFormatError):
+        return None
+    worker = str(exc).startswith("Caught DataFormatError in DataLoader worker")
+    in_dataset = any(
+        isinstance(f.f_locals.get("self"), RecordDataset) for f in frames(exc.__traceback__)
+    )
+    if worker or in_dataset:
+        return (
+            "set data.on_error: skip (--data.on_error skip) to leave out unreadable files; "
+            "a warning counts them"
+        )
+    return None
 
 
 def build_from_config(
@@ -226,11 +458,11 @@ def build_from_config(
     ckpt: dict[str, Any] | None = None
     if ckpt_path is not None:
         if not os.path.isfile(ckpt_path):
-            raise FileNotFoundError(f"checkpoint {ckpt_path} does not exist")
+            raise CheckpointNotFoundError(f"checkpoint {ckpt_path} does not exist")
         try:
             ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise ValueError(f"{ckpt_path}: not a readable checkpoint ({exc})") from exc
+            raise ConfigError(f"{ckpt_path}: not a readable checkpoint ({_reason(exc)})") from exc
     args: list[str] = []
     if config is not None:
         args += ["--config", config]
@@ -240,7 +472,7 @@ def build_from_config(
             stored.pop(key, None)
         args += ["--config", yaml.safe_dump(stored)]
     else:
-        raise ValueError("need --config (the checkpoint holds no stored config)")
+        raise ConfigError("need --config (the checkpoint holds no stored config)")
     names = checkpoint_class_names(ckpt) if ckpt is not None else None
     if names is not None:  # the model needs no dataset to be rebuilt (an override still wins)
         args += ["--data.class_names", json.dumps(names)]
@@ -254,7 +486,7 @@ def build_from_config(
         try:
             model.load_state_dict(ckpt["state_dict"], strict=True)
         except RuntimeError as exc:
-            raise ValueError(
+            raise ConfigError(
                 f"{ckpt_path} does not match the model built from the config "
                 f"(another architecture or config?): {str(exc).splitlines()[0]} ..."
             ) from exc
@@ -263,8 +495,29 @@ def build_from_config(
 
 
 def main(args: Sequence[str] | None = None) -> None:
-    """Entry point for ``kwsnet`` and ``train.py``."""
-    argv = list(sys.argv[1:] if args is None else args)
+    """Entry point for ``kwsnet`` and ``train.py``.
+
+    Run as the console script (``args`` None), kwsnet's own input errors (``USER_ERRORS``)
+    print one line, ``kwsnet: error: ...`` (and at most one ``hint: ...``), on stderr and exit
+    with status 1 (2 for a config file that is not YAML, as for the parser's usage errors);
+    ``KWSNET_TRACEBACK=1`` shows the traceback instead. Called from Python with an ``args``
+    list, every error is raised.
+    """
+    if args is not None:
+        _dispatch(list(args), args)
+        return
+    try:
+        _dispatch(sys.argv[1:], None)
+    except USER_ERRORS as exc:
+        if traceback_wanted():
+            raise
+        sys.stdout.flush()
+        for line in error_lines(exc, [_data_hint(exc)]):
+            print(line, file=sys.stderr)
+        sys.exit(getattr(exc, "exit_code", 1))
+
+
+def _dispatch(argv: list[str], args: Sequence[str] | None) -> None:
     if argv and argv[0] in EXTRA_COMMANDS:
         module, fn = EXTRA_COMMANDS[argv[0]].split(":")
         sys.exit(getattr(importlib.import_module(module), fn)(argv[1:]))

@@ -997,6 +997,13 @@ def sweep_main(argv: list[str]) -> int:
     except (OSError, ValueError) as exc:
         print(f"kwsnet sweep: {exc}", file=sys.stderr)
         return 2
+    except yaml.YAMLError as exc:  # one line: the file, the line and what YAML expected
+        from kwsnet.errors import error_lines, yaml_syntax_error
+
+        text = Path(args.config).read_text(errors="replace")
+        for line in error_lines(yaml_syntax_error(args.config, text, exc)):
+            print(line.replace("kwsnet:", "kwsnet sweep:", 1), file=sys.stderr)
+        return 2
     out = args.out or spec.out
     workers = args.workers or spec.workers
     if workers < 1:

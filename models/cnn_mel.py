@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from kwsnet.errors import ConfigError
 from kwsnet.nn.pooling import MeanPooling, lengths_to_mask
 from models._pooling import build_pooling
 
@@ -108,7 +109,7 @@ class CnnMel(nn.Module):
         """
         B, T, F = x.shape
         if F != self.input_dim:
-            raise ValueError(
+            raise ConfigError(
                 f"CnnMel expects {self.input_dim} features per frame, got {F}; "
                 "set model.backbone.init_args.input_dim to the front end's out_dim"
             )

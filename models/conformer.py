@@ -25,6 +25,7 @@ import torch
 import torchaudio
 from torch import nn
 
+from kwsnet.errors import ConfigError
 from kwsnet.nn.pooling import SelfAttentionPooling, lengths_to_mask
 from models._pooling import build_pooling
 
@@ -238,7 +239,7 @@ class ConformerBackbone(nn.Module):
         """
         B, T, F = x.shape
         if F != self.input_dim:
-            raise ValueError(
+            raise ConfigError(
                 f"ConformerBackbone expects {self.input_dim} features per frame, got {F}; "
                 "set model.backbone.init_args.input_dim to the front end's out_dim"
             )

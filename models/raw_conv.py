@@ -11,16 +11,20 @@ so export walks ``backbone.layers`` followed by the head.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
 
-from kwsnet.nn.norms import make_norm
+from kwsnet.errors import ConfigError
+from kwsnet.nn.norms import NORM_KINDS, make_norm
 
-__all__ = ["RawConv", "NORM_PLACEMENTS"]
+__all__ = ["RawConv", "NORM_PLACEMENTS", "NormPlacement", "NormKind"]
 
-NORM_PLACEMENTS = ("per_conv", "end", "none")
+NormPlacement = Literal["per_conv", "end", "none"]
+NORM_PLACEMENTS: tuple[str, ...] = get_args(NormPlacement)
+# The kinds of kwsnet.nn.norms.NORM_KINDS, as a type: the CLI lists them for a wrong value.
+NormKind = Literal[tuple(NORM_KINDS)]  # type: ignore[valid-type]
 
 
 class RawConv(nn.Module):
@@ -50,8 +54,8 @@ class RawConv(nn.Module):
         kernel_size: int = 3,
         avg_pool: int = 16,
         max_pool: int = 4,
-        norm_placement: str = "per_conv",
-        norm: str = "layer",
+        norm_placement: NormPlacement = "per_conv",
+        norm: NormKind = "layer",
         norm_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -69,16 +73,25 @@ class RawConv(nn.Module):
         self.input_samples = input_samples
         self.norm_placement = norm_placement
         options = dict(norm_options or {})
+
+        def norm_layer(shape: tuple[int, ...]) -> nn.Module:
+            try:
+                return make_norm(norm, shape, **options)
+            except ValueError as exc:
+                if not options or norm not in NORM_KINDS:
+                    raise
+                raise ValueError(f"norm_options {options}: {exc}") from exc
+
         if norm_placement == "none":
             # No norm is built: build one and drop it so a misspelled option still fails.
-            make_norm(norm, (channels[-1],), **options)
+            norm_layer((channels[-1],))
         self.norm_shapes: list[tuple[int, ...]] = []
         layers: list[nn.Module] = [nn.AvgPool1d(avg_pool)]
         in_ch = 1
         for out_ch in channels:
             layers.append(nn.Conv1d(in_ch, out_ch, kernel_size, padding=kernel_size // 2))
             if norm_placement == "per_conv":
-                layers.append(make_norm(norm, (out_ch, length), **options))
+                layers.append(norm_layer((out_ch, length)))
                 self.norm_shapes.append((out_ch, length))
             layers += [nn.ReLU(), nn.MaxPool1d(max_pool)]
             length //= max_pool
@@ -90,7 +103,7 @@ class RawConv(nn.Module):
             in_ch = out_ch
         layers += [nn.AdaptiveAvgPool1d(1), nn.Flatten()]
         if norm_placement == "end":
-            layers.append(make_norm(norm, (in_ch,), **options))
+            layers.append(norm_layer((in_ch,)))
             self.norm_shapes.append((in_ch,))
         self.layers = nn.Sequential(*layers)
         self.embed_dim = in_ch
@@ -103,7 +116,7 @@ class RawConv(nn.Module):
         if x.dim() == 2:
             x = x.unsqueeze(1)
         if x.shape[-1] != self.input_samples:
-            raise ValueError(
+            raise ConfigError(
                 f"RawConv expects {self.input_samples} samples per clip, got {x.shape[-1]}; "
                 "set data.clip_samples and model.backbone.init_args.input_samples to match"
             )

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
 import torchaudio.functional as AF
@@ -111,6 +112,9 @@ class Augmentation(nn.Module):
         return self._augment(wave, lengths, applied)
 
 
+ShiftMode = Literal["pad", "roll"]
+
+
 class TimeShift(Augmentation):
     """Shift each utterance in time by ``U{-max..max}`` samples.
 
@@ -128,13 +132,13 @@ class TimeShift(Augmentation):
     Shapes: ``forward(wave [B, T], lengths [B]) -> (wave [B, T], lengths [B])``.
     """
 
-    MODES = ("pad", "roll")
+    MODES: tuple[str, ...] = get_args(ShiftMode)
 
     def __init__(
         self,
         max_shift_ms: float = 100.0,
         sample_rate: int = 16000,
-        mode: str = "pad",
+        mode: ShiftMode = "pad",
         p: float = 0.8,
     ) -> None:
         super().__init__(p)

@@ -13,6 +13,8 @@ only in training.
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 import torchaudio
 from torch import nn
@@ -21,7 +23,8 @@ from kwsnet.data.augment import _valid_mask
 
 __all__ = ["RawAudio", "LogMel", "MFCC", "SpecAugment", "NORMALIZATIONS"]
 
-NORMALIZATIONS = ("none", "mean", "meanvar")
+Normalization = Literal["none", "mean", "meanvar"]
+NORMALIZATIONS: tuple[str, ...] = get_args(Normalization)
 
 
 class RawAudio(nn.Module):
@@ -137,7 +140,7 @@ class LogMel(nn.Module):
         f_max: float | None = None,
         eps: float = 1e-6,
         center: bool = True,
-        normalize: str = "none",
+        normalize: Normalization = "none",
         spec_augment: SpecAugment | None = None,
     ) -> None:
         super().__init__()
@@ -257,7 +260,7 @@ class MFCC(LogMel):
         f_max: float | None = None,
         eps: float = 1e-6,
         center: bool = True,
-        normalize: str = "none",
+        normalize: Normalization = "none",
         spec_augment: SpecAugment | None = None,
     ) -> None:
         if n_mfcc > n_mels:

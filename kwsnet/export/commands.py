@@ -3,17 +3,20 @@
     kwsnet export --ckpt_path run/last.ckpt [--config cfg.yaml] --format cnative --out m.kwsn
     kwsnet parity --ckpt_path run/last.ckpt [--config cfg.yaml] [--per-layer] [--lib path.so]
 
-Arguments not listed here (e.g. ``--data.root=...``) are passed to the config as overrides.
+Config keys (``--data.root=...``, ``--model.*``, ``--trainer.*``, ``--seed_everything``) are
+passed to the config as overrides; any other unknown argument is an error of this command.
 The model and data are rebuilt by ``kwsnet.cli.build_from_config`` (imported lazily).
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 import tempfile
 from pathlib import Path
 
+from kwsnet.errors import one_line
 from kwsnet.export.layers import ExportError, collect_named_layers, input_shape_of
 
 __all__ = ["export_main", "parity_main", "export_model"]
@@ -71,6 +74,36 @@ def _sample_rate(dm: object) -> int:
     return rate
 
 
+# Top-level keys of the training config an export/parity override may set.
+CONFIG_KEYS = ("data", "model", "trainer", "seed_everything")
+
+
+def _parse(
+    parser: argparse.ArgumentParser, argv: list[str], required: tuple[str, ...] = ()
+) -> tuple[argparse.Namespace, list[str]]:
+    """``parser.parse_known_args``; the unknown arguments must be config overrides
+    (``--data.root x``, ``--model.head=...``), else it is this command's usage error, with
+    the closest of its own options (``--fromat`` → did you mean ``--format``?). ``required``
+    names options checked after that (so that a typo is reported first)."""
+    args, unknown = parser.parse_known_args(argv)
+    own = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    i = 0
+    while i < len(unknown):
+        token = unknown[i]
+        key = token[2:].split("=", 1)[0] if token.startswith("--") else ""
+        if key.split(".", 1)[0] not in CONFIG_KEYS:
+            close = difflib.get_close_matches(token.split("=", 1)[0], own, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            parser.error(f"unrecognized argument: {token}{hint}")
+        i += 1
+        if "=" not in token and i < len(unknown) and not unknown[i].startswith("--"):
+            i += 1  # its value (which may be negative: "-1")
+    missing = [f"--{name}" for name in required if getattr(args, name) is None]
+    if missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
+    return args, unknown
+
+
 class _ConfigExit(Exception):
     def __init__(self, code: int) -> None:
         super().__init__(code)
@@ -93,18 +126,18 @@ def export_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="kwsnet export", description=__doc__)
     _common(parser)
     parser.add_argument("--format", choices=FORMATS, default="cnative")
-    parser.add_argument("--out", required=True, help="output file (.kwsn, .h or .onnx)")
+    parser.add_argument("--out", help="output file (.kwsn, .h or .onnx); required")
     parser.add_argument(
         "--prefix", default="kwsn_model", help="C symbol prefix for --format c-header"
     )
-    args, overrides = parser.parse_known_args(argv)
+    args, overrides = _parse(parser, argv, required=("out",))
     try:
         model, dm = _build(args, overrides)
         n = export_model(model, args.format, args.out, _sample_rate(dm), args.prefix)
     except _ConfigExit as exc:
         return exc.code
     except (ExportError, ValueError, FileNotFoundError) as exc:
-        print(f"export failed: {exc}", file=sys.stderr)
+        print(f"export failed: {one_line(exc)}", file=sys.stderr)
         return 1
     print(f"wrote {args.out} ({n} bytes, format {args.format})")
     if args.format == "cnative":
@@ -125,7 +158,7 @@ def parity_main(argv: list[str]) -> int:
     parser.add_argument("--per-layer", action="store_true", help="report every layer's diff")
     parser.add_argument("--lib", default=None, help="libkwsnet.so (default: build cnative/)")
     parser.add_argument("--max-batches", type=int, default=None, help="stop early (debugging)")
-    args, overrides = parser.parse_known_args(argv)
+    args, overrides = _parse(parser, argv)
     from kwsnet.export.parity import run_parity
     from kwsnet.export.runtime import CModel, CRuntimeError
 
@@ -147,7 +180,7 @@ def parity_main(argv: list[str]) -> int:
     except _ConfigExit as exc:
         return exc.code
     except (ExportError, ValueError, FileNotFoundError, CRuntimeError) as exc:
-        print(f"parity failed: {exc}", file=sys.stderr)
+        print(f"parity failed: {one_line(exc)}", file=sys.stderr)
         return 1
     for line in rep.lines():
         print(line)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -33,7 +34,8 @@ __all__ = ["LSUV", "LSUV_ORDERS"]
 
 log = logging.getLogger(__name__)
 
-LSUV_ORDERS = ("std_then_mean", "joint", "mean_then_std")
+LsuvOrder = Literal["std_then_mean", "joint", "mean_then_std"]
+LSUV_ORDERS: tuple[str, ...] = get_args(LsuvOrder)
 _TREATED = (nn.modules.conv._ConvNd, nn.Linear)
 _DROPOUT = (nn.modules.dropout._DropoutNd, nn.MultiheadAttention)
 
@@ -80,7 +82,7 @@ class LSUV(InitStrategy):
 
     def __init__(
         self,
-        order: str = "std_then_mean",
+        order: LsuvOrder = "std_then_mean",
         tol: float = 1e-3,
         max_iters: int = 10,
         orthogonal: bool = True,
