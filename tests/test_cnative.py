@@ -613,3 +613,18 @@ def test_public_header_is_opaque(cbuild: Path) -> None:
     assert f"#define KWSN_ABI_VERSION {ABI_VERSION}u" in text
     assert "#define KWSN_ARENA_ALIGN 64u" in text
     assert load_library().kwsn_abi_version() == ABI_VERSION
+
+
+def test_fuzz_wav_reader_bounded(cbuild: Path, tmp_path: Path) -> None:
+    """A couple of seconds of mutation fuzzing of the CLI's WAV reader under ASan/UBSan,
+    seeded with the WAVs ``make fuzz`` uses (every encoding, and rejected ones)."""
+    spec = importlib.util.spec_from_file_location(
+        "gen_fuzz_seeds", CNATIVE_DIR / "tests/gen_fuzz_seeds.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    for name, data in mod.wav_seeds().items():
+        (tmp_path / name).write_bytes(data)
+    proc = _run([cbuild / "fuzz_wav_san", "-seconds=2", "-seed=1", *sorted(tmp_path.iterdir())])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "no sanitizer reports" in proc.stdout

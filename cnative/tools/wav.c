@@ -19,7 +19,6 @@ static uint16_t le16(const uint8_t *b) { return (uint16_t)(b[0] | (b[1] << 8)); 
 int kwsn_wav_read(const char *path, float **samples, size_t *n_samples, uint32_t *sample_rate,
                   char *err, size_t err_cap) {
     uint8_t *buf = NULL;
-    float *out = NULL;
     *samples = NULL;
     *n_samples = 0;
     FILE *f = fopen(path, "rb");
@@ -42,7 +41,17 @@ int kwsn_wav_read(const char *path, float **samples, size_t *n_samples, uint32_t
         return 1;
     }
     fclose(f);
-    const size_t len = (size_t)size;
+    int rc = kwsn_wav_parse(buf, (size_t)size, path, samples, n_samples, sample_rate, err, err_cap);
+    free(buf);
+    return rc;
+}
+
+int kwsn_wav_parse(const uint8_t *buf, size_t len, const char *path, float **samples,
+                   size_t *n_samples, uint32_t *sample_rate, char *err, size_t err_cap) {
+    float *out = NULL;
+    *samples = NULL;
+    *n_samples = 0;
+    if (len < 12) FAIL("%s: not a WAV file (too short)", path);
     if (memcmp(buf, "RIFF", 4) != 0 || memcmp(buf + 8, "WAVE", 4) != 0)
         FAIL("%s: not a RIFF/WAVE file", path);
     uint16_t fmt_tag = 0, channels = 0, bits = 0;
@@ -90,13 +99,11 @@ int kwsn_wav_read(const char *path, float **samples, size_t *n_samples, uint32_t
         FAIL("%s: unsupported WAV encoding (format %u, %u bits); use 16-bit PCM or 32-bit float",
              path, fmt_tag, bits);
     }
-    free(buf);
     *samples = out;
     *n_samples = n;
     *sample_rate = rate;
     return 0;
 fail:
-    free(buf);
     free(out);
     return 1;
 }

@@ -10,5 +10,8 @@
 /* Returns 0 and a malloc'd *samples on success; otherwise non-zero with a message in err. */
 int kwsn_wav_read(const char *path, float **samples, size_t *n_samples, uint32_t *sample_rate,
                   char *err, size_t err_cap);
+/* The same on a WAV file held in memory (name is used in messages only). */
+int kwsn_wav_parse(const uint8_t *buf, size_t len, const char *name, float **samples,
+                   size_t *n_samples, uint32_t *sample_rate, char *err, size_t err_cap);
 
 #endif

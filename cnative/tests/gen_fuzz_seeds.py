@@ -1,0 +1,69 @@
+"""Seed corpora for ``make fuzz``: real exported model files (the golden cases: every layer
+kind and tiny RawConv models) and WAV files in each encoding the reader takes (16-bit PCM,
+32-bit float, WAVE_FORMAT_EXTENSIBLE) plus ones it rejects (stereo, 8-bit, no data chunk).
+
+    python cnative/tests/gen_fuzz_seeds.py MODEL_DIR WAV_DIR
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def _wav(fmt: int, channels: int, rate: int, bits: int, data: bytes, ext: bool = False) -> bytes:
+    block = channels * bits // 8
+    if ext:
+        fmt_body = struct.pack("<HHIIHH", 0xFFFE, channels, rate, rate * block, block, bits)
+        guid = struct.pack("<H", fmt) + b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
+        fmt_body += struct.pack("<HHI", 22, bits, 0) + guid
+    else:
+        fmt_body = struct.pack("<HHIIHH", fmt, channels, rate, rate * block, block, bits)
+    chunks = b"fmt " + struct.pack("<I", len(fmt_body)) + fmt_body
+    chunks += b"data" + struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks
+
+
+def wav_seeds() -> dict[str, bytes]:
+    """name -> WAV bytes (short clips, so mutations stay cheap)."""
+    x = np.sin(np.arange(400) * 0.05).astype(np.float32) * 0.5
+    pcm = (x * 32767).astype("<i2").tobytes()
+    return {
+        "pcm16.wav": _wav(1, 1, 16000, 16, pcm),
+        "float32.wav": _wav(3, 1, 16000, 32, x.astype("<f4").tobytes()),
+        "ext_pcm16.wav": _wav(1, 1, 8000, 16, pcm, ext=True),
+        "stereo.wav": _wav(1, 2, 16000, 16, pcm),
+        "pcm8.wav": _wav(1, 1, 16000, 8, pcm[:200]),
+        "no_data.wav": _wav(1, 1, 16000, 16, b"")[:-8],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the model seeds to argv[0] and the WAV seeds to argv[1]."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    model_dir, wav_dir = Path(args[0]), Path(args[1])
+    model_dir.mkdir(parents=True, exist_ok=True)
+    wav_dir.mkdir(parents=True, exist_ok=True)
+    import gen_golden
+
+    gen_golden.generate(model_dir, seed=0)
+    for f in model_dir.iterdir():
+        if f.suffix != ".kwsn":
+            f.unlink()  # keep only the model files
+    for name, data in wav_seeds().items():
+        (wav_dir / name).write_bytes(data)
+    n_models = len(list(model_dir.glob("*.kwsn")))
+    print(f"{n_models} model seeds in {model_dir}, {len(wav_seeds())} WAV seeds in {wav_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
