@@ -17,16 +17,32 @@ A spec (YAML) has these keys (only ``name``, ``base_config`` and ``seeds`` are r
     overrides:                       # dotted CLI key -> value, the same for every run
       trainer.max_epochs: 50
     metric: test/acc                 # the summary.json metric the table reports
+    stats: {ci: t, alpha: 0.05, baseline: null, bootstrap_samples: 10000, seed: 0, goal: null}
     workers: 2                       # parallel runs; threads per run = cores // workers
     out: sweeps/kws_raw_ln           # run dirs, ledger, results
-    publish: docs/sweeps/kws_raw_ln  # optional: copy results.{md,csv,png} here at the end
+    publish: docs/sweeps/kws_raw_ln  # optional: copy results.{md,csv,png}, ledger.jsonl here
     wandb: {log_runs: true, summary_run: true, project: kwsnet, offline: null}
+
+``base_config`` may also be a list, or ``grid`` may have a ``base_config`` key (not both): the
+base config is then a grid key like any other (the first, slowest one), so a model comparison
+is one spec; each run's ``--config``, content key and logger come from its own base config.
+Grid values that are dicts or long lists get short labels in run ids and tables: the class name
+of a ``class_path`` dict (with a 6-hex hash of the value when two values share it), else
+``dict-<hash>`` / ``list-<hash>``; a base config is labelled by its file stem.
+
+``stats`` (see ``kwsnet/stats.py`` and docs/sweeps.md): the CI method of each point's mean
+(``t`` or ``bootstrap``), ``alpha``, the ``baseline`` point (a label as in the table, e.g.
+``lr=0.005,norm_placement=per_conv``, or an index into the grid points; default the first),
+``bootstrap_samples`` and the bootstrap ``seed``, and ``goal`` (``max``/``min``; default from
+the metric's name: lower is better for losses and error rates). Every table has the mean's CI,
+the difference to the baseline with its CI, the p-value (paired by seed, else Welch), the
+Holm-adjusted p-value and a verdict.
 
 Relative paths (``base_config``, ``out``, ``publish``, data roots in ``overrides``) resolve
 from the current directory, as the run processes start there.
 
 Resume matches runs on content, not on the base config's path: every record carries a
-``content_key``, the sha256 of the base config file's parsed YAML and the spec's overrides
+``content_key``, the sha256 of its own base config file's parsed YAML and the spec's overrides
 (``content_key()``). A value changed in the base config or in ``overrides`` makes the recorded
 runs "other content": they are re-run, left out of the table until then, and results.md says how
 many. Comments, whitespace, quoting and key order do not count. Records written before the key
@@ -66,8 +82,9 @@ from typing import Any
 
 import yaml
 
+from kwsnet import stats as kstats
 from kwsnet import yaml12
-from kwsnet.metrics.collapse import MAX_SHARE, collapse_stats
+from kwsnet.metrics.collapse import MAX_SHARE, RULE, collapse_stats, is_collapsed
 
 __all__ = [
     "SweepSpec",
@@ -76,6 +93,14 @@ __all__ = [
     "plan_runs",
     "read_ledger",
     "content_key",
+    "content_keys",
+    "point_label",
+    "value_labels",
+    "baseline_index",
+    "run_base_config",
+    "record_collapsed",
+    "add_stats",
+    "stats_note",
     "append_ledger",
     "latest_records",
     "aggregate",
@@ -90,8 +115,16 @@ LEDGER = "ledger.jsonl"
 LOCK = "sweep.lock"
 RESULT_FILES = ("results.md", "results.csv", "results.png")
 _WANDB_KEYS = {"log_runs", "summary_run", "project", "offline"}
+_STATS_DEFAULTS: dict[str, Any] = {
+    "ci": "t",
+    "alpha": 0.05,
+    "baseline": None,
+    "bootstrap_samples": 10000,
+    "seed": 0,
+    "goal": None,
+}
+BASE_KEY = "base_config"  # the grid key of a sweep over base configs
 _TAIL_LINES = 25
-_COLLAPSE_SHARE = MAX_SHARE
 # The command a run starts with; its arguments follow. ``-c`` rather than ``train.py`` so the
 # runner works from an installed package too. Tests swap in a fake trainer here.
 FIT_ENTRY: list[str] = [sys.executable, "-c", "from kwsnet.cli import main; main()", "fit"]
@@ -103,23 +136,28 @@ class SweepSpec:
 
     Args:
         name: sweep name; the wandb group of every run and the default out dir ``sweeps/<name>``.
-        base_config: the ``kwsnet fit`` config every run starts from.
+        base_config: the ``kwsnet fit`` config every run starts from; a list makes it a grid key
+            (as ``grid: {base_config: [...]}`` does; then this holds the first one).
         seeds: the ``seed_everything`` values; each grid point runs once per seed.
         grid: dotted CLI key → values; runs cover the cartesian product, first key slowest.
         overrides: dotted CLI key → value, added to every run (default none).
         metric: the ``summary.json`` metric to aggregate (default ``test/acc``).
         workers: runs in parallel (default 1).
         out: the sweep directory (default ``sweeps/<name>``).
-        publish: a directory the results files are copied to at the end (default none).
+        publish: a directory the results files and the ledger are copied to at the end
+            (default none).
         wandb: ``log_runs`` (pass group/job_type/tags/name to each run's logger, default true;
             the logger's ``save_dir`` is the run dir either way),
             ``summary_run`` (log the table as a summary run, default true), ``project``
             (default ``kwsnet``), ``offline`` (default ``None``: ``resolve_offline``).
+        stats: ``ci`` (``t``/``bootstrap``), ``alpha``, ``baseline`` (a point label or index,
+            default the first point), ``bootstrap_samples``, ``seed``, ``goal``
+            (``max``/``min``, default from the metric name); see ``kwsnet/stats.py``.
         description: free text, copied to results.md.
     """
 
     name: str
-    base_config: str
+    base_config: Any
     seeds: list[int]
     grid: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -128,6 +166,7 @@ class SweepSpec:
     out: str = ""
     publish: str | None = None
     wandb: dict[str, Any] = dataclasses.field(default_factory=dict)
+    stats: dict[str, Any] = dataclasses.field(default_factory=dict)
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -149,6 +188,22 @@ class SweepSpec:
             raise ValueError(f"seeds repeat: {self.seeds}")
         if not isinstance(self.grid, dict) or not isinstance(self.overrides, dict):
             raise ValueError("grid and overrides must be mappings of dotted key -> value(s)")
+        if isinstance(self.base_config, list):
+            if BASE_KEY in self.grid:
+                raise ValueError("base_config is a list and a grid key: give it once")
+            self.grid = {BASE_KEY: self.base_config, **self.grid}
+            self.base_config = None
+        if BASE_KEY in self.grid:
+            configs = self.grid[BASE_KEY]
+            if not isinstance(configs, list) or not configs:
+                raise ValueError(f"grid.base_config must be a non-empty list, got {configs!r}")
+            if not all(isinstance(c, str) and c for c in configs):
+                raise ValueError(f"grid.base_config must be a list of paths, got {configs!r}")
+            if self.base_config not in (None, configs[0]):
+                raise ValueError("base_config is both at the top and in grid: give it once")
+            self.base_config = configs[0]
+        if not isinstance(self.base_config, str) or not self.base_config:
+            raise ValueError(f"base_config must be a path or a list of paths: {self.base_config!r}")
         for key, values in self.grid.items():
             if not isinstance(values, list) or not values:
                 raise ValueError(f"grid.{key} must be a non-empty list of values, got {values!r}")
@@ -159,6 +214,8 @@ class SweepSpec:
             raise ValueError(f"keys both in grid and overrides: {clash}")
         reserved = {"seed_everything", "config", "trainer.default_root_dir"}
         bad = sorted((set(self.grid) | set(self.overrides)) & reserved)
+        if BASE_KEY in self.overrides:
+            raise ValueError("base_config is not an override: set it at the top or in grid")
         if bad:
             raise ValueError(f"{bad} are set by the sweep itself; use `seeds:` for seeds")
         if self.workers < 1:
@@ -166,7 +223,45 @@ class SweepSpec:
         unknown = sorted(set(self.wandb) - _WANDB_KEYS)
         if unknown:
             raise ValueError(f"unknown wandb keys {unknown}; valid: {sorted(_WANDB_KEYS)}")
+        self._check_stats()
         self.out = self.out or os.path.join("sweeps", self.name)
+
+    def _check_stats(self) -> None:
+        if not isinstance(self.stats, dict):
+            raise ValueError(f"stats must be a mapping, got {self.stats!r}")
+        unknown = sorted(set(self.stats) - set(_STATS_DEFAULTS))
+        if unknown:
+            raise ValueError(f"unknown stats keys {unknown}; valid: {sorted(_STATS_DEFAULTS)}")
+        st = {**_STATS_DEFAULTS, **self.stats}
+        if st["ci"] not in kstats.CI_METHODS:
+            raise ValueError(f"stats.ci must be one of {list(kstats.CI_METHODS)}, got {st['ci']!r}")
+        alpha = st["alpha"]
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+            raise ValueError(f"stats.alpha must be in (0, 1), got {alpha!r}")
+        n = st["bootstrap_samples"]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 100:
+            raise ValueError(f"stats.bootstrap_samples must be an int >= 100, got {n!r}")
+        if isinstance(st["seed"], bool) or not isinstance(st["seed"], int):
+            raise ValueError(f"stats.seed must be an int, got {st['seed']!r}")
+        if st["goal"] not in (None, "max", "min"):
+            raise ValueError(f"stats.goal must be max, min or null, got {st['goal']!r}")
+        baseline_index(self, st["baseline"])  # raises on an unknown point
+
+    @property
+    def stat(self) -> dict[str, Any]:
+        """``stats`` with the defaults filled in."""
+        return {**_STATS_DEFAULTS, **self.stats}
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Whether a larger metric is better: ``stats.goal``, else from the metric's name."""
+        goal = self.stat["goal"]
+        return kstats.higher_is_better(self.metric) if goal is None else goal == "max"
+
+    @property
+    def base_configs(self) -> list[str]:
+        """Every base config the sweep runs (one unless ``base_config`` is a grid key)."""
+        return list(self.grid.get(BASE_KEY, [self.base_config]))
 
 
 _SPEC_KEYS = [f.name for f in dataclasses.fields(SweepSpec)]
@@ -184,6 +279,9 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
     if unknown:
         raise ValueError(f"{path}: unknown sweep spec keys {unknown}; valid keys: {_SPEC_KEYS}")
     missing = [k for k in ("name", "base_config", "seeds") if k not in data]
+    if BASE_KEY in (data.get("grid") or {}) and "base_config" in missing:
+        missing.remove("base_config")
+        data = {**data, "base_config": None}
     if missing:
         raise ValueError(f"{path}: sweep spec needs {missing}")
     try:
@@ -201,12 +299,71 @@ def cli_value(value: Any) -> str:
 
 
 def _short(key: str) -> str:
-    return key.rsplit(".", 1)[-1]
+    return "config" if key == BASE_KEY else key.rsplit(".", 1)[-1]
 
 
-def point_label(point: dict[str, Any]) -> str:
-    """``{"a.b.lr": 0.005, "x.norm": "end"}`` → ``lr=0.005,norm=end`` (short key names)."""
-    return ",".join(f"{_short(k)}={cli_value(v)}" for k, v in point.items()) or "base"
+_LONG_VALUE = 24  # JSON values longer than this are labelled by a hash
+
+
+def _hash6(value: Any) -> str:
+    text = json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"), default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:6]
+
+
+def _value_label(key: str, value: Any) -> str:
+    """A short, readable name for one grid value (before making a key's names unique)."""
+    if key == BASE_KEY and isinstance(value, str):
+        return Path(value).stem
+    if isinstance(value, dict) and isinstance(value.get("class_path"), str):
+        return value["class_path"].rsplit(".", 1)[-1]
+    text = cli_value(value)
+    if isinstance(value, (dict, list)) and len(text) > _LONG_VALUE:
+        return f"{type(value).__name__}-{_hash6(value)}"
+    return text
+
+
+def value_labels(key: str, values: Sequence[Any]) -> list[str]:
+    """The labels of one grid key's values: ``_value_label``, with a 6-hex hash of the value
+    added where two values would share a label (a base config's full path instead)."""
+    labels = [_value_label(key, v) for v in values]
+    for i, (label, value) in enumerate(zip(labels, values, strict=True)):
+        if labels.count(label) > 1:
+            if key == BASE_KEY:
+                labels[i] = value
+            elif label != cli_value(value):
+                labels[i] = f"{label}-{_hash6(value)}"
+    return labels
+
+
+def _label_of(spec: SweepSpec | None, key: str, value: Any) -> str:
+    if spec is not None and key in spec.grid:
+        values = spec.grid[key]
+        for v, label in zip(values, value_labels(key, values), strict=True):
+            if v == value:
+                return label
+    return _value_label(key, value)
+
+
+def point_label(point: dict[str, Any], spec: SweepSpec | None = None) -> str:
+    """``{"a.b.lr": 0.005, "x.norm": "end"}`` → ``lr=0.005,norm=end`` (short key names; dict
+    values by class name or hash, base configs by file stem: ``value_labels``)."""
+    return ",".join(f"{_short(k)}={_label_of(spec, k, v)}" for k, v in point.items()) or "base"
+
+
+def baseline_index(spec: SweepSpec, baseline: Any = _STATS_DEFAULTS["baseline"]) -> int:
+    """The index (in grid order) of the ``stats.baseline`` point: ``None`` → 0, an int index,
+    or a point label as in the table (e.g. ``lr=0.005,norm_placement=end``)."""
+    points = grid_points(spec)
+    if baseline is None:
+        return 0
+    if isinstance(baseline, int) and not isinstance(baseline, bool):
+        if not 0 <= baseline < len(points):
+            raise ValueError(f"stats.baseline index {baseline} is not in 0..{len(points) - 1}")
+        return baseline
+    labels = [point_label(p, spec) for p in points]
+    if baseline in labels:
+        return labels.index(baseline)
+    raise ValueError(f"stats.baseline {baseline!r} is not a grid point; the points: {labels}")
 
 
 def _slug(text: str) -> str:
@@ -226,9 +383,14 @@ class RunPlan:
     argv: list[str]
 
 
-def _load_base(spec: SweepSpec) -> Any:
-    """The base config file, parsed as the CLI parses it (YAML 1.2 scalars)."""
-    return yaml12.load(Path(spec.base_config).read_text())
+def run_base_config(spec: SweepSpec, point: dict[str, Any] | None = None) -> str:
+    """The base config of a run at ``point``: its ``base_config`` grid value, else the spec's."""
+    return (point or {}).get(BASE_KEY, spec.base_config)
+
+
+def _load_base(path: str) -> Any:
+    """A base config file, parsed as the CLI parses it (YAML 1.2 scalars)."""
+    return yaml12.load(Path(path).read_text())
 
 
 def _canonical(obj: Any) -> Any:
@@ -240,15 +402,16 @@ def _canonical(obj: Any) -> Any:
     return obj
 
 
-def content_key(spec: SweepSpec, base: Any = None) -> str:
-    """What every run of the spec is made of, as a sha256 hex digest: the base config file's
-    parsed content (``base``, else read from ``spec.base_config``) and the overrides in order.
+def content_key(spec: SweepSpec, base: Any = None, base_config: str | None = None) -> str:
+    """What a run of the spec is made of, as a sha256 hex digest: its base config file's
+    parsed content (``base``, else read from ``base_config``, default ``spec.base_config``)
+    and the overrides in order.
 
     Parsed, so comments, whitespace, quoting and mapping key order do not change it; every value
     does. Files the base config refers to, and the code, are not part of it.
     """
     if base is None:
-        base = _load_base(spec)
+        base = _load_base(base_config or spec.base_config)
     fixed = {"base_config": base, "overrides": [[k, v] for k, v in spec.overrides.items()]}
     text = json.dumps(
         _canonical(fixed), sort_keys=True, separators=(",", ":"), allow_nan=True, default=repr
@@ -265,6 +428,8 @@ def _run_logger(spec: SweepSpec, point: dict[str, Any], base: Any) -> Any:
     trainer = base.get("trainer", {}) if isinstance(base, dict) else _UNKNOWN
     logger = trainer.get("logger") if isinstance(trainer, dict) else _UNKNOWN
     for key, value in {**spec.overrides, **point}.items():
+        if key == BASE_KEY:
+            continue
         if key == "trainer.logger":
             logger = value
             if isinstance(value, str):  # the CLI parses it: "false", a class name, JSON
@@ -308,23 +473,25 @@ def run_args(
 ) -> list[str]:
     """The ``kwsnet fit`` arguments of one run (everything after the subcommand).
 
-    ``base`` is the parsed base config (read from ``spec.base_config`` when not given); it
+    ``base`` is the parsed base config (read from the run's base config when not given); it
     tells whether the run has a logger, whose ``save_dir`` is then set to ``run_dir``.
     """
+    config = run_base_config(spec, point)
     if base is _UNKNOWN:
         try:
-            base = _load_base(spec)
+            base = _load_base(config)
         except (OSError, yaml.YAMLError):
             pass  # the run reports it; assume a logger, so nothing is written outside run_dir
-    args = ["--config", spec.base_config]
+    args = ["--config", config]
     for key, value in {**spec.overrides, **point}.items():
-        args += [f"--{key}", cli_value(value)]
+        if key != BASE_KEY:
+            args += [f"--{key}", cli_value(value)]
     args += ["--seed_everything", str(seed), "--trainer.default_root_dir", run_dir]
     args += ["--test_after_fit", "true", "--trainer.enable_progress_bar", "false"]
     meta: dict[str, Any] = {}
     if spec.wandb.get("log_runs", True):
-        label = point_label(point)
-        tags = [spec.name] + [f"{_short(k)}={cli_value(v)}"[:64] for k, v in point.items()]
+        label = point_label(point, spec)
+        tags = [spec.name] + [f"{_short(k)}={_label_of(spec, k, v)}"[:64] for k, v in point.items()]
         meta = {"group": spec.name, "job_type": label[:64], "tags": tags, "name": run_id}
     return args + _logger_args(_run_logger(spec, point, base), run_dir, meta)
 
@@ -337,13 +504,16 @@ def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
 def plan_runs(spec: SweepSpec, out: str | None = None) -> list[RunPlan]:
     """Every (grid point × seed) run, grid points in spec order (first key slowest)."""
     out = out or spec.out
-    try:
-        base = _load_base(spec)
-    except (OSError, yaml.YAMLError):
-        base = _UNKNOWN
+    bases: dict[str, Any] = {}
+    for config in spec.base_configs:
+        try:
+            bases[config] = _load_base(config)
+        except (OSError, yaml.YAMLError):
+            bases[config] = _UNKNOWN
     plans = []
     for point in grid_points(spec):
-        label = point_label(point)
+        label = point_label(point, spec)
+        base = bases[run_base_config(spec, point)]
         for seed in spec.seeds:
             run_id = f"{_slug(label)}__seed{seed}"
             run_dir = os.path.join(out, "runs", run_id)
@@ -425,16 +595,20 @@ def _tail(path: str, n: int = _TAIL_LINES) -> str:
 def _is_collapsed(
     summary: dict[str, Any], num_classes: int | None
 ) -> tuple[bool | None, dict[str, Any]]:
-    """Collapse on the test split: fewer predicted classes than exist, or one class > 90%."""
+    """Collapse on the test split, by ``kwsnet.metrics.collapse``'s rule (``RULE``) on the
+    prediction counts; the run's own flag only when it recorded no counts or shares."""
     test = dict((summary.get("collapse") or {}).get("test") or {})
     metrics = summary.get("metrics") or {}
     counts = test.get("counts")
     if counts:
         counts = list(counts) + [0] * max(0, (num_classes or 0) - len(counts))
-        stats = collapse_stats(counts, _COLLAPSE_SHARE)
+        stats = collapse_stats(counts, MAX_SHARE)
         test.setdefault("n_pred_classes", stats["n_pred_classes"])
         test.setdefault("max_class_share", stats["max_class_share"])
-        return bool(stats["collapsed"] or test.get("collapsed")), test
+        return bool(stats["collapsed"]), test
+    if num_classes and test.get("n_pred_classes") is not None and "max_class_share" in test:
+        n_pred, share = test["n_pred_classes"], test["max_class_share"]
+        return is_collapsed(int(n_pred), int(num_classes), float(share)), test
     if "collapsed" in test:
         return bool(test["collapsed"]), test
     if "test/collapsed" in metrics:
@@ -442,29 +616,43 @@ def _is_collapsed(
     return None, test
 
 
-def _fixed(spec: SweepSpec) -> dict[str, Any]:
-    """The base config path and overrides, for humans (and for records without a key)."""
-    return json.loads(json.dumps({"base_config": spec.base_config, "overrides": spec.overrides}))
+def _fixed(spec: SweepSpec, config: str | None = None) -> dict[str, Any]:
+    """The run's base config path (default the spec's) and the overrides, for humans (and for
+    records without a key)."""
+    fixed = {"base_config": config or spec.base_config, "overrides": spec.overrides}
+    return json.loads(json.dumps(fixed))
 
 
-def _launch_key(spec: SweepSpec) -> str | None:
+def _launch_key(spec: SweepSpec, config: str | None = None) -> str | None:
     """The content key as a run starts; ``None`` if the base config cannot be read then."""
     try:
-        return content_key(spec)
+        return content_key(spec, base_config=config)
     except (OSError, yaml.YAMLError):
         return None
 
 
-def _content(rec: dict[str, Any], spec: SweepSpec, key: str) -> str:
+def content_keys(spec: SweepSpec) -> dict[str, str]:
+    """``content_key`` of every base config of the sweep (raises if one cannot be read)."""
+    return {c: content_key(spec, base_config=c) for c in spec.base_configs}
+
+
+def _rec_config(rec: dict[str, Any], spec: SweepSpec) -> str:
+    return run_base_config(spec, rec.get("point") if isinstance(rec.get("point"), dict) else None)
+
+
+def _content(rec: dict[str, Any], spec: SweepSpec, keys: dict[str, str | None]) -> str:
     """``"same"``, ``"other"`` or ``"unknown"``: was ``rec`` made with the spec's content?
 
-    Records written before ``content_key`` existed have only the base config path and the
-    overrides (``fixed``): other ones mean other content; the same ones tell nothing about what
-    the file held then (``"unknown"``).
+    ``keys``: the content key of each base config (``content_keys``); a record is compared
+    with its own run's base config. Records written before ``content_key`` existed have only
+    the base config path and the overrides (``fixed``): other ones mean other content; the same
+    ones tell nothing about what the file held then (``"unknown"``).
     """
+    config = _rec_config(rec, spec)
     if "content_key" in rec:
-        return "same" if rec["content_key"] == key else "other"
-    if rec.get("fixed", _fixed(spec)) != _fixed(spec):
+        return "same" if rec["content_key"] == keys.get(config) else "other"
+    fixed = _fixed(spec, config)
+    if rec.get("fixed", fixed) != fixed:
         return "other"
     return "unknown"
 
@@ -474,14 +662,15 @@ def record_run(
 ) -> dict[str, Any]:
     """Build the ledger record of a finished run from its exit code and ``summary.json``.
 
-    ``key``: the content key the run started with (default: ``content_key(spec)`` now).
+    ``key``: the content key the run started with (default: its ``content_key`` now).
     """
+    config = run_base_config(spec, plan.point)
     rec: dict[str, Any] = {
         "run_id": plan.run_id,
         "point": plan.point,
         "point_label": plan.point_label,
-        "fixed": _fixed(spec),
-        "content_key": _launch_key(spec) if key is _UNKNOWN else key,
+        "fixed": _fixed(spec, config),
+        "content_key": _launch_key(spec, config) if key is _UNKNOWN else key,
         "seed": plan.seed,
         "metric": spec.metric,
         "value": None,
@@ -585,10 +774,10 @@ def run_sweep(
 ) -> list[dict[str, Any]]:
     """Run the not-yet-``ok`` plans, ``workers`` at a time; return this invocation's records."""
     ledger = os.path.join(out, LEDGER)
-    key = content_key(spec)
+    keys = content_keys(spec)
     latest = latest_records(read_ledger(ledger, repair=True))
     done = {k for k, r in latest.items() if r.get("status") == "ok"}
-    content = {k: _content(latest[k], spec, key) for k in done}
+    content = {k: _content(latest[k], spec, keys) for k in done}
     stale = sorted(k for k in done if content[k] == "other")
     if stale:
         warnings.warn(
@@ -638,7 +827,8 @@ def run_sweep(
                 logf = open(plan.log_path, "w")  # noqa: SIM115 (closed when the run ends)
                 logf.write("$ " + shlex.join(plan.argv) + "\n")
                 logf.flush()
-                run_key = _launch_key(spec)  # the run reads the base config as it starts
+                # the run reads its base config as it starts
+                run_key = _launch_key(spec, run_base_config(spec, plan.point))
                 proc = subprocess.Popen(plan.argv, stdout=logf, stderr=subprocess.STDOUT, env=env)
                 running[proc] = (plan, time.monotonic(), logf, run_key)
             for proc in [p for p in running if p.poll() is not None]:
@@ -681,17 +871,30 @@ def run_sweep(
     return records
 
 
+def record_collapsed(rec: dict[str, Any]) -> bool:
+    """Whether a ledger record's run collapsed by the current rule (``RULE``), from its
+    ``n_pred_classes``, ``num_classes`` and ``max_class_share``; its recorded flag when one of
+    them is missing. So a report on an old ledger applies today's rule."""
+    n_pred, classes, share = (
+        rec.get(k) for k in ("n_pred_classes", "num_classes", "max_class_share")
+    )
+    if n_pred is None or classes is None or share is None:
+        return bool(rec.get("collapsed"))
+    return is_collapsed(int(n_pred), int(classes), float(share))
+
+
 def aggregate(records: Iterable[dict[str, Any]], spec: SweepSpec) -> list[dict[str, Any]]:
     """One row per grid point (spec order): n ok, mean, sample std (ddof=1), min, max of the
-    metric, collapsed count, median best epoch, failed count. Uses each run's latest record."""
+    metric, collapsed count (``record_collapsed``), median best epoch, failed count, and the
+    statistics of ``add_stats``. Uses each run's latest record; collapsed runs count."""
     latest = latest_records(records)
     rows = []
     for point in grid_points(spec):
-        label = point_label(point)
+        label = point_label(point, spec)
         recs = [r for r in latest.values() if r.get("point_label") == label]
         ok = [r for r in recs if r.get("status") == "ok"]
         vals = [float(r["value"]) for r in ok]
-        flags = [bool(r.get("collapsed")) for r in ok]
+        flags = [record_collapsed(r) for r in ok]
         epochs = [r["best_epoch"] for r in ok if r.get("best_epoch") is not None]
         rows.append(
             {
@@ -702,13 +905,47 @@ def aggregate(records: Iterable[dict[str, Any]], spec: SweepSpec) -> list[dict[s
                 "std": statistics.stdev(vals) if len(vals) > 1 else math.nan,
                 "min": min(vals) if vals else math.nan,
                 "max": max(vals) if vals else math.nan,
-                "collapsed": sum(bool(r.get("collapsed")) for r in ok),
+                "collapsed": sum(flags),
                 "median_best_epoch": statistics.median(epochs) if epochs else math.nan,
                 "failed": sum(r.get("status") != "ok" for r in recs),
                 "values": vals,
+                "seeds": [r.get("seed") for r in ok],
                 "collapsed_flags": flags,
             }
         )
+    return add_stats(rows, spec)
+
+
+def add_stats(rows: list[dict[str, Any]], spec: SweepSpec) -> list[dict[str, Any]]:
+    """Add to each row (in place; returned) the CI of its mean (``ci_low``, ``ci_high``) and,
+    against the ``stats.baseline`` row: ``test`` (``paired``/``welch``; ``baseline`` on the
+    baseline row), ``diff``, ``diff_low``, ``diff_high``, ``p``, ``p_holm`` (Holm over the
+    non-baseline rows) and ``verdict``. See ``kwsnet/stats.py``."""
+    st = spec.stat
+    boot = {"method": st["ci"], "samples": st["bootstrap_samples"], "seed": st["seed"]}
+    base_i = baseline_index(spec, st["baseline"])
+    base = rows[base_i] if rows else None
+    for i, r in enumerate(rows):
+        r["ci_low"], r["ci_high"] = kstats.mean_ci(r["values"], st["alpha"], **boot)
+        r["baseline"] = base["point_label"] if base else ""
+        if i == base_i:
+            nan = math.nan
+            r.update(test="baseline", diff=nan, diff_low=nan, diff_high=nan, p=nan)
+        else:
+            r.update(
+                kstats.compare(
+                    r["values"], r["seeds"], base["values"], base["seeds"], st["alpha"], **boot
+                )
+            )
+    others = [i for i in range(len(rows)) if i != base_i]
+    adjusted = kstats.holm([rows[i]["p"] for i in others])
+    for i, p_adj in zip(others, adjusted, strict=True):
+        rows[i]["p_holm"] = p_adj
+        rows[i]["verdict"] = kstats.verdict(
+            rows[i]["diff"], p_adj, st["alpha"], spec.higher_is_better
+        )
+    if rows:
+        rows[base_i].update(p_holm=math.nan, verdict="baseline")
     return rows
 
 
@@ -716,9 +953,28 @@ def _fmt(x: float, digits: int = 3) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
+def _fmt_p(p: float) -> str:
+    if p is None or math.isnan(p):
+        return "–"
+    return f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
+
+
+def _fmt_diff(r: dict[str, Any]) -> str:
+    if r.get("test") in ("baseline", "", None) or math.isnan(r["diff"]):
+        return "–"
+    ci = "" if math.isnan(r["diff_low"]) else f" [{r['diff_low']:+.3f}, {r['diff_high']:+.3f}]"
+    return f"{r['diff']:+.3f}{ci}"
+
+
+def _cell(spec: SweepSpec, key: str, value: Any) -> str:
+    return _label_of(spec, key, value)
+
+
 def format_table(rows: Sequence[dict[str, Any]], spec: SweepSpec) -> str:
-    """The aggregate table as GitHub markdown."""
+    """The aggregate table as GitHub markdown: the spread columns, then the statistics
+    (the mean's CI, the difference to the baseline with its CI, p, Holm's p, the verdict)."""
     keys = [_short(k) for k in spec.grid]
+    pct = f"{1 - spec.stat['alpha']:.0%}"
     head = [
         *keys,
         "n",
@@ -728,10 +984,15 @@ def format_table(rows: Sequence[dict[str, Any]], spec: SweepSpec) -> str:
         "collapsed",
         "median best epoch",
         "failed",
+        f"mean {pct} CI",
+        f"Δ vs baseline [{pct} CI]",
+        "p (test)",
+        "p Holm",
+        "verdict",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [cli_value(v) for v in r["point"].values()]
+        cells = [_cell(spec, k, v) for k, v in r["point"].items()]
         mean_std = f"{_fmt(r['mean'])} ± {_fmt(r['std'])}" if r["n"] else "–"
         epoch = r["median_best_epoch"]
         cells += [
@@ -742,9 +1003,36 @@ def format_table(rows: Sequence[dict[str, Any]], spec: SweepSpec) -> str:
             f"{r['collapsed']}/{r['n']}",
             "–" if isinstance(epoch, float) and math.isnan(epoch) else f"{epoch:g}",
             str(r["failed"]),
+            "–" if math.isnan(r["ci_low"]) else f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]",
+            _fmt_diff(r),
+            "–" if math.isnan(r["p"]) else f"{_fmt_p(r['p'])} ({r['test']})",
+            _fmt_p(r["p_holm"]),
+            r["verdict"],
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def stats_note(spec: SweepSpec, rows: Sequence[dict[str, Any]] = ()) -> str:
+    """What the statistics columns are, for results.md (the tests, α, baseline, direction)."""
+    st = spec.stat
+    pct = f"{1 - st['alpha']:.0%}"
+    base = rows[baseline_index(spec, st["baseline"])]["point_label"] if rows else "the first"
+    ci = (
+        "t-based (mean ± t(1−α/2, n−1)·s/√n)"
+        if st["ci"] == "t"
+        else f"percentile bootstrap ({st['bootstrap_samples']} resamples, seed {st['seed']})"
+    )
+    direction = "higher" if spec.higher_is_better else "lower"
+    return (
+        f"Statistics (α = {st['alpha']:g}, `kwsnet/stats.py`): mean {pct} CI {ci}; "
+        f"Δ = point − baseline `{base}`, paired by seed when both ran the same seeds "
+        "(paired t-test on the per-seed differences), else Welch's t-test; its CI by the same "
+        f"method; p two-sided, Holm-corrected over the {max(len(rows) - 1, 0)} points compared; "
+        f"verdict better / worse when Holm's p < {st['alpha']:g} ({direction} `{spec.metric}` is "
+        "better), else not distinguishable. Collapsed runs are included in every statistic "
+        "(leaving them out would bias the mean) and counted in `collapsed`.\n"
+    )
 
 
 _CSV_FIELDS = [
@@ -766,13 +1054,34 @@ _CSV_FIELDS = [
     "log",
     "error",
 ]
+# the run's grid point's statistics (``add_stats``), repeated on each of its rows
+_CSV_POINT_FIELDS = {
+    "point_n": "n",
+    "point_mean": "mean",
+    "point_std": "std",
+    "point_ci_low": "ci_low",
+    "point_ci_high": "ci_high",
+    "baseline": "baseline",
+    "test": "test",
+    "diff": "diff",
+    "diff_ci_low": "diff_low",
+    "diff_ci_high": "diff_high",
+    "p": "p",
+    "p_holm": "p_holm",
+    "verdict": "verdict",
+}
 
 
-def _csv_text(records: Sequence[dict[str, Any]], spec: SweepSpec) -> str:
+def _csv_text(
+    records: Sequence[dict[str, Any]], spec: SweepSpec, rows: Sequence[dict[str, Any]] = ()
+) -> str:
+    """One row per run: the grid values, the run's fields (``collapsed`` by the current rule)
+    and its grid point's statistics (``_CSV_POINT_FIELDS``; NaN written empty)."""
     keys = list(spec.grid)
+    by_label = {r["point_label"]: r for r in rows}
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow([*keys, *_CSV_FIELDS])
+    writer.writerow([*keys, *_CSV_FIELDS, *_CSV_POINT_FIELDS])
     for r in records:
         metrics = r.get("metrics") or {}
         row = [cli_value(r["point"].get(k)) for k in keys]
@@ -780,7 +1089,13 @@ def _csv_text(records: Sequence[dict[str, Any]], spec: SweepSpec) -> str:
             v = metrics.get(f) if "/" in f else r.get(f)
             if f == "error" and v:
                 v = v.splitlines()[0]
+            if f == "collapsed" and r.get("status") == "ok":
+                v = record_collapsed(r)
             row.append("" if v is None else v)
+        point = by_label.get(r.get("point_label"), {})
+        for f in _CSV_POINT_FIELDS.values():
+            v = point.get(f)
+            row.append("" if v is None or (isinstance(v, float) and math.isnan(v)) else v)
         writer.writerow(row)
     return buf.getvalue()
 
@@ -800,7 +1115,7 @@ def _plot(rows: Sequence[dict[str, Any]], spec: SweepSpec, path: str) -> None:
         colors = ["tab:red" if c else "tab:blue" for c in r["collapsed_flags"]]
         ax.scatter(xs, r["values"], s=18, alpha=0.8, zorder=3, c=colors)
     ax.set_xticks(range(1, len(rows) + 1))
-    ax.set_xticklabels(["\n".join(cli_value(v) for v in r["point"].values()) for r in rows])
+    ax.set_xticklabels(["\n".join(_cell(spec, k, v) for k, v in r["point"].items()) for r in rows])
     ax.set_xlabel(" / ".join(_short(k) for k in spec.grid))
     ax.set_ylabel(spec.metric)
     ax.set_title(f"{spec.name}: {spec.metric} per grid point (dots: seeds, red: collapsed)")
@@ -816,17 +1131,17 @@ def write_results(
     """Write results.md, results.csv and results.png from the ledger; return (rows, table)."""
     from kwsnet.fileio import atomic_write_text
 
-    key = content_key(spec)
+    keys = content_keys(spec)
     history = read_ledger(os.path.join(out, LEDGER))
     latest = latest_records(history)
-    content = {k: _content(r, spec, key) for k, r in latest.items()}
+    content = {k: _content(r, spec, keys) for k, r in latest.items()}
     # other content: left out until re-run; earlier ok runs of it that a re-run replaced
     excluded = sum(c == "other" for c in content.values())
     rerun = {
         r["run_id"]
         for r in history
         if r.get("status") == "ok"
-        and _content(r, spec, key) == "other"
+        and _content(r, spec, keys) == "other"
         and content[r["run_id"]] != "other"
     }
     records = [r for k, r in latest.items() if content[k] != "other"]
@@ -840,11 +1155,12 @@ def write_results(
     md = [f"# Sweep `{spec.name}`\n"]
     if spec.description:
         md.append(spec.description.strip() + "\n")
+    configs = ", ".join(f"`{c}` (content key `{k[:12]}`)" for c, k in keys.items())
     md += [
-        f"Base config `{spec.base_config}` (content key `{key[:12]}`), seeds {spec.seeds}, "
-        f"metric `{spec.metric}` "
-        f"(sample std, ddof=1); collapsed = test predictions use fewer classes than exist or "
-        f"one class > {_COLLAPSE_SHARE:.0%}.\n",
+        f"Base config{'s' if len(keys) > 1 else ''} {configs}, seeds {spec.seeds}, "
+        f"metric `{spec.metric}` (sample std, ddof=1); "
+        f"{RULE} (on the test predictions; `kwsnet/metrics/collapse.py`).\n",
+        stats_note(spec, rows),
         table,
         "![per grid point](results.png)\n",
         f"Command: `{command}`\n",
@@ -880,9 +1196,23 @@ def write_results(
             f"- failed `{r['run_id']}`: {r.get('error', '').splitlines()[0]} (log `{r['log']}`)"
         )
     atomic_write_text(os.path.join(out, "results.md"), "\n".join(md) + "\n")
-    atomic_write_text(os.path.join(out, "results.csv"), _csv_text(records, spec))
+    atomic_write_text(os.path.join(out, "results.csv"), _csv_text(records, spec, rows))
     _plot(rows, spec, os.path.join(out, "results.png"))
     return rows, table
+
+
+_WANDB_STATS = [
+    "ci_low",
+    "ci_high",
+    "baseline",
+    "test",
+    "diff",
+    "diff_low",
+    "diff_high",
+    "p",
+    "p_holm",
+    "verdict",
+]
 
 
 def _summary_run(spec: SweepSpec, out: str, rows: Sequence[dict[str, Any]]) -> str | None:
@@ -900,7 +1230,12 @@ def _summary_run(spec: SweepSpec, out: str, rows: Sequence[dict[str, Any]]) -> s
         name=f"{spec.name}-summary",
         dir=out,
         mode="offline" if offline else "online",
-        config={"sweep": dataclasses.asdict(spec)},
+        config={
+            "sweep": dataclasses.asdict(spec),
+            "stats": spec.stat,
+            "collapse_rule": RULE,
+            "higher_is_better": spec.higher_is_better,
+        },
         reinit="finish_previous",
     )
     try:
@@ -913,9 +1248,10 @@ def _summary_run(spec: SweepSpec, out: str, rows: Sequence[dict[str, Any]]) -> s
             "collapsed",
             "median_best_epoch",
             "failed",
+            *_WANDB_STATS,
         ]
         data = [
-            [cli_value(v) for v in r["point"].values()]
+            [_cell(spec, k, v) for k, v in r["point"].items()]
             + [
                 r["n"],
                 r["mean"],
@@ -926,6 +1262,7 @@ def _summary_run(spec: SweepSpec, out: str, rows: Sequence[dict[str, Any]]) -> s
                 r["median_best_epoch"],
                 r["failed"],
             ]
+            + [r[k] for k in _WANDB_STATS]
             for r in rows
         ]
         run.log({"sweep/table": wandb.Table(columns=columns, data=data)})
@@ -944,13 +1281,20 @@ def wandb_sweep_config(spec: SweepSpec, program: str = "train.py") -> dict[str, 
 
     The agent appends ``--key=value`` for each parameter (``${args}``); the spec's fixed
     overrides are literal command arguments so their quoting is exactly the sweep runner's.
+    A grid over ``base_config`` cannot be one: the agent would append ``--config`` after the
+    overrides, which then lose to the config's values (``ValueError``).
     """
+    if BASE_KEY in spec.grid:
+        raise ValueError(
+            "a grid over base_config cannot be one wandb sweep (the agent appends --config "
+            "after the fixed overrides); emit one spec per base config"
+        )
     params: dict[str, Any] = {k: {"values": list(v)} for k, v in spec.grid.items()}
     params["seed_everything"] = {"values": list(spec.seeds)}
     command = ["${env}", "${interpreter}", "${program}", "fit", "--config", spec.base_config]
     command += [f"--{k}={cli_value(v)}" for k, v in spec.overrides.items()]
     command += ["--test_after_fit=true", f"--trainer.logger.init_args.group={spec.name}", "${args}"]
-    goal = "minimize" if spec.metric.endswith("loss") else "maximize"
+    goal = "maximize" if spec.higher_is_better else "minimize"
     return {
         "name": spec.name,
         "program": program,
@@ -962,10 +1306,12 @@ def wandb_sweep_config(spec: SweepSpec, program: str = "train.py") -> dict[str, 
 
 
 def _publish(spec: SweepSpec, out: str) -> None:
+    """Copy the results files and the ledger (so the table can be rebuilt) to ``publish``."""
     if spec.publish:
         os.makedirs(spec.publish, exist_ok=True)
-        for name in RESULT_FILES:
-            shutil.copy2(os.path.join(out, name), os.path.join(spec.publish, name))
+        for name in (*RESULT_FILES, LEDGER):
+            if name != LEDGER or os.path.exists(os.path.join(out, name)):
+                shutil.copy2(os.path.join(out, name), os.path.join(spec.publish, name))
         print(f"published results to {spec.publish}")
 
 
@@ -1010,26 +1356,31 @@ def sweep_main(argv: list[str]) -> int:
         print(f"kwsnet sweep: --workers must be >= 1, got {workers}", file=sys.stderr)
         return 2
     if args.emit_wandb_sweep:
+        try:
+            cfg = wandb_sweep_config(spec)
+        except ValueError as exc:
+            print(f"kwsnet sweep: {exc}", file=sys.stderr)
+            return 2
         Path(args.emit_wandb_sweep).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.emit_wandb_sweep).write_text(
-            yaml.safe_dump(wandb_sweep_config(spec), sort_keys=False)
-        )
+        Path(args.emit_wandb_sweep).write_text(yaml.safe_dump(cfg, sort_keys=False))
         print(
             f"wrote {args.emit_wandb_sweep}: `wandb sweep {args.emit_wandb_sweep}`, "
             "then `wandb agent <id>`"
         )
         return 0
-    if not os.path.isfile(spec.base_config):
-        print(
-            f"kwsnet sweep: base_config {spec.base_config} not found (relative to {os.getcwd()})",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        key = content_key(spec)
-    except (OSError, yaml.YAMLError) as exc:
-        print(f"kwsnet sweep: base_config {spec.base_config}: {exc}", file=sys.stderr)
-        return 2
+    for config in spec.base_configs:
+        if not os.path.isfile(config):
+            print(
+                f"kwsnet sweep: base_config {config} not found (relative to {os.getcwd()})",
+                file=sys.stderr,
+            )
+            return 2
+        try:
+            content_key(spec, base_config=config)
+        except (OSError, yaml.YAMLError) as exc:
+            print(f"kwsnet sweep: base_config {config}: {exc}", file=sys.stderr)
+            return 2
+    keys = content_keys(spec)
     plans = plan_runs(spec, out)
     if args.dry_run:
         for p in plans:
@@ -1066,10 +1417,10 @@ def sweep_main(argv: list[str]) -> int:
         finally:
             lock.release()
     latest = latest_records(read_ledger(os.path.join(out, LEDGER)))
-    key = _launch_key(spec) or key  # as the results files saw it
+    keys = {c: _launch_key(spec, c) or k for c, k in keys.items()}  # as the results saw it
     ok = [
         latest.get(p.run_id, {}).get("status") == "ok"
-        and _content(latest[p.run_id], spec, key) != "other"
+        and _content(latest[p.run_id], spec, keys) != "other"
         for p in plans
     ]
     return 0 if all(ok) else 1

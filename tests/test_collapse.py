@@ -1,6 +1,6 @@
 import pytest
 
-from kwsnet.metrics.collapse import collapse_stats
+from kwsnet.metrics.collapse import RULE, collapse_stats, is_collapsed, min_classes
 
 
 @pytest.mark.parametrize(
@@ -8,9 +8,15 @@ from kwsnet.metrics.collapse import collapse_stats
     [
         ([10, 10, 10], 3, 1 / 3, 0.0),  # balanced
         ([30, 0, 0], 1, 1.0, 1.0),  # one-class predictor
-        ([10, 10, 0], 2, 0.5, 1.0),  # a class never predicted
+        ([10, 10, 0], 2, 0.5, 1.0),  # 2 of 3 classes: at most ceil(3/2)
         ([91, 5, 4], 3, 0.91, 1.0),  # one class above 90%
         ([90, 5, 5], 3, 0.90, 0.0),  # exactly 90% is not above it
+        ([12, 14, 21, 13, 12, 0], 5, 21 / 72, 0.0),  # 5 of 6 classes on 72 clips: not collapsed
+        ([72, 0, 0, 0, 0, 0], 1, 1.0, 1.0),  # 1 class of 6
+        ([69, 1, 1, 1, 0, 0], 4, 69 / 72, 1.0),  # 96% one class, though 4 of 6 predicted
+        ([38, 20, 14, 0, 0, 0], 3, 38 / 72, 1.0),  # half the classes: near-one-class
+        ([1] * 19 + [0], 19, 1 / 19, 0.0),  # 19 of 20 speakers
+        ([5], 1, 1.0, 0.0),  # one class: nothing to collapse to
     ],
 )
 def test_collapse_rule(counts, n_pred, share, collapsed):
@@ -18,6 +24,13 @@ def test_collapse_rule(counts, n_pred, share, collapsed):
     assert s["n_pred_classes"] == n_pred
     assert s["max_class_share"] == pytest.approx(share)
     assert s["collapsed"] == collapsed
+    assert is_collapsed(n_pred, len(counts), share) == bool(collapsed)
+
+
+def test_rule_bounds_and_text():
+    assert [min_classes(c) for c in (1, 2, 3, 6, 20)] == [1, 1, 2, 3, 10]
+    assert "90%" in RULE and "ceil(C/2)" in RULE
+    assert not is_collapsed(2, 2, 0.9) and is_collapsed(2, 2, 0.95) and is_collapsed(1, 2, 1.0)
 
 
 def test_monitor_reads_the_modules_confusion_matrix():

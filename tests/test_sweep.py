@@ -9,6 +9,7 @@ processes on ``configs/sweeps/smoke.yaml``.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -436,3 +437,174 @@ def test_log_runs_false_keeps_each_run_in_its_dir(
         assert list(run_dir.glob("checkpoints/*.ckpt"))
         assert list(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
     assert not (tmp_path / "runs").exists()
+
+
+def _rec(point: dict, label: str, seed: int, value: float, **extra: object) -> dict:
+    return {"run_id": f"{label}-{seed}", "point": point, "point_label": label, "seed": seed,
+            "status": "ok", "value": value, **extra}  # fmt: skip
+
+
+def test_table_statistics_against_the_baseline() -> None:
+    """Every row has the mean's CI and, against the baseline, Δ with its CI, p (paired by seed
+    when the seeds match, Welch otherwise), Holm's p and the verdict; the spec picks the
+    baseline by label and the direction from the metric."""
+    from scipy import stats as st
+
+    from kwsnet.stats import holm
+
+    spec = SweepSpec(name="s", base_config="x.yaml", seeds=6, grid={LR: [0.1, 0.2, 0.3]},
+                     stats={"baseline": "lr=0.2"})  # fmt: skip
+    a = [0.50, 0.52, 0.49, 0.55, 0.51, 0.53]
+    b = [0.60, 0.58, 0.63, 0.61, 0.66, 0.59]
+    c = [0.50, 0.61, 0.47, 0.58]  # seeds 0..3 only: Welch
+    records = [_rec({LR: 0.1}, "lr=0.1", s, v) for s, v in enumerate(a)]
+    records += [_rec({LR: 0.2}, "lr=0.2", s, v) for s, v in enumerate(b)]
+    records += [_rec({LR: 0.3}, "lr=0.3", s, v) for s, v in enumerate(c)]
+    r1, r2, r3 = aggregate(records, spec)
+    assert r2["test"] == "baseline" and r2["verdict"] == "baseline"
+    assert r1["test"] == "paired" and r3["test"] == "welch"
+    p1, p3 = st.ttest_rel(a, b).pvalue, st.ttest_ind(c, b, equal_var=False).pvalue
+    assert r1["p"] == pytest.approx(p1) and r3["p"] == pytest.approx(p3)
+    assert [r1["p_holm"], r3["p_holm"]] == pytest.approx(holm([p1, p3]))
+    assert r1["diff"] == pytest.approx(statistics.fmean(a) - statistics.fmean(b))
+    ci = st.t.interval(0.95, 5, loc=statistics.fmean(a), scale=st.sem(a))
+    assert (r1["ci_low"], r1["ci_high"]) == pytest.approx(ci)
+    assert r1["verdict"] == "worse" and r3["verdict"] == "not distinguishable"
+    table = format_table([r1, r2, r3], spec)
+    assert "| mean 95% CI | Δ vs baseline [95% CI] | p (test) | p Holm | verdict |" in table
+    assert f"| {r1['diff']:+.3f} [{r1['diff_low']:+.3f}, {r1['diff_high']:+.3f}] |" in table
+    assert "(paired) |" in table and "(welch) |" in table and "| baseline |" in table
+    # a loss: lower is better, so the same numbers read the other way round
+    loss = SweepSpec(**{**dataclasses.asdict(spec), "metric": "val/loss"})
+    assert aggregate(records, loss)[0]["verdict"] == "better"
+    assert "lower `val/loss` is better" in sweep.stats_note(loss, aggregate(records, loss))
+    boot = SweepSpec(
+        **{**dataclasses.asdict(spec), "stats": {**spec.stats, "ci": "bootstrap", "seed": 1}}
+    )
+    rb = aggregate(records, boot)
+    assert rb[0]["p"] == r1["p"] and rb[0]["ci_low"] != r1["ci_low"]
+    assert aggregate(records, boot)[0]["ci_low"] == rb[0]["ci_low"]  # seeded
+
+
+def test_stats_spec_validation() -> None:
+    kw = {"name": "s", "base_config": "x.yaml", "seeds": 2, "grid": {LR: [0.1, 0.2]}}
+    assert sweep.baseline_index(SweepSpec(**kw, stats={"baseline": 1}), 1) == 1
+    for stats, match in [
+        ({"baseline": "lr=0.5"}, "not a grid point.*lr=0.1"),
+        ({"baseline": 2}, "not in 0..1"),
+        ({"ci": "normal"}, "stats.ci"),
+        ({"alpha": 1.5}, "stats.alpha"),
+        ({"goal": "up"}, "stats.goal"),
+        ({"alpah": 0.1}, "unknown stats keys"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            SweepSpec(**kw, stats=stats)
+
+
+def test_sweep_outputs_have_statistics(tmp_path: Path, fake_fit: Path) -> None:
+    """results.md names the tests and the collapse rule; results.csv and the rows carry the
+    point statistics; collapsed runs stay in the statistics."""
+    out = tmp_path / "out"
+    spec = write_spec(tmp_path / "s.yaml", seeds=3)
+    assert sweep_main(["--config", str(spec), "--out", str(out)]) == 0
+    md = (out / "results.md").read_text()
+    assert "paired by seed" in md and "Holm-corrected over the 1 points" in md
+    assert "at most max(1, ceil(C/2)) of the C classes" in md
+    assert "Collapsed runs are included" in md
+    # the fake "end" runs equal "per_conv" seed by seed: Δ = 0, p undefined, not distinguishable
+    assert "| 1/3 | 1 | 0 | [0.352, 0.848] | +0.000 [+0.000, +0.000] | – | – | not dist" in md
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    end = [r for r in rows if r[NORM] == "end"]
+    assert {r["verdict"] for r in end} == {"not distinguishable"} and end[0]["test"] == "paired"
+    assert float(end[0]["point_ci_low"]) == pytest.approx(0.6 - 0.1 * 4.302652729911275 / 3**0.5)
+    assert {r["baseline"] for r in rows} == {"norm_placement=per_conv"}
+
+
+def test_report_applies_todays_collapse_rule() -> None:
+    """A ledger written under the old rule ("fewer classes than exist") is re-judged from each
+    record's n_pred_classes / num_classes / max_class_share: 5 of 6 classes is not collapse."""
+    spec = SweepSpec(name="c", base_config="x.yaml", seeds=3, grid={LR: [0.1]})
+    records = [
+        _rec({LR: 0.1}, "lr=0.1", 0, 0.4, collapsed=True, n_pred_classes=5.0, num_classes=6,
+             max_class_share=0.3),
+        _rec({LR: 0.1}, "lr=0.1", 1, 0.2, collapsed=True, n_pred_classes=1.0, num_classes=6,
+             max_class_share=1.0),
+        _rec({LR: 0.1}, "lr=0.1", 2, 0.3, collapsed=True),  # no shares: its own flag
+    ]  # fmt: skip
+    (row,) = aggregate(records, spec)
+    assert row["collapsed_flags"] == [False, True, True] and row["collapsed"] == 2
+    assert row["n"] == 3  # collapsed runs are in the statistics
+    summary = {"num_classes": 6, "collapse": {"test": {"counts": [12, 14, 21, 13, 12, 0],
+                                                       "collapsed": 1.0}}}  # fmt: skip
+    assert sweep._is_collapsed(summary, 6)[0] is False
+
+
+def test_grid_over_base_configs(tmp_path: Path, fake_fit: Path) -> None:
+    """``base_config: [a, b]`` is a grid key: each run gets its own --config, run id and
+    content key, and an edit to one base config re-runs only its runs."""
+    text = (REPO / "configs" / "kws_raw.yaml").read_text()
+    a, b = tmp_path / "cfg" / "small.yaml", tmp_path / "cfg" / "big.yaml"
+    a.parent.mkdir()
+    a.write_text(text)
+    b.write_text(text.replace("lr: 0.005", "lr: 0.004"))
+    out = tmp_path / "out"
+    spec_path = write_spec(tmp_path / "s.yaml", base_config=[str(a), str(b)])
+    spec = load_spec(spec_path)
+    assert list(spec.grid) == ["base_config", NORM] and spec.base_configs == [str(a), str(b)]
+    plans = plan_runs(spec, str(out))
+    assert [p.run_id for p in plans[:3]] == [
+        "config=small__norm_placement=per_conv__seed0",
+        "config=small__norm_placement=per_conv__seed1",
+        "config=small__norm_placement=end__seed0",
+    ]
+    assert plans[-1].argv[plans[-1].argv.index("--config") + 1] == str(b)
+    assert "--base_config" not in plans[0].argv
+    argv = ["--config", str(spec_path), "--out", str(out)]
+    assert sweep_main(argv) == 0 and n_calls(fake_fit) == 8
+    records = read_ledger(out / "ledger.jsonl")
+    keys = {r["fixed"]["base_config"]: r["content_key"] for r in records}
+    assert keys == sweep.content_keys(spec) and len(set(keys.values())) == 2
+    md = (out / "results.md").read_text()
+    assert "| small | per_conv | 2 |" in md and "| big | end | 2 |" in md
+    assert "Base configs `" in md
+    b.write_text(text.replace("lr: 0.005", "lr: 0.003"))
+    with pytest.warns(UserWarning, match="4 ok run"):
+        assert sweep_main(argv) == 0
+    assert n_calls(fake_fit) == 12  # only big's 4 runs again
+    # the same as a grid key; and a wandb sweep cannot hold it
+    grid_spec = write_spec(tmp_path / "g.yaml", base_config=None,
+                           grid={"base_config": [str(a), str(b)], NORM: ["end"]})  # fmt: skip
+    spec_text = yaml.safe_load(grid_spec.read_text())
+    del spec_text["base_config"]
+    grid_spec.write_text(yaml.safe_dump(spec_text))
+    assert load_spec(grid_spec).base_config == str(a)
+    assert sweep_main(["--config", str(grid_spec), "--emit-wandb-sweep", "x.yaml"]) == 2
+    with pytest.raises(ValueError, match="give it once"):
+        SweepSpec(name="x", base_config=[str(a)], seeds=1, grid={"base_config": [str(b)]})
+    with pytest.raises(ValueError, match="not an override"):
+        SweepSpec(name="x", base_config="a", seeds=1, overrides={"base_config": "b"})
+
+
+def test_dict_grid_values_get_short_labels() -> None:
+    """class_path dicts are labelled by class name (plus a hash when two share one), other
+    long dicts and lists by a hash; short scalars and lists keep their JSON."""
+    bb = "model.backbone"
+    raw = {"class_path": "models.raw_conv.RawConv", "init_args": {"channels": 32}}
+    raw2 = {"class_path": "models.raw_conv.RawConv", "init_args": {"channels": 64}}
+    conf = {"class_path": "models.conformer.Conformer"}
+    labels = sweep.value_labels(bb, [raw, raw2, conf])
+    assert labels[2] == "Conformer"
+    assert labels[0].startswith("RawConv-") and len(labels[0]) == len("RawConv-") + 6
+    assert labels[0] != labels[1]
+    assert sweep.value_labels("x.y", [conf, {"class_path": "a.Other"}]) == ["Conformer", "Other"]
+    long = {"a": 1, "b": [1, 2, 3], "c": "some long text"}
+    assert sweep.value_labels("x.aug", [long, [1, 2]])[0].startswith("dict-")
+    assert sweep.value_labels("x.aug", [long, [1, 2]])[1] == "[1, 2]"
+    spec = SweepSpec(name="d", base_config="x.yaml", seeds=1, grid={bb: [raw, conf]})
+    plans = plan_runs(spec, "/tmp/out")
+    assert [p.run_id for p in plans] == [
+        "backbone=RawConv__seed0",  # unique here: no hash
+        "backbone=Conformer__seed0",
+    ]
+    assert json.loads(plans[1].argv[plans[1].argv.index("--model.backbone") + 1]) == conf

@@ -1,9 +1,9 @@
-"""Collapse monitor: does the classifier still use all its classes?
+"""Collapse monitor: has the classifier become a one-class or near-one-class predictor?
 
-A model that predicts fewer distinct classes than exist, or gives one class more than
-``max_share`` of its predictions, has collapsed (the failure the end-LayerNorm raw-conv model
-shows on ~40% of seeds). Logged every val/test epoch as ``{stage}/n_pred_classes``,
-``{stage}/max_class_share`` and ``{stage}/collapsed`` (1.0 or 0.0), with a warning.
+The rule is ``kwsnet.metrics.collapse.is_collapsed`` (one class above ``max_share`` of the
+predictions, or at most half of the classes predicted), the one the sweep tables use. Logged
+every val/test epoch as ``{stage}/n_pred_classes``, ``{stage}/max_class_share`` and
+``{stage}/collapsed`` (1.0 or 0.0), with a warning.
 
 The per-class prediction counts are the module's ``prediction_counts(stage)``
 (``ClassifierModule``: the column sums of its stage confusion matrix, summed over processes),
@@ -15,7 +15,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_warn
 
-from kwsnet.metrics.collapse import MAX_SHARE, collapse_stats
+from kwsnet.metrics.collapse import MAX_SHARE, collapse_stats, rule_text
 
 __all__ = ["CollapseMonitor"]
 
@@ -50,8 +50,7 @@ class CollapseMonitor(pl.Callback):
             rank_zero_warn(
                 f"{stage} predictions cover {int(stats['n_pred_classes'])} of "
                 f"{counts.numel()} classes; the largest class takes "
-                f"{stats['max_class_share']:.0%} (collapse: fewer classes than exist or one "
-                f"above {self.max_share:.0%})"
+                f"{stats['max_class_share']:.0%} ({rule_text(self.max_share)})"
             )
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
