@@ -7,8 +7,8 @@
  * if a compiler contracts anyway.
  *
  * This file is compiled once per kernel path (see kwsn_kernels.h): the vector width follows
- * the target (16 floats with AVX-512, 8 with AVX, plain loops otherwise) and every path keeps
- * each output's summation order, so all paths give byte-identical results. */
+ * the target (16 floats with AVX-512, 8 with AVX, 4 with SSE2, plain loops otherwise) and
+ * every path keeps each output's summation order, so all paths give byte-identical results. */
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("fp-contract=off")
 #else
@@ -49,6 +49,11 @@
 #elif defined(__GNUC__) && defined(__AVX__) && !defined(KWSN_NO_VECTOR_EXT)
 #define KWSN_VW 8
 /* 6 rows x 2 ymm accumulators + 2 inputs + 1 weight: 15 of 16 registers (8 rows spilled) */
+#define KWSN_CONV_ROWS 6
+#elif defined(__GNUC__) && defined(__SSE2__) && !defined(KWSN_NO_VECTOR_EXT)
+#define KWSN_VW 4
+/* the x86-64 baseline: 6 rows x 2 xmm + 2 + 1 = 15 of 16 registers (the 8 x 16-float tile
+ * of 32-byte vectors spilled, ~8x slower than plain loops) */
 #define KWSN_CONV_ROWS 6
 #else
 #define KWSN_VW 0
@@ -249,7 +254,7 @@ static void ln_moments(const float *x, uint32_t n, KWSN_LN_ACC *mean, KWSN_LN_AC
         vq += d * d;
     }
     for (int u = 0; u < 8; u++) v += vq[u];
-#elif KWSN_VW == 8 && !defined(KWSN_LN_FLOAT_ACC)
+#elif (KWSN_VW == 8 || KWSN_VW == 4) && !defined(KWSN_LN_FLOAT_ACC)
     /* two ymm of 4 doubles each (lanes 0-3, 4-7): a 64-byte vector would spill on AVX2 */
     typedef float f4 __attribute__((vector_size(16)));
     typedef double d4 __attribute__((vector_size(32)));
