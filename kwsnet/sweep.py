@@ -959,11 +959,19 @@ def _fmt_p(p: float) -> str:
     return f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
 
 
+def _signed(x: float) -> str:
+    return f"{x:+.3f}".replace("-0.000", "+0.000")
+
+
 def _fmt_diff(r: dict[str, Any]) -> str:
     if r.get("test") in ("baseline", "", None) or math.isnan(r["diff"]):
         return "–"
-    ci = "" if math.isnan(r["diff_low"]) else f" [{r['diff_low']:+.3f}, {r['diff_high']:+.3f}]"
-    return f"{r['diff']:+.3f}{ci}"
+    ci = (
+        ""
+        if math.isnan(r["diff_low"])
+        else f" [{_signed(r['diff_low'])}, {_signed(r['diff_high'])}]"
+    )
+    return f"{_signed(r['diff'])}{ci}"
 
 
 def _cell(spec: SweepSpec, key: str, value: Any) -> str:
