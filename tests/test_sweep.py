@@ -537,7 +537,9 @@ def test_report_applies_todays_collapse_rule() -> None:
     assert row["n"] == 3  # collapsed runs are in the statistics
     summary = {"num_classes": 6, "collapse": {"test": {"counts": [12, 14, 21, 13, 12, 0],
                                                        "collapsed": 1.0}}}  # fmt: skip
-    assert sweep._is_collapsed(summary, 6)[0] is False
+    from kwsnet.sweep.ledger import _is_collapsed
+
+    assert _is_collapsed(summary, 6)[0] is False
 
 
 def test_grid_over_base_configs(tmp_path: Path, fake_fit: Path) -> None:

@@ -10,7 +10,7 @@ clips per class, one class never predicted is ordinary weakness, not collapse. W
 two classes nothing can collapse.
 
 ``CollapseMonitor`` (``kwsnet/callbacks/collapse.py``) and the sweep tables
-(``kwsnet/sweep.py``) both call ``is_collapsed`` / ``collapse_stats`` and print ``RULE``.
+(``kwsnet/sweep/``) both call ``is_collapsed`` / ``collapse_stats`` and print ``RULE``.
 Plain Python, so the sweep runner needs no torch.
 """
 

@@ -1,0 +1,254 @@
+"""The JSONL ledger (one fsync'd line per finished run, torn-line tolerant), the record of a
+finished run (with the collapse rule applied), resume's content matching, and the sweep lock."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import socket
+import time
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from kwsnet.metrics.collapse import MAX_SHARE, collapse_stats, is_collapsed
+from kwsnet.sweep.spec import (
+    _UNKNOWN,
+    RunPlan,
+    SweepSpec,
+    _fixed,
+    _launch_key,
+    run_base_config,
+)
+
+LEDGER = "ledger.jsonl"
+
+
+LOCK = "sweep.lock"
+
+
+_TAIL_LINES = 25
+
+
+def append_ledger(path: str | os.PathLike, record: dict[str, Any]) -> None:
+    """Append one JSON line with a single write, then flush and fsync."""
+    line = (json.dumps(record, sort_keys=True, allow_nan=True) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _json_object(line: bytes) -> dict[str, Any] | None:
+    """The JSON object on ``line``, or ``None`` when it is not one."""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def read_ledger(path: str | os.PathLike, repair: bool = False) -> list[dict[str, Any]]:
+    """Read the ledger's records. A torn last line (a run killed mid-write) is skipped with a
+    warning, and with ``repair=True`` cut off so the next append starts a clean line."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    last = len(lines) - (2 if lines[-1] == b"" else 1)  # index of the final line
+    records: list[dict[str, Any]] = []
+    good_end, start = len(raw), 0  # where a repair cuts the file
+    for i, line in enumerate(lines):
+        line_start, start = start, start + len(line) + 1
+        if not line.strip():
+            continue
+        rec = _json_object(line)
+        if rec is not None:
+            records.append(rec)
+            continue
+        where = "torn last line" if i == last else f"unreadable line {i + 1}"
+        warnings.warn(f"{path}: skipping {where}: {line[:80]!r}", stacklevel=2)
+        if i == len(lines) - 1:  # no newline after it: cut it, the next append starts clean
+            good_end = line_start
+    if repair and good_end < len(raw):
+        with open(path, "r+b") as f:
+            f.truncate(good_end)
+    elif repair and raw and not raw.endswith(b"\n"):
+        with open(path, "ab") as f:
+            f.write(b"\n")
+    return records
+
+
+def latest_records(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The last record of each ``run_id`` (a failed run re-run later is replaced)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for rec in records:
+        latest[rec["run_id"]] = rec
+    return latest
+
+
+def _tail(path: str, n: int = _TAIL_LINES) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return ""
+
+
+def _is_collapsed(
+    summary: dict[str, Any], num_classes: int | None
+) -> tuple[bool | None, dict[str, Any]]:
+    """Collapse on the test split, by ``kwsnet.metrics.collapse``'s rule (``RULE``) on the
+    prediction counts; the run's own flag only when it recorded no counts or shares."""
+    test = dict((summary.get("collapse") or {}).get("test") or {})
+    metrics = summary.get("metrics") or {}
+    counts = test.get("counts")
+    if counts:
+        counts = list(counts) + [0] * max(0, (num_classes or 0) - len(counts))
+        stats = collapse_stats(counts, MAX_SHARE)
+        test.setdefault("n_pred_classes", stats["n_pred_classes"])
+        test.setdefault("max_class_share", stats["max_class_share"])
+        return bool(stats["collapsed"]), test
+    if num_classes and test.get("n_pred_classes") is not None and "max_class_share" in test:
+        n_pred, share = test["n_pred_classes"], test["max_class_share"]
+        return is_collapsed(int(n_pred), int(num_classes), float(share)), test
+    if "collapsed" in test:
+        return bool(test["collapsed"]), test
+    if "test/collapsed" in metrics:
+        return bool(metrics["test/collapsed"]), test
+    return None, test
+
+
+def _rec_config(rec: dict[str, Any], spec: SweepSpec) -> str:
+    return run_base_config(spec, rec.get("point") if isinstance(rec.get("point"), dict) else None)
+
+
+def _content(rec: dict[str, Any], spec: SweepSpec, keys: dict[str, str | None]) -> str:
+    """``"same"``, ``"other"`` or ``"unknown"``: was ``rec`` made with the spec's content?
+
+    ``keys``: the content key of each base config (``content_keys``); a record is compared
+    with its own run's base config. Records written before ``content_key`` existed have only
+    the base config path and the overrides (``fixed``): other ones mean other content; the same
+    ones tell nothing about what the file held then (``"unknown"``).
+    """
+    config = _rec_config(rec, spec)
+    if "content_key" in rec:
+        return "same" if rec["content_key"] == keys.get(config) else "other"
+    fixed = _fixed(spec, config)
+    if rec.get("fixed", fixed) != fixed:
+        return "other"
+    return "unknown"
+
+
+def record_run(
+    plan: RunPlan, spec: SweepSpec, returncode: int, wall_s: float, key: Any = _UNKNOWN
+) -> dict[str, Any]:
+    """Build the ledger record of a finished run from its exit code and ``summary.json``.
+
+    ``key``: the content key the run started with (default: its ``content_key`` now).
+    """
+    config = run_base_config(spec, plan.point)
+    rec: dict[str, Any] = {
+        "run_id": plan.run_id,
+        "point": plan.point,
+        "point_label": plan.point_label,
+        "fixed": _fixed(spec, config),
+        "content_key": _launch_key(spec, config) if key is _UNKNOWN else key,
+        "seed": plan.seed,
+        "metric": spec.metric,
+        "value": None,
+        "wall_s": round(wall_s, 2),
+        "returncode": returncode,
+        "run_dir": plan.run_dir,
+        "log": plan.log_path,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    summary_path = Path(plan.run_dir) / "summary.json"
+    error = None
+    summary: dict[str, Any] = {}
+    if returncode != 0:
+        error = f"exit code {returncode}"
+    elif not summary_path.exists():
+        error = f"no {summary_path}"
+    else:
+        try:
+            summary = json.loads(summary_path.read_text())
+        except ValueError as exc:
+            error = f"unreadable {summary_path}: {exc}"
+    if summary:
+        metrics = summary.get("metrics") or {}
+        value = metrics.get(spec.metric)
+        collapsed, test = _is_collapsed(summary, summary.get("num_classes"))
+        rec.update(
+            metrics=metrics,
+            value=value,
+            collapsed=collapsed,
+            n_pred_classes=test.get("n_pred_classes"),
+            max_class_share=test.get("max_class_share"),
+            num_classes=summary.get("num_classes"),
+            best_epoch=summary.get("best_epoch"),
+            epochs_run=summary.get("epochs_run"),
+            checkpoint=summary.get("best_checkpoint"),
+        )
+        if error is None and (not isinstance(value, (int, float)) or not math.isfinite(value)):
+            # summary.json drops non-finite metrics, so a NaN loss shows up as a missing one.
+            error = f"metric {spec.metric} missing or not finite in summary.json ({value!r})"
+    rec["status"] = "failed" if error else "ok"
+    if error:
+        rec["error"] = error + "\n" + _tail(plan.log_path)
+    return rec
+
+
+class SweepLock:
+    """An exclusive ``flock`` on ``<out>/sweep.lock``; the OS drops it when the process dies."""
+
+    def __init__(self, out: str | os.PathLike) -> None:
+        self.path = Path(out) / LOCK
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self.path.read_text().strip() or "unknown process"
+            os.close(fd)
+            raise RuntimeError(
+                f"another sweep is running on {self.path.parent} ({holder}); wait for it to "
+                "finish or stop it, or use another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.ctime()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> SweepLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def record_collapsed(rec: dict[str, Any]) -> bool:
+    """Whether a ledger record's run collapsed by the current rule (``RULE``), from its
+    ``n_pred_classes``, ``num_classes`` and ``max_class_share``; its recorded flag when one of
+    them is missing. So a report on an old ledger applies today's rule."""
+    n_pred, classes, share = (
+        rec.get(k) for k in ("n_pred_classes", "num_classes", "max_class_share")
+    )
+    if n_pred is None or classes is None or share is None:
+        return bool(rec.get("collapsed"))
+    return is_collapsed(int(n_pred), int(classes), float(share))

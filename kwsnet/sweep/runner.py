@@ -1,0 +1,149 @@
+"""The process pool: run the not-yet-``ok`` plans, ``workers`` at a time, one ``kwsnet fit``
+process each; SIGTERM / SIGINT end the running runs and keep the ledger."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from kwsnet.sweep.ledger import (
+    LEDGER,
+    _content,
+    append_ledger,
+    latest_records,
+    read_ledger,
+    record_run,
+)
+from kwsnet.sweep.spec import (
+    RunPlan,
+    SweepSpec,
+    _launch_key,
+    content_keys,
+    run_base_config,
+)
+
+
+def _threads_per_run(workers: int) -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, cores // workers)
+
+
+class _Stop(Exception):
+    """SIGTERM / SIGINT: stop launching, end the running runs, keep the ledger."""
+
+
+def _raise_stop(signum: int, frame: Any) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def run_sweep(
+    spec: SweepSpec, plans: Sequence[RunPlan], out: str, workers: int, log: Any = sys.stdout
+) -> list[dict[str, Any]]:
+    """Run the not-yet-``ok`` plans, ``workers`` at a time; return this invocation's records."""
+    ledger = os.path.join(out, LEDGER)
+    keys = content_keys(spec)
+    latest = latest_records(read_ledger(ledger, repair=True))
+    done = {k for k, r in latest.items() if r.get("status") == "ok"}
+    content = {k: _content(latest[k], spec, keys) for k in done}
+    stale = sorted(k for k in done if content[k] == "other")
+    if stale:
+        warnings.warn(
+            f"{len(stale)} ok run(s) in {ledger} were made with another base config content "
+            f"or other overrides than the spec now has ({spec.base_config}); they run again "
+            f"(e.g. {stale[0]})",
+            stacklevel=2,
+        )
+        done -= set(stale)
+    unknown = sum(c == "unknown" for c in content.values())
+    if unknown:
+        print(
+            f"sweep {spec.name}: {unknown} ok run(s) were recorded without a content key (by an "
+            f"older kwsnet) with the same base config path and overrides; kept, but what "
+            f"{spec.base_config} held then is unknown",
+            file=log,
+            flush=True,
+        )
+    todo = [p for p in plans if p.run_id not in done]
+    print(
+        f"sweep {spec.name}: {len(plans)} runs, {len(plans) - len(todo)} already ok, "
+        f"{len(todo)} to run, "
+        f"{workers} worker(s)",
+        file=log,
+        flush=True,
+    )
+    threads = str(_threads_per_run(workers))
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
+        "PYTHONUNBUFFERED": "1",
+    }
+    # A wandb service this process started (e.g. an earlier summary run) resolves relative
+    # paths from its own cwd: each run starts its own, as a lone `kwsnet fit` does.
+    env.pop("WANDB_SERVICE", None)
+    queue = list(todo)
+    running: dict[subprocess.Popen, tuple[RunPlan, float, Any, str | None]] = {}
+    records: list[dict[str, Any]] = []
+    old = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while queue or running:
+            while queue and len(running) < workers:
+                plan = queue.pop(0)
+                shutil.rmtree(plan.run_dir, ignore_errors=True)  # a stale failed attempt
+                os.makedirs(plan.run_dir)
+                logf = open(plan.log_path, "w")  # noqa: SIM115 (closed when the run ends)
+                logf.write("$ " + shlex.join(plan.argv) + "\n")
+                logf.flush()
+                # the run reads its base config as it starts
+                run_key = _launch_key(spec, run_base_config(spec, plan.point))
+                proc = subprocess.Popen(plan.argv, stdout=logf, stderr=subprocess.STDOUT, env=env)
+                running[proc] = (plan, time.monotonic(), logf, run_key)
+            for proc in [p for p in running if p.poll() is not None]:
+                plan, start, logf, run_key = running.pop(proc)
+                logf.close()
+                rec = record_run(plan, spec, proc.returncode, time.monotonic() - start, run_key)
+                append_ledger(ledger, rec)
+                records.append(rec)
+                value = "" if rec["value"] is None else f"{spec.metric}={rec['value']:.4f}"
+                flag = " collapsed" if rec.get("collapsed") else ""
+                print(
+                    f"[{len(records)}/{len(todo)}] {rec['status']:6s} {plan.run_id} {value}{flag} "
+                    f"({rec['wall_s']:.0f}s)"
+                    + ("" if rec["status"] == "ok" else f" log: {plan.log_path}"),
+                    file=log,
+                    flush=True,
+                )
+            time.sleep(0.1)
+    except (_Stop, KeyboardInterrupt) as exc:
+        print(
+            f"sweep stopped ({exc.__class__.__name__} {exc}); "
+            f"ending {len(running)} running run(s); "
+            "re-run the same command to resume",
+            file=log,
+            flush=True,
+        )
+        for proc in running:
+            proc.terminate()
+        for proc, (_plan, _start, logf, _key) in running.items():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            logf.close()
+        raise
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    return records

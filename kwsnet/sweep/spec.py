@@ -1,0 +1,454 @@
+"""The sweep spec: parsing and validation, grid points and their labels, content keys, and
+each run's ``kwsnet fit`` arguments (``RunPlan``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kwsnet import stats as kstats
+from kwsnet import yaml12
+
+_WANDB_KEYS = {"log_runs", "summary_run", "project", "offline"}
+
+
+_STATS_DEFAULTS: dict[str, Any] = {
+    "ci": "t",
+    "alpha": 0.05,
+    "baseline": None,
+    "bootstrap_samples": 10000,
+    "seed": 0,
+    "goal": None,
+}
+
+
+BASE_KEY = "base_config"  # the grid key of a sweep over base configs
+
+
+@dataclasses.dataclass
+class SweepSpec:
+    """A parsed, validated sweep spec (see the module docstring for the YAML form).
+
+    Args:
+        name: sweep name; the wandb group of every run and the default out dir ``sweeps/<name>``.
+        base_config: the ``kwsnet fit`` config every run starts from; a list makes it a grid key
+            (as ``grid: {base_config: [...]}`` does; then this holds the first one).
+        seeds: the ``seed_everything`` values; each grid point runs once per seed.
+        grid: dotted CLI key → values; runs cover the cartesian product, first key slowest.
+        overrides: dotted CLI key → value, added to every run (default none).
+        metric: the ``summary.json`` metric to aggregate (default ``test/acc``).
+        workers: runs in parallel (default 1).
+        out: the sweep directory (default ``sweeps/<name>``).
+        publish: a directory the results files and the ledger are copied to at the end
+            (default none).
+        wandb: ``log_runs`` (pass group/job_type/tags/name to each run's logger, default true;
+            the logger's ``save_dir`` is the run dir either way),
+            ``summary_run`` (log the table as a summary run, default true), ``project``
+            (default ``kwsnet``), ``offline`` (default ``None``: ``resolve_offline``).
+        stats: ``ci`` (``t``/``bootstrap``), ``alpha``, ``baseline`` (a point label or index,
+            default the first point), ``bootstrap_samples``, ``seed``, ``goal``
+            (``max``/``min``, default from the metric name); see ``kwsnet/stats.py``.
+        description: free text, copied to results.md.
+    """
+
+    name: str
+    base_config: Any
+    seeds: list[int]
+    grid: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    metric: str = "test/acc"
+    workers: int = 1
+    out: str = ""
+    publish: str | None = None
+    wandb: dict[str, Any] = dataclasses.field(default_factory=dict)
+    stats: dict[str, Any] = dataclasses.field(default_factory=dict)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name or any(c in self.name for c in "/\\ "):
+            raise ValueError(
+                f"sweep name must be non-empty without '/', '\\' or spaces, got {self.name!r}"
+            )
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, (int, list)):
+            raise ValueError(f"seeds must be a count or a list of ints, got {self.seeds!r}")
+        if isinstance(self.seeds, int):
+            if self.seeds < 1:
+                raise ValueError(f"seeds count must be >= 1, got {self.seeds}")
+            self.seeds = list(range(self.seeds))
+        if not self.seeds or not all(
+            isinstance(s, int) and not isinstance(s, bool) for s in self.seeds
+        ):
+            raise ValueError(f"seeds must be a non-empty list of ints, got {self.seeds!r}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds repeat: {self.seeds}")
+        if not isinstance(self.grid, dict) or not isinstance(self.overrides, dict):
+            raise ValueError("grid and overrides must be mappings of dotted key -> value(s)")
+        if isinstance(self.base_config, list):
+            if BASE_KEY in self.grid:
+                raise ValueError("base_config is a list and a grid key: give it once")
+            self.grid = {BASE_KEY: self.base_config, **self.grid}
+            self.base_config = None
+        if BASE_KEY in self.grid:
+            configs = self.grid[BASE_KEY]
+            if not isinstance(configs, list) or not configs:
+                raise ValueError(f"grid.base_config must be a non-empty list, got {configs!r}")
+            if not all(isinstance(c, str) and c for c in configs):
+                raise ValueError(f"grid.base_config must be a list of paths, got {configs!r}")
+            if self.base_config not in (None, configs[0]):
+                raise ValueError("base_config is both at the top and in grid: give it once")
+            self.base_config = configs[0]
+        if not isinstance(self.base_config, str) or not self.base_config:
+            raise ValueError(f"base_config must be a path or a list of paths: {self.base_config!r}")
+        for key, values in self.grid.items():
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"grid.{key} must be a non-empty list of values, got {values!r}")
+            if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
+                raise ValueError(f"grid.{key} repeats a value: {values}")
+        clash = sorted(set(self.grid) & set(self.overrides))
+        if clash:
+            raise ValueError(f"keys both in grid and overrides: {clash}")
+        reserved = {"seed_everything", "config", "trainer.default_root_dir"}
+        bad = sorted((set(self.grid) | set(self.overrides)) & reserved)
+        if BASE_KEY in self.overrides:
+            raise ValueError("base_config is not an override: set it at the top or in grid")
+        if bad:
+            raise ValueError(f"{bad} are set by the sweep itself; use `seeds:` for seeds")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        unknown = sorted(set(self.wandb) - _WANDB_KEYS)
+        if unknown:
+            raise ValueError(f"unknown wandb keys {unknown}; valid: {sorted(_WANDB_KEYS)}")
+        self._check_stats()
+        self.out = self.out or os.path.join("sweeps", self.name)
+
+    def _check_stats(self) -> None:
+        if not isinstance(self.stats, dict):
+            raise ValueError(f"stats must be a mapping, got {self.stats!r}")
+        unknown = sorted(set(self.stats) - set(_STATS_DEFAULTS))
+        if unknown:
+            raise ValueError(f"unknown stats keys {unknown}; valid: {sorted(_STATS_DEFAULTS)}")
+        st = {**_STATS_DEFAULTS, **self.stats}
+        if st["ci"] not in kstats.CI_METHODS:
+            raise ValueError(f"stats.ci must be one of {list(kstats.CI_METHODS)}, got {st['ci']!r}")
+        alpha = st["alpha"]
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+            raise ValueError(f"stats.alpha must be in (0, 1), got {alpha!r}")
+        n = st["bootstrap_samples"]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 100:
+            raise ValueError(f"stats.bootstrap_samples must be an int >= 100, got {n!r}")
+        if isinstance(st["seed"], bool) or not isinstance(st["seed"], int):
+            raise ValueError(f"stats.seed must be an int, got {st['seed']!r}")
+        if st["goal"] not in (None, "max", "min"):
+            raise ValueError(f"stats.goal must be max, min or null, got {st['goal']!r}")
+        baseline_index(self, st["baseline"])  # raises on an unknown point
+
+    @property
+    def stat(self) -> dict[str, Any]:
+        """``stats`` with the defaults filled in."""
+        return {**_STATS_DEFAULTS, **self.stats}
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Whether a larger metric is better: ``stats.goal``, else from the metric's name."""
+        goal = self.stat["goal"]
+        return kstats.higher_is_better(self.metric) if goal is None else goal == "max"
+
+    @property
+    def base_configs(self) -> list[str]:
+        """Every base config the sweep runs (one unless ``base_config`` is a grid key)."""
+        return list(self.grid.get(BASE_KEY, [self.base_config]))
+
+
+_SPEC_KEYS = [f.name for f in dataclasses.fields(SweepSpec)]
+
+
+def load_spec(path: str | os.PathLike) -> SweepSpec:
+    """Read a sweep spec YAML; unknown keys raise a ``ValueError`` listing the valid ones.
+
+    YAML 1.2 scalars, as in the configs: ``[yes, no]`` are words, ``1e-3`` is a float.
+    """
+    data = yaml12.load(Path(path).read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a sweep spec is a YAML mapping, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(_SPEC_KEYS))
+    if unknown:
+        raise ValueError(f"{path}: unknown sweep spec keys {unknown}; valid keys: {_SPEC_KEYS}")
+    missing = [k for k in ("name", "base_config", "seeds") if k not in data]
+    if BASE_KEY in (data.get("grid") or {}) and "base_config" in missing:
+        missing.remove("base_config")
+        data = {**data, "base_config": None}
+    if missing:
+        raise ValueError(f"{path}: sweep spec needs {missing}")
+    try:
+        return SweepSpec(**data)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+
+
+def cli_value(value: Any) -> str:
+    """Format a value for a LightningCLI flag: strings as-is, everything else as JSON.
+
+    JSON keeps strings inside lists quoted, so ``[yes, no]`` stays words, not YAML booleans.
+    """
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _short(key: str) -> str:
+    return "config" if key == BASE_KEY else key.rsplit(".", 1)[-1]
+
+
+_LONG_VALUE = 24  # JSON values longer than this are labelled by a hash
+
+
+def _hash6(value: Any) -> str:
+    text = json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"), default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:6]
+
+
+def _value_label(key: str, value: Any) -> str:
+    """A short, readable name for one grid value (before making a key's names unique)."""
+    if key == BASE_KEY and isinstance(value, str):
+        return Path(value).stem
+    if isinstance(value, dict) and isinstance(value.get("class_path"), str):
+        return value["class_path"].rsplit(".", 1)[-1]
+    text = cli_value(value)
+    if isinstance(value, (dict, list)) and len(text) > _LONG_VALUE:
+        return f"{type(value).__name__}-{_hash6(value)}"
+    return text
+
+
+def value_labels(key: str, values: Sequence[Any]) -> list[str]:
+    """The labels of one grid key's values: ``_value_label``, with a 6-hex hash of the value
+    added where two values would share a label (a base config's full path instead)."""
+    labels = [_value_label(key, v) for v in values]
+    for i, (label, value) in enumerate(zip(labels, values, strict=True)):
+        if labels.count(label) > 1:
+            if key == BASE_KEY:
+                labels[i] = value
+            elif label != cli_value(value):
+                labels[i] = f"{label}-{_hash6(value)}"
+    return labels
+
+
+def _label_of(spec: SweepSpec | None, key: str, value: Any) -> str:
+    if spec is not None and key in spec.grid:
+        values = spec.grid[key]
+        for v, label in zip(values, value_labels(key, values), strict=True):
+            if v == value:
+                return label
+    return _value_label(key, value)
+
+
+def point_label(point: dict[str, Any], spec: SweepSpec | None = None) -> str:
+    """``{"a.b.lr": 0.005, "x.norm": "end"}`` → ``lr=0.005,norm=end`` (short key names; dict
+    values by class name or hash, base configs by file stem: ``value_labels``)."""
+    return ",".join(f"{_short(k)}={_label_of(spec, k, v)}" for k, v in point.items()) or "base"
+
+
+def baseline_index(spec: SweepSpec, baseline: Any = _STATS_DEFAULTS["baseline"]) -> int:
+    """The index (in grid order) of the ``stats.baseline`` point: ``None`` → 0, an int index,
+    or a point label as in the table (e.g. ``lr=0.005,norm_placement=end``)."""
+    points = grid_points(spec)
+    if baseline is None:
+        return 0
+    if isinstance(baseline, int) and not isinstance(baseline, bool):
+        if not 0 <= baseline < len(points):
+            raise ValueError(f"stats.baseline index {baseline} is not in 0..{len(points) - 1}")
+        return baseline
+    labels = [point_label(p, spec) for p in points]
+    if baseline in labels:
+        return labels.index(baseline)
+    raise ValueError(f"stats.baseline {baseline!r} is not a grid point; the points: {labels}")
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in text.replace(",", "__"))
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """One run of a sweep: a grid point and a seed, with its directory and command."""
+
+    run_id: str
+    point: dict[str, Any]
+    point_label: str
+    seed: int
+    run_dir: str
+    log_path: str
+    argv: list[str]
+
+
+def run_base_config(spec: SweepSpec, point: dict[str, Any] | None = None) -> str:
+    """The base config of a run at ``point``: its ``base_config`` grid value, else the spec's."""
+    return (point or {}).get(BASE_KEY, spec.base_config)
+
+
+def _load_base(path: str) -> Any:
+    """A base config file, parsed as the CLI parses it (YAML 1.2 scalars)."""
+    return yaml12.load(Path(path).read_text())
+
+
+def _canonical(obj: Any) -> Any:
+    """``obj`` with string keys and lists for tuples, for a stable JSON dump."""
+    if isinstance(obj, dict):
+        return {str(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(v) for v in obj]
+    return obj
+
+
+def content_key(spec: SweepSpec, base: Any = None, base_config: str | None = None) -> str:
+    """What a run of the spec is made of, as a sha256 hex digest: its base config file's
+    parsed content (``base``, else read from ``base_config``, default ``spec.base_config``)
+    and the overrides in order.
+
+    Parsed, so comments, whitespace, quoting and mapping key order do not change it; every value
+    does. Files the base config refers to, and the code, are not part of it.
+    """
+    if base is None:
+        base = _load_base(base_config or spec.base_config)
+    fixed = {"base_config": base, "overrides": [[k, v] for k, v in spec.overrides.items()]}
+    text = json.dumps(
+        _canonical(fixed), sort_keys=True, separators=(",", ":"), allow_nan=True, default=repr
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+_UNKNOWN = object()  # the base config could not be read
+
+
+def _run_logger(spec: SweepSpec, point: dict[str, Any], base: Any) -> Any:
+    """The ``trainer.logger`` value a run ends up with: the base config's, unless an override
+    or the grid point sets it; ``_UNKNOWN`` when the base config cannot be told."""
+    trainer = base.get("trainer", {}) if isinstance(base, dict) else _UNKNOWN
+    logger = trainer.get("logger") if isinstance(trainer, dict) else _UNKNOWN
+    for key, value in {**spec.overrides, **point}.items():
+        if key == BASE_KEY:
+            continue
+        if key == "trainer.logger":
+            logger = value
+            if isinstance(value, str):  # the CLI parses it: "false", a class name, JSON
+                try:
+                    logger = yaml12.load(value)
+                except yaml.YAMLError:
+                    pass
+        elif key == "trainer" and isinstance(value, dict) and "logger" in value:
+            logger = value["logger"]
+    return logger
+
+
+def _logger_args(logger: Any, run_dir: str, meta: dict[str, Any]) -> list[str]:
+    """Flags pointing the run's logger(s) at ``run_dir`` and adding ``meta`` (the wandb
+    group/job_type/tags/name; for a list of loggers only to the wandb ones). No flags when the
+    run has no logger (``false``) or Lightning's default one (``null``/``true``), which writes
+    under ``default_root_dir`` already."""
+    if isinstance(logger, list):
+        items = []
+        for item in logger:
+            item = {"class_path": item} if isinstance(item, str) else dict(item)
+            extra = meta if "wandb" in str(item.get("class_path", "")).lower() else {}
+            item["init_args"] = {**(item.get("init_args") or {}), "save_dir": run_dir, **extra}
+            items.append(item)
+        return ["--trainer.logger", json.dumps(items)]
+    if logger is _UNKNOWN or isinstance(logger, (dict, str)):
+        args = ["--trainer.logger.init_args.save_dir", run_dir]
+        for key, value in meta.items():
+            args += [f"--trainer.logger.init_args.{key}", cli_value(value)]
+        return args
+    return []
+
+
+def run_args(
+    spec: SweepSpec,
+    point: dict[str, Any],
+    seed: int,
+    run_id: str,
+    run_dir: str,
+    base: Any = _UNKNOWN,
+) -> list[str]:
+    """The ``kwsnet fit`` arguments of one run (everything after the subcommand).
+
+    ``base`` is the parsed base config (read from the run's base config when not given); it
+    tells whether the run has a logger, whose ``save_dir`` is then set to ``run_dir``.
+    """
+    config = run_base_config(spec, point)
+    if base is _UNKNOWN:
+        try:
+            base = _load_base(config)
+        except (OSError, yaml.YAMLError):
+            pass  # the run reports it; assume a logger, so nothing is written outside run_dir
+    args = ["--config", config]
+    for key, value in {**spec.overrides, **point}.items():
+        if key != BASE_KEY:
+            args += [f"--{key}", cli_value(value)]
+    args += ["--seed_everything", str(seed), "--trainer.default_root_dir", run_dir]
+    args += ["--test_after_fit", "true", "--trainer.enable_progress_bar", "false"]
+    meta: dict[str, Any] = {}
+    if spec.wandb.get("log_runs", True):
+        label = point_label(point, spec)
+        tags = [spec.name] + [f"{_short(k)}={_label_of(spec, k, v)}"[:64] for k, v in point.items()]
+        meta = {"group": spec.name, "job_type": label[:64], "tags": tags, "name": run_id}
+    return args + _logger_args(_run_logger(spec, point, base), run_dir, meta)
+
+
+def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
+    """Every grid point as ``{key: value}``, in spec order (first key slowest)."""
+    return [dict(zip(spec.grid, v, strict=True)) for v in itertools.product(*spec.grid.values())]
+
+
+def _fit_entry() -> list[str]:
+    """``kwsnet.sweep.FIT_ENTRY``, read at call time, so swapping it there takes effect."""
+    from kwsnet import sweep
+
+    return list(sweep.FIT_ENTRY)
+
+
+def plan_runs(spec: SweepSpec, out: str | None = None) -> list[RunPlan]:
+    """Every (grid point × seed) run, grid points in spec order (first key slowest)."""
+    out = out or spec.out
+    bases: dict[str, Any] = {}
+    for config in spec.base_configs:
+        try:
+            bases[config] = _load_base(config)
+        except (OSError, yaml.YAMLError):
+            bases[config] = _UNKNOWN
+    plans = []
+    for point in grid_points(spec):
+        label = point_label(point, spec)
+        base = bases[run_base_config(spec, point)]
+        for seed in spec.seeds:
+            run_id = f"{_slug(label)}__seed{seed}"
+            run_dir = os.path.join(out, "runs", run_id)
+            argv = [*_fit_entry(), *run_args(spec, point, seed, run_id, run_dir, base)]
+            plans.append(
+                RunPlan(run_id, point, label, seed, run_dir, os.path.join(run_dir, "run.log"), argv)
+            )
+    return plans
+
+
+def _fixed(spec: SweepSpec, config: str | None = None) -> dict[str, Any]:
+    """The run's base config path (default the spec's) and the overrides, for humans (and for
+    records without a key)."""
+    fixed = {"base_config": config or spec.base_config, "overrides": spec.overrides}
+    return json.loads(json.dumps(fixed))
+
+
+def _launch_key(spec: SweepSpec, config: str | None = None) -> str | None:
+    """The content key as a run starts; ``None`` if the base config cannot be read then."""
+    try:
+        return content_key(spec, base_config=config)
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def content_keys(spec: SweepSpec) -> dict[str, str]:
+    """``content_key`` of every base config of the sweep (raises if one cannot be read)."""
+    return {c: content_key(spec, base_config=c) for c in spec.base_configs}
