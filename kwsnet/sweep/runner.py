@@ -60,8 +60,8 @@ def run_sweep(
     if stale:
         warnings.warn(
             f"{len(stale)} ok run(s) in {ledger} were made with another base config content "
-            f"or other overrides than the spec now has ({spec.base_config}); they run again "
-            f"(e.g. {stale[0]})",
+            f"or other overrides than the spec now has ({', '.join(spec.base_configs)}); they "
+            f"run again (e.g. {stale[0]})",
             stacklevel=2,
         )
         done -= set(stale)
