@@ -1,0 +1,175 @@
+"""Keyword detection over a long waveform (no Lightning needed).
+
+A window of the model's input length slides over the waveform every ``hop_ms``; each window's
+class posteriors are averaged over the last ``smooth_windows`` windows (a causal moving
+average, as tflite-micro's ``RecognizeCommands`` averages over its window); a keyword fires
+when its smoothed posterior is at least its threshold for ``patience`` consecutive hops
+(openWakeWord's ``patience``), is the highest such keyword in that hop, and no detection of
+any keyword happened in the previous ``refractory_ms`` (``RecognizeCommands``' suppression,
+wekws's skip after an alarm). A detection's time is the centre of the window that fired.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+__all__ = ["DetectorConfig", "Detection", "Detector", "decide", "window_starts"]
+
+Posteriors = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class DetectorConfig:
+    """Detector settings (all times in milliseconds).
+
+    Attributes:
+        hop_ms: step between windows (default 100).
+        smooth_windows: moving average over this many windows, the current one included
+            (default 3; 1: no smoothing).
+        threshold: smoothed posterior a keyword must reach (default 0.5).
+        thresholds: per-keyword thresholds by name, overriding ``threshold`` (default none).
+        patience: consecutive hops at or above the threshold before a detection (default 1).
+        refractory_ms: after a detection no keyword fires for this long (default 1000).
+        batch_size: windows scored per call of the posterior function (default 64).
+    """
+
+    hop_ms: float = 100.0
+    smooth_windows: int = 3
+    threshold: float = 0.5
+    thresholds: dict[str, float] = field(default_factory=dict)
+    patience: int = 1
+    refractory_ms: float = 1000.0
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.hop_ms <= 0:
+            raise ValueError(f"hop_ms must be > 0, got {self.hop_ms}")
+        if self.smooth_windows < 1 or self.patience < 1 or self.batch_size < 1:
+            raise ValueError("smooth_windows, patience and batch_size must be >= 1")
+        if self.refractory_ms < 0:
+            raise ValueError(f"refractory_ms must be >= 0, got {self.refractory_ms}")
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A keyword found at ``time`` seconds (window centre) with smoothed posterior ``score``."""
+
+    time: float
+    keyword: str
+    score: float
+
+
+def window_starts(num_samples: int, window: int, hop: int) -> np.ndarray:
+    """Start sample of every window; a waveform shorter than one window gets one (padded)."""
+    if num_samples <= window:
+        return np.zeros(1, dtype=np.int64)
+    return np.arange(0, num_samples - window + 1, hop, dtype=np.int64)
+
+
+def decide(
+    times: np.ndarray,
+    scores: np.ndarray,
+    keywords: Sequence[str],
+    thresholds: Sequence[float],
+    patience: int,
+    refractory_s: float,
+) -> list[Detection]:
+    """Detections from smoothed scores ``[N, K]`` at ``times [N]`` (seconds).
+
+    A keyword whose threshold is ``inf`` never fires (used to score keywords one at a time).
+    """
+    thr = np.asarray(thresholds, dtype=np.float64)
+    above = scores >= thr[None, :]
+    streak = np.zeros(len(keywords), dtype=np.int64)
+    last = -np.inf
+    out: list[Detection] = []
+    for n in range(len(times)):
+        streak = np.where(above[n], streak + 1, 0)
+        ready = streak >= patience
+        if not ready.any() or times[n] - last < refractory_s:
+            continue
+        k = int(np.argmax(np.where(ready, scores[n], -np.inf)))
+        out.append(Detection(float(times[n]), keywords[k], float(scores[n, k])))
+        last = float(times[n])
+        streak[:] = 0
+    return out
+
+
+class Detector:
+    """Sliding-window keyword detector over any posterior function.
+
+    Args:
+        posteriors: ``batch [B, window] -> probabilities [B, C]`` (e.g. a model's softmax).
+        class_names: the ``C`` class names.
+        keywords: the class names that are keywords (default: every class except
+            ``_unknown_`` and ``_silence_``).
+        window: samples per window (the model's input length).
+        sample_rate: samples per second of the waveforms.
+        config: the ``DetectorConfig`` (default: its defaults).
+    """
+
+    NON_KEYWORDS = ("_unknown_", "_silence_")
+
+    def __init__(
+        self,
+        posteriors: Posteriors,
+        class_names: Sequence[str],
+        window: int,
+        sample_rate: int = 16000,
+        keywords: Sequence[str] | None = None,
+        config: DetectorConfig | None = None,
+    ) -> None:
+        self.posteriors = posteriors
+        self.class_names = list(class_names)
+        if keywords is None:
+            keywords = [n for n in self.class_names if n not in self.NON_KEYWORDS]
+        unknown = [k for k in keywords if k not in self.class_names]
+        if unknown or not keywords:
+            raise ValueError(f"keywords {list(keywords)} must be non-empty class names")
+        self.keywords = list(keywords)
+        self.keyword_index = [self.class_names.index(k) for k in self.keywords]
+        self.window, self.sample_rate = int(window), int(sample_rate)
+        self.config = config or DetectorConfig()
+        self.hop = max(1, round(self.config.hop_ms * self.sample_rate / 1000))
+
+    def thresholds(self, override: Mapping[str, float] | None = None) -> list[float]:
+        """Per-keyword thresholds: ``override``, else the config's, else its ``threshold``."""
+        merged = {**self.config.thresholds, **(override or {})}
+        return [float(merged.get(k, self.config.threshold)) for k in self.keywords]
+
+    @torch.no_grad()
+    def scores(self, wave: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(times [N] in s, smoothed keyword posteriors [N, K])`` of a waveform ``[T]``."""
+        wave = torch.as_tensor(np.asarray(wave, dtype=np.float32)).reshape(-1)
+        if wave.shape[0] < self.window:
+            wave = torch.nn.functional.pad(wave, (0, self.window - wave.shape[0]))
+        starts = window_starts(wave.shape[0], self.window, self.hop)
+        frames = wave.unfold(0, self.window, self.hop)[: len(starts)]
+        probs = []
+        for i in range(0, len(starts), self.config.batch_size):
+            p = self.posteriors(frames[i : i + self.config.batch_size].contiguous())
+            probs.append(torch.as_tensor(p, dtype=torch.float64)[:, self.keyword_index])
+        raw = torch.cat(probs).numpy()
+        m = self.config.smooth_windows
+        csum = np.cumsum(np.vstack([np.zeros((1, raw.shape[1])), raw]), axis=0)
+        n = np.arange(1, len(raw) + 1)
+        lo = np.maximum(n - m, 0)
+        smoothed = (csum[n] - csum[lo]) / (n - lo)[:, None]
+        times = (starts + self.window / 2) / self.sample_rate
+        return times, smoothed
+
+    def decide(
+        self, times: np.ndarray, scores: np.ndarray, thresholds: Sequence[float] | None = None
+    ) -> list[Detection]:
+        """Detections from ``scores`` (``Detector.scores``) at the given thresholds."""
+        thr = self.thresholds() if thresholds is None else list(thresholds)
+        cfg = self.config
+        return decide(times, scores, self.keywords, thr, cfg.patience, cfg.refractory_ms / 1000)
+
+    def detect(self, wave: torch.Tensor | np.ndarray) -> list[Detection]:
+        """Detections in a waveform ``[T]`` at the configured thresholds."""
+        return self.decide(*self.scores(wave))

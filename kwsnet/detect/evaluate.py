@@ -1,0 +1,154 @@
+"""Stream evaluation with wekws's semantics (``kws/bin/compute_det.py``).
+
+- A keyword occurrence (a ``labels.csv`` row: file, keyword, start, end in seconds) is
+  *detected* if a detection of that keyword, in that file, has its time in ``[start, end]``.
+  Each occurrence takes at most one detection (the earliest).
+- Every other detection is a *false alarm*: a detection of another keyword inside an
+  occurrence, a second detection inside one, or one in filler or noise.
+- FA/h = false alarms / hours of audio (all files, their full length). FRR = missed
+  occurrences / occurrences.
+- The threshold is swept (``THRESHOLDS``); the detector runs again at each one (its patience and
+  refractory period make detections depend on it). Per keyword, only that keyword can fire
+  (the others' thresholds are infinite), as wekws scores each keyword alone; *overall*, every
+  keyword shares the swept threshold and the FRR and FA/h pool all keywords.
+- FRR at N FA/h is the lowest FRR among the thresholds whose FA/h is at most N (its threshold
+  is the operating point); ``nan`` where no threshold gets that few false alarms.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .detector import Detection
+
+__all__ = [
+    "Occurrence",
+    "THRESHOLDS",
+    "TARGET_FA_PER_HOUR",
+    "read_labels",
+    "count_errors",
+    "sweep",
+    "SweepResult",
+    "frr_at",
+    "plot_det",
+]
+
+DetectAt = Callable[[list[float]], dict[str, list[Detection]]]
+THRESHOLDS = np.round(np.arange(0.0, 1.0001, 0.01), 2)
+TARGET_FA_PER_HOUR = (0.5, 1.0, 2.0)
+
+
+@dataclass(frozen=True)
+class Occurrence:
+    file: str
+    keyword: str
+    start: float
+    end: float
+
+
+def read_labels(path: str | Path) -> list[Occurrence]:
+    """The rows of a ``labels.csv`` (header ``file,keyword,start,end``)."""
+    with open(path, newline="") as f:
+        return [
+            Occurrence(r["file"], r["keyword"], float(r["start"]), float(r["end"]))
+            for r in csv.DictReader(f)
+        ]
+
+
+def count_errors(
+    detections: Mapping[str, Sequence[Detection]], occurrences: Iterable[Occurrence]
+) -> tuple[int, int, int]:
+    """``(occurrences, missed, false alarms)`` of per-file detections."""
+    by_file: dict[str, list[Occurrence]] = {}
+    for o in occurrences:
+        by_file.setdefault(o.file, []).append(o)
+    total = missed = fa = 0
+    for file in set(by_file) | set(detections):
+        occ = sorted(by_file.get(file, []), key=lambda o: o.start)
+        hit = [False] * len(occ)
+        for d in sorted(detections.get(file, []), key=lambda d: d.time):
+            for i, o in enumerate(occ):
+                if not hit[i] and o.keyword == d.keyword and o.start <= d.time <= o.end:
+                    hit[i] = True
+                    break
+            else:
+                fa += 1
+        total += len(occ)
+        missed += hit.count(False)
+    return total, missed, fa
+
+
+@dataclass
+class SweepResult:
+    """FRR and FA/h per threshold, for one keyword or ``overall``."""
+
+    thresholds: np.ndarray
+    frr: np.ndarray
+    fa_per_hour: np.ndarray
+    occurrences: int
+
+
+def sweep(
+    detect_at: DetectAt,
+    keywords: Sequence[str],
+    occurrences: Sequence[Occurrence],
+    hours: float,
+    thresholds: Sequence[float] = THRESHOLDS,
+) -> dict[str, SweepResult]:
+    """Sweep results per keyword and ``overall``.
+
+    ``detect_at(thresholds per keyword) -> {file: detections}`` runs the detector (on stored
+    scores) at one set of thresholds.
+    """
+    if hours <= 0:
+        raise ValueError(f"hours of audio must be > 0, got {hours}")
+    out: dict[str, SweepResult] = {}
+    groups = [(k, [k]) for k in keywords] + [("overall", list(keywords))]
+    for name, active in groups:
+        occ = [o for o in occurrences if o.keyword in active]
+        frr, fah = [], []
+        for t in thresholds:
+            thr = [float(t) if k in active else math.inf for k in keywords]
+            dets = {f: [d for d in ds if d.keyword in active] for f, ds in detect_at(thr).items()}
+            total, missed, fa = count_errors(dets, occ)
+            frr.append(missed / total if total else math.nan)
+            fah.append(fa / hours)
+        out[name] = SweepResult(np.asarray(thresholds), np.array(frr), np.array(fah), len(occ))
+    return out
+
+
+def frr_at(result: SweepResult, fa_per_hour: float) -> tuple[float, float]:
+    """``(FRR, threshold)``: the lowest FRR with FA/h <= ``fa_per_hour`` (``nan`` if none)."""
+    ok = np.flatnonzero(result.fa_per_hour <= fa_per_hour + 1e-12)
+    if len(ok) == 0:
+        return math.nan, math.nan
+    best = ok[np.argmin(result.frr[ok])]
+    return float(result.frr[best]), float(result.thresholds[best])
+
+
+def plot_det(results: Mapping[str, SweepResult], path: str | Path, title: str = "") -> None:
+    """A DET curve (FRR vs FA/h, one line per keyword and overall) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, r in results.items():
+        ax.plot(r.fa_per_hour, r.frr, lw=2.5 if name == "overall" else 1, label=name)
+    ax.set_xlabel("false alarms per hour")
+    ax.set_ylabel("false rejection rate")
+    ax.set_ylim(0, 1)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

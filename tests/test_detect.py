@@ -1,0 +1,175 @@
+"""Streaming detection: detector logic, evaluator semantics, stream generator (no training)."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from kwsnet.data.audio import read_audio
+from kwsnet.data.datamodule import AudioDataModule
+from kwsnet.detect import Detection, Detector, DetectorConfig, Occurrence, decide
+from kwsnet.detect.evaluate import count_errors, frr_at, plot_det, sweep
+from kwsnet.detect.model import detector_from_module
+from kwsnet.detect.streams import StreamConfig, make_streams
+
+KW = ["yes", "no"]
+
+
+def test_decide_patience_refractory_and_argmax():
+    t = np.arange(10) * 0.1
+    s = np.zeros((10, 2))
+    s[1:4, 0] = [0.6, 0.7, 0.8]  # yes for 3 hops
+    s[3, 1] = 0.9  # no is higher at hop 3, but only 1 hop long
+    s[8:10, 1] = [0.6, 0.6]
+    # patience 2: yes fires at hop 2; refractory 0.5 s blocks hop 3..6; no fires at hop 9
+    got = decide(t, s, KW, [0.5, 0.5], patience=2, refractory_s=0.5)
+    assert got == [Detection(0.2, "yes", 0.7), Detection(0.9, "no", 0.6)]
+    # patience 1, no refractory: yes at 1 resets the streaks, no (0.9) wins hop 3's argmax
+    got = decide(t, s, KW, [0.5, 0.5], patience=1, refractory_s=0.0)
+    assert [(d.time, d.keyword) for d in got] == [
+        (0.1, "yes"),
+        (0.2, "yes"),
+        (pytest.approx(0.3), "no"),
+        (0.8, "no"),
+        (0.9, "no"),
+    ]
+    # an infinite threshold silences a keyword
+    got = decide(t, s, KW, [math.inf, 0.5], patience=1, refractory_s=1.0)
+    assert [(d.time, d.keyword) for d in got] == [(pytest.approx(0.3), "no")]
+
+
+def marker_posteriors(batch: torch.Tensor) -> torch.Tensor:
+    """Stand-in model: P(yes) = fraction of the window's samples equal to 1."""
+    yes = (batch == 1.0).double().mean(dim=1)
+    return torch.stack([yes, torch.zeros_like(yes), 1 - yes], dim=1)
+
+
+def test_detector_windows_smoothing_and_times():
+    sr, window = 100, 100  # 1 s windows, 10-sample (100 ms) hop
+    wave = np.zeros(300, dtype=np.float32)
+    wave[100:200] = 1.0
+    cfg = DetectorConfig(smooth_windows=2, threshold=0.9, refractory_ms=0)
+    det = Detector(marker_posteriors, ["yes", "no", "_unknown_"], window, sr, config=cfg)
+    assert det.keywords == ["yes", "no"]
+    times, scores = det.scores(wave)
+    assert len(times) == 21 and times[0] == 0.5 and times[-1] == pytest.approx(2.5)
+    raw = np.array([wave[i * 10 : i * 10 + 100].mean() for i in range(21)])
+    want = np.concatenate([[raw[0]], (raw[1:] + raw[:-1]) / 2])
+    np.testing.assert_allclose(scores[:, 0], want, atol=1e-12)
+    assert np.all(scores[:, 1] == 0)
+    # raw .8 .9 1 .9 .8 at starts 80..120; causal mean of 2: .85 at 90, .95 at 100 and 110
+    got = det.detect(wave)
+    assert [(d.keyword, round(d.time, 3)) for d in got] == [("yes", 1.5), ("yes", 1.6)]
+    # a clip shorter than the window is padded to one window
+    times, scores = det.scores(np.ones(30, dtype=np.float32))
+    assert times.tolist() == [0.5] and scores[0, 0] == pytest.approx(0.3)
+
+
+def test_count_errors_hand_example():
+    occ = [
+        Occurrence("a.wav", "yes", 1.0, 2.0),
+        Occurrence("a.wav", "no", 5.0, 6.0),
+        Occurrence("b.wav", "yes", 0.0, 1.0),
+    ]
+    dets = {
+        "a.wav": [
+            Detection(1.5, "yes", 0.9),  # hit
+            Detection(1.8, "yes", 0.9),  # second in the same window: false alarm
+            Detection(3.0, "no", 0.9),  # outside any window: false alarm
+        ],
+        "b.wav": [Detection(0.5, "no", 0.9)],  # wrong keyword in a window: false alarm
+        "c.wav": [Detection(2.0, "yes", 0.9)],  # a file without labels: false alarm
+    }
+    assert count_errors(dets, occ) == (3, 2, 4)
+    assert count_errors({}, occ) == (3, 3, 0)
+
+
+def test_sweep_and_frr_at_hand_example(tmp_path: Path):
+    # one file, 1 h; yes in [1, 2] and [10, 11], no in [20, 21]
+    occ = [
+        Occurrence("f", "yes", 1.0, 2.0),
+        Occurrence("f", "yes", 10.0, 11.0),
+        Occurrence("f", "no", 20.0, 21.0),
+    ]
+    t = np.array([1.5, 10.5, 15.0, 20.5])
+    s = np.array([[0.9, 0.0], [0.4, 0.0], [0.6, 0.3], [0.0, 0.7]])  # yes, no
+
+    def detect_at(thr):
+        return {"f": decide(t, s, KW, thr, patience=1, refractory_s=0.0)}
+
+    res = sweep(detect_at, KW, occ, hours=0.5, thresholds=[0.3, 0.5, 0.65, 0.95])
+    # yes alone: 0.3 → hits both, FA at 15 (0.6); 0.5 → hit 1.5, FA 15; 0.65 → hit 1.5; 0.95 → none
+    np.testing.assert_allclose(res["yes"].frr, [0.0, 0.5, 0.5, 1.0])
+    np.testing.assert_allclose(res["yes"].fa_per_hour, [2.0, 2.0, 0.0, 0.0])
+    # no alone: 0.3 → FA at 15 (0.3) and hit; 0.5, 0.65 → hit; 0.95 → none
+    np.testing.assert_allclose(res["no"].frr, [0.0, 0.0, 0.0, 1.0])
+    np.testing.assert_allclose(res["no"].fa_per_hour, [2.0, 0.0, 0.0, 0.0])
+    # overall at 0.3: hits yes, yes, no; at 15 yes (0.6) wins the argmax: 1 FA
+    np.testing.assert_allclose(res["overall"].frr, [0.0, 1 / 3, 1 / 3, 1.0])
+    np.testing.assert_allclose(res["overall"].fa_per_hour, [2.0, 2.0, 0.0, 0.0])
+    assert res["overall"].occurrences == 3
+    assert frr_at(res["yes"], 1.0) == (0.5, 0.65)
+    assert frr_at(res["yes"], 2.0) == (0.0, 0.3)
+    assert frr_at(res["no"], 0.5) == (0.0, 0.5)
+    assert math.isnan(frr_at(res["yes"], -1.0)[0])
+    plot_det(res, tmp_path / "det.png")
+    assert (tmp_path / "det.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class FakeModule(torch.nn.Module):
+    class_names = ["_silence_", "_unknown_", "yes", "no"]
+
+    def forward(self, audio, lengths):
+        assert lengths.tolist() == [audio.shape[1]] * audio.shape[0]
+        return torch.stack([audio.mean(1) * 0, audio.mean(1) * 0, audio.mean(1), -audio.mean(1)], 1)
+
+
+def test_detector_from_module_uses_softmax_and_skips_non_keywords():
+    det = detector_from_module(FakeModule(), window=50, sample_rate=100)
+    assert det.keywords == ["yes", "no"] and det.keyword_index == [2, 3]
+    _, s = det.scores(np.full(50, 2.0, dtype=np.float32))
+    e = np.exp([0.0, 0.0, 2.0, -2.0])
+    np.testing.assert_allclose(s[0], (e / e.sum())[2:], rtol=1e-6)
+
+
+def _segments(tree: Path, split_list: str) -> dict[str, list[np.ndarray]]:
+    out: dict[str, list[np.ndarray]] = {}
+    for line in (tree / split_list).read_text().split():
+        out.setdefault(line.split("/")[0], []).append(read_audio(tree / line, 16000).numpy())
+    return out
+
+
+def test_make_streams_places_test_clips_exactly(speech_commands_tree: Path, tmp_path: Path):
+    dm = AudioDataModule(source="speech_commands", root=str(speech_commands_tree), preload=False)
+    cfg = StreamConfig(minutes=0.5, stream_seconds=10.0, noise_gain=0.0, seed=3)
+    paths = make_streams(dm, tmp_path / "s", cfg)
+    assert [p.name for p in paths] == ["stream_000.wav", "stream_001.wav", "stream_002.wav"]
+    with open(tmp_path / "s" / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and set(rows[0]) == {"file", "keyword", "start", "end"}
+    test_clips = _segments(speech_commands_tree, "testing_list.txt")
+    waves = {p.name: sf.read(p, dtype="float32")[0] for p in paths}
+    assert all(sf.info(p).subtype == "PCM_16" and sf.info(p).duration == 10.0 for p in paths)
+    covered = {n: np.zeros(len(w), bool) for n, w in waves.items()}
+    for r in rows:
+        a, b = round(float(r["start"]) * 16000), round(float(r["end"]) * 16000)
+        seg = waves[r["file"]][a:b]
+        assert any(np.array_equal(seg, c) for c in test_clips[r["keyword"]]), r
+        covered[r["file"]][a:b] = True
+    for n, w in waves.items():  # no noise, no filler (no _unknown_): silence elsewhere
+        assert np.all(w[~covered[n]] == 0)
+    assert {r["keyword"] for r in rows} <= {"yes", "no", "up"}
+    # deterministic from the seed; another seed differs; noise fills the gaps
+    again = make_streams(dm, tmp_path / "t", cfg)
+    assert [sf.read(p)[0].tolist() for p in again] == [sf.read(p)[0].tolist() for p in paths]
+    assert (tmp_path / "t" / "labels.csv").read_text() == (
+        tmp_path / "s" / "labels.csv"
+    ).read_text()
+    noisy = make_streams(dm, tmp_path / "n", StreamConfig(minutes=1 / 6, stream_seconds=10.0))
+    assert np.count_nonzero(sf.read(noisy[0])[0]) > 0.9 * 160000
