@@ -67,6 +67,9 @@ EXTRA_COMMANDS: dict[str, str] = {
     "export": "kwsnet.export.commands:export_main",
     "parity": "kwsnet.export.commands:parity_main",
     "prepare": "kwsnet.data.prepare:prepare_main",
+    "detect": "kwsnet.detect.commands:detect_main",
+    "make-streams": "kwsnet.detect.commands:make_streams_main",
+    "detect-eval": "kwsnet.detect.commands:detect_eval_main",
 }
 
 # Bad input, reported by the console script as one line (kwsnet.errors); anything else is a bug

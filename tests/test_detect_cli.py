@@ -1,0 +1,69 @@
+"""`kwsnet make-streams / detect / detect-eval` end to end on a tiny fit (outputs only)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from kwsnet.cli import main
+from kwsnet.errors import ConfigError
+
+from .conftest import KWS_RAW_CONFIG, QUIET_FIT
+
+
+def run(argv: list[str]) -> int:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    return exc.value.code
+
+
+def test_streams_detect_and_eval_commands(speech_commands_tree: Path, tmp_path: Path, capsys):
+    data = ["--data.source", "speech_commands", "--data.root", str(speech_commands_tree)]
+    main(
+        [
+            "fit",
+            "--config",
+            KWS_RAW_CONFIG,
+            *data,
+            "--data.batch_size",
+            "8",
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.default_root_dir",
+            str(tmp_path / "run"),
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.enable_model_summary",
+            "false",
+            *QUIET_FIT,
+        ]
+    )
+    ckpt = next((tmp_path / "run").rglob("*.ckpt"))
+    streams = tmp_path / "streams"
+    args = [*data, "--out", str(streams), "--seed", "1", "--minutes", "0.25"]
+    assert run(["make-streams", *args, "--stream_seconds", "7.5"]) == 0
+    wavs = sorted(streams.glob("*.wav"))
+    assert len(wavs) == 2 and (streams / "labels.csv").is_file()
+
+    capsys.readouterr()
+    assert run(["detect", "--ckpt_path", str(ckpt), "--threshold", "0", *map(str, wavs)]) == 0
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert rows, "threshold 0 fires at every refractory period"
+    for r in rows:
+        assert r["file"] in map(str, wavs) and r["keyword"] in {"yes", "no", "up"}
+        assert 0 <= float(r["time"]) <= 7.5 and 0 <= float(r["score"]) <= 1
+    out = tmp_path / "d.csv"
+    assert run(["detect", "--ckpt_path", str(ckpt), "--out", str(out), str(wavs[0])]) == 0
+    assert out.read_text().startswith("file,time,keyword,score\n")
+
+    assert run(["detect-eval", "--ckpt_path", str(ckpt), "--streams", str(streams)]) == 0
+    table = capsys.readouterr().out
+    assert "FRR@1FA/h" in table and "overall" in table and "0.004 h of audio" in table
+    assert (streams / "det.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_detect_eval_without_labels_is_a_user_error(tmp_path: Path):
+    with pytest.raises(ConfigError, match="labels.csv does not exist"):
+        main(["detect-eval", "--ckpt_path", "x.ckpt", "--streams", str(tmp_path)])
