@@ -144,6 +144,7 @@ def plot_det(results: Mapping[str, SweepResult], path: str | Path, title: str = 
         ax.plot(r.fa_per_hour, r.frr, lw=2.5 if name == "overall" else 1, label=name)
     ax.set_xlabel("false alarms per hour")
     ax.set_ylabel("false rejection rate")
+    ax.set_xscale("symlog", linthresh=1.0)  # the low-FA/h end is what matters
     ax.set_ylim(0, 1)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
