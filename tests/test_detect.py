@@ -173,3 +173,26 @@ def test_make_streams_places_test_clips_exactly(speech_commands_tree: Path, tmp_
     ).read_text()
     noisy = make_streams(dm, tmp_path / "n", StreamConfig(minutes=1 / 6, stream_seconds=10.0))
     assert np.count_nonzero(sf.read(noisy[0])[0]) > 0.9 * 160000
+
+
+def naive_decide(t, s, thr, patience, refractory_s):
+    """Reference: every hop, in order."""
+    streak, last, out = [0] * s.shape[1], -math.inf, []
+    for n in range(len(t)):
+        streak = [c + 1 if s[n, k] >= thr[k] else 0 for k, c in enumerate(streak)]
+        ready = [k for k in range(s.shape[1]) if streak[k] >= patience]
+        if ready and t[n] - last >= refractory_s:
+            k = max(ready, key=lambda k: (s[n, k], -k))
+            out.append(Detection(float(t[n]), KW[k], float(s[n, k])))
+            last, streak = float(t[n]), [0] * s.shape[1]
+    return out
+
+
+@pytest.mark.parametrize("patience", [1, 2, 3])
+def test_decide_matches_a_hop_by_hop_reference(patience):
+    rng = np.random.default_rng(patience)
+    t = np.arange(400) * 0.1
+    s = rng.random((400, 2)) ** 3
+    for thr in ([0.2, 0.3], [0.5, 0.5], [0.7, math.inf]):
+        for refr in (0.0, 0.35, 1.0):
+            assert decide(t, s, KW, thr, patience, refr) == naive_decide(t, s, thr, patience, refr)

@@ -87,7 +87,11 @@ def decide(
     streak = np.zeros(len(keywords), dtype=np.int64)
     last = -np.inf
     out: list[Detection] = []
-    for n in range(len(times)):
+    prev = -2
+    for n in np.flatnonzero(above.any(axis=1)):  # a hop with none above only resets streaks
+        if n != prev + 1:
+            streak[:] = 0
+        prev = n
         streak = np.where(above[n], streak + 1, 0)
         ready = streak >= patience
         if not ready.any() or times[n] - last < refractory_s:
