@@ -196,3 +196,33 @@ def test_decide_matches_a_hop_by_hop_reference(patience):
     for thr in ([0.2, 0.3], [0.5, 0.5], [0.7, math.inf]):
         for refr in (0.0, 0.35, 1.0):
             assert decide(t, s, KW, thr, patience, refr) == naive_decide(t, s, thr, patience, refr)
+
+
+def test_make_streams_adds_unknown_filler_unlabelled(speech_commands_tree: Path, tmp_path: Path):
+    dm = AudioDataModule(
+        source="speech_commands",
+        root=str(speech_commands_tree),
+        words=["yes", "no"],
+        include_unknown=True,
+        preload=False,
+    )
+    cfg = StreamConfig(minutes=1.0, stream_seconds=20.0, noise_gain=0.0, filler_prob=0.5)
+    paths = make_streams(dm, tmp_path, cfg)
+    with open(tmp_path / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["keyword"] for r in rows} == {"yes", "no"}
+    up = _segments(speech_commands_tree, "testing_list.txt")["up"]
+    fillers = 0
+    for p in paths:
+        w = sf.read(p, dtype="float32")[0]
+        spans = [
+            (round(float(r["start"]) * 16000), round(float(r["end"]) * 16000))
+            for r in rows
+            if r["file"] == p.name
+        ]
+        nz = np.flatnonzero(w)  # clips follow >= 1 s of silence; a tone's sample 0 is 0
+        for a in np.concatenate([nz[:1], nz[1:][np.diff(nz) > 8000]]) - 1:
+            if not any(s <= a < e for s, e in spans):
+                assert any(np.array_equal(w[a : a + 16000], c) for c in up)
+                fillers += 1
+    assert fillers > 0
