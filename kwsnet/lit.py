@@ -117,7 +117,6 @@ class ClassifierModule(pl.LightningModule):
         self.verification_seed = verification_seed
         # (embedding, speaker, clip key) per test batch, for verification at epoch end
         self._test_embeddings: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        self.compile_backbone = compile
         self.compile_error: str | None = None
         # A function, not a registered submodule: the state dict keeps the backbone's names.
         self._compiled_backbone: Callable[..., torch.Tensor] | None = (
@@ -146,6 +145,11 @@ class ClassifierModule(pl.LightningModule):
         feats, feat_lengths = self.frontend(audio, lengths)
         return self._run_backbone(feats, feat_lengths)
 
+    @property
+    def compile_backbone(self) -> bool:
+        """Whether the backbone runs compiled (False when not asked, or after a fallback)."""
+        return self._compiled_backbone is not None
+
     def _run_backbone(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The backbone, compiled where ``compile`` asked and torch.compile could build it."""
         compiled = self._compiled_backbone
@@ -163,7 +167,6 @@ class ClassifierModule(pl.LightningModule):
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         self.compile_error = f"{type(exc).__name__}: {first}"
         self._compiled_backbone = None
-        self.compile_backbone = False
         warnings.warn(
             f"model.compile: torch.compile failed ({self.compile_error}); training eager",
             stacklevel=2,

@@ -22,7 +22,7 @@ def test_should_update_logs_follows_log_every_n_steps(tmp_path: Path) -> None:
 
     from .conftest import QUIET_FIT, tiny_cli_args
 
-    args = [a for a in QUIET_FIT]
+    args = list(QUIET_FIT)
     args[args.index("--trainer.logger") + 1] = "lightning.pytorch.loggers.CSVLogger"
     main(
         [
