@@ -1,0 +1,62 @@
+/* Private: the log-mel / MFCC front end of format-v2 models, as kwsnet.data.features.LogMel
+ * and MFCC compute it (torch.stft with a periodic Hann window, onesided power spectrum
+ * re^2 + im^2, torchaudio.functional.melscale_fbanks, log(mel + eps), an optional orthonormal
+ * DCT-II, per-utterance mean / mean-and-variance normalisation over the clip's frames).
+ *
+ * The window, the filterbank and the DCT matrix come from the model file (computed by
+ * torchaudio at export, kwsnet/export/frontend.py), so the C side only frames, transforms
+ * and sums. Pure functions: no allocation, no state; every buffer is caller-owned scratch.
+ *
+ * Layout: the output is channel-major, out[c * n_frames + t] (c < n_out), which is the
+ * [C, L] layout the Conv1d kernels read (a mel model transposes [T, F] -> [F, T] first). */
+#ifndef KWSN_FRONTEND_H
+#define KWSN_FRONTEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kwsnet.h"
+
+/* Normalisation over the clip's frames, as LogMel(normalize=...). */
+enum { KWSN_FE_NORM_NONE = 0, KWSN_FE_NORM_MEAN = 1, KWSN_FE_NORM_MEANVAR = 2 };
+
+typedef struct {
+    uint32_t n_fft;      /* FFT size (any size >= 2; 480 = 2^5 * 3 * 5 in the shipped configs) */
+    uint32_t hop_length; /* samples between frames */
+    uint32_t n_mels;     /* mel bands */
+    uint32_t n_out;      /* output width: n_mels (log-mel) or n_mfcc (dct != NULL) */
+    uint32_t center;     /* 1: reflect-pad n_fft / 2 samples on both sides (torch.stft) */
+    uint32_t normalize;  /* KWSN_FE_NORM_* */
+    float eps;           /* log(mel + eps) */
+    const float *window; /* [n_fft]: torch's window, zero-padded to n_fft as torch.stft does */
+    const float *fbank;  /* [n_fft / 2 + 1][n_mels], melscale_fbanks' layout */
+    const float *dct;    /* [n_mels][n_out] (create_dct, norm "ortho"), or NULL for log-mel */
+} kwsn_frontend;
+
+/* Check the parameters for an n_samples input: KWSN_OK, KWSN_ERR_PARAM (a bad field),
+ * KWSN_ERR_SHAPE (too short for one frame, or n_samples <= n_fft / 2 with center, where
+ * reflect padding is undefined) or KWSN_ERR_NONFINITE (a table value is NaN / Inf). */
+kwsn_status kwsn_frontend_check(const kwsn_frontend *fe, uint32_t n_samples);
+
+/* Frames for n_samples (center: n_samples / hop + 1; else (n_samples - n_fft) / hop + 1). */
+uint32_t kwsn_frontend_frames(const kwsn_frontend *fe, uint32_t n_samples);
+
+/* Scratch floats kwsn_frontend_run needs for n_samples (the padded signal, FFT buffers and
+ * twiddles, the power spectrum of one frame). */
+size_t kwsn_frontend_scratch_floats(const kwsn_frontend *fe, uint32_t n_samples);
+
+/* Arithmetic operations of one run on n_samples (counted against kwsn_limits.max_ops). */
+uint64_t kwsn_frontend_ops(const kwsn_frontend *fe, uint32_t n_samples);
+
+/* One frame: n_fft samples (already padded/positioned) -> n_mels values log(mel + eps), before
+ * any DCT or normalisation. The streaming path calls this per hop. */
+void kwsn_frontend_frame(const kwsn_frontend *fe, const float *frame, float *scratch,
+                         float *log_mel);
+
+/* A whole clip: wave[n_samples] -> out[n_out * n_frames] channel-major, normalised.
+ * scratch: kwsn_frontend_scratch_floats(fe, n_samples) floats. Assumes kwsn_frontend_check
+ * returned KWSN_OK. */
+void kwsn_frontend_run(const kwsn_frontend *fe, const float *wave, uint32_t n_samples,
+                       float *scratch, float *out);
+
+#endif
