@@ -20,6 +20,9 @@
 /* Normalisation over the clip's frames, as LogMel(normalize=...). */
 enum { KWSN_FE_NORM_NONE = 0, KWSN_FE_NORM_MEAN = 1, KWSN_FE_NORM_MEANVAR = 2 };
 
+/* Largest n_fft (and n_mels) kwsn_frontend_check accepts. */
+#define KWSN_FE_MAX_NFFT 65536u
+
 typedef struct {
     uint32_t n_fft;      /* FFT size (any size >= 2; 480 = 2^5 * 3 * 5 in the shipped configs) */
     uint32_t hop_length; /* samples between frames */
@@ -33,25 +36,44 @@ typedef struct {
     const float *dct;    /* [n_mels][n_out] (create_dct, norm "ortho"), or NULL for log-mel */
 } kwsn_frontend;
 
-/* Check the parameters for an n_samples input: KWSN_OK, KWSN_ERR_PARAM (a bad field),
+/* Check the parameters for an n_samples input: KWSN_OK, KWSN_ERR_ARG (fe, window or fbank
+ * NULL), KWSN_ERR_PARAM (a bad field: n_fft < 2 or > KWSN_FE_MAX_NFFT, hop_length 0, n_mels 0,
+ * n_out != n_mels without dct or not in 1..n_mels with it, center or normalize out of range,
+ * eps <= 0),
  * KWSN_ERR_SHAPE (too short for one frame, or n_samples <= n_fft / 2 with center, where
  * reflect padding is undefined) or KWSN_ERR_NONFINITE (a table value is NaN / Inf). */
 kwsn_status kwsn_frontend_check(const kwsn_frontend *fe, uint32_t n_samples);
 
-/* Frames for n_samples (center: n_samples / hop + 1; else (n_samples - n_fft) / hop + 1). */
+/* Frames for n_samples, torch.stft's count: (n_samples + 2 * pad - n_fft) / hop + 1 with
+ * pad = center ? n_fft / 2 : 0 (center: n_samples / hop + 1 for even n_fft,
+ * (n_samples - 1) / hop + 1 for odd), 0 when the input is shorter than one frame. */
 uint32_t kwsn_frontend_frames(const kwsn_frontend *fe, uint32_t n_samples);
 
-/* Scratch floats kwsn_frontend_run needs for n_samples (the padded signal, FFT buffers and
- * twiddles, the power spectrum of one frame). */
+/* Scratch floats kwsn_frontend_run needs for n_samples (twiddles, two FFT buffers, the power
+ * spectrum and log-mel of one frame, each band's filter range; frames are read from wave with
+ * the reflect padding applied on the fly, so it does not grow with n_samples). */
 size_t kwsn_frontend_scratch_floats(const kwsn_frontend *fe, uint32_t n_samples);
 
 /* Arithmetic operations of one run on n_samples (counted against kwsn_limits.max_ops). */
 uint64_t kwsn_frontend_ops(const kwsn_frontend *fe, uint32_t n_samples);
 
 /* One frame: n_fft samples (already padded/positioned) -> n_mels values log(mel + eps), before
- * any DCT or normalisation. The streaming path calls this per hop. */
+ * any DCT or normalisation. The streaming path calls this per hop. scratch:
+ * kwsn_frontend_frame_scratch_floats(fe) floats. Computes the twiddles each call; a caller that
+ * keeps its scratch across hops calls kwsn_frontend_twiddles once and kwsn_frontend_frame_tw
+ * per hop (same bits). */
 void kwsn_frontend_frame(const kwsn_frontend *fe, const float *frame, float *scratch,
                          float *log_mel);
+
+/* Scratch floats of kwsn_frontend_frame / kwsn_frontend_frame_tw (<= the run's). */
+size_t kwsn_frontend_frame_scratch_floats(const kwsn_frontend *fe);
+
+/* Fill the twiddle table at the start of scratch (2 * n_fft floats). */
+void kwsn_frontend_twiddles(const kwsn_frontend *fe, float *scratch);
+
+/* kwsn_frontend_frame with the twiddles already in scratch (kwsn_frontend_twiddles). */
+void kwsn_frontend_frame_tw(const kwsn_frontend *fe, const float *frame, float *scratch,
+                            float *log_mel);
 
 /* A whole clip: wave[n_samples] -> out[n_out * n_frames] channel-major, normalised.
  * scratch: kwsn_frontend_scratch_floats(fe, n_samples) floats. Assumes kwsn_frontend_check
