@@ -589,16 +589,31 @@ def test_grid_over_base_configs(tmp_path: Path, fake_fit: Path) -> None:
 
 
 def test_dict_grid_values_get_short_labels() -> None:
-    """class_path dicts are labelled by class name (plus a hash when two share one), other
-    long dicts and lists by a hash; short scalars and lists keep their JSON."""
+    """class_path dicts are labelled by class name (plus the init_args that differ when two
+    share one), flat dicts as k=v, long dicts and lists by a hash; short scalars and lists keep
+    their JSON."""
     bb = "model.backbone"
     raw = {"class_path": "models.raw_conv.RawConv", "init_args": {"channels": 32}}
     raw2 = {"class_path": "models.raw_conv.RawConv", "init_args": {"channels": 64}}
     conf = {"class_path": "models.conformer.Conformer"}
     labels = sweep.value_labels(bb, [raw, raw2, conf])
-    assert labels[2] == "Conformer"
-    assert labels[0].startswith("RawConv-") and len(labels[0]) == len("RawConv-") + 6
-    assert labels[0] != labels[1]
+    assert labels == ["RawConv(channels=32)", "RawConv(channels=64)", "Conformer"]
+    lsuv = [
+        {"class_path": "kwsnet.init.LSUV", "init_args": {"order": o, "tol": 1e-3}}
+        for o in ("std_then_mean", "joint", "mean_then_std")
+    ]  # three sharing a class: every one is told apart (the third too)
+    assert sweep.value_labels("model.init", [None, *lsuv]) == [
+        "null",
+        "LSUV(order=std_then_mean)",
+        "LSUV(order=joint)",
+        "LSUV(order=mean_then_std)",
+    ]
+    assert sweep.value_labels("n.norm_options", [{"warmup_steps": 0}, {"warmup_steps": 50}]) == [
+        "warmup_steps=0",
+        "warmup_steps=50",
+    ]
+    huge = [{"class_path": "a.B", "init_args": {"x": "y" * 40 + str(i)}} for i in range(2)]
+    assert [lab[:2] for lab in sweep.value_labels("k", huge)] == ["B-", "B-"]
     assert sweep.value_labels("x.y", [conf, {"class_path": "a.Other"}]) == ["Conformer", "Other"]
     long = {"a": 1, "b": [1, 2, 3], "c": "some long text"}
     assert sweep.value_labels("x.aug", [long, [1, 2]])[0].startswith("dict-")

@@ -213,28 +213,59 @@ def _hash6(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:6]
 
 
+def _compact(value: Any) -> str:
+    """``{"warmup_steps": 0, "momentum": 0.9}`` → ``warmup_steps=0,momentum=0.9``; others: JSON."""
+    if (
+        isinstance(value, dict)
+        and value
+        and all(not isinstance(v, (dict, list)) for v in value.values())
+    ):
+        return ",".join(f"{k}={cli_value(v)}" for k, v in value.items())
+    return cli_value(value)
+
+
 def _value_label(key: str, value: Any) -> str:
     """A short, readable name for one grid value (before making a key's names unique)."""
     if key == BASE_KEY and isinstance(value, str):
         return Path(value).stem
     if isinstance(value, dict) and isinstance(value.get("class_path"), str):
         return value["class_path"].rsplit(".", 1)[-1]
-    text = cli_value(value)
+    text = _compact(value) if isinstance(value, dict) else cli_value(value)
     if isinstance(value, (dict, list)) and len(text) > _LONG_VALUE:
         return f"{type(value).__name__}-{_hash6(value)}"
     return text
 
 
+def _init_args_diff(values: Sequence[dict]) -> list[str]:
+    """For class_path dicts sharing a class: each one's ``init_args`` that differ among them."""
+    args = [v.get("init_args") or {} for v in values]
+    keys = sorted({k for a in args for k in a}, key=str)
+    varying = [k for k in keys if len({json.dumps(a.get(k), sort_keys=True) for a in args}) > 1]
+    return [_compact({k: a.get(k) for k in varying}) if varying else "" for a in args]
+
+
 def value_labels(key: str, values: Sequence[Any]) -> list[str]:
-    """The labels of one grid key's values: ``_value_label``, with a 6-hex hash of the value
-    added where two values would share a label (a base config's full path instead)."""
+    """The labels of one grid key's values: ``_value_label``; where two values would share a
+    label, class_path dicts add the ``init_args`` that tell them apart (``LSUV(order=joint)``),
+    base configs use their full path, and anything still shared (or too long) a 6-hex hash."""
     labels = [_value_label(key, v) for v in values]
-    for i, (label, value) in enumerate(zip(labels, values, strict=True)):
-        if labels.count(label) > 1:
-            if key == BASE_KEY:
-                labels[i] = value
-            elif label != cli_value(value):
-                labels[i] = f"{label}-{_hash6(value)}"
+    first = list(labels)
+    for label in set(first):
+        idx = [i for i, lab in enumerate(first) if lab == label]
+        if len(idx) < 2:
+            continue
+        group = [values[i] for i in idx]
+        if key == BASE_KEY:
+            names = [str(v) for v in group]
+        elif all(isinstance(v, dict) and "class_path" in v for v in group):
+            diffs = _init_args_diff(group)
+            names = [f"{label}({d})" if d else label for d in diffs]
+        else:
+            names = [label] * len(group)
+        for i, name in zip(idx, names, strict=True):
+            if len(name) > _LONG_VALUE + len(label) or names.count(name) > 1:
+                name = f"{label}-{_hash6(values[i])}"
+            labels[i] = name
     return labels
 
 
