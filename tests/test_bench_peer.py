@@ -1,0 +1,196 @@
+"""benchmarks/bench_peer.py without training: the MAC counter, the statistics and table, the
+default config list and overrides, and the split (the peer's file lists are kwsnet's). A tiny
+one-epoch peer run needs speechbrain (the ``peers`` extra) and is skipped without it."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from kwsnet.data.datamodule import AudioDataModule
+from tests.conftest import write_tone
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bp():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        return importlib.import_module("bench_peer")
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+
+
+def test_macs_of_known_conv_and_linear_layers(bp) -> None:
+    net = nn.Sequential(
+        nn.Conv1d(4, 8, 3, padding=1),  # 8 out x 10 steps x 4 in x 3 taps = 960
+        nn.Conv1d(8, 8, 3, padding=1, groups=8),  # depthwise: 8 x 10 x 1 x 3 = 240
+        nn.Flatten(),
+        nn.Linear(80, 5),  # 400
+    )
+    # per batch element: a batch of 3 counts as much as a batch of 1
+    assert bp.count_macs(net, torch.zeros(3, 4, 10)) == 960 + 240 + 400
+    conv2d = nn.Conv2d(1, 2, (3, 3), padding=1)  # 2 x 5 x 6 x 1 x 9 = 540
+    assert bp.count_macs(conv2d, torch.zeros(2, 1, 5, 6)) == 540
+
+
+def test_macs_of_attention_called_with_keywords(bp) -> None:
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = nn.MultiheadAttention(16, 4)
+            self.ff = nn.Linear(16, 16)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # x [B, T, E]
+            y = x.transpose(0, 1)  # [T, B, E], as torchaudio's Conformer calls it
+            y, _ = self.attn(query=y, key=y, value=y, need_weights=False)
+            return self.ff(y)
+
+    t, e = 7, 16
+    attention = 3 * t * e * e + 2 * t * t * e + t * e * e  # projections, two products, out
+    assert bp.count_macs(Block(), torch.zeros(2, t, e)) == attention + t * e * e
+
+
+def _records(bp) -> list[dict]:
+    rec = []
+    for seed, peer, a, b in [(0, 1.0, 0.90, 1.0), (1, 1.0, 0.95, 1.0), (2, 1.0, 0.92, 1.0)]:
+        common = {"seed": seed, "status": "ok", "val_acc": 1.0}
+        rec.append(
+            {
+                **common,
+                "system": bp.PEER,
+                "test_acc": peer,
+                "wall_s": 60.0 + seed,
+                "params": 600_000,
+                "macs": 30_000_000,
+                "fit_s": 50.0,
+            }
+        )
+        rec.append(
+            {
+                **common,
+                "system": "small",
+                "test_acc": a,
+                "wall_s": 15.0,
+                "params": 150_000,
+                "macs": 3_000_000,
+            }
+        )
+        rec.append({**common, "system": "same", "test_acc": b, "wall_s": 30.0})
+    rec.append({"system": "same", "seed": 3, "status": "failed", "wall_s": 5.0, "log": "x"})
+    return rec
+
+
+def test_summary_compares_each_system_with_the_peer(bp) -> None:
+    rows = {r["system"]: r for r in bp.summarize(_records(bp))}
+    assert list(rows)[0] == bp.PEER
+    small, same = rows["small"], rows["same"]
+    assert math.isclose(small["test_acc_mean"], (0.90 + 0.95 + 0.92) / 3)
+    cmp = small["test_acc_vs_peer"]
+    assert cmp["test"] == "paired" and cmp["diff"] < 0
+    assert cmp["diff_low"] < cmp["diff"] < cmp["diff_high"] < 0
+    assert cmp["verdict"] == "worse"  # p ~0.03, the only finite p (Holm over one)
+    assert same["test_acc_vs_peer"]["verdict"] == "not distinguishable"  # equal on every seed
+    assert (same["n_ok"], same["n"], same["failed_seeds"]) == (3, 4, [3])
+    assert small["params_ratio"] == 0.25 and small["macs_ratio"] == 0.1
+    assert small["wall_ratio"] == 15.0 / 61.0  # medians
+    assert same["params_ratio"] is None  # no cost measured: no ratio
+
+
+def test_table_formats_accuracy_ci_verdict_and_ratios(bp) -> None:
+    table = bp.format_table(bp.summarize(_records(bp)))
+    lines = table.strip().splitlines()
+    assert len(lines) == 2 + 3 and all(line.count("|") == 13 for line in lines)
+    small = next(line for line in lines if line.startswith("| small |"))
+    assert "| 150.0k | 3.00M | 0.923 ± 0.025 [" in small
+    assert ": worse |" in small and "| 0.25× | 0.10× | 0.25× |" in small
+    peer = next(line for line in lines if line.startswith(f"| {bp.PEER} |"))
+    assert "(peer)" in peer and "| 1.000 ± 0.000 [" in peer
+    assert "| same | 3/4 |" in table
+
+
+def test_peer_split_is_kwsnets(bp, speech_commands_tree: Path) -> None:
+    words = ["yes", "no"]  # "up" is in the tree and must stay out
+    files, names = bp.peer_split(speech_commands_tree, words)
+    assert names == words
+    dm = AudioDataModule(
+        source="speech_commands", root=str(speech_commands_tree), words=words, batch_size=3
+    )
+    dm.setup(None)
+    for split, loader in (
+        ("train", dm.train_dataloader()),
+        ("val", dm.val_dataloader()),
+        ("test", dm.test_dataloader()),
+    ):
+        seen = [
+            (path, int(label))
+            for batch in loader
+            for path, label in zip(batch["path"], batch["label"], strict=True)
+        ]
+        if split == "train":  # shuffled
+            assert sorted(seen) == sorted(files[split])
+        else:
+            assert seen == files[split]
+    listed = (speech_commands_tree / "testing_list.txt").read_text().split()
+    expect = sorted(str(speech_commands_tree / p) for p in listed if p.split("/")[0] in words)
+    assert sorted(p for p, _ in files["test"]) == expect
+    assert not {p for p, _ in files["train"]} & {p for p, _ in files["test"] + files["val"]}
+
+
+def test_default_configs_are_the_mel_ones(bp, tmp_path: Path) -> None:
+    mel = "model:\n  frontend:\n    class_path: kwsnet.data.features.{}\n"
+    (tmp_path / "kws_a.yaml").write_text(mel.format("LogMel"))
+    (tmp_path / "kws_b.yaml").write_text(mel.format("MFCC"))
+    (tmp_path / "kws_raw.yaml").write_text("model:\n  backbone: {class_path: models.X}\n")
+    (tmp_path / "speaker_c.yaml").write_text(mel.format("LogMel"))
+    found = [Path(p).name for p in bp.default_configs(tmp_path)]
+    assert found == ["kws_a.yaml", "kws_b.yaml"]
+    assert "configs/kws_cnn_mel.yaml" in [
+        str(Path(p).relative_to(REPO)) for p in bp.default_configs(REPO / "configs")
+    ]
+
+
+def test_noise_override_only_with_an_augment_chain(bp, tmp_path: Path) -> None:
+    aug = tmp_path / "aug.yaml"
+    aug.write_text(
+        "model:\n  augment:\n    class_path: kwsnet.data.augment.AugmentChain\n"
+        "    init_args: {noise_dir: null}\n"
+    )
+    none = tmp_path / "none.yaml"
+    none.write_text("model:\n  augment: null\n")
+    over = bp.kwsnet_overrides(str(aug), "data/sc", ["yes", "no"], 15)
+    assert over["model.augment.init_args.noise_dir"] == str(Path("data/sc/_background_noise_"))
+    assert over["trainer.max_epochs"] == 15 and over["data.words"] == ["yes", "no"]
+    assert "model.augment.init_args.noise_dir" not in bp.kwsnet_overrides(str(none), "r", [], 1)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("speechbrain") is None,
+    reason='speechbrain is not installed (the optional "peers" extra: pip install -e ".[peers]")',
+)
+def test_peer_trains_one_epoch_and_tests_its_best_epoch(bp, tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    files: dict[str, list[tuple[str, int]]] = {"train": [], "val": [], "test": []}
+    for label, freq in enumerate((300.0, 1200.0)):
+        for i in range(6):
+            split = "train" if i < 4 else "val" if i == 4 else "test"
+            path = write_tone(tmp_path / f"{label}_{i}.wav", seconds=0.5, freq=freq + 10 * i)
+            files[split].append((str(path), label))
+    out = bp.train_peer(files, 2, seed=0, epochs=1, log=lambda _: None)
+    assert out["best_epoch"] == 0 and out["epochs_run"] == 1
+    for key in ("test/acc", "val/acc"):
+        assert out["metrics"][key] in (0.0, 0.5, 1.0)  # two clips in each split
+    assert out["val_curve"] == [out["metrics"]["val/acc"]]
+    assert math.isfinite(out["metrics"]["train/loss"])
+    six = bp.PeerModel(6)
+    assert abs(bp.count_params(six) - 617_000) < 1000  # the issue's C = 128 peer
+    assert out["params"] == bp.count_params(six) - 4 * 192  # 2 classes instead of 6
+    assert out["macs"] > 10 * out["params"]  # convolutions over ~100 frames
