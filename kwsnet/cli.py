@@ -15,7 +15,6 @@ import pickle
 import re
 import sys
 import tempfile
-import warnings
 import zipfile
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -54,6 +53,8 @@ from kwsnet.errors import (
 )
 from kwsnet.export.layers import ExportError
 from kwsnet.lit import ClassifierModule
+from kwsnet.loading import build_from_config
+from kwsnet.loading import first_sentence as _reason
 from kwsnet.summary import write_confusion_matrix, write_predictions, write_summary
 from kwsnet.tracking import KwsWandbLogger, provenance, wait_for_offline_run
 
@@ -366,11 +367,6 @@ def _check_ckpt_path(ckpt_path: str | None) -> None:
         ) from exc
 
 
-def _reason(exc: BaseException) -> str:
-    """The first sentence of ``exc``'s message (torch's go on with advice for several lines)."""
-    return re.split(r"(?<=\.)\s", one_line(exc), maxsplit=1)[0]
-
-
 def _class_path_keys(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
     """``(key, class_path)`` of every ``class_path`` entry of a config, e.g. ``model.backbone``."""
     if isinstance(node, dict):
@@ -448,53 +444,6 @@ def _data_hint(exc: BaseException) -> str | None:
             "a warning counts them"
         )
     return None
-
-
-def build_from_config(
-    config: str | None, ckpt_path: str | None, overrides: Sequence[str] = ()
-) -> tuple[ClassifierModule, AudioDataModule]:
-    """Rebuild the exact model (with checkpoint weights, in eval mode) and its DataModule.
-
-    The config stored in the checkpoint is used when ``config`` is ``None``. A checkpoint whose
-    weights do not fit the config's model raises a ``ValueError`` naming the mismatch.
-    """
-    ckpt: dict[str, Any] | None = None
-    if ckpt_path is not None:
-        if not os.path.isfile(ckpt_path):
-            raise CheckpointNotFoundError(f"checkpoint {ckpt_path} does not exist")
-        try:
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ConfigError(f"{ckpt_path}: not a readable checkpoint ({_reason(exc)})") from exc
-    args: list[str] = []
-    if config is not None:
-        args += ["--config", config]
-    elif ckpt is not None and ckpt.get("kwsnet", {}).get("config"):
-        stored = yaml.safe_load(ckpt["kwsnet"]["config"])
-        for key in ("ckpt_path", "weights_only"):  # fit-only arguments
-            stored.pop(key, None)
-        args += ["--config", yaml.safe_dump(stored)]
-    else:
-        raise ConfigError("need --config (the checkpoint holds no stored config)")
-    names = checkpoint_class_names(ckpt) if ckpt is not None else None
-    if names is not None:  # the model needs no dataset to be rebuilt (an override still wins)
-        args += ["--data.class_names", json.dumps(names)]
-    args += ["--trainer.logger", "false", *overrides]
-    with warnings.catch_warnings():
-        # Called from `kwsnet export/parity`, sys.argv holds that command, not these args.
-        warnings.filterwarnings("ignore", message=".*args parameter is intended.*")
-        cli = KwsCLI(args=args, run=False, save_config_callback=None)
-    model, dm = cli.model, cli.datamodule
-    if ckpt is not None:
-        try:
-            model.load_state_dict(ckpt["state_dict"], strict=True)
-        except RuntimeError as exc:
-            raise ConfigError(
-                f"{ckpt_path} does not match the model built from the config "
-                f"(another architecture or config?): {str(exc).splitlines()[0]} ..."
-            ) from exc
-    model.eval()
-    return model, dm
 
 
 def main(args: Sequence[str] | None = None) -> None:

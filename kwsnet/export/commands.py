@@ -5,7 +5,7 @@
 
 Config keys (``--data.root=...``, ``--model.*``, ``--trainer.*``, ``--seed_everything``) are
 passed to the config as overrides; any other unknown argument is an error of this command.
-The model and data are rebuilt by ``kwsnet.cli.build_from_config`` (imported lazily).
+The model and data are rebuilt by ``kwsnet.loading.build_from_config`` (imported lazily).
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ class _ConfigExit(Exception):
 def _build(args: argparse.Namespace, overrides: list[str]) -> tuple:
     """``build_from_config``; the config parser's ``SystemExit`` (bad file or key, --help)
     becomes an exit status instead of leaving the process."""
-    from kwsnet.cli import build_from_config
+    from kwsnet.loading import build_from_config
 
     try:
         return build_from_config(args.config, args.ckpt_path, overrides)
