@@ -226,3 +226,47 @@ def test_make_streams_adds_unknown_filler_unlabelled(speech_commands_tree: Path,
                 assert any(np.array_equal(w[a : a + 16000], c) for c in up)
                 fillers += 1
     assert fillers > 0
+
+
+def test_make_streams_places_filler_speech_from_folders(speech_commands_tree: Path, tmp_path: Path):
+    """Utterances from ``filler_dirs`` are placed unlabelled, listed in filler.csv with their
+    source and span, and hold the source's samples exactly (no noise)."""
+    speech = tmp_path / "speech" / "spk1"
+    speech.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    sources = {}
+    for i in range(3):  # 1.5 s "sentences", distinct from every keyword clip
+        x = (0.3 * rng.standard_normal(24000)).clip(-1, 1)
+        path = speech / f"utt{i}.flac" if i == 2 else speech / f"utt{i}.wav"
+        sf.write(path, x, 16000, subtype="PCM_16")
+        sources[str(path)] = sf.read(path, dtype="float32")[0]
+    dm = AudioDataModule(
+        source="speech_commands", root=str(speech_commands_tree), words=["yes", "no"], preload=False
+    )
+    cfg = StreamConfig(
+        minutes=1.0,
+        stream_seconds=20.0,
+        noise_gain=0.0,
+        filler_prob=0.5,
+        filler_dirs=(str(tmp_path / "speech"),),
+    )
+    make_streams(dm, tmp_path / "s", cfg)
+    with open(tmp_path / "s" / "filler.csv", newline="") as f:
+        fills = list(csv.DictReader(f))
+    with open(tmp_path / "s" / "labels.csv", newline="") as f:
+        labels = list(csv.DictReader(f))
+    assert fills and labels and {r["keyword"] for r in labels} <= {"yes", "no"}
+    assert {r["source"] for r in fills} <= set(sources) and len({r["source"] for r in fills}) > 1
+    for r in fills:
+        w = sf.read(tmp_path / "s" / r["file"], dtype="float32")[0]
+        a, b = round(float(r["start"]) * 16000), round(float(r["end"]) * 16000)
+        assert np.array_equal(w[a:b], sources[r["source"]])
+        for lab in labels:  # no keyword span overlaps a filler span
+            if lab["file"] == r["file"]:
+                assert float(lab["end"]) <= float(r["start"]) or float(lab["start"]) >= float(
+                    r["end"]
+                )
+    (tmp_path / "empty").mkdir()
+    for folder, msg in (("empty", "holds no .wav/.flac"), ("missing", "missing does not exist")):
+        with pytest.raises(FileNotFoundError, match=msg):
+            make_streams(dm, tmp_path / "x", StreamConfig(filler_dirs=(str(tmp_path / folder),)))

@@ -9,6 +9,7 @@ import pytest
 
 from kwsnet.cli import main
 from kwsnet.errors import ConfigError
+from kwsnet.tracking import read_offline_run, wait_for_offline_run
 
 from .conftest import KWS_RAW_CONFIG, QUIET_FIT
 
@@ -62,8 +63,28 @@ def test_streams_detect_and_eval_commands(speech_commands_tree: Path, tmp_path: 
     table = capsys.readouterr().out
     assert "FRR@1FA/h" in table and "overall" in table and "0.004 h of audio" in table
     assert (streams / "det.png").read_bytes()[:4] == b"\x89PNG"
+    # the same evaluation as an offline wandb run: DET table, curve, plot; FRR in the summary
+    (run_dir,) = (streams / "wandb").glob("offline-run-*")
+    assert wait_for_offline_run(run_dir)
+    logged = read_offline_run(run_dir)
+    assert logged["config"]["hours"] == pytest.approx(15 / 3600)
+    assert logged["config"]["detector"]["hop_ms"] == 100
+    (hist,) = logged["history"]
+    # 101 thresholds x (3 keywords + overall)
+    assert hist["det/_type"] == "table-file" and hist["det/nrows"] == 101 * 4
+    assert hist["det_plot/_type"] == "image-file" and hist["det_curve_table/nrows"] == 101 * 4
+    frr = logged["summary"]["overall/FRR@2FA_h"]
+    assert frr is None or 0.0 <= frr <= 1.0
+    assert f"{frr:.3f}" in table if frr is not None else "nan" in table
 
 
 def test_detect_eval_without_labels_is_a_user_error(tmp_path: Path):
     with pytest.raises(ConfigError, match="labels.csv does not exist"):
         main(["detect-eval", "--ckpt_path", "x.ckpt", "--streams", str(tmp_path)])
+
+
+def test_make_streams_missing_filler_dir_is_a_user_error(speech_commands_tree: Path, tmp_path):
+    argv = ["make-streams", "--data.source", "speech_commands"]
+    argv += ["--data.root", str(speech_commands_tree), "--out", str(tmp_path / "s")]
+    with pytest.raises(ConfigError, match=r"--filler_dir: filler folder .*nowhere does not exist"):
+        main([*argv, "--filler_dir", f"[{tmp_path / 'nowhere'}]"])

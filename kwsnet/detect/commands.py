@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import sys
 from collections.abc import Sequence
@@ -12,9 +13,10 @@ from pathlib import Path
 import soundfile as sf
 
 from kwsnet.errors import ConfigError
+from kwsnet.tracking import wandb_disabled
 
 from .detector import DetectorConfig
-from .evaluate import TARGET_FA_PER_HOUR, frr_at, plot_det, read_labels, sweep
+from .evaluate import TARGET_FA_PER_HOUR, frr_at, log_det_wandb, plot_det, read_labels, sweep
 
 __all__ = ["detect_main", "make_streams_main", "detect_eval_main"]
 
@@ -88,19 +90,30 @@ def make_streams_main(argv: Sequence[str]) -> int:
     p.add_argument("--stream_seconds", type=float, default=60.0)
     p.add_argument("--noise_gain", type=float, default=0.1)
     p.add_argument("--filler_prob", type=float, default=0.3)
+    p.add_argument(
+        "--filler_dir",
+        type=list[str],
+        default=[],
+        help="folders of non-keyword speech (searched recursively) used as filler, e.g. "
+        "'[../shared/data/voxceleb_tts/wav]'",
+    )
     cfg = p.parse_args(list(argv))
     init = p.instantiate_classes(cfg)
-    paths = make_streams(
-        init.data,
-        cfg.out,
-        StreamConfig(
-            minutes=cfg.minutes,
-            stream_seconds=cfg.stream_seconds,
-            filler_prob=cfg.filler_prob,
-            noise_gain=cfg.noise_gain,
-            seed=cfg.seed,
-        ),
-    )
+    try:
+        paths = make_streams(
+            init.data,
+            cfg.out,
+            StreamConfig(
+                minutes=cfg.minutes,
+                stream_seconds=cfg.stream_seconds,
+                filler_prob=cfg.filler_prob,
+                noise_gain=cfg.noise_gain,
+                seed=cfg.seed,
+                filler_dirs=tuple(cfg.filler_dir),
+            ),
+        )
+    except FileNotFoundError as exc:
+        raise ConfigError(f"--filler_dir: {exc}") from exc
     print(f"wrote {len(paths)} streams and labels.csv to {cfg.out}")
     return 0
 
@@ -111,6 +124,15 @@ def detect_eval_main(argv: Sequence[str]) -> int:
     _detector_args(p)
     p.add_argument("--streams", required=True, help="folder written by make-streams")
     p.add_argument("--out", help="DET plot PNG (default: STREAMS/det.png)")
+    p.add_argument(
+        "--wandb",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="log the DET curve, the FRR table and the plot as a wandb run (offline unless "
+        "WANDB_MODE=online; off with --no-wandb or WANDB_MODE=disabled)",
+    )
+    p.add_argument("--wandb_dir", help="where the wandb run is written (default: STREAMS)")
+    p.add_argument("--project", default="kwsnet", help="wandb project (default: kwsnet)")
     a = p.parse_args(list(argv))
     root = Path(a.streams)
     labels = root / "labels.csv"
@@ -140,4 +162,15 @@ def detect_eval_main(argv: Sequence[str]) -> int:
     png = Path(a.out) if a.out else root / "det.png"
     plot_det(results, png, title=f"{Path(a.ckpt_path).name}, {hours:.2f} h")
     print(f"DET curve: {png}")
+    if a.wandb and not wandb_disabled():
+        meta = {
+            "ckpt_path": str(a.ckpt_path),
+            "streams": str(root),
+            "hours": hours,
+            "occurrences": len(occurrences),
+            "files": len(stored),
+            "detector": dataclasses.asdict(det.config),
+        }
+        run_dir = log_det_wandb(results, png, meta, a.wandb_dir or str(root), a.project)
+        print(f"wandb run: {run_dir}")
     return 0

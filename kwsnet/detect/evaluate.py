@@ -37,6 +37,7 @@ __all__ = [
     "SweepResult",
     "frr_at",
     "plot_det",
+    "log_det_wandb",
 ]
 
 DetectAt = Callable[[list[float]], dict[str, list[Detection]]]
@@ -153,3 +154,54 @@ def plot_det(results: Mapping[str, SweepResult], path: str | Path, title: str = 
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def log_det_wandb(
+    results: Mapping[str, SweepResult],
+    png: str | Path,
+    meta: Mapping[str, object],
+    save_dir: str | Path,
+    project: str = "kwsnet",
+) -> str:
+    """Log one ``detect-eval`` as a wandb run (offline unless ``WANDB_MODE=online`` or an API
+    key is set): the DET points as a table (``det``: keyword, threshold, frr, fa_per_hour) with
+    a line plot per keyword, the PNG, and ``FRR@N`` / ``threshold@1`` per keyword in the summary.
+    ``meta`` (checkpoint, streams, hours, detector settings) is the run's config. Returns the
+    run's folder."""
+    import wandb
+
+    from kwsnet.tracking import provenance, resolve_offline
+
+    run = wandb.init(
+        project=project,
+        job_type="detect-eval",
+        dir=str(save_dir),
+        mode="offline" if resolve_offline(None) else "online",
+        config={**meta, **provenance()},
+        reinit="finish_previous",
+    )
+    try:
+        rows = [
+            [name, float(t), float(f), float(fa)]
+            for name, r in results.items()
+            for t, f, fa in zip(r.thresholds, r.frr, r.fa_per_hour, strict=True)
+        ]
+        table = wandb.Table(columns=["keyword", "threshold", "frr", "fa_per_hour"], data=rows)
+        names = list(results)
+        curves = wandb.plot.line_series(
+            xs=[list(map(float, results[n].fa_per_hour)) for n in names],
+            ys=[list(map(float, results[n].frr)) for n in names],
+            keys=names,
+            title="DET: FRR vs FA/h",
+            xname="false alarms per hour",
+        )
+        run.log({"det": table, "det_curve": curves, "det_plot": wandb.Image(str(png))})
+        for name, r in results.items():
+            for x in TARGET_FA_PER_HOUR:
+                frr, _ = frr_at(r, x)
+                run.summary[f"{name}/FRR@{x:g}FA_h"] = frr
+            run.summary[f"{name}/threshold@1FA_h"] = frr_at(r, 1.0)[1]
+            run.summary[f"{name}/occurrences"] = r.occurrences
+        return str(Path(run.dir).parent)
+    finally:
+        run.finish()

@@ -3,16 +3,20 @@
 Each stream is ``stream_seconds`` long: background noise (a random stretch of a random
 ``_background_noise_`` file at ``noise_gain``, looped if short; silence where the dataset has
 none) with clips laid end to end after random gaps of ``gap_s`` seconds. A clip is a keyword
-(labelled) or, with probability ``filler_prob``, a non-keyword test clip (``_unknown_``, not
-labelled) where the split has any. Clips are added to the noise unscaled, so with
-``noise_gain: 0`` the stream holds each clip's samples exactly. Only the *test* split is read:
-no training clip leaks into a stream. The same seed gives the same streams.
+(labelled) or, with probability ``filler_prob``, non-keyword audio (not labelled): a
+``_unknown_`` test clip where the split has any, or an utterance from ``filler_dirs`` (any other
+speech, e.g. VoxCeleb sentences: the partial and similar-sounding phrases streams are judged
+on). Clips are added to the noise unscaled, so with ``noise_gain: 0`` the stream holds each
+clip's samples exactly. Only the dataset's *test* split is read: no training clip leaks into a
+stream. Every filler placement is listed in ``filler.csv`` (file, source, start, end), so false
+alarms can be told apart by what they fired on. The same seed gives the same streams.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,16 +26,18 @@ import soundfile as sf
 
 from kwsnet.data.audio import read_audio
 
-__all__ = ["StreamConfig", "make_streams"]
+__all__ = ["StreamConfig", "make_streams", "filler_files"]
 
 NON_KEYWORDS = ("_unknown_", "_silence_")
+AUDIO_SUFFIXES = (".wav", ".flac")
 
 
 @dataclass
 class StreamConfig:
     """Stream layout (defaults in brackets): ``minutes`` of audio in all [10], in streams of
     ``stream_seconds`` [60]; gaps uniform in ``gap_s`` [(1, 3)]; ``filler_prob`` [0.3];
-    ``noise_gain`` [0.1]; ``seed`` [0]."""
+    ``noise_gain`` [0.1]; ``seed`` [0]; ``filler_dirs``: folders searched recursively for
+    non-keyword audio (.wav, .flac) [none]."""
 
     minutes: float = 10.0
     stream_seconds: float = 60.0
@@ -39,6 +45,24 @@ class StreamConfig:
     filler_prob: float = 0.3
     noise_gain: float = 0.1
     seed: int = 0
+    filler_dirs: tuple[str, ...] = ()
+
+
+def filler_files(dirs: Sequence[str | Path]) -> list[Path]:
+    """Every .wav / .flac file under ``dirs`` (recursive, sorted); a missing folder or one with
+    no audio is a ``FileNotFoundError`` naming it."""
+    out: list[Path] = []
+    for d in dirs:
+        root = Path(d)
+        if not root.is_dir():
+            raise FileNotFoundError(f"filler folder {root} does not exist")
+        found = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+        if not found:
+            raise FileNotFoundError(
+                f"filler folder {root} holds no {'/'.join(AUDIO_SUFFIXES)} file"
+            )
+        out.extend(found)
+    return out
 
 
 def _noise_files(root: str | None) -> list[Path]:
@@ -61,6 +85,7 @@ def make_streams(dm: Any, out: str | Path, config: StreamConfig | None = None) -
             continue  # generated items (Speech Commands' _silence_) are not clips
         name = names[item.keyword] if item.keyword >= 0 else "_unknown_"
         (filler if name in NON_KEYWORDS else keywords).append((item.path, name))
+    filler += [(str(p), "_filler_") for p in filler_files(cfg.filler_dirs)]
     if not keywords:
         raise ValueError("the test split has no keyword clips to place in streams")
     rng = np.random.default_rng(cfg.seed)
@@ -74,7 +99,7 @@ def make_streams(dm: Any, out: str | Path, config: StreamConfig | None = None) -
 
     n_samples = int(round(cfg.stream_seconds * sr))
     n_streams = max(1, math.ceil(cfg.minutes * 60 / cfg.stream_seconds))
-    rows, paths = [], []
+    rows, fills, paths = [], [], []
     for s in range(n_streams):
         wave = np.zeros(n_samples, dtype=np.float64)
         if noises and cfg.noise_gain > 0:
@@ -93,8 +118,11 @@ def make_streams(dm: Any, out: str | Path, config: StreamConfig | None = None) -
             if pos + len(x) > n_samples:
                 break
             wave[pos : pos + len(x)] += x
-            if not use_filler:
-                rows.append((name, word, pos / sr, (pos + len(x)) / sr))
+            span = (name, pos / sr, (pos + len(x)) / sr)
+            if use_filler:
+                fills.append((span[0], path, span[1], span[2]))
+            else:
+                rows.append((span[0], word, span[1], span[2]))
             pos += len(x)
         sf.write(out / name, np.clip(wave, -1.0, 1.0), sr, subtype="PCM_16")
         paths.append(out / name)
@@ -103,4 +131,9 @@ def make_streams(dm: Any, out: str | Path, config: StreamConfig | None = None) -
         w.writerow(["file", "keyword", "start", "end"])
         for name, word, a, b in rows:
             w.writerow([name, word, f"{a:.7f}", f"{b:.7f}"])
+    with open(out / "filler.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "source", "start", "end"])
+        for name, src, a, b in fills:
+            w.writerow([name, src, f"{a:.7f}", f"{b:.7f}"])
     return paths
