@@ -27,8 +27,13 @@
  * dependence on the kernel path (KWSN_ISA): this file is compiled once, so the output is the
  * same bits on every path and under any compiler that honours IEEE float and FP_CONTRACT. */
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("fp-contract=off")
+/* GCC 12's loop vectoriser turns the complex multiplies into vfmaddsub with -mfma even under
+ * -ffp-contract=off, so this file is not loop-vectorised (the butterflies are strided; the
+ * portable baseline build has no FMA and loses nothing measurable) */
+#pragma GCC optimize("fp-contract=off", "no-tree-loop-vectorize")
 #else
+/* clang honours this unless given -ffp-contract=fast, which by its definition ignores
+ * pragmas (use the default "on", or "off") */
 #pragma STDC FP_CONTRACT OFF
 #endif
 #include <math.h>
@@ -321,11 +326,11 @@ static void fe_log_mel(const kwsn_frontend *fe, const float *power, const float 
     }
 }
 
-void kwsn_frontend_frame_tw(const kwsn_frontend *fe, const float *frame, float *scratch,
-                            float *log_mel) {
+/* Window frame[n_fft] into the FFT input buffer (interleaved for even n_fft, x + 0i for
+ * odd); returns the power spectrum slot of scratch. */
+static float *fe_load_frame(const kwsn_frontend *fe, const float *frame, float *scratch) {
     const uint32_t n = fe->n_fft;
     float *buf = scratch + 2u * (size_t)n;
-    float *power = buf + 4u * (size_t)fe_cfft_len(n);
     if (n % 2u == 0u) {
         for (uint32_t j = 0; j < n; j++) buf[j] = frame[j] * fe->window[j];
     } else {
@@ -334,8 +339,23 @@ void kwsn_frontend_frame_tw(const kwsn_frontend *fe, const float *frame, float *
             buf[2u * j + 1u] = 0.0f;
         }
     }
+    return buf + 4u * (size_t)fe_cfft_len(n);
+}
+
+void kwsn_frontend_frame_tw(const kwsn_frontend *fe, const float *frame, float *scratch,
+                            float *log_mel) {
+    float *power = fe_load_frame(fe, frame, scratch);
     fe_power(fe, scratch, power);
     fe_log_mel(fe, power, NULL, log_mel);
+}
+
+void kwsn_frontend_power(const kwsn_frontend *fe, const float *frame, float *scratch,
+                         float *power) {
+    float *slot;
+    kwsn_frontend_twiddles(fe, scratch);
+    slot = fe_load_frame(fe, frame, scratch);
+    fe_power(fe, scratch, slot);
+    memcpy(power, slot, sizeof(float) * fe_n_freqs(fe));
 }
 
 void kwsn_frontend_frame(const kwsn_frontend *fe, const float *frame, float *scratch,

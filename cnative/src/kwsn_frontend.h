@@ -81,4 +81,10 @@ void kwsn_frontend_frame_tw(const kwsn_frontend *fe, const float *frame, float *
 void kwsn_frontend_run(const kwsn_frontend *fe, const float *wave, uint32_t n_samples,
                        float *scratch, float *out);
 
+/* The onesided power spectrum |rfft(frame * window)|^2 of one frame, power[n_fft / 2 + 1]
+ * (the FFT step alone, for the golden tests and per-step parity). scratch as
+ * kwsn_frontend_frame's. */
+void kwsn_frontend_power(const kwsn_frontend *fe, const float *frame, float *scratch,
+                         float *power);
+
 #endif
