@@ -21,19 +21,25 @@
  * kwsnet/export/cnative.py, which mirrors kwsn_model_parse() field by field:
  *
  *   char     magic[4]      "KWSN"
- *   u32      version       KWSN_FORMAT_VERSION
+ *   u32      version       1 (a chain) or 2 (a graph); both load
  *   u32      sample_rate   Hz the model was trained at (0 = unknown)
  *   u32      in_ndim       1 or 2
  *   u32      in_dim[2]     input shape per sample ([1, T] for raw audio; unused dim = 1)
  *   u32      n_layers
  *   n_layers x {
  *     u32    type          KWSN_LAYER_*
+ *     u32    n_inputs      version 2 only: how many input tensor ids follow (1 or 2)
  *     u32    n_ints
  *     u32    n_floats
+ *     u32    inputs[n_inputs]  version 2 only: tensor ids; tensor 0 is the model input and
+ *                              layer i produces tensor i + 1, so an id is at most i
  *     i32    ints[n_ints]      shape parameters, see the layer table in kwsn_model.c
- *     f32    floats[n_floats]  eps / weights / biases
+ *     f32    floats[n_floats]  eps / weights / biases / front-end tables
  *   }
  *   u32      crc32         zlib CRC-32 of every byte before this field
+ *
+ * A version-1 layer reads the previous layer's output (tensor i). Prepare plans the
+ * activations once (liveness -> reusable 64-byte-aligned slots in the one caller arena).
  */
 #ifndef KWSNET_H
 #define KWSNET_H
@@ -46,19 +52,28 @@ extern "C" {
 #endif
 
 #define KWSN_MAGIC "KWSN"
-#define KWSN_FORMAT_VERSION 1u
+#define KWSN_FORMAT_VERSION 2u
+/* Oldest format version kwsn_model_parse still reads (a chain of layers). */
+#define KWSN_FORMAT_VERSION_MIN 1u
+/* Most input tensors of one layer (Add takes two). */
+#define KWSN_MAX_INPUTS 2
 #define KWSN_MAX_INTS 8
 #define KWSN_MAX_LAYERS 256
 /* Upper bound on any activation or weight count, so size arithmetic never overflows. */
 #define KWSN_MAX_ELEMS (1u << 26)
 /* Largest AvgPool1d/MaxPool1d window (its cost is also counted against kwsn_limits). */
 #define KWSN_MAX_POOL_WINDOW (1u << 16)
+/* Largest kernel, stride, dilation and padding of a Conv1dEx layer. */
+#define KWSN_MAX_CONV_KERNEL 128
+#define KWSN_MAX_CONV_STRIDE 64
+#define KWSN_MAX_CONV_DILATION 64
 /* Default limits: the full-size RawConv (16000 samples, channels 16/32/64) needs ~1.7e6 ops
- * and ~140 kB of arena, so these leave room for models thousands of times bigger. */
+ * and ~94 kB of arena, kws_cnn_mel (log-mel front end included) ~8.3e6 ops and ~51 kB, so
+ * these leave room for models hundreds to thousands of times bigger. */
 #define KWSN_DEFAULT_MAX_OPS 4000000000ull
-#define KWSN_DEFAULT_MAX_ARENA_BYTES ((size_t)256u << 20)
+#define KWSN_DEFAULT_MAX_ARENA_BYTES ((size_t)128u << 20)
 /* Bumped whenever a public struct or function signature changes (see kwsn_abi_version). */
-#define KWSN_ABI_VERSION 2u
+#define KWSN_ABI_VERSION 3u
 /* The arena passed to kwsn_forward must be aligned to this many bytes. */
 #define KWSN_ARENA_ALIGN 64u
 
@@ -83,6 +98,7 @@ typedef enum {
     KWSN_ERR_ARENA_LIMIT, /* the model's arena exceeds kwsn_limits.max_arena_bytes */
     KWSN_ERR_NONFINITE,  /* a weight, bias or eps is NaN or infinite */
     KWSN_ERR_STORAGE,    /* model storage too small or misaligned */
+    KWSN_ERR_GRAPH,      /* a layer names a tensor id that is not produced before it */
     KWSN_STATUS_COUNT
 } kwsn_status;
 
@@ -94,7 +110,10 @@ typedef enum {
     KWSN_LAYER_MAXPOOL1D = 5,
     KWSN_LAYER_ADAPTIVE_AVGPOOL1D = 6,
     KWSN_LAYER_FLATTEN = 7,
-    KWSN_LAYER_LINEAR = 8
+    KWSN_LAYER_LINEAR = 8,
+    KWSN_LAYER_FRONTEND = 9,  /* log-mel / MFCC (src/kwsn_frontend.h): [1, T] -> [n_out, frames] */
+    KWSN_LAYER_CONV1D_EX = 10, /* Conv1d with stride, zero padding, dilation, groups */
+    KWSN_LAYER_ADD = 11        /* elementwise sum of two tensors of one shape */
 } kwsn_layer_type;
 
 /* Per-sample activation shape: ndim 2 is [C, L], ndim 1 is [F] (dim[1] == 1). */
@@ -103,13 +122,17 @@ typedef struct {
     uint32_t dim[2];
 } kwsn_shape;
 
-/* One layer as stored: what the file holds, or what a generated C header declares. */
+/* One layer as stored: what the file holds, or what a generated C header declares.
+ * n_inputs 0 means "the previous layer's output" (version-1 files, chain tables); otherwise
+ * inputs[0..n_inputs) are tensor ids (0 = the model input, layer i produces tensor i + 1). */
 typedef struct {
     uint32_t type;
     uint32_t n_ints;
     int32_t ints[KWSN_MAX_INTS];
     uint32_t n_floats;
     const float *floats;
+    uint32_t n_inputs;
+    uint32_t inputs[KWSN_MAX_INPUTS];
 } kwsn_layer_desc;
 
 
@@ -124,7 +147,7 @@ typedef struct {
  * pointers (a uint64_t array is). KWSN_MODEL_BYTES(n) is a compile-time upper bound of
  * kwsn_model_bytes(n) for static allocation: static uint64_t s[KWSN_MODEL_WORDS(n)]. */
 typedef struct kwsn_model kwsn_model;
-#define KWSN_MODEL_BYTES(n_layers) (256u + (size_t)(n_layers) * 160u)
+#define KWSN_MODEL_BYTES(n_layers) (256u + (size_t)(n_layers) * 192u)
 #define KWSN_MODEL_WORDS(n_layers) ((KWSN_MODEL_BYTES(n_layers) + 7u) / 8u)
 
 /* Exact storage bytes for a model of n_layers layers (<= KWSN_MODEL_BYTES(n_layers)). */
@@ -157,9 +180,11 @@ kwsn_status kwsn_model_from_table(const kwsn_layer_desc *descs, uint32_t n_layer
 /* The limits used when none are given. */
 kwsn_limits kwsn_default_limits(void);
 
-/* Scratch bytes kwsn_forward needs: two ping-pong activation buffers plus the largest
- * layer scratch (the conv's zero-padded input), each 64-byte aligned. The arena itself must
- * be KWSN_ARENA_ALIGN (64) byte aligned. */
+/* Scratch bytes kwsn_forward needs: the activation slots of the static memory plan (each
+ * tensor lives in a slot from its layer to its last reader; a slot is reused once its tensor
+ * is dead, and ReLU / LayerNorm / Flatten / Add write over an input read for the last time)
+ * plus the largest layer scratch (a conv's padded input, the front end's FFT buffers), each
+ * 64-byte aligned. The arena itself must be KWSN_ARENA_ALIGN (64) byte aligned. */
 size_t kwsn_arena_bytes(const kwsn_model *model);
 
 /* Number of input floats per sample (product of the input shape). */

@@ -3,7 +3,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "kwsn_frontend.h"
 #include "kwsnet.h"
+
+/* The file loader loads any model, a log-mel one too, so it links the front end: the runtime
+ * core (kwsn_model.c) refers to kwsn_frontend_* weakly, so that an MCU build of a raw-audio
+ * model may leave src/kwsn_frontend.c out, and a weak reference alone does not pull an
+ * archive member (libkwsnet.a) into a program. */
+void (*const kwsn_frontend_linked)(const kwsn_frontend *, const float *, uint32_t, float *,
+                                   float *) = kwsn_frontend_run;
 
 /* Cap on what we will read; any real model is far smaller. */
 #define KWSN_MAX_FILE_BYTES ((size_t)1 << 30)

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "kwsn_kernels.h"
+#include "kwsnet.h"
 
 #define KWSN_CAT2(a, b) a##_##b
 #define KWSN_CAT(a, b) KWSN_CAT2(a, b)
@@ -139,9 +140,11 @@ static void KWSN_K(kwsn_maxpool1d_f32)(float *out, const float *in, uint32_t C, 
  * lanes (reading into the zeroed slack) and stores only the valid ones. */
 #if KWSN_VW
 
+/* x_i = xp + i * cs; tap j of output t reads x_i[t + off[j]] (off NULL: off[j] = j). The
+ * weights of row o, channel i, tap j are w[(o * C_in + i) * k + j]. */
 KWSN_INLINE void conv_rows(float *out, const float *xp, const float *w, const float *b,
-                           uint32_t C_in, uint32_t L, uint32_t Lp, uint32_t k, uint32_t o0,
-                           const uint32_t NO) {
+                           uint32_t C_in, uint32_t L, uint32_t cs, uint32_t k,
+                           const uint32_t *off, uint32_t o0, const uint32_t NO) {
     const kwsn_vf zero = {0};
     for (uint32_t t0 = 0; t0 < L; t0 += KWSN_CONV_TILE) {
         kwsn_vf acc[KWSN_CONV_ROWS][2];
@@ -152,12 +155,13 @@ KWSN_INLINE void conv_rows(float *out, const float *xp, const float *w, const fl
             acc[r][1] = acc[r][0];
         }
         for (uint32_t i = 0; i < C_in; i++) {
-            const float *x = xp + (size_t)i * Lp + t0;
+            const float *x = xp + (size_t)i * cs + t0;
             const float *wi = w + (size_t)i * k;
             for (uint32_t j = 0; j < k; j++) {
                 kwsn_vf x0, x1;
-                VF_LOAD(x0, x + j);
-                VF_LOAD(x1, x + j + KWSN_VW);
+                const uint32_t oj = off ? off[j] : j;
+                VF_LOAD(x0, x + oj);
+                VF_LOAD(x1, x + oj + KWSN_VW);
                 for (uint32_t r = 0; r < NO; r++) {
                     const float wr = wi[(size_t)(o0 + r) * C_in * k + j];
                     acc[r][0] += x0 * wr;
@@ -183,17 +187,17 @@ KWSN_INLINE void conv_rows(float *out, const float *xp, const float *w, const fl
 #else
 #define KWSN_CONV_ROWS 8
 KWSN_INLINE void conv_rows(float *out, const float *xp, const float *w, const float *b,
-                           uint32_t C_in, uint32_t L, uint32_t Lp, uint32_t k, uint32_t o0,
-                           const uint32_t NO) {
+                           uint32_t C_in, uint32_t L, uint32_t cs, uint32_t k,
+                           const uint32_t *off, uint32_t o0, const uint32_t NO) {
     for (uint32_t r = 0; r < NO; r++) {
         float *y = out + (size_t)(o0 + r) * L;
         for (uint32_t t = 0; t < L; t++) y[t] = b ? b[o0 + r] : 0.0f;
         for (uint32_t i = 0; i < C_in; i++) {
-            const float *x = xp + (size_t)i * Lp;
+            const float *x = xp + (size_t)i * cs;
             const float *wk = w + ((size_t)(o0 + r) * C_in + i) * k;
             for (uint32_t j = 0; j < k; j++) {
                 const float wj = wk[j]; /* hoisted: y could alias wk, which blocks SIMD */
-                const float *xs = x + j;
+                const float *xs = x + (off ? off[j] : j);
                 for (uint32_t t = 0; t < L; t++) y[t] += wj * xs[t];
             }
         }
@@ -217,14 +221,65 @@ static void KWSN_K(kwsn_conv1d_same_f32)(float *out, const float *in, const floa
     memset(scratch + (size_t)C_in * Lp, 0, KWSN_CONV_SLACK * sizeof(float));
     uint32_t o = 0;
     for (; o + KWSN_CONV_ROWS <= C_out; o += KWSN_CONV_ROWS)
-        conv_rows(out, scratch, w, b, C_in, L, Lp, k, o, KWSN_CONV_ROWS);
-    for (; o + 4 <= C_out; o += 4) conv_rows(out, scratch, w, b, C_in, L, Lp, k, o, 4);
-    for (; o < C_out; o++) conv_rows(out, scratch, w, b, C_in, L, Lp, k, o, 1);
+        conv_rows(out, scratch, w, b, C_in, L, Lp, k, NULL, o, KWSN_CONV_ROWS);
+    for (; o + 4 <= C_out; o += 4) conv_rows(out, scratch, w, b, C_in, L, Lp, k, NULL, o, 4);
+    for (; o < C_out; o++) conv_rows(out, scratch, w, b, C_in, L, Lp, k, NULL, o, 1);
+}
+
+/* General Conv1d: out[o, t] = b[o] + sum_{i in o's group, j} w[o, i, j] * x_pad[i, stride t +
+ * dil j], summed bias, then channels, then taps (as the same-padding kernel). The padded
+ * input is split into `stride` phases per channel so that every tap of consecutive outputs
+ * reads consecutive floats: x_pad[s t + d j] = phase[(d j) % s][t + (d j) / s]. */
+static void KWSN_K(kwsn_conv1d_ex_f32)(float *out, const float *in, const float *w,
+                                       const float *b, const kwsn_conv1d_ex_args *a,
+                                       float *scratch) {
+    const uint32_t s = a->stride, cs = (uint32_t)kwsn_conv1d_ex_channel_floats(a);
+    const uint32_t ph = cs / s;
+    for (uint32_t i = 0; i < a->C_in; i++) {
+        const float *x = in + (size_t)i * a->L;
+        float *xc = scratch + (size_t)i * cs;
+        for (uint32_t r = 0; r < s; r++) {
+            float *p = xc + (size_t)r * ph;
+            for (uint32_t u = 0; u < ph; u++) {
+                const uint32_t q = s * u + r; /* < 2^26 + 2^7 * 2^6: no overflow */
+                p[u] = (q >= a->pad && q < a->pad + a->L) ? x[q - a->pad] : 0.0f;
+            }
+        }
+    }
+    memset(scratch + (size_t)a->C_in * cs, 0, KWSN_CONV_SLACK * sizeof(float));
+    uint32_t off[KWSN_MAX_CONV_KERNEL];
+    for (uint32_t j = 0; j < a->k; j++) off[j] = ((a->dil * j) % s) * ph + (a->dil * j) / s;
+    const uint32_t gi = a->C_in / a->groups, go = a->C_out / a->groups;
+    for (uint32_t g = 0; g < a->groups; g++) {
+        const float *xg = scratch + (size_t)g * gi * cs;
+        const float *wg = w + (size_t)g * go * gi * a->k;
+        const float *bg = b ? b + (size_t)g * go : NULL;
+        float *yg = out + (size_t)g * go * a->L_out;
+        uint32_t o = 0;
+        for (; o + KWSN_CONV_ROWS <= go; o += KWSN_CONV_ROWS)
+            conv_rows(yg, xg, wg, bg, gi, a->L_out, cs, a->k, off, o, KWSN_CONV_ROWS);
+        for (; o + 4 <= go; o += 4) conv_rows(yg, xg, wg, bg, gi, a->L_out, cs, a->k, off, o, 4);
+        for (; o < go; o++) conv_rows(yg, xg, wg, bg, gi, a->L_out, cs, a->k, off, o, 1);
+    }
+}
+
+/* x + y elementwise (safe in place: out may be x or y). */
+static void KWSN_K(kwsn_add_f32)(float *out, const float *x, const float *y, uint32_t n) {
+    for (uint32_t j = 0; j < n; j++) out[j] = x[j] + y[j];
 }
 
 #ifndef KWSN_ISA_VARIANT
 size_t kwsn_conv1d_scratch_floats(uint32_t C_in, uint32_t L, uint32_t k) {
     return (size_t)C_in * (L + k - 1) + KWSN_CONV_SLACK;
+}
+
+size_t kwsn_conv1d_ex_channel_floats(const kwsn_conv1d_ex_args *a) {
+    /* each phase: L_out positions, the taps' reach (dil (k - 1)) / stride, one spare */
+    return (size_t)a->stride * (a->L_out + (a->dil * (a->k - 1u)) / a->stride + 1u);
+}
+
+size_t kwsn_conv1d_ex_scratch_floats(const kwsn_conv1d_ex_args *a) {
+    return (size_t)a->C_in * kwsn_conv1d_ex_channel_floats(a) + KWSN_CONV_SLACK;
 }
 #endif
 
@@ -359,6 +414,8 @@ const kwsn_kernel_table KWSN_K(kwsn_ktab) = {
     KWSN_K(kwsn_relu_f32),
     KWSN_K(kwsn_adaptive_avgpool1_f32),
     KWSN_K(kwsn_linear_f32),
+    KWSN_K(kwsn_conv1d_ex_f32),
+    KWSN_K(kwsn_add_f32),
 };
 
 /* ------------------------------------------------------------------ run-time selection */

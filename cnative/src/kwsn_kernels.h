@@ -15,6 +15,12 @@
  * reads up to this far past the end. Independent of the path, so the arena is too. */
 #define KWSN_CONV_SLACK 32
 
+/* Shape of a general Conv1d: weight [C_out][C_in / groups][k], zero padding `pad` on both
+ * sides, L_out = (L + 2 pad - dil (k - 1) - 1) / stride + 1 (prepare checked all of it). */
+typedef struct {
+    uint32_t C_in, C_out, L, k, stride, pad, dil, groups, L_out;
+} kwsn_conv1d_ex_args;
+
 typedef struct {
     const char *name;
     void (*avgpool1d)(float *out, const float *in, uint32_t C, uint32_t L, uint32_t k,
@@ -29,6 +35,10 @@ typedef struct {
     void (*adaptive_avgpool1)(float *out, const float *in, uint32_t C, uint32_t L);
     void (*linear)(float *out, const float *in, const float *w, const float *b, uint32_t n_in,
                    uint32_t n_out);
+    /* General Conv1d (see kwsn_conv1d_ex_args); scratch: kwsn_conv1d_ex_scratch_floats(). */
+    void (*conv1d_ex)(float *out, const float *in, const float *w, const float *b,
+                      const kwsn_conv1d_ex_args *a, float *scratch);
+    void (*add)(float *out, const float *x, const float *y, uint32_t n);
 } kwsn_kernel_table;
 
 /* The kernel set to use on this CPU (honours KWSN_ISA in the multi-path x86-64 build). */
@@ -36,5 +46,11 @@ const kwsn_kernel_table *kwsn_select_kernels(void);
 
 /* Scratch floats kwsn_conv1d_same needs (the zero-padded input plus KWSN_CONV_SLACK). */
 size_t kwsn_conv1d_scratch_floats(uint32_t C_in, uint32_t L, uint32_t k);
+
+/* Floats per input channel of kwsn_conv1d_ex's scratch: the zero-padded input split into
+ * `stride` phases (phase r holds x_pad[stride * u + r]), each long enough for every tap. */
+size_t kwsn_conv1d_ex_channel_floats(const kwsn_conv1d_ex_args *a);
+/* Scratch floats of kwsn_conv1d_ex: C_in channels of the above plus KWSN_CONV_SLACK. */
+size_t kwsn_conv1d_ex_scratch_floats(const kwsn_conv1d_ex_args *a);
 
 #endif

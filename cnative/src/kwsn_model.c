@@ -1,11 +1,28 @@
 /* kwsnet runtime core: status names, CRC-32, the layer table (one entry per op), the model
- * file parser, shape preparation, and the forward pass in a caller-owned arena. */
+ * file parser (format versions 1 and 2), shape preparation, the static memory plan, and the
+ * forward pass in a caller-owned arena. */
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
 
+#include "kwsn_frontend.h"
 #include "kwsn_kernels.h"
 #include "kwsnet.h"
+
+/* The front end is referenced weakly (GCC/clang), so an MCU build of a raw-audio model may
+ * leave src/kwsn_frontend.c out: the FRONTEND op then reports KWSN_ERR_LAYER_TYPE at prepare.
+ * kwsn_file.c references it strongly (every program that loads files gets it). Define
+ * KWSN_FRONTEND_REQUIRED to make it a plain (strong) dependency. */
+#if defined(__GNUC__) && !defined(KWSN_FRONTEND_REQUIRED)
+#pragma weak kwsn_frontend_check
+#pragma weak kwsn_frontend_frames
+#pragma weak kwsn_frontend_scratch_floats
+#pragma weak kwsn_frontend_ops
+#pragma weak kwsn_frontend_run
+#define KWSN_FRONTEND_LINKED() (kwsn_frontend_run != 0 && kwsn_frontend_check != 0)
+#else
+#define KWSN_FRONTEND_LINKED() 1
+#endif
 
 /* ------------------------------------------------------------------ status names */
 
@@ -30,6 +47,7 @@ static const char *const kwsn_status_names[KWSN_STATUS_COUNT] = {
     "model arena exceeds the memory limit",
     "non-finite (NaN/Inf) weight",
     "model storage too small or misaligned",
+    "bad tensor id in the layer graph",
 };
 
 const char *kwsn_status_str(kwsn_status s) {
@@ -71,13 +89,19 @@ static kwsn_shape shape1(uint32_t f) {
 
 /* ------------------------------------------------------------------ private structs */
 
-/* A prepared layer: its descriptor plus the shapes checked by the op's prepare(). */
+/* A prepared layer: its descriptor (inputs resolved), the shapes checked by the op's
+ * prepare(), and its place in the memory plan. Tensor t > 0 is layer t - 1's output. */
 typedef struct {
     kwsn_layer_desc desc;
-    kwsn_shape in;
+    kwsn_shape in;     /* shape of input 0 */
+    kwsn_shape in2;    /* shape of input 1 (Add), else a copy of in */
     kwsn_shape out;
-    int in_place;      /* run writes its output over its input */
     uint32_t op_index; /* entry in the runtime's layer table, set by prepare */
+    uint32_t slot;     /* its output's activation slot: the index of the layer that opened it */
+    uint32_t last_use; /* last layer reading its output (n_layers: the model output) */
+    uint32_t occupant; /* as a slot's opener: the tensor id in the slot now (planning only) */
+    size_t slot_bytes; /* as a slot's opener: the slot's size, 64-byte multiple */
+    size_t slot_off;   /* as a slot's opener: its byte offset in the arena */
     size_t scratch;    /* scratch floats its kernel needs (conv: the padded input) */
     uint64_t ops;      /* arithmetic operations per sample (multiply and add count 1 each) */
 } kwsn_layer;
@@ -89,7 +113,7 @@ struct kwsn_model {
     kwsn_shape input;
     uint32_t n_layers;
     kwsn_layer *layers; /* in the caller's storage, n_layers entries */
-    size_t max_act;     /* largest activation (floats) over input and all layer outputs */
+    size_t act_bytes;   /* all activation slots (the memory plan), 64-byte multiple */
     size_t max_scratch; /* largest per-layer scratch (floats) */
     size_t weight_bytes;
     size_t n_classes; /* numel of the last layer's output */
@@ -103,12 +127,16 @@ typedef struct {
     uint32_t type;
     const char *name;
     uint32_t n_ints;
-    int in_place;
-    /* Check ints/floats against l->in, set l->out. Runs once, at load. */
+    uint32_t n_inputs;
+    /* 1: out may be an input read for the last time (elementwise: ReLU, LayerNorm, Flatten,
+     * Add); the memory plan then gives the output that input's slot. */
+    int overwrites_input;
+    /* Check ints/floats against l->in (and l->in2), set l->out. Runs once, at load. */
     kwsn_status (*prepare)(kwsn_layer *l);
-    /* Run one sample with kernel set k. out == in for in-place ops. */
-    void (*run)(const kwsn_kernel_table *k, const kwsn_layer *l, const float *in, float *out,
-                float *scratch);
+    /* Run one sample with kernel set k; in2 is input 1 (NULL for one-input ops). out may
+     * equal in (or in2) only for overwrites_input ops. */
+    void (*run)(const kwsn_kernel_table *k, const kwsn_layer *l, const float *in,
+                const float *in2, float *out, float *scratch);
 } kwsn_op;
 
 #define I(l, k) ((l)->desc.ints[k])
@@ -128,14 +156,18 @@ static kwsn_status check_pool(kwsn_layer *l) {
 }
 
 static void run_avgpool(const kwsn_kernel_table *kt, const kwsn_layer *l,
-                        const float *in, float *out, float *scratch) {
+                        const float *in, const float *in2, float *out,
+                        float *scratch) {
+    (void)in2;
     (void)scratch;
     kt->avgpool1d(out, in, l->in.dim[0], l->in.dim[1], (uint32_t)I(l, 0),
                        (uint32_t)I(l, 1), l->out.dim[1]);
 }
 
 static void run_maxpool(const kwsn_kernel_table *kt, const kwsn_layer *l,
-                        const float *in, float *out, float *scratch) {
+                        const float *in, const float *in2, float *out,
+                        float *scratch) {
+    (void)in2;
     (void)scratch;
     kt->maxpool1d(out, in, l->in.dim[0], l->in.dim[1], (uint32_t)I(l, 0),
                        (uint32_t)I(l, 1), l->out.dim[1]);
@@ -160,7 +192,9 @@ static kwsn_status prep_conv(kwsn_layer *l) {
 }
 
 static void run_conv(const kwsn_kernel_table *kt, const kwsn_layer *l,
-                     const float *in, float *out, float *scratch) {
+                     const float *in, const float *in2, float *out,
+                        float *scratch) {
+    (void)in2;
     uint32_t ci = (uint32_t)I(l, 0), co = (uint32_t)I(l, 1), k = (uint32_t)I(l, 2);
     const float *w = l->desc.floats;
     const float *b = I(l, 3) ? w + (size_t)co * ci * k : NULL;
@@ -193,7 +227,9 @@ static kwsn_status prep_layernorm(kwsn_layer *l) {
 }
 
 static void run_layernorm(const kwsn_kernel_table *kt, const kwsn_layer *l,
-                          const float *in, float *out, float *scratch) {
+                          const float *in, const float *in2, float *out,
+                        float *scratch) {
+    (void)in2;
     (void)scratch;
     uint32_t n = (uint32_t)I(l, 1) * (uint32_t)I(l, 2);
     const float *f = l->desc.floats;
@@ -210,7 +246,9 @@ static kwsn_status prep_elementwise(kwsn_layer *l) {
 }
 
 static void run_relu(const kwsn_kernel_table *kt, const kwsn_layer *l,
-                     const float *in, float *out, float *scratch) {
+                     const float *in, const float *in2, float *out,
+                        float *scratch) {
+    (void)in2;
     (void)scratch;
     kt->relu(out, in, (uint32_t)shape_numel(l->in));
 }
@@ -225,7 +263,9 @@ static kwsn_status prep_adaptive_avg(kwsn_layer *l) {
 }
 
 static void run_adaptive_avg(const kwsn_kernel_table *kt, const kwsn_layer *l,
-                             const float *in, float *out, float *scratch) {
+                             const float *in, const float *in2, float *out,
+                        float *scratch) {
+    (void)in2;
     (void)scratch;
     kt->adaptive_avgpool1(out, in, l->in.dim[0], l->in.dim[1]);
 }
@@ -237,9 +277,12 @@ static kwsn_status prep_flatten(kwsn_layer *l) {
 }
 
 static void run_flatten(const kwsn_kernel_table *kt, const kwsn_layer *l,
-                        const float *in, float *out, float *scratch) {
-    /* in place: [C, L] and [C*L] share one layout */
-    (void)kt, (void)l, (void)in, (void)out, (void)scratch;
+                        const float *in, const float *in2, float *out,
+                        float *scratch) {
+    (void)in2;
+    /* [C, L] and [C*L] share one layout: nothing to do in place, else a copy */
+    (void)kt, (void)scratch;
+    if (out != in) memcpy(out, in, shape_numel(l->in) * sizeof(float));
 }
 
 /* ints: in_features, out_features, has_bias. floats: w[out][in], then b[out]. */
@@ -256,23 +299,156 @@ static kwsn_status prep_linear(kwsn_layer *l) {
 }
 
 static void run_linear(const kwsn_kernel_table *kt, const kwsn_layer *l,
-                       const float *in, float *out, float *scratch) {
+                       const float *in, const float *in2, float *out,
+                        float *scratch) {
+    (void)in2;
     (void)scratch;
     uint32_t fi = (uint32_t)I(l, 0), fo = (uint32_t)I(l, 1);
     const float *w = l->desc.floats;
     kt->linear(out, in, w, I(l, 2) ? w + (size_t)fi * fo : NULL, fi, fo);
 }
 
+/* ints: n_fft, hop_length, n_mels, n_out, center, normalize (KWSN_FE_NORM_*), has_dct.
+ * floats: eps, window[n_fft], fbank[n_fft / 2 + 1][n_mels], then dct[n_mels][n_out] when
+ * has_dct (MFCC; n_out = n_mels otherwise). Input [1, T] (or [T]) -> [n_out, frames]. */
+#define KWSN_MAX_FFT (1u << 16)
+
+static kwsn_frontend frontend_of(const kwsn_layer *l) {
+    kwsn_frontend fe;
+    const uint32_t n_fft = (uint32_t)I(l, 0), n_mels = (uint32_t)I(l, 2);
+    const float *f = l->desc.floats;
+    fe.n_fft = n_fft;
+    fe.hop_length = (uint32_t)I(l, 1);
+    fe.n_mels = n_mels;
+    fe.n_out = (uint32_t)I(l, 3);
+    fe.center = (uint32_t)I(l, 4);
+    fe.normalize = (uint32_t)I(l, 5);
+    fe.eps = f[0];
+    fe.window = f + 1;
+    fe.fbank = f + 1 + n_fft;
+    fe.dct = I(l, 6) ? f + 1 + n_fft + (size_t)(n_fft / 2u + 1u) * n_mels : NULL;
+    return fe;
+}
+
+static kwsn_status prep_frontend(kwsn_layer *l) {
+    const int32_t n_fft = I(l, 0), hop = I(l, 1), nm = I(l, 2), no = I(l, 3), c = I(l, 4),
+                  norm = I(l, 5), hd = I(l, 6);
+    if (!KWSN_FRONTEND_LINKED()) return KWSN_ERR_LAYER_TYPE;
+    if (n_fft < 2 || hop < 1 || nm < 1 || no < 1 || (c != 0 && c != 1) || norm < 0 ||
+        norm > KWSN_FE_NORM_MEANVAR || (hd != 0 && hd != 1) || (!hd && no != nm))
+        return KWSN_ERR_PARAM;
+    if ((uint32_t)n_fft > KWSN_MAX_FFT) return KWSN_ERR_TOO_BIG;
+    const uint64_t nb = (uint64_t)n_fft / 2u + 1u;
+    if (nb * (uint64_t)nm > KWSN_MAX_ELEMS || (uint64_t)nm * (uint64_t)no > KWSN_MAX_ELEMS)
+        return KWSN_ERR_TOO_BIG;
+    const uint64_t nw = 1u + (uint64_t)n_fft + nb * nm + (hd ? (uint64_t)nm * no : 0u);
+    if (l->desc.n_floats != nw) return KWSN_ERR_PARAM;
+    if (!(l->desc.floats[0] > 0.0f)) return KWSN_ERR_PARAM; /* eps: log(mel + eps) */
+    if (l->in.ndim == 2 && l->in.dim[0] != 1u) return KWSN_ERR_SHAPE;
+    const uint32_t T = l->in.ndim == 2 ? l->in.dim[1] : l->in.dim[0];
+    const kwsn_frontend fe = frontend_of(l);
+    kwsn_status st = kwsn_frontend_check(&fe, T);
+    if (st != KWSN_OK) return st;
+    const uint32_t frames = kwsn_frontend_frames(&fe, T);
+    if (frames < 1u) return KWSN_ERR_SHAPE;
+    if ((uint64_t)frames * (uint64_t)no > KWSN_MAX_ELEMS) return KWSN_ERR_TOO_BIG;
+    l->out = shape2((uint32_t)no, frames);
+    l->scratch = kwsn_frontend_scratch_floats(&fe, T);
+    l->ops = kwsn_frontend_ops(&fe, T);
+    return KWSN_OK;
+}
+
+static void run_frontend(const kwsn_kernel_table *kt, const kwsn_layer *l, const float *in,
+                         const float *in2, float *out, float *scratch) {
+    (void)kt, (void)in2;
+    const kwsn_frontend fe = frontend_of(l);
+    kwsn_frontend_run(&fe, in, (uint32_t)shape_numel(l->in), scratch, out);
+}
+
+/* ints: in_ch, out_ch, kernel, stride, padding (zeros, both sides), dilation, groups,
+ * has_bias. floats: w[out][in / groups][kernel], then b[out]. [in, L] -> [out, L_out]. */
+static kwsn_conv1d_ex_args conv_ex_args(const kwsn_layer *l) {
+    kwsn_conv1d_ex_args a;
+    a.C_in = (uint32_t)I(l, 0);
+    a.C_out = (uint32_t)I(l, 1);
+    a.k = (uint32_t)I(l, 2);
+    a.stride = (uint32_t)I(l, 3);
+    a.pad = (uint32_t)I(l, 4);
+    a.dil = (uint32_t)I(l, 5);
+    a.groups = (uint32_t)I(l, 6);
+    a.L = l->in.dim[1];
+    a.L_out = l->out.dim[1];
+    return a;
+}
+
+static kwsn_status prep_conv_ex(kwsn_layer *l) {
+    const int32_t ci = I(l, 0), co = I(l, 1), k = I(l, 2), st = I(l, 3), pad = I(l, 4),
+                  dil = I(l, 5), g = I(l, 6), hb = I(l, 7);
+    if (ci < 1 || co < 1 || k < 1 || st < 1 || pad < 0 || dil < 1 || g < 1 ||
+        (hb != 0 && hb != 1))
+        return KWSN_ERR_PARAM;
+    if (k > KWSN_MAX_CONV_KERNEL || st > KWSN_MAX_CONV_STRIDE || dil > KWSN_MAX_CONV_DILATION ||
+        pad > KWSN_MAX_CONV_KERNEL * KWSN_MAX_CONV_DILATION)
+        return KWSN_ERR_TOO_BIG;
+    if (ci % g != 0 || co % g != 0) return KWSN_ERR_PARAM;
+    const uint64_t nw = (uint64_t)co * (uint64_t)(ci / g) * (uint64_t)k;
+    if (nw > KWSN_MAX_ELEMS) return KWSN_ERR_TOO_BIG;
+    if (l->desc.n_floats != nw + (hb ? (uint64_t)co : 0u)) return KWSN_ERR_PARAM;
+    if (l->in.ndim != 2 || l->in.dim[0] != (uint32_t)ci) return KWSN_ERR_SHAPE;
+    const uint64_t span = (uint64_t)dil * (uint64_t)(k - 1) + 1u;
+    const uint64_t Lp = (uint64_t)l->in.dim[1] + 2u * (uint64_t)pad;
+    if (Lp < span) return KWSN_ERR_SHAPE;
+    const uint64_t L_out = (Lp - span) / (uint64_t)st + 1u;
+    if ((uint64_t)co * L_out > KWSN_MAX_ELEMS) return KWSN_ERR_TOO_BIG;
+    l->out = shape2((uint32_t)co, (uint32_t)L_out);
+    const kwsn_conv1d_ex_args a = conv_ex_args(l);
+    if ((uint64_t)ci * kwsn_conv1d_ex_channel_floats(&a) > KWSN_MAX_ELEMS) return KWSN_ERR_TOO_BIG;
+    l->scratch = kwsn_conv1d_ex_scratch_floats(&a);
+    /* a multiply and an add per weight and output position, plus the phase-split copy */
+    l->ops = 2u * nw * L_out + (uint64_t)l->scratch;
+    return KWSN_OK;
+}
+
+static void run_conv_ex(const kwsn_kernel_table *kt, const kwsn_layer *l, const float *in,
+                        const float *in2, float *out, float *scratch) {
+    (void)in2;
+    const kwsn_conv1d_ex_args a = conv_ex_args(l);
+    const float *w = l->desc.floats;
+    const float *b = I(l, 7) ? w + (size_t)a.C_out * (a.C_in / a.groups) * a.k : NULL;
+    kt->conv1d_ex(out, in, w, b, &a, scratch);
+}
+
+/* Two inputs of one shape, no ints or floats. */
+static kwsn_status prep_add(kwsn_layer *l) {
+    if (l->desc.n_floats != 0) return KWSN_ERR_PARAM;
+    if (l->in.ndim != l->in2.ndim || l->in.dim[0] != l->in2.dim[0] ||
+        l->in.dim[1] != l->in2.dim[1])
+        return KWSN_ERR_SHAPE;
+    l->out = l->in;
+    l->ops = shape_numel(l->in);
+    return KWSN_OK;
+}
+
+static void run_add(const kwsn_kernel_table *kt, const kwsn_layer *l, const float *in,
+                    const float *in2, float *out, float *scratch) {
+    (void)scratch;
+    kt->add(out, in, in2, (uint32_t)shape_numel(l->in));
+}
+
+/* THE table of ops: {type, name, n_ints, n_inputs, overwrites_input, prepare, run}. */
 static const kwsn_op kwsn_ops[] = {
-    {KWSN_LAYER_AVGPOOL1D, "AvgPool1d", 2, 0, check_pool, run_avgpool},
-    {KWSN_LAYER_CONV1D, "Conv1d", 4, 0, prep_conv, run_conv},
-    {KWSN_LAYER_LAYERNORM, "LayerNorm", 4, 1, prep_layernorm, run_layernorm},
-    {KWSN_LAYER_RELU, "ReLU", 0, 1, prep_elementwise, run_relu},
-    {KWSN_LAYER_MAXPOOL1D, "MaxPool1d", 2, 0, check_pool, run_maxpool},
-    {KWSN_LAYER_ADAPTIVE_AVGPOOL1D, "AdaptiveAvgPool1d", 1, 0, prep_adaptive_avg,
+    {KWSN_LAYER_AVGPOOL1D, "AvgPool1d", 2, 1, 0, check_pool, run_avgpool},
+    {KWSN_LAYER_CONV1D, "Conv1d", 4, 1, 0, prep_conv, run_conv},
+    {KWSN_LAYER_LAYERNORM, "LayerNorm", 4, 1, 1, prep_layernorm, run_layernorm},
+    {KWSN_LAYER_RELU, "ReLU", 0, 1, 1, prep_elementwise, run_relu},
+    {KWSN_LAYER_MAXPOOL1D, "MaxPool1d", 2, 1, 0, check_pool, run_maxpool},
+    {KWSN_LAYER_ADAPTIVE_AVGPOOL1D, "AdaptiveAvgPool1d", 1, 1, 0, prep_adaptive_avg,
      run_adaptive_avg},
-    {KWSN_LAYER_FLATTEN, "Flatten", 0, 1, prep_flatten, run_flatten},
-    {KWSN_LAYER_LINEAR, "Linear", 3, 0, prep_linear, run_linear},
+    {KWSN_LAYER_FLATTEN, "Flatten", 0, 1, 1, prep_flatten, run_flatten},
+    {KWSN_LAYER_LINEAR, "Linear", 3, 1, 0, prep_linear, run_linear},
+    {KWSN_LAYER_FRONTEND, "FrontEnd", 7, 1, 0, prep_frontend, run_frontend},
+    {KWSN_LAYER_CONV1D_EX, "Conv1dEx", 8, 1, 0, prep_conv_ex, run_conv_ex},
+    {KWSN_LAYER_ADD, "Add", 0, 2, 1, prep_add, run_add},
 };
 #define KWSN_N_OPS (sizeof(kwsn_ops) / sizeof(kwsn_ops[0]))
 
@@ -326,20 +502,57 @@ static int all_finite(const float *f, uint32_t n) {
 
 static size_t round_up(size_t n) { return (n + KWSN_ALIGN - 1u) & ~(size_t)(KWSN_ALIGN - 1u); }
 
-static size_t arena_bytes_of(size_t max_act, size_t max_scratch) {
-    return 2u * round_up(max_act * sizeof(float)) + round_up(max_scratch * sizeof(float));
+static kwsn_shape tensor_shape(const kwsn_model *m, uint32_t t) {
+    return t == 0 ? m->input : m->layers[t - 1u].out;
 }
 
-/* Chain shapes through the prepared layers and fill the model's derived sizes; refuse a
- * model over the limits as soon as its running op count passes max_ops. */
+/* The static memory plan, once at prepare: tensor t > 0 lives in a slot from its layer to
+ * its last reader. Layer i's output takes (1) the slot of an input read for the last time by
+ * an overwrites_input op, else (2) the first slot whose tensor is dead, else (3) a new slot
+ * (opened by layer i). A slot is as big as its biggest tensor. The caller's input (tensor 0)
+ * is never written. Sets every slot's offset; returns the slots' total bytes. */
+static uint64_t plan_memory(kwsn_model *m) {
+    const uint32_t n = m->n_layers;
+    for (uint32_t i = 0; i < n; i++) {
+        kwsn_layer *l = &m->layers[i];
+        const kwsn_op *op = &kwsn_ops[l->op_index];
+        uint32_t s = n; /* none yet */
+        for (uint32_t k = 0; op->overwrites_input && k < l->desc.n_inputs && s == n; k++) {
+            const uint32_t t = l->desc.inputs[k];
+            if (t > 0 && m->layers[t - 1u].last_use == i) s = m->layers[t - 1u].slot;
+        }
+        for (uint32_t c = 0; c < i && s == n; c++) {
+            const kwsn_layer *o = &m->layers[c];
+            if (o->slot == c && m->layers[o->occupant - 1u].last_use < i) s = c;
+        }
+        if (s == n) {
+            s = i;
+            l->slot_bytes = 0;
+        }
+        l->slot = s;
+        m->layers[s].occupant = i + 1u;
+        const size_t need = round_up(shape_numel(l->out) * sizeof(float));
+        if (need > m->layers[s].slot_bytes) m->layers[s].slot_bytes = need;
+    }
+    uint64_t off = 0;
+    for (uint32_t c = 0; c < n; c++) {
+        kwsn_layer *o = &m->layers[c];
+        if (o->slot != c) continue;
+        o->slot_off = (size_t)off; /* off < 2^8 slots x 2^28 bytes: checked before the cast */
+        off += o->slot_bytes;
+    }
+    return off;
+}
+
+/* Chain shapes through the prepared layers, plan the memory and fill the model's derived
+ * sizes; refuse a model over the limits as soon as its running op count passes max_ops. */
 static kwsn_status prepare_layers(kwsn_model *m, const kwsn_limits *limits) {
     const kwsn_limits lim = effective_limits(limits);
     uint64_t ops = 0;
     kwsn_status st = check_input_shape(m->input);
     if (st != KWSN_OK) return st;
     if (m->n_layers < 1) return KWSN_ERR_PARAM;
-    kwsn_shape cur = m->input;
-    size_t max_act = shape_numel(cur), max_scratch = 0, wbytes = 0;
+    size_t max_scratch = 0, wbytes = 0;
     for (uint32_t i = 0; i < m->n_layers; i++) {
         kwsn_layer *l = &m->layers[i];
         const kwsn_op *op = find_op(l->desc.type);
@@ -347,8 +560,15 @@ static kwsn_status prepare_layers(kwsn_model *m, const kwsn_limits *limits) {
         if (l->desc.n_ints != op->n_ints) return KWSN_ERR_PARAM;
         if (l->desc.n_floats > 0 && !l->desc.floats) return KWSN_ERR_ARG;
         if (l->desc.n_floats > KWSN_MAX_ELEMS) return KWSN_ERR_TOO_BIG;
-        l->in = cur;
-        l->in_place = op->in_place;
+        if (l->desc.n_inputs == 0) { /* version 1 / a chain table: the previous output */
+            l->desc.n_inputs = 1;
+            l->desc.inputs[0] = i;
+        }
+        if (l->desc.n_inputs != op->n_inputs) return KWSN_ERR_PARAM;
+        for (uint32_t k = 0; k < l->desc.n_inputs; k++)
+            if (l->desc.inputs[k] > i) return KWSN_ERR_GRAPH; /* only earlier tensors */
+        l->in = tensor_shape(m, l->desc.inputs[0]);
+        l->in2 = l->desc.n_inputs > 1 ? tensor_shape(m, l->desc.inputs[1]) : l->in;
         l->op_index = (uint32_t)(op - kwsn_ops);
         st = op->prepare(l);
         if (st != KWSN_OK) return st;
@@ -356,17 +576,21 @@ static kwsn_status prepare_layers(kwsn_model *m, const kwsn_limits *limits) {
             return KWSN_ERR_NONFINITE;
         ops += l->ops; /* each layer's ops < 2^58 (sizes are bounded), so no overflow */
         if (ops > lim.max_ops) return KWSN_ERR_OPS_LIMIT;
-        cur = l->out;
-        if (shape_numel(cur) > max_act) max_act = shape_numel(cur);
+        l->last_use = i; /* read by nobody yet */
+        for (uint32_t k = 0; k < l->desc.n_inputs; k++)
+            if (l->desc.inputs[k] > 0) m->layers[l->desc.inputs[k] - 1u].last_use = i;
         if (l->scratch > max_scratch) max_scratch = l->scratch;
         wbytes += (size_t)l->desc.n_floats * sizeof(float);
     }
-    m->max_act = max_act;
+    m->layers[m->n_layers - 1u].last_use = m->n_layers; /* the model output stays */
+    const uint64_t act = plan_memory(m);
+    const uint64_t arena = act + round_up(max_scratch * sizeof(float));
+    if (arena > (uint64_t)lim.max_arena_bytes) return KWSN_ERR_ARENA_LIMIT;
+    m->act_bytes = (size_t)act;
     m->max_scratch = max_scratch;
     m->weight_bytes = wbytes;
-    m->n_classes = shape_numel(cur);
+    m->n_classes = shape_numel(m->layers[m->n_layers - 1u].out);
     m->ops = ops;
-    if (arena_bytes_of(max_act, max_scratch) > lim.max_arena_bytes) return KWSN_ERR_ARENA_LIMIT;
     m->kernels = kwsn_select_kernels();
     return KWSN_OK;
 }
@@ -387,7 +611,7 @@ typedef struct {
 
 /* The public upper bound KWSN_MODEL_BYTES(n) must hold for this build (C99 static check). */
 typedef char kwsn_check_model_size[sizeof(struct kwsn_model) <= 256u ? 1 : -1];
-typedef char kwsn_check_layer_size[sizeof(kwsn_layer) <= 160u ? 1 : -1];
+typedef char kwsn_check_layer_size[sizeof(kwsn_layer) <= 192u ? 1 : -1];
 
 static size_t model_header_bytes(void) {
     const size_t a = KWSN_STORAGE_ALIGN;
@@ -430,7 +654,8 @@ static kwsn_status from_table(const kwsn_layer_desc *descs, uint32_t n_layers,
     kwsn_model *m = *mp = claim_storage(storage, storage_bytes, n_layers, &st);
     if (!m) return st;
     for (uint32_t i = 0; i < n_layers; i++) {
-        if (descs[i].n_ints > KWSN_MAX_INTS) return KWSN_ERR_PARAM;
+        if (descs[i].n_ints > KWSN_MAX_INTS || descs[i].n_inputs > KWSN_MAX_INPUTS)
+            return KWSN_ERR_PARAM;
         m->layers[i].desc = descs[i];
     }
     m->version = KWSN_FORMAT_VERSION;
@@ -484,7 +709,8 @@ static kwsn_status parse(const void *buf, size_t len, void *storage, size_t stor
     reader r = {p, len, 4u};
     uint32_t version, sample_rate, in_ndim, d0, d1, n_layers;
     if (!read_u32(&r, &version)) return KWSN_ERR_TRUNCATED;
-    if (version != KWSN_FORMAT_VERSION) return KWSN_ERR_VERSION;
+    if (version < KWSN_FORMAT_VERSION_MIN || version > KWSN_FORMAT_VERSION)
+        return KWSN_ERR_VERSION;
     if (!read_u32(&r, &sample_rate) || !read_u32(&r, &in_ndim) || !read_u32(&r, &d0) ||
         !read_u32(&r, &d1) || !read_u32(&r, &n_layers))
         return KWSN_ERR_TRUNCATED;
@@ -502,14 +728,19 @@ static kwsn_status parse(const void *buf, size_t len, void *storage, size_t stor
     r.len = body; /* layer records may not reach into the CRC */
     for (uint32_t i = 0; i < n_layers; i++) {
         kwsn_layer *l = &model->layers[i];
-        uint32_t n_ints, n_floats;
-        if (!read_u32(&r, &l->desc.type) || !read_u32(&r, &n_ints) || !read_u32(&r, &n_floats))
+        uint32_t n_inputs = 0, n_ints, n_floats;
+        if (!read_u32(&r, &l->desc.type) || (version >= 2u && !read_u32(&r, &n_inputs)) ||
+            !read_u32(&r, &n_ints) || !read_u32(&r, &n_floats))
             return KWSN_ERR_TRUNCATED;
+        /* version 2 names every input (0 would mean "the previous layer" in a table) */
+        if (version >= 2u && (n_inputs < 1u || n_inputs > KWSN_MAX_INPUTS)) return KWSN_ERR_GRAPH;
         if (n_ints > KWSN_MAX_INTS) return KWSN_ERR_PARAM;
         if (n_floats > KWSN_MAX_ELEMS) return KWSN_ERR_TOO_BIG;
         /* sizes checked against what is left before reading any of it */
-        if ((uint64_t)(r.len - r.pos) < 4u * ((uint64_t)n_ints + n_floats))
+        if ((uint64_t)(r.len - r.pos) < 4u * ((uint64_t)n_inputs + n_ints + n_floats))
             return KWSN_ERR_TRUNCATED;
+        l->desc.n_inputs = n_inputs;
+        for (uint32_t k = 0; k < n_inputs; k++) read_u32(&r, &l->desc.inputs[k]);
         l->desc.n_ints = n_ints;
         for (uint32_t k = 0; k < n_ints; k++) {
             uint32_t v = 0;
@@ -544,7 +775,7 @@ kwsn_status kwsn_model_parse(const void *buf, size_t len, void *storage, size_t 
 
 size_t kwsn_arena_bytes(const kwsn_model *m) {
     if (!m || !m->layers) return 0;
-    return arena_bytes_of(m->max_act, m->max_scratch);
+    return m->act_bytes + round_up(m->max_scratch * sizeof(float));
 }
 
 uint64_t kwsn_model_ops(const kwsn_model *m) { return m ? m->ops : 0u; }
@@ -576,10 +807,17 @@ size_t kwsn_n_classes(const kwsn_model *m) { return m ? m->n_classes : 0u; }
 
 uint32_t kwsn_sample_rate(const kwsn_model *m) { return m ? m->sample_rate : 0u; }
 
+/* Where tensor t lives while the forward pass runs. */
+static const float *tensor_ptr(const kwsn_model *m, uint8_t *arena, const float *input,
+                               uint32_t t) {
+    if (t == 0) return input;
+    return (const float *)(void *)(arena + m->layers[m->layers[t - 1u].slot].slot_off);
+}
+
 kwsn_status kwsn_forward_until(const kwsn_model *m, void *arena, size_t arena_bytes,
                                const float *input, size_t input_len, uint32_t n_run,
                                float *out, size_t out_cap) {
-    if (!m || !m->layers || m->max_act == 0 || !m->kernels || !input || !out ||
+    if (!m || !m->layers || m->act_bytes == 0 || !m->kernels || !input || !out ||
         n_run > m->n_layers)
         return KWSN_ERR_ARG;
     if (input_len != kwsn_input_len(m)) return KWSN_ERR_INPUT_LEN;
@@ -588,29 +826,20 @@ kwsn_status kwsn_forward_until(const kwsn_model *m, void *arena, size_t arena_by
     if (!arena || ((uintptr_t)arena & (KWSN_ARENA_ALIGN - 1u)) != 0 ||
         arena_bytes < kwsn_arena_bytes(m))
         return KWSN_ERR_ARENA;
-    const size_t act = round_up(m->max_act * sizeof(float));
-    float *buf[2] = {(float *)arena, (float *)((uint8_t *)arena + act)};
-    float *scratch = (float *)((uint8_t *)arena + 2u * act);
-    /* Layer 0 reads the caller's input directly; it is copied only if an in-place op
-     * comes first. cur is the current activation, in buf[0], buf[1] or the input. */
-    const float *cur = input;
+    uint8_t *base = (uint8_t *)arena;
+    float *scratch = (float *)(void *)(base + m->act_bytes);
     const kwsn_kernel_table *kt = m->kernels;
+    /* the plan: each layer reads its input tensors and writes its slot (an overwrites_input
+     * op may write over an input that nobody reads later) */
     for (uint32_t i = 0; i < n_run; i++) {
         const kwsn_layer *l = &m->layers[i];
         const kwsn_op *op = &kwsn_ops[l->op_index];
-        if (l->in_place) {
-            if (cur == input) {
-                memcpy(buf[0], input, input_len * sizeof(float));
-                cur = buf[0];
-            }
-            op->run(kt, l, cur, (float *)cur, scratch);
-        } else {
-            float *dst = cur == buf[0] ? buf[1] : buf[0];
-            op->run(kt, l, cur, dst, scratch);
-            cur = dst;
-        }
+        const float *a = tensor_ptr(m, base, input, l->desc.inputs[0]);
+        const float *b = l->desc.n_inputs > 1 ? tensor_ptr(m, base, input, l->desc.inputs[1])
+                                              : NULL;
+        op->run(kt, l, a, b, (float *)(void *)(base + m->layers[l->slot].slot_off), scratch);
     }
-    memcpy(out, cur, out_len * sizeof(float));
+    memcpy(out, tensor_ptr(m, base, input, n_run), out_len * sizeof(float));
     return KWSN_OK;
 }
 

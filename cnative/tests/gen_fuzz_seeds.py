@@ -1,5 +1,6 @@
 """Seed corpora for ``make fuzz``: real exported model files (the golden cases: every layer
-kind and tiny RawConv models) and WAV files in each encoding the reader takes (16-bit PCM,
+kind and tiny RawConv models, format v1; a tiny log-mel residual model as a format-v2 graph
+with and without its front end) and WAV files in each encoding the reader takes (16-bit PCM,
 32-bit float, WAVE_FORMAT_EXTENSIBLE) plus ones it rejects (stereo, 8-bit, no data chunk).
 
     python cnative/tests/gen_fuzz_seeds.py MODEL_DIR WAV_DIR
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[2]))  # kwsnet, models
 
 
 def _wav(fmt: int, channels: int, rate: int, bits: int, data: bytes, ext: bool = False) -> bytes:
@@ -43,6 +45,32 @@ def wav_seeds() -> dict[str, bytes]:
     }
 
 
+def v2_model_seeds() -> dict[str, bytes]:
+    """name -> format-v2 files: a tiny LogMel + CnnMel graph (front end, folded strided
+    convs, residual adds, mean pooling, Linear), 512-sample input, and its features-input twin."""
+    import torch
+
+    from kwsnet.data.features import LogMel
+    from kwsnet.export.cnative import graph_bytes
+    from kwsnet.export.graph import trace_model
+    from kwsnet.nn.heads import LinearHead
+    from models.cnn_mel import CnnMel
+
+    class _Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.frontend = LogMel(n_fft=64, win_length=64, hop_length=32, n_mels=8)
+            self.backbone = CnnMel(8, 4, (4, 6), (2, 1), 3)
+            self.head = LinearHead(6, 3)
+
+    torch.manual_seed(0)
+    model = _Tiny().eval()
+    return {
+        "v2_mel.kwsn": graph_bytes(trace_model(model, 512)),
+        "v2_mel_features.kwsn": graph_bytes(trace_model(model, 512, include_frontend=False)),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     """Write the model seeds to argv[0] and the WAV seeds to argv[1]."""
     args = sys.argv[1:] if argv is None else argv
@@ -58,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     for f in model_dir.iterdir():
         if f.suffix != ".kwsn":
             f.unlink()  # keep only the model files
+    for name, data in v2_model_seeds().items():
+        (model_dir / name).write_bytes(data)
     for name, data in wav_seeds().items():
         (wav_dir / name).write_bytes(data)
     n_models = len(list(model_dir.glob("*.kwsn")))

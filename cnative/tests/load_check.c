@@ -29,7 +29,7 @@ static int api_checks(void) {
     bad |= m != NULL;
     bad |= kwsn_model_bytes(4) > KWSN_MODEL_BYTES(4) || kwsn_model_bytes(4) > sb;
     /* a one-layer ReLU model built from a table */
-    kwsn_layer_desc d = {KWSN_LAYER_RELU, 0, {0}, 0, NULL};
+    kwsn_layer_desc d = {KWSN_LAYER_RELU, 0, {0}, 0, NULL, 0, {0}};
     kwsn_shape in = {2u, {2u, 3u}};
     bad |= kwsn_model_from_table(&d, 1, in, 0, store, kwsn_model_bytes(1) - 1, NULL, &m) !=
            KWSN_ERR_STORAGE;
@@ -51,28 +51,29 @@ static int api_checks(void) {
     bad |= y2[0] != 0.0f || y2[1] != 2.0f || y2[6] != 1.0f || y2[7] != 0.0f;
     bad |= kwsn_model_ops(m) != 6u || kwsn_layer_ops(m, 0) != 6u || kwsn_layer_ops(m, 1) != 0u;
     bad |= kwsn_abi_version() != KWSN_ABI_VERSION || kwsn_sample_rate(m) != 0u;
-    /* limits: 6 ops and a 128-byte arena fit; 5 ops or a 64-byte arena limit do not */
+    /* limits: 6 ops and a 64-byte arena (one slot of 6 floats; the input is never written)
+     * fit; 5 ops or a 32-byte arena limit do not */
     kwsn_limits tight = {5u, 0u};
     bad |= kwsn_model_from_table(&d, 1, in, 0, store, sb, &tight, &m) != KWSN_ERR_OPS_LIMIT;
     bad |= m != NULL || kwsn_forward(m, arena, ab, x, 6, y, 6) != KWSN_ERR_ARG;
     tight.max_ops = 6u;
-    tight.max_arena_bytes = 64u;
+    tight.max_arena_bytes = 32u;
     bad |= kwsn_model_from_table(&d, 1, in, 0, store, sb, &tight, &m) != KWSN_ERR_ARENA_LIMIT;
-    tight.max_arena_bytes = 128u;
+    tight.max_arena_bytes = 64u;
     bad |= kwsn_model_from_table(&d, 1, in, 0, store, sb, &tight, &m) != KWSN_OK;
     /* a non-finite weight is refused at prepare */
     float w[3] = {1.0f, 0.0f, 0.0f};
     w[1] = w[1] / w[1]; /* NaN without <math.h> */
-    kwsn_layer_desc nanlin = {KWSN_LAYER_LINEAR, 3, {1, 1, 1}, 2, w};
+    kwsn_layer_desc nanlin = {KWSN_LAYER_LINEAR, 3, {1, 1, 1}, 2, w, 0, {0}};
     kwsn_shape in1 = {1u, {1u, 1u}};
     bad |= kwsn_model_from_table(&nanlin, 1, in1, 0, store, sb, NULL, &m) != KWSN_ERR_NONFINITE;
     w[1] = 1e38f * 1e38f; /* +Inf */
     bad |= kwsn_model_from_table(&nanlin, 1, in1, 0, store, sb, NULL, &m) != KWSN_ERR_NONFINITE;
     w[1] = 0.5f;
     bad |= kwsn_model_from_table(&nanlin, 1, in1, 0, store, sb, NULL, &m) != KWSN_OK;
-    kwsn_layer_desc lin = {KWSN_LAYER_LINEAR, 3, {5, 2, 0}, 10, x};
+    kwsn_layer_desc lin = {KWSN_LAYER_LINEAR, 3, {5, 2, 0}, 10, x, 0, {0}};
     bad |= kwsn_model_from_table(&lin, 1, in, 0, store, sb, NULL, &m) != KWSN_ERR_SHAPE;
-    kwsn_layer_desc unk = {99, 0, {0}, 0, NULL};
+    kwsn_layer_desc unk = {99, 0, {0}, 0, NULL, 0, {0}};
     bad |= kwsn_model_from_table(&unk, 1, in, 0, store, sb, NULL, &m) != KWSN_ERR_LAYER_TYPE;
     bad |= strcmp(kwsn_status_str((kwsn_status)1234), "unknown status") != 0;
     printf("api %s\n", bad ? "FAILED" : "ok");

@@ -7,8 +7,14 @@ Layout (little-endian, every field 4 bytes)::
     n_layers x { u32 type; u32 n_ints; u32 n_floats; i32 ints[n_ints]; f32 floats[n_floats] }
     u32 crc32   (zlib CRC-32 of every byte before it)
 
-Per-layer ``ints`` / ``floats`` are documented in :func:`layer_record` and in the layer table of
-the C runtime; change both at once and bump ``FORMAT_VERSION``.
+Format version 2 (:func:`graph_bytes`, for a :class:`~kwsnet.export.graph.Graph`) adds each
+layer's input tensor ids after its type: ``{ u32 type; u32 n_inputs; u32 n_ints; u32 n_floats;
+u32 inputs[n_inputs]; i32 ints[]; f32 floats[] }`` (tensor 0 = the model input, layer i makes
+tensor i + 1). Chains of standard layers are still written as version 1, which every runtime
+since the first reads.
+
+Per-layer ``ints`` / ``floats`` are documented in :func:`layer_record` / :func:`node_record`
+and in the layer table of the C runtime; change both at once and bump ``FORMAT_VERSION``.
 """
 
 from __future__ import annotations
@@ -30,6 +36,11 @@ from kwsnet.fileio import atomic_write_bytes
 __all__ = [
     "MAGIC",
     "FORMAT_VERSION",
+    "GRAPH_FORMAT_VERSION",
+    "graph_bytes",
+    "node_record",
+    "plan_arena",
+    "write_graph",
     "LAYER_TYPES",
     "LayerRecord",
     "layer_record",
@@ -45,7 +56,8 @@ Layers = Sequence[nn.Module] | Sequence[tuple[str, nn.Module]]
 
 MAGIC = b"KWSN"
 CONV_SLACK = 32  # KWSN_CONV_SLACK in cnative/src/kwsn_kernels.h
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # chains of standard layers (model_bytes)
+GRAPH_FORMAT_VERSION = 2  # graphs (graph_bytes)
 # Mirrors kwsn_layer_type in cnative/include/kwsnet.h.
 LAYER_TYPES: dict[str, int] = {
     "AvgPool1d": 1,
@@ -56,7 +68,13 @@ LAYER_TYPES: dict[str, int] = {
     "AdaptiveAvgPool1d": 6,
     "Flatten": 7,
     "Linear": 8,
+    "FrontEnd": 9,
+    "Conv1dEx": 10,
+    "Add": 11,
 }
+# The C ops whose output may take the slot of an input read for the last time
+# (overwrites_input in kwsn_model.c's table): the memory plan below mirrors kwsn_model.c's.
+_OVERWRITES_INPUT = frozenset({"LayerNorm", "ReLU", "Flatten", "Add"})
 
 
 @dataclass(frozen=True)
@@ -212,22 +230,143 @@ def write_model(
     return len(data)
 
 
+def plan_arena(
+    sizes: Sequence[int],
+    inputs: Sequence[Sequence[int]],
+    overwrites: Sequence[bool],
+    scratch_floats: int,
+) -> int:
+    """``kwsn_arena_bytes`` of the C memory plan (``plan_memory`` in kwsn_model.c, step for
+    step): node i (output ``sizes[i]`` floats, reading tensor ids ``inputs[i]``) takes the
+    slot of an input read for the last time when ``overwrites[i]``, else the first slot whose
+    tensor is dead, else a new one; slots are 64-byte multiples, plus the largest scratch."""
+    n = len(sizes)
+    last = list(range(n))
+    for i, ins in enumerate(inputs):
+        for t in ins:
+            if t > 0:
+                last[t - 1] = i
+    if n:
+        last[-1] = n
+    slot = [0] * n
+    occupant: dict[int, int] = {}  # slot (its opener) -> tensor id
+    size: dict[int, int] = {}
+    for i in range(n):
+        s = None
+        if overwrites[i]:
+            s = next((slot[t - 1] for t in inputs[i] if t > 0 and last[t - 1] == i), None)
+        if s is None:
+            s = next((c for c in sorted(occupant) if last[occupant[c] - 1] < i), None)
+        if s is None:
+            s, size[i] = i, 0
+        slot[i] = s
+        occupant[s] = i + 1
+        size[s] = max(size[s], _round64(sizes[i] * 4))
+    return sum(size.values()) + _round64(scratch_floats * 4)
+
+
 @torch.no_grad()
 def arena_bytes(layers: Layers, input_shape: Sequence[int]) -> int:
-    """The C runtime's ``kwsn_arena_bytes``: two 64-byte-aligned buffers of the largest
-    activation (the input included) plus the largest layer scratch (a Conv1d's zero-padded
-    input and 32 floats of slack, the widest kernel path's tail tile), found by running a
-    zero sample through ``layers``."""
+    """The C runtime's ``kwsn_arena_bytes`` for a chain of layers (:func:`plan_arena`): the
+    activation slots plus the largest layer scratch (a Conv1d's zero-padded input and 32
+    floats of slack, the widest kernel path's tail tile), found by running a zero sample
+    through ``layers``."""
     x = torch.zeros(1, *input_shape)
-    largest, scratch = x.numel(), 0
+    sizes, scratch, kinds = [], 0, []
     for _, m in as_named(layers):
         if isinstance(m, nn.Conv1d):
             k = m.kernel_size[0]
             scratch = max(scratch, m.in_channels * (x.shape[-1] + k - 1) + CONV_SLACK)
         x = m(x)
-        largest = max(largest, x.numel())
-    return 2 * _round64(largest * 4) + _round64(scratch * 4)
+        sizes.append(x.numel())
+        kinds.append(type(m).__name__)
+    inputs = [(i,) for i in range(len(sizes))]
+    return plan_arena(sizes, inputs, [k in _OVERWRITES_INPUT for k in kinds], scratch)
 
 
 def _round64(n: int) -> int:
     return math.ceil(n / 64) * 64
+
+
+def _conv_ex(conv: nn.Conv1d, path: str) -> LayerRecord:
+    """Conv1dEx: [in, out, kernel, stride, padding, dilation, groups, has_bias] /
+    weight [out, in / groups, k], bias [out]."""
+    k, s, d = conv.kernel_size[0], conv.stride[0], conv.dilation[0]
+    if conv.padding_mode != "zeros":
+        raise ExportError(f"Conv1d at '{path}': padding_mode {conv.padding_mode!r} (need zeros)")
+    if isinstance(conv.padding, str):
+        total = d * (k - 1) if conv.padding == "same" else 0
+        if total % 2 or (conv.padding == "same" and s != 1):
+            raise ExportError(f"Conv1d at '{path}': padding {conv.padding!r} is not symmetric")
+        pad = total // 2
+    else:
+        pad = conv.padding[0]
+    has_bias = conv.bias is not None
+    t = [conv.weight] + ([conv.bias] if has_bias else [])
+    ints = (conv.in_channels, conv.out_channels, k, s, pad, d, conv.groups, int(has_bias))
+    return LayerRecord("Conv1dEx", LAYER_TYPES["Conv1dEx"], ints, _f32(*t))
+
+
+def node_record(node: object) -> LayerRecord:
+    """Encode one :class:`~kwsnet.export.graph.Node`.
+
+    ints / floats beyond :func:`layer_record`'s:
+        FrontEnd: [n_fft, hop_length, n_mels, n_out, center, normalize, has_dct] /
+            eps, window [n_fft], fbank [n_fft // 2 + 1, n_mels], dct [n_mels, n_out] (MFCC)
+        Conv1dEx: [in, out, kernel, stride, padding, dilation, groups, has_bias] /
+            weight [out, in / groups, k], bias [out]
+        Add: none / none (two inputs of one shape)
+    """
+    kind, path = node.kind, node.path  # type: ignore[attr-defined]
+    if kind == "FrontEnd":
+        t = node.tables  # type: ignore[attr-defined]
+        parts = [np.array([t.eps], np.float32), t.window.reshape(-1), t.fbank.reshape(-1)]
+        if t.dct is not None:
+            parts.append(t.dct.reshape(-1))
+        ints = (t.n_fft, t.hop_length, t.n_mels, t.n_out, int(t.center), t.normalize)
+        ints += (int(t.dct is not None),)
+        floats = np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+        return LayerRecord(kind, LAYER_TYPES[kind], ints, floats)
+    if kind == "Conv1dEx":
+        return _conv_ex(node.module, path)  # type: ignore[attr-defined]
+    if kind == "Add":
+        return LayerRecord(kind, LAYER_TYPES[kind], (), np.zeros(0, np.float32))
+    return layer_record(node.module, path)  # type: ignore[attr-defined]
+
+
+def graph_records(graph: object) -> list[LayerRecord]:
+    """Every node's record, finite weights checked."""
+    records = []
+    for node in graph.nodes:  # type: ignore[attr-defined]
+        rec = node_record(node)
+        if not np.all(np.isfinite(rec.floats)):
+            raise ExportError(f"{rec.name} at '{node.path}' has non-finite weights")
+        records.append(rec)
+    return records
+
+
+def graph_bytes(graph: object, sample_rate: int = 16000) -> bytes:
+    """Serialise a :class:`~kwsnet.export.graph.Graph` as format version 2."""
+    shape = graph.input_shape  # type: ignore[attr-defined]
+    if len(shape) not in (1, 2):
+        raise ExportError(f"input_shape {tuple(shape)} must be (C, L) or (F,)")
+    dims = (*shape, 1) if len(shape) == 1 else tuple(shape)
+    records = graph_records(graph)
+    body = MAGIC + struct.pack(
+        "<6I", GRAPH_FORMAT_VERSION, sample_rate, len(shape), dims[0], dims[1], len(records)
+    )
+    for node, rec in zip(graph.nodes, records, strict=True):  # type: ignore[attr-defined]
+        ins = tuple(node.inputs)
+        head = struct.pack(
+            f"<4I{len(ins)}I", rec.type, len(ins), len(rec.ints), rec.floats.size, *ins
+        )
+        body += head + struct.pack(f"<{len(rec.ints)}i", *rec.ints)
+        body += rec.floats.astype("<f4", copy=False).tobytes()
+    return body + struct.pack("<I", zlib.crc32(body) & 0xFFFFFFFF)
+
+
+def write_graph(graph: object, path: str | Path, sample_rate: int = 16000) -> int:
+    """Write a format-v2 model file; returns its size in bytes."""
+    data = graph_bytes(graph, sample_rate)
+    atomic_write_bytes(path, data)
+    return len(data)

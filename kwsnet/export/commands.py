@@ -19,20 +19,60 @@ from pathlib import Path
 from kwsnet.errors import one_line
 from kwsnet.export.layers import ExportError, collect_named_layers, input_shape_of
 
-__all__ = ["export_main", "parity_main", "export_model"]
+__all__ = ["export_main", "parity_main", "export_model", "model_graph"]
 
 FORMATS = ("cnative", "c-header", "onnx")
 
 
+def model_graph(model: object, clip_samples: int | None) -> object | None:
+    """The format-v2 graph of ``model`` when its backbone is one the graph tracer knows
+    (``kwsnet.export.graph.BLOCK_TRACERS``: residual, log-mel models), else None (a chain of
+    standard layers, written as format v1).
+
+    Raises:
+        ExportError: a traced model without a fixed clip length (``data.clip_samples``).
+    """
+    from kwsnet.export.graph import BLOCK_TRACERS, trace_model
+
+    if type(getattr(model, "backbone", None)).__name__ not in BLOCK_TRACERS:
+        return None
+    if not clip_samples:
+        raise ExportError(
+            f"the C runtime takes fixed-length clips: set data.clip_samples (got {clip_samples!r})"
+        )
+    return trace_model(model, int(clip_samples))  # type: ignore[arg-type]
+
+
 def export_model(
-    model: object, fmt: str, out: str | Path, sample_rate: int = 16000, prefix: str = "kwsn_model"
+    model: object,
+    fmt: str,
+    out: str | Path,
+    sample_rate: int = 16000,
+    prefix: str = "kwsn_model",
+    clip_samples: int | None = None,
 ) -> int:
     """Export ``model`` (ClassifierModule-like or nn.Sequential with ``input_samples`` on its
-    backbone) in ``fmt`` (one of ``FORMATS``) to ``out``; returns the bytes written.
+    backbone, or a model :func:`model_graph` traces, for clips of ``clip_samples``) in
+    ``fmt`` (one of ``FORMATS``) to ``out``; returns the bytes written.
 
     Raises:
         ExportError: unsupported layer / settings, or an unknown format.
     """
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}; valid formats: {FORMATS}")
+    graph = model_graph(model, clip_samples)
+    if graph is not None:
+        if fmt == "cnative":
+            from kwsnet.export.cnative import write_graph
+
+            return write_graph(graph, out, sample_rate)
+        if fmt == "c-header":
+            from kwsnet.export.c_header import write_graph_header
+
+            return write_graph_header(graph, out, sample_rate, prefix)
+        from kwsnet.export.onnx_export import export_onnx_model
+
+        return export_onnx_model(model, graph, out)
     named = collect_named_layers(model)  # type: ignore[arg-type]
     shape = input_shape_of(model)  # type: ignore[arg-type]
     if fmt == "cnative":
@@ -133,7 +173,8 @@ def export_main(argv: list[str]) -> int:
     args, overrides = _parse(parser, argv, required=("out",))
     try:
         model, dm = _build(args, overrides)
-        n = export_model(model, args.format, args.out, _sample_rate(dm), args.prefix)
+        clip = getattr(dm, "clip_samples", None)
+        n = export_model(model, args.format, args.out, _sample_rate(dm), args.prefix, clip)
     except _ConfigExit as exc:
         return exc.code
     except (ExportError, ValueError, FileNotFoundError) as exc:
@@ -141,11 +182,13 @@ def export_main(argv: list[str]) -> int:
         return 1
     print(f"wrote {args.out} ({n} bytes, format {args.format})")
     if args.format == "cnative":
-        from kwsnet.export.cnative import arena_bytes
+        from kwsnet.export.runtime import CModel, CRuntimeError
 
-        named = collect_named_layers(model)
-        weights = sum(p.numel() for _, m in named for p in m.parameters()) * 4
-        print(f"arena {arena_bytes(named, input_shape_of(model))} bytes, weights ~{weights} bytes")
+        try:  # the runtime's own figures for the file just written
+            with CModel(args.out) as cm:
+                print(f"arena {cm.arena_bytes} bytes, weights {cm.weight_bytes} bytes")
+        except CRuntimeError as exc:
+            print(f"(arena and weight bytes need the C runtime: {one_line(exc)})")
     return 0
 
 
@@ -158,14 +201,23 @@ def parity_main(argv: list[str]) -> int:
     parser.add_argument("--per-layer", action="store_true", help="report every layer's diff")
     parser.add_argument("--lib", default=None, help="libkwsnet.so (default: build cnative/)")
     parser.add_argument("--max-batches", type=int, default=None, help="stop early (debugging)")
+    parser.add_argument(
+        "--no-class-floor",
+        action="store_true",
+        help="do not fail a collapsed model (the floor applies with --ckpt_path only)",
+    )
     args, overrides = _parse(parser, argv)
     from kwsnet.export.parity import run_parity
     from kwsnet.export.runtime import CModel, CRuntimeError
 
     try:
         model, dm = _build(args, overrides)
-        named = collect_named_layers(model)
-        shape = input_shape_of(model)
+        clip = getattr(dm, "clip_samples", None)
+        graph = model_graph(model, clip)
+        if graph is None:
+            from kwsnet.export.graph import graph_from_layers
+
+            graph = graph_from_layers(collect_named_layers(model), input_shape_of(model))
         dm.setup("test")
         batches = (
             b["audio"]
@@ -174,9 +226,12 @@ def parity_main(argv: list[str]) -> int:
         )
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.kwsn"
-            export_model(model, "cnative", path, _sample_rate(dm))
+            export_model(model, "cnative", path, _sample_rate(dm), clip_samples=clip)
             with CModel(path, args.lib) as cm:
-                rep = run_parity(model, batches, cm, named if args.per_layer else None, shape)
+                floor = args.ckpt_path is not None and not args.no_class_floor
+                rep = run_parity(
+                    model, batches, cm, graph=graph, per_layer=args.per_layer, class_floor=floor
+                )
     except _ConfigExit as exc:
         return exc.code
     except (ExportError, ValueError, FileNotFoundError, CRuntimeError) as exc:
@@ -185,11 +240,12 @@ def parity_main(argv: list[str]) -> int:
     for line in rep.lines():
         print(line)
     if not rep.ok:
-        why = (
-            f"{rep.n_mismatch} C and PyTorch predictions differ beyond a near-tie"
-            if rep.n
-            else "no test clips to compare"
-        )
+        if not rep.n:
+            why = "no test clips to compare"
+        elif rep.n_mismatch:
+            why = f"{rep.n_mismatch} C and PyTorch predictions differ beyond a near-tie"
+        else:
+            why = f"the model is collapsed ({rep.collapse_text()}): agreement on it means nothing"
         print(f"PARITY FAILED: {why}", file=sys.stderr)
         return 1
     return 0

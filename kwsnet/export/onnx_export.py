@@ -1,5 +1,16 @@
 """``--format onnx``: the same layer sequence the C runtime runs, as an ONNX graph
-(``audio [B, T] -> logits [B, n_classes]``, dynamic batch) for onnxruntime."""
+(``audio [B, T] -> logits [B, n_classes]``, dynamic batch) for onnxruntime.
+
+A log-mel model's front end is exported too, but not through ``torch.stft``: the
+TorchScript exporter cannot export its complex output ("STFT does not currently support
+complex types"). :class:`DftFrontend` computes the same features from the same tables (the
+exported window, filterbank and DCT) with ONNX-friendly ops: reflect pad, frames by
+the real DFT as two strided convs (one kernel row per frequency, the window folded into
+the cos/sin bases), power,
+mel matmul, log, DCT matmul, per-utterance normalisation. A DFT by matmul is O(n_fft²) per
+frame instead of an FFT's O(n_fft log n_fft) and rounds differently from torch.stft
+(tests/test_cnative_v2.py bounds the logits' difference).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +18,13 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from kwsnet.export.cnative import Layers, as_named
 
-__all__ = ["LayerSequence", "export_onnx"]
+__all__ = ["DftFrontend", "GraphNet", "LayerSequence", "export_onnx", "export_onnx_model"]
 
 
 class LayerSequence(nn.Module):
@@ -48,6 +60,112 @@ def export_onnx(
             input_names=["audio"],
             output_names=["logits"],
             dynamic_axes={"audio": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=opset,
+            dynamo=False,
+        )
+    return Path(path).stat().st_size
+
+
+class DftFrontend(nn.Module):
+    """The C front end's tables (``kwsnet.export.frontend.FrontendTables``) as plain ops:
+    ``wave [B, T] -> [B, n_out, frames]`` (channel-major, as the C runtime's output), all
+    frames valid (the C runtime takes fixed-length clips)."""
+
+    def __init__(self, tables: object) -> None:
+        super().__init__()
+        t = tables
+        n = int(t.n_fft)  # type: ignore[attr-defined]
+        j = np.arange(n, dtype=np.float64)[:, None]
+        k = np.arange(n // 2 + 1, dtype=np.float64)[None, :]
+        ang = 2.0 * np.pi * ((j * k) % n) / n
+        win = np.asarray(t.window, np.float64)[:, None]  # type: ignore[attr-defined]
+        self.register_buffer("cos", torch.from_numpy((np.cos(ang) * win).astype(np.float32)))
+        self.register_buffer("sin", torch.from_numpy((-np.sin(ang) * win).astype(np.float32)))
+        self.register_buffer("fbank", torch.from_numpy(np.asarray(t.fbank, np.float32)))  # type: ignore[attr-defined]
+        dct = t.dct  # type: ignore[attr-defined]
+        self.register_buffer(
+            "dct", torch.from_numpy(np.asarray(dct, np.float32)) if dct is not None else None
+        )
+        self.n_fft, self.hop = n, int(t.hop_length)  # type: ignore[attr-defined]
+        self.center, self.eps = bool(t.center), float(t.eps)  # type: ignore[attr-defined]
+        self.normalize = int(t.normalize)  # type: ignore[attr-defined]
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        """``wave [B, T]`` (or ``[B, 1, T]``) -> ``[B, n_out, frames]``."""
+        x = wave.reshape(wave.shape[0], 1, -1)
+        if self.center:
+            x = nn.functional.pad(x, (self.n_fft // 2, self.n_fft // 2), mode="reflect")
+        # the DFT of every frame as a strided conv: kernel row k = window * cos/sin basis k
+        re = nn.functional.conv1d(x, self.cos.t().unsqueeze(1), stride=self.hop)  # [B, K, F]
+        im = nn.functional.conv1d(x, self.sin.t().unsqueeze(1), stride=self.hop)
+        y = torch.log(torch.matmul(self.fbank.t(), re * re + im * im) + self.eps)  # [B, M, F]
+        if self.dct is not None:
+            y = torch.matmul(self.dct.t(), y)
+        if self.normalize >= 1:
+            y = y - y.mean(dim=2, keepdim=True)
+            if self.normalize == 2:
+                y = y / (y.pow(2).mean(dim=2, keepdim=True).sqrt() + 1e-5)
+        return y
+
+
+class GraphNet(nn.Module):
+    """A traced graph (``kwsnet.export.graph``) as one module on the exported (BN-folded)
+    weights: ``x [B, prod(input_shape)] -> logits``. With ``with_frontend=False`` the front end
+    node is left out and the input is the features ``[B, n_out * frames]``."""
+
+    def __init__(self, model: nn.Module, graph: object, with_frontend: bool = True) -> None:
+        super().__init__()
+        self.graph = graph
+        self.with_frontend = with_frontend
+        self.model = model  # registers the modules the node functions close over
+        # ... and the folded convs, which only the graph holds
+        self.folded = nn.ModuleList(
+            [n.module for n in graph.nodes if n.module is not None]  # type: ignore[attr-defined]
+        )
+        fe = graph.nodes[0] if graph.nodes else None  # type: ignore[attr-defined]
+        self.dft_frontend = DftFrontend(fe.tables) if fe is not None and fe.tables else None
+        self.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, ...] -> [B, n_classes]``."""
+        nodes = self.graph.nodes  # type: ignore[attr-defined]
+        if self.with_frontend:
+            tensors = [x.reshape(x.shape[0], *self.graph.input_shape)]  # type: ignore[attr-defined]
+            start = 0
+            if nodes and nodes[0].kind == "FrontEnd":
+                tensors.append(self.dft_frontend(x))
+                start = 1
+        else:
+            tensors = [x, x.reshape(x.shape[0], nodes[0].tables.n_out, -1)]
+            start = 1
+        for n in nodes[start:]:
+            fn = n.folded if n.folded is not None else n.ref
+            tensors.append(fn([tensors[t] for t in n.inputs]))
+        return tensors[-1]
+
+
+def export_onnx_model(
+    model: nn.Module, graph: object, path: str | Path, opset: int = 17, with_frontend: bool = True
+) -> int:
+    """Export a traced graph (front end included: torch.stft -> opset 17 STFT, unless
+    ``with_frontend=False``) with the TorchScript-based exporter; returns the file size."""
+    net = GraphNet(model, graph, with_frontend).eval()
+    if with_frontend:
+        example = torch.zeros(1, math.prod(graph.input_shape))  # type: ignore[attr-defined]
+    else:
+        fe = graph.nodes[0]  # type: ignore[attr-defined]
+        with torch.no_grad():
+            feats = fe.ref([torch.zeros(1, *graph.input_shape)])  # type: ignore[attr-defined]
+        example = feats.reshape(1, -1)
+    name = "audio" if with_frontend else "features"
+    with torch.no_grad():
+        torch.onnx.export(
+            net,
+            (example,),
+            str(path),
+            input_names=[name],
+            output_names=["logits"],
+            dynamic_axes={name: {0: "batch"}, "logits": {0: "batch"}},
             opset_version=opset,
             dynamo=False,
         )

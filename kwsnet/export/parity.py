@@ -8,6 +8,13 @@ a clip is a *near-tie*: it is counted apart and does not fail the gate when PyTo
 margin is at most ``2 * tol`` and the clip's largest ``|Δlogit|`` is at most ``tol``, with
 ``tol = LOGIT_RTOL * max(1, max |PyTorch logit| of the clip)`` (within ``tol`` per logit, a
 flip needs a margin ``<= 2 * tol``). Any other differing prediction is a mismatch.
+
+Agreement on a collapsed model means nothing (a model predicting one class "passes" every
+clip), so with ``class_floor`` the gate also fails when either side's predictions are
+collapsed by the project's one rule (``kwsnet.metrics.collapse``: the largest predicted class
+takes > 90% of the predictions, or at most ``max(1, ceil(C / 2))`` of the C classes are
+predicted). ``kwsnet parity`` applies it to a trained checkpoint (``--ckpt_path``), not to the
+untrained weights of a plumbing check (``--config`` only).
 """
 
 from __future__ import annotations
@@ -19,7 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from kwsnet.export.graph import Graph, graph_from_layers
 from kwsnet.export.runtime import CModel
+from kwsnet.metrics.collapse import MAX_SHARE, collapse_stats, min_classes
 
 __all__ = [
     "LOGIT_RTOL",
@@ -99,6 +108,29 @@ class ParityReport:
     arena_bytes: int = 0
     weight_bytes: int = 0
     layers: list[LayerDiff] = field(default_factory=list)
+    torch_counts: list[int] = field(default_factory=list)  # predictions per class
+    c_counts: list[int] = field(default_factory=list)
+    class_floor: bool = False  # fail a collapsed model (module docstring)
+
+    def collapsed(self) -> bool:
+        """Either side's predictions collapsed (``kwsnet.metrics.collapse``)."""
+        return any(
+            bool(collapse_stats(c)["collapsed"]) for c in (self.torch_counts, self.c_counts) if c
+        )
+
+    def collapse_text(self) -> str:
+        """Both sides' class counts against the floor, in words."""
+        parts = []
+        for name, counts in (("PyTorch", self.torch_counts), ("C", self.c_counts)):
+            st = collapse_stats(counts) if counts else {"n_pred_classes": 0, "max_class_share": 0}
+            parts.append(
+                f"{name} {int(st['n_pred_classes'])} classes, largest {st['max_class_share']:.0%}"
+            )
+        floor = min_classes(self.n_classes)
+        return (
+            f"{'; '.join(parts)}; floor: more than {floor} of {self.n_classes} classes and no "
+            f"class over {MAX_SHARE:.0%}"
+        )
 
     @property
     def n_mismatch(self) -> int:
@@ -107,7 +139,10 @@ class ParityReport:
 
     @property
     def ok(self) -> bool:
-        """No mismatch: every prediction identical or a near-tie (and at least one clip)."""
+        """No mismatch: every prediction identical or a near-tie (and at least one clip), and
+        with ``class_floor`` neither side collapsed."""
+        if self.class_floor and self.collapsed():
+            return False
         return self.n > 0 and self.n_mismatch == 0
 
     def lines(self) -> list[str]:
@@ -120,7 +155,13 @@ class ParityReport:
         out = [
             first,
             f"classes predicted: PyTorch {len(self.torch_classes)}/{self.n_classes}, "
-            f"C {len(self.c_classes)}/{self.n_classes}",
+            f"C {len(self.c_classes)}/{self.n_classes} "
+            + (
+                f"(class floor {'FAILED' if self.collapsed() else 'passed'}: "
+                f"{self.collapse_text()})"
+                if self.class_floor
+                else "(class floor not applied)"
+            ),
             f"max |Δlogit| = {self.max_abs:.3g} at clip {self.max_at[0]}, class {self.max_at[1]} "
             f"(max |logit| {self.max_ref:.3g}; near-tie tolerance {LOGIT_RTOL:g} x max(1, that))",
             f"smallest PyTorch top-2 margin = {self.min_margin:.3g} at clip {self.min_margin_at}",
@@ -128,7 +169,7 @@ class ParityReport:
         ]
         for d in self.layers:
             out.append(
-                f"  layer {d.index:2d} {d.kind:<18} {d.path:<22} max|Δ| {d.max_abs:.3g}  "
+                f"  layer {d.index:2d} {d.kind:<18} {d.path:<34} max|Δ| {d.max_abs:.3g}  "
                 f"rel {d.max_rel:.3g}"
             )
         return out
@@ -136,8 +177,12 @@ class ParityReport:
 
 @torch.no_grad()
 def torch_logits(model: nn.Module, audio: torch.Tensor) -> torch.Tensor:
-    """PyTorch's reference logits: the model's own forward (``head(backbone(x))`` for a
-    ClassifierModule-like object, ``model(x)`` for a Sequential)."""
+    """PyTorch's reference logits: the model's own forward on whole clips (every sample
+    valid: the C runtime takes fixed-length clips). ``head(embed(x, T))`` for a model with a
+    front end, ``head(backbone(x))`` for a backbone/head object, ``model(x)`` otherwise."""
+    if hasattr(model, "embed") and hasattr(model, "head"):
+        lengths = torch.full((len(audio),), audio.shape[1], dtype=torch.long)
+        return model.head(model.embed(audio, lengths))
     if hasattr(model, "backbone") and hasattr(model, "head"):
         return model.head(model.backbone(audio))
     return model(audio)
@@ -150,6 +195,10 @@ def run_parity(
     cmodel: CModel,
     named_layers: Sequence[tuple[str, nn.Module]] | None = None,
     input_shape: Sequence[int] | None = None,
+    *,
+    graph: Graph | None = None,
+    per_layer: bool = False,
+    class_floor: bool = False,
 ) -> ParityReport:
     """Compare PyTorch and the C runtime on every clip of ``batches`` (each ``[B, T]``).
 
@@ -157,16 +206,23 @@ def run_parity(
         model: the eval-mode PyTorch model (reference: :func:`torch_logits`).
         batches: audio batches.
         cmodel: the exported model loaded in the C runtime.
-        named_layers: with ``input_shape``, also compare every layer's output
-            (``--per-layer``); the C side runs up to layer i with ``kwsn_forward_until``.
+        named_layers: with ``input_shape``, a chain of layers to compare layer by layer
+            (the same as ``graph=graph_from_layers(...)``, ``per_layer=True``).
         input_shape: per-sample input shape of the first layer (``(1, T)``).
+        graph: the exported graph (``kwsnet.export.graph``); with ``per_layer`` every node's
+            output is compared (PyTorch: the node's unfolded modules; C: ``kwsn_forward_until``).
+        per_layer: compare every node (needs ``graph`` or ``named_layers``).
+        class_floor: fail when either side's predictions are collapsed.
     """
+    if named_layers is not None and input_shape is not None and graph is None:
+        graph, per_layer = graph_from_layers(named_layers, input_shape), True
     rep = ParityReport(arena_bytes=cmodel.arena_bytes, weight_bytes=cmodel.weight_bytes)
     rep.n_classes = cmodel.n_classes
-    if named_layers is not None:
-        rep.layers = [
-            LayerDiff(i, p, type(m).__name__, 0.0, 0.0) for i, (p, m) in enumerate(named_layers)
-        ]
+    rep.class_floor = class_floor
+    rep.torch_counts = [0] * rep.n_classes
+    rep.c_counts = [0] * rep.n_classes
+    nodes = graph.nodes if (graph is not None and per_layer) else []
+    rep.layers = [LayerDiff(i, n.path, n.kind, 0.0, 0.0) for i, n in enumerate(nodes)]
     for audio in batches:
         audio = audio.to(torch.float32)
         ref = torch_logits(model, audio).numpy()
@@ -174,6 +230,9 @@ def run_parity(
         same, near_tie, margin = compare_predictions(ref, out)
         rep.n_same += int(same.sum())
         rep.n_near_tie += int(near_tie.sum())
+        for counts, logits in ((rep.torch_counts, ref), (rep.c_counts, out)):
+            for c in np.asarray(logits).reshape(len(audio), -1).argmax(1):
+                counts[int(c)] += 1
         rep.torch_classes.update(int(c) for c in ref.argmax(1))
         rep.c_classes.update(int(c) for c in out.argmax(1))
         diff = np.abs(out - ref)
@@ -185,11 +244,10 @@ def run_parity(
         if len(margin) and float(margin.min()) < rep.min_margin:
             rep.min_margin, rep.min_margin_at = float(margin.min()), rep.n + int(margin.argmin())
         rep.n += len(audio)
-        if named_layers is not None and input_shape is not None:
-            h = audio.reshape(len(audio), *input_shape)
-            for i, (_, m) in enumerate(named_layers):
-                h = m(h)
-                ref_i = h.reshape(len(audio), -1).numpy()
+        if nodes:
+            tensors = graph.run(audio)  # type: ignore[union-attr]
+            for i in range(len(nodes)):
+                ref_i = tensors[i + 1].reshape(len(audio), -1).numpy()
                 d = np.abs(cmodel.forward_until(audio.numpy(), i + 1) - ref_i)
                 scale = max(float(np.abs(ref_i).max()), 1e-30)
                 rep.layers[i].max_abs = max(rep.layers[i].max_abs, float(d.max()))
