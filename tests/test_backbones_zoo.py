@@ -1,0 +1,246 @@
+"""The field's backbones (BC-ResNet, DS-CNN, MatchboxNet, ECAPA-TDNN): sizes against the
+published ones, shapes, padding that never leaks, and their configs building and fitting.
+
+Run as a script it prints parameters and MACs per 1 s clip of every shipped preset
+(``python -m tests.test_backbones_zoo``; docs/models.md quotes it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from kwsnet.cli import KwsCLI, main
+from models.bc_resnet import BCResNet
+from models.ds_cnn import DSCNN
+from models.ecapa_tdnn import EcapaTdnn
+from models.matchboxnet import MatchboxNet
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+TINY = "{num_words: 3, num_speakers: 4, utterances: 4}"
+
+# (name, builder, frames per 1 s clip in the paper's front end, classes, published size, source)
+# Published sizes count the classifier: backbone + a LinearHead(embed_dim, classes).
+PUBLISHED: list[tuple[str, Callable[[], nn.Module], int, int, int, str]] = [
+    ("BC-ResNet-1", lambda: BCResNet(tau=1), 101, 12, 9_200, "Kim et al. 2021, Table 1"),
+    ("BC-ResNet-8", lambda: BCResNet(tau=8), 101, 12, 321_000, "Kim et al. 2021, Table 1"),
+    ("DS-CNN-S", lambda: DSCNN(preset="S"), 49, 12, 24_000, "Zhang et al. 2017 / ARM ML-zoo"),
+    ("MatchboxNet-3x1x64", lambda: MatchboxNet(repeat=1), 101, 30, 77_000,
+     "Majumdar & Ginsburg 2020, Table 1 (v1, 30 classes)"),
+    ("MatchboxNet-3x2x64", lambda: MatchboxNet(repeat=2), 101, 30, 93_000,
+     "Majumdar & Ginsburg 2020, Table 1 (v1, 30 classes)"),
+]  # fmt: skip
+PUBLISHED_REL_TOL = 0.04  # the papers round to 2-3 significant digits
+# SpeechBrain 1.1.2 ECAPA_TDNN(80, channels=[128, 128, 128, 128, 384]), counted with
+# sum(p.numel() for p in model.parameters()); ours has 2 x 128 fewer (no BN in the attention).
+SPEECHBRAIN_ECAPA_128 = 763_568
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def macs(model: nn.Module, x: torch.Tensor, lengths: torch.Tensor | None = None) -> int:
+    """Multiply-accumulates of one forward of ``model`` on ``x`` (batch 1), by forward hooks.
+
+    Conv1d/Conv2d: ``output elements * in_channels / groups * kernel elements``; Linear:
+    ``output elements * in_features`` (over every frame it is applied to). Norms, activations,
+    pooling sums and the front end are not counted.
+    """
+    total = 0
+
+    def hook(module: nn.Module, _inputs, output: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(module, nn.Conv1d | nn.Conv2d):
+            per_out = module.in_channels // module.groups * math.prod(module.kernel_size)
+            total += output.numel() * per_out
+        else:
+            total += output.numel() * module.in_features
+
+    handles = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Linear)
+    ]
+    try:
+        with torch.no_grad():
+            model.eval()(x, lengths)
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def _randomise_norms(model: nn.Module, seed: int = 0) -> nn.Module:
+    """BatchNorm statistics and affine terms away from identity, so a leak cannot hide."""
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            n = m.num_features
+            m.running_mean.copy_(0.5 * torch.randn(n, generator=gen))
+            m.running_var.copy_(0.5 + torch.rand(n, generator=gen))
+            m.weight.data.copy_(1.0 + 0.3 * torch.randn(n, generator=gen))
+            m.bias.data.copy_(0.3 * torch.randn(n, generator=gen))
+    return model.eval()
+
+
+@pytest.mark.parametrize("name,build,frames,classes,published,source", PUBLISHED,
+                         ids=[p[0] for p in PUBLISHED])  # fmt: skip
+def test_size_matches_the_published_one(name, build, frames, classes, published, source):
+    model = build()
+    total = n_params(model) + model.embed_dim * classes + classes  # + the LinearHead
+    assert abs(total - published) <= PUBLISHED_REL_TOL * published, (name, total, source)
+
+
+def test_ecapa_size_matches_speechbrain():
+    model = EcapaTdnn(input_dim=80, channels=128, mfa_channels=384)
+    assert n_params(model) == SPEECHBRAIN_ECAPA_128 - 2 * 128
+    paper = EcapaTdnn(input_dim=80, channels=512)  # the paper's C=512 model: 6.2M
+    assert abs(n_params(paper) - 6_200_000) <= 0.01 * 6_200_000
+
+
+# Small models for the shape and padding tests (the full ones are slower, not different).
+SMALL: dict[str, Callable[[], nn.Module]] = {
+    "bc_resnet": lambda: BCResNet(input_dim=40, tau=1),
+    "ds_cnn_s": lambda: DSCNN(input_dim=10, preset="S", channels=16),
+    "ds_cnn_m": lambda: DSCNN(input_dim=10, preset="M", channels=16),  # strides time twice
+    "matchboxnet": lambda: MatchboxNet(
+        input_dim=20, channels=16, prologue_channels=24, epilogue_channels=24
+    ),  # fmt: skip
+    "ecapa": lambda: EcapaTdnn(input_dim=24, channels=32, se_channels=8, embed_dim=40),
+}
+EMBED = {"bc_resnet": 32, "ds_cnn_s": 16, "ds_cnn_m": 16, "matchboxnet": 24, "ecapa": 40}
+
+
+@pytest.mark.parametrize("key", sorted(SMALL))
+def test_shapes_and_padding_never_leak(key):
+    torch.manual_seed(0)
+    model = _randomise_norms(SMALL[key]())
+    assert model.embed_dim == EMBED[key]
+    lengths = torch.tensor([61, 23, 44])
+    x = torch.randn(3, 61, model.input_dim)
+    x[1, 23:] = 50.0  # garbage in the padding
+    x[2, 44:] = -30.0
+    with torch.no_grad():
+        batch = model(x, lengths)
+        assert batch.shape == (3, EMBED[key]) and torch.isfinite(batch).all()
+        for b in range(3):
+            n = int(lengths[b])
+            alone = model(x[b : b + 1, :n], lengths[b : b + 1])[0]
+            scale = alone.abs().max().item()
+            torch.testing.assert_close(batch[b], alone, atol=1e-5 * max(scale, 1.0), rtol=1e-4)
+        # lengths=None means every frame counts: the same as the full lengths
+        full = model(x[:1], None)
+        torch.testing.assert_close(full, batch[:1], atol=1e-5, rtol=1e-4)
+
+
+def test_bad_arguments_name_what_to_change():
+    with pytest.raises(ValueError, match="sub_bands"):
+        BCResNet(input_dim=36)
+    with pytest.raises(ValueError, match="preset"):
+        DSCNN(preset="XL")
+    with pytest.raises(ValueError, match="odd"):
+        MatchboxNet(first_block_kernel=12)
+    with pytest.raises(ValueError, match="divide channels"):
+        EcapaTdnn(channels=100)
+    with pytest.raises(Exception, match="input_dim"):
+        BCResNet(input_dim=40)(torch.randn(1, 20, 80))
+
+
+def test_mac_counter_matches_a_hand_count():
+    model = DSCNN(input_dim=10, preset="S", num_blocks=1)
+    x = torch.randn(1, 49, 10)
+    # stem: 25 x 5 outputs x 64 ch x 40 taps; depthwise 25x5x64x9; pointwise 25x5x64x64
+    expected = 25 * 5 * 64 * 40 + 25 * 5 * 64 * 9 + 25 * 5 * 64 * 64
+    assert macs(model, x) == expected
+
+
+# ---- configs through the CLI ----------------------------------------------------------------
+
+KWS_CONFIGS = ["kws_bc_resnet", "kws_ds_cnn", "kws_matchboxnet", "kws_ecapa"]
+SHRINK = {
+    "kws_ecapa": ["--model.backbone.init_args.channels=16",
+                  "--model.backbone.init_args.mfa_channels=48",
+                  "--model.backbone.init_args.se_channels=8"],
+    "ecapa_speaker": ["--model.backbone.init_args.channels=16",
+                      "--model.backbone.init_args.mfa_channels=48",
+                      "--model.backbone.init_args.se_channels=8"],
+}  # fmt: skip
+BACKBONE = {
+    "kws_bc_resnet": BCResNet,
+    "kws_ds_cnn": DSCNN,
+    "kws_matchboxnet": MatchboxNet,
+    "kws_ecapa": EcapaTdnn,
+    "ecapa_speaker": EcapaTdnn,
+}
+# The speaker config on the synthetic corpus's speaker labels; its tiny test split has too few
+# utterances per speaker for verification trials.
+SPEAKER_DATA = [
+    "--data.source=synthetic", "--data.target=speaker", "--data.train_crop=null",
+    "--model.verification_trials=0",
+]  # fmt: skip
+
+
+def _args(name: str, tmp_path: Path) -> list[str]:
+    extra = SPEAKER_DATA if name == "ecapa_speaker" else []
+    return [
+        "--config", str(CONFIGS / f"{name}.yaml"), *SHRINK.get(name, []), *extra,
+        f"--data.source_options={TINY}", "--data.batch_size=4", "--trainer.logger=false",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", [*KWS_CONFIGS, "ecapa_speaker"])
+def test_config_builds_and_trains_one_batch(name, tmp_path):
+    cli = KwsCLI(args=_args(name, tmp_path), run=False, save_config_callback=None)
+    model, dm = cli.model, cli.datamodule
+    assert isinstance(model.backbone, BACKBONE[name])
+    assert model.frontend.out_dim == model.backbone.input_dim
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    model.train()
+    logits = model(batch["audio"], batch["lengths"], batch["label"])
+    assert logits.shape == (batch["label"].numel(), dm.num_classes)
+    torch.nn.functional.cross_entropy(logits, batch["label"]).backward()
+    grads = [p.grad for p in model.backbone.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_fit_one_step_end_to_end(tmp_path):
+    main(["fit", *_args("kws_bc_resnet", tmp_path), "--trainer.fast_dev_run=1",
+          "--test_after_fit=false"])  # fmt: skip
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["global_step"] == 1
+    assert math.isfinite(summary["metrics"]["val/loss"])
+
+
+def _report() -> None:
+    """Print parameters and MACs per 1 s clip of every shipped preset (docs/models.md)."""
+    rows = [
+        ("BC-ResNet-1 (kws_bc_resnet)", BCResNet(tau=1), 101, 40),
+        ("BC-ResNet-2", BCResNet(tau=2), 101, 40),
+        ("BC-ResNet-8", BCResNet(tau=8), 101, 40),
+        ("DS-CNN-S (kws_ds_cnn)", DSCNN(preset="S"), 49, 10),
+        ("DS-CNN-M", DSCNN(preset="M"), 49, 10),
+        ("DS-CNN-L", DSCNN(preset="L"), 49, 10),
+        ("MatchboxNet-3x1x64, 40 MFCC (kws_matchboxnet)", MatchboxNet(40, repeat=1), 101, 40),
+        ("MatchboxNet-3x2x64, 64 MFCC", MatchboxNet(64, repeat=2), 101, 64),
+        ("ECAPA-TDNN C=128 (kws_ecapa)", EcapaTdnn(80, channels=128), 101, 80),
+        ("ECAPA-TDNN C=512 (ecapa_speaker)", EcapaTdnn(80, channels=512), 101, 80),
+    ]
+    print("| model | frames x features per 1 s | params (backbone) | MACs per 1 s clip |")
+    print("|---|---|---:|---:|")
+    for label, model, frames, feats in rows:
+        m = macs(model, torch.randn(1, frames, feats))
+        print(f"| {label} | {frames} x {feats} | {n_params(model):,} | {m / 1e6:.2f} M |")
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    _report()
