@@ -1,7 +1,16 @@
-"""Single-clip latency of the raw-conv KWS model: C runtime vs PyTorch eager vs onnxruntime,
+"""Single-clip latency of the KWS models in C: C runtime vs PyTorch eager vs onnxruntime,
 all on one thread, plus the model's FLOP count and the machine's single-core FLOP/s.
 
-    python benchmarks/bench_cnative.py [--repeats 300] [--placement per_conv] [--ln-acc]
+    python benchmarks/bench_cnative.py [--model raw_conv|kws_cnn_mel|all] [--repeats 300]
+        [--placement per_conv] [--ln-acc]
+
+``kws_cnn_mel`` is configs/kws_cnn_mel.yaml's architecture (LogMel 480/160/40, mean
+normalisation, CnnMel 32/(32, 48, 48), k7, strides 2, MeanPooling, 6 classes; random weights
+and BatchNorm statistics) on a 1 s clip, **front end included in every candidate**: C runs
+the FrontEnd op (kwsn_frontend.c), PyTorch the LogMel module (torch.stft + torchaudio's
+filterbank), onnxruntime the exported DftFrontend (the DFT as a strided conv; torch.stft does
+not export). Its FLOP count is the C runtime's own op count (``kwsn_model_ops``, the front end
+included).
 
 Prints median latencies per C kernel path (baseline, AVX2, AVX-512: each forced with
 KWSN_ISA, skipped when the CPU lacks it), ratios against PyTorch eager and onnxruntime from
@@ -203,9 +212,104 @@ def ln_accumulator_report(tmp: Path) -> None:
         print(f"  {name:<22} " + " | ".join(cells))
 
 
+class MelClassifier(nn.Module):
+    """configs/kws_cnn_mel.yaml's model (eval mode: no SpecAugment), ClassifierModule-shaped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from kwsnet.data.features import LogMel
+        from models.cnn_mel import CnnMel
+
+        self.frontend = LogMel(
+            n_fft=480, win_length=480, hop_length=160, n_mels=40, normalize="mean"
+        )
+        self.backbone = CnnMel()
+        self.head = LinearHead(self.backbone.embed_dim, 6)
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for m in self.modules():
+                if isinstance(m, nn.BatchNorm1d):
+                    m.running_mean.normal_(0, 0.3, generator=g)
+                    m.running_var.uniform_(0.5, 2.0, generator=g)
+
+    def embed(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``x [B, 16000], lengths [B] -> [B, 48]``."""
+        return self.backbone(*self.frontend(x, lengths))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, 16000] -> logits [B, 6]``, every sample valid."""
+        lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long)
+        return self.head(self.embed(x, lengths))
+
+
+def bench_mel(args: argparse.Namespace) -> None:
+    """kws_cnn_mel: C (each kernel path) vs PyTorch eager vs onnxruntime, front end in all."""
+    from kwsnet.export.cnative import write_graph
+    from kwsnet.export.graph import trace_model
+
+    torch.manual_seed(0)
+    model = MelClassifier().eval()
+    g = torch.Generator().manual_seed(1)
+    t = torch.arange(16000, dtype=torch.float32)
+    xt = 0.3 * torch.sin(t * 0.05) + 0.05 * torch.randn(1, 16000, generator=g)
+    x = xt.numpy()
+    graph = trace_model(model, 16000)
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        write_graph(graph, tmp / "m.kwsn")
+        with CModel(tmp / "m.kwsn") as cm:
+            arena, weights, ops = cm.arena_bytes, cm.weight_bytes, cm.ops
+            fe_ops = cm.layer_ops[0]
+            with torch.inference_mode():
+                ref = model(xt).numpy()
+            assert (cm.forward(x).argmax(1) == ref.argmax(1)).all()
+        c_paths = {}
+        for isa in ("default", "avx2", "avx512"):
+            us, ran = c_latency_us(tmp / "m.kwsn", x, args.repeats, isa)
+            if ran == isa:
+                c_paths[isa] = us
+        c_us, c_isa = c_latency_us(tmp / "m.kwsn", x, args.repeats)
+        with torch.inference_mode():
+            torch_us = median_us(lambda: model(xt), args.repeats)
+        ort_us = None
+        try:
+            import onnxruntime as ort
+
+            from kwsnet.export.onnx_export import export_onnx_model
+
+            export_onnx_model(model, graph, tmp / "m.onnx")
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = so.inter_op_num_threads = 1
+            sess = ort.InferenceSession(str(tmp / "m.onnx"), so, providers=["CPUExecutionProvider"])
+            ort_out = sess.run(None, {"audio": x})[0]
+            assert ort_out.argmax() == ref.argmax()
+            ort_us = median_us(lambda: sess.run(None, {"audio": x}), args.repeats)
+        except ImportError:
+            pass
+    print(
+        f"\nmodel: kws_cnn_mel (LogMel 40 + CnnMel + MeanPooling + Linear), arena {arena} B, "
+        f"weights {weights} B (front-end tables included)"
+    )
+    print(
+        f"ops/clip (kwsn_model_ops): {ops / 1e6:.2f} M, of which the front end {fe_ops / 1e6:.2f} M"
+    )
+    print(f"median single-clip latency over {args.repeats} runs, 1 thread, front end included:")
+    for isa, us in c_paths.items():
+        ratios = f"eager/C {torch_us / us:.2f}x"
+        if ort_us is not None:
+            ratios += f", ort/C {ort_us / us:.2f}x"
+        print(f"  C {isa + ' path':<21} {us:9.1f} us   {ratios}")
+    print(f"  C auto ({c_isa}){'':<{14 - len(c_isa)}} {c_us:9.1f} us")
+    print(f"  PyTorch eager           {torch_us:9.1f} us   ({torch_us / c_us:.2f}x C)")
+    if ort_us is not None:
+        print(f"  onnxruntime             {ort_us:9.1f} us   ({ort_us / c_us:.2f}x C)")
+    print("targets: eager/C >= 3x, ort/C >= 1.5x")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; see the module docstring."""
     p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--model", default="all", choices=["raw_conv", "kws_cnn_mel", "all"])
     p.add_argument("--repeats", type=int, default=300)
     p.add_argument("--placement", default="per_conv", choices=["per_conv", "end", "none"])
     p.add_argument("--ln-acc", action="store_true", help="also compare LN accumulators")
@@ -213,6 +317,16 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     build_cnative("all")
+    if args.model in ("raw_conv", "all"):
+        bench_raw(args)
+    if args.model in ("kws_cnn_mel", "all"):
+        bench_mel(args)
+    return 0
+
+
+def bench_raw(args: argparse.Namespace) -> None:
+    """raw_conv: C (each kernel path) vs PyTorch eager vs onnxruntime."""
+    torch.manual_seed(0)
     model = Classifier(args.placement).eval()
     named = collect_named_layers(model)
     shape = input_shape_of(model)
@@ -277,7 +391,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.ln_acc:
             ln_accumulator_report(tmp)
-    return 0
 
 
 if __name__ == "__main__":

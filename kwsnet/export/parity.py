@@ -111,6 +111,8 @@ class ParityReport:
     torch_counts: list[int] = field(default_factory=list)  # predictions per class
     c_counts: list[int] = field(default_factory=list)
     class_floor: bool = False  # fail a collapsed model (module docstring)
+    # max |Δlogit| of PyTorch on the exported BN-folded weights vs the model (None: no fold)
+    fold_delta: float | None = None
 
     def collapsed(self) -> bool:
         """Either side's predictions collapsed (``kwsnet.metrics.collapse``)."""
@@ -167,6 +169,11 @@ class ParityReport:
             f"smallest PyTorch top-2 margin = {self.min_margin:.3g} at clip {self.min_margin_at}",
             f"arena {self.arena_bytes} bytes, weights {self.weight_bytes} bytes",
         ]
+        if self.fold_delta is not None:
+            out.append(
+                f"BatchNorm folded at export: max |Δlogit| {self.fold_delta:.3g} (PyTorch on the "
+                "folded weights vs the model, both float32)"
+            )
         for d in self.layers:
             out.append(
                 f"  layer {d.index:2d} {d.kind:<18} {d.path:<34} max|Δ| {d.max_abs:.3g}  "
@@ -222,6 +229,9 @@ def run_parity(
     rep.torch_counts = [0] * rep.n_classes
     rep.c_counts = [0] * rep.n_classes
     nodes = graph.nodes if (graph is not None and per_layer) else []
+    folds = graph is not None and any(
+        n.folded is not None and n.kind == "Conv1dEx" for n in graph.nodes
+    )
     rep.layers = [LayerDiff(i, n.path, n.kind, 0.0, 0.0) for i, n in enumerate(nodes)]
     for audio in batches:
         audio = audio.to(torch.float32)
@@ -244,6 +254,10 @@ def run_parity(
         if len(margin) and float(margin.min()) < rep.min_margin:
             rep.min_margin, rep.min_margin_at = float(margin.min()), rep.n + int(margin.argmin())
         rep.n += len(audio)
+        if folds:
+            folded = graph.run(audio, folded=True)[-1].reshape(len(audio), -1).numpy()  # type: ignore[union-attr]
+            d_fold = float(np.abs(folded - ref).max()) if ref.size else 0.0
+            rep.fold_delta = max(rep.fold_delta or 0.0, d_fold)
         if nodes:
             tensors = graph.run(audio)  # type: ignore[union-attr]
             for i in range(len(nodes)):
