@@ -129,16 +129,17 @@ class DSCNN(nn.Module):
             if len(value) != 2 or any(int(v) < 1 for v in value):
                 raise ValueError(f"{name} must be two positive ints (time, feature), got "
                                  f"{list(value)}")  # fmt: skip
-        kt, kf = (int(v) for v in pairs["stem_kernel"])
-        s0 = tuple(int(v) for v in pairs["stem_stride"])
-        s1 = tuple(int(v) for v in pairs["first_block_stride"])
+        kernel, s0, s1 = (
+            (int(pairs[k][0]), int(pairs[k][1]))
+            for k in ("stem_kernel", "stem_stride", "first_block_stride")
+        )
         self.input_dim = input_dim
         self.preset = preset
-        self.stem = _ConvBN(1, channels, (kt, kf), s0)  # type: ignore[arg-type]
+        self.stem = _ConvBN(1, channels, kernel, s0)
         blocks = []
         for i in range(num_blocks):
             stride = s1 if i == 0 else (1, 1)
-            blocks.append(_ConvBN(channels, channels, (3, 3), stride, groups=channels))  # type: ignore[arg-type]
+            blocks.append(_ConvBN(channels, channels, (3, 3), stride, groups=channels))
             blocks.append(_ConvBN(channels, channels, (1, 1), (1, 1)))
         self.blocks = nn.ModuleList(blocks)
         self.pooling, self.embed_dim = build_pooling(pooling, channels, MeanPooling)

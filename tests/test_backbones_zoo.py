@@ -222,7 +222,10 @@ def test_fit_one_step_end_to_end(tmp_path):
 
 def _report() -> None:
     """Print parameters and MACs per 1 s clip of every shipped preset (docs/models.md)."""
+    from models.cnn_mel import CnnMel
+
     rows = [
+        ("CnnMel (kws_cnn_mel), for scale", CnnMel(), 101, 40),
         ("BC-ResNet-1 (kws_bc_resnet)", BCResNet(tau=1), 101, 40),
         ("BC-ResNet-2", BCResNet(tau=2), 101, 40),
         ("BC-ResNet-8", BCResNet(tau=8), 101, 40),
