@@ -24,7 +24,7 @@ from kwsnet.init.base import InitStrategy, format_report
 from kwsnet.metrics.classification import ClassificationStats
 from kwsnet.metrics.verification import verification_metrics
 from kwsnet.nn.heads import LinearHead
-from kwsnet.optim import param_groups
+from kwsnet.optim import WarmupDecay, param_groups
 
 __all__ = ["ClassifierModule"]
 
@@ -46,7 +46,8 @@ class ClassifierModule(pl.LightningModule):
         num_classes: number of classes; linked from ``data.num_classes`` by the CLI.
         class_names: class names for reports; linked from ``data.class_names``.
         optimizer: optimizer factory (default Adam; the configs set lr 0.005).
-        lr_scheduler: optional scheduler factory.
+        lr_scheduler: optional scheduler factory; a ``kwsnet.optim.WarmupDecay`` is sized to
+            the run (``trainer.estimated_stepping_batches``) and stepped every optimizer step.
         weight_decay: if set, parameter groups with this decay on weights and none on norm
             scale/shift and biases (``kwsnet.optim.param_groups``); ``None`` (default) passes
             all parameters to the optimizer as they are.
@@ -391,7 +392,15 @@ class ClassifierModule(pl.LightningModule):
         optimizer = self.optimizer_factory(params)
         if self.scheduler_factory is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
+        scheduler = self.scheduler_factory(optimizer)
+        if isinstance(scheduler, WarmupDecay):  # sized from the run, stepped every step
+            if scheduler.total_steps is None:
+                scheduler.set_total_steps(max(1, int(self.trainer.estimated_stepping_batches)))
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+            }
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["kwsnet"] = dict(self.run_info)
