@@ -312,8 +312,9 @@ def test_byte_identical_across_isa_and_compilers(
     """The front end does not depend on the kernel path: kwsn_frontend.o references no kernel
     symbol (only libc / libm), so KWSN_ISA=default|avx2|avx512 cannot change it (checked too).
     And the same bytes come from kwsn_frontend.c built alone by gcc -O0, gcc -O3
-    -march=native -ffp-contract=fast and clang -O3 -march=native (the pragmas keep FMA
-    contraction and vectorised complex multiplies off), linked with the rest of the library."""
+    -march=native -ffp-contract=fast, clang -O3 -march=native (the pragmas keep FMA
+    contraction and vectorised complex multiplies off) and without the vector lanes (the
+    plain-C fallback), linked with the rest of the library."""
     x = _noise(SR, seed=7) + _chirp(SR) * 0.5
     base = _dump(lib, x)
     assert len(base) == 4 * 13 * (101 + 100)
@@ -334,7 +335,11 @@ def test_byte_identical_across_isa_and_compilers(
     monkeypatch.delenv("KWSN_ISA")
     objs = [o for o in (CNATIVE_DIR / "build").glob("*.o") if o.name != "kwsn_frontend.o"]
     assert objs
-    builds = [("gcc", "-O0"), ("gcc", "-O3 -march=native -ffp-contract=fast")]
+    builds = [
+        ("gcc", "-O0"),
+        ("gcc", "-O3 -march=native -ffp-contract=fast"),
+        ("gcc", "-O2 -DKWSN_FE_NO_VECTOR_EXT"),  # one frame per FFT instead of 4 lanes
+    ]
     if shutil.which("clang"):
         # clang's -ffp-contract=fast ignores pragmas by definition; its default honours them
         builds.append(("clang", "-O3 -march=native"))

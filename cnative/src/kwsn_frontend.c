@@ -10,13 +10,17 @@
  * output lands in natural order. Radix 2/3/4/5 have hand-written butterflies; any other prime
  * p uses a direct O(p^2) DFT per butterfly. That is the documented trade-off instead of
  * Bluestein: a size with a large prime factor (n_fft = 2 * 1009, say) costs O(N * p), which
- * kwsn_frontend_ops reports exactly, so prepare refuses it when it is over the caller's limit;
+ * kwsn_frontend_ops counts (an upper bound), so prepare refuses it over the caller's limit;
  * every audio configuration in use (400, 480, 512, 1024: factors 2, 3, 5) stays O(N log N).
+ * The transform runs FE_V = 4 frames at once, one per vector lane (as pocketfft vectorises
+ * over several transforms): the same scalar arithmetic per lane, so the bits do not depend on
+ * the batching, and a plain-C build (-DKWSN_FE_NO_VECTOR_EXT, or a compiler without GCC
+ * vector extensions) gives the same output one frame at a time.
  *
  * Twiddles w_N^k = exp(-2 pi i k / N), k < N, are computed in double with an octant
  * reduction (so w_N^{N/4} is exactly -i) and rounded to float into the caller's scratch on
- * every run (no hidden state); the N / 2 + 1 sin/cos pairs cost about as much as one or two
- * frames. A streaming caller computes them once (kwsn_frontend_twiddles) and reuses the
+ * every run (no hidden state); the N / 2 + 1 sin/cos pairs cost about five frames' FFTs
+ * (~2% of a 1 s clip at n_fft 480). A streaming caller computes them once (kwsn_frontend_twiddles) and reuses the
  * scratch across hops (kwsn_frontend_frame_tw).
  *
  * Numerics. FFT, window and power spectrum run in float32 like torch.stft on float input;
@@ -25,11 +29,13 @@
  * the exact value as float storage allows; log is double log of the float mel + eps, rounded.
  * No FMA contraction (the pragmas below, as in kwsn_kernels.c), no reassociation, no
  * dependence on the kernel path (KWSN_ISA): this file is compiled once, so the output is the
- * same bits on every path and under any compiler that honours IEEE float and FP_CONTRACT. */
+ * same bits on every path and under any compiler that honours IEEE float and FP_CONTRACT
+ * (with another libm, cos / sin / log may differ in the last bit of a double, which survives
+ * the rounding to float only in rare ties). */
 #if defined(__GNUC__) && !defined(__clang__)
-/* GCC 12's loop vectoriser turns the complex multiplies into vfmaddsub with -mfma even under
- * -ffp-contract=off, so this file is not loop-vectorised (the butterflies are strided; the
- * portable baseline build has no FMA and loses nothing measurable) */
+/* GCC 12's loop vectoriser turns complex multiplies into vfmaddsub with -mfma even under
+ * -ffp-contract=off, so this file is not loop-vectorised (its SIMD is the explicit frame
+ * lanes below) */
 #pragma GCC optimize("fp-contract=off", "no-tree-loop-vectorize")
 #else
 /* clang honours this unless given -ffp-contract=fast, which by its definition ignores
@@ -46,9 +52,25 @@
 /* libm calls (log, sin, cos, sqrt) count as this many operations in kwsn_frontend_ops. */
 #define KWSN_FE_LIBM_OPS 20u
 
+/* The FFT runs FE_V frames at once, one per vector lane (GCC / clang vector extensions; a
+ * plain float, one lane, elsewhere). Lanes never mix, so a frame's result is the same bits
+ * whichever lane and batch it runs in, and the same as one lane alone. 16-byte vectors are the
+ * x86-64 baseline's (SSE2) width; aligned(4) lets them sit anywhere in float scratch. */
+#if defined(__GNUC__) && !defined(KWSN_FE_NO_VECTOR_EXT)
+#define FE_V 4
+typedef float fev __attribute__((vector_size(16), aligned(4)));
+#else
+#define FE_V 1
+typedef float fev;
+#endif
+
+/* One complex value of FE_V frames; a twiddle factor (the same for all lanes). */
+typedef struct {
+    fev r, i;
+} cpx;
 typedef struct {
     float r, i;
-} cpx;
+} tws;
 
 static uint32_t fe_n_freqs(const kwsn_frontend *fe) { return fe->n_fft / 2u + 1u; }
 
@@ -90,11 +112,14 @@ static uint64_t fe_butterfly_ops(uint32_t p) {
     return bf + 6u * (uint64_t)(p - 1u);
 }
 
-/* Scratch layout (floats): twiddles [2 * n_fft] | fft buffer a [2 * M] | buffer b [2 * M] |
- * power [n_freqs] | log_mel [n_mels] | mel ranges [2 * n_mels] (whole-clip runs only). */
+/* Scratch layout (floats): twiddles [2 * n_fft] | FFT buffer a [M][re, im][FE_V] | buffer b
+ * (the same) | power [n_freqs][FE_V] | log_mel [FE_V][n_mels] | mel ranges [2 * n_mels]
+ * (whole-clip runs only). */
+static size_t fe_buf_floats(uint32_t n_fft) { return 2u * (size_t)fe_cfft_len(n_fft) * FE_V; }
+
 static size_t fe_frame_scratch(const kwsn_frontend *fe) {
-    size_t m = fe_cfft_len(fe->n_fft);
-    return 2u * (size_t)fe->n_fft + 4u * m + fe_n_freqs(fe) + fe->n_mels;
+    return 2u * (size_t)fe->n_fft + 2u * fe_buf_floats(fe->n_fft) +
+           (size_t)fe_n_freqs(fe) * FE_V + (size_t)fe->n_mels * FE_V;
 }
 
 void kwsn_frontend_twiddles(const kwsn_frontend *fe, float *scratch) {
@@ -131,129 +156,151 @@ void kwsn_frontend_twiddles(const kwsn_frontend *fe, float *scratch) {
     }
 }
 
-static cpx tw_at(const float *tw, uint64_t idx) {
-    cpx w = {tw[2u * idx], tw[2u * idx + 1u]};
+static tws tw_at(const float *tw, uint64_t idx) {
+    tws w = {tw[2u * idx], tw[2u * idx + 1u]};
     return w;
 }
 
-static cpx cmul(cpx a, cpx b) {
-    cpx r = {a.r * b.r - a.i * b.i, a.r * b.i + a.i * b.r};
+static cpx cmul(cpx a, tws b) {
+    cpx r;
+    r.r = a.r * b.r - a.i * b.i;
+    r.i = a.r * b.i + a.i * b.r;
     return r;
 }
 
-/* One Stockham pass of a length-m complex forward DFT. in[i + ido * (q + p * k)],
- * out[i + ido * (k + l1 * j)]: out = (radix-p DFT over q) times w_L^(i j), L = p * ido.
- * tw holds w_n^x for x < n (n = n_fft), so w_L^y = tw[y * (n / L)]. */
-static void fe_pass(uint32_t p, uint32_t l1, uint32_t ido, const cpx *in, cpx *out,
-                    const float *tw, uint32_t n) {
-    const uint32_t L = p * ido;
-    const uint32_t step = n / L; /* w_L = w_n^step */
-    const uint32_t pstep = n / p;
-    cpx a[5], y[5];
-    for (uint32_t k = 0; k < l1; k++) {
-        for (uint32_t i = 0; i < ido; i++) {
-            const cpx *src = in + i + (size_t)ido * p * k;
-            cpx *dst = out + i + (size_t)ido * k;
-            const size_t ostride = (size_t)ido * l1;
-            if (p == 2u) {
-                a[0] = src[0];
-                a[1] = src[ido];
-                y[0].r = a[0].r + a[1].r;
-                y[0].i = a[0].i + a[1].i;
-                y[1].r = a[0].r - a[1].r;
-                y[1].i = a[0].i - a[1].i;
-            } else if (p == 3u) {
-                const float s3 = 0.866025403784438646763723f; /* sin(2 pi / 3) */
-                cpx t1, t2, c;
-                for (uint32_t q = 0; q < 3u; q++) a[q] = src[(size_t)q * ido];
-                t1.r = a[1].r + a[2].r;
-                t1.i = a[1].i + a[2].i;
-                t2.r = a[1].r - a[2].r;
-                t2.i = a[1].i - a[2].i;
-                y[0].r = a[0].r + t1.r;
-                y[0].i = a[0].i + t1.i;
-                c.r = a[0].r - 0.5f * t1.r;
-                c.i = a[0].i - 0.5f * t1.i;
-                t2.r = s3 * t2.r;
-                t2.i = s3 * t2.i;
-                y[1].r = c.r + t2.i;
-                y[1].i = c.i - t2.r;
-                y[2].r = c.r - t2.i;
-                y[2].i = c.i + t2.r;
-            } else if (p == 4u) {
-                cpx t0, t1, t2, t3;
-                for (uint32_t q = 0; q < 4u; q++) a[q] = src[(size_t)q * ido];
-                t0.r = a[0].r + a[2].r;
-                t0.i = a[0].i + a[2].i;
-                t1.r = a[0].r - a[2].r;
-                t1.i = a[0].i - a[2].i;
-                t2.r = a[1].r + a[3].r;
-                t2.i = a[1].i + a[3].i;
-                t3.r = a[1].r - a[3].r;
-                t3.i = a[1].i - a[3].i;
-                y[0].r = t0.r + t2.r;
-                y[0].i = t0.i + t2.i;
-                y[2].r = t0.r - t2.r;
-                y[2].i = t0.i - t2.i;
-                y[1].r = t1.r + t3.i; /* t1 - i t3 */
-                y[1].i = t1.i - t3.r;
-                y[3].r = t1.r - t3.i; /* t1 + i t3 */
-                y[3].i = t1.i + t3.r;
-            } else if (p == 5u) {
-                const float c1 = 0.309016994374947424102293f;  /* cos(2 pi / 5) */
-                const float c2 = -0.809016994374947424102293f; /* cos(4 pi / 5) */
-                const float s1 = 0.951056516295153572116439f;  /* sin(2 pi / 5) */
-                const float s2 = 0.587785252292473129168706f;  /* sin(4 pi / 5) */
-                cpx t1, t2, t3, t4, ca, cb, sa, sb;
-                for (uint32_t q = 0; q < 5u; q++) a[q] = src[(size_t)q * ido];
-                t1.r = a[1].r + a[4].r;
-                t1.i = a[1].i + a[4].i;
-                t4.r = a[1].r - a[4].r;
-                t4.i = a[1].i - a[4].i;
-                t2.r = a[2].r + a[3].r;
-                t2.i = a[2].i + a[3].i;
-                t3.r = a[2].r - a[3].r;
-                t3.i = a[2].i - a[3].i;
-                y[0].r = a[0].r + t1.r + t2.r;
-                y[0].i = a[0].i + t1.i + t2.i;
-                ca.r = a[0].r + c1 * t1.r + c2 * t2.r;
-                ca.i = a[0].i + c1 * t1.i + c2 * t2.i;
-                cb.r = a[0].r + c2 * t1.r + c1 * t2.r;
-                cb.i = a[0].i + c2 * t1.i + c1 * t2.i;
-                sa.r = s1 * t4.r + s2 * t3.r;
-                sa.i = s1 * t4.i + s2 * t3.i;
-                sb.r = s2 * t4.r - s1 * t3.r;
-                sb.i = s2 * t4.i - s1 * t3.i;
-                y[1].r = ca.r + sa.i; /* ca - i sa */
-                y[1].i = ca.i - sa.r;
-                y[4].r = ca.r - sa.i; /* ca + i sa */
-                y[4].i = ca.i + sa.r;
-                y[2].r = cb.r + sb.i; /* cb - i sb */
-                y[2].i = cb.i - sb.r;
-                y[3].r = cb.r - sb.i; /* cb + i sb */
-                y[3].i = cb.i + sb.r;
-            } else {
-                /* any other prime: direct DFT, output j = sum_q a_q w_p^(q j), q ascending */
-                for (uint32_t j = 0; j < p; j++) {
-                    cpx acc = src[0];
-                    for (uint32_t q = 1; q < p; q++) {
-                        cpx v = cmul(src[(size_t)q * ido],
-                                     tw_at(tw, (uint64_t)((uint64_t)q * j % p) * pstep));
-                        acc.r += v.r;
-                        acc.i += v.i;
-                    }
-                    if (j != 0u && i != 0u) acc = cmul(acc, tw_at(tw, (uint64_t)i * j * step));
-                    dst[(size_t)j * ostride] = acc;
-                }
-                continue;
-            }
-            dst[0] = y[0];
-            for (uint32_t j = 1; j < p; j++)
-                dst[(size_t)j * ostride] =
-                    (i != 0u) ? cmul(y[j], tw_at(tw, (uint64_t)i * j * step)) : y[j];
-        }
-    }
+static cpx cadd(cpx a, cpx b) {
+    cpx r;
+    r.r = a.r + b.r;
+    r.i = a.i + b.i;
+    return r;
 }
+
+static cpx csub(cpx a, cpx b) {
+    cpx r;
+    r.r = a.r - b.r;
+    r.i = a.i - b.i;
+    return r;
+}
+
+/* a - i b and a + i b */
+static cpx cmsubi(cpx a, cpx b) {
+    cpx r;
+    r.r = a.r + b.i;
+    r.i = a.i - b.r;
+    return r;
+}
+
+static cpx cmaddi(cpx a, cpx b) {
+    cpx r;
+    r.r = a.r - b.i;
+    r.i = a.i + b.r;
+    return r;
+}
+
+/* The Stockham passes of a length-m complex forward DFT: pass s reads
+ * in[i + ido * (q + p * k)] and writes out[i + ido * (k + l1 * j)] = (radix-p DFT over q)_j
+ * times w_L^(i j), L = p * ido, for k < l1 (the independent sub-transforms), i < ido. tw holds
+ * w_n^x for x < n (n = n_fft), so w_L^y = tw[y * step] with step = n / L. */
+#define FE_IN(q) in[i + (size_t)ido * ((q) + (size_t)P * k)]
+#define FE_OUT(j) out[i + (size_t)ido * (k + (size_t)l1 * (j))]
+#define FE_STORE(j, y)                                                                    \
+    do {                                                                                  \
+        FE_OUT(j) = (i == 0u) ? (y) : cmul((y), tw_at(tw, (uint64_t)(j) * i * step));     \
+    } while (0)
+
+static void fe_pass2(uint32_t l1, uint32_t ido, const cpx *in, cpx *out, const float *tw,
+                     uint32_t step) {
+    enum { P = 2 };
+    for (uint32_t k = 0; k < l1; k++)
+        for (uint32_t i = 0; i < ido; i++) {
+            cpx a0 = FE_IN(0), a1 = FE_IN(1);
+            FE_OUT(0) = cadd(a0, a1);
+            FE_STORE(1, csub(a0, a1));
+        }
+}
+
+static void fe_pass3(uint32_t l1, uint32_t ido, const cpx *in, cpx *out, const float *tw,
+                     uint32_t step) {
+    enum { P = 3 };
+    const float s3 = 0.866025403784438646763723f; /* sin(2 pi / 3) */
+    for (uint32_t k = 0; k < l1; k++)
+        for (uint32_t i = 0; i < ido; i++) {
+            cpx a0 = FE_IN(0), a1 = FE_IN(1), a2 = FE_IN(2);
+            cpx t1 = cadd(a1, a2), t2 = csub(a1, a2), c;
+            FE_OUT(0) = cadd(a0, t1);
+            c.r = a0.r - 0.5f * t1.r;
+            c.i = a0.i - 0.5f * t1.i;
+            t2.r = s3 * t2.r;
+            t2.i = s3 * t2.i;
+            FE_STORE(1, cmsubi(c, t2));
+            FE_STORE(2, cmaddi(c, t2));
+        }
+}
+
+static void fe_pass4(uint32_t l1, uint32_t ido, const cpx *in, cpx *out, const float *tw,
+                     uint32_t step) {
+    enum { P = 4 };
+    for (uint32_t k = 0; k < l1; k++)
+        for (uint32_t i = 0; i < ido; i++) {
+            cpx a0 = FE_IN(0), a1 = FE_IN(1), a2 = FE_IN(2), a3 = FE_IN(3);
+            cpx t0 = cadd(a0, a2), t1 = csub(a0, a2), t2 = cadd(a1, a3), t3 = csub(a1, a3);
+            FE_OUT(0) = cadd(t0, t2);
+            FE_STORE(1, cmsubi(t1, t3));
+            FE_STORE(2, csub(t0, t2));
+            FE_STORE(3, cmaddi(t1, t3));
+        }
+}
+
+static void fe_pass5(uint32_t l1, uint32_t ido, const cpx *in, cpx *out, const float *tw,
+                     uint32_t step) {
+    enum { P = 5 };
+    const float c1 = 0.309016994374947424102293f;  /* cos(2 pi / 5) */
+    const float c2 = -0.809016994374947424102293f; /* cos(4 pi / 5) */
+    const float s1 = 0.951056516295153572116439f;  /* sin(2 pi / 5) */
+    const float s2 = 0.587785252292473129168706f;  /* sin(4 pi / 5) */
+    for (uint32_t k = 0; k < l1; k++)
+        for (uint32_t i = 0; i < ido; i++) {
+            cpx a0 = FE_IN(0), a1 = FE_IN(1), a2 = FE_IN(2), a3 = FE_IN(3), a4 = FE_IN(4);
+            cpx t1 = cadd(a1, a4), t4 = csub(a1, a4), t2 = cadd(a2, a3), t3 = csub(a2, a3);
+            cpx y0, ca, cb, sa, sb;
+            y0.r = a0.r + t1.r + t2.r;
+            y0.i = a0.i + t1.i + t2.i;
+            ca.r = a0.r + c1 * t1.r + c2 * t2.r;
+            ca.i = a0.i + c1 * t1.i + c2 * t2.i;
+            cb.r = a0.r + c2 * t1.r + c1 * t2.r;
+            cb.i = a0.i + c2 * t1.i + c1 * t2.i;
+            sa.r = s1 * t4.r + s2 * t3.r;
+            sa.i = s1 * t4.i + s2 * t3.i;
+            sb.r = s2 * t4.r - s1 * t3.r;
+            sb.i = s2 * t4.i - s1 * t3.i;
+            FE_OUT(0) = y0;
+            FE_STORE(1, cmsubi(ca, sa));
+            FE_STORE(2, cmsubi(cb, sb));
+            FE_STORE(3, cmaddi(cb, sb));
+            FE_STORE(4, cmaddi(ca, sa));
+        }
+}
+
+/* Any other prime p: a direct DFT per butterfly, y_j = sum_q a_q w_p^(q j), q ascending. */
+static void fe_passg(uint32_t P, uint32_t l1, uint32_t ido, const cpx *in, cpx *out,
+                     const float *tw, uint32_t step, uint32_t pstep) {
+    for (uint32_t k = 0; k < l1; k++)
+        for (uint32_t i = 0; i < ido; i++)
+            for (uint32_t j = 0; j < P; j++) {
+                cpx acc = FE_IN(0);
+                uint32_t e = 0; /* q j mod p */
+                for (uint32_t q = 1; q < P; q++) {
+                    e += j;
+                    if (e >= P) e -= P;
+                    acc = cadd(acc, cmul(FE_IN(q), tw_at(tw, (uint64_t)e * pstep)));
+                }
+                FE_STORE(j, acc);
+            }
+}
+
+#undef FE_IN
+#undef FE_OUT
+#undef FE_STORE
 
 /* Forward complex DFT of length m (m divides n = n_fft) of buf a; returns the buffer holding
  * the result (a or b). */
@@ -264,8 +311,15 @@ static cpx *fe_cfft(cpx *a, cpx *b, uint32_t m, const float *tw, uint32_t n) {
     for (uint32_t s = 0; s < nf; s++) {
         uint32_t p = f[s];
         uint32_t ido = m / (l1 * p);
+        uint32_t step = n / (p * ido); /* w_L = w_n^step */
         cpx *t;
-        fe_pass(p, l1, ido, a, b, tw, n);
+        switch (p) {
+        case 2: fe_pass2(l1, ido, a, b, tw, step); break;
+        case 3: fe_pass3(l1, ido, a, b, tw, step); break;
+        case 4: fe_pass4(l1, ido, a, b, tw, step); break;
+        case 5: fe_pass5(l1, ido, a, b, tw, step); break;
+        default: fe_passg(p, l1, ido, a, b, tw, step, n / p); break;
+        }
         t = a;
         a = b;
         b = t;
@@ -274,13 +328,14 @@ static cpx *fe_cfft(cpx *a, cpx *b, uint32_t m, const float *tw, uint32_t n) {
     return a;
 }
 
-/* Power spectrum of the windowed frame already in scratch buffer a (interleaved for even
- * n_fft, x + 0i for odd) into power[n_freqs]. */
-static void fe_power(const kwsn_frontend *fe, float *scratch, float *power) {
+/* Power spectra of the FE_V windowed frames already in scratch buffer a (interleaved for
+ * even n_fft, x + 0i for odd) into power[n_freqs][FE_V]. */
+static void fe_power(const kwsn_frontend *fe, float *scratch) {
     const uint32_t n = fe->n_fft, m = fe_cfft_len(n);
     const float *tw = scratch;
     cpx *a = (cpx *)(void *)(scratch + 2u * (size_t)n);
     cpx *b = a + m;
+    fev *power = (fev *)(void *)(b + m);
     const cpx *z = fe_cfft(a, b, m, tw, n);
     if (n % 2u) {
         for (uint32_t k = 0; k <= n / 2u; k++) power[k] = z[k].r * z[k].r + z[k].i * z[k].i;
@@ -289,73 +344,82 @@ static void fe_power(const kwsn_frontend *fe, float *scratch, float *power) {
     /* split step: E = (Z[k] + conj Z[m-k]) / 2, O = (Z[k] - conj Z[m-k]) / (2i),
      * X[k] = E + w_n^k O; X[0] and X[m] are real */
     {
-        float x0 = z[0].r + z[0].i, xm = z[0].r - z[0].i;
+        fev x0 = z[0].r + z[0].i, xm = z[0].r - z[0].i;
         power[0] = x0 * x0;
         power[m] = xm * xm;
     }
     for (uint32_t k = 1; k < m; k++) {
         const cpx zk = z[k], zc = z[m - k];
-        float er = 0.5f * (zk.r + zc.r), ei = 0.5f * (zk.i - zc.i);
-        float dr = 0.5f * (zk.r - zc.r), di = 0.5f * (zk.i + zc.i);
+        fev er = 0.5f * (zk.r + zc.r), ei = 0.5f * (zk.i - zc.i);
+        fev dr = 0.5f * (zk.r - zc.r), di = 0.5f * (zk.i + zc.i);
         /* O = -i D = (di, -dr) */
-        cpx w = tw_at(tw, k);
-        float xr = er + (w.r * di + w.i * dr);
-        float xi = ei + (w.i * di - w.r * dr);
+        tws w = tw_at(tw, k);
+        fev xr = er + (w.r * di + w.i * dr);
+        fev xi = ei + (w.i * di - w.r * dr);
         power[k] = xr * xr + xi * xi;
     }
 }
 
-/* log(mel + eps) of power[n_freqs] over mel bands; lo/hi (or NULL: all bins) bound each
- * band's nonzero filter entries. Terms outside are +-0 * finite, which leave the double sum
- * unchanged, so both give the same bits. */
-static void fe_log_mel(const kwsn_frontend *fe, const float *power, const float *ranges,
-                       float *log_mel) {
+/* log(mel + eps) of lanes [0, lanes) from power[n_freqs][FE_V] into log_mel[lane][n_mels];
+ * ranges (or NULL: all bins) bound each band's nonzero filter entries. Terms outside are
+ * +-0 * finite, which leave the double sum unchanged, so both give the same bits. Each
+ * lane's sum runs over ascending bins, whichever lanes run with it. */
+static void fe_log_mel(const kwsn_frontend *fe, const float *power, uint32_t lanes,
+                       const float *ranges, float *log_mel) {
     const uint32_t nf = fe_n_freqs(fe), nm = fe->n_mels;
     for (uint32_t mi = 0; mi < nm; mi++) {
         uint32_t lo = 0, hi = nf;
-        double acc = 0.0;
-        float mel;
+        double acc[FE_V];
+        for (uint32_t l = 0; l < FE_V; l++) acc[l] = 0.0;
         if (ranges) {
             lo = (uint32_t)ranges[2u * mi];
             hi = (uint32_t)ranges[2u * mi + 1u];
         }
-        for (uint32_t f = lo; f < hi; f++)
-            acc += (double)power[f] * (double)fe->fbank[(size_t)f * nm + mi];
-        mel = (float)acc + fe->eps;
-        log_mel[mi] = (float)log((double)mel);
+        for (uint32_t f = lo; f < hi; f++) {
+            const double w = (double)fe->fbank[(size_t)f * nm + mi];
+            const float *p = power + (size_t)f * FE_V;
+            for (uint32_t l = 0; l < FE_V; l++) acc[l] += (double)p[l] * w;
+        }
+        for (uint32_t l = 0; l < lanes; l++) {
+            float mel = (float)acc[l] + fe->eps;
+            log_mel[(size_t)l * nm + mi] = (float)log((double)mel);
+        }
     }
 }
 
-/* Window frame[n_fft] into the FFT input buffer (interleaved for even n_fft, x + 0i for
- * odd); returns the power spectrum slot of scratch. */
-static float *fe_load_frame(const kwsn_frontend *fe, const float *frame, float *scratch) {
+/* Lane l of the FFT input: sample j of the frame, windowed, at float offset j * FE_V + l for
+ * even n_fft (z[e] = x[2e] + i x[2e+1]: re and im lanes of element e are j = 2e, 2e + 1), and
+ * 2j * FE_V + l with a zero imaginary part for odd. */
+static void fe_put(float *buf, uint32_t odd, uint32_t j, uint32_t l, float v) {
+    if (odd) {
+        buf[(size_t)2u * j * FE_V + l] = v;
+        buf[((size_t)2u * j + 1u) * FE_V + l] = 0.0f;
+    } else {
+        buf[(size_t)j * FE_V + l] = v;
+    }
+}
+
+/* One frame in lane 0, zeros in the other lanes; returns power[n_freqs][FE_V]. */
+static const float *fe_one_frame(const kwsn_frontend *fe, const float *frame, float *scratch) {
     const uint32_t n = fe->n_fft;
     float *buf = scratch + 2u * (size_t)n;
-    if (n % 2u == 0u) {
-        for (uint32_t j = 0; j < n; j++) buf[j] = frame[j] * fe->window[j];
-    } else {
-        for (uint32_t j = 0; j < n; j++) {
-            buf[2u * j] = frame[j] * fe->window[j];
-            buf[2u * j + 1u] = 0.0f;
-        }
-    }
-    return buf + 4u * (size_t)fe_cfft_len(n);
+    memset(buf, 0, sizeof(float) * fe_buf_floats(n));
+    for (uint32_t j = 0; j < n; j++) fe_put(buf, n % 2u, j, 0, frame[j] * fe->window[j]);
+    fe_power(fe, scratch);
+    return buf + 2u * fe_buf_floats(n);
 }
 
 void kwsn_frontend_frame_tw(const kwsn_frontend *fe, const float *frame, float *scratch,
                             float *log_mel) {
-    float *power = fe_load_frame(fe, frame, scratch);
-    fe_power(fe, scratch, power);
-    fe_log_mel(fe, power, NULL, log_mel);
+    fe_log_mel(fe, fe_one_frame(fe, frame, scratch), 1u, NULL, log_mel);
 }
 
 void kwsn_frontend_power(const kwsn_frontend *fe, const float *frame, float *scratch,
                          float *power) {
-    float *slot;
+    const float *pw;
     kwsn_frontend_twiddles(fe, scratch);
-    slot = fe_load_frame(fe, frame, scratch);
-    fe_power(fe, scratch, slot);
-    memcpy(power, slot, sizeof(float) * fe_n_freqs(fe));
+    pw = fe_one_frame(fe, frame, scratch);
+    for (uint32_t k = 0; k < fe_n_freqs(fe); k++) power[k] = pw[(size_t)k * FE_V];
 }
 
 void kwsn_frontend_frame(const kwsn_frontend *fe, const float *frame, float *scratch,
@@ -416,7 +480,7 @@ uint64_t kwsn_frontend_ops(const kwsn_frontend *fe, uint32_t n_samples) {
     per_frame += 3u * nf;                       /* power */
     per_frame += 2u * nf * nm + nm * (2u + KWSN_FE_LIBM_OPS); /* mel, eps, log */
     if (fe->dct) per_frame += 2u * nm * no;
-    ops = t * per_frame;
+    ops = (t + FE_V - 1u) / FE_V * FE_V * per_frame; /* whole batches of FE_V lanes */
     ops += (n / 2u + 1u) * (2u * KWSN_FE_LIBM_OPS + 8u); /* twiddles */
     ops += nf * nm;                                      /* filter ranges */
     if (fe->normalize != KWSN_FE_NORM_NONE) ops += no * (2u * t + 1u);
@@ -444,45 +508,51 @@ static void fe_ranges(const kwsn_frontend *fe, float *ranges) {
 
 void kwsn_frontend_run(const kwsn_frontend *fe, const float *wave, uint32_t n_samples,
                        float *scratch, float *out) {
-    const uint32_t n = fe->n_fft, nm = fe->n_mels, no = fe->n_out;
+    const uint32_t n = fe->n_fft, nm = fe->n_mels, no = fe->n_out, odd = n % 2u;
     const uint32_t T = kwsn_frontend_frames(fe, n_samples);
     const int64_t pad = fe->center ? (int64_t)(n / 2u) : 0;
     const int64_t last = (int64_t)n_samples - 1;
     float *buf = scratch + 2u * (size_t)n;
-    float *power = buf + 4u * (size_t)fe_cfft_len(n);
-    float *log_mel = power + fe_n_freqs(fe);
-    float *ranges = log_mel + nm;
-    const int odd = (int)(n % 2u);
+    const float *power = buf + 2u * fe_buf_floats(n);
+    float *log_mel = buf + 2u * fe_buf_floats(n) + (size_t)fe_n_freqs(fe) * FE_V;
+    float *ranges = log_mel + (size_t)nm * FE_V;
     kwsn_frontend_twiddles(fe, scratch);
     fe_ranges(fe, ranges);
-    for (uint32_t t = 0; t < T; t++) {
-        const int64_t start = (int64_t)t * fe->hop_length - pad;
-        for (uint32_t j = 0; j < n; j++) {
-            int64_t idx = start + j;
-            float v;
-            /* reflect padding (torch pad_mode "reflect"): x[-i] = x[i], x[L-1+i] = x[L-1-i];
-             * one reflection suffices as check() ensures pad < n_samples */
-            if (idx < 0) idx = -idx;
-            if (idx > last) idx = 2 * last - idx;
-            v = wave[idx] * fe->window[j];
-            if (odd) {
-                buf[2u * j] = v;
-                buf[2u * j + 1u] = 0.0f;
-            } else {
-                buf[j] = v;
+    for (uint32_t t0 = 0; t0 < T; t0 += FE_V) {
+        const uint32_t lanes = (T - t0 < FE_V) ? T - t0 : FE_V;
+        if (lanes < FE_V) memset(buf, 0, sizeof(float) * fe_buf_floats(n));
+        for (uint32_t l = 0; l < lanes; l++) {
+            const int64_t start = (int64_t)(t0 + l) * fe->hop_length - pad;
+            if (start >= 0 && start + n <= (int64_t)n_samples && !odd) {
+                const float *x = wave + start;
+                for (uint32_t j = 0; j < n; j++) buf[(size_t)j * FE_V + l] = x[j] * fe->window[j];
+                continue;
+            }
+            for (uint32_t j = 0; j < n; j++) {
+                /* reflect padding (torch pad_mode "reflect"): x[-i] = x[i],
+                 * x[L-1+i] = x[L-1-i]; one reflection suffices as check() ensures
+                 * pad < n_samples */
+                int64_t idx = start + j;
+                if (idx < 0) idx = -idx;
+                if (idx > last) idx = 2 * last - idx;
+                fe_put(buf, odd, j, l, wave[idx] * fe->window[j]);
             }
         }
-        fe_power(fe, scratch, power);
-        fe_log_mel(fe, power, ranges, log_mel);
-        if (fe->dct) {
-            for (uint32_t c = 0; c < no; c++) {
-                double acc = 0.0;
-                for (uint32_t mi = 0; mi < nm; mi++)
-                    acc += (double)log_mel[mi] * (double)fe->dct[(size_t)mi * no + c];
-                out[(size_t)c * T + t] = (float)acc;
+        fe_power(fe, scratch);
+        fe_log_mel(fe, power, lanes, ranges, log_mel);
+        for (uint32_t l = 0; l < lanes; l++) {
+            const uint32_t t = t0 + l;
+            const float *lm = log_mel + (size_t)l * nm;
+            if (fe->dct) {
+                for (uint32_t c = 0; c < no; c++) {
+                    double acc = 0.0;
+                    for (uint32_t mi = 0; mi < nm; mi++)
+                        acc += (double)lm[mi] * (double)fe->dct[(size_t)mi * no + c];
+                    out[(size_t)c * T + t] = (float)acc;
+                }
+            } else {
+                for (uint32_t c = 0; c < nm; c++) out[(size_t)c * T + t] = lm[c];
             }
-        } else {
-            for (uint32_t c = 0; c < nm; c++) out[(size_t)c * T + t] = log_mel[c];
         }
     }
     if (fe->normalize == KWSN_FE_NORM_NONE || T == 0u) return;
