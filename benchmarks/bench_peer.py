@@ -446,11 +446,26 @@ def run_peer(seed: int, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     return rec
 
 
+def config_revision(config: str) -> str:
+    """The last commit that touched ``config`` (short hash), ``+dirty`` when the working tree
+    differs from it, ``untracked`` when git does not know the file: which version ran."""
+
+    def git(*cmd: str) -> str:
+        res = subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True)
+        return res.stdout.strip() if res.returncode == 0 else ""
+
+    rev = git("log", "-1", "--format=%h", "--", config)
+    if not rev:
+        return "untracked"
+    return rev + ("+dirty" if git("status", "--porcelain", "--", config) else "")
+
+
 def run_kwsnet(config: str, seeds: Sequence[int], args: argparse.Namespace, out: Path) -> list:
     """Every seed of one kwsnet config, each a ``kwsnet fit`` process; their records."""
     from kwsnet.sweep import SweepSpec, append_ledger, plan_runs, record_run
 
     stem = Path(config).stem
+    revision = config_revision(config)
     spec = SweepSpec(
         name=f"bench_peer_{stem}",
         base_config=config,
@@ -468,6 +483,7 @@ def run_kwsnet(config: str, seeds: Sequence[int], args: argparse.Namespace, out:
         rec: dict[str, Any] = {
             "system": stem,
             "config": config,
+            "config_revision": revision,
             "seed": plan.seed,
             "wall_s": round(wall, 2),
             "log": plan.log_path,
@@ -617,6 +633,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 _CSV_KEYS = [
     "system",
     "config",
+    "config_revision",
     "seed",
     "status",
     "test_acc",
@@ -647,6 +664,10 @@ def _write_outputs(out: Path, records: list[dict[str, Any]], rows: list, meta: d
     failed = [r for r in records if r.get("status") != "ok"]
     text = f"# bench_peer\n\n`{meta['command']}`\n\n{meta['when']}, {meta['machine']}\n\n"
     text += format_table(rows)
+    versions = {r["system"]: (r["config"], r["config_revision"]) for r in records if "config" in r}
+    if versions:
+        text += "\nConfigs as run (the last commit that touched each; +dirty: edited since):\n\n"
+        text += "".join(f"- {s}: `{c}` @ {v}\n" for s, (c, v) in versions.items())
     if failed:
         text += "\nFailed runs:\n\n" + "".join(
             f"- {r['system']} seed {r['seed']}: {r.get('error', '').splitlines()[0]} "
@@ -756,6 +777,8 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
             records.extend(new)
+            # after every system, so an interrupted benchmark leaves the table so far
+            _write_outputs(out, records, summarize(records), meta)
     rows = summarize(records)
     print(_write_outputs(out, records, rows, meta))
     return 0
