@@ -77,6 +77,47 @@ def median_us(fn: Callable[[], object], repeats: int, warmup: int = 20) -> float
     return statistics.median(times) * 1e6
 
 
+def interleaved_median_us(fns: dict[str, Callable[[], object]], repeats: int) -> dict:
+    """Median wall time (us) of each of ``fns``, timed in rounds that call every candidate
+    once, so load from other processes on a shared machine hits all of them alike and the
+    ratios stay meaningful."""
+    for fn in fns.values():
+        for _ in range(10):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) * 1e6 for k, v in times.items()}
+
+
+def c_forward_call(path: Path, x: np.ndarray, isa: str | None = None) -> tuple:
+    """A prepared single-clip ``kwsn_forward`` call on kernel path ``isa`` (None: the CPU's
+    pick): ``(call, the path it runs, what must stay alive)``."""
+    old = os.environ.get("KWSN_ISA")
+    if isa is not None:
+        os.environ["KWSN_ISA"] = isa  # read by the library at prepare
+    try:
+        cm = CModel(path)
+    finally:
+        if old is None:
+            os.environ.pop("KWSN_ISA", None)
+        else:
+            os.environ["KWSN_ISA"] = old
+    so = cm._so
+    xs = np.ascontiguousarray(x[0], dtype=np.float32)
+    out = np.zeros(cm.n_classes, np.float32)
+    so.kwsn_forward.restype = ctypes.c_int
+    vp, sz = ctypes.c_void_p, ctypes.c_size_t
+    so.kwsn_forward.argtypes = [vp, vp, sz, vp, sz, vp, sz]
+    args = (cm._model, cm._arena.ctypes.data, cm.arena_bytes, xs.ctypes.data, xs.size)
+    args += (out.ctypes.data, out.size)
+    assert so.kwsn_forward(*args) == 0
+    return (lambda: so.kwsn_forward(*args)), cm.isa, (cm, xs, out)
+
+
 def model_flops(named: list[tuple[str, nn.Module]], input_shape: tuple[int, ...]) -> dict:
     """FLOPs per clip: 2 per multiply-add in Conv1d/Linear; 1 per element operation elsewhere
     (pool window reads, ReLU compares; LayerNorm counted as 7 per element: sum, sub, square,
@@ -263,15 +304,20 @@ def bench_mel(args: argparse.Namespace) -> None:
             with torch.inference_mode():
                 ref = model(xt).numpy()
             assert (cm.forward(x).argmax(1) == ref.argmax(1)).all()
-        c_paths = {}
+        fns: dict[str, Callable[[], object]] = {}
+        keep = []
+        c_isa = "default"
         for isa in ("default", "avx2", "avx512"):
-            us, ran = c_latency_us(tmp / "m.kwsn", x, args.repeats, isa)
-            if ran == isa:
-                c_paths[isa] = us
-        c_us, c_isa = c_latency_us(tmp / "m.kwsn", x, args.repeats)
-        with torch.inference_mode():
-            torch_us = median_us(lambda: model(xt), args.repeats)
-        ort_us = None
+            call, ran, alive = c_forward_call(tmp / "m.kwsn", x, isa)
+            if ran == isa:  # skipped when the CPU lacks it (the library falls back)
+                fns[f"C {isa}"], c_isa = call, isa
+                keep.append(alive)
+
+        def eager() -> None:
+            with torch.inference_mode():
+                model(xt)
+
+        fns["eager"] = eager
         try:
             import onnxruntime as ort
 
@@ -283,9 +329,13 @@ def bench_mel(args: argparse.Namespace) -> None:
             sess = ort.InferenceSession(str(tmp / "m.onnx"), so, providers=["CPUExecutionProvider"])
             ort_out = sess.run(None, {"audio": x})[0]
             assert ort_out.argmax() == ref.argmax()
-            ort_us = median_us(lambda: sess.run(None, {"audio": x}), args.repeats)
+            fns["onnxruntime"] = lambda: sess.run(None, {"audio": x})
         except ImportError:
             pass
+        med = interleaved_median_us(fns, args.repeats)
+    torch_us, ort_us = med["eager"], med.get("onnxruntime")
+    c_paths = {k[2:]: v for k, v in med.items() if k.startswith("C ")}
+    c_us = c_paths[c_isa]
     print(
         f"\nmodel: kws_cnn_mel (LogMel 40 + CnnMel + MeanPooling + Linear), arena {arena} B, "
         f"weights {weights} B (front-end tables included)"
@@ -293,16 +343,18 @@ def bench_mel(args: argparse.Namespace) -> None:
     print(
         f"ops/clip (kwsn_model_ops): {ops / 1e6:.2f} M, of which the front end {fe_ops / 1e6:.2f} M"
     )
-    print(f"median single-clip latency over {args.repeats} runs, 1 thread, front end included:")
+    print(
+        f"median single-clip latency over {args.repeats} rounds (each round calls every "
+        "candidate once), 1 thread, front end included:"
+    )
     for isa, us in c_paths.items():
         ratios = f"eager/C {torch_us / us:.2f}x"
         if ort_us is not None:
             ratios += f", ort/C {ort_us / us:.2f}x"
         print(f"  C {isa + ' path':<21} {us:9.1f} us   {ratios}")
-    print(f"  C auto ({c_isa}){'':<{14 - len(c_isa)}} {c_us:9.1f} us")
-    print(f"  PyTorch eager           {torch_us:9.1f} us   ({torch_us / c_us:.2f}x C)")
+    print(f"  PyTorch eager           {torch_us:9.1f} us   ({torch_us / c_us:.2f}x C {c_isa})")
     if ort_us is not None:
-        print(f"  onnxruntime             {ort_us:9.1f} us   ({ort_us / c_us:.2f}x C)")
+        print(f"  onnxruntime             {ort_us:9.1f} us   ({ort_us / c_us:.2f}x C {c_isa})")
     print("targets: eager/C >= 3x, ort/C >= 1.5x")
 
 

@@ -229,6 +229,26 @@ def test_conv1d_ex_against_torch(
     np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5 * max(1.0, float(np.abs(ref).max())))
 
 
+def test_matchboxnet_traced_and_run_through_c(cbuild: Path, tmp_path: Path) -> None:
+    """MatchboxNet (depthwise + pointwise sub-blocks, residual adds, a dilated epilogue) on
+    MFCCs, through the same tracer and ops, layer by layer against PyTorch."""
+    from models.matchboxnet import MatchboxNet
+
+    torch.manual_seed(3)
+    model = _MelClassifier(MFCC(n_fft=480, win_length=480, n_mfcc=16).eval())
+    model.backbone = MatchboxNet(16, 2, 2, 8, 12, 12, 5, 7, 9, 2)
+    model.head = LinearHead(12, 4)
+    model = _randomize_bn(model, seed=3)
+    graph = trace_model(model, CLIP)
+    assert sum(n.kind == "Add" for n in graph.nodes) == 2
+    write_graph(graph, tmp_path / "mb.kwsn")
+    x = _clips(4, seed=7)
+    with CModel(tmp_path / "mb.kwsn") as cm:
+        rep = run_parity(model, [x], cm, graph=graph, per_layer=True)
+    assert rep.ok and max(d.max_rel for d in rep.layers) < 1e-4, rep.lines()
+    assert rep.max_abs <= 10 * LOGIT_RTOL * max(1.0, rep.max_ref), rep.lines()
+
+
 def test_unsupported_parts_are_named_with_their_path() -> None:
     model = _MelClassifier(_logmel().eval(), SelfAttentionPooling)
     with pytest.raises(ExportError, match="SelfAttentionPooling at 'backbone.pooling'"):

@@ -10,8 +10,9 @@ fixed-length clip), and those are numerics decisions that belong with the runtim
 match and with the parity gate that checks them; a hook in ``models/`` would spread them over
 every model file and let a model claim an equivalence nobody tests. ``torch.fx`` cannot
 follow the backbones (data-dependent masks and lengths). Adding a block type is one function
-in :data:`BLOCK_TRACERS`; anything the tracer does not know is an :class:`ExportError` naming
-the module type and its path.
+in :data:`BLOCK_TRACERS` (today CnnMel and MatchboxNet; DS-CNN and BC-ResNet are Conv2d
+nets, which the Conv1d runtime does not run); anything the tracer does not know is an
+:class:`ExportError` naming the module type and its path.
 
 Each node keeps two PyTorch computations: ``module`` (what the C record encodes: a Conv1d
 with its BatchNorm folded in) and ``ref`` (the original modules, unfolded), so
@@ -249,9 +250,39 @@ def _trace_cnn_mel(g: Graph, backbone: nn.Module, path: str, src: int) -> int:
     return _trace_pooling(g, backbone.pooling, f"{path}.pooling", t)
 
 
+def _trace_sub_block(
+    g: Graph, sub: nn.Module, path: str, src: int, residual: int | None = None
+) -> int:
+    """``models.matchboxnet._SubBlock``: relu(bn(pointwise(depthwise x)) [+ residual])."""
+    h = _conv_node(g, sub.depthwise, None, f"{path}.depthwise", src)
+    h = _conv_node(g, sub.pointwise, sub.bn, f"{path}.pointwise", h)
+    if residual is not None:
+        h = g.add(Node("Add", f"{path}.add", (h, residual), lambda xs: xs[0] + xs[1]))
+    return _relu(g, f"{path}.relu", h)  # dropout: identity at inference
+
+
+def _trace_matchboxnet(g: Graph, backbone: nn.Module, path: str, src: int) -> int:
+    t = _trace_sub_block(g, backbone.prologue, f"{path}.prologue", src)
+    for i, block in enumerate(backbone.blocks):
+        p = f"{path}.blocks.{i}"
+        res = block.residual
+        if not (isinstance(res, nn.Sequential) and len(res) == 2):
+            raise ExportError(f"unsupported residual {type(res).__name__} at '{p}.residual'")
+        r = _conv_node(g, res[0], res[1], f"{p}.residual.0", t)
+        h = t
+        for j, sub in enumerate(block.subs):
+            last = j == len(block.subs) - 1
+            h = _trace_sub_block(g, sub, f"{p}.subs.{j}", h, r if last else None)
+        t = h
+    t = _trace_sub_block(g, backbone.epilogue, f"{path}.epilogue", t)
+    t = _trace_conv_bn_relu_seq(g, backbone.epilogue_pw, f"{path}.epilogue_pw", t)
+    return _trace_pooling(g, backbone.pooling, f"{path}.pooling", t)
+
+
 # Backbone class name -> tracer(graph, backbone, path, input tensor id) -> output tensor id.
 BLOCK_TRACERS: dict[str, Callable[[Graph, nn.Module, str, int], int]] = {
     "CnnMel": _trace_cnn_mel,
+    "MatchboxNet": _trace_matchboxnet,
 }
 
 
