@@ -1,6 +1,9 @@
-"""The recipe options of issue 14 (docs/recipe.md): the run-sized LR schedule."""
+"""The recipe of issue 14 (docs/recipe.md): the run-sized LR schedule and the recipe config."""
 
 from __future__ import annotations
+
+import json
+import math
 
 import pytest
 import torch
@@ -8,7 +11,7 @@ import torch
 from kwsnet.cli import main
 from kwsnet.optim import WarmupDecay
 
-from .conftest import QUIET_FIT, tiny_cli_args
+from .conftest import QUIET_FIT, REPO, tiny_cli_args
 
 
 def _sched(**kwargs) -> tuple[torch.optim.Optimizer, WarmupDecay]:
@@ -86,3 +89,19 @@ def test_classifier_sizes_the_schedule_from_the_run(tmp_path) -> None:
     assert state["total_steps"] == steps  # sized from trainer.estimated_stepping_batches
     assert state["last_epoch"] == steps  # one scheduler step per optimizer step
     assert state["_last_lr"][0] == pytest.approx(0.001)  # 0.01 * final_factor at the end
+
+
+def test_kws_mel_best_trains_on_synthetic_out_of_the_box(tmp_path) -> None:
+    """The recipe config runs as shipped (synthetic source), its schedule sized to the run."""
+    config = REPO / "configs" / "kws_mel_best.yaml"
+    main(
+        [
+            "fit", "--config", str(config),
+            "--data.source_options={num_words: 3, num_speakers: 4, utterances: 4}",
+            "--data.batch_size=4", "--trainer.fast_dev_run=1", "--trainer.logger=false",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )  # fmt: skip
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["global_step"] == 1
+    assert math.isfinite(summary["metrics"]["val/loss"])
