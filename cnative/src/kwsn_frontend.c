@@ -20,8 +20,8 @@
  * Twiddles w_N^k = exp(-2 pi i k / N), k < N, are computed in double with an octant
  * reduction (so w_N^{N/4} is exactly -i) and rounded to float into the caller's scratch on
  * every run (no hidden state); the N / 2 + 1 sin/cos pairs cost about five frames' FFTs
- * (~2% of a 1 s clip at n_fft 480). A streaming caller computes them once (kwsn_frontend_twiddles) and reuses the
- * scratch across hops (kwsn_frontend_frame_tw).
+ * (~2% of a 1 s clip at n_fft 480). A streaming caller computes them once
+ * (kwsn_frontend_twiddles) and reuses the scratch across hops (kwsn_frontend_frame_tw).
  *
  * Numerics. FFT, window and power spectrum run in float32 like torch.stft on float input;
  * the mel product, the DCT and the normalisation statistics accumulate in double in a fixed
@@ -493,14 +493,11 @@ uint64_t kwsn_frontend_ops(const kwsn_frontend *fe, uint32_t n_samples) {
 static void fe_ranges(const kwsn_frontend *fe, float *ranges) {
     const uint32_t nf = fe_n_freqs(fe), nm = fe->n_mels;
     for (uint32_t mi = 0; mi < nm; mi++) {
-        uint32_t lo = nf, hi = 0;
-        for (uint32_t f = 0; f < nf; f++) {
-            if (fe->fbank[(size_t)f * nm + mi] != 0.0f) {
-                if (lo == nf) lo = f;
-                hi = f + 1u;
-            }
-        }
-        if (lo == nf) lo = 0; /* an empty band: [0, 0) */
+        const float *col = fe->fbank + mi;
+        uint32_t lo = 0, hi = nf;
+        while (lo < nf && col[(size_t)lo * nm] == 0.0f) lo++;
+        while (hi > lo && col[(size_t)(hi - 1u) * nm] == 0.0f) hi--;
+        if (lo == nf) lo = hi = 0; /* an empty band: [0, 0) */
         ranges[2u * mi] = (float)lo;
         ranges[2u * mi + 1u] = (float)hi;
     }
@@ -520,22 +517,35 @@ void kwsn_frontend_run(const kwsn_frontend *fe, const float *wave, uint32_t n_sa
     fe_ranges(fe, ranges);
     for (uint32_t t0 = 0; t0 < T; t0 += FE_V) {
         const uint32_t lanes = (T - t0 < FE_V) ? T - t0 : FE_V;
-        if (lanes < FE_V) memset(buf, 0, sizeof(float) * fe_buf_floats(n));
-        for (uint32_t l = 0; l < lanes; l++) {
-            const int64_t start = (int64_t)(t0 + l) * fe->hop_length - pad;
-            if (start >= 0 && start + n <= (int64_t)n_samples && !odd) {
-                const float *x = wave + start;
-                for (uint32_t j = 0; j < n; j++) buf[(size_t)j * FE_V + l] = x[j] * fe->window[j];
-                continue;
-            }
+        const int64_t first = (int64_t)t0 * fe->hop_length - pad;
+        const int64_t end = (int64_t)(t0 + FE_V - 1u) * fe->hop_length - pad + n;
+        if (!odd && lanes == FE_V && first >= 0 && end <= (int64_t)n_samples) {
+            /* all lanes inside the clip: fill them together */
+            const float *x = wave + first;
             for (uint32_t j = 0; j < n; j++) {
-                /* reflect padding (torch pad_mode "reflect"): x[-i] = x[i],
-                 * x[L-1+i] = x[L-1-i]; one reflection suffices as check() ensures
-                 * pad < n_samples */
-                int64_t idx = start + j;
-                if (idx < 0) idx = -idx;
-                if (idx > last) idx = 2 * last - idx;
-                fe_put(buf, odd, j, l, wave[idx] * fe->window[j]);
+                const float w = fe->window[j];
+                for (uint32_t l = 0; l < FE_V; l++)
+                    buf[(size_t)j * FE_V + l] = x[(size_t)l * fe->hop_length + j] * w;
+            }
+        } else {
+            if (lanes < FE_V) memset(buf, 0, sizeof(float) * fe_buf_floats(n));
+            for (uint32_t l = 0; l < lanes; l++) {
+                const int64_t start = (int64_t)(t0 + l) * fe->hop_length - pad;
+                if (start >= 0 && start + n <= (int64_t)n_samples && !odd) {
+                    const float *x = wave + start;
+                    for (uint32_t j = 0; j < n; j++)
+                        buf[(size_t)j * FE_V + l] = x[j] * fe->window[j];
+                    continue;
+                }
+                for (uint32_t j = 0; j < n; j++) {
+                    /* reflect padding (torch pad_mode "reflect"): x[-i] = x[i],
+                     * x[L-1+i] = x[L-1-i]; one reflection suffices as check() ensures
+                     * pad < n_samples */
+                    int64_t idx = start + j;
+                    if (idx < 0) idx = -idx;
+                    if (idx > last) idx = 2 * last - idx;
+                    fe_put(buf, odd, j, l, wave[idx] * fe->window[j]);
+                }
             }
         }
         fe_power(fe, scratch);
