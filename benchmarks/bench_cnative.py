@@ -93,9 +93,12 @@ def interleaved_median_us(fns: dict[str, Callable[[], object]], repeats: int) ->
     return {k: statistics.median(v) * 1e6 for k, v in times.items()}
 
 
-def c_forward_call(path: Path, x: np.ndarray, isa: str | None = None) -> tuple:
+def c_forward_call(
+    path: Path, x: np.ndarray, isa: str | None = None, n_run: int | None = None
+) -> tuple:
     """A prepared single-clip ``kwsn_forward`` call on kernel path ``isa`` (None: the CPU's
-    pick): ``(call, the path it runs, what must stay alive)``."""
+    pick), or ``kwsn_forward_until`` of the first ``n_run`` layers: ``(call, the path it
+    runs, what must stay alive)``."""
     old = os.environ.get("KWSN_ISA")
     if isa is not None:
         os.environ["KWSN_ISA"] = isa  # read by the library at prepare
@@ -115,6 +118,11 @@ def c_forward_call(path: Path, x: np.ndarray, isa: str | None = None) -> tuple:
     args = (cm._model, cm._arena.ctypes.data, cm.arena_bytes, xs.ctypes.data, xs.size)
     args += (out.ctypes.data, out.size)
     assert so.kwsn_forward(*args) == 0
+    if n_run is not None:
+        out = np.zeros(cm.out_len(n_run), np.float32)
+        args = (*args[:5], n_run, out.ctypes.data, out.size)
+        assert so.kwsn_forward_until(*args) == 0
+        return (lambda: so.kwsn_forward_until(*args)), cm.isa, (cm, xs, out)
     return (lambda: so.kwsn_forward(*args)), cm.isa, (cm, xs, out)
 
 
@@ -313,6 +321,10 @@ def bench_mel(args: argparse.Namespace) -> None:
                 fns[f"C {isa}"], c_isa = call, isa
                 keep.append(alive)
 
+        call, _, alive = c_forward_call(tmp / "m.kwsn", x, c_isa, n_run=1)
+        fns["C front end"] = call  # layer 0 only, on the widest path
+        keep.append(alive)
+
         def eager() -> None:
             with torch.inference_mode():
                 model(xt)
@@ -334,6 +346,7 @@ def bench_mel(args: argparse.Namespace) -> None:
             pass
         med = interleaved_median_us(fns, args.repeats)
     torch_us, ort_us = med["eager"], med.get("onnxruntime")
+    fe_us = med.pop("C front end")
     c_paths = {k[2:]: v for k, v in med.items() if k.startswith("C ")}
     c_us = c_paths[c_isa]
     print(
@@ -352,6 +365,7 @@ def bench_mel(args: argparse.Namespace) -> None:
         if ort_us is not None:
             ratios += f", ort/C {ort_us / us:.2f}x"
         print(f"  C {isa + ' path':<21} {us:9.1f} us   {ratios}")
+    print(f"  C {c_isa} front end only {fe_us:9.1f} us   ({fe_us / c_us:.0%} of the C clip)")
     print(f"  PyTorch eager           {torch_us:9.1f} us   ({torch_us / c_us:.2f}x C {c_isa})")
     if ort_us is not None:
         print(f"  onnxruntime             {ort_us:9.1f} us   ({ort_us / c_us:.2f}x C {c_isa})")
