@@ -22,6 +22,7 @@ would contract FMAs or vectorise if the pragmas did not hold.
 
 from __future__ import annotations
 
+import ctypes
 import re
 import shutil
 import subprocess
@@ -407,6 +408,29 @@ def test_frames_and_size_queries(lib: Path, n_fft: int, hop: int, center: bool) 
     assert ops >= cf.frames(16000) * 2 * (n_fft // 2 + 1) * 20
     assert cf.ops(32000) > ops
     assert cf.scratch_floats(16000) >= 2 * n_fft + 2 * n_fft + (n_fft // 2 + 1)
+
+
+@pytest.mark.parametrize("n_fft,center", [(480, True), (243, True), (106, False), (2, False)])
+def test_scratch_bound_holds(lib: Path, n_fft: int, center: bool) -> None:
+    """Run and frame write nothing past the scratch and output sizes they report (canaries
+    after each buffer, at any 4-byte offset)."""
+    fe = MFCC(n_mfcc=2, n_fft=n_fft, win_length=n_fft, n_mels=2, center=center)
+    cf = CFrontend(frontend_tables(fe), lib)
+    so, ref = cf._so, ctypes.byref(cf._fe)
+    x = _noise(3000)
+    canary = np.float32(-7.25)
+    n_scr, n_out = cf.scratch_floats(3000), cf.frames(3000) * 2
+    scratch = np.full(n_scr + 33, canary, np.float32)[1:]  # 4-byte, not 8-byte, aligned
+    out = np.full(n_out + 32, canary, np.float32)
+    so.kwsn_frontend_run(ref, x.ctypes.data, 3000, scratch.ctypes.data, out.ctypes.data)
+    assert np.all(scratch[n_scr:] == canary) and np.all(out[n_out:] == canary)
+    assert np.isfinite(out[:n_out]).all()
+    n_frame = so.kwsn_frontend_frame_scratch_floats(ref)
+    assert n_frame <= n_scr
+    scratch = np.full(n_frame + 32, canary, np.float32)
+    lm = np.full(2 + 32, canary, np.float32)
+    so.kwsn_frontend_frame(ref, x.ctypes.data, scratch.ctypes.data, lm.ctypes.data)
+    assert np.all(scratch[n_frame:] == canary) and np.all(lm[2:] == canary)
 
 
 def test_frontend_tables_refuses_what_c_cannot_do() -> None:
