@@ -104,6 +104,7 @@ def _full_lengths(x: torch.Tensor) -> torch.Tensor:
         ("logmel_mean", MeanPooling),
         ("logmel_meanvar", MaxPooling),
         ("mfcc_none", MeanPooling),
+        ("logmel_none", SelfAttentionPooling),
     ],
 )
 def test_mel_graph_per_layer_front_end_first(
@@ -250,8 +251,10 @@ def test_matchboxnet_traced_and_run_through_c(cbuild: Path, tmp_path: Path) -> N
 
 
 def test_unsupported_parts_are_named_with_their_path() -> None:
-    model = _MelClassifier(_logmel().eval(), SelfAttentionPooling)
-    with pytest.raises(ExportError, match="SelfAttentionPooling at 'backbone.pooling'"):
+    from kwsnet.nn.pooling import AttentiveStatisticsPooling
+
+    model = _MelClassifier(_logmel().eval(), AttentiveStatisticsPooling)
+    with pytest.raises(ExportError, match="AttentiveStatisticsPooling at 'backbone.pooling'"):
         trace_model(model, CLIP)
     model = _MelClassifier(_logmel().eval())
     model.backbone.blocks[0].shortcut = nn.Sequential(nn.Conv1d(8, 8, 1), nn.GELU())
@@ -327,6 +330,8 @@ def _hostile_v2() -> dict[str, tuple[bytes, str]]:
             _v2((2, 1000), [(_FE, [0], [16, 4, 2, 2, 1, 0, 0], [1e-6] + [0.0] * 34)]),
             "do not chain",
         ),
+        "attn_pool_floats": (_v2((2, 8), [(12, [0], [2], 2)]), "bad layer parameters"),
+        "attn_pool_channels": (_v2((2, 8), [(12, [0], [3], 4)]), "do not chain"),
         "linear_graph": (_v2((1, 4), [(_LIN, [0], [4, 1, 0], 4)]), "do not chain"),
         "inputs_truncated": (_v2((1, 8), [(_ADD, [0, 0], [], 0)])[:-12] + b"\0" * 4, "CRC"),
     }

@@ -113,7 +113,8 @@ typedef enum {
     KWSN_LAYER_LINEAR = 8,
     KWSN_LAYER_FRONTEND = 9,  /* log-mel / MFCC (src/kwsn_frontend.h): [1, T] -> [n_out, frames] */
     KWSN_LAYER_CONV1D_EX = 10, /* Conv1d with stride, zero padding, dilation, groups */
-    KWSN_LAYER_ADD = 11        /* elementwise sum of two tensors of one shape */
+    KWSN_LAYER_ADD = 11,       /* elementwise sum of two tensors of one shape */
+    KWSN_LAYER_ATTN_POOL = 12  /* self-attentive pooling over time: [C, L] -> [C] */
 } kwsn_layer_type;
 
 /* Per-sample activation shape: ndim 2 is [C, L], ndim 1 is [F] (dim[1] == 1). */

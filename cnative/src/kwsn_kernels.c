@@ -405,6 +405,38 @@ static void KWSN_K(kwsn_linear_f32)(float *out, const float *in, const float *w,
     }
 }
 
+/* SelfAttentionPooling over time (kwsnet.nn.pooling, every frame valid): score
+ * s_t = b + sum_c w[c] x[c, t] (channels in order), a = softmax_t(s) (max subtracted, then
+ * exp, a float sum over t in order, then a divide), out[c] = sum_t a_t x[c, t] (t in
+ * order). PyTorch's matmul and softmax sum in other orders: a few ulp apart. */
+static void KWSN_K(kwsn_attn_pool_f32)(float *out, const float *x, const float *w, float b,
+                                       uint32_t C, uint32_t L, float *scratch) {
+    float *s = scratch;
+    for (uint32_t t = 0; t < L; t++) s[t] = 0.0f;
+    for (uint32_t c = 0; c < C; c++) {
+        const float *xc = x + (size_t)c * L;
+        const float wc = w[c];
+        for (uint32_t t = 0; t < L; t++) s[t] += wc * xc[t];
+    }
+    float mx = s[0] + b;
+    for (uint32_t t = 0; t < L; t++) {
+        s[t] += b;
+        mx = s[t] > mx ? s[t] : mx;
+    }
+    float sum = 0.0f;
+    for (uint32_t t = 0; t < L; t++) {
+        s[t] = expf(s[t] - mx);
+        sum += s[t];
+    }
+    for (uint32_t t = 0; t < L; t++) s[t] /= sum;
+    for (uint32_t c = 0; c < C; c++) {
+        const float *xc = x + (size_t)c * L;
+        float acc = 0.0f;
+        for (uint32_t t = 0; t < L; t++) acc += s[t] * xc[t];
+        out[c] = acc;
+    }
+}
+
 const kwsn_kernel_table KWSN_K(kwsn_ktab) = {
     KWSN_ISA_NAME,
     KWSN_K(kwsn_avgpool1d_f32),
@@ -416,6 +448,7 @@ const kwsn_kernel_table KWSN_K(kwsn_ktab) = {
     KWSN_K(kwsn_linear_f32),
     KWSN_K(kwsn_conv1d_ex_f32),
     KWSN_K(kwsn_add_f32),
+    KWSN_K(kwsn_attn_pool_f32),
 };
 
 /* ------------------------------------------------------------------ run-time selection */

@@ -39,6 +39,9 @@ typedef struct {
     void (*conv1d_ex)(float *out, const float *in, const float *w, const float *b,
                       const kwsn_conv1d_ex_args *a, float *scratch);
     void (*add)(float *out, const float *x, const float *y, uint32_t n);
+    /* Self-attentive pooling of x [C][L]: scratch holds L floats (the scores). */
+    void (*attn_pool)(float *out, const float *x, const float *w, float b, uint32_t C, uint32_t L,
+                      float *scratch);
 } kwsn_kernel_table;
 
 /* The kernel set to use on this CPU (honours KWSN_ISA in the multi-path x86-64 build). */

@@ -435,6 +435,26 @@ static void run_add(const kwsn_kernel_table *kt, const kwsn_layer *l, const floa
     kt->add(out, in, in2, (uint32_t)shape_numel(l->in));
 }
 
+/* ints: channels. floats: score weight [channels], score bias (kwsnet SelfAttentionPooling's
+ * Linear(C, 1)). [C, L] -> [C]: every frame valid (fixed-length clips). */
+static kwsn_status prep_attn_pool(kwsn_layer *l) {
+    const int32_t c = I(l, 0);
+    if (c < 1 || l->desc.n_floats != (uint64_t)c + 1u) return KWSN_ERR_PARAM;
+    if (l->in.ndim != 2 || l->in.dim[0] != (uint32_t)c) return KWSN_ERR_SHAPE;
+    l->out = shape1((uint32_t)c);
+    l->scratch = l->in.dim[1];
+    /* scores (2 per weight), softmax (~4 per frame, exp counted as one), weighted sum */
+    l->ops = 4u * (uint64_t)shape_numel(l->in) + 4u * (uint64_t)l->in.dim[1];
+    return KWSN_OK;
+}
+
+static void run_attn_pool(const kwsn_kernel_table *kt, const kwsn_layer *l, const float *in,
+                          const float *in2, float *out, float *scratch) {
+    (void)in2;
+    const float *f = l->desc.floats;
+    kt->attn_pool(out, in, f, f[I(l, 0)], l->in.dim[0], l->in.dim[1], scratch);
+}
+
 /* THE table of ops: {type, name, n_ints, n_inputs, overwrites_input, prepare, run}. */
 static const kwsn_op kwsn_ops[] = {
     {KWSN_LAYER_AVGPOOL1D, "AvgPool1d", 2, 1, 0, check_pool, run_avgpool},
@@ -449,6 +469,7 @@ static const kwsn_op kwsn_ops[] = {
     {KWSN_LAYER_FRONTEND, "FrontEnd", 7, 1, 0, prep_frontend, run_frontend},
     {KWSN_LAYER_CONV1D_EX, "Conv1dEx", 8, 1, 0, prep_conv_ex, run_conv_ex},
     {KWSN_LAYER_ADD, "Add", 0, 2, 1, prep_add, run_add},
+    {KWSN_LAYER_ATTN_POOL, "AttnPool", 1, 1, 0, prep_attn_pool, run_attn_pool},
 };
 #define KWSN_N_OPS (sizeof(kwsn_ops) / sizeof(kwsn_ops[0]))
 

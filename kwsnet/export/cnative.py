@@ -71,6 +71,7 @@ LAYER_TYPES: dict[str, int] = {
     "FrontEnd": 9,
     "Conv1dEx": 10,
     "Add": 11,
+    "AttnPool": 12,
 }
 # The C ops whose output may take the slot of an input read for the last time
 # (overwrites_input in kwsn_model.c's table): the memory plan below mirrors kwsn_model.c's.
@@ -316,6 +317,7 @@ def node_record(node: object) -> LayerRecord:
         Conv1dEx: [in, out, kernel, stride, padding, dilation, groups, has_bias] /
             weight [out, in / groups, k], bias [out]
         Add: none / none (two inputs of one shape)
+        AttnPool: [channels] / score weight [channels], score bias (SelfAttentionPooling)
     """
     kind, path = node.kind, node.path  # type: ignore[attr-defined]
     if kind == "FrontEnd":
@@ -331,6 +333,10 @@ def node_record(node: object) -> LayerRecord:
         return _conv_ex(node.module, path)  # type: ignore[attr-defined]
     if kind == "Add":
         return LayerRecord(kind, LAYER_TYPES[kind], (), np.zeros(0, np.float32))
+    if kind == "AttnPool":  # module: SelfAttentionPooling; its score Linear(C, 1)
+        score = node.module.score  # type: ignore[attr-defined]
+        bias = score.bias if score.bias is not None else torch.zeros(1)
+        return LayerRecord(kind, LAYER_TYPES[kind], (score.in_features,), _f32(score.weight, bias))
     return layer_record(node.module, path)  # type: ignore[attr-defined]
 
 

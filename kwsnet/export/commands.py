@@ -18,6 +18,7 @@ from pathlib import Path
 
 from kwsnet.errors import one_line
 from kwsnet.export.layers import ExportError, collect_named_layers, input_shape_of
+from kwsnet.export.runtime import CRuntimeError
 
 __all__ = ["export_main", "parity_main", "export_model", "model_graph"]
 
@@ -177,12 +178,13 @@ def export_main(argv: list[str]) -> int:
         n = export_model(model, args.format, args.out, _sample_rate(dm), args.prefix, clip)
     except _ConfigExit as exc:
         return exc.code
-    except (ExportError, ValueError, FileNotFoundError) as exc:
+    except (ExportError, ValueError, FileNotFoundError, CRuntimeError) as exc:
+        # CRuntimeError: a graph's C header takes its arena from the runtime
         print(f"export failed: {one_line(exc)}", file=sys.stderr)
         return 1
     print(f"wrote {args.out} ({n} bytes, format {args.format})")
     if args.format == "cnative":
-        from kwsnet.export.runtime import CModel, CRuntimeError
+        from kwsnet.export.runtime import CModel
 
         try:  # the runtime's own figures for the file just written
             with CModel(args.out) as cm:
@@ -208,7 +210,7 @@ def parity_main(argv: list[str]) -> int:
     )
     args, overrides = _parse(parser, argv)
     from kwsnet.export.parity import run_parity
-    from kwsnet.export.runtime import CModel, CRuntimeError
+    from kwsnet.export.runtime import CModel
 
     try:
         model, dm = _build(args, overrides)

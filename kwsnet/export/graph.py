@@ -226,10 +226,12 @@ def _trace_pooling(g: Graph, pool: nn.Module, path: str, src: int) -> int:
         length = _length_of(g, src)
         mx = nn.MaxPool1d(length, length)
         t = g.add(Node("MaxPool1d", path, (src,), ref_pool, mx, _one_input(mx)))
+    elif name == "SelfAttentionPooling":
+        return g.add(Node("AttnPool", path, (src,), lambda xs: pool(xs[0].transpose(1, 2)), pool))
     else:
         raise ExportError(
-            f"unsupported pooling {name} at '{path}'; the C runtime pools with MeanPooling or "
-            "MaxPooling"
+            f"unsupported pooling {name} at '{path}'; the C runtime pools with MeanPooling, "
+            "MaxPooling or SelfAttentionPooling"
         )
     flat = nn.Flatten()
     return g.add(Node("Flatten", f"{path}.flatten", (t,), _one_input(flat), flat))
