@@ -415,6 +415,30 @@ def test_frames_and_size_queries(lib: Path, n_fft: int, hop: int, center: bool) 
     assert cf.scratch_floats(16000) >= 2 * n_fft + 2 * n_fft + (n_fft // 2 + 1)
 
 
+def test_ops_saturate_instead_of_wrapping(lib: Path) -> None:
+    """The largest accepted sizes on the longest input count at least the dense mel product's
+    operations (the count saturates at 2^64 - 1 rather than wrapping under a limit); fields
+    check() refuses count 2^64 - 1. ops() reads only the scalar fields, so tiny tables do.
+    check() refuses the 2^32-frame input."""
+    big = replace(_tables(), n_fft=65536, n_mels=65536, n_out=65536, hop_length=1, dct=None)
+    cf = CFrontend(big, lib)
+    n = 2**32 - 1
+    assert cf.frames(n) == 2**32 - 1  # saturated: 2^32 frames
+    full = replace(
+        big,
+        n_mels=1,
+        n_out=1,
+        window=np.ones(65536, np.float32),
+        fbank=np.zeros((65536 // 2 + 1, 1), np.float32),
+    )
+    assert CFrontend(full, lib).check(n) == _status_codes()["ERR_TOO_BIG"]
+    dense = 2**32 * 2 * (65536 // 2 + 1) * 65536  # 2^32 frames
+    assert cf.ops(n) >= min(dense, 2**64 - 1)
+    assert cf.ops(n) == 2**64 - 1
+    assert CFrontend(replace(_tables(), hop_length=0), lib).ops(4000) == 2**64 - 1
+    assert CFrontend(replace(_tables(), n_fft=1), lib).ops(4000) == 2**64 - 1
+
+
 @pytest.mark.parametrize("n_fft,center", [(480, True), (243, True), (106, False), (2, False)])
 def test_scratch_bound_holds(lib: Path, n_fft: int, center: bool) -> None:
     """Run and frame write nothing past the scratch and output sizes they report (canaries

@@ -77,6 +77,13 @@ static uint32_t fe_n_freqs(const kwsn_frontend *fe) { return fe->n_fft / 2u + 1u
 /* Complex FFT length: n_fft / 2 for even n_fft, n_fft for odd. */
 static uint32_t fe_cfft_len(uint32_t n_fft) { return (n_fft % 2u == 0u) ? n_fft / 2u : n_fft; }
 
+/* torch.stft's frame count in 64 bits (2^32 with hop 1, center and n_samples = 2^32 - 1). */
+static uint64_t fe_frames64(const kwsn_frontend *fe, uint32_t n_samples) {
+    uint64_t padded = (uint64_t)n_samples + (fe->center ? 2u * (uint64_t)(fe->n_fft / 2u) : 0u);
+    if (fe->hop_length == 0u || padded < fe->n_fft) return 0u;
+    return (padded - fe->n_fft) / fe->hop_length + 1u;
+}
+
 /* Factors of m (m >= 1) in pass order: 4s, a 2, 3s, 5s, then other primes ascending.
  * Returns the count (m = 1: 0 passes). */
 static uint32_t fe_factorize(uint32_t m, uint32_t *f) {
@@ -455,13 +462,13 @@ kwsn_status kwsn_frontend_check(const kwsn_frontend *fe, uint32_t n_samples) {
     }
     if (fe->center ? (n_samples <= fe->n_fft / 2u) : (n_samples < fe->n_fft))
         return KWSN_ERR_SHAPE;
+    if (fe_frames64(fe, n_samples) > UINT32_MAX) return KWSN_ERR_TOO_BIG;
     return KWSN_OK;
 }
 
 uint32_t kwsn_frontend_frames(const kwsn_frontend *fe, uint32_t n_samples) {
-    uint64_t padded = (uint64_t)n_samples + (fe->center ? 2u * (uint64_t)(fe->n_fft / 2u) : 0u);
-    if (fe->hop_length == 0u || padded < fe->n_fft) return 0u;
-    return (uint32_t)((padded - fe->n_fft) / fe->hop_length + 1u);
+    uint64_t t = fe_frames64(fe, n_samples);
+    return t > UINT32_MAX ? UINT32_MAX : (uint32_t)t;
 }
 
 size_t kwsn_frontend_scratch_floats(const kwsn_frontend *fe, uint32_t n_samples) {
@@ -469,22 +476,42 @@ size_t kwsn_frontend_scratch_floats(const kwsn_frontend *fe, uint32_t n_samples)
     return fe_frame_scratch(fe) + 2u * (size_t)fe->n_mels;
 }
 
+static uint64_t sat_add(uint64_t a, uint64_t b) {
+    return (a > UINT64_MAX - b) ? UINT64_MAX : a + b;
+}
+
+static uint64_t sat_mul(uint64_t a, uint64_t b) {
+    return (b != 0u && a > UINT64_MAX / b) ? UINT64_MAX : a * b;
+}
+
+/* Saturating, so that no field values (also unchecked ones) wrap the count below a limit;
+ * parameters kwsn_frontend_check refuses count UINT64_MAX. */
 uint64_t kwsn_frontend_ops(const kwsn_frontend *fe, uint32_t n_samples) {
-    const uint64_t n = fe->n_fft, m = fe_cfft_len(fe->n_fft), nf = fe_n_freqs(fe);
-    const uint64_t nm = fe->n_mels, no = fe->n_out, t = kwsn_frontend_frames(fe, n_samples);
-    uint32_t f[KWSN_FE_MAX_FACTORS];
-    uint32_t nfac = fe_factorize((uint32_t)m, f);
-    uint64_t per_frame = n, ops;
+    uint64_t n, m, nf, nm, no, t, per_frame, batches, ops;
+    uint32_t f[KWSN_FE_MAX_FACTORS], nfac;
+    if (!fe || fe->n_fft < 2u || fe->n_fft > KWSN_FE_MAX_NFFT || fe->hop_length == 0u)
+        return UINT64_MAX;
+    n = fe->n_fft;
+    m = fe_cfft_len(fe->n_fft);
+    nf = fe_n_freqs(fe);
+    nm = fe->n_mels;
+    no = fe->n_out;
+    t = fe_frames64(fe, n_samples);
+    nfac = fe_factorize((uint32_t)m, f);
+    per_frame = n; /* window */
     for (uint32_t s = 0; s < nfac; s++) per_frame += (m / f[s]) * fe_butterfly_ops(f[s]);
     per_frame += (n % 2u == 0u) ? 16u * nf : 0u; /* split step */
     per_frame += 3u * nf;                       /* power */
-    per_frame += 2u * nf * nm + nm * (2u + KWSN_FE_LIBM_OPS); /* mel, eps, log */
-    if (fe->dct) per_frame += 2u * nm * no;
-    ops = (t + FE_V - 1u) / FE_V * FE_V * per_frame; /* whole batches of FE_V lanes */
-    ops += (n / 2u + 1u) * (2u * KWSN_FE_LIBM_OPS + 8u); /* twiddles */
-    ops += nf * nm;                                      /* filter ranges */
-    if (fe->normalize != KWSN_FE_NORM_NONE) ops += no * (2u * t + 1u);
-    if (fe->normalize == KWSN_FE_NORM_MEANVAR) ops += no * (3u * t + KWSN_FE_LIBM_OPS + 2u);
+    per_frame = sat_add(per_frame, sat_mul(2u * nf, nm));          /* mel, dense */
+    per_frame = sat_add(per_frame, sat_mul(nm, 2u + KWSN_FE_LIBM_OPS)); /* eps, log */
+    if (fe->dct) per_frame = sat_add(per_frame, sat_mul(2u * nm, no));
+    batches = (t + FE_V - 1u) / FE_V; /* whole batches of FE_V lanes */
+    ops = sat_mul(sat_mul(batches, FE_V), per_frame);
+    ops = sat_add(ops, (n / 2u + 1u) * (2u * KWSN_FE_LIBM_OPS + 8u)); /* twiddles */
+    ops = sat_add(ops, sat_mul(nf, nm));                              /* filter ranges */
+    if (fe->normalize != KWSN_FE_NORM_NONE) ops = sat_add(ops, sat_mul(no, 2u * t + 1u));
+    if (fe->normalize == KWSN_FE_NORM_MEANVAR)
+        ops = sat_add(ops, sat_mul(no, 3u * t + KWSN_FE_LIBM_OPS + 2u));
     return ops;
 }
 

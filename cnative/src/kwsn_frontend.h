@@ -41,12 +41,14 @@ typedef struct {
  * n_out != n_mels without dct or not in 1..n_mels with it, center or normalize out of range,
  * eps <= 0),
  * KWSN_ERR_SHAPE (too short for one frame, or n_samples <= n_fft / 2 with center, where
- * reflect padding is undefined) or KWSN_ERR_NONFINITE (eps or a table value is NaN / Inf). */
+ * reflect padding is undefined), KWSN_ERR_TOO_BIG (2^32 frames or more: hop 1 on a 2^32 - 1
+ * sample input) or KWSN_ERR_NONFINITE (eps or a table value is NaN / Inf). */
 kwsn_status kwsn_frontend_check(const kwsn_frontend *fe, uint32_t n_samples);
 
 /* Frames for n_samples, torch.stft's count: (n_samples + 2 * pad - n_fft) / hop + 1 with
  * pad = center ? n_fft / 2 : 0 (center: n_samples / hop + 1 for even n_fft,
- * (n_samples - 1) / hop + 1 for odd), 0 when the input is shorter than one frame. */
+ * (n_samples - 1) / hop + 1 for odd), 0 when the input is shorter than one frame
+ * (saturates at UINT32_MAX, which kwsn_frontend_check refuses). */
 uint32_t kwsn_frontend_frames(const kwsn_frontend *fe, uint32_t n_samples);
 
 /* Scratch floats kwsn_frontend_run needs for n_samples (twiddles, two FFT buffers, the power
