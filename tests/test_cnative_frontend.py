@@ -44,8 +44,8 @@ from kwsnet.export.frontend import (
 from kwsnet.export.layers import ExportError
 from kwsnet.export.runtime import CNATIVE_DIR, build_cnative
 
-FFT_RTOL = 2e-6
-LOG_ATOL = 2e-5
+FFT_RTOL = 1e-6
+LOG_ATOL = 1e-5
 FLOOR_REL = 1e-3
 LIN_RTOL = 1e-6
 LIN_EPS_RTOL = 1e-6
