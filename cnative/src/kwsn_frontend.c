@@ -47,7 +47,7 @@
 
 #include "kwsn_frontend.h"
 
-/* A radix pass: p = factor, l1 = product of the earlier factors, ido = M / (l1 * p). */
+/* Radix passes of one transform: at most log2(M) < 17 prime factors (fewer with 4s). */
 #define KWSN_FE_MAX_FACTORS 64
 /* libm calls (log, sin, cos, sqrt) count as this many operations in kwsn_frontend_ops. */
 #define KWSN_FE_LIBM_OPS 20u
