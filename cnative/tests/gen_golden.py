@@ -108,6 +108,57 @@ def _write_case(out: Path, name: str, model: nn.Module, shape: tuple[int, ...], 
     return 1e-5 * max(1.0, float(y.abs().max()))
 
 
+def _tiny_mel(pooling: str):
+    """A format-v2 case: LogMel (n_fft 480, 40 mels, mean normalisation) + a tiny CnnMel with
+    random BatchNorm statistics (folded at export) + a 4-class head, 4000-sample input."""
+    from kwsnet.data.features import LogMel
+    from kwsnet.nn import pooling as pools
+    from kwsnet.nn.heads import LinearHead
+    from models.cnn_mel import CnnMel
+
+    class _Mel(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.frontend = LogMel(n_fft=480, win_length=480, n_mels=40, normalize="mean")
+            self.backbone = CnnMel(40, 8, (8, 12), (2, 1), 5, getattr(pools, pooling))
+            self.head = LinearHead(12, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            lengths = torch.full((len(x),), x.shape[1], dtype=torch.long)
+            return self.head(self.backbone(*self.frontend(x, lengths)))
+
+    model = _Mel().eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm1d):
+                m.running_mean.normal_(0, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.normal_(1, 0.3)
+                m.bias.normal_(0, 0.3)
+    return model
+
+
+def graph_cases() -> dict[str, Callable[[], nn.Module]]:
+    """Format-v2 cases (traced graphs): name -> builder."""
+    return {
+        "mel_cnn_mean_v2": lambda: _tiny_mel("MeanPooling"),
+        "mel_cnn_attn_v2": lambda: _tiny_mel("SelfAttentionPooling"),
+    }
+
+
+def _write_graph_case(out: Path, name: str, model: nn.Module, samples: int, g) -> float:
+    from kwsnet.export.cnative import write_graph
+    from kwsnet.export.graph import trace_model
+
+    x = torch.randn(N_ROWS, samples, generator=g) * 0.5
+    with torch.no_grad():
+        y = model(x)
+    write_graph(trace_model(model, samples), out / f"{name}.kwsn")
+    x.numpy().astype("<f4").tofile(out / f"{name}.in.f32")
+    y.reshape(N_ROWS, -1).numpy().astype("<f4").tofile(out / f"{name}.out.f32")
+    return 1e-5 * max(1.0, float(y.abs().max()))
+
+
 def generate(out: Path, seed: int = 0) -> list[str]:
     """Write every case into ``out``; returns the case names."""
     out.mkdir(parents=True, exist_ok=True)
@@ -121,6 +172,9 @@ def generate(out: Path, seed: int = 0) -> list[str]:
         model = build()
         x_shape = (model.backbone.input_samples,)
         tol = _write_case(out, name, model, x_shape, g)
+        manifest.append(f"{name} {N_ROWS} {tol:.9g}")
+    for name, build in graph_cases().items():
+        tol = _write_graph_case(out, name, build(), 4000, g)
         manifest.append(f"{name} {N_ROWS} {tol:.9g}")
     (out / "manifest.txt").write_text("\n".join(manifest) + "\n")
     meta = {
