@@ -1,0 +1,320 @@
+/* Streaming keyword detection: see include/kwsnet_stream.h for the semantics (those of
+ * kwsnet/detect/detector.py). No malloc: everything lives in the caller's storage. */
+#include "kwsnet_stream.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#define KWSN_STREAM_MAGIC 0x4b575354u /* "KWST" */
+
+struct kwsn_stream {
+    uint32_t magic;
+    const kwsn_model *model;
+    size_t window;      /* W: model input floats */
+    size_t n_classes;   /* C */
+    uint32_t hop, smooth, patience, sample_rate;
+    double refractory_s;
+    uint64_t total;      /* samples pushed */
+    uint64_t next_start; /* first sample of the next window to score */
+    uint64_t n_windows;  /* windows scored */
+    int has_last;        /* a detection happened (last_time valid) */
+    double last_time;
+    int flushed;
+    float *ring;      /* 2W: sample i at i % W and i % W + W, so any window is contiguous */
+    float *probs;     /* C: logits -> posteriors of the latest window */
+    double *csum;     /* (smooth + 1) x C: cumulative sums csum[n] in slot n % (smooth + 1) */
+    double *scores;   /* C: smoothed scores of the latest window */
+    double *thr;      /* C */
+    uint32_t *streak; /* C */
+    uint8_t *is_kw;   /* C */
+};
+
+static size_t round8(size_t n) { return (n + 7u) & ~(size_t)7u; }
+
+kwsn_stream_config kwsn_stream_default_config(void) {
+    kwsn_stream_config c;
+    memset(&c, 0, sizeof c);
+    c.hop_samples = 1600u;
+    c.smooth_windows = 3u;
+    c.threshold = 0.5;
+    c.thresholds = NULL;
+    c.patience = 1u;
+    c.refractory_ms = 1000.0;
+    c.is_keyword = NULL;
+    c.sample_rate = 0u;
+    return c;
+}
+
+uint32_t kwsn_stream_hop(double hop_ms, uint32_t sample_rate) {
+    double h;
+    if (!(hop_ms > 0.0) || !isfinite(hop_ms)) return 0u;
+    h = nearbyint(hop_ms * (double)sample_rate / 1000.0); /* half to even, as Python's round */
+    if (h > 4294967295.0) return 0u;
+    return h < 1.0 ? 1u : (uint32_t)h;
+}
+
+static kwsn_status bad(char *msg, size_t cap, const char *text) {
+    if (msg && cap) snprintf(msg, cap, "%s", text);
+    return KWSN_ERR_ARG;
+}
+
+kwsn_status kwsn_stream_check(const kwsn_model *model, const kwsn_stream_config *cfg,
+                              char *msg, size_t msg_cap) {
+    char t[160];
+    size_t c, n_classes, n_kw = 0;
+    uint32_t model_rate;
+    if (msg && msg_cap) msg[0] = '\0';
+    if (!model || !cfg) return bad(msg, msg_cap, "model and config must not be NULL");
+    n_classes = kwsn_n_classes(model);
+    model_rate = kwsn_sample_rate(model);
+    if (kwsn_input_len(model) == 0 || n_classes == 0)
+        return bad(msg, msg_cap, "model: no input or no classes");
+    if (cfg->hop_samples == 0)
+        return bad(msg, msg_cap, "hop_samples: 0, expected >= 1");
+    if (cfg->smooth_windows < 1 || cfg->smooth_windows > KWSN_STREAM_MAX_SMOOTH) {
+        snprintf(t, sizeof t, "smooth_windows: %u, expected 1..%u", cfg->smooth_windows,
+                 KWSN_STREAM_MAX_SMOOTH);
+        return bad(msg, msg_cap, t);
+    }
+    if (cfg->patience < 1 || cfg->patience > KWSN_STREAM_MAX_PATIENCE) {
+        snprintf(t, sizeof t, "patience: %u, expected 1..%u", cfg->patience,
+                 KWSN_STREAM_MAX_PATIENCE);
+        return bad(msg, msg_cap, t);
+    }
+    if (!(cfg->refractory_ms >= 0.0) || !isfinite(cfg->refractory_ms)) {
+        snprintf(t, sizeof t, "refractory_ms: %g, expected a finite value >= 0",
+                 cfg->refractory_ms);
+        return bad(msg, msg_cap, t);
+    }
+    if (isnan(cfg->threshold)) return bad(msg, msg_cap, "threshold: nan, expected a number");
+    for (c = 0; c < n_classes; c++) {
+        int kw = cfg->is_keyword ? cfg->is_keyword[c] != 0 : 1;
+        n_kw += (size_t)kw;
+        if (cfg->thresholds && isnan(cfg->thresholds[c])) {
+            snprintf(t, sizeof t, "thresholds[%zu]: nan, expected a number", c);
+            return bad(msg, msg_cap, t);
+        }
+    }
+    if (n_kw == 0) return bad(msg, msg_cap, "is_keyword: no class is a keyword");
+    if (cfg->sample_rate == 0 && model_rate == 0)
+        return bad(msg, msg_cap, "sample_rate: 0 and the model file states none; set it");
+    if (cfg->sample_rate != 0 && model_rate != 0 && cfg->sample_rate != model_rate) {
+        snprintf(t, sizeof t, "sample_rate: %u Hz, the model was trained at %u Hz",
+                 cfg->sample_rate, model_rate);
+        return bad(msg, msg_cap, t);
+    }
+    return KWSN_OK;
+}
+
+/* Byte offsets of the arrays after the struct. */
+typedef struct {
+    size_t ring, probs, csum, scores, thr, streak, is_kw, total;
+} layout;
+
+static layout plan(size_t w, size_t c, uint32_t smooth) {
+    layout l;
+    l.ring = round8(sizeof(struct kwsn_stream));
+    l.probs = l.ring + round8(2u * w * sizeof(float));
+    l.csum = l.probs + round8(c * sizeof(float));
+    l.scores = l.csum + (size_t)(smooth + 1u) * c * sizeof(double);
+    l.thr = l.scores + c * sizeof(double);
+    l.streak = l.thr + c * sizeof(double);
+    l.is_kw = l.streak + round8(c * sizeof(uint32_t));
+    l.total = l.is_kw + round8(c);
+    return l;
+}
+
+size_t kwsn_stream_bytes(const kwsn_model *model, const kwsn_stream_config *cfg) {
+    if (kwsn_stream_check(model, cfg, NULL, 0) != KWSN_OK) return 0;
+    return plan(kwsn_input_len(model), kwsn_n_classes(model), cfg->smooth_windows).total;
+}
+
+void kwsn_stream_reset(kwsn_stream *s) {
+    size_t c;
+    if (!s || s->magic != KWSN_STREAM_MAGIC) return;
+    s->total = s->next_start = s->n_windows = 0;
+    s->has_last = s->flushed = 0;
+    s->last_time = 0.0;
+    memset(s->ring, 0, 2u * s->window * sizeof(float));
+    for (c = 0; c < s->n_classes; c++) {
+        s->streak[c] = 0;
+        s->scores[c] = 0.0;
+        s->csum[c] = 0.0; /* csum[0] = 0 in slot 0 */
+    }
+}
+
+kwsn_status kwsn_stream_init(void *storage, size_t storage_bytes, const kwsn_model *model,
+                             const kwsn_stream_config *cfg, kwsn_stream **stream) {
+    kwsn_stream *s;
+    layout l;
+    size_t c;
+    unsigned char *base = (unsigned char *)storage;
+    if (stream) *stream = NULL;
+    if (!storage || !stream) return KWSN_ERR_ARG;
+    if (kwsn_stream_check(model, cfg, NULL, 0) != KWSN_OK) return KWSN_ERR_ARG;
+    l = plan(kwsn_input_len(model), kwsn_n_classes(model), cfg->smooth_windows);
+    if (storage_bytes < l.total || ((uintptr_t)storage % KWSN_STREAM_ALIGN) != 0)
+        return KWSN_ERR_STORAGE;
+    s = (kwsn_stream *)storage;
+    memset(s, 0, sizeof *s);
+    s->model = model;
+    s->window = kwsn_input_len(model);
+    s->n_classes = kwsn_n_classes(model);
+    s->hop = cfg->hop_samples;
+    s->smooth = cfg->smooth_windows;
+    s->patience = cfg->patience;
+    s->sample_rate = cfg->sample_rate ? cfg->sample_rate : kwsn_sample_rate(model);
+    s->refractory_s = cfg->refractory_ms / 1000.0;
+    s->ring = (float *)(void *)(base + l.ring);
+    s->probs = (float *)(void *)(base + l.probs);
+    s->csum = (double *)(void *)(base + l.csum);
+    s->scores = (double *)(void *)(base + l.scores);
+    s->thr = (double *)(void *)(base + l.thr);
+    s->streak = (uint32_t *)(void *)(base + l.streak);
+    s->is_kw = base + l.is_kw;
+    for (c = 0; c < s->n_classes; c++) {
+        s->thr[c] = cfg->thresholds ? cfg->thresholds[c] : cfg->threshold;
+        s->is_kw[c] = (uint8_t)(cfg->is_keyword ? cfg->is_keyword[c] != 0 : 1);
+    }
+    s->magic = KWSN_STREAM_MAGIC;
+    kwsn_stream_reset(s);
+    *stream = s;
+    return KWSN_OK;
+}
+
+size_t kwsn_stream_pending_hops(const kwsn_stream *s, size_t n) {
+    uint64_t end, first_end;
+    if (!s || s->magic != KWSN_STREAM_MAGIC) return 0;
+    end = s->total + (uint64_t)n;
+    first_end = s->next_start + (uint64_t)s->window;
+    if (end < first_end) return 0;
+    return (size_t)((end - first_end) / s->hop + 1u);
+}
+
+/* Score the window ring[p .. p + W) starting at sample `start`; append a detection. */
+static kwsn_status score_window(kwsn_stream *s, const float *win, uint64_t start, void *arena,
+                                size_t arena_bytes, kwsn_detection *out, size_t *n_out) {
+    size_t c, C = s->n_classes;
+    uint64_t n, lo;
+    uint32_t m1 = s->smooth + 1u;
+    double *cur, *old, t;
+    long best = -1;
+    int any_ready = 0;
+    kwsn_status st = kwsn_forward(s->model, arena, arena_bytes, win, s->window, s->probs, C);
+    if (st != KWSN_OK) return st;
+    kwsn_softmax(s->probs, C);
+    n = ++s->n_windows; /* csum[n] = csum[n - 1] + p */
+    old = s->csum + (size_t)((n - 1u) % m1) * C;
+    cur = s->csum + (size_t)(n % m1) * C;
+    for (c = 0; c < C; c++) cur[c] = old[c] + (double)s->probs[c];
+    lo = n > s->smooth ? n - s->smooth : 0u;
+    old = s->csum + (size_t)(lo % m1) * C;
+    for (c = 0; c < C; c++) s->scores[c] = (cur[c] - old[c]) / (double)(n - lo);
+    for (c = 0; c < C; c++) {
+        if (s->is_kw[c] && s->scores[c] >= s->thr[c]) {
+            if (s->streak[c] < UINT32_MAX) s->streak[c]++;
+        } else {
+            s->streak[c] = 0;
+        }
+        if (s->streak[c] >= s->patience) {
+            any_ready = 1;
+            if (best < 0 || s->scores[c] > s->scores[best]) best = (long)c;
+        }
+    }
+    t = ((double)start + (double)s->window / 2.0) / (double)s->sample_rate;
+    if (!any_ready || (s->has_last && t - s->last_time < s->refractory_s)) return KWSN_OK;
+    out[*n_out].time = t;
+    out[*n_out].score = s->scores[best];
+    out[*n_out].start = start;
+    out[*n_out].class_index = (uint32_t)best;
+    (*n_out)++;
+    s->has_last = 1;
+    s->last_time = t;
+    for (c = 0; c < C; c++) s->streak[c] = 0;
+    return KWSN_OK;
+}
+
+static kwsn_status arena_ok(const kwsn_stream *s, const void *arena, size_t arena_bytes) {
+    if (!arena || arena_bytes < kwsn_arena_bytes(s->model) ||
+        ((uintptr_t)arena % KWSN_ARENA_ALIGN) != 0)
+        return KWSN_ERR_ARENA;
+    return KWSN_OK;
+}
+
+/* Write samples into the doubled ring at absolute positions [s->total, s->total + m). */
+static void ring_write(kwsn_stream *s, const float *x, size_t m) {
+    size_t W = s->window;
+    if (m > W) { /* only the last W samples can belong to a window */
+        s->total += m - W;
+        x += m - W;
+        m = W;
+    }
+    while (m > 0) {
+        size_t p = (size_t)(s->total % W);
+        size_t k = W - p < m ? W - p : m;
+        memcpy(s->ring + p, x, k * sizeof(float));
+        memcpy(s->ring + p + W, x, k * sizeof(float));
+        s->total += k;
+        x += k;
+        m -= k;
+    }
+}
+
+kwsn_status kwsn_stream_push(kwsn_stream *s, const float *samples, size_t n, void *arena,
+                             size_t arena_bytes, kwsn_detection *out, size_t out_cap,
+                             size_t *n_out) {
+    kwsn_status st;
+    if (n_out) *n_out = 0;
+    if (!s || s->magic != KWSN_STREAM_MAGIC || !n_out || (n > 0 && !samples) || s->flushed)
+        return KWSN_ERR_ARG;
+    st = arena_ok(s, arena, arena_bytes);
+    if (st != KWSN_OK) return st;
+    if (kwsn_stream_pending_hops(s, n) > out_cap || (out_cap > 0 && !out)) return KWSN_ERR_ARG;
+    while (n > 0) {
+        uint64_t end = s->next_start + (uint64_t)s->window;
+        uint64_t need = end - s->total; /* >= 1: a complete window is scored at once */
+        size_t m = need < (uint64_t)n ? (size_t)need : n;
+        ring_write(s, samples, m);
+        samples += m;
+        n -= m;
+        if (s->total == end) {
+            const float *win = s->ring + (size_t)(s->next_start % s->window);
+            st = score_window(s, win, s->next_start, arena, arena_bytes, out, n_out);
+            if (st != KWSN_OK) return st;
+            s->next_start += s->hop;
+        }
+    }
+    return KWSN_OK;
+}
+
+kwsn_status kwsn_stream_flush(kwsn_stream *s, void *arena, size_t arena_bytes,
+                              kwsn_detection *out, size_t out_cap, size_t *n_out) {
+    kwsn_status st;
+    if (n_out) *n_out = 0;
+    if (!s || s->magic != KWSN_STREAM_MAGIC || !n_out || s->flushed) return KWSN_ERR_ARG;
+    st = arena_ok(s, arena, arena_bytes);
+    if (st != KWSN_OK) return st;
+    if (s->n_windows == 0) {
+        /* total < W: samples sit at ring[0 .. total); pad with zeros */
+        if (out_cap < 1 || !out) return KWSN_ERR_ARG;
+        memset(s->ring + (size_t)s->total, 0, (s->window - (size_t)s->total) * sizeof(float));
+        st = score_window(s, s->ring, 0u, arena, arena_bytes, out, n_out);
+        if (st != KWSN_OK) return st;
+    }
+    s->flushed = 1;
+    return KWSN_OK;
+}
+
+uint64_t kwsn_stream_samples(const kwsn_stream *s) {
+    return s && s->magic == KWSN_STREAM_MAGIC ? s->total : 0u;
+}
+
+uint64_t kwsn_stream_windows(const kwsn_stream *s) {
+    return s && s->magic == KWSN_STREAM_MAGIC ? s->n_windows : 0u;
+}
+
+const double *kwsn_stream_scores(const kwsn_stream *s) {
+    if (!s || s->magic != KWSN_STREAM_MAGIC || s->n_windows == 0) return NULL;
+    return s->scores;
+}
