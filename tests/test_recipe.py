@@ -91,9 +91,10 @@ def test_classifier_sizes_the_schedule_from_the_run(tmp_path) -> None:
     assert state["_last_lr"][0] == pytest.approx(0.001)  # 0.01 * final_factor at the end
 
 
-def test_kws_mel_best_trains_on_synthetic_out_of_the_box(tmp_path) -> None:
-    """The recipe config runs as shipped (synthetic source), its schedule sized to the run."""
-    config = REPO / "configs" / "kws_mel_best.yaml"
+@pytest.mark.parametrize("name", ["kws_mel_best", "kws_mel_aug"])
+def test_recipe_config_trains_on_synthetic_out_of_the_box(name: str, tmp_path) -> None:
+    """The recipe configs run as shipped (synthetic source: no noise folder)."""
+    config = REPO / "configs" / f"{name}.yaml"
     main(
         [
             "fit", "--config", str(config),
