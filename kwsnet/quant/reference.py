@@ -1,0 +1,162 @@
+"""The integer reference: the int8 model's output, defined once, that the C int8 kernels must
+equal bit for bit.
+
+Every tensor between the input quantiser and the logits is an ``int8`` code tensor
+(``real = scale * (q - zp)``); every op computes in int64 torch tensors holding int32 values
+(torch has no int32 matmul; no intermediate of a valid model leaves int32, which
+:func:`kwsnet.quant.ptq.quantize_graph` checks for the accumulators) and ends in
+:func:`kwsnet.quant.fixedpoint.mbqm` + zero-point + clamp. Per op (``x`` the input codes):
+
+- **quantise** (float → int8, only after the float front end / LayerNorm island and for raw
+  audio input): ``q = clamp(round_half_even(x / scale) + zp, act_min, 127)`` in float32
+  (``x / scale`` is one correctly rounded float32 division, then ``nearbyintf``).
+- **Conv1dEx / Conv1d / Linear**: ``acc[o, t] = bias[o] + Σ_{c,k} w[o, c, k] * (x[c, t*s +
+  k*d - pad] - zp_in)`` (padding contributes 0: the real zero), ``y = clamp(mbqm(acc,
+  M[o], shift[o]) + zp_out, act_min, 127)``. Linear: ``k = 1``, ``L = 1``.
+- **ReLU**: ``max(x, zp)`` (same params); a ReLU fused into its producer's clamp is a copy.
+- **MaxPool1d**: max of the codes (same params). **Flatten**: a copy.
+- **Add** (TFLite's): ``a' = mbqm((a - zp_a) << 20, M_a, s_a)``, ``b'`` likewise,
+  ``y = clamp(mbqm(a' + b', M_o, s_o) + zp_out, act_min, 127)``.
+- **AvgPool1d(k) / mean over L**: ``acc = Σ_window (x - zp_in)`` (int32), ``y = clamp(mbqm(acc,
+  M, s) + zp_out, act_min, 127)`` with the real multiplier ``s_in / (k * s_out)``.
+- **LayerNorm** (raw_conv): float island — dequantise ``(q - zp) * scale`` in float32, the
+  float LayerNorm, quantise.
+- **FrontEnd**: float, then quantised with its own scale.
+
+Output: the last node's **int8 logits** and their QParams; :class:`Int8Output` gives the
+dequantised float logits ``scale * (q - zp)`` and the prediction ``argmax`` of the codes (the
+first maximum on a tie, as ``torch.argmax`` and a C loop with ``>`` do).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from kwsnet.quant.fixedpoint import mbqm
+from kwsnet.quant.ptq import QNode, QParams, QuantGraph
+
+__all__ = ["Int8Output", "dequantize", "quantize_float", "run_int8", "run_int8_tensors"]
+
+
+@dataclass
+class Int8Output:
+    """``codes`` int8 ``[B, C]`` logits with ``qparams``; ``tensors``: every tensor's codes
+    (``None`` for float audio) when asked for."""
+
+    codes: torch.Tensor
+    qparams: QParams
+    tensors: list[torch.Tensor | None] | None = None
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """``[B, C]`` float32 dequantised logits."""
+        return dequantize(self.codes, self.qparams)
+
+    @property
+    def predictions(self) -> torch.Tensor:
+        """``[B]`` argmax of the int8 codes (first maximum on a tie)."""
+        return self.codes.reshape(len(self.codes), -1).to(torch.int64).argmax(dim=1)
+
+
+def quantize_float(x: torch.Tensor, q: QParams, act_min: int = -128) -> torch.Tensor:
+    """float32 → int8 codes: ``clamp(round_half_even(x / scale) + zp, act_min, 127)``."""
+    scale = torch.tensor(q.scale, dtype=torch.float32)
+    v = torch.round(x.to(torch.float32) / scale).to(torch.int64) + q.zero_point
+    return torch.clamp(v, act_min, 127).to(torch.int8)
+
+
+def dequantize(codes: torch.Tensor, q: QParams) -> torch.Tensor:
+    """int8 codes → float32 ``scale * (codes - zp)``."""
+    return (codes.to(torch.int64) - q.zero_point).to(torch.float32) * torch.tensor(
+        q.scale, dtype=torch.float32
+    )
+
+
+def _requant(acc: torch.Tensor, n: QNode, mult: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    y = mbqm(acc, mult.to(torch.int64), shift.to(torch.int64)) + n.out.zero_point
+    return torch.clamp(y, n.act_min, n.act_max).to(torch.int8)
+
+
+def _conv(x: torch.Tensor, n: QNode, q_in: QParams) -> torch.Tensor:
+    """``x`` int8 ``[B, C, L]`` (or ``[B, F]`` for Linear) → int8 ``[B, O, L']`` / ``[B, O]``."""
+    g = n.ints
+    w = n.tensors["weight"].to(torch.int64)
+    xs = x.to(torch.int64) - q_in.zero_point
+    if n.kind == "Linear":
+        acc = xs.reshape(len(xs), -1) @ w.reshape(g["out"], -1).T + n.tensors["bias"].to(
+            torch.int64
+        )
+        return _requant(acc, n, n.tensors["multiplier"], n.tensors["shift"])
+    k, s, d, p, groups = g["kernel"], g["stride"], g["dilation"], g["padding"], g["groups"]
+    b, c, length = xs.shape
+    xp = torch.nn.functional.pad(xs, (p, p))  # zeros = the real zero after "- zp_in"
+    span = d * (k - 1) + 1
+    cols = xp.unfold(2, span, s)[..., ::d]  # [B, C, L', k]
+    lout = cols.shape[2]
+    cols = cols.reshape(b, groups, c // groups, lout, k)
+    wg = w.reshape(groups, g["out"] // groups, c // groups, k)
+    acc = torch.einsum("bgclk,gock->bgol", cols, wg).reshape(b, g["out"], lout)
+    acc = acc + n.tensors["bias"].to(torch.int64)[None, :, None]
+    mult = n.tensors["multiplier"][None, :, None]
+    shift = n.tensors["shift"][None, :, None]
+    return _requant(acc, n, mult, shift)
+
+
+def _node(n: QNode, xs: list[torch.Tensor], qin: list[QParams | None]) -> torch.Tensor:
+    kind = n.kind
+    if kind == "FrontEnd":
+        feats = n.float_module.ref([xs[0].to(torch.float32)])  # type: ignore[union-attr]
+        return quantize_float(feats, n.out, n.act_min)
+    x = xs[0]
+    q_in = qin[0]
+    if kind in ("Conv1dEx", "Conv1d", "Linear"):
+        return _conv(x, n, q_in)  # type: ignore[arg-type]
+    if kind == "ReLU":
+        return x.clone() if n.relu_alias else torch.clamp(x, min=n.act_min)
+    if kind == "Flatten":
+        return x.reshape(len(x), -1).clone()
+    if kind == "MaxPool1d":
+        k, s = n.ints["kernel"], n.ints["stride"]
+        return x.unfold(2, k, s).amax(dim=-1)
+    if kind in ("AvgPool1d", "AdaptiveAvgPool1d"):
+        k, s = n.ints["kernel"], n.ints["stride"]
+        acc = (x.to(torch.int64) - q_in.zero_point).unfold(2, k, s).sum(dim=-1)  # type: ignore[union-attr]
+        return _requant(acc, n, n.tensors["multiplier"], n.tensors["shift"])
+    if kind == "Add":
+        ls = n.ints["left_shift"]
+        m, sh = n.tensors["multiplier"].to(torch.int64), n.tensors["shift"].to(torch.int64)
+        a = mbqm((x.to(torch.int64) - q_in.zero_point) << ls, m[0], sh[0])  # type: ignore[union-attr]
+        b = mbqm((xs[1].to(torch.int64) - qin[1].zero_point) << ls, m[1], sh[1])  # type: ignore[union-attr]
+        return _requant(a + b, n, m[2], sh[2])
+    if kind == "LayerNorm":
+        y = n.float_module(dequantize(x, q_in))  # type: ignore[arg-type,misc,operator]
+        return quantize_float(y, n.out, n.act_min)
+    raise ValueError(f"'{n.path}': no integer kernel for {kind}")
+
+
+@torch.no_grad()
+def run_int8_tensors(qgraph: QuantGraph, x: torch.Tensor) -> list[torch.Tensor | None]:
+    """Every tensor of ``qgraph`` for a float batch ``x [B, *input_shape]`` (or ``[B, T]``):
+    ``[input codes or None (float audio), t1, ...]`` as int8 code tensors."""
+    x = x.reshape(len(x), *qgraph.input_shape).to(torch.float32)
+    first: torch.Tensor | None = None
+    if qgraph.input_q is not None:
+        first = quantize_float(x, qgraph.input_q)
+    tensors: list[torch.Tensor | None] = [first]
+    for n in qgraph.nodes:
+        if n.kind == "FrontEnd":
+            ins = [x]
+        else:
+            ins = [tensors[t] for t in n.inputs]  # type: ignore[misc]
+        tensors.append(_node(n, ins, [qgraph.qparams[t] for t in n.inputs]))  # type: ignore[arg-type]
+    return tensors
+
+
+def run_int8(qgraph: QuantGraph, x: torch.Tensor, keep_tensors: bool = False) -> Int8Output:
+    """The int8 model's logits for ``x`` (see the module docstring)."""
+    tensors = run_int8_tensors(qgraph, x)
+    last = qgraph.qparams[-1]
+    assert last is not None and tensors[-1] is not None
+    return Int8Output(tensors[-1], last, tensors if keep_tensors else None)
