@@ -71,6 +71,7 @@ EXTRA_COMMANDS: dict[str, str] = {
     "detect": "kwsnet.detect.commands:detect_main",
     "make-streams": "kwsnet.detect.commands:make_streams_main",
     "detect-eval": "kwsnet.detect.commands:detect_eval_main",
+    "quant-report": "kwsnet.quant.report:quant_report_main",
 }
 
 # Bad input, reported by the console script as one line (kwsnet.errors); anything else is a bug
