@@ -12,7 +12,15 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("fp-contract=off")
 #else
+/* clang honours these under its default -ffp-contract=on, but NOT under -ffp-contract=fast,
+ * which "fuses across statements disregarding pragmas" (clang 14: 215 FMAs in this file with
+ * -O3 -march=native -ffp-contract=fast; its -ffp-contract=fast-honor-pragmas, which would
+ * keep the pragma, is not accepted by clang 14). Do not build this file with clang and
+ * -ffp-contract=fast (or -ffast-math): test_golden's fp-contract probe then fails. */
 #pragma STDC FP_CONTRACT OFF
+#ifdef __clang__
+#pragma clang fp contract(off)
+#endif
 #endif
 #include <math.h>
 #include <string.h>
@@ -283,71 +291,93 @@ size_t kwsn_conv1d_ex_scratch_floats(const kwsn_conv1d_ex_args *a) {
 }
 #endif
 
-/* Sum and then sum of squared deviations from the mean, in 8 lanes (no serial dependency
- * chain). Every path uses the same 8 lanes (lane u takes x[8q + u]), adds them in lane
- * order and then the tail, so the result does not depend on the vector width. */
+/* Sum and then sum of squared deviations from the mean, in KWSN_LN_LANES = 32 lanes: lane u
+ * takes x[32 q + u] in order of q; the lanes are then added in lane order, then the tail.
+ * Every path uses the same 32 lanes, so the result does not depend on the vector width.
+ * (32 lanes = 4 independent vector accumulators on AVX-512, 8 on AVX2/SSE2: the add latency
+ * no longer serialises the pass, as the former 8 lanes in one register did.) */
+#define KWSN_LN_LANES 32
 static void ln_moments(const float *x, uint32_t n, KWSN_LN_ACC *mean, KWSN_LN_ACC *ssd) {
     uint32_t j = 0;
     KWSN_LN_ACC s = 0, v = 0;
 #if KWSN_VW == 16 && !defined(KWSN_LN_FLOAT_ACC)
-    /* one zmm of 8 doubles */
+    /* 4 zmm of 8 doubles: lanes 8a + b */
     typedef float f8 __attribute__((vector_size(32)));
     typedef double d8 __attribute__((vector_size(64)));
-    d8 vs = {0}, vq = {0};
-    for (; j + 8 <= n; j += 8) {
-        f8 xv;
-        memcpy(&xv, x + j, sizeof(xv));
-        vs += __builtin_convertvector(xv, d8);
+    d8 s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+    for (; j + 32 <= n; j += 32) {
+        f8 a0, a1, a2, a3;
+        memcpy(&a0, x + j, sizeof(a0));
+        memcpy(&a1, x + j + 8, sizeof(a1));
+        memcpy(&a2, x + j + 16, sizeof(a2));
+        memcpy(&a3, x + j + 24, sizeof(a3));
+        s0 += __builtin_convertvector(a0, d8);
+        s1 += __builtin_convertvector(a1, d8);
+        s2 += __builtin_convertvector(a2, d8);
+        s3 += __builtin_convertvector(a3, d8);
     }
-    for (int u = 0; u < 8; u++) s += vs[u];
+    for (int u = 0; u < 8; u++) s += s0[u];
+    for (int u = 0; u < 8; u++) s += s1[u];
+    for (int u = 0; u < 8; u++) s += s2[u];
+    for (int u = 0; u < 8; u++) s += s3[u];
     for (uint32_t t = j; t < n; t++) s += x[t];
     const double m = s / (double)n;
-    for (j = 0; j + 8 <= n; j += 8) {
-        f8 xv;
-        memcpy(&xv, x + j, sizeof(xv));
-        const d8 d = __builtin_convertvector(xv, d8) - m;
-        vq += d * d;
+    d8 q0 = {0}, q1 = {0}, q2 = {0}, q3 = {0};
+    for (j = 0; j + 32 <= n; j += 32) {
+        f8 a0, a1, a2, a3;
+        memcpy(&a0, x + j, sizeof(a0));
+        memcpy(&a1, x + j + 8, sizeof(a1));
+        memcpy(&a2, x + j + 16, sizeof(a2));
+        memcpy(&a3, x + j + 24, sizeof(a3));
+        const d8 d0 = __builtin_convertvector(a0, d8) - m, d1 = __builtin_convertvector(a1, d8) - m;
+        const d8 d2 = __builtin_convertvector(a2, d8) - m, d3 = __builtin_convertvector(a3, d8) - m;
+        q0 += d0 * d0;
+        q1 += d1 * d1;
+        q2 += d2 * d2;
+        q3 += d3 * d3;
     }
-    for (int u = 0; u < 8; u++) v += vq[u];
+    for (int u = 0; u < 8; u++) v += q0[u];
+    for (int u = 0; u < 8; u++) v += q1[u];
+    for (int u = 0; u < 8; u++) v += q2[u];
+    for (int u = 0; u < 8; u++) v += q3[u];
 #elif (KWSN_VW == 8 || KWSN_VW == 4) && !defined(KWSN_LN_FLOAT_ACC)
-    /* two ymm of 4 doubles each (lanes 0-3, 4-7): a 64-byte vector would spill on AVX2 */
+    /* 8 ymm (or xmm pairs) of 4 doubles: lanes 4a + b; a 64-byte vector would spill on AVX2 */
     typedef float f4 __attribute__((vector_size(16)));
     typedef double d4 __attribute__((vector_size(32)));
-    d4 s0 = {0}, s1 = {0}, q0 = {0}, q1 = {0};
-    for (; j + 8 <= n; j += 8) {
-        f4 a, c;
-        memcpy(&a, x + j, sizeof(a));
-        memcpy(&c, x + j + 4, sizeof(c));
-        s0 += __builtin_convertvector(a, d4);
-        s1 += __builtin_convertvector(c, d4);
-    }
-    for (int u = 0; u < 4; u++) s += s0[u];
-    for (int u = 0; u < 4; u++) s += s1[u];
+    d4 sv[8] = {{0}};
+    for (; j + 32 <= n; j += 32)
+        for (int a = 0; a < 8; a++) {
+            f4 xa;
+            memcpy(&xa, x + j + 4 * a, sizeof(xa));
+            sv[a] += __builtin_convertvector(xa, d4);
+        }
+    for (int a = 0; a < 8; a++)
+        for (int u = 0; u < 4; u++) s += sv[a][u];
     for (uint32_t t = j; t < n; t++) s += x[t];
     const double m = s / (double)n;
-    for (j = 0; j + 8 <= n; j += 8) {
-        f4 a, c;
-        memcpy(&a, x + j, sizeof(a));
-        memcpy(&c, x + j + 4, sizeof(c));
-        const d4 da = __builtin_convertvector(a, d4) - m, dc = __builtin_convertvector(c, d4) - m;
-        q0 += da * da;
-        q1 += dc * dc;
-    }
-    for (int u = 0; u < 4; u++) v += q0[u];
-    for (int u = 0; u < 4; u++) v += q1[u];
+    d4 qv[8] = {{0}};
+    for (j = 0; j + 32 <= n; j += 32)
+        for (int a = 0; a < 8; a++) {
+            f4 xa;
+            memcpy(&xa, x + j + 4 * a, sizeof(xa));
+            const d4 d = __builtin_convertvector(xa, d4) - m;
+            qv[a] += d * d;
+        }
+    for (int a = 0; a < 8; a++)
+        for (int u = 0; u < 4; u++) v += qv[a][u];
 #else
-    KWSN_LN_ACC ps[8] = {0}, pv[8] = {0};
-    for (; j + 8 <= n; j += 8)
-        for (uint32_t u = 0; u < 8; u++) ps[u] += (KWSN_LN_ACC)x[j + u];
-    for (uint32_t u = 0; u < 8; u++) s += ps[u];
+    KWSN_LN_ACC ps[KWSN_LN_LANES] = {0}, pv[KWSN_LN_LANES] = {0};
+    for (; j + KWSN_LN_LANES <= n; j += KWSN_LN_LANES)
+        for (uint32_t u = 0; u < KWSN_LN_LANES; u++) ps[u] += (KWSN_LN_ACC)x[j + u];
+    for (uint32_t u = 0; u < KWSN_LN_LANES; u++) s += ps[u];
     for (uint32_t t = j; t < n; t++) s += x[t];
     const KWSN_LN_ACC m = s / (KWSN_LN_ACC)n;
-    for (j = 0; j + 8 <= n; j += 8)
-        for (uint32_t u = 0; u < 8; u++) {
+    for (j = 0; j + KWSN_LN_LANES <= n; j += KWSN_LN_LANES)
+        for (uint32_t u = 0; u < KWSN_LN_LANES; u++) {
             const KWSN_LN_ACC d = (KWSN_LN_ACC)x[j + u] - m;
             pv[u] += d * d;
         }
-    for (uint32_t u = 0; u < 8; u++) v += pv[u];
+    for (uint32_t u = 0; u < KWSN_LN_LANES; u++) v += pv[u];
 #endif
     for (; j < n; j++) {
         const KWSN_LN_ACC d = (KWSN_LN_ACC)x[j] - m;
@@ -357,10 +387,12 @@ static void ln_moments(const float *x, uint32_t n, KWSN_LN_ACC *mean, KWSN_LN_AC
     *ssd = v;
 }
 /* LayerNorm over the last n elements of each of `outer` rows: mean, then biased variance,
- * eps inside the sqrt, then (x - mean) * rstd * gamma + beta, in PyTorch's order.
+ * eps inside the sqrt, then (x - mean) * rstd * gamma + beta, in PyTorch's order; with
+ * `relu`, a following ReLU is applied in the same pass (the same bits as the two layers).
  * gamma/beta may be NULL (no elementwise affine). Safe in place (out == in). */
 static void KWSN_K(kwsn_layernorm_f32)(float *out, const float *in, const float *gamma,
-                                       const float *beta, float eps, uint32_t outer, uint32_t n) {
+                                       const float *beta, float eps, uint32_t outer, uint32_t n,
+                                       int relu) {
     for (uint32_t r = 0; r < outer; r++) {
         const float *x = in + (size_t)r * n;
         float *y = out + (size_t)r * n;
@@ -370,8 +402,18 @@ static void KWSN_K(kwsn_layernorm_f32)(float *out, const float *in, const float 
         const float var = (float)(v / (KWSN_LN_ACC)n);
         const float rstd = 1.0f / sqrtf(var + eps);
         uint32_t j;
-        if (gamma) {
+        if (gamma && relu) {
+            for (j = 0; j < n; j++) {
+                const float t = (x[j] - mean) * rstd * gamma[j] + beta[j];
+                y[j] = t < 0.0f ? 0.0f : t;
+            }
+        } else if (gamma) {
             for (j = 0; j < n; j++) y[j] = (x[j] - mean) * rstd * gamma[j] + beta[j];
+        } else if (relu) {
+            for (j = 0; j < n; j++) {
+                const float t = (x[j] - mean) * rstd;
+                y[j] = t < 0.0f ? 0.0f : t;
+            }
         } else {
             for (j = 0; j < n; j++) y[j] = (x[j] - mean) * rstd;
         }

@@ -29,8 +29,9 @@ typedef struct {
                       uint32_t stride, uint32_t L_out);
     void (*conv1d_same)(float *out, const float *in, const float *w, const float *b,
                         uint32_t C_in, uint32_t C_out, uint32_t L, uint32_t k, float *scratch);
+    /* relu != 0: ReLU applied in the same pass (LayerNorm + ReLU fused, same bits) */
     void (*layernorm)(float *out, const float *in, const float *gamma, const float *beta,
-                      float eps, uint32_t outer, uint32_t n);
+                      float eps, uint32_t outer, uint32_t n, int relu);
     void (*relu)(float *out, const float *in, uint32_t n);
     void (*adaptive_avgpool1)(float *out, const float *in, uint32_t C, uint32_t L);
     void (*linear)(float *out, const float *in, const float *w, const float *b, uint32_t n_in,

@@ -104,6 +104,8 @@ typedef struct {
     size_t slot_off;   /* as a slot's opener: its byte offset in the arena */
     size_t scratch;    /* scratch floats its kernel needs (conv: the padded input) */
     uint64_t ops;      /* arithmetic operations per sample (multiply and add count 1 each) */
+    uint32_t fuse_relu; /* LayerNorm: the next layer is a ReLU of this output only, in place;
+                         * when both run, one pass computes both (set by prepare) */
 } kwsn_layer;
 
 /* Opaque in kwsnet.h; lives at the start of the caller's storage, layers right after. */
@@ -226,16 +228,21 @@ static kwsn_status prep_layernorm(kwsn_layer *l) {
     return KWSN_OK;
 }
 
+static void layernorm_maybe_relu(const kwsn_kernel_table *kt, const kwsn_layer *l,
+                                 const float *in, float *out, int relu) {
+    uint32_t n = (uint32_t)I(l, 1) * (uint32_t)I(l, 2);
+    const float *f = l->desc.floats;
+    const float *g = I(l, 3) ? f + 1 : NULL;
+    const float *b = I(l, 3) ? f + 1 + n : NULL;
+    kt->layernorm(out, in, g, b, f[0], (uint32_t)(shape_numel(l->in) / n), n, relu);
+}
+
 static void run_layernorm(const kwsn_kernel_table *kt, const kwsn_layer *l,
                           const float *in, const float *in2, float *out,
                         float *scratch) {
     (void)in2;
     (void)scratch;
-    uint32_t n = (uint32_t)I(l, 1) * (uint32_t)I(l, 2);
-    const float *f = l->desc.floats;
-    const float *g = I(l, 3) ? f + 1 : NULL;
-    const float *b = I(l, 3) ? f + 1 + n : NULL;
-    kt->layernorm(out, in, g, b, f[0], (uint32_t)(shape_numel(l->in) / n), n);
+    layernorm_maybe_relu(kt, l, in, out, 0);
 }
 
 static kwsn_status prep_elementwise(kwsn_layer *l) {
@@ -605,6 +612,13 @@ static kwsn_status prepare_layers(kwsn_model *m, const kwsn_limits *limits) {
     }
     m->layers[m->n_layers - 1u].last_use = m->n_layers; /* the model output stays */
     const uint64_t act = plan_memory(m);
+    /* LayerNorm + ReLU in one pass where the ReLU reads only that LayerNorm's output, which
+     * nobody else reads, and overwrites it in place (so the fused pass writes the same slot) */
+    for (uint32_t i = 0; i + 1u < m->n_layers; i++) {
+        kwsn_layer *l = &m->layers[i], *r = &m->layers[i + 1u];
+        l->fuse_relu = l->desc.type == KWSN_LAYER_LAYERNORM && r->desc.type == KWSN_LAYER_RELU &&
+                       r->desc.inputs[0] == i + 1u && l->last_use == i + 1u && r->slot == l->slot;
+    }
     const uint64_t arena = act + round_up(max_scratch * sizeof(float));
     if (arena > (uint64_t)lim.max_arena_bytes) return KWSN_ERR_ARENA_LIMIT;
     m->act_bytes = (size_t)act;
@@ -858,7 +872,13 @@ kwsn_status kwsn_forward_until(const kwsn_model *m, void *arena, size_t arena_by
         const float *a = tensor_ptr(m, base, input, l->desc.inputs[0]);
         const float *b = l->desc.n_inputs > 1 ? tensor_ptr(m, base, input, l->desc.inputs[1])
                                               : NULL;
-        op->run(kt, l, a, b, (float *)(void *)(base + m->layers[l->slot].slot_off), scratch);
+        float *y = (float *)(void *)(base + m->layers[l->slot].slot_off);
+        if (l->fuse_relu && i + 1u < n_run) { /* the ReLU writes the same slot */
+            layernorm_maybe_relu(kt, l, a, y, 1);
+            i++;
+            continue;
+        }
+        op->run(kt, l, a, b, y, scratch);
     }
     memcpy(out, tensor_ptr(m, base, input, n_run), out_len * sizeof(float));
     return KWSN_OK;
