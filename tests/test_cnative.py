@@ -603,6 +603,56 @@ def test_fp_contract_rule_is_in_the_source(cbuild: Path, golden: Path, tmp_path:
         assert proc.returncode == 0, proc.stdout
 
 
+@pytest.mark.parametrize("contract", ["default", "fast"])
+def test_fp_contract_rule_under_clang(golden: Path, tmp_path: Path, contract: str) -> None:
+    """clang honours the kernels' pragmas (STDC FP_CONTRACT, clang fp contract) under its
+    default -ffp-contract=on: with -mfma every path still rounds each multiply and add. Under
+    -ffp-contract=fast clang disregards pragmas (documented in kwsn_kernels.c and
+    docs/cnative.md): the fp-contract probe must then catch the contraction on every path."""
+    import os
+    import platform
+    import shutil
+
+    if shutil.which("clang") is None:
+        pytest.skip("clang is not installed")
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("-mfma is an x86-64 flag")
+    flags = "-O3 -std=gnu99 -mavx2 -mfma" + (" -ffp-contract=fast" if contract == "fast" else "")
+    proc = subprocess.run(
+        [
+            "make",
+            "-s",
+            "-C",
+            CNATIVE_DIR,
+            "CC=clang",
+            f"BUILD={tmp_path}",
+            f"CFLAGS={flags}",
+            "tests",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for isa, f in _ISA_FLAG.items():
+        if f is not None and f not in _cpu_flags():
+            continue
+        env = {**os.environ, "KWSN_ISA": isa}
+        proc = subprocess.run(
+            [tmp_path / "test_golden", golden],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if contract == "fast":
+            assert f"FAIL fp-contract probe (kernels {isa})" in proc.stdout, proc.stdout
+            assert proc.returncode != 0
+        else:
+            assert f"ok   fp-contract probe (kernels {isa})" in proc.stdout, proc.stdout
+            assert proc.returncode == 0, proc.stdout
+
+
 def test_public_header_is_opaque(cbuild: Path) -> None:
     """kwsnet.h exposes no internals (they froze the ABI): the model is opaque, sized by
     kwsn_model_bytes; the library's ABI version matches the binding's."""
