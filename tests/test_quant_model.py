@@ -194,6 +194,9 @@ def test_collapsed_int8_model_fails_with_a_message() -> None:
     rep = QuantReport(6, n=60, counts_fp32=[10] * 6, counts_int8=[58, 2, 0, 0, 0, 0])
     code, msg = report_verdict(rep)
     assert code == 1 and "collapsed" in msg and "2/6 classes" in msg
+    assert "the fp32 model is not (6/6 classes" in msg
+    both = QuantReport(6, n=60, counts_fp32=[59, 1, 0, 0, 0, 0], counts_int8=[60, 0, 0, 0, 0, 0])
+    assert "so is the fp32 model (2/6 classes" in report_verdict(both)[1]
     ok = QuantReport(6, n=60, counts_fp32=[10] * 6, counts_int8=[12, 8, 10, 10, 9, 11])
     assert report_verdict(ok) == (0, "")
     assert report_verdict(QuantReport(6))[0] == 1  # no clips
@@ -216,3 +219,12 @@ def test_bad_percentile_and_empty_calibration() -> None:
     with pytest.raises(QuantError, match="no clips"):
         calibrate(g, [])
     assert np.isfinite(calibrate(g, [torch.ones(1, 2, 4)]).hi[0])  # type: ignore[arg-type]
+
+
+def test_quant_report_cli_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from kwsnet.quant.report import quant_report_main
+
+    with pytest.raises(SystemExit) as exc:
+        quant_report_main(["--calibraton", "5"])
+    assert exc.value.code == 2
+    assert "did you mean --calibration" in capsys.readouterr().err

@@ -273,8 +273,13 @@ def report_verdict(rep: QuantReport) -> tuple[int, str]:
     if not rep.n:
         return 1, "QUANT-REPORT FAILED: no test clips"
     if rep.collapsed:
+        fp32 = (
+            f"; so is the fp32 model ({rep.classes_text(rep.counts_fp32)}): train it better"
+            if collapse_stats(rep.counts_fp32)["collapsed"]
+            else f"; the fp32 model is not ({rep.classes_text(rep.counts_fp32)})"
+        )
         return 1, (
             f"QUANT-REPORT FAILED: the int8 model is collapsed "
-            f"({rep.classes_text(rep.counts_int8)}; {RULE})"
+            f"({rep.classes_text(rep.counts_int8)}){fp32}. {RULE}"
         )
     return 0, ""
