@@ -22,7 +22,14 @@ from kwsnet.export.runtime import CModel, CRuntimeError
 
 from .detector import Detection, Detector, DetectorConfig
 
-__all__ = ["CStream", "ExportedModel", "c_detect", "export_checkpoint", "keyword_mask"]
+__all__ = [
+    "CStream",
+    "ExportedModel",
+    "c_detect",
+    "export_checkpoint",
+    "export_module",
+    "keyword_mask",
+]
 
 _c_u32 = ctypes.c_uint32
 _c_size = ctypes.c_size_t
@@ -275,13 +282,21 @@ def export_checkpoint(
 ) -> ExportedModel:
     """Export a checkpoint's model to ``out`` (``kwsnet export --format cnative``'s path:
     format v1 for a chain, v2 for a traced graph such as kws_cnn_mel)."""
-    from kwsnet.export.commands import export_model
     from kwsnet.loading import build_from_config
 
     model, dm = build_from_config(None, str(ckpt_path), list(overrides))
-    rate = int(dm.source_args.sample_rate)
+    return export_module(model, dm, out, str(ckpt_path))
+
+
+def export_module(model: object, dm: object, out: str | Path, what: str = "model") -> ExportedModel:
+    """Export a ClassifierModule built with its DataModule ``dm`` (window: ``clip_samples``,
+    rate: ``source_args.sample_rate``) to ``out``."""
+    from kwsnet.export.commands import export_model
+
+    rate = int(dm.source_args.sample_rate)  # type: ignore[attr-defined]
     clip = getattr(dm, "clip_samples", None)
     if clip is None:
-        raise ValueError(f"{ckpt_path}: data.clip_samples is null; a detector needs a window")
-    export_model(model.eval(), "cnative", out, rate, clip_samples=clip)
-    return ExportedModel(Path(out), list(model.class_names), int(clip), rate)
+        raise ValueError(f"{what}: data.clip_samples is null; a detector needs a window")
+    model.eval()  # type: ignore[attr-defined]
+    export_model(model, "cnative", out, rate, clip_samples=clip)
+    return ExportedModel(Path(out), list(model.class_names), int(clip), rate)  # type: ignore[attr-defined]
