@@ -136,29 +136,44 @@ def per_layer_us(path: Path, x: np.ndarray, repeats: int, isa: str | None = None
     """Per-layer time on kernel path ``isa``: ``kwsn_forward_until`` of the first n layers
     for every n, timed in interleaved rounds (one call of each prefix per round) in this
     thread's CPU time (the C code runs in the calling thread; descheduled time, the main
-    noise on a loaded machine, does not count); layer i's time is the difference of the
-    medians of prefixes i + 1 and i (the ctypes overhead cancels). Returns
-    ``[(layer name, ops, microseconds)]``."""
-    fns: dict[str, Callable[[], object]] = {}
+    noise on a loaded machine, does not count); layer i's time is the difference between
+    prefixes i + 1 and i (the ctypes overhead cancels), of their medians and of their
+    minima (the least disturbed call: steadier on a loaded machine, where the median
+    differences of small layers can come out negative). Returns
+    ``[(layer name, ops, median-difference us, min-difference us)]``."""
+    calls = []
     keep = []
     with CModel(path) as cm:
         names, ops, n = cm.layer_names, cm.layer_ops, cm.n_layers
     for i in range(n + 1):
         call, _, alive = c_forward_call(path, x, isa, n_run=i)
-        fns[str(i)], _ = call, keep.append(alive)
-    med = interleaved_median_us(fns, repeats, time.thread_time)
-    return [(names[i], ops[i], med[str(i + 1)] - med[str(i)]) for i in range(n)]
+        calls.append(call)
+        keep.append(alive)
+    for call in calls:
+        for _ in range(10):
+            call()
+    times: list[list[float]] = [[] for _ in calls]
+    for _ in range(repeats):
+        for i, call in enumerate(calls):
+            t0 = time.thread_time()
+            call()
+            times[i].append(time.thread_time() - t0)
+    med = [statistics.median(t) * 1e6 for t in times]
+    low = [min(t) * 1e6 for t in times]
+    return [(names[i], ops[i], med[i + 1] - med[i], low[i + 1] - low[i]) for i in range(n)]
 
 
 def print_per_layer(rows: list, isa: str) -> None:
     """The per-layer table of per_layer_us."""
-    total = sum(us for _, _, us in rows)
-    print(f"per layer, {isa} path (difference of interleaved prefix medians, CPU time):")
-    print(f"  {'#':>2} {'layer':<18} {'ops':>9} {'us':>8} {'share':>6} {'Gop/s':>6}")
-    for i, (name, ops, us) in enumerate(rows):
-        rate = ops / us / 1e3 if us > 0.05 else float("nan")
-        print(f"  {i:>2} {name:<18} {ops:>9} {us:8.2f} {us / total:6.1%} {rate:6.2f}")
-    print(f"     {'sum':<18} {sum(o for _, o, _ in rows):>9} {total:8.2f}")
+    tot_med = sum(r[2] for r in rows)
+    tot_min = sum(r[3] for r in rows)
+    print(f"per layer, {isa} path (differences of interleaved prefix times, thread CPU time):")
+    print(f"  {'#':>2} {'layer':<18} {'ops':>9} {'median':>8} {'min':>8} {'share':>6} {'Gop/s':>6}")
+    for i, (name, ops, us, lo) in enumerate(rows):
+        rate = ops / lo / 1e3 if lo > 0.05 else float("nan")
+        print(f"  {i:>2} {name:<18} {ops:>9} {us:8.2f} {lo:8.2f} {lo / tot_min:6.1%} {rate:6.2f}")
+    print(f"     {'sum':<18} {sum(r[1] for r in rows):>9} {tot_med:8.2f} {tot_min:8.2f}")
+    print("     (us; share and Gop/s from the min column)")
 
 
 def model_flops(named: list[tuple[str, nn.Module]], input_shape: tuple[int, ...]) -> dict:
