@@ -577,6 +577,44 @@ def test_kernel_paths_byte_identical(cbuild: Path, tiny_model: tuple, tmp_path: 
             assert cm.isa == paths[-1]
 
 
+def test_layernorm_relu_fusion_is_the_same_bits(cbuild: Path, tmp_path: Path) -> None:
+    """prepare fuses each LayerNorm + in-place ReLU into one pass (when both run): the fused
+    output equals ReLU applied to the LayerNorm's own output (kwsn_forward_until stopping
+    between them runs the LayerNorm alone) bit for bit, on every kernel path, with NaN rows
+    propagating as torch.relu does."""
+    import os
+
+    torch.manual_seed(0)
+    m = gen_golden._randomize_norms(_FullSize("per_conv"))
+    f = tmp_path / "full.kwsn"
+    write_model(collect_named_layers(m), input_shape_of(m), f)
+    x = (np.random.default_rng(3).standard_normal((3, 16000)) * 0.3).astype(np.float32)
+    x[2, 100] = np.nan  # a NaN row through LayerNorm + ReLU
+    flags = _cpu_flags()
+    for isa, flag in _ISA_FLAG.items():
+        if flag is not None and flag not in flags:
+            continue
+        old = os.environ.get("KWSN_ISA")
+        os.environ["KWSN_ISA"] = isa
+        try:
+            cm = CModel(f)
+        finally:
+            if old is None:
+                os.environ.pop("KWSN_ISA", None)
+            else:
+                os.environ["KWSN_ISA"] = old
+        with cm:
+            assert cm.isa == isa
+            lns = [i for i, n in enumerate(cm.layer_names) if n == "LayerNorm"]
+            assert lns and all(cm.layer_names[i + 1] == "ReLU" for i in lns)
+            for i in lns:
+                ln = cm.forward_until(x, i + 1)
+                fused = cm.forward_until(x, i + 2)
+                want = np.where(ln < 0.0, np.float32(0.0), ln)
+                assert fused.tobytes() == want.tobytes(), (isa, i)
+                assert np.isnan(fused[2]).any() and not np.isnan(fused[:2]).any()
+
+
 def test_fp_contract_rule_is_in_the_source(cbuild: Path, golden: Path, tmp_path: Path) -> None:
     """Built with flags that invite FMA contraction (gnu99, -mfma, -ffp-contract=fast), the
     kernels still round every multiply and add: the pragma in kwsn_kernels.c rules, and
