@@ -97,7 +97,8 @@ size_t kwsn_stream_pending_hops(const kwsn_stream *stream, size_t n);
  * scored in arena (kwsn_arena_bytes(model), KWSN_ARENA_ALIGN aligned) and the detections go
  * to out[0..*n_out). Before consuming anything it refuses (state unchanged): KWSN_ERR_ARENA
  * for a small or misaligned arena, KWSN_ERR_ARG for NULL pointers, after a flush, or when
- * out_cap < kwsn_stream_pending_hops(stream, n) (so no detection can be lost). */
+ * out_cap < kwsn_stream_pending_hops(stream, n) (so no detection can be lost). Any other
+ * non-OK status is kwsn_forward's (cannot happen with a checked arena): reset the stream. */
 kwsn_status kwsn_stream_push(kwsn_stream *stream, const float *samples, size_t n, void *arena,
                              size_t arena_bytes, kwsn_detection *out, size_t out_cap,
                              size_t *n_out);
