@@ -374,6 +374,7 @@ def test_isa_paths_give_the_same_detections(cbuild: Path, tmp_path: Path):
                 str(tmp_path / "s.wav"),
                 "--hop_ms",
                 "10",
+                "--time",
             ],
             capture_output=True,
             text=True,
@@ -381,4 +382,5 @@ def test_isa_paths_give_the_same_detections(cbuild: Path, tmp_path: Path):
             env={"KWSN_ISA": isa, "PATH": "/usr/bin:/bin"},
         )
         outs.add(r.stdout)
+        assert "191 windows" in r.stderr and "us per hop" in r.stderr and "RTF" in r.stderr
     assert len(outs) == 1 and outs.pop().count("\n") >= 3

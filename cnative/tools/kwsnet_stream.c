@@ -11,6 +11,9 @@
  *   --keywords 0,1,1,...  one flag per class: 0 never fires (_unknown_, _silence_); default
  *                         every class (the model file holds no class names)
  *   --chunk N             samples per push (1600; any size gives the same detections)
+ *   --time                print to stderr, per file: windows scored, processor time per hop
+ *                         (C clock(), so other processes' load counts less than in wall
+ *                         time) and the real-time factor (processing time / audio time)
  *
  * stdout: CSV "file,time,keyword_index,score" (time in s, the window centre, %.3f; score the
  * smoothed posterior, %.4f). Exit status: 0 ok, 1 bad model, input or option value, 2 usage.
@@ -19,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kwsnet.h"
 #include "kwsnet_stream.h"
@@ -27,7 +31,7 @@
 
 static void usage(void) {
     fprintf(stderr, "usage: kwsnet-stream [--hop_ms MS] [--smooth_windows N] [--threshold P] "
-                    "[--patience N] [--refractory_ms MS] [--keywords 0,1,...] [--chunk N] "
+                    "[--patience N] [--refractory_ms MS] [--keywords 0,1,...] [--chunk N] [--time] "
                     "model.kwsn long.wav [more.wav ...]\n");
 }
 
@@ -71,7 +75,10 @@ static long parse_mask(const char *s, uint8_t *mask, size_t cap) {
 
 /* One WAV through a fresh stream; prints its detections. */
 static int run_file(kwsn_stream *st, const kwsn_model *m, void *arena, size_t arena_bytes,
-                    const char *path, size_t chunk, kwsn_detection *out, size_t out_cap) {
+                    const char *path, size_t chunk, kwsn_detection *out, size_t out_cap,
+                    int timing) {
+    clock_t t0;
+    double cpu = 0.0;
     float *x = NULL;
     size_t n = 0, i, k, n_out = 0;
     uint32_t rate = 0;
@@ -90,7 +97,9 @@ static int run_file(kwsn_stream *st, const kwsn_model *m, void *arena, size_t ar
     kwsn_stream_reset(st);
     for (i = 0; i < n && s == KWSN_OK; i += chunk) {
         size_t len = n - i < chunk ? n - i : chunk;
+        t0 = clock();
         s = kwsn_stream_push(st, x + i, len, arena, arena_bytes, out, out_cap, &n_out);
+        cpu += (double)(clock() - t0) / CLOCKS_PER_SEC;
         for (k = 0; k < n_out; k++)
             printf("%s,%.3f,%u,%.4f\n", path, out[k].time, out[k].class_index, out[k].score);
     }
@@ -103,6 +112,12 @@ static int run_file(kwsn_stream *st, const kwsn_model *m, void *arena, size_t ar
     if (s != KWSN_OK) {
         fprintf(stderr, "error: %s: %s\n", path, kwsn_status_str(s));
         return 1;
+    }
+    if (timing && n > 0) {
+        double w = (double)kwsn_stream_windows(st);
+        fprintf(stderr, "%s: %.0f windows, %.1f us per hop (processor time), RTF %.5f (%s)\n",
+                path, w, w > 0 ? cpu / w * 1e6 : 0.0, cpu / ((double)n / (double)rate),
+                kwsn_isa_name(m));
     }
     return 0;
 }
@@ -119,7 +134,7 @@ int kwsn_stream_main(int argc, char **argv) {
     kwsn_loaded *lm = NULL;
     kwsn_stream *st = NULL;
     const kwsn_model *m;
-    int i, rc = 0, n_files = 0;
+    int i, rc = 0, n_files = 0, timing = 0;
     char **files = (char **)malloc(sizeof(char *) * (size_t)(argc > 0 ? argc : 1));
     size_t bytes, out_cap, arena_bytes;
     char msg[256];
@@ -128,6 +143,10 @@ int kwsn_stream_main(int argc, char **argv) {
     for (i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL, *eq;
         char name[32];
+        if (!strcmp(a, "--time")) {
+            timing = 1;
+            continue;
+        }
         if (strncmp(a, "--", 2) != 0) {
             if (!model_path)
                 model_path = a;
@@ -247,7 +266,7 @@ int kwsn_stream_main(int argc, char **argv) {
                                  ~(uintptr_t)(KWSN_ARENA_ALIGN - 1u));
         printf("file,time,keyword_index,score\n");
         for (i = 0; i < n_files; i++)
-            rc |= run_file(st, m, aligned, arena_bytes, files[i], chunk, out, out_cap);
+            rc |= run_file(st, m, aligned, arena_bytes, files[i], chunk, out, out_cap, timing);
     }
 done:
     free(out);
