@@ -143,7 +143,7 @@ def test_int8_agrees_with_fp32_and_sqnr_above_floor(built: tuple) -> None:
 
 def test_calibration_is_deterministic(built: tuple) -> None:
     _, g, x, _ = built
-    batches = [x[:10], x[10:]]
+    batches = [x[:12], x[12:24]]
     r1, r2 = calibrate(g, batches), calibrate(g, batches)
     assert r1.lo == r2.lo and r1.hi == r2.hi
     q1, q2 = quantize_graph(g, r1), quantize_graph(g, r2)
