@@ -18,8 +18,9 @@ Choices (TFLite's int8 scheme where it has one, so its kernels and CMSIS-NN's ca
   lo / scale)``; real 0 is exactly ``zp``, so zero padding is exact.
 - **Weights**: symmetric per output channel, zero-point 0, ``[-127, 127]`` (not -128, so
   ``-w`` is representable), ``s_w[o] = max |w[o]| / 127``, round half to even.
-- **Biases**: int32 at scale ``s_in * s_w[o]``; the accumulator is int32 (checked at
-  quantisation: ``Σ|w_q| * 255 + |bias| <= 2^31 - 1`` per channel, else ``QuantError``).
+- **Biases**: int32 ``round_half_even(b / (s_in * s_w[o]))`` (float64); the accumulator is
+  int32 (checked at quantisation: ``Σ|w_q| * 255 + |bias| <= 2^31 - 1`` per channel, else
+  ``QuantError``).
 - **Requantisation**: real multiplier ``s_in * s_w[o] / s_out`` as a Q31 ``M`` in
   ``[2^30, 2^31)`` and a shift (TFLite's QuantizeMultiplier); ``mbqm`` =
   SaturatingRoundingDoublingHighMul (round to nearest, ties toward +infinity) then
