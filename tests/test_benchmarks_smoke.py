@@ -93,7 +93,11 @@ def test_benchmark_quick_mode_reports_baseline_candidate_ratio(
 @pytest.mark.slow
 @pytest.mark.parametrize("script", ["bench_overhead", "bench_compile", "bench_memory"])
 def test_slow_benchmark_quick_mode(script: str) -> None:
-    row = _bench(script).main(["--quick"])  # type: ignore[attr-defined]
+    module = _bench(script)
+    sc = getattr(module, "SC_ROOT", None)  # bench_overhead trains on the shared fixture
+    if sc is not None and not Path(sc).is_dir():
+        pytest.skip(f"{sc} is absent (../shared/data holds the real-audio fixtures)")
+    row = module.main(["--quick"])  # type: ignore[attr-defined]
     assert row["name"] in script
 
 

@@ -43,7 +43,9 @@ def test_streams_detect_and_eval_commands(speech_commands_tree: Path, tmp_path: 
     )
     ckpt = next((tmp_path / "run").rglob("*.ckpt"))
     streams = tmp_path / "streams"
-    args = [*data, "--out", str(streams), "--seed", "1", "--minutes", "0.25"]
+    # bare yes/no are words here as in fit (YAML 1.2), not booleans
+    data_words = [*data, "--data.words", "[yes, no, up]"]
+    args = [*data_words, "--out", str(streams), "--seed", "1", "--minutes", "0.25"]
     assert run(["make-streams", *args, "--stream_seconds", "7.5"]) == 0
     wavs = sorted(streams.glob("*.wav"))
     assert len(wavs) == 2 and (streams / "labels.csv").is_file()

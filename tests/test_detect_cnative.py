@@ -264,6 +264,8 @@ def test_cli_matches_binding_and_refuses_bad_input(cbuild: Path, tmp_path: Path)
     r = subprocess.run(args, capture_output=True, text=True, check=True)
     lines = r.stdout.splitlines()
     assert lines[0] == "file,time,keyword_index,score"
+    infer = [str(cbuild / "kwsnet-infer"), "--stream", *args[1:]]  # the same tool, one binary
+    assert subprocess.run(infer, capture_output=True, text=True, check=True).stdout == r.stdout
     rows = [line.split(",") for line in lines[1:]]
     assert len(rows) == len(want) >= 3
     for row, d in zip(rows, want, strict=True):

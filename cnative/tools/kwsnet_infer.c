@@ -17,11 +17,14 @@
 #include <string.h>
 
 #include "kwsnet.h"
+#include "kwsnet_stream.h"
+#include "kwsnet_stream_tool.h"
 #include "wav.h"
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: kwsnet-infer [--softmax] [--max-ops N] [--max-arena-bytes N] model.kwsn "
+            "usage: kwsnet-infer --stream MODEL WAV... [kwsnet-stream options]\n"
+            "       kwsnet-infer [--softmax] [--max-ops N] [--max-arena-bytes N] model.kwsn "
             "clip.wav [more.wav ...]\n"
             "       kwsnet-infer [options] model.kwsn --raw batch.f32\n");
 }
@@ -90,6 +93,8 @@ static unsigned long long parse_count(const char *s) {
 }
 
 int main(int argc, char **argv) {
+    /* kwsnet-infer --stream MODEL WAV... : the streaming detector (kwsnet-stream's options) */
+    if (argc > 1 && strcmp(argv[1], "--stream") == 0) return kwsn_stream_main(argc - 1, argv + 1);
     int softmax = 0, argi = 1;
     const char *raw = NULL;
     kwsn_limits limits = kwsn_default_limits();

@@ -78,11 +78,14 @@ def make_streams_main(argv: Sequence[str]) -> int:
     """Labelled long recordings from a dataset's test split (``--data.*`` as for ``fit``)."""
     from jsonargparse import ArgumentParser
 
+    import kwsnet.cli  # noqa: F401  (registers the yaml12 loader: bare yes/no stay words)
     from kwsnet.data.datamodule import AudioDataModule
 
     from .streams import StreamConfig, make_streams
 
-    p = ArgumentParser(prog="kwsnet make-streams", description=make_streams_main.__doc__)
+    p = ArgumentParser(
+        prog="kwsnet make-streams", description=make_streams_main.__doc__, parser_mode="yaml12"
+    )
     p.add_class_arguments(AudioDataModule, "data")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
