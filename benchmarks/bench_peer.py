@@ -460,8 +460,11 @@ def config_revision(config: str) -> str:
     return rev + ("+dirty" if git("status", "--porcelain", "--", config) else "")
 
 
-def run_kwsnet(config: str, seeds: Sequence[int], args: argparse.Namespace, out: Path) -> list:
-    """Every seed of one kwsnet config, each a ``kwsnet fit`` process; their records."""
+def run_kwsnet(
+    config: str, seeds: Sequence[int], args: argparse.Namespace, out: Path, cost: bool = True
+) -> list:
+    """Every seed of one kwsnet config, each a ``kwsnet fit`` process; their records. With
+    ``cost``, the first ok run's checkpoint is rebuilt for its parameters and MACs."""
     from kwsnet.sweep import SweepSpec, append_ledger, plan_runs, record_run
 
     stem = Path(config).stem
@@ -497,7 +500,7 @@ def run_kwsnet(config: str, seeds: Sequence[int], args: argparse.Namespace, out:
                 collapsed=ledger.get("collapsed"),
                 checkpoint=ledger.get("checkpoint"),
             )
-            if "params" not in rec and not any(r.get("params") for r in records):
+            if cost and not any(r.get("params") for r in records):
                 try:
                     rec["params"], rec["macs"] = _kwsnet_cost(ledger["checkpoint"])
                 except Exception as exc:  # a cost the table lacks, not a failed run
@@ -749,24 +752,24 @@ def main(argv: list[str] | None = None) -> int:
         else:
             meta["speechbrain"] = speechbrain.__version__
     for system in systems:
-        for seed in args.seeds if system == PEER else [None]:
+        for seed in args.seeds:
             try:
                 if system == PEER:
                     new = [run_peer(seed, args, out)]
                 else:
                     config = next(c for c in configs if Path(c).stem == system)
-                    new = run_kwsnet(config, args.seeds, args, out)
+                    measured = any(r.get("params") for r in records if r["system"] == system)
+                    new = run_kwsnet(config, [seed], args, out, cost=not measured)
             except Exception:  # the benchmark's own bug for this system: report, go on
                 new = [
                     {
                         "system": system,
-                        "seed": s,
+                        "seed": seed,
                         "status": "failed",
                         "wall_s": math.nan,
                         "log": "",
                         "error": traceback.format_exc(),
                     }
-                    for s in ([seed] if seed is not None else args.seeds)
                 ]
             for r in new:
                 acc = f"test/acc {r['test_acc']:.4f}" if r.get("status") == "ok" else ""
@@ -777,7 +780,7 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
             records.extend(new)
-            # after every system, so an interrupted benchmark leaves the table so far
+            # after every run, so an interrupted benchmark leaves the table so far
             _write_outputs(out, records, summarize(records), meta)
     rows = summarize(records)
     print(_write_outputs(out, records, rows, meta))

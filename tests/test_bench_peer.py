@@ -194,3 +194,54 @@ def test_peer_trains_one_epoch_and_tests_its_best_epoch(bp, tmp_path: Path) -> N
     assert abs(bp.count_params(six) - 617_000) < 1000  # the C = 128 peer
     assert out["params"] == bp.count_params(six) - 4 * 192  # 2 classes instead of 6
     assert out["macs"] > 10 * out["params"]  # convolutions over ~100 frames
+
+
+def test_a_crashing_run_is_reported_and_the_others_go_on(bp, tmp_path: Path, monkeypatch) -> None:
+    def fake_peer(seed: int, args, out: Path) -> dict:
+        return {
+            "system": bp.PEER,
+            "seed": seed,
+            "status": "ok",
+            "test_acc": 1.0,
+            "val_acc": 1.0,
+            "wall_s": 60.0,
+            "params": 600,
+            "macs": 6000,
+            "log": "",
+        }
+
+    def fake_kwsnet(config: str, seeds, args, out: Path, cost: bool = True) -> list:
+        if Path(config).stem == "kws_b" and seeds == [1]:
+            raise RuntimeError("boom")
+        return [
+            {
+                "system": Path(config).stem,
+                "config": config,
+                "config_revision": "x",
+                "seed": s,
+                "status": "ok",
+                "test_acc": 0.9,
+                "val_acc": 0.95,
+                "wall_s": 6.0,
+                "log": "",
+                **({"params": 60, "macs": 600} if cost else {}),
+            }
+            for s in seeds
+        ]
+
+    monkeypatch.setattr(bp, "run_peer", fake_peer)
+    monkeypatch.setattr(bp, "run_kwsnet", fake_kwsnet)
+    monkeypatch.setitem(sys.modules, "speechbrain", type(sys)("speechbrain"))
+    sys.modules["speechbrain"].__version__ = "0"
+    monkeypatch.chdir(tmp_path)
+    configs = [str(tmp_path / "kws_a.yaml"), str(tmp_path / "kws_b.yaml")]
+    for c in configs:
+        Path(c).write_text("model: {}\n")
+    out = tmp_path / "out"
+    bp.main(["--seeds", "0", "1", "2", "--kwsnet-configs", *configs, "--out", str(out)])
+    runs = [line for line in (out / "runs.jsonl").read_text().splitlines() if line]
+    assert len(runs) == 9  # 3 systems x 3 seeds, the crash included
+    table = (out / "results.md").read_text()
+    assert "| kws_a | 3/3 | 60 | 600 |" in table and "| 0.10× | 0.10× | 0.10× |" in table
+    assert "| kws_b | 2/3 |" in table
+    assert "- kws_b seed 1: Traceback" in table
