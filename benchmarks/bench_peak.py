@@ -20,6 +20,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kwsnet.export.runtime import cpu_flags  # noqa: E402
+
 SRC = r"""
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
@@ -65,19 +69,9 @@ VARIANTS = {
 }
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def peak_gflops(seconds: float = 0.2) -> dict[str, float]:
     """GFLOP/s per variant this CPU supports (see the module docstring)."""
-    flags = _cpu_flags()
+    flags = cpu_flags()
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)

@@ -19,7 +19,7 @@ from torch import nn
 from kwsnet.export.cnative import arena_bytes, model_bytes, write_model
 from kwsnet.export.layers import collect_named_layers, input_shape_of
 from kwsnet.export.parity import LOGIT_RTOL, compare_predictions, logit_tolerance
-from kwsnet.export.runtime import CNATIVE_DIR, CModel, CRuntimeError, build_cnative
+from kwsnet.export.runtime import CNATIVE_DIR, CModel, CRuntimeError, build_cnative, cpu_flags
 
 BUILD = CNATIVE_DIR / "build"
 
@@ -528,16 +528,6 @@ def test_op_and_arena_limits(cbuild: Path, tiny_model: tuple, tmp_path: Path) ->
 # ---------------------------------------------------------------- one build, every x86-64 path
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 _ISA_FLAG = {"default": None, "avx2": "avx2", "avx512": "avx512f"}
 
 
@@ -547,7 +537,7 @@ def test_kernel_paths_byte_identical(cbuild: Path, tiny_model: tuple, tmp_path: 
     placements) and the tiny model, including rows that end in partial vector tiles."""
     import os
 
-    flags = _cpu_flags()
+    flags = cpu_flags()
     paths = [isa for isa, f in _ISA_FLAG.items() if f is None or f in flags]
     if len(paths) < 2:
         pytest.skip(f"this CPU offers only {paths}")
@@ -590,7 +580,7 @@ def test_layernorm_relu_fusion_is_the_same_bits(cbuild: Path, tmp_path: Path) ->
     write_model(collect_named_layers(m), input_shape_of(m), f)
     x = (np.random.default_rng(3).standard_normal((3, 16000)) * 0.3).astype(np.float32)
     x[2, 100] = np.nan  # a NaN row through LayerNorm + ReLU
-    flags = _cpu_flags()
+    flags = cpu_flags()
     for isa, flag in _ISA_FLAG.items():
         if flag is not None and flag not in flags:
             continue
@@ -633,7 +623,7 @@ def test_fp_contract_rule_is_in_the_source(cbuild: Path, golden: Path, tmp_path:
     )
     assert proc.returncode == 0, proc.stderr
     for isa, f in _ISA_FLAG.items():
-        if f is not None and f not in _cpu_flags():
+        if f is not None and f not in cpu_flags():
             continue
         env = {**os.environ, "KWSN_ISA": isa}
         proc = _run([tmp_path / "test_golden", golden], env=env)
@@ -673,7 +663,7 @@ def test_fp_contract_rule_under_clang(golden: Path, tmp_path: Path, contract: st
     )
     assert proc.returncode == 0, proc.stderr
     for isa, f in _ISA_FLAG.items():
-        if f is not None and f not in _cpu_flags():
+        if f is not None and f not in cpu_flags():
             continue
         env = {**os.environ, "KWSN_ISA": isa}
         proc = subprocess.run(

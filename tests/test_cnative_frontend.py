@@ -42,7 +42,7 @@ from kwsnet.export.frontend import (
     frontend_tables,
 )
 from kwsnet.export.layers import ExportError
-from kwsnet.export.runtime import CNATIVE_DIR, build_cnative
+from kwsnet.export.runtime import CNATIVE_DIR, build_cnative, cpu_flags
 
 FFT_RTOL = 1e-6
 LOG_ATOL = 1e-5
@@ -292,16 +292,6 @@ def test_real_clips(lib: Path) -> None:
 _ISA_FLAG = {"default": None, "avx2": "avx2", "avx512": "avx512f"}
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def _dump(so: Path, x: np.ndarray) -> bytes:
     """The C features of ``x`` for two MFCC configs (480 and the odd 243), as bytes."""
     out = b""
@@ -334,7 +324,7 @@ def test_byte_identical_across_isa_and_compilers(
         ).stdout
         undefined = {line.split()[-1] for line in nm.splitlines() if line.strip()}
         assert not {u for u in undefined if u.startswith("kwsn")}, undefined
-    flags = _cpu_flags()
+    flags = cpu_flags()
     for isa, flag in _ISA_FLAG.items():
         if flag is None or flag in flags:
             monkeypatch.setenv("KWSN_ISA", isa)

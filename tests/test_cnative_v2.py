@@ -30,7 +30,7 @@ from kwsnet.export.cnative import (
 )
 from kwsnet.export.graph import folding_delta, trace_model
 from kwsnet.export.parity import LOGIT_RTOL, ParityReport, compare_predictions, run_parity
-from kwsnet.export.runtime import CNATIVE_DIR, CModel, CRuntimeError, build_cnative
+from kwsnet.export.runtime import CNATIVE_DIR, CModel, CRuntimeError, build_cnative, cpu_flags
 from kwsnet.nn.heads import LinearHead
 from kwsnet.nn.pooling import MaxPooling, MeanPooling, SelfAttentionPooling
 from models.cnn_mel import CnnMel
@@ -380,16 +380,6 @@ def test_fuzz_seeds_include_a_v2_model(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- paths, header, CLI, ONNX
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 @pytest.fixture(scope="module")
 def mel_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[nn.Module, Path]:
     torch.manual_seed(2)
@@ -400,7 +390,7 @@ def mel_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[nn.Module, Path]
 
 
 def test_kernel_paths_byte_identical_v2(cbuild: Path, mel_file: tuple, tmp_path: Path) -> None:
-    flags = _cpu_flags()
+    flags = cpu_flags()
     paths = [
         p
         for p, f in (("default", None), ("avx2", "avx2"), ("avx512", "avx512f"))

@@ -22,6 +22,7 @@ __all__ = [
     "CRuntimeError",
     "CModel",
     "build_cnative",
+    "cpu_flags",
     "load_library",
 ]
 
@@ -32,6 +33,18 @@ _c_vp = ctypes.c_void_p
 _c_u64 = ctypes.c_uint64
 ABI_VERSION = 3  # KWSN_ABI_VERSION in cnative/include/kwsnet.h
 ARENA_ALIGN = 64  # KWSN_ARENA_ALIGN
+
+
+def cpu_flags() -> set[str]:
+    """The CPU feature flags of this machine (``/proc/cpuinfo``; empty where it is absent), to
+    tell which of the runtime's kernel paths (``KWSN_ISA``) can run here."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 class _Limits(ctypes.Structure):
