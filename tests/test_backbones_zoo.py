@@ -47,34 +47,21 @@ def n_params(model: nn.Module) -> int:
 
 
 def macs(model: nn.Module, x: torch.Tensor, lengths: torch.Tensor | None = None) -> int:
-    """Multiply-accumulates of one forward of ``model`` on ``x`` (batch 1), by forward hooks.
+    """Multiply-accumulates of one forward of ``model`` on ``x`` (batch 1): the benchmarks'
+    counter (``benchmarks/bench_peer.py``'s ``count_macs``: Conv/Linear by forward hooks; norms,
+    activations, pooling sums and the front end not counted), so docs/models.md and docs/peer.md
+    count alike."""
+    return _bench_peer().count_macs(model, x, lengths)
 
-    Conv1d/Conv2d: ``output elements * in_channels / groups * kernel elements``; Linear:
-    ``output elements * in_features`` (over every frame it is applied to). Norms, activations,
-    pooling sums and the front end are not counted.
-    """
-    total = 0
 
-    def hook(module: nn.Module, _inputs, output: torch.Tensor) -> None:
-        nonlocal total
-        if isinstance(module, nn.Conv1d | nn.Conv2d):
-            per_out = module.in_channels // module.groups * math.prod(module.kernel_size)
-            total += output.numel() * per_out
-        else:
-            total += output.numel() * module.in_features
+def _bench_peer():
+    import importlib.util
 
-    handles = [
-        m.register_forward_hook(hook)
-        for m in model.modules()
-        if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Linear)
-    ]
-    try:
-        with torch.no_grad():
-            model.eval()(x, lengths)
-    finally:
-        for h in handles:
-            h.remove()
-    return total
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_peer.py"
+    spec = importlib.util.spec_from_file_location("bench_peer", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _randomise_norms(model: nn.Module, seed: int = 0) -> nn.Module:
