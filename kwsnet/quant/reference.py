@@ -137,15 +137,26 @@ def _node(n: QNode, xs: list[torch.Tensor], qin: list[QParams | None]) -> torch.
 
 
 @torch.no_grad()
-def run_int8_tensors(qgraph: QuantGraph, x: torch.Tensor) -> list[torch.Tensor | None]:
+def run_int8_tensors(
+    qgraph: QuantGraph, x: torch.Tensor, frontend_codes: torch.Tensor | None = None
+) -> list[torch.Tensor | None]:
     """Every tensor of ``qgraph`` for a float batch ``x [B, *input_shape]`` (or ``[B, T]``):
-    ``[input codes or None (float audio), t1, ...]`` as int8 code tensors."""
+    ``[input codes or None (float audio), t1, ...]`` as int8 code tensors.
+
+    ``frontend_codes``: int8 ``[B, n_out, frames]`` to use as the FrontEnd node's output
+    instead of computing it (the C front end's codes, so that the integer path after the one
+    float island is compared on its own: ``kwsnet parity --dtype int8``)."""
     x = x.reshape(len(x), *qgraph.input_shape).to(torch.float32)
     first: torch.Tensor | None = None
     if qgraph.input_q is not None:
         first = quantize_float(x, qgraph.input_q)
     tensors: list[torch.Tensor | None] = [first]
     for n in qgraph.nodes:
+        if n.kind == "FrontEnd" and frontend_codes is not None:
+            tensors.append(
+                frontend_codes.reshape(len(x), -1, frontend_codes.shape[-1]).to(torch.int8)
+            )
+            continue
         if n.kind == "FrontEnd":
             ins = [x]
         else:
@@ -154,9 +165,15 @@ def run_int8_tensors(qgraph: QuantGraph, x: torch.Tensor) -> list[torch.Tensor |
     return tensors
 
 
-def run_int8(qgraph: QuantGraph, x: torch.Tensor, keep_tensors: bool = False) -> Int8Output:
-    """The int8 model's logits for ``x`` (see the module docstring)."""
-    tensors = run_int8_tensors(qgraph, x)
+def run_int8(
+    qgraph: QuantGraph,
+    x: torch.Tensor,
+    keep_tensors: bool = False,
+    frontend_codes: torch.Tensor | None = None,
+) -> Int8Output:
+    """The int8 model's logits for ``x`` (see the module docstring; ``frontend_codes`` as in
+    :func:`run_int8_tensors`)."""
+    tensors = run_int8_tensors(qgraph, x, frontend_codes)
     last = qgraph.qparams[-1]
     assert last is not None and tensors[-1] is not None
     return Int8Output(tensors[-1], last, tensors if keep_tensors else None)
