@@ -3,8 +3,10 @@ quantised conv against the float conv within its derived error bound."""
 
 from __future__ import annotations
 
+import math
 import random
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -18,7 +20,7 @@ from kwsnet.quant.fixedpoint import (
     rdbpot,
     srdhm,
 )
-from kwsnet.quant.ptq import calibrate, quantize_graph
+from kwsnet.quant.ptq import QuantError, calibrate, quantize_graph
 from kwsnet.quant.reference import dequantize, run_int8
 
 EDGES = [
@@ -162,3 +164,80 @@ def test_quantised_conv_within_error_bound(stride: int, dilation: int, groups: i
     assert bool((err <= bound).all()), float((err - bound).max())
     assert float(err.max()) > 0  # quantisation did something
     assert out.codes.dtype == torch.int8
+
+
+def _layernorm_exact(codes: list[int], zp_in: int, n_node: object) -> list[int]:
+    """The integer LayerNorm of one group, spelled out in Python ints from the docstring of
+    kwsnet.quant.reference (an independent model of the torch code)."""
+    t = n_node.tensors  # type: ignore[attr-defined]
+    k = n_node.ints["frac_bits"]  # type: ignore[attr-defined]
+    m, sh = int(t["multiplier"][0]), int(t["shift"][0])
+    xs = [c - zp_in for c in codes]
+    n = len(xs)
+    s1, s2 = sum(xs), sum(v * v for v in xs)
+    r = math.isqrt(n * s2 - s1 * s1 + int(t["eps_term"][0]))
+    out = []
+    for i, x in enumerate(xs):
+        tt = (n * x - s1) * 2 ** (k + 1)
+        z = 0 if r == 0 else (1 if tt >= 0 else -1) * ((abs(tt) + r) // (2 * r))
+        acc = z * int(t["gamma"][i])
+        assert INT32_MIN <= acc <= INT32_MAX
+        left, right = max(sh, 0), max(-sh, 0)
+        a = min(max(acc << left, INT32_MIN), INT32_MAX)
+        y = _round_away(_srdhm_exact(a, m), 2**right)
+        y += int(t["beta"][i]) + n_node.out.zero_point  # type: ignore[attr-defined]
+        out.append(min(max(y, n_node.act_min), n_node.act_max))  # type: ignore[attr-defined]
+    return out
+
+
+def _rdbpot_is_round_away() -> None:
+    # rdbpot's definition equals rounding ties away from zero (used by _layernorm_exact)
+    for x in (-5, -4, -3, -1, 0, 1, 3, 5, 6):
+        assert rdbpot(x, 1).item() == _round_away(x, 2)
+
+
+@pytest.mark.parametrize("shape,affine", [((6, 20), True), ((20,), True), ((6, 20), False)])
+def test_integer_layernorm_exact_and_close_to_float(shape: tuple[int, ...], affine: bool) -> None:
+    _rdbpot_is_round_away()
+    torch.manual_seed(5)
+    ln = nn.LayerNorm(shape, elementwise_affine=affine)
+    if affine:
+        with torch.no_grad():
+            ln.weight.copy_(0.5 + torch.rand(shape))
+            ln.bias.copy_(0.3 * torch.randn(shape))
+    g = graph_from_layers([("ln", ln)], (6, 20))
+    x = torch.randn(12, 6, 20) * 1.5 + 0.4
+    x[3] = 0.25  # a constant sample: the variance is the eps term alone
+    q = quantize_graph(g, calibrate(g, [x]))
+    out = run_int8(q, x, keep_tensors=True)
+    qn = q.nodes[0]
+    assert qn.kind == "LayerNorm" and qn.ints["frac_bits"] == 12
+    q_in = q.qparams[0]
+    codes_in = out.tensors[0]  # type: ignore[index]
+    group = int(np.prod(shape))
+    flat_in = codes_in.reshape(-1, group).tolist()
+    flat_out = out.codes.reshape(-1, group).tolist()
+    for gi, go in zip(flat_in, flat_out, strict=True):
+        assert go == _layernorm_exact(gi, q_in.zero_point, qn)
+    # against the float LayerNorm of the dequantised input: within 2 output codes
+    y = ln(dequantize(codes_in, q_in)).detach()  # type: ignore[arg-type]
+    err = (out.logits - y).abs() / q.qparams[1].scale  # type: ignore[union-attr]
+    assert float(err.max()) <= 2.0, float(err.max())
+    assert float(err.mean()) < 0.6
+
+
+def test_integer_layernorm_refuses_what_it_cannot_hold() -> None:
+    big = nn.LayerNorm((2, 1 << 20))
+    g = graph_from_layers([("ln", big)], (2, 1 << 20))
+    ranges = calibrate(g, [torch.randn(1, 2, 1 << 20)])
+    with pytest.raises(QuantError, match="'ln'.*2\\^20"):
+        quantize_graph(g, ranges)
+    ln = nn.LayerNorm((4, 8))
+    with torch.no_grad():
+        ln.weight.fill_(1e-3)
+        ln.bias.fill_(50.0)  # beta far outside every output value's range once scaled
+    g = graph_from_layers([("ln", ln)], (4, 8))
+    r = calibrate(g, [torch.randn(2, 4, 8)])
+    r.lo[1], r.hi[1] = -1e-4, 1e-4  # a hostile range: beta / s_out > 32767
+    with pytest.raises(QuantError, match="'ln'.*int16"):
+        quantize_graph(g, r)

@@ -34,8 +34,10 @@ consumers agree. Per type, after the common prefix (``[out_zp, act_min, act_max]
   ``M, shift``.
 - MaxPool1d: ints ``kernel, stride``. ReLU: ints ``alias`` (1: the producer's clamp did it, a
   copy). Flatten: nothing.
-- LayerNorm: ints/floats = the LayerNorm's v1 ints/floats (float island: dequantise, float
-  LayerNorm, quantise).
+- LayerNorm (integer, ``kwsnet.quant.reference``): ints ``norm_ndim, d0, d1, frac_bits``;
+  floats ``gamma_scale, eps`` (for checking); words ``M, shift, E_lo, E_hi`` (the eps term
+  ``E = E_hi * 2^32 + (u32) E_lo``); bytes ``G int8[N]`` then ``B int16[N]`` little-endian
+  (``N = d0 * d1``: 3 bytes per element against the float file's 8).
 
 ``weight_scale`` is not needed by the integer kernels (it is folded into the multipliers); it
 is kept (4 bytes per output channel) so a file can be dequantised and checked on its own.
@@ -147,13 +149,24 @@ def _i32(*arrays: object) -> np.ndarray:
 
 def qnode_record(n: QNode, float_node: object | None = None) -> QRecord:
     """Encode one :class:`~kwsnet.quant.ptq.QNode` (``float_node``: the float graph's node,
-    needed for the FrontEnd and LayerNorm islands' v2 payload)."""
+    needed for the FrontEnd island's v2 payload)."""
     base_i = (n.out.zero_point, n.act_min, n.act_max)
     base_f = [n.out.scale]
     empty8 = np.zeros(0, np.int8)
     t = n.tensors
     type_id = LAYER_TYPES[n.kind] | INT8_FLAG
-    if n.kind in ("FrontEnd", "LayerNorm"):
+    if n.kind == "LayerNorm":
+        e = int(t["eps_term"][0])
+        lo = e & 0xFFFFFFFF
+        words = _i32(
+            t["multiplier"], t["shift"], [lo - (1 << 32) if lo >= 1 << 31 else lo, e >> 32]
+        )
+        ints = base_i + tuple(n.ints[k] for k in ("norm_ndim", "d0", "d1", "frac_bits"))
+        floats = _f32([n.out.scale, float(t["gamma_scale"][0]), float(t["eps"][0])])
+        g_bytes = t["gamma"].numpy().reshape(-1).astype(np.int8)
+        b_bytes = t["beta"].numpy().reshape(-1).astype("<i2").view(np.int8)
+        return QRecord(type_id, n.inputs, ints, floats, words, np.concatenate([g_bytes, b_bytes]))
+    if n.kind == "FrontEnd":
         if float_node is None:
             raise ValueError(f"'{n.path}': the float island needs its float node")
         rec = node_record(float_node)

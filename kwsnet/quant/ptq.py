@@ -21,6 +21,7 @@ from kwsnet.quant.fixedpoint import INT32_MAX, quantize_multiplier
 __all__ = [
     "ADD_LEFT_SHIFT",
     "FLOAT_ISLANDS",
+    "LN_FRAC_BITS",
     "QNode",
     "QParams",
     "QuantError",
@@ -33,12 +34,15 @@ __all__ = [
 ]
 
 ADD_LEFT_SHIFT = 20  # Add: inputs are (q - zp) << 20 before their multipliers (TFLite's)
+LN_FRAC_BITS = 12  # integer LayerNorm: the normalised value z in Q12 (|Z| < 2^23, Z*G < 2^30)
+LN_MAX_ELEMS = 1 << 20  # integer LayerNorm: N * sum(x^2) and sum(x)^2 stay below 2^62
+LN_MAX_E = 1 << 62  # integer LayerNorm: the eps term in D units
 # Ops whose int8 output keeps the input's (scale, zero-point): exact on int8 codes.
 SHARES_INPUT = frozenset({"MaxPool1d", "Flatten", "ReLU"})
 # Ops whose output clamp can absorb a following ReLU.
 FUSES_RELU = frozenset({"Conv1dEx", "Conv1d", "Linear", "Add", "LayerNorm"})
-# Ops that stay float (dequantise, float op, quantise): their bytes stay float32.
-FLOAT_ISLANDS = frozenset({"FrontEnd", "LayerNorm"})
+# Ops that stay float (float op, then quantise): their bytes stay float32.
+FLOAT_ISLANDS = frozenset({"FrontEnd"})
 CONV_KINDS = frozenset({"Conv1dEx", "Conv1d", "Linear"})
 SUPPORTED = frozenset(
     {"FrontEnd", "AvgPool1d", "AdaptiveAvgPool1d", "LayerNorm"} | SHARES_INPUT | FUSES_RELU
@@ -280,6 +284,60 @@ def _conv_qnode(node: object, q_in: QParams, q_out: QParams) -> QNode:
     )
 
 
+def _layernorm_qnode(node: object, q_in: QParams, q_out: QParams) -> QNode:
+    """The integer LayerNorm (``kwsnet.quant.reference._layernorm`` has the arithmetic):
+    ``gamma`` per tensor symmetric int8 (``s_g = max |gamma| / 127``), ``beta`` as int16
+    output codes ``round(beta / s_out)``, the eps term ``E = round(N^2 eps / s_in^2)`` in the
+    units of ``D = N^2 var(q)``, and one multiplier ``s_g / (2^K s_out)``."""
+    path = node.path  # type: ignore[attr-defined]
+    m = node.module  # type: ignore[attr-defined]
+    shape = tuple(m.normalized_shape)
+    if len(shape) not in (1, 2):
+        raise QuantError(f"LayerNorm at '{path}': normalized_shape {shape} must be 1-D or 2-D")
+    d0, d1 = (shape[0], 1) if len(shape) == 1 else shape
+    n = d0 * d1
+    if n > LN_MAX_ELEMS:
+        raise QuantError(f"LayerNorm at '{path}': {n} elements, the integer form takes <= 2^20")
+    if m.weight is not None:
+        gamma = m.weight.detach().to(torch.float64).reshape(-1)
+    else:
+        gamma = torch.ones(n, dtype=torch.float64)
+    if m.bias is not None:
+        beta = m.bias.detach().to(torch.float64).reshape(-1)
+    else:
+        beta = torch.zeros(n, dtype=torch.float64)
+    s_g = float(np.float32(float(gamma.abs().max()) / 127.0))
+    if not s_g > 0.0:
+        s_g = 1.0
+    g_q = torch.clamp(torch.round(gamma / s_g), -127, 127).to(torch.int8)
+    b_q = torch.round(beta / q_out.scale)
+    if bool((b_q.abs() > 32767).any()):
+        raise QuantError(
+            f"LayerNorm at '{path}': beta / output scale exceeds int16 "
+            f"(max |beta| {float(beta.abs().max()):.4g}, scale {q_out.scale:.4g})"
+        )
+    e = round(n * n * float(m.eps) / (q_in.scale * q_in.scale))
+    if not 0 <= e < LN_MAX_E:
+        raise QuantError(f"LayerNorm at '{path}': eps term {e} out of range (input scale tiny)")
+    mult, shift = _multipliers([s_g / ((1 << LN_FRAC_BITS) * q_out.scale)], path)
+    return QNode(
+        "LayerNorm",
+        path,
+        tuple(node.inputs),  # type: ignore[attr-defined]
+        q_out,
+        ints={"norm_ndim": len(shape), "d0": d0, "d1": d1, "frac_bits": LN_FRAC_BITS},
+        tensors={
+            "gamma": g_q,
+            "beta": b_q.to(torch.int32),
+            "multiplier": mult,
+            "shift": shift,
+            "gamma_scale": torch.tensor([s_g], dtype=torch.float32),
+            "eps": torch.tensor([float(m.eps)], dtype=torch.float32),
+            "eps_term": torch.tensor([e], dtype=torch.int64),
+        },
+    )
+
+
 def _pool_len(node: object, shapes: list[tuple[int, ...]]) -> int:
     return int(shapes[node.inputs[0]][-1])  # type: ignore[attr-defined]
 
@@ -346,7 +404,7 @@ def quantize_graph(graph: object, ranges: Ranges) -> QuantGraph:
             qn = QNode(n.kind, n.path, ins, q_out, ints={"kernel": k, "stride": st})
             qn.tensors = {"multiplier": mult, "shift": shift}
         elif n.kind == "LayerNorm":
-            qn = QNode(n.kind, n.path, ins, q_out, float_module=n.module)
+            qn = _layernorm_qnode(n, q_in, q_out)  # type: ignore[arg-type]
         else:  # FrontEnd
             qn = QNode(n.kind, n.path, ins, q_out, float_module=n)
         if i in fused:

@@ -19,8 +19,19 @@ Every tensor between the input quantiser and the logits is an ``int8`` code tens
   ``y = clamp(mbqm(a' + b', M_o, s_o) + zp_out, act_min, 127)``.
 - **AvgPool1d(k) / mean over L**: ``acc = Σ_window (x - zp_in)`` (int32), ``y = clamp(mbqm(acc,
   M, s) + zp_out, act_min, 127)`` with the real multiplier ``s_in / (k * s_out)``.
-- **LayerNorm** (raw_conv): float island — dequantise ``(q - zp) * scale`` in float32, the
-  float LayerNorm, quantise.
+- **LayerNorm** (integer; raw_conv's per-conv norm), per group of ``N`` contiguous codes
+  (``normalized_shape`` ``[d0, d1]``: the whole ``[C, L]`` sample; ``[d0]``: each row),
+  ``x = q - zp_in``::
+
+      S1 = Σ x, S2 = Σ x²  (int64);  D = N S2 - S1²  (= N² var(x));  R = isqrt(D + E)
+      num = N x - S1;  t = num << (K + 1);  Z = trunc((t + sign(t) R) / (2 R))   (0 if R = 0)
+      y = clamp(mbqm(Z G, M, shift) + B + zp_out, act_min, act_max)
+
+  ``Z`` is ``(x - mean) / sqrt(var + eps / s_in²)`` in Q``K`` (K = 12), rounded half away
+  from zero; ``E = round(N² eps / s_in²)``; ``G`` int8 gamma (scale ``s_g``), ``B`` int16
+  beta in output codes, ``M, shift`` the multiplier ``s_g / (2^K s_out)``. ``isqrt`` is the
+  floor of the exact square root. No float anywhere (``N <= 2^20`` keeps every intermediate
+  in int64 and ``Z G`` in int32).
 - **FrontEnd**: float, then quantised with its own scale.
 
 Output: the last node's **int8 logits** and their QParams; :class:`Int8Output` gives the
@@ -30,6 +41,7 @@ first maximum on a tie, as ``torch.argmax`` and a C loop with ``>`` do).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -104,6 +116,26 @@ def _conv(x: torch.Tensor, n: QNode, q_in: QParams) -> torch.Tensor:
     return _requant(acc, n, mult, shift)
 
 
+def _layernorm(x: torch.Tensor, n: QNode, q_in: QParams) -> torch.Tensor:
+    """Integer LayerNorm of int8 ``x [B, ...]`` (module docstring)."""
+    g = n.ints
+    size = g["d0"] * g["d1"]
+    k = g["frac_bits"]
+    xs = (x.to(torch.int64) - q_in.zero_point).reshape(-1, size)  # [groups, N]
+    s1 = xs.sum(dim=1)
+    s2 = (xs * xs).sum(dim=1)
+    d = size * s2 - s1 * s1
+    e = int(n.tensors["eps_term"][0])
+    r = torch.tensor([math.isqrt(int(v) + e) for v in d.tolist()], dtype=torch.int64)[:, None]
+    t = (size * xs - s1[:, None]) << (k + 1)
+    num = torch.where(t >= 0, t + r, t - r)
+    z = torch.where(r > 0, torch.div(num, torch.clamp(2 * r, min=1), rounding_mode="trunc"), 0)
+    acc = z * n.tensors["gamma"].to(torch.int64).reshape(1, size)
+    y = mbqm(acc, n.tensors["multiplier"].to(torch.int64), n.tensors["shift"].to(torch.int64))
+    y = y + n.tensors["beta"].to(torch.int64).reshape(1, size) + n.out.zero_point
+    return torch.clamp(y, n.act_min, n.act_max).to(torch.int8).reshape(x.shape)
+
+
 def _node(n: QNode, xs: list[torch.Tensor], qin: list[QParams | None]) -> torch.Tensor:
     kind = n.kind
     if kind == "FrontEnd":
@@ -131,8 +163,7 @@ def _node(n: QNode, xs: list[torch.Tensor], qin: list[QParams | None]) -> torch.
         b = mbqm((xs[1].to(torch.int64) - qin[1].zero_point) << ls, m[1], sh[1])  # type: ignore[union-attr]
         return _requant(a + b, n, m[2], sh[2])
     if kind == "LayerNorm":
-        y = n.float_module(dequantize(x, q_in))  # type: ignore[arg-type,misc,operator]
-        return quantize_float(y, n.out, n.act_min)
+        return _layernorm(x, n, q_in)  # type: ignore[arg-type]
     raise ValueError(f"'{n.path}': no integer kernel for {kind}")
 
 

@@ -96,7 +96,7 @@ class QuantReport:
             )
             qf, qi = b["weights_fp32_quantised"], b["weights_int8_quantised"]
             out.append(
-                f"quantised layers only (no float front end / LayerNorm): float {qf}, "
+                f"quantised layers only (no float front end): float {qf}, "
                 f"int8 {qi} (ratio {qi / max(qf, 1):.3f})"
             )
         return out
@@ -194,7 +194,7 @@ def run_report(
 def byte_counts(graph: object, qgraph: QuantGraph, sample_rate: int) -> dict[str, int]:
     """Weight (payload) and file bytes of the float file (format 1 or 2) and the int8 one;
     ``*_quantised``: the payload of the layers that become int8 only (without the float
-    islands, FrontEnd tables and LayerNorm, which are the same bytes in both files)."""
+    island: the FrontEnd tables, the same bytes in both files)."""
     from kwsnet.export import cnative
     from kwsnet.quant.format import quant_bytes, quant_records, weight_bytes
 
