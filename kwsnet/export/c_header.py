@@ -10,6 +10,15 @@ does (same layer records), and the C side prepares it with ``kwsn_model_from_tab
     kwsn_model_from_table(kwsn_model_layers, KWSN_MODEL_N_LAYERS, kwsn_model_input,
                           KWSN_MODEL_SAMPLE_RATE, store, sizeof(store), NULL, &m);
     kwsn_forward(m, arena, sizeof(arena), x, KWSN_MODEL_INPUT_LEN, logits, n);
+
+An int8 model (``kwsnet export --dtype int8 --format c-header``, format version 3 records)
+adds ``int32_t`` words and ``int8_t`` weight arrays to each descriptor and is prepared with
+``kwsn_model_from_table_q``, which takes the input quantiser (``&kwsn_model_input_q``, or
+``NULL`` when a float front end comes first: ``KWSN_MODEL_HAS_INPUT_Q`` says which)::
+
+    kwsn_model_from_table_q(kwsn_model_layers, KWSN_MODEL_N_LAYERS, kwsn_model_input,
+                            KWSN_MODEL_SAMPLE_RATE, KWSN_MODEL_INPUT_Q, store, sizeof(store),
+                            NULL, &m);
 """
 
 from __future__ import annotations
@@ -34,7 +43,14 @@ from kwsnet.export.cnative import (
 from kwsnet.export.layers import ExportError
 from kwsnet.fileio import atomic_write_text
 
-__all__ = ["c_header_text", "graph_header_text", "write_c_header", "write_graph_header"]
+__all__ = [
+    "c_header_text",
+    "graph_header_text",
+    "int8_header_text",
+    "write_c_header",
+    "write_graph_header",
+    "write_int8_header",
+]
 
 
 def _c_float(v: np.float32) -> str:
@@ -44,6 +60,11 @@ def _c_float(v: np.float32) -> str:
     return s + "f"
 
 
+def _int_rows(values: np.ndarray, per_line: int = 16) -> str:
+    vals = [str(int(v)) for v in values.reshape(-1)]
+    return ",\n    ".join(", ".join(vals[j : j + per_line]) for j in range(0, len(vals), per_line))
+
+
 def _header_text(
     named_records: list[tuple[str, LayerRecord, tuple[int, ...]]],
     input_shape: Sequence[int],
@@ -51,8 +72,11 @@ def _header_text(
     sample_rate: int,
     prefix: str,
     version: int,
+    input_q: tuple[float, int] | None = None,
 ) -> str:
-    """The header for ``(path, record, input tensor ids)`` triples."""
+    """The header for ``(path, record, input tensor ids)`` triples; a record with ``words``
+    and ``data`` (a :class:`kwsnet.quant.format.QRecord`) is an int8 one (``input_q``: the
+    int8 model's input quantiser, None for float input)."""
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", prefix):
         raise ExportError(f"prefix {prefix!r} is not a C identifier")
     if len(input_shape) not in (1, 2):
@@ -81,10 +105,22 @@ def _header_text(
         f"{dims[1]}u}}}};",
         "",
     ]
+    if version >= 3:
+        if input_q is not None:
+            lines += [
+                f"#define {up}_HAS_INPUT_Q 1",
+                f"static const kwsn_qparams {prefix}_input_q = {{{_c_float(np.float32(input_q[0]))}"
+                f", {int(input_q[1])}}};",
+                f"#define {up}_INPUT_Q (&{prefix}_input_q)",
+            ]
+        else:
+            lines += [f"#define {up}_HAS_INPUT_Q 0", f"#define {up}_INPUT_Q NULL"]
+        lines.append("")
     table = []
     for i, (path, rec, inputs) in enumerate(named_records):
+        name = getattr(rec, "name", f"type {rec.type:#x}")
         if not np.all(np.isfinite(rec.floats)):
-            raise ExportError(f"{rec.name} at '{path}' has non-finite weights")
+            raise ExportError(f"{name} at '{path}' has non-finite weights")
         ints = ", ".join(str(v) for v in rec.ints) or "0"
         ptr = "0"
         if rec.floats.size:
@@ -94,14 +130,25 @@ def _header_text(
                 for j in range(0, rec.floats.size, 8)
             )
             lines += [
-                f"/* {path}: {rec.name} */",
+                f"/* {path}: {name} */",
                 f"static const float {arr}[] = {{\n    {body}}};",
             ]
             ptr = arr
+        extra = ""
+        words, data = getattr(rec, "words", None), getattr(rec, "data", None)
+        if words is not None and data is not None:
+            w_ptr = b_ptr = "0"
+            if words.size:
+                w_ptr = f"{prefix}_l{i}_words"
+                lines.append(f"static const int32_t {w_ptr}[] = {{\n    {_int_rows(words)}}};")
+            if data.size:
+                b_ptr = f"{prefix}_l{i}_bytes"
+                lines.append(f"static const int8_t {b_ptr}[] = {{\n    {_int_rows(data)}}};")
+            extra = f", {words.size}u, {w_ptr}, {data.size}u, {b_ptr}"
         ins = ", ".join(f"{t}u" for t in inputs)
         table.append(
             f"    {{{rec.type}u, {len(rec.ints)}u, {{{ints}}}, {rec.floats.size}u, {ptr}, "
-            f"{len(inputs)}u, {{{ins}}}}}, /* {path}: {rec.name} */"
+            f"{len(inputs)}u, {{{ins}}}{extra}}}, /* {path}: {name} */"
         )
     lines += [
         "",
@@ -169,5 +216,46 @@ def write_graph_header(
 ) -> int:
     """Write the header of a graph; returns its size in bytes."""
     text = graph_header_text(graph, sample_rate, prefix)
+    atomic_write_text(path, text)
+    return len(text)
+
+
+def int8_header_text(
+    qgraph: object, graph: object, sample_rate: int = 16000, prefix: str = "kwsn_model"
+) -> str:
+    """The header of an int8 model (``kwsnet.quant``: ``qgraph`` quantised from the float
+    ``graph``): the version-3 records as ``int8_t`` weights, ``int32_t`` words and float
+    arrays. ``ARENA_BYTES`` is the runtime's ``kwsn_arena_bytes`` for the same file."""
+    import tempfile
+
+    from kwsnet.export.runtime import CModel
+    from kwsnet.quant.format import QUANT_FORMAT_VERSION, quant_bytes, quant_records
+
+    data = quant_bytes(qgraph, graph, sample_rate)  # type: ignore[arg-type]
+    with tempfile.TemporaryDirectory() as tmp:
+        f = Path(tmp) / "m.kwsn"
+        f.write_bytes(data)
+        with CModel(f) as cm:
+            arena = cm.arena_bytes
+    nodes = qgraph.nodes  # type: ignore[attr-defined]
+    recs = [
+        (n.path, r, tuple(n.inputs))
+        for n, r in zip(nodes, quant_records(qgraph, graph), strict=True)  # type: ignore[arg-type]
+    ]
+    q = qgraph.input_q  # type: ignore[attr-defined]
+    iq = (q.scale, q.zero_point) if q is not None else None
+    shape = qgraph.input_shape  # type: ignore[attr-defined]
+    return _header_text(recs, shape, arena, sample_rate, prefix, QUANT_FORMAT_VERSION, iq)
+
+
+def write_int8_header(
+    qgraph: object,
+    graph: object,
+    path: str | Path,
+    sample_rate: int = 16000,
+    prefix: str = "kwsn_model",
+) -> int:
+    """Write the int8 header; returns its size in bytes."""
+    text = int8_header_text(qgraph, graph, sample_rate, prefix)
     atomic_write_text(path, text)
     return len(text)

@@ -1,7 +1,14 @@
 """``kwsnet export`` and ``kwsnet parity``.
 
     kwsnet export --ckpt_path run/last.ckpt [--config cfg.yaml] --format cnative --out m.kwsn
+    kwsnet export --ckpt_path best.ckpt --format cnative --dtype int8 --out m8.kwsn
     kwsnet parity --ckpt_path run/last.ckpt [--config cfg.yaml] [--per-layer] [--lib path.so]
+    kwsnet parity --ckpt_path best.ckpt --dtype int8 [--calibration 512] [--per-layer]
+
+``--dtype int8`` quantises after training (``kwsnet.quant``: calibration on ``--calibration``
+training clips, min/max or ``--percentile p``) and writes format version 3 (cnative) or a C
+header with ``int8_t`` arrays; ``parity --dtype int8`` is the bit-exact gate of the C int8
+runtime against the integer reference (``kwsnet.quant.parity``).
 
 Config keys (``--data.root=...``, ``--model.*``, ``--trainer.*``, ``--seed_everything``) are
 passed to the config as overrides; any other unknown argument is an error of this command.
@@ -23,6 +30,8 @@ from kwsnet.export.runtime import CRuntimeError
 __all__ = ["export_main", "parity_main", "export_model", "model_graph"]
 
 FORMATS = ("cnative", "c-header", "onnx")
+DTYPES = ("float32", "int8")
+INT8_FORMATS = ("cnative", "c-header")
 
 
 def model_graph(model: object, clip_samples: int | None) -> object | None:
@@ -171,18 +180,24 @@ def export_main(argv: list[str]) -> int:
     parser.add_argument(
         "--prefix", default="kwsn_model", help="C symbol prefix for --format c-header"
     )
+    _dtype_args(parser)
     args, overrides = _parse(parser, argv, required=("out",))
+    if args.dtype == "int8" and args.format not in INT8_FORMATS:
+        parser.error(f"--dtype int8 writes {' or '.join(INT8_FORMATS)}, not {args.format}")
     try:
         model, dm = _build(args, overrides)
         clip = getattr(dm, "clip_samples", None)
-        n = export_model(model, args.format, args.out, _sample_rate(dm), args.prefix, clip)
+        if args.dtype == "int8":
+            n = _export_int8(model, dm, args)
+        else:
+            n = export_model(model, args.format, args.out, _sample_rate(dm), args.prefix, clip)
     except _ConfigExit as exc:
         return exc.code
     except (ExportError, ValueError, FileNotFoundError, CRuntimeError) as exc:
         # CRuntimeError: a graph's C header takes its arena from the runtime
         print(f"export failed: {one_line(exc)}", file=sys.stderr)
         return 1
-    print(f"wrote {args.out} ({n} bytes, format {args.format})")
+    print(f"wrote {args.out} ({n} bytes, format {args.format}, {args.dtype})")
     if args.format == "cnative":
         from kwsnet.export.runtime import CModel
 
@@ -191,6 +206,66 @@ def export_main(argv: list[str]) -> int:
                 print(f"arena {cm.arena_bytes} bytes, weights {cm.weight_bytes} bytes")
         except CRuntimeError as exc:
             print(f"(arena and weight bytes need the C runtime: {one_line(exc)})")
+    return 0
+
+
+def _dtype_args(parser: argparse.ArgumentParser) -> None:
+    from kwsnet.quant.report import add_calibration_args
+
+    parser.add_argument(
+        "--dtype", choices=DTYPES, default="float32", help="float32 (default) or int8 (PTQ)"
+    )
+    add_calibration_args(parser)
+
+
+def _export_int8(model: object, dm: object, args: argparse.Namespace) -> int:
+    """Quantise ``model`` (calibrated on ``dm``'s training split) and write it; bytes."""
+    from kwsnet.quant.format import write_quant
+    from kwsnet.quant.report import quantize_model
+
+    graph, qgraph = quantize_model(model, dm, args.calibration, args.percentile)
+    rate = _sample_rate(dm)
+    if args.format == "cnative":
+        return write_quant(qgraph, graph, args.out, rate)
+    from kwsnet.export.c_header import write_int8_header
+
+    return write_int8_header(qgraph, graph, args.out, rate, args.prefix)
+
+
+def _parity_int8(args: argparse.Namespace, overrides: list[str]) -> int:
+    """``kwsnet parity --dtype int8``: C int8 vs the integer reference, bit for bit."""
+    from kwsnet.export.runtime import CModel
+    from kwsnet.quant.format import write_quant
+    from kwsnet.quant.parity import run_int8_parity
+    from kwsnet.quant.report import quantize_model
+
+    try:
+        model, dm = _build(args, overrides)
+        graph, qgraph = quantize_model(model, dm, args.calibration, args.percentile)
+        dm.setup("test")
+        batches = (
+            b["audio"]
+            for i, b in enumerate(dm.test_dataloader())
+            if args.max_batches is None or i < args.max_batches
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model_int8.kwsn"
+            write_quant(qgraph, graph, path, _sample_rate(dm))
+            with CModel(path, args.lib) as cm:
+                floor = args.ckpt_path is not None and not args.no_class_floor
+                rep = run_int8_parity(
+                    qgraph, batches, cm, dm.num_classes, args.per_layer, class_floor=floor
+                )
+    except _ConfigExit as exc:
+        return exc.code
+    except (ExportError, ValueError, FileNotFoundError, CRuntimeError) as exc:
+        print(f"parity failed: {one_line(exc)}", file=sys.stderr)
+        return 1
+    for line in rep.lines():
+        print(line)
+    if not rep.ok:
+        print(f"PARITY FAILED: {rep.failure()}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -208,7 +283,10 @@ def parity_main(argv: list[str]) -> int:
         action="store_true",
         help="do not fail a collapsed model (the floor applies with --ckpt_path only)",
     )
+    _dtype_args(parser)
     args, overrides = _parse(parser, argv)
+    if args.dtype == "int8":
+        return _parity_int8(args, overrides)
     from kwsnet.export.parity import run_parity
     from kwsnet.export.runtime import CModel
 

@@ -31,9 +31,11 @@ __all__ = [
     "QuantReport",
     "byte_counts",
     "calibration_batches",
+    "add_calibration_args",
     "float_graph",
     "quant_report_main",
     "report_verdict",
+    "quantize_model",
     "run_report",
 ]
 
@@ -113,6 +115,35 @@ def float_graph(model: object, clip_samples: int | None) -> object:
     if g is None:
         g = graph_from_layers(collect_named_layers(model), input_shape_of(model))  # type: ignore[arg-type]
     return g
+
+
+def quantize_model(
+    model: object, dm: object, calibration: int = 512, percentile: float | None = None
+) -> tuple[object, QuantGraph]:
+    """``(float graph, int8 graph)`` of ``model``, calibrated on ``calibration`` clips of the
+    DataModule ``dm``'s training split (:func:`calibration_batches`): the one recipe behind
+    ``kwsnet quant-report``, ``kwsnet export --dtype int8`` and ``kwsnet parity --dtype int8``.
+
+    Raises:
+        QuantError: no clips, an op without an int8 form, a value out of range.
+    """
+    graph = float_graph(model, getattr(dm, "clip_samples", None))
+    dm.setup("fit")  # type: ignore[attr-defined]
+    cal = calibration_batches(dm.datasets["train"], calibration)  # type: ignore[attr-defined]
+    return graph, quantize_graph(graph, calibrate(graph, cal, percentile))
+
+
+def add_calibration_args(parser: argparse.ArgumentParser) -> None:
+    """``--calibration`` and ``--percentile`` (every command that quantises)."""
+    parser.add_argument(
+        "--calibration", type=int, default=512, help="training clips to calibrate on (512)"
+    )
+    parser.add_argument(
+        "--percentile",
+        type=float,
+        default=None,
+        help="activation range = the [100-p, p] percentiles (default: min/max)",
+    )
 
 
 def calibration_batches(dataset: object, n: int, batch_size: int = 64) -> list[torch.Tensor]:
@@ -229,23 +260,12 @@ def quant_report_main(argv: list[str]) -> int:
 
     parser = argparse.ArgumentParser(prog="kwsnet quant-report", description=__doc__)
     _common(parser)
-    parser.add_argument(
-        "--calibration", type=int, default=512, help="training clips to calibrate on (512)"
-    )
-    parser.add_argument(
-        "--percentile",
-        type=float,
-        default=None,
-        help="activation range = the [100-p, p] percentiles (default: min/max)",
-    )
+    add_calibration_args(parser)
     parser.add_argument("--max-batches", type=int, default=None, help="stop early (debugging)")
     args, overrides = _parse(parser, argv)
     try:
         model, dm = _build(args, overrides)
-        graph = float_graph(model, getattr(dm, "clip_samples", None))
-        dm.setup("fit")
-        cal = calibration_batches(dm.datasets["train"], args.calibration)
-        qgraph = quantize_graph(graph, calibrate(graph, cal, args.percentile))
+        graph, qgraph = quantize_model(model, dm, args.calibration, args.percentile)
         dm.setup("test")
         batches = (
             (b["audio"], b["label"])
