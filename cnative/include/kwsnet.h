@@ -1,5 +1,5 @@
 /*
- * kwsnet C runtime: float32 inference for the raw-audio keyword-spotting model.
+ * kwsnet C runtime: float32 and int8 inference for the keyword-spotting models.
  *
  * C99, libc + libm only. Every public function returns a kwsn_status and never exits.
  * The flow is prepare-then-run:
@@ -40,6 +40,32 @@
  *
  * A version-1 layer reads the previous layer's output (tensor i). Prepare plans the
  * activations once (liveness -> reusable 64-byte-aligned slots in the one caller arena).
+ *
+ * Version 3 is the int8 model (kwsnet/quant/format.py writes it; kwsnet/quant/reference.py
+ * defines its arithmetic, which the C kernels equal bit for bit). The header grows by
+ *
+ *   u32      has_input_q   1: the float input is quantised first (raw audio), 0: it is not
+ *                          (a FrontEnd layer reads it and quantises its own output)
+ *   f32      input_scale   the input quantiser (ignored when has_input_q == 0)
+ *   i32      input_zero_point
+ *
+ * and every record is {u32 type | KWSN_INT8_FLAG, n_inputs, n_ints, n_floats, n_words,
+ * n_bytes; u32 inputs[n_inputs]; i32 ints[n_ints]; f32 floats[n_floats]; i32
+ * words[n_words]; i8 bytes[n_bytes], zero padding to a multiple of 4}. ints[0..3) =
+ * {out_zero_point, act_min, act_max}, floats[0] = out_scale, then per type (kwsn_model.c's
+ * int8 layer table): Conv1dEx / Conv1d ints in, out, kernel, stride, padding, dilation,
+ * groups, floats weight_scale[out], words bias[out], multiplier[out], shift[out], bytes
+ * weight[out][in / groups][kernel]; Linear ints in, out (words, bytes as a conv); ReLU ints
+ * alias (1: a copy, 0: max(q, act_min)); MaxPool1d ints kernel, stride; Flatten nothing;
+ * AvgPool1d / AdaptiveAvgPool1d ints kernel, stride, words M, shift; Add ints left_shift,
+ * words M_a, s_a, M_b, s_b, M_out, s_out; FrontEnd the v2 FrontEnd's ints / floats (run in
+ * float, then quantised); LayerNorm ints norm_ndim, d0, d1, frac_bits, floats gamma_scale,
+ * eps, words M, shift, E_lo, E_hi, bytes gamma int8[N] then beta int16 LE [N].
+ *
+ * A tensor's (scale, zero point) is its producer's out_scale / out_zero_point (tensor 0's is
+ * the header's input quantiser). Every int8 tensor takes 1 byte per element in the arena.
+ * kwsn_forward* on an int8 model return dequantised floats (q - zp) * scale;
+ * kwsn_forward_codes_batch returns the codes themselves.
  */
 #ifndef KWSNET_H
 #define KWSNET_H
@@ -52,12 +78,15 @@ extern "C" {
 #endif
 
 #define KWSN_MAGIC "KWSN"
-#define KWSN_FORMAT_VERSION 2u
+#define KWSN_FORMAT_VERSION 3u
 /* Oldest format version kwsn_model_parse still reads (a chain of layers). */
 #define KWSN_FORMAT_VERSION_MIN 1u
 /* Most input tensors of one layer (Add takes two). */
 #define KWSN_MAX_INPUTS 2
-#define KWSN_MAX_INTS 8
+/* ints per layer (the int8 FrontEnd has 10: 3 common + the float FrontEnd's 7). */
+#define KWSN_MAX_INTS 12
+/* Set in the type of every int8 (format-3) layer: KWSN_LAYER_* | KWSN_INT8_FLAG. */
+#define KWSN_INT8_FLAG 0x100u
 #define KWSN_MAX_LAYERS 256
 /* Upper bound on any activation or weight count, so size arithmetic never overflows. */
 #define KWSN_MAX_ELEMS (1u << 26)
@@ -73,7 +102,7 @@ extern "C" {
 #define KWSN_DEFAULT_MAX_OPS 4000000000ull
 #define KWSN_DEFAULT_MAX_ARENA_BYTES ((size_t)128u << 20)
 /* Bumped whenever a public struct or function signature changes (see kwsn_abi_version). */
-#define KWSN_ABI_VERSION 3u
+#define KWSN_ABI_VERSION 4u
 /* The arena passed to kwsn_forward must be aligned to this many bytes. */
 #define KWSN_ARENA_ALIGN 64u
 
@@ -125,7 +154,8 @@ typedef struct {
 
 /* One layer as stored: what the file holds, or what a generated C header declares.
  * n_inputs 0 means "the previous layer's output" (version-1 files, chain tables); otherwise
- * inputs[0..n_inputs) are tensor ids (0 = the model input, layer i produces tensor i + 1). */
+ * inputs[0..n_inputs) are tensor ids (0 = the model input, layer i produces tensor i + 1).
+ * words / bytes: the int8 layer's int32 and int8 payloads (format 3; 0 / NULL for float). */
 typedef struct {
     uint32_t type;
     uint32_t n_ints;
@@ -134,7 +164,17 @@ typedef struct {
     const float *floats;
     uint32_t n_inputs;
     uint32_t inputs[KWSN_MAX_INPUTS];
+    uint32_t n_words;
+    const int32_t *words;
+    uint32_t n_bytes;
+    const int8_t *bytes;
 } kwsn_layer_desc;
+
+/* Per-tensor affine int8 parameters: real = scale * (q - zero_point). */
+typedef struct {
+    float scale;
+    int32_t zero_point;
+} kwsn_qparams;
 
 
 /* Caller limits checked at prepare time. Zero in a field means "use the default". */
@@ -148,7 +188,7 @@ typedef struct {
  * pointers (a uint64_t array is). KWSN_MODEL_BYTES(n) is a compile-time upper bound of
  * kwsn_model_bytes(n) for static allocation: static uint64_t s[KWSN_MODEL_WORDS(n)]. */
 typedef struct kwsn_model kwsn_model;
-#define KWSN_MODEL_BYTES(n_layers) (256u + (size_t)(n_layers) * 192u)
+#define KWSN_MODEL_BYTES(n_layers) (256u + (size_t)(n_layers) * 320u)
 #define KWSN_MODEL_WORDS(n_layers) ((KWSN_MODEL_BYTES(n_layers) + 7u) / 8u)
 
 /* Exact storage bytes for a model of n_layers layers (<= KWSN_MODEL_BYTES(n_layers)). */
@@ -177,6 +217,15 @@ kwsn_status kwsn_model_from_table(const kwsn_layer_desc *descs, uint32_t n_layer
                                   kwsn_shape input, uint32_t sample_rate, void *storage,
                                   size_t storage_bytes, const kwsn_limits *limits,
                                   kwsn_model **model);
+
+/* Prepare an int8 model (format 3) from a descriptor table: every type carries
+ * KWSN_INT8_FLAG; input_q is the input quantiser (NULL: the input stays float, a FrontEnd
+ * layer reads it). The float kwsn_model_from_table refuses int8 tables and vice versa. */
+kwsn_status kwsn_model_from_table_q(const kwsn_layer_desc *descs, uint32_t n_layers,
+                                    kwsn_shape input, uint32_t sample_rate,
+                                    const kwsn_qparams *input_q, void *storage,
+                                    size_t storage_bytes, const kwsn_limits *limits,
+                                    kwsn_model **model);
 
 /* The limits used when none are given. */
 kwsn_limits kwsn_default_limits(void);
@@ -225,6 +274,24 @@ kwsn_status kwsn_forward(const kwsn_model *model, void *arena, size_t arena_byte
 kwsn_status kwsn_forward_batch(const kwsn_model *model, void *arena, size_t arena_bytes,
                                const float *input, size_t n_rows, size_t input_len,
                                uint32_t n_run, float *out, size_t out_stride);
+
+/* 1 for an int8 (format 3) model, else 0. */
+int kwsn_is_int8(const kwsn_model *model);
+
+/* Layer i's output quantisation (KWSN_ERR_ARG for a float model or i out of range). */
+kwsn_status kwsn_layer_qparams(const kwsn_model *model, uint32_t i, kwsn_qparams *q);
+
+/* The input quantiser (KWSN_ERR_ARG when the input stays float: a float model, or an int8
+ * model whose first layer is a FrontEnd). */
+kwsn_status kwsn_input_qparams(const kwsn_model *model, kwsn_qparams *q);
+
+/* int8 model: run layers [0, n_run) on n_rows samples and write layer n_run-1's int8 codes
+ * of row r to out[r * out_stride ..] (out_stride >= its length). n_run == 0 writes the
+ * input codes (KWSN_ERR_ARG when there is no input quantiser). KWSN_ERR_ARG for a float
+ * model. */
+kwsn_status kwsn_forward_codes_batch(const kwsn_model *model, void *arena, size_t arena_bytes,
+                                     const float *input, size_t n_rows, size_t input_len,
+                                     uint32_t n_run, int8_t *out, size_t out_stride);
 
 /* Index of the largest value (first on ties, as torch.argmax). */
 uint32_t kwsn_argmax(const float *x, size_t n);

@@ -289,6 +289,10 @@ size_t kwsn_conv1d_ex_channel_floats(const kwsn_conv1d_ex_args *a) {
 size_t kwsn_conv1d_ex_scratch_floats(const kwsn_conv1d_ex_args *a) {
     return (size_t)a->C_in * kwsn_conv1d_ex_channel_floats(a) + KWSN_CONV_SLACK;
 }
+
+size_t kwsn_conv1d_q8_scratch_bytes(const kwsn_conv1d_ex_args *a) {
+    return ((size_t)a->C_in * kwsn_conv1d_ex_channel_floats(a) + KWSN_Q8_SLACK) * sizeof(int16_t);
+}
 #endif
 
 /* Sum and then sum of squared deviations from the mean, in KWSN_LN_LANES = 32 lanes: lane u
@@ -479,6 +483,183 @@ static void KWSN_K(kwsn_attn_pool_f32)(float *out, const float *x, const float *
     }
 }
 
+
+/* ------------------------------------------------------------------ int8 kernels
+ *
+ * Integer arithmetic (kwsnet/quant/reference.py): every intermediate is exact and the
+ * loader proved that no accumulator leaves int32 (sum |w| * 255 + |bias| <= INT32_MAX), so
+ * the sum order does not matter and every path gives the same bits. The hot loops are
+ * int16 x int16 -> int32 over contiguous positions, which gcc vectorises per target. */
+
+/* KWSN_Q8_ROWS output rows x KWSN_Q8_TILE positions of int32 accumulators. */
+#define KWSN_Q8_ROWS 4
+
+KWSN_INLINE void q8_requant_store(int8_t *y, const int32_t *acc, uint32_t n, int32_t m,
+                                  int32_t shift, const kwsn_q8_requant *rq) {
+    for (uint32_t u = 0; u < n; u++)
+        y[u] = kwsn_clamp_q8((int64_t)kwsn_mbqm(acc[u], m, shift) + rq->zp_out, rq->act_min,
+                             rq->act_max);
+}
+
+/* Rows o0..o0+NO of a group: xp [gi][cs] int16 centred input, tap j of output t reads
+ * x_i[t + off[j]]; w [go][gi][k]. */
+KWSN_INLINE void q8_conv_rows(int8_t *out, const int16_t *xp, const int8_t *w,
+                              const kwsn_q8_requant *rq, uint32_t o_base, uint32_t gi,
+                              uint32_t L_out, uint32_t cs, uint32_t k, const uint32_t *off,
+                              uint32_t o0, const uint32_t NO) {
+    for (uint32_t t0 = 0; t0 < L_out; t0 += KWSN_Q8_TILE) {
+        int32_t acc[KWSN_Q8_ROWS][KWSN_Q8_TILE];
+        for (uint32_t r = 0; r < NO; r++) {
+            const int32_t b = rq->bias[o_base + o0 + r];
+            for (uint32_t u = 0; u < KWSN_Q8_TILE; u++) acc[r][u] = b;
+        }
+        for (uint32_t i = 0; i < gi; i++) {
+            const int16_t *x = xp + (size_t)i * cs + t0;
+            for (uint32_t j = 0; j < k; j++) {
+                const int16_t *xs = x + off[j];
+                for (uint32_t r = 0; r < NO; r++) {
+                    const int32_t wr = w[((size_t)(o0 + r) * gi + i) * k + j];
+                    int32_t *a = acc[r];
+                    for (uint32_t u = 0; u < KWSN_Q8_TILE; u++) a[u] += wr * (int32_t)xs[u];
+                }
+            }
+        }
+        const uint32_t nt = L_out - t0 < KWSN_Q8_TILE ? L_out - t0 : KWSN_Q8_TILE;
+        for (uint32_t r = 0; r < NO; r++) {
+            const uint32_t o = o_base + o0 + r;
+            q8_requant_store(out + (size_t)(o0 + r) * L_out + t0, acc[r], nt, rq->mult[o],
+                             rq->shift[o], rq);
+        }
+    }
+}
+
+static void KWSN_K(kwsn_conv1d_q8)(int8_t *out, const int8_t *in, const int8_t *w,
+                                   const kwsn_q8_requant *rq, const kwsn_conv1d_ex_args *a,
+                                   void *scratch) {
+    const uint32_t s = a->stride, cs = (uint32_t)kwsn_conv1d_ex_channel_floats(a);
+    const uint32_t ph = cs / s;
+    int16_t *xp = (int16_t *)scratch;
+    const int32_t zp = rq->zp_in;
+    for (uint32_t i = 0; i < a->C_in; i++) {
+        const int8_t *x = in + (size_t)i * a->L;
+        int16_t *xc = xp + (size_t)i * cs;
+        for (uint32_t r = 0; r < s; r++) {
+            int16_t *p = xc + (size_t)r * ph;
+            for (uint32_t u = 0; u < ph; u++) {
+                const uint32_t q = s * u + r;
+                p[u] = (int16_t)((q >= a->pad && q < a->pad + a->L) ? x[q - a->pad] - zp : 0);
+            }
+        }
+    }
+    memset(xp + (size_t)a->C_in * cs, 0, KWSN_Q8_SLACK * sizeof(int16_t));
+    uint32_t off[KWSN_MAX_CONV_KERNEL];
+    for (uint32_t j = 0; j < a->k; j++) off[j] = ((a->dil * j) % s) * ph + (a->dil * j) / s;
+    const uint32_t gi = a->C_in / a->groups, go = a->C_out / a->groups;
+    for (uint32_t g = 0; g < a->groups; g++) {
+        const int16_t *xg = xp + (size_t)g * gi * cs;
+        const int8_t *wg = w + (size_t)g * go * gi * a->k;
+        int8_t *yg = out + (size_t)g * go * a->L_out;
+        uint32_t o = 0;
+        for (; o + KWSN_Q8_ROWS <= go; o += KWSN_Q8_ROWS)
+            q8_conv_rows(yg, xg, wg, rq, g * go, gi, a->L_out, cs, a->k, off, o, KWSN_Q8_ROWS);
+        for (; o < go; o++) q8_conv_rows(yg, xg, wg, rq, g * go, gi, a->L_out, cs, a->k, off, o, 1);
+    }
+}
+
+static void KWSN_K(kwsn_linear_q8)(int8_t *out, const int8_t *in, const int8_t *w,
+                                   const kwsn_q8_requant *rq, uint32_t n_in, uint32_t n_out,
+                                   void *scratch) {
+    int16_t *x = (int16_t *)scratch;
+    for (uint32_t i = 0; i < n_in; i++) x[i] = (int16_t)(in[i] - rq->zp_in);
+    for (uint32_t o = 0; o < n_out; o++) {
+        const int8_t *wo = w + (size_t)o * n_in;
+        int32_t acc = 0;
+        for (uint32_t i = 0; i < n_in; i++) acc += (int32_t)wo[i] * (int32_t)x[i];
+        acc += rq->bias[o];
+        out[o] = kwsn_clamp_q8((int64_t)kwsn_mbqm(acc, rq->mult[o], rq->shift[o]) + rq->zp_out,
+                               rq->act_min, rq->act_max);
+    }
+}
+
+static void KWSN_K(kwsn_avgpool1d_q8)(int8_t *out, const int8_t *in, uint32_t C, uint32_t L,
+                                      uint32_t k, uint32_t stride, uint32_t L_out,
+                                      const kwsn_q8_requant *rq) {
+    for (uint32_t c = 0; c < C; c++) {
+        const int8_t *x = in + (size_t)c * L;
+        int8_t *y = out + (size_t)c * L_out;
+        for (uint32_t t = 0; t < L_out; t++) {
+            const int8_t *xs = x + (size_t)t * stride;
+            int32_t acc = 0;
+            for (uint32_t j = 0; j < k; j++) acc += (int32_t)xs[j] - rq->zp_in;
+            y[t] = kwsn_clamp_q8((int64_t)kwsn_mbqm(acc, rq->mult[0], rq->shift[0]) + rq->zp_out,
+                                 rq->act_min, rq->act_max);
+        }
+    }
+}
+
+static void KWSN_K(kwsn_maxpool1d_q8)(int8_t *out, const int8_t *in, uint32_t C, uint32_t L,
+                                      uint32_t k, uint32_t stride, uint32_t L_out) {
+    for (uint32_t c = 0; c < C; c++) {
+        const int8_t *x = in + (size_t)c * L;
+        int8_t *y = out + (size_t)c * L_out;
+        for (uint32_t t = 0; t < L_out; t++) {
+            const int8_t *xs = x + (size_t)t * stride;
+            int8_t m = xs[0];
+            for (uint32_t j = 1; j < k; j++) m = xs[j] > m ? xs[j] : m;
+            y[t] = m;
+        }
+    }
+}
+
+static void KWSN_K(kwsn_add_q8)(int8_t *out, const int8_t *a, const int8_t *b, uint32_t n,
+                                const kwsn_q8_add *p) {
+    const int32_t mul = (int32_t)1 << p->left_shift; /* left_shift <= 22: checked at load */
+    for (uint32_t j = 0; j < n; j++) {
+        const int32_t xa = kwsn_mbqm(((int32_t)a[j] - p->zp_a) * mul, p->m_a, p->s_a);
+        const int32_t xb = kwsn_mbqm(((int32_t)b[j] - p->zp_b) * mul, p->m_b, p->s_b);
+        out[j] = kwsn_clamp_q8((int64_t)kwsn_mbqm(xa + xb, p->m_o, p->s_o) + p->zp_out,
+                               p->act_min, p->act_max);
+    }
+}
+
+/* floor(sqrt(v)) exactly: a double estimate, then integer correction (v < 2^63). */
+static uint64_t q8_isqrt(uint64_t v) {
+    uint64_t r = (uint64_t)sqrt((double)v);
+    while (r > 0 && r * r > v) r--;
+    while ((r + 1u) * (r + 1u) <= v) r++;
+    return r;
+}
+
+static void KWSN_K(kwsn_layernorm_q8)(int8_t *out, const int8_t *in, uint32_t outer, uint32_t n,
+                                      const kwsn_q8_layernorm *p) {
+    const int64_t two_k1 = (int64_t)1 << (p->frac_bits + 1);
+    for (uint32_t g = 0; g < outer; g++) {
+        const int8_t *x = in + (size_t)g * n;
+        int8_t *y = out + (size_t)g * n;
+        int64_t s1 = 0, s2 = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            const int64_t xi = (int64_t)x[i] - p->zp_in;
+            s1 += xi;
+            s2 += xi * xi;
+        }
+        const int64_t d = (int64_t)n * s2 - s1 * s1; /* >= 0 (Cauchy-Schwarz) */
+        const int64_t r = (int64_t)q8_isqrt((uint64_t)d + p->e);
+        for (uint32_t i = 0; i < n; i++) {
+            const int64_t num = (int64_t)n * ((int64_t)x[i] - p->zp_in) - s1;
+            int64_t z = 0;
+            if (r != 0) {
+                const int64_t t = num * two_k1;
+                z = (t >= 0 ? t + r : t - r) / (2 * r);
+            }
+            const int32_t acc = (int32_t)(z * p->gamma[i]);
+            int32_t bv = (int32_t)p->beta[2u * i] | ((int32_t)p->beta[2u * i + 1u] << 8);
+            if (bv >= 32768) bv -= 65536;
+            y[i] = kwsn_clamp_q8((int64_t)kwsn_mbqm(acc, p->m, p->shift) + bv + p->zp_out,
+                                 p->act_min, p->act_max);
+        }
+    }
+}
+
 const kwsn_kernel_table KWSN_K(kwsn_ktab) = {
     KWSN_ISA_NAME,
     KWSN_K(kwsn_avgpool1d_f32),
@@ -491,6 +672,12 @@ const kwsn_kernel_table KWSN_K(kwsn_ktab) = {
     KWSN_K(kwsn_conv1d_ex_f32),
     KWSN_K(kwsn_add_f32),
     KWSN_K(kwsn_attn_pool_f32),
+    KWSN_K(kwsn_conv1d_q8),
+    KWSN_K(kwsn_linear_q8),
+    KWSN_K(kwsn_avgpool1d_q8),
+    KWSN_K(kwsn_maxpool1d_q8),
+    KWSN_K(kwsn_add_q8),
+    KWSN_K(kwsn_layernorm_q8),
 };
 
 /* ------------------------------------------------------------------ run-time selection */

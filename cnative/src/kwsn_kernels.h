@@ -21,6 +21,64 @@ typedef struct {
     uint32_t C_in, C_out, L, k, stride, pad, dil, groups, L_out;
 } kwsn_conv1d_ex_args;
 
+/* Zeroed int16 elements after an int8 conv's centred, phase-split input: the tile of
+ * KWSN_Q8_TILE positions reads up to this far past the last channel. */
+#define KWSN_Q8_TILE 32
+#define KWSN_Q8_SLACK 64
+
+/* Requantisation of an int8 conv / Linear output channel o: y = clamp(mbqm(acc, mult[o],
+ * shift[o]) + zp_out, act_min, act_max), acc = bias[o] + sum w * (x - zp_in). */
+typedef struct {
+    const int32_t *bias, *mult, *shift;
+    int32_t zp_in, zp_out, act_min, act_max;
+} kwsn_q8_requant;
+
+/* int8 Add: a' = mbqm((a - zp_a) * 2^ls, m_a, s_a), b' likewise, y = clamp(mbqm(a' + b',
+ * m_o, s_o) + zp_out, act_min, act_max). */
+typedef struct {
+    int32_t zp_a, zp_b, left_shift, m_a, s_a, m_b, s_b, m_o, s_o, zp_out, act_min, act_max;
+} kwsn_q8_add;
+
+/* int8 LayerNorm (integer; kwsnet/quant/reference.py): groups of n contiguous codes. */
+typedef struct {
+    const int8_t *gamma;   /* [n] */
+    const uint8_t *beta;   /* [n] int16 little-endian (2 n bytes, any alignment) */
+    uint64_t e;            /* E, < 2^62 */
+    int32_t zp_in, zp_out, act_min, act_max, m, shift, frac_bits;
+} kwsn_q8_layernorm;
+
+/* The fixed-point helpers of kwsnet/quant/fixedpoint.py (TFLite / gemmlowp double rounding).
+ * srdhm: SaturatingRoundingDoublingHighMul; rdbpot: RoundingDivideByPOT, 0 <= e <= 31;
+ * mbqm: MultiplyByQuantizedMultiplier, -31 <= shift <= 30 (x << left saturated to int32). */
+static inline int32_t kwsn_srdhm(int32_t a, int32_t b) {
+    if (a == INT32_MIN && b == INT32_MIN) return INT32_MAX;
+    const int64_t ab = (int64_t)a * (int64_t)b;
+    const int64_t nudge = ab >= 0 ? ((int64_t)1 << 30) : 1 - ((int64_t)1 << 30);
+    return (int32_t)((ab + nudge) / ((int64_t)1 << 31));
+}
+
+static inline int32_t kwsn_rdbpot(int32_t x, int32_t e) {
+    const int64_t mask = ((int64_t)1 << e) - 1;
+    const int64_t rem = (int64_t)x & mask;
+    const int64_t thr = (mask >> 1) + (x < 0);
+    /* floor(x / 2^e) without shifting a negative value (implementation-defined) */
+    const int64_t fl = ((int64_t)x - rem) / ((int64_t)1 << e);
+    return (int32_t)(fl + (rem > thr));
+}
+
+static inline int32_t kwsn_mbqm(int32_t x, int32_t m, int32_t shift) {
+    const int32_t left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
+    int64_t v = (int64_t)x * ((int64_t)1 << left);
+    if (v > INT32_MAX) v = INT32_MAX;
+    if (v < INT32_MIN) v = INT32_MIN;
+    return kwsn_rdbpot(kwsn_srdhm((int32_t)v, m), right);
+}
+
+/* clamp(v, lo, hi) of an int64 to int8 (lo, hi in [-128, 127]). */
+static inline int8_t kwsn_clamp_q8(int64_t v, int32_t lo, int32_t hi) {
+    return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
+}
+
 typedef struct {
     const char *name;
     void (*avgpool1d)(float *out, const float *in, uint32_t C, uint32_t L, uint32_t k,
@@ -43,6 +101,25 @@ typedef struct {
     /* Self-attentive pooling of x [C][L]: scratch holds L floats (the scores). */
     void (*attn_pool)(float *out, const float *x, const float *w, float b, uint32_t C, uint32_t L,
                       float *scratch);
+    /* ---- int8 (format 3); integer arithmetic, identical on every path ---- */
+    /* Conv1d over codes [C_in][L] -> [C_out][L_out]; w int8 [C_out][C_in / groups][k];
+     * scratch: kwsn_conv1d_q8_scratch_bytes(). */
+    void (*conv1d_q8)(int8_t *out, const int8_t *in, const int8_t *w, const kwsn_q8_requant *rq,
+                      const kwsn_conv1d_ex_args *a, void *scratch);
+    /* Linear: w int8 [n_out][n_in]; scratch: n_in int16. */
+    void (*linear_q8)(int8_t *out, const int8_t *in, const int8_t *w, const kwsn_q8_requant *rq,
+                      uint32_t n_in, uint32_t n_out, void *scratch);
+    /* AvgPool1d: acc = sum of (x - zp_in) over the window, rq->mult[0] / shift[0]. */
+    void (*avgpool1d_q8)(int8_t *out, const int8_t *in, uint32_t C, uint32_t L, uint32_t k,
+                         uint32_t stride, uint32_t L_out, const kwsn_q8_requant *rq);
+    void (*maxpool1d_q8)(int8_t *out, const int8_t *in, uint32_t C, uint32_t L, uint32_t k,
+                         uint32_t stride, uint32_t L_out);
+    /* safe in place (out may be a or b) */
+    void (*add_q8)(int8_t *out, const int8_t *a, const int8_t *b, uint32_t n,
+                   const kwsn_q8_add *p);
+    /* safe in place; outer groups of n codes */
+    void (*layernorm_q8)(int8_t *out, const int8_t *in, uint32_t outer, uint32_t n,
+                         const kwsn_q8_layernorm *p);
 } kwsn_kernel_table;
 
 /* The kernel set to use on this CPU (honours KWSN_ISA in the multi-path x86-64 build). */
@@ -56,5 +133,9 @@ size_t kwsn_conv1d_scratch_floats(uint32_t C_in, uint32_t L, uint32_t k);
 size_t kwsn_conv1d_ex_channel_floats(const kwsn_conv1d_ex_args *a);
 /* Scratch floats of kwsn_conv1d_ex: C_in channels of the above plus KWSN_CONV_SLACK. */
 size_t kwsn_conv1d_ex_scratch_floats(const kwsn_conv1d_ex_args *a);
+
+/* Scratch bytes of the int8 conv: C_in channels of kwsn_conv1d_ex_channel_floats() int16
+ * elements (the centred, zero-padded, phase-split input) plus KWSN_Q8_SLACK. */
+size_t kwsn_conv1d_q8_scratch_bytes(const kwsn_conv1d_ex_args *a);
 
 #endif

@@ -1,6 +1,6 @@
-/* kwsnet runtime core: status names, CRC-32, the layer table (one entry per op), the model
- * file parser (format versions 1 and 2), shape preparation, the static memory plan, and the
- * forward pass in a caller-owned arena. */
+/* kwsnet runtime core: status names, CRC-32, the layer tables (one entry per op: float and
+ * int8), the model file parser (format versions 1, 2 and 3), shape preparation, the static
+ * memory plan, and the forward pass in a caller-owned arena. */
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
@@ -106,6 +106,7 @@ typedef struct {
     uint64_t ops;      /* arithmetic operations per sample (multiply and add count 1 each) */
     uint32_t fuse_relu; /* LayerNorm: the next layer is a ReLU of this output only, in place;
                          * when both run, one pass computes both (set by prepare) */
+    kwsn_qparams in_q, in2_q; /* int8 models: the input tensors' quantisation */
 } kwsn_layer;
 
 /* Opaque in kwsnet.h; lives at the start of the caller's storage, layers right after. */
@@ -121,6 +122,10 @@ struct kwsn_model {
     size_t n_classes; /* numel of the last layer's output */
     uint64_t ops;     /* sum of the layers' op counts */
     const kwsn_kernel_table *kernels; /* the kernel path chosen at prepare */
+    uint32_t int8;        /* 1: a format-3 model (int8 tensors, kwsn_qops) */
+    uint32_t has_input_q; /* int8: the float input is quantised with input_q first */
+    kwsn_qparams input_q;
+    size_t in_codes_off;  /* int8 with has_input_q: byte offset of the input codes */
 };
 
 /* ------------------------------------------------------------------ layer table */
@@ -143,10 +148,9 @@ typedef struct {
 
 #define I(l, k) ((l)->desc.ints[k])
 
-static kwsn_status check_pool(kwsn_layer *l) {
-    int32_t k = I(l, 0), s = I(l, 1);
+static kwsn_status pool_geometry(kwsn_layer *l, int32_t k, int32_t s) {
     if (l->in.ndim != 2) return KWSN_ERR_SHAPE;
-    if (k < 1 || s < 1 || l->desc.n_floats != 0) return KWSN_ERR_PARAM;
+    if (k < 1 || s < 1) return KWSN_ERR_PARAM;
     if ((uint32_t)k > l->in.dim[1]) return KWSN_ERR_SHAPE;
     /* A window is bounded absolutely, not only by the input: window L/2 at stride 1 over a
      * long input costs ~L^2/4 (a 52-byte file once took days per forward). The cost of every
@@ -155,6 +159,11 @@ static kwsn_status check_pool(kwsn_layer *l) {
     l->out = shape2(l->in.dim[0], (l->in.dim[1] - (uint32_t)k) / (uint32_t)s + 1u);
     l->ops = (uint64_t)l->out.dim[0] * l->out.dim[1] * (uint64_t)k;
     return KWSN_OK;
+}
+
+static kwsn_status check_pool(kwsn_layer *l) {
+    if (l->desc.n_floats != 0) return KWSN_ERR_PARAM;
+    return pool_geometry(l, I(l, 0), I(l, 1));
 }
 
 static void run_avgpool(const kwsn_kernel_table *kt, const kwsn_layer *l,
@@ -320,21 +329,25 @@ static void run_linear(const kwsn_kernel_table *kt, const kwsn_layer *l,
  * has_dct (MFCC; n_out = n_mels otherwise). Input [1, T] (or [T]) -> [n_out, frames]. */
 #define KWSN_MAX_FFT (1u << 16)
 
-static kwsn_frontend frontend_of(const kwsn_layer *l) {
+/* g: the 7 ints, f: the floats (eps first) of a FrontEnd payload */
+static kwsn_frontend frontend_at(const int32_t *g, const float *f) {
     kwsn_frontend fe;
-    const uint32_t n_fft = (uint32_t)I(l, 0), n_mels = (uint32_t)I(l, 2);
-    const float *f = l->desc.floats;
+    const uint32_t n_fft = (uint32_t)g[0], n_mels = (uint32_t)g[2];
     fe.n_fft = n_fft;
-    fe.hop_length = (uint32_t)I(l, 1);
+    fe.hop_length = (uint32_t)g[1];
     fe.n_mels = n_mels;
-    fe.n_out = (uint32_t)I(l, 3);
-    fe.center = (uint32_t)I(l, 4);
-    fe.normalize = (uint32_t)I(l, 5);
+    fe.n_out = (uint32_t)g[3];
+    fe.center = (uint32_t)g[4];
+    fe.normalize = (uint32_t)g[5];
     fe.eps = f[0];
     fe.window = f + 1;
     fe.fbank = f + 1 + n_fft;
-    fe.dct = I(l, 6) ? f + 1 + n_fft + (size_t)(n_fft / 2u + 1u) * n_mels : NULL;
+    fe.dct = g[6] ? f + 1 + n_fft + (size_t)(n_fft / 2u + 1u) * n_mels : NULL;
     return fe;
+}
+
+static kwsn_frontend frontend_of(const kwsn_layer *l) {
+    return frontend_at(l->desc.ints, l->desc.floats);
 }
 
 static kwsn_status prep_frontend(kwsn_layer *l) {
@@ -374,25 +387,32 @@ static void run_frontend(const kwsn_kernel_table *kt, const kwsn_layer *l, const
 
 /* ints: in_ch, out_ch, kernel, stride, padding (zeros, both sides), dilation, groups,
  * has_bias. floats: w[out][in / groups][kernel], then b[out]. [in, L] -> [out, L_out]. */
-static kwsn_conv1d_ex_args conv_ex_args(const kwsn_layer *l) {
+/* geo: in, out, kernel, stride, padding, dilation, groups */
+static kwsn_conv1d_ex_args conv_args_at(const kwsn_layer *l, const int32_t *geo) {
     kwsn_conv1d_ex_args a;
-    a.C_in = (uint32_t)I(l, 0);
-    a.C_out = (uint32_t)I(l, 1);
-    a.k = (uint32_t)I(l, 2);
-    a.stride = (uint32_t)I(l, 3);
-    a.pad = (uint32_t)I(l, 4);
-    a.dil = (uint32_t)I(l, 5);
-    a.groups = (uint32_t)I(l, 6);
+    a.C_in = (uint32_t)geo[0];
+    a.C_out = (uint32_t)geo[1];
+    a.k = (uint32_t)geo[2];
+    a.stride = (uint32_t)geo[3];
+    a.pad = (uint32_t)geo[4];
+    a.dil = (uint32_t)geo[5];
+    a.groups = (uint32_t)geo[6];
     a.L = l->in.dim[1];
     a.L_out = l->out.dim[1];
     return a;
 }
 
-static kwsn_status prep_conv_ex(kwsn_layer *l) {
-    const int32_t ci = I(l, 0), co = I(l, 1), k = I(l, 2), st = I(l, 3), pad = I(l, 4),
-                  dil = I(l, 5), g = I(l, 6), hb = I(l, 7);
-    if (ci < 1 || co < 1 || k < 1 || st < 1 || pad < 0 || dil < 1 || g < 1 ||
-        (hb != 0 && hb != 1))
+static kwsn_conv1d_ex_args conv_ex_args(const kwsn_layer *l) {
+    return conv_args_at(l, l->desc.ints);
+}
+
+/* Checks the geometry geo[7] against l->in, sets l->out; *nw = the weight count. hb >= 0:
+ * a float layer, whose n_floats must be the weights plus (hb) a bias. */
+static kwsn_status conv_geometry(kwsn_layer *l, const int32_t *geo, int32_t hb,
+                                 uint64_t *nw_out) {
+    const int32_t ci = geo[0], co = geo[1], k = geo[2], st = geo[3], pad = geo[4],
+                  dil = geo[5], g = geo[6];
+    if (ci < 1 || co < 1 || k < 1 || st < 1 || pad < 0 || dil < 1 || g < 1)
         return KWSN_ERR_PARAM;
     if (k > KWSN_MAX_CONV_KERNEL || st > KWSN_MAX_CONV_STRIDE || dil > KWSN_MAX_CONV_DILATION ||
         pad > KWSN_MAX_CONV_KERNEL * KWSN_MAX_CONV_DILATION)
@@ -400,7 +420,8 @@ static kwsn_status prep_conv_ex(kwsn_layer *l) {
     if (ci % g != 0 || co % g != 0) return KWSN_ERR_PARAM;
     const uint64_t nw = (uint64_t)co * (uint64_t)(ci / g) * (uint64_t)k;
     if (nw > KWSN_MAX_ELEMS) return KWSN_ERR_TOO_BIG;
-    if (l->desc.n_floats != nw + (hb ? (uint64_t)co : 0u)) return KWSN_ERR_PARAM;
+    *nw_out = nw;
+    if (hb >= 0 && l->desc.n_floats != nw + (hb ? (uint64_t)co : 0u)) return KWSN_ERR_PARAM;
     if (l->in.ndim != 2 || l->in.dim[0] != (uint32_t)ci) return KWSN_ERR_SHAPE;
     const uint64_t span = (uint64_t)dil * (uint64_t)(k - 1) + 1u;
     const uint64_t Lp = (uint64_t)l->in.dim[1] + 2u * (uint64_t)pad;
@@ -408,8 +429,19 @@ static kwsn_status prep_conv_ex(kwsn_layer *l) {
     const uint64_t L_out = (Lp - span) / (uint64_t)st + 1u;
     if ((uint64_t)co * L_out > KWSN_MAX_ELEMS) return KWSN_ERR_TOO_BIG;
     l->out = shape2((uint32_t)co, (uint32_t)L_out);
-    const kwsn_conv1d_ex_args a = conv_ex_args(l);
+    const kwsn_conv1d_ex_args a = conv_args_at(l, geo);
     if ((uint64_t)ci * kwsn_conv1d_ex_channel_floats(&a) > KWSN_MAX_ELEMS) return KWSN_ERR_TOO_BIG;
+    return KWSN_OK;
+}
+
+static kwsn_status prep_conv_ex(kwsn_layer *l) {
+    const int32_t hb = I(l, 7);
+    uint64_t nw = 0;
+    if (hb != 0 && hb != 1) return KWSN_ERR_PARAM;
+    kwsn_status st = conv_geometry(l, l->desc.ints, hb, &nw);
+    if (st != KWSN_OK) return st;
+    const kwsn_conv1d_ex_args a = conv_ex_args(l);
+    const uint64_t L_out = l->out.dim[1];
     l->scratch = kwsn_conv1d_ex_scratch_floats(&a);
     /* a multiply and an add per weight and output position, plus the phase-split copy */
     l->ops = 2u * nw * L_out + (uint64_t)l->scratch;
@@ -486,7 +518,350 @@ static const kwsn_op *find_op(uint32_t type) {
     return NULL;
 }
 
+
+/* ------------------------------------------------------------------ int8 layer table */
+
+/* An int8 layer (format 3): ints[0..3) = out_zero_point, act_min, act_max, floats[0] =
+ * out_scale (checked by prepare_layers), then QI(l, k) = the op's own ints. in / in2 are
+ * int8 codes; audio is the model's float input (read by a FrontEnd only). */
+typedef struct {
+    uint32_t type; /* KWSN_LAYER_* (without KWSN_INT8_FLAG) */
+    uint32_t n_ints;
+    uint32_t n_inputs;
+    int overwrites_input;
+    kwsn_status (*prepare)(kwsn_layer *l);
+    void (*run)(const kwsn_kernel_table *k, const kwsn_layer *l, const int8_t *in,
+                const int8_t *in2, int8_t *out, void *scratch, const float *audio);
+} kwsn_qop;
+
+#define QI(l, k) ((l)->desc.ints[3 + (k)])
+#define Q_ZP(l) ((l)->desc.ints[0])
+#define Q_MIN(l) ((l)->desc.ints[1])
+#define Q_MAX(l) ((l)->desc.ints[2])
+#define Q_SCALE(l) ((l)->desc.floats[0])
+
+static size_t bytes_to_floats(uint64_t b) { return (size_t)((b + 3u) / 4u); }
+
+/* A multiplier M is 0 or in [2^30, 2^31); a shift in [-31, 30]. */
+static int q8_mult_ok(int32_t m, int32_t shift) {
+    return (m == 0 || m >= (INT32_C(1) << 30)) && shift >= -31 && shift <= 30;
+}
+
+static int q8_same_params(const kwsn_layer *l) {
+    uint32_t a, b;
+    float s = Q_SCALE(l);
+    memcpy(&a, &s, 4);
+    memcpy(&b, &l->in_q.scale, 4);
+    return a == b && Q_ZP(l) == l->in_q.zero_point;
+}
+
+/* Weights in [-127, 127]; per output channel sum |w| * 255 + |bias| <= INT32_MAX (no partial
+ * sum of the int32 accumulator can overflow, in any order); multipliers and shifts valid.
+ * words: bias[co], mult[co], shift[co]. */
+static kwsn_status q8_check_weights(const kwsn_layer *l, uint32_t co, uint64_t per_out) {
+    const int8_t *w = l->desc.bytes;
+    const int32_t *bias = l->desc.words, *mult = bias + co, *shift = mult + co;
+    for (uint32_t o = 0; o < co; o++) {
+        int64_t sum = 0;
+        const int8_t *wo = w + (size_t)o * per_out;
+        for (uint64_t j = 0; j < per_out; j++) {
+            if (wo[j] == -128) return KWSN_ERR_PARAM;
+            sum += wo[j] < 0 ? -wo[j] : wo[j];
+        }
+        const int64_t b = bias[o] < 0 ? -(int64_t)bias[o] : (int64_t)bias[o];
+        if (sum * 255 + b > INT32_MAX) return KWSN_ERR_PARAM;
+        if (!q8_mult_ok(mult[o], shift[o])) return KWSN_ERR_PARAM;
+    }
+    return KWSN_OK;
+}
+
+static kwsn_q8_requant q8_requant_of(const kwsn_layer *l, uint32_t co) {
+    kwsn_q8_requant rq;
+    rq.bias = l->desc.words;
+    rq.mult = l->desc.words + co;
+    rq.shift = l->desc.words + 2u * (size_t)co;
+    rq.zp_in = l->in_q.zero_point;
+    rq.zp_out = Q_ZP(l);
+    rq.act_min = Q_MIN(l);
+    rq.act_max = Q_MAX(l);
+    return rq;
+}
+
+/* Conv1dEx / Conv1d: ints in, out, kernel, stride, padding, dilation, groups; floats
+ * out_scale, weight_scale[out]; words bias, multiplier, shift [out]; bytes weight. */
+static kwsn_status prep_conv_q8(kwsn_layer *l) {
+    uint64_t nw = 0;
+    kwsn_status st = conv_geometry(l, &QI(l, 0), -1, &nw);
+    if (st != KWSN_OK) return st;
+    const uint32_t co = l->out.dim[0];
+    if (l->desc.n_floats != 1u + (uint64_t)co || l->desc.n_words != 3u * (uint64_t)co ||
+        l->desc.n_bytes != nw)
+        return KWSN_ERR_PARAM;
+    st = q8_check_weights(l, co, nw / co);
+    if (st != KWSN_OK) return st;
+    const kwsn_conv1d_ex_args a = conv_args_at(l, &QI(l, 0));
+    l->scratch = bytes_to_floats(kwsn_conv1d_q8_scratch_bytes(&a));
+    /* a multiply and an add per weight and position, the centred copy, the requantisation */
+    l->ops = 2u * nw * l->out.dim[1] + (uint64_t)a.C_in * kwsn_conv1d_ex_channel_floats(&a) +
+             8u * (uint64_t)co * l->out.dim[1];
+    return KWSN_OK;
+}
+
+static void run_conv_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, const int8_t *in,
+                        const int8_t *in2, int8_t *out, void *scratch, const float *audio) {
+    (void)in2, (void)audio;
+    const kwsn_conv1d_ex_args a = conv_args_at(l, &QI(l, 0));
+    const kwsn_q8_requant rq = q8_requant_of(l, a.C_out);
+    kt->conv1d_q8(out, in, l->desc.bytes, &rq, &a, scratch);
+}
+
+/* Linear: ints in, out; the rest as a conv (weight [out][in]). */
+static kwsn_status prep_linear_q8(kwsn_layer *l) {
+    const int32_t fi = QI(l, 0), fo = QI(l, 1);
+    if (fi < 1 || fo < 1) return KWSN_ERR_PARAM;
+    if ((uint64_t)fi * (uint64_t)fo > KWSN_MAX_ELEMS) return KWSN_ERR_TOO_BIG;
+    if (l->desc.n_floats != 1u + (uint64_t)fo || l->desc.n_words != 3u * (uint64_t)fo ||
+        l->desc.n_bytes != (uint64_t)fi * (uint64_t)fo)
+        return KWSN_ERR_PARAM;
+    if (l->in.ndim != 1 || l->in.dim[0] != (uint32_t)fi) return KWSN_ERR_SHAPE;
+    kwsn_status st = q8_check_weights(l, (uint32_t)fo, (uint64_t)fi);
+    if (st != KWSN_OK) return st;
+    l->out = shape1((uint32_t)fo);
+    l->scratch = bytes_to_floats(2u * (uint64_t)fi);
+    l->ops = 2u * (uint64_t)fi * fo + fi + 8u * (uint64_t)fo;
+    return KWSN_OK;
+}
+
+static void run_linear_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, const int8_t *in,
+                          const int8_t *in2, int8_t *out, void *scratch, const float *audio) {
+    (void)in2, (void)audio;
+    const kwsn_q8_requant rq = q8_requant_of(l, (uint32_t)QI(l, 1));
+    kt->linear_q8(out, in, l->desc.bytes, &rq, (uint32_t)QI(l, 0), (uint32_t)QI(l, 1), scratch);
+}
+
+/* AvgPool1d / AdaptiveAvgPool1d (mean: kernel = stride = L): ints kernel, stride; words M,
+ * shift. */
+static kwsn_status prep_avgpool_q8(kwsn_layer *l) {
+    if (l->desc.n_floats != 1u || l->desc.n_words != 2u || l->desc.n_bytes != 0u)
+        return KWSN_ERR_PARAM;
+    kwsn_status st = pool_geometry(l, QI(l, 0), QI(l, 1));
+    if (st != KWSN_OK) return st;
+    if ((int64_t)QI(l, 0) * 255 > INT32_MAX) return KWSN_ERR_TOO_BIG;
+    if (!q8_mult_ok(l->desc.words[0], l->desc.words[1])) return KWSN_ERR_PARAM;
+    l->ops += 8u * (uint64_t)shape_numel(l->out);
+    return KWSN_OK;
+}
+
+static void run_avgpool_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, const int8_t *in,
+                           const int8_t *in2, int8_t *out, void *scratch, const float *audio) {
+    (void)in2, (void)scratch, (void)audio;
+    kwsn_q8_requant rq = q8_requant_of(l, 0);
+    rq.bias = NULL;
+    rq.mult = &l->desc.words[0];
+    rq.shift = &l->desc.words[1];
+    kt->avgpool1d_q8(out, in, l->in.dim[0], l->in.dim[1], (uint32_t)QI(l, 0), (uint32_t)QI(l, 1),
+                     l->out.dim[1], &rq);
+}
+
+/* MaxPool1d: ints kernel, stride; the input's quantisation. */
+static kwsn_status prep_maxpool_q8(kwsn_layer *l) {
+    if (l->desc.n_floats != 1u || l->desc.n_words != 0u || l->desc.n_bytes != 0u ||
+        !q8_same_params(l))
+        return KWSN_ERR_PARAM;
+    return pool_geometry(l, QI(l, 0), QI(l, 1));
+}
+
+static void run_maxpool_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, const int8_t *in,
+                           const int8_t *in2, int8_t *out, void *scratch, const float *audio) {
+    (void)in2, (void)scratch, (void)audio;
+    kt->maxpool1d_q8(out, in, l->in.dim[0], l->in.dim[1], (uint32_t)QI(l, 0), (uint32_t)QI(l, 1),
+                     l->out.dim[1]);
+}
+
+/* ReLU: ints alias (1: the producer's clamp did it, a copy; 0: max(q, act_min)). */
+static kwsn_status prep_relu_q8(kwsn_layer *l) {
+    if (l->desc.n_floats != 1u || l->desc.n_words != 0u || l->desc.n_bytes != 0u ||
+        (QI(l, 0) != 0 && QI(l, 0) != 1) || !q8_same_params(l))
+        return KWSN_ERR_PARAM;
+    l->out = l->in;
+    l->ops = shape_numel(l->in);
+    return KWSN_OK;
+}
+
+static void run_relu_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, const int8_t *in,
+                        const int8_t *in2, int8_t *out, void *scratch, const float *audio) {
+    (void)kt, (void)in2, (void)scratch, (void)audio;
+    const size_t n = shape_numel(l->in);
+    if (QI(l, 0)) {
+        if (out != in) memcpy(out, in, n);
+        return;
+    }
+    const int8_t lo = (int8_t)Q_MIN(l);
+    for (size_t j = 0; j < n; j++) out[j] = in[j] < lo ? lo : in[j];
+}
+
+static kwsn_status prep_flatten_q8(kwsn_layer *l) {
+    if (l->desc.n_floats != 1u || l->desc.n_words != 0u || l->desc.n_bytes != 0u ||
+        !q8_same_params(l))
+        return KWSN_ERR_PARAM;
+    l->out = shape1((uint32_t)shape_numel(l->in));
+    return KWSN_OK;
+}
+
+static void run_flatten_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, const int8_t *in,
+                           const int8_t *in2, int8_t *out, void *scratch, const float *audio) {
+    (void)kt, (void)in2, (void)scratch, (void)audio;
+    if (out != in) memcpy(out, in, shape_numel(l->in));
+}
+
+/* Add: ints left_shift; words M_a, s_a, M_b, s_b, M_out, s_out. The input shifts are <= 0
+ * (a' and b' are at most |x| * 2^left_shift) and left_shift <= 22, so a' + b' fits int32. */
+#define KWSN_Q8_MAX_ADD_SHIFT 22
+static kwsn_status prep_add_q8(kwsn_layer *l) {
+    const int32_t *w = l->desc.words;
+    if (l->desc.n_floats != 1u || l->desc.n_words != 6u || l->desc.n_bytes != 0u)
+        return KWSN_ERR_PARAM;
+    if (QI(l, 0) < 0 || QI(l, 0) > KWSN_Q8_MAX_ADD_SHIFT) return KWSN_ERR_PARAM;
+    if (!q8_mult_ok(w[0], w[1]) || !q8_mult_ok(w[2], w[3]) || !q8_mult_ok(w[4], w[5]) ||
+        w[1] > 0 || w[3] > 0)
+        return KWSN_ERR_PARAM;
+    if (l->in.ndim != l->in2.ndim || l->in.dim[0] != l->in2.dim[0] ||
+        l->in.dim[1] != l->in2.dim[1])
+        return KWSN_ERR_SHAPE;
+    l->out = l->in;
+    l->ops = 24u * (uint64_t)shape_numel(l->in);
+    return KWSN_OK;
+}
+
+static void run_add_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, const int8_t *in,
+                       const int8_t *in2, int8_t *out, void *scratch, const float *audio) {
+    (void)scratch, (void)audio;
+    const int32_t *w = l->desc.words;
+    kwsn_q8_add p;
+    p.zp_a = l->in_q.zero_point;
+    p.zp_b = l->in2_q.zero_point;
+    p.left_shift = QI(l, 0);
+    p.m_a = w[0], p.s_a = w[1], p.m_b = w[2], p.s_b = w[3], p.m_o = w[4], p.s_o = w[5];
+    p.zp_out = Q_ZP(l);
+    p.act_min = Q_MIN(l);
+    p.act_max = Q_MAX(l);
+    kt->add_q8(out, in, in2, (uint32_t)shape_numel(l->in), &p);
+}
+
+/* float -> int8: clamp(nearbyintf(x / scale) + zp, act_min, 127), clamped in float (a huge
+ * or infinite value is safe; NaN gives act_min). */
+static void quantize_f32(int8_t *out, const float *x, size_t n, float scale, int32_t zp,
+                         int32_t act_min) {
+    const float lo = (float)act_min, fzp = (float)zp;
+    for (size_t j = 0; j < n; j++) {
+        const float r = nearbyintf(x[j] / scale) + fzp;
+        out[j] = !(r >= lo) ? (int8_t)act_min : (r > 127.0f ? (int8_t)127 : (int8_t)(int32_t)r);
+    }
+}
+
+/* FrontEnd: ints / floats after the common prefix = the float FrontEnd's; the float features
+ * go to scratch (after the front end's own scratch), then are quantised. */
+static kwsn_status prep_frontend_q8(kwsn_layer *l) {
+    if (l->desc.n_words != 0u || l->desc.n_bytes != 0u || l->desc.n_floats < 2u)
+        return KWSN_ERR_PARAM;
+    kwsn_layer t = *l;
+    for (uint32_t k = 0; k < 7u; k++) t.desc.ints[k] = QI(l, k);
+    t.desc.n_ints = 7u;
+    t.desc.floats = l->desc.floats + 1;
+    t.desc.n_floats = l->desc.n_floats - 1u;
+    kwsn_status st = prep_frontend(&t);
+    if (st != KWSN_OK) return st;
+    l->out = t.out;
+    l->scratch = t.scratch + shape_numel(t.out);
+    l->ops = t.ops + 4u * (uint64_t)shape_numel(t.out);
+    return KWSN_OK;
+}
+
+static void run_frontend_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, const int8_t *in,
+                            const int8_t *in2, int8_t *out, void *scratch, const float *audio) {
+    (void)kt, (void)in, (void)in2;
+    const kwsn_frontend fe = frontend_at(&QI(l, 0), l->desc.floats + 1);
+    const size_t n = shape_numel(l->out);
+    float *feats = (float *)scratch;
+    kwsn_frontend_run(&fe, audio, (uint32_t)shape_numel(l->in), feats + n, feats);
+    quantize_f32(out, feats, n, Q_SCALE(l), Q_ZP(l), Q_MIN(l));
+}
+
+/* LayerNorm (integer): ints norm_ndim, d0, d1, frac_bits; floats out_scale, gamma_scale,
+ * eps; words M, shift, E_lo, E_hi; bytes gamma int8[N], beta int16 LE [N]. */
+#define KWSN_Q8_LN_MAX_N (1u << 20)
+#define KWSN_Q8_LN_MAX_FRAC 12
+static kwsn_status prep_layernorm_q8(kwsn_layer *l) {
+    const int32_t nd = QI(l, 0), d0 = QI(l, 1), d1 = QI(l, 2), kb = QI(l, 3);
+    if ((nd != 1 && nd != 2) || d0 < 1 || d1 < 1 || (nd == 1 && d1 != 1) || kb < 0 ||
+        kb > KWSN_Q8_LN_MAX_FRAC)
+        return KWSN_ERR_PARAM;
+    const uint64_t n = (uint64_t)d0 * (uint64_t)d1;
+    if (n > KWSN_Q8_LN_MAX_N) return KWSN_ERR_TOO_BIG;
+    if (l->desc.n_floats != 3u || l->desc.n_words != 4u || l->desc.n_bytes != 3u * n)
+        return KWSN_ERR_PARAM;
+    const int32_t *w = l->desc.words;
+    if (!q8_mult_ok(w[0], w[1]) || w[3] < 0 || w[3] >= (INT32_C(1) << 30)) return KWSN_ERR_PARAM;
+    for (uint64_t i = 0; i < n; i++)
+        if (l->desc.bytes[i] == -128) return KWSN_ERR_PARAM;
+    if (nd == 2) {
+        if (l->in.ndim != 2 || l->in.dim[0] != (uint32_t)d0 || l->in.dim[1] != (uint32_t)d1)
+            return KWSN_ERR_SHAPE;
+    } else {
+        uint32_t last = l->in.ndim == 2 ? l->in.dim[1] : l->in.dim[0];
+        if (last != (uint32_t)d0) return KWSN_ERR_SHAPE;
+    }
+    l->out = l->in;
+    l->ops = 24u * (uint64_t)shape_numel(l->in);
+    return KWSN_OK;
+}
+
+static void run_layernorm_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, const int8_t *in,
+                             const int8_t *in2, int8_t *out, void *scratch, const float *audio) {
+    (void)in2, (void)scratch, (void)audio;
+    const uint32_t n = (uint32_t)QI(l, 1) * (uint32_t)QI(l, 2);
+    const int32_t *w = l->desc.words;
+    kwsn_q8_layernorm p;
+    p.gamma = l->desc.bytes;
+    p.beta = (const uint8_t *)(const void *)(l->desc.bytes + n);
+    p.e = ((uint64_t)(uint32_t)w[3] << 32) | (uint64_t)(uint32_t)w[2];
+    p.zp_in = l->in_q.zero_point;
+    p.zp_out = Q_ZP(l);
+    p.act_min = Q_MIN(l);
+    p.act_max = Q_MAX(l);
+    p.m = w[0];
+    p.shift = w[1];
+    p.frac_bits = QI(l, 3);
+    kt->layernorm_q8(out, in, (uint32_t)(shape_numel(l->in) / n), n, &p);
+}
+
+/* THE int8 table: {type, n_ints (3 common + the op's), n_inputs, overwrites_input, prepare,
+ * run}. Conv1d has the Conv1dEx record in format 3. */
+static const kwsn_qop kwsn_qops[] = {
+    {KWSN_LAYER_AVGPOOL1D, 5, 1, 0, prep_avgpool_q8, run_avgpool_q8},
+    {KWSN_LAYER_CONV1D, 10, 1, 0, prep_conv_q8, run_conv_q8},
+    {KWSN_LAYER_LAYERNORM, 7, 1, 1, prep_layernorm_q8, run_layernorm_q8},
+    {KWSN_LAYER_RELU, 4, 1, 1, prep_relu_q8, run_relu_q8},
+    {KWSN_LAYER_MAXPOOL1D, 5, 1, 0, prep_maxpool_q8, run_maxpool_q8},
+    {KWSN_LAYER_ADAPTIVE_AVGPOOL1D, 5, 1, 0, prep_avgpool_q8, run_avgpool_q8},
+    {KWSN_LAYER_FLATTEN, 3, 1, 1, prep_flatten_q8, run_flatten_q8},
+    {KWSN_LAYER_LINEAR, 5, 1, 0, prep_linear_q8, run_linear_q8},
+    {KWSN_LAYER_FRONTEND, 10, 1, 0, prep_frontend_q8, run_frontend_q8},
+    {KWSN_LAYER_CONV1D_EX, 10, 1, 0, prep_conv_q8, run_conv_q8},
+    {KWSN_LAYER_ADD, 4, 2, 1, prep_add_q8, run_add_q8},
+};
+#define KWSN_N_QOPS (sizeof(kwsn_qops) / sizeof(kwsn_qops[0]))
+
+static const kwsn_qop *find_qop(uint32_t type) {
+    if ((type & KWSN_INT8_FLAG) == 0u || (type & ~(KWSN_INT8_FLAG | 0xFFu)) != 0u) return NULL;
+    for (size_t i = 0; i < KWSN_N_QOPS; i++)
+        if (kwsn_qops[i].type == (type & 0xFFu)) return &kwsn_qops[i];
+    return NULL;
+}
+
+/* An int8 type has its float twin's name. */
 const char *kwsn_layer_name(uint32_t type) {
+    if (find_qop(type)) type &= 0xFFu;
     const kwsn_op *op = find_op(type);
     return op ? op->name : "?";
 }
@@ -541,11 +916,13 @@ static kwsn_shape tensor_shape(const kwsn_model *m, uint32_t t) {
  * is never written. Sets every slot's offset; returns the slots' total bytes. */
 static uint64_t plan_memory(kwsn_model *m) {
     const uint32_t n = m->n_layers;
+    const size_t elem = m->int8 ? 1u : sizeof(float); /* slots sized by dtype */
     for (uint32_t i = 0; i < n; i++) {
         kwsn_layer *l = &m->layers[i];
-        const kwsn_op *op = &kwsn_ops[l->op_index];
+        const int overwrites = m->int8 ? kwsn_qops[l->op_index].overwrites_input
+                                       : kwsn_ops[l->op_index].overwrites_input;
         uint32_t s = n; /* none yet */
-        for (uint32_t k = 0; op->overwrites_input && k < l->desc.n_inputs && s == n; k++) {
+        for (uint32_t k = 0; overwrites && k < l->desc.n_inputs && s == n; k++) {
             const uint32_t t = l->desc.inputs[k];
             if (t > 0 && m->layers[t - 1u].last_use == i) s = m->layers[t - 1u].slot;
         }
@@ -559,7 +936,7 @@ static uint64_t plan_memory(kwsn_model *m) {
         }
         l->slot = s;
         m->layers[s].occupant = i + 1u;
-        const size_t need = round_up(shape_numel(l->out) * sizeof(float));
+        const size_t need = round_up(shape_numel(l->out) * elem);
         if (need > m->layers[s].slot_bytes) m->layers[s].slot_bytes = need;
     }
     uint64_t off = 0;
@@ -568,6 +945,10 @@ static uint64_t plan_memory(kwsn_model *m) {
         if (o->slot != c) continue;
         o->slot_off = (size_t)off; /* off < 2^8 slots x 2^28 bytes: checked before the cast */
         off += o->slot_bytes;
+    }
+    if (m->int8 && m->has_input_q) { /* the input codes, after the slots */
+        m->in_codes_off = (size_t)off;
+        off += round_up(shape_numel(m->input));
     }
     return off;
 }
@@ -581,24 +962,59 @@ static kwsn_status prepare_layers(kwsn_model *m, const kwsn_limits *limits) {
     if (st != KWSN_OK) return st;
     if (m->n_layers < 1) return KWSN_ERR_PARAM;
     size_t max_scratch = 0, wbytes = 0;
+    if (m->int8 && m->has_input_q &&
+        (!isfinite(m->input_q.scale) || !(m->input_q.scale > 0.0f) ||
+         m->input_q.zero_point < -128 || m->input_q.zero_point > 127))
+        return KWSN_ERR_PARAM;
     for (uint32_t i = 0; i < m->n_layers; i++) {
         kwsn_layer *l = &m->layers[i];
-        const kwsn_op *op = find_op(l->desc.type);
-        if (!op) return KWSN_ERR_LAYER_TYPE;
-        if (l->desc.n_ints != op->n_ints) return KWSN_ERR_PARAM;
+        const kwsn_op *op = m->int8 ? NULL : find_op(l->desc.type);
+        const kwsn_qop *qop = m->int8 ? find_qop(l->desc.type) : NULL;
+        if (!op && !qop) return KWSN_ERR_LAYER_TYPE;
+        if (l->desc.n_ints != (op ? op->n_ints : qop->n_ints)) return KWSN_ERR_PARAM;
         if (l->desc.n_floats > 0 && !l->desc.floats) return KWSN_ERR_ARG;
-        if (l->desc.n_floats > KWSN_MAX_ELEMS) return KWSN_ERR_TOO_BIG;
+        if ((l->desc.n_words > 0 && !l->desc.words) || (l->desc.n_bytes > 0 && !l->desc.bytes))
+            return KWSN_ERR_ARG;
+        if (l->desc.n_floats > KWSN_MAX_ELEMS || l->desc.n_words > KWSN_MAX_ELEMS ||
+            l->desc.n_bytes > KWSN_MAX_ELEMS)
+            return KWSN_ERR_TOO_BIG;
+        if (op && (l->desc.n_words != 0 || l->desc.n_bytes != 0)) return KWSN_ERR_PARAM;
         if (l->desc.n_inputs == 0) { /* version 1 / a chain table: the previous output */
             l->desc.n_inputs = 1;
             l->desc.inputs[0] = i;
         }
-        if (l->desc.n_inputs != op->n_inputs) return KWSN_ERR_PARAM;
+        if (l->desc.n_inputs != (op ? op->n_inputs : qop->n_inputs)) return KWSN_ERR_PARAM;
         for (uint32_t k = 0; k < l->desc.n_inputs; k++)
             if (l->desc.inputs[k] > i) return KWSN_ERR_GRAPH; /* only earlier tensors */
         l->in = tensor_shape(m, l->desc.inputs[0]);
         l->in2 = l->desc.n_inputs > 1 ? tensor_shape(m, l->desc.inputs[1]) : l->in;
-        l->op_index = (uint32_t)(op - kwsn_ops);
-        st = op->prepare(l);
+        if (qop) {
+            /* the common prefix: out zero point, clamp range, out scale */
+            const int32_t zp = l->desc.ints[0], lo = l->desc.ints[1], hi = l->desc.ints[2];
+            if (l->desc.n_floats < 1u) return KWSN_ERR_PARAM;
+            if (zp < -128 || zp > 127 || lo < -128 || hi > 127 || lo > hi) return KWSN_ERR_PARAM;
+            if (!isfinite(l->desc.floats[0]) || !(l->desc.floats[0] > 0.0f)) return KWSN_ERR_PARAM;
+            /* a FrontEnd reads the float audio (tensor 0 without an input quantiser); every
+             * other op reads int8 codes */
+            const int fe = qop->type == KWSN_LAYER_FRONTEND;
+            for (uint32_t k = 0; k < l->desc.n_inputs; k++) {
+                const uint32_t t = l->desc.inputs[k];
+                if (fe ? (t != 0 || m->has_input_q) : (t == 0 && !m->has_input_q))
+                    return KWSN_ERR_GRAPH;
+                kwsn_qparams q = m->input_q;
+                if (t > 0) {
+                    q.scale = m->layers[t - 1u].desc.floats[0];
+                    q.zero_point = m->layers[t - 1u].desc.ints[0];
+                }
+                if (k == 0) l->in_q = q;
+                l->in2_q = q;
+            }
+            l->op_index = (uint32_t)(qop - kwsn_qops);
+            st = qop->prepare(l);
+        } else {
+            l->op_index = (uint32_t)(op - kwsn_ops);
+            st = op->prepare(l);
+        }
         if (st != KWSN_OK) return st;
         if (l->desc.n_floats && !all_finite(l->desc.floats, l->desc.n_floats))
             return KWSN_ERR_NONFINITE;
@@ -608,7 +1024,8 @@ static kwsn_status prepare_layers(kwsn_model *m, const kwsn_limits *limits) {
         for (uint32_t k = 0; k < l->desc.n_inputs; k++)
             if (l->desc.inputs[k] > 0) m->layers[l->desc.inputs[k] - 1u].last_use = i;
         if (l->scratch > max_scratch) max_scratch = l->scratch;
-        wbytes += (size_t)l->desc.n_floats * sizeof(float);
+        wbytes += (size_t)l->desc.n_floats * sizeof(float) +
+                  (size_t)l->desc.n_words * sizeof(int32_t) + (size_t)l->desc.n_bytes;
     }
     m->layers[m->n_layers - 1u].last_use = m->n_layers; /* the model output stays */
     const uint64_t act = plan_memory(m);
@@ -646,7 +1063,7 @@ typedef struct {
 
 /* The public upper bound KWSN_MODEL_BYTES(n) must hold for this build (C99 static check). */
 typedef char kwsn_check_model_size[sizeof(struct kwsn_model) <= 256u ? 1 : -1];
-typedef char kwsn_check_layer_size[sizeof(kwsn_layer) <= 192u ? 1 : -1];
+typedef char kwsn_check_layer_size[sizeof(kwsn_layer) <= 320u ? 1 : -1];
 
 static size_t model_header_bytes(void) {
     const size_t a = KWSN_STORAGE_ALIGN;
@@ -681,7 +1098,8 @@ static kwsn_status finish(kwsn_status st, kwsn_model *m, kwsn_model **model) {
 }
 
 static kwsn_status from_table(const kwsn_layer_desc *descs, uint32_t n_layers,
-                              kwsn_shape input, uint32_t sample_rate, void *storage,
+                              kwsn_shape input, uint32_t sample_rate, int int8,
+                              const kwsn_qparams *input_q, void *storage,
                               size_t storage_bytes, const kwsn_limits *limits,
                               kwsn_model **mp) {
     if (n_layers > KWSN_MAX_LAYERS) return KWSN_ERR_TOO_BIG;
@@ -693,10 +1111,15 @@ static kwsn_status from_table(const kwsn_layer_desc *descs, uint32_t n_layers,
             return KWSN_ERR_PARAM;
         m->layers[i].desc = descs[i];
     }
-    m->version = KWSN_FORMAT_VERSION;
+    m->version = int8 ? KWSN_FORMAT_VERSION : 2u;
     m->sample_rate = sample_rate;
     m->input = input;
     m->n_layers = n_layers;
+    m->int8 = (uint32_t)int8;
+    if (int8 && input_q) {
+        m->has_input_q = 1u;
+        m->input_q = *input_q;
+    }
     return prepare_layers(m, limits);
 }
 
@@ -708,8 +1131,22 @@ kwsn_status kwsn_model_from_table(const kwsn_layer_desc *descs, uint32_t n_layer
     *model = NULL;
     if (!descs || !storage) return KWSN_ERR_ARG;
     kwsn_model *m = NULL;
-    kwsn_status st =
-        from_table(descs, n_layers, input, sample_rate, storage, storage_bytes, limits, &m);
+    kwsn_status st = from_table(descs, n_layers, input, sample_rate, 0, NULL, storage,
+                                storage_bytes, limits, &m);
+    return finish(st, m, model);
+}
+
+kwsn_status kwsn_model_from_table_q(const kwsn_layer_desc *descs, uint32_t n_layers,
+                                    kwsn_shape input, uint32_t sample_rate,
+                                    const kwsn_qparams *input_q, void *storage,
+                                    size_t storage_bytes, const kwsn_limits *limits,
+                                    kwsn_model **model) {
+    if (!model) return KWSN_ERR_ARG;
+    *model = NULL;
+    if (!descs || !storage) return KWSN_ERR_ARG;
+    kwsn_model *m = NULL;
+    kwsn_status st = from_table(descs, n_layers, input, sample_rate, 1, input_q, storage,
+                                storage_bytes, limits, &m);
     return finish(st, m, model);
 }
 
@@ -746,8 +1183,11 @@ static kwsn_status parse(const void *buf, size_t len, void *storage, size_t stor
     if (!read_u32(&r, &version)) return KWSN_ERR_TRUNCATED;
     if (version < KWSN_FORMAT_VERSION_MIN || version > KWSN_FORMAT_VERSION)
         return KWSN_ERR_VERSION;
+    uint32_t has_q = 0, q_scale = 0, q_zp = 0;
     if (!read_u32(&r, &sample_rate) || !read_u32(&r, &in_ndim) || !read_u32(&r, &d0) ||
         !read_u32(&r, &d1) || !read_u32(&r, &n_layers))
+        return KWSN_ERR_TRUNCATED;
+    if (version >= 3u && (!read_u32(&r, &has_q) || !read_u32(&r, &q_scale) || !read_u32(&r, &q_zp)))
         return KWSN_ERR_TRUNCATED;
     if (len - r.pos < 4u) return KWSN_ERR_TRUNCATED;
     /* The CRC covers everything before its own field, at the very end of the buffer. */
@@ -763,16 +1203,20 @@ static kwsn_status parse(const void *buf, size_t len, void *storage, size_t stor
     r.len = body; /* layer records may not reach into the CRC */
     for (uint32_t i = 0; i < n_layers; i++) {
         kwsn_layer *l = &model->layers[i];
-        uint32_t n_inputs = 0, n_ints, n_floats;
+        uint32_t n_inputs = 0, n_ints, n_floats, n_words = 0, n_bytes = 0;
         if (!read_u32(&r, &l->desc.type) || (version >= 2u && !read_u32(&r, &n_inputs)) ||
-            !read_u32(&r, &n_ints) || !read_u32(&r, &n_floats))
+            !read_u32(&r, &n_ints) || !read_u32(&r, &n_floats) ||
+            (version >= 3u && (!read_u32(&r, &n_words) || !read_u32(&r, &n_bytes))))
             return KWSN_ERR_TRUNCATED;
         /* version 2 names every input (0 would mean "the previous layer" in a table) */
         if (version >= 2u && (n_inputs < 1u || n_inputs > KWSN_MAX_INPUTS)) return KWSN_ERR_GRAPH;
         if (n_ints > KWSN_MAX_INTS) return KWSN_ERR_PARAM;
-        if (n_floats > KWSN_MAX_ELEMS) return KWSN_ERR_TOO_BIG;
+        if (n_floats > KWSN_MAX_ELEMS || n_words > KWSN_MAX_ELEMS || n_bytes > KWSN_MAX_ELEMS)
+            return KWSN_ERR_TOO_BIG;
         /* sizes checked against what is left before reading any of it */
-        if ((uint64_t)(r.len - r.pos) < 4u * ((uint64_t)n_inputs + n_ints + n_floats))
+        const uint64_t padded = ((uint64_t)n_bytes + 3u) & ~(uint64_t)3u;
+        if ((uint64_t)(r.len - r.pos) <
+            4u * ((uint64_t)n_inputs + n_ints + n_floats + n_words) + padded)
             return KWSN_ERR_TRUNCATED;
         l->desc.n_inputs = n_inputs;
         for (uint32_t k = 0; k < n_inputs; k++) read_u32(&r, &l->desc.inputs[k]);
@@ -785,6 +1229,12 @@ static kwsn_status parse(const void *buf, size_t len, void *storage, size_t stor
         l->desc.n_floats = n_floats;
         l->desc.floats = n_floats ? (const float *)(const void *)(p + r.pos) : NULL;
         r.pos += 4u * (size_t)n_floats;
+        l->desc.n_words = n_words;
+        l->desc.words = n_words ? (const int32_t *)(const void *)(p + r.pos) : NULL;
+        r.pos += 4u * (size_t)n_words;
+        l->desc.n_bytes = n_bytes;
+        l->desc.bytes = n_bytes ? (const int8_t *)(const void *)(p + r.pos) : NULL;
+        r.pos += (size_t)padded;
     }
     if (r.pos != body) return KWSN_ERR_TRAILING;
     model->version = version;
@@ -793,6 +1243,13 @@ static kwsn_status parse(const void *buf, size_t len, void *storage, size_t stor
     model->input.dim[0] = d0;
     model->input.dim[1] = d1;
     model->n_layers = n_layers;
+    if (version >= 3u) {
+        if (has_q > 1u) return KWSN_ERR_PARAM;
+        model->int8 = 1u;
+        model->has_input_q = has_q;
+        memcpy(&model->input_q.scale, &q_scale, 4);
+        model->input_q.zero_point = (int32_t)q_zp;
+    }
     return prepare_layers(model, limits);
 }
 
@@ -849,19 +1306,66 @@ static const float *tensor_ptr(const kwsn_model *m, uint8_t *arena, const float 
     return (const float *)(void *)(arena + m->layers[m->layers[t - 1u].slot].slot_off);
 }
 
-kwsn_status kwsn_forward_until(const kwsn_model *m, void *arena, size_t arena_bytes,
-                               const float *input, size_t input_len, uint32_t n_run,
-                               float *out, size_t out_cap) {
+/* Where int8 tensor t lives (t == 0: the input codes; the caller checked has_input_q). */
+static int8_t *qtensor_ptr(const kwsn_model *m, uint8_t *arena, uint32_t t) {
+    if (t == 0) return (int8_t *)(void *)(arena + m->in_codes_off);
+    return (int8_t *)(void *)(arena + m->layers[m->layers[t - 1u].slot].slot_off);
+}
+
+/* int8 model: quantise the input (if it has a quantiser), run layers [0, n_run). */
+static void forward_q8(const kwsn_model *m, uint8_t *base, const float *input, uint32_t n_run) {
+    void *scratch = base + m->act_bytes;
+    const kwsn_kernel_table *kt = m->kernels;
+    if (m->has_input_q)
+        quantize_f32(qtensor_ptr(m, base, 0), input, shape_numel(m->input), m->input_q.scale,
+                     m->input_q.zero_point, -128);
+    for (uint32_t i = 0; i < n_run; i++) {
+        const kwsn_layer *l = &m->layers[i];
+        const kwsn_qop *op = &kwsn_qops[l->op_index];
+        /* a FrontEnd's input 0 is the float audio: no code pointer for it */
+        const int8_t *a = op->type == KWSN_LAYER_FRONTEND ? NULL
+                                                           : qtensor_ptr(m, base, l->desc.inputs[0]);
+        const int8_t *b = l->desc.n_inputs > 1 ? qtensor_ptr(m, base, l->desc.inputs[1]) : NULL;
+        int8_t *y = (int8_t *)(void *)(base + m->layers[l->slot].slot_off);
+        op->run(kt, l, a, b, y, scratch, input);
+    }
+}
+
+static kwsn_status check_run(const kwsn_model *m, void *arena, size_t arena_bytes,
+                             const float *input, size_t input_len, uint32_t n_run,
+                             const void *out) {
     if (!m || !m->layers || m->act_bytes == 0 || !m->kernels || !input || !out ||
         n_run > m->n_layers)
         return KWSN_ERR_ARG;
     if (input_len != kwsn_input_len(m)) return KWSN_ERR_INPUT_LEN;
-    size_t out_len = n_run ? shape_numel(m->layers[n_run - 1].out) : input_len;
-    if (out_cap < out_len) return KWSN_ERR_ARG;
     if (!arena || ((uintptr_t)arena & (KWSN_ARENA_ALIGN - 1u)) != 0 ||
         arena_bytes < kwsn_arena_bytes(m))
         return KWSN_ERR_ARENA;
+    return KWSN_OK;
+}
+
+kwsn_status kwsn_forward_until(const kwsn_model *m, void *arena, size_t arena_bytes,
+                               const float *input, size_t input_len, uint32_t n_run,
+                               float *out, size_t out_cap) {
+    kwsn_status st = check_run(m, arena, arena_bytes, input, input_len, n_run, out);
+    if (st != KWSN_OK) return st;
+    size_t out_len = n_run ? shape_numel(m->layers[n_run - 1].out) : input_len;
+    if (out_cap < out_len) return KWSN_ERR_ARG;
     uint8_t *base = (uint8_t *)arena;
+    if (m->int8) {
+        if (n_run == 0) {
+            memcpy(out, input, out_len * sizeof(float));
+            return KWSN_OK;
+        }
+        forward_q8(m, base, input, n_run);
+        /* dequantised as kwsnet's dequantize: float(q - zp) * scale in float32 */
+        const kwsn_layer *last = &m->layers[n_run - 1u];
+        const int8_t *q = qtensor_ptr(m, base, n_run);
+        const float scale = last->desc.floats[0];
+        const int32_t zp = last->desc.ints[0];
+        for (size_t j = 0; j < out_len; j++) out[j] = (float)((int32_t)q[j] - zp) * scale;
+        return KWSN_OK;
+    }
     float *scratch = (float *)(void *)(base + m->act_bytes);
     const kwsn_kernel_table *kt = m->kernels;
     /* the plan: each layer reads its input tensors and writes its slot (an overwrites_input
@@ -900,6 +1404,37 @@ kwsn_status kwsn_forward_batch(const kwsn_model *m, void *arena, size_t arena_by
                                             input_len, n_run, out + r * out_stride, out_stride);
         if (st != KWSN_OK) return st;
     }
+    return KWSN_OK;
+}
+
+kwsn_status kwsn_forward_codes_batch(const kwsn_model *m, void *arena, size_t arena_bytes,
+                                     const float *input, size_t n_rows, size_t input_len,
+                                     uint32_t n_run, int8_t *out, size_t out_stride) {
+    kwsn_status st = check_run(m, arena, arena_bytes, input, input_len, n_run, out);
+    if (st != KWSN_OK) return st;
+    if (!m->int8 || (n_run == 0 && !m->has_input_q)) return KWSN_ERR_ARG;
+    const size_t out_len = n_run ? shape_numel(m->layers[n_run - 1].out) : input_len;
+    if (out_stride < out_len) return KWSN_ERR_ARG;
+    uint8_t *base = (uint8_t *)arena;
+    for (size_t r = 0; r < n_rows; r++) {
+        forward_q8(m, base, input + r * input_len, n_run);
+        memcpy(out + r * out_stride, qtensor_ptr(m, base, n_run), out_len);
+    }
+    return KWSN_OK;
+}
+
+int kwsn_is_int8(const kwsn_model *m) { return (m && m->layers && m->int8) ? 1 : 0; }
+
+kwsn_status kwsn_layer_qparams(const kwsn_model *m, uint32_t i, kwsn_qparams *q) {
+    if (!m || !m->layers || !m->int8 || !q || i >= m->n_layers) return KWSN_ERR_ARG;
+    q->scale = m->layers[i].desc.floats[0];
+    q->zero_point = m->layers[i].desc.ints[0];
+    return KWSN_OK;
+}
+
+kwsn_status kwsn_input_qparams(const kwsn_model *m, kwsn_qparams *q) {
+    if (!m || !m->layers || !m->int8 || !m->has_input_q || !q) return KWSN_ERR_ARG;
+    *q = m->input_q;
     return KWSN_OK;
 }
 

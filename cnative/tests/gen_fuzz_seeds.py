@@ -1,6 +1,7 @@
 """Seed corpora for ``make fuzz``: real exported model files (the golden cases: every layer
 kind and tiny RawConv models, format v1; a tiny log-mel residual model as a format-v2 graph
-with and without its front end) and WAV files in each encoding the reader takes (16-bit PCM,
+with and without its front end; int8 format-3 files of a tiny log-mel model and a tiny
+RawConv) and WAV files in each encoding the reader takes (16-bit PCM,
 32-bit float, WAVE_FORMAT_EXTENSIBLE) plus ones it rejects (stereo, 8-bit, no data chunk).
 
     python cnative/tests/gen_fuzz_seeds.py MODEL_DIR WAV_DIR
@@ -71,6 +72,44 @@ def v2_model_seeds() -> dict[str, bytes]:
     }
 
 
+def v3_model_seeds() -> dict[str, bytes]:
+    """name -> format-3 (int8) files: the v2 seed's tiny log-mel CnnMel (front end, int8
+    convs, residual adds, mean pooling, Linear) and a tiny RawConv (input quantiser, integer
+    LayerNorm, max / average pooling), each calibrated on a few tones."""
+    import torch
+
+    from kwsnet.data.features import LogMel
+    from kwsnet.export.graph import graph_from_layers, trace_model
+    from kwsnet.export.layers import collect_named_layers, input_shape_of
+    from kwsnet.nn.heads import LinearHead
+    from kwsnet.quant.format import quant_bytes
+    from kwsnet.quant.ptq import calibrate, quantize_graph
+    from models.cnn_mel import CnnMel
+    from models.raw_conv import RawConv
+
+    class _Tiny(torch.nn.Module):
+        def __init__(self, frontend: object, backbone: torch.nn.Module, n: int) -> None:
+            super().__init__()
+            self.frontend = frontend
+            self.backbone = backbone
+            self.head = LinearHead(n, 3)
+
+    torch.manual_seed(0)
+    t = torch.arange(2048) / 16000.0
+    x = torch.stack([0.3 * torch.sin(2 * torch.pi * f * t) for f in (100.0, 300.0, 900.0)])
+    x = x + 0.01 * torch.randn(x.shape)
+    fe = LogMel(n_fft=64, win_length=64, hop_length=32, n_mels=8)
+    mel = _Tiny(fe, CnnMel(8, 4, (4, 6), (2, 1), 3), 6).eval()
+    g_mel = trace_model(mel, 512)
+    raw = _Tiny(None, RawConv(input_samples=2048, channels=(4, 4, 4)), 4).eval()
+    g_raw = graph_from_layers(collect_named_layers(raw), input_shape_of(raw))
+    out = {}
+    for name, g, clips in (("v3_mel_int8.kwsn", g_mel, x[:, :512]), ("v3_raw_int8.kwsn", g_raw, x)):
+        q = quantize_graph(g, calibrate(g, [clips]))
+        out[name] = quant_bytes(q, g, 16000)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Write the model seeds to argv[0] and the WAV seeds to argv[1]."""
     args = sys.argv[1:] if argv is None else argv
@@ -86,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     for f in model_dir.iterdir():
         if f.suffix != ".kwsn":
             f.unlink()  # keep only the model files
-    for name, data in v2_model_seeds().items():
+    for name, data in {**v2_model_seeds(), **v3_model_seeds()}.items():
         (model_dir / name).write_bytes(data)
     for name, data in wav_seeds().items():
         (wav_dir / name).write_bytes(data)

@@ -116,8 +116,8 @@ static int check_fp_contract(void) {
         x[t] = -(1.0f + 0x1p-12f);
         x[L + t] = 1.0f + 0x1p-13f;
     }
-    kwsn_layer_desc conv = {KWSN_LAYER_CONV1D, 4, {2, 1, 1, 1}, 3, w, 0, {0}};
-    kwsn_layer_desc lin = {KWSN_LAYER_LINEAR, 3, {2, 1, 0}, 2, w, 0, {0}};
+    kwsn_layer_desc conv = {KWSN_LAYER_CONV1D, 4, {2, 1, 1, 1}, 3, w, 0, {0}, 0, NULL, 0, NULL};
+    kwsn_layer_desc lin = {KWSN_LAYER_LINEAR, 3, {2, 1, 0}, 2, w, 0, {0}, 0, NULL, 0, NULL};
     kwsn_shape in_conv = {2u, {2u, L}}, in_lin = {1u, {2u, 1u}};
     static uint64_t store[KWSN_MODEL_WORDS(1)];
     kwsn_model *m = NULL;

@@ -31,7 +31,7 @@ _c_size = ctypes.c_size_t
 _c_u32 = ctypes.c_uint32
 _c_vp = ctypes.c_void_p
 _c_u64 = ctypes.c_uint64
-ABI_VERSION = 3  # KWSN_ABI_VERSION in cnative/include/kwsnet.h
+ABI_VERSION = 4  # KWSN_ABI_VERSION in cnative/include/kwsnet.h
 ARENA_ALIGN = 64  # KWSN_ARENA_ALIGN
 
 
@@ -51,6 +51,12 @@ class _Limits(ctypes.Structure):
     """``kwsn_limits``: 0 in a field means the library's default."""
 
     _fields_ = [("max_ops", _c_u64), ("max_arena_bytes", _c_size)]
+
+
+class _QParams(ctypes.Structure):
+    """``kwsn_qparams``: ``real = scale * (q - zero_point)``."""
+
+    _fields_ = [("scale", ctypes.c_float), ("zero_point", ctypes.c_int32)]
 
 
 class CRuntimeError(RuntimeError):
@@ -135,6 +141,24 @@ def load_library(lib: str | Path | None = None) -> ctypes.CDLL:
         _c_vp,
         _c_size,
     ]
+    so.kwsn_is_int8.restype = ctypes.c_int
+    so.kwsn_is_int8.argtypes = [_c_vp]
+    so.kwsn_layer_qparams.restype = ctypes.c_int
+    so.kwsn_layer_qparams.argtypes = [_c_vp, _c_u32, ctypes.POINTER(_QParams)]
+    so.kwsn_input_qparams.restype = ctypes.c_int
+    so.kwsn_input_qparams.argtypes = [_c_vp, ctypes.POINTER(_QParams)]
+    so.kwsn_forward_codes_batch.restype = ctypes.c_int
+    so.kwsn_forward_codes_batch.argtypes = [
+        _c_vp,
+        _c_vp,
+        _c_size,
+        _c_vp,
+        _c_size,
+        _c_size,
+        _c_u32,
+        _c_vp,
+        _c_size,
+    ]
     return so
 
 
@@ -153,6 +177,11 @@ class CModel:
     ``i - 1``'s output ``[N, numel]`` (``i = 0`` returns the input). A batch is one C call
     (``kwsn_forward_batch``). ``ops`` / ``layer_ops`` are the prepared op counts per sample,
     ``isa`` the kernel path (``default``, ``avx2``, ``avx512``).
+
+    An int8 model (format 3, ``is_int8``) takes the same float input; ``forward`` returns its
+    dequantised outputs ``(q - zp) * scale`` and ``forward_codes(x, n_run)`` the int8 codes;
+    ``qparams(i)`` is layer ``i``'s output ``(scale, zero_point)``, ``input_qparams()`` the
+    input quantiser (``None`` when a front end reads the float audio).
     """
 
     def __init__(
@@ -187,6 +216,7 @@ class CModel:
             int(self._so.kwsn_layer_ops(self._model, i)) for i in range(self.n_layers)
         ]
         self.isa = self._so.kwsn_isa_name(self._model).decode()
+        self.is_int8 = bool(self._so.kwsn_is_int8(self._model))
         # kwsn_forward wants a 64-byte-aligned arena; numpy promises 16
         self._arena_buf = np.zeros(self.arena_bytes // 4 + ARENA_ALIGN, dtype=np.float32)
         skip = (-self._arena_buf.ctypes.data % ARENA_ALIGN) // 4
@@ -230,6 +260,46 @@ class CModel:
         )
         if st != 0:
             raise CRuntimeError(self.status_str(st))
+
+    def input_qparams(self) -> tuple[float, int] | None:
+        """The input quantiser ``(scale, zero_point)`` of an int8 model, else ``None``."""
+        q = _QParams()
+        if self._so.kwsn_input_qparams(self._model, ctypes.byref(q)) != 0:
+            return None
+        return float(q.scale), int(q.zero_point)
+
+    def qparams(self, i: int) -> tuple[float, int]:
+        """Layer ``i``'s output ``(scale, zero_point)`` (int8 models only)."""
+        q = _QParams()
+        st = self._so.kwsn_layer_qparams(self._model, i, ctypes.byref(q))
+        if st != 0:
+            raise CRuntimeError(f"layer {i}: {self.status_str(st)} (not an int8 layer)")
+        return float(q.scale), int(q.zero_point)
+
+    def forward_codes(self, x: np.ndarray, n_run: int | None = None) -> np.ndarray:
+        """int8 codes ``[N, numel]`` of layer ``n_run - 1`` (default: the last; ``0``: the
+        input codes) for every row of ``x [N, ...]``, in one C call."""
+        n_run = self.n_layers if n_run is None else n_run
+        x = np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(len(x), -1))
+        n_out = self.out_len(n_run)
+        out = np.empty((len(x), n_out), dtype=np.int8)
+        if len(x) == 0:
+            return out
+        with self._lock:
+            st = self._so.kwsn_forward_codes_batch(
+                self._model,
+                self._arena.ctypes.data,
+                self.arena_bytes,
+                x.ctypes.data,
+                len(x),
+                x.shape[1],
+                n_run,
+                out.ctypes.data,
+                n_out,
+            )
+        if st != 0:
+            raise CRuntimeError(self.status_str(st))
+        return out
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Logits ``[N, n_classes]`` for inputs ``[N, T]``."""
