@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -134,3 +135,14 @@ def test_decode_diagnostic_runs_on_shared_data() -> None:
     row = _bench("bench_decode").main(["--repeats", "1", "--copies", "1"])  # type: ignore[attr-defined]
     assert row["files"] > 100 and row["serial_s"] > 0
     assert row["thread_ratio"] > 0 and row["process_ratio"] > 0 and row["synthetic_ratio"] > 0
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is needed to build the C runtime")
+def test_bench_int8_runs_and_checks_the_reference(capsys: pytest.CaptureFixture[str]) -> None:
+    """bench_int8 (raw_conv): the int8 C codes equal the integer reference (asserted inside),
+    sizes and the int8 / float latency ratio per kernel path are printed."""
+    assert _bench("bench_int8").main(["--model", "raw_conv", "--repeats", "3"]) == 0  # type: ignore[attr-defined]
+    out = capsys.readouterr().out
+    assert "int8/float" in out and "arena bytes: float" in out
+    rows = [ln.split() for ln in out.splitlines() if ln.startswith("  default")]
+    assert rows and float(rows[0][-1]) > 0

@@ -143,9 +143,11 @@ def run_int8_parity(
     for audio in batches:
         x = audio.to(torch.float32).reshape(len(audio), -1)
         xn = x.numpy()
-        fe_c = None
+        fe_c = torch_fe = None
         if rep.has_frontend:
-            fe_c = torch.from_numpy(cmodel.forward_codes(xn, 1))  # type: ignore[attr-defined]
+            torch_fe = run_int8_tensors(qgraph, x)
+            shape = torch_fe[1].shape  # type: ignore[union-attr]
+            fe_c = torch.from_numpy(cmodel.forward_codes(xn, 1)).reshape(shape)  # type: ignore[attr-defined]
         ref = run_int8_tensors(qgraph, x, frontend_codes=fe_c)
         last_ref = ref[-1].reshape(len(x), -1)  # type: ignore[union-attr]
         last_c = torch.from_numpy(cmodel.forward_codes(xn, n_layers))  # type: ignore[attr-defined]

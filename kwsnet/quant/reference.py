@@ -184,9 +184,12 @@ def run_int8_tensors(
     tensors: list[torch.Tensor | None] = [first]
     for n in qgraph.nodes:
         if n.kind == "FrontEnd" and frontend_codes is not None:
-            tensors.append(
-                frontend_codes.reshape(len(x), -1, frontend_codes.shape[-1]).to(torch.int8)
-            )
+            if frontend_codes.dim() != 3 or len(frontend_codes) != len(x):
+                raise ValueError(
+                    f"frontend_codes must be [B={len(x)}, n_out, frames], "
+                    f"got {tuple(frontend_codes.shape)}"
+                )
+            tensors.append(frontend_codes.to(torch.int8))
             continue
         if n.kind == "FrontEnd":
             ins = [x]
