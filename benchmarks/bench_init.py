@@ -17,11 +17,12 @@ least ``--stall-frac`` (default 0.9) times ln(classes), i.e. stalled near chance
 ``--d-model``, ``--heads``, ``--ffn`` and ``--kernel`` size the Conformer (defaults: the 2-layer,
 d_model-64 model of docs/init_and_norms.md); ``--arms`` picks arms.
 
-``--compare`` adds a paired-by-seed comparison of every arm against the default arm of the same
-lr and variant (``kwsnet.stats.compare``): last-window training loss and held-out accuracy,
-difference with its 95% t CI, paired t-test p, Holm-adjusted across all comparisons of that
-metric, and the verdict at ``--alpha``. A diverged run with a non-finite loss counts as
-ln(classes) (chance-level loss) in the loss tables and tests. ``--json PATH`` writes every
+``--compare`` adds paired-by-seed comparisons (``kwsnet.stats.compare``) of every arm against
+the default arm of the same lr and variant and, where both variants ran, of Post-LN against
+Pre-LN per arm: last-window training loss and held-out accuracy, difference with its 95% t CI,
+paired t-test p, Holm-adjusted across the comparisons of that metric in the table, and the
+verdict at ``--alpha``. A diverged run with a non-finite loss counts as ln(classes)
+(chance-level loss) in the loss tables and tests. ``--json PATH`` writes every
 run (config, per-window losses, accuracy, divergence); ``--from-json A B ...`` prints the
 tables (and ``--compare``) from such files without training, e.g. to merge runs split over
 processes.
@@ -286,6 +287,35 @@ def print_comparison(runs: list[dict], alpha: float) -> None:
                 comparisons.append(
                     {"lr": lr, "variant": variant, "arm": arm, "metric": metric, **res}
                 )
+    _print_compared(comparisons, alpha, "arm - default", "vs the default arm")
+
+
+def print_variant_comparison(runs: list[dict], alpha: float) -> None:
+    """Post-LN against Pre-LN for each (lr, arm) that ran both, paired by seed: does the
+    Post-LN stack train worse without warm-up? Holm over these comparisons, per metric."""
+    comparisons = []
+    for lr in dict.fromkeys(r["lr"] for r in runs):
+        by_variant = {v: _groups(runs).get((lr, v), {}) for v in VARIANTS}
+        for arm in ARMS:
+            post, pre = by_variant["post_ln"].get(arm), by_variant["pre_ln"].get(arm)
+            if not post or not pre:
+                continue
+            key = list(pre[0]["windows"])[-1]
+            for metric in (f"train_{key}", "val_acc"):
+                vals = [
+                    [r["val_acc"] if metric == "val_acc" else _loss(r, key) for r in rs]
+                    for rs in (post, pre)
+                ]
+                res = compare(
+                    vals[0], [r["seed"] for r in post], vals[1], [r["seed"] for r in pre], alpha
+                )
+                comparisons.append(
+                    {"lr": lr, "variant": "post-pre", "arm": arm, "metric": metric, **res}
+                )
+    _print_compared(comparisons, alpha, "arm", "post_ln - pre_ln, same arm")
+
+
+def _print_compared(comparisons: list[dict], alpha: float, arm_label: str, title: str) -> None:
     if not comparisons:
         return
     for metric in dict.fromkeys(c["metric"] for c in comparisons):
@@ -297,7 +327,7 @@ def print_comparison(runs: list[dict], alpha: float) -> None:
         {
             "lr": c["lr"],
             "variant": c["variant"],
-            "arm - default": c["arm"],
+            arm_label: c["arm"],
             "metric": c["metric"],
             "test": c["test"],
             "diff": f"{c['diff']:+.3f}",
@@ -308,12 +338,12 @@ def print_comparison(runs: list[dict], alpha: float) -> None:
         }
         for c in comparisons
     ]
-    print(f"\n### paired by seed vs the default arm (kwsnet.stats, alpha {alpha})\n")
+    print(f"\n### paired by seed, {title} (kwsnet.stats, alpha {alpha})\n")
     print(format_report(rows) + "\n")
     print(
-        "(diff: arm - default, mean of per-seed differences, t CI; p: paired t-test; p_holm: "
-        "Holm over all comparisons of the same metric in this table; verdict: lower loss / "
-        "higher accuracy is better)"
+        "(diff: mean of per-seed differences, t CI; p: paired t-test; p_holm: Holm over all "
+        "comparisons of the same metric in this table; verdict: lower loss / higher accuracy "
+        "is better)"
     )
 
 
@@ -400,6 +430,7 @@ def main() -> None:
         print_tables(runs)
         if args.compare:
             print_comparison(runs, args.alpha)
+            print_variant_comparison(runs, args.alpha)
         return
     torch.set_num_threads(min(args.threads, torch.get_num_threads()))
     if not args.skip_lsuv:
@@ -418,6 +449,7 @@ def main() -> None:
         )
         if args.compare:
             print_comparison(runs, args.alpha)
+            print_variant_comparison(runs, args.alpha)
         if args.json:
             config = {
                 "size": dataclasses.asdict(size),
