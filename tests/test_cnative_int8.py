@@ -87,7 +87,12 @@ x = np.load(x_file)
 with CModel(model) as cm:
     first = 0 if cm.input_qparams() is not None else 1
     codes = {str(i): cm.forward_codes(x, i) for i in range(first, cm.n_layers + 1)}
-    np.savez(out_file, logits=cm.forward(x), **codes)
+    # non-finite and huge samples: quantised, clamped, run through without a trap
+    odd = np.zeros((1, x.shape[1]), np.float32)
+    odd[0, :6] = [np.nan, np.inf, -np.inf, 3e38, -3e38, 0.5]
+    extra = {"odd_in": cm.forward_codes(odd, 0)} if first == 0 else {}
+    extra["odd_out"] = cm.forward_codes(odd)
+    np.savez(out_file, logits=cm.forward(x), **codes, **extra)
     print(json.dumps({"isa": cm.isa, "n_layers": cm.n_layers}))
 """
 
@@ -148,8 +153,14 @@ def test_every_tensor_bit_exact_on_every_kernel_path(
     logits = run_int8(q, b.x, frontend_codes=fe).logits.numpy()
     n_exact = 0
     for isa, got in per_path.items():
+        for key in ("odd_in", "odd_out"):  # the same on every path
+            assert key not in first or np.array_equal(got[key], first[key]), (isa, key)
+        if "odd_in" in got:  # NaN -> act_min, +-inf and +-3e38 clamp, 0.5 quantised
+            s_in, zp_in = q.input_q.scale, q.input_q.zero_point  # type: ignore[union-attr]
+            half = int(np.clip(np.round(np.float32(0.5) / np.float32(s_in)) + zp_in, -128, 127))
+            assert got["odd_in"][0, :6].tolist() == [-128, 127, -128, 127, -128, half]
         for key, codes in got.items():
-            if key == "logits":
+            if key in ("logits", "odd_in", "odd_out"):
                 continue
             want = ref[int(key)].reshape(n, -1).numpy()  # type: ignore[union-attr]
             assert codes.dtype == np.int8 and codes.shape == want.shape, (isa, key)

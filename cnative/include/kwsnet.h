@@ -64,8 +64,25 @@
  *
  * A tensor's (scale, zero point) is its producer's out_scale / out_zero_point (tensor 0's is
  * the header's input quantiser). Every int8 tensor takes 1 byte per element in the arena.
- * kwsn_forward* on an int8 model return dequantised floats (q - zp) * scale;
- * kwsn_forward_codes_batch returns the codes themselves.
+ * kwsn_forward* on an int8 model return dequantised floats (float)(q - zp) * scale;
+ * kwsn_forward_codes_batch returns the codes themselves. Quantising a float (the input, the
+ * FrontEnd's features) is clamp(round_half_even(x / scale) + zp, act_min, 127), clamped in
+ * float: +-Inf and huge values clamp, NaN gives act_min.
+ *
+ * Prepare refuses (a status, never undefined behaviour later) an int8 layer whose n_ints /
+ * n_floats / n_words / n_bytes are not what its op needs, a multiplier M not 0 or in
+ * [2^30, 2^31), a shift outside [-31, 30], a zero point outside [-128, 127], act_min >
+ * act_max, a scale not finite and > 0, a weight -128, a conv / Linear output channel whose
+ * sum |w| * 255 + |bias| exceeds INT32_MAX (its int32 accumulator could overflow), an Add
+ * with an input shift > 0 or left_shift > 22, a LayerNorm with N > 2^20, frac_bits > 12,
+ * E outside [0, 2^62) or a gamma -128, a ReLU / MaxPool1d / Flatten whose out params differ
+ * from its input's (KWSN_ERR_PARAM), a FrontEnd not reading the float input or another op
+ * reading float input (KWSN_ERR_GRAPH), and an int8 type in a v1/v2 file or a float type in
+ * a v3 file (KWSN_ERR_LAYER_TYPE). The int8 kernels compute in int32 / int64 (double where
+ * every value is an exactly represented integer) and give the same bits on every kernel
+ * path; they assume two's complement with an arithmetic >> of negative int32 values, which
+ * C leaves implementation-defined (GCC, clang, MSVC and the common embedded compilers shift
+ * arithmetically; test_golden checks it).
  */
 #ifndef KWSNET_H
 #define KWSNET_H
@@ -199,7 +216,8 @@ uint32_t kwsn_abi_version(void);
 
 /* Human-readable name of a status (never NULL). */
 const char *kwsn_status_str(kwsn_status s);
-/* Human-readable name of a layer type ("?" if unknown). */
+/* Human-readable name of a layer type ("?" if unknown; an int8 type, | KWSN_INT8_FLAG, has
+ * its float twin's name). */
 const char *kwsn_layer_name(uint32_t type);
 
 /* zlib-compatible CRC-32 of buf[0..len). */
@@ -232,15 +250,18 @@ kwsn_limits kwsn_default_limits(void);
 
 /* Scratch bytes kwsn_forward needs: the activation slots of the static memory plan (each
  * tensor lives in a slot from its layer to its last reader; a slot is reused once its tensor
- * is dead, and ReLU / LayerNorm / Flatten / Add write over an input read for the last time)
- * plus the largest layer scratch (a conv's padded input, the front end's FFT buffers), each
- * 64-byte aligned. The arena itself must be KWSN_ARENA_ALIGN (64) byte aligned. */
+ * is dead, and ReLU / LayerNorm / Flatten / Add write over an input read for the last time;
+ * 4 bytes per float element, 1 per int8 code, plus the input codes of an int8 model with an
+ * input quantiser) plus the largest layer scratch (a conv's padded input, float or the int8
+ * conv's centred int32 copy, the front end's FFT buffers and, int8, its float features
+ * before quantising), each 64-byte aligned. The arena itself must be KWSN_ARENA_ALIGN (64)
+ * byte aligned. */
 size_t kwsn_arena_bytes(const kwsn_model *model);
 
 /* Number of input floats per sample (product of the input shape). */
 size_t kwsn_input_len(const kwsn_model *model);
 
-/* Number of output floats of layer i (0 <= i < n_layers). */
+/* Number of output elements of layer i (0 <= i < n_layers): floats, or int8 codes. */
 size_t kwsn_layer_out_len(const kwsn_model *model, uint32_t i);
 
 /* Accessors (kwsn_model is opaque). */
@@ -259,7 +280,8 @@ uint64_t kwsn_layer_ops(const kwsn_model *model, uint32_t i);
 const char *kwsn_isa_name(const kwsn_model *model);
 
 /* Run layers [0, n_run) on one sample. input_len must equal kwsn_input_len(); out receives
- * layer n_run-1's output (out_cap floats at least; n_run == 0 copies the input). */
+ * layer n_run-1's output (out_cap floats at least; n_run == 0 copies the input; an int8
+ * model's output dequantised). */
 kwsn_status kwsn_forward_until(const kwsn_model *model, void *arena, size_t arena_bytes,
                                const float *input, size_t input_len, uint32_t n_run,
                                float *out, size_t out_cap);

@@ -291,7 +291,7 @@ size_t kwsn_conv1d_ex_scratch_floats(const kwsn_conv1d_ex_args *a) {
 }
 
 size_t kwsn_conv1d_q8_scratch_bytes(const kwsn_conv1d_ex_args *a) {
-    return ((size_t)a->C_in * kwsn_conv1d_ex_channel_floats(a) + KWSN_Q8_SLACK) * sizeof(int16_t);
+    return ((size_t)a->C_in * kwsn_conv1d_ex_channel_floats(a) + KWSN_Q8_SLACK) * sizeof(int32_t);
 }
 #endif
 
@@ -491,40 +491,101 @@ static void KWSN_K(kwsn_attn_pool_f32)(float *out, const float *x, const float *
  * the sum order does not matter and every path gives the same bits. The hot loops are
  * int16 x int16 -> int32 over contiguous positions, which gcc vectorises per target. */
 
-/* KWSN_Q8_ROWS output rows x KWSN_Q8_TILE positions of int32 accumulators. */
-#define KWSN_Q8_ROWS 4
+
+/* y[u] = clamp(mbqm(acc[u], m, shift) + zp, lo, hi): the vectorisable form for shift <= 0
+ * (the usual case: a real multiplier below 1), the general one otherwise. |mbqm| is clamped
+ * to 2^24 before adding zp (the int8 result is the same, and the int32 sum cannot overflow). */
+KWSN_INLINE void q8_requant_row(int8_t *y, const int32_t *acc, uint32_t n, int32_t m,
+                                int32_t shift, int32_t zp, int32_t lo, int32_t hi) {
+    if (shift <= 0) {
+        const int32_t right = -shift;
+        for (uint32_t u = 0; u < n; u++) {
+            int32_t v = kwsn_mbqm_r(acc[u], m, right);
+            v = v < -(1 << 24) ? -(1 << 24) : (v > (1 << 24) ? (1 << 24) : v);
+            v += zp;
+            y[u] = (int8_t)(v < lo ? lo : (v > hi ? hi : v));
+        }
+        return;
+    }
+    for (uint32_t u = 0; u < n; u++)
+        y[u] = kwsn_clamp_q8((int64_t)kwsn_mbqm(acc[u], m, shift) + zp, lo, hi);
+}
 
 KWSN_INLINE void q8_requant_store(int8_t *y, const int32_t *acc, uint32_t n, int32_t m,
                                   int32_t shift, const kwsn_q8_requant *rq) {
-    for (uint32_t u = 0; u < n; u++)
-        y[u] = kwsn_clamp_q8((int64_t)kwsn_mbqm(acc[u], m, shift) + rq->zp_out, rq->act_min,
-                             rq->act_max);
+    q8_requant_row(y, acc, n, m, shift, rq->zp_out, rq->act_min, rq->act_max);
 }
 
-/* Rows o0..o0+NO of a group: xp [gi][cs] int16 centred input, tap j of output t reads
- * x_i[t + off[j]]; w [go][gi][k]. */
-KWSN_INLINE void q8_conv_rows(int8_t *out, const int16_t *xp, const int8_t *w,
+/* Rows o0..o0+NO of a group: xp [gi][cs] int32 centred input (x - zp_in, 0 in the padding),
+ * tap j of output t reads x_i[t + off[j]]; w [go][gi][k]. The tile's positions past L_out
+ * read valid centred values or the zeroed slack and are not stored; their sums stay within
+ * the loader's bound too (every |x| <= 255). */
+#if KWSN_VW >= 8
+/* int32 lanes in registers, as the float conv_rows: 2 vectors x KWSN_CONV_ROWS rows. */
+typedef int32_t kwsn_vi __attribute__((vector_size(KWSN_VW * 4)));
+#define KWSN_Q8_CONV_TILE (2 * KWSN_VW)
+#define KWSN_Q8_ROWS KWSN_CONV_ROWS
+KWSN_INLINE void q8_conv_rows(int8_t *out, const int32_t *xp, const int8_t *w,
                               const kwsn_q8_requant *rq, uint32_t o_base, uint32_t gi,
                               uint32_t L_out, uint32_t cs, uint32_t k, const uint32_t *off,
                               uint32_t o0, const uint32_t NO) {
-    for (uint32_t t0 = 0; t0 < L_out; t0 += KWSN_Q8_TILE) {
-        int32_t acc[KWSN_Q8_ROWS][KWSN_Q8_TILE];
+    for (uint32_t t0 = 0; t0 < L_out; t0 += KWSN_Q8_CONV_TILE) {
+        kwsn_vi acc[KWSN_Q8_ROWS][2];
         for (uint32_t r = 0; r < NO; r++) {
-            const int32_t b = rq->bias[o_base + o0 + r];
-            for (uint32_t u = 0; u < KWSN_Q8_TILE; u++) acc[r][u] = b;
+            const kwsn_vi zero = {0};
+            acc[r][0] = zero + rq->bias[o_base + o0 + r];
+            acc[r][1] = acc[r][0];
         }
         for (uint32_t i = 0; i < gi; i++) {
-            const int16_t *x = xp + (size_t)i * cs + t0;
+            const int32_t *x = xp + (size_t)i * cs + t0;
+            const int8_t *wi = w + (size_t)i * k;
             for (uint32_t j = 0; j < k; j++) {
-                const int16_t *xs = x + off[j];
+                kwsn_vi x0, x1;
+                memcpy(&x0, x + off[j], sizeof(kwsn_vi));
+                memcpy(&x1, x + off[j] + KWSN_VW, sizeof(kwsn_vi));
                 for (uint32_t r = 0; r < NO; r++) {
-                    const int32_t wr = w[((size_t)(o0 + r) * gi + i) * k + j];
-                    int32_t *a = acc[r];
-                    for (uint32_t u = 0; u < KWSN_Q8_TILE; u++) a[u] += wr * (int32_t)xs[u];
+                    const int32_t wr = wi[(size_t)(o0 + r) * gi * k + j];
+                    acc[r][0] += x0 * wr;
+                    acc[r][1] += x1 * wr;
                 }
             }
         }
-        const uint32_t nt = L_out - t0 < KWSN_Q8_TILE ? L_out - t0 : KWSN_Q8_TILE;
+        const uint32_t nt = L_out - t0 < KWSN_Q8_CONV_TILE ? L_out - t0 : KWSN_Q8_CONV_TILE;
+        for (uint32_t r = 0; r < NO; r++) {
+            const uint32_t o = o_base + o0 + r;
+            int32_t tile[KWSN_Q8_CONV_TILE];
+            memcpy(tile, &acc[r][0], sizeof(kwsn_vi));
+            memcpy(tile + KWSN_VW, &acc[r][1], sizeof(kwsn_vi));
+            q8_requant_store(out + (size_t)(o0 + r) * L_out + t0, tile, nt, rq->mult[o],
+                             rq->shift[o], rq);
+        }
+    }
+}
+#else
+#define KWSN_Q8_CONV_TILE KWSN_Q8_TILE
+#define KWSN_Q8_ROWS 4
+KWSN_INLINE void q8_conv_rows(int8_t *out, const int32_t *xp, const int8_t *w,
+                              const kwsn_q8_requant *rq, uint32_t o_base, uint32_t gi,
+                              uint32_t L_out, uint32_t cs, uint32_t k, const uint32_t *off,
+                              uint32_t o0, const uint32_t NO) {
+    for (uint32_t t0 = 0; t0 < L_out; t0 += KWSN_Q8_CONV_TILE) {
+        int32_t acc[KWSN_Q8_ROWS][KWSN_Q8_CONV_TILE];
+        for (uint32_t r = 0; r < NO; r++) {
+            const int32_t b = rq->bias[o_base + o0 + r];
+            for (uint32_t u = 0; u < KWSN_Q8_CONV_TILE; u++) acc[r][u] = b;
+        }
+        for (uint32_t i = 0; i < gi; i++) {
+            const int32_t *x = xp + (size_t)i * cs + t0;
+            for (uint32_t j = 0; j < k; j++) {
+                const int32_t *xs = x + off[j];
+                for (uint32_t r = 0; r < NO; r++) {
+                    const int32_t wr = w[((size_t)(o0 + r) * gi + i) * k + j];
+                    int32_t *a = acc[r];
+                    for (uint32_t u = 0; u < KWSN_Q8_CONV_TILE; u++) a[u] += wr * xs[u];
+                }
+            }
+        }
+        const uint32_t nt = L_out - t0 < KWSN_Q8_CONV_TILE ? L_out - t0 : KWSN_Q8_CONV_TILE;
         for (uint32_t r = 0; r < NO; r++) {
             const uint32_t o = o_base + o0 + r;
             q8_requant_store(out + (size_t)(o0 + r) * L_out + t0, acc[r], nt, rq->mult[o],
@@ -532,36 +593,42 @@ KWSN_INLINE void q8_conv_rows(int8_t *out, const int16_t *xp, const int8_t *w,
         }
     }
 }
+#endif
 
+/* int8 Conv1d: the input centred (x - zp_in) into int32 phases as the float conv_ex splits
+ * it (so every tap of consecutive outputs reads consecutive elements), int32 accumulation of
+ * w * x in register tiles, then the per-channel requantisation. */
 static void KWSN_K(kwsn_conv1d_q8)(int8_t *out, const int8_t *in, const int8_t *w,
                                    const kwsn_q8_requant *rq, const kwsn_conv1d_ex_args *a,
                                    void *scratch) {
     const uint32_t s = a->stride, cs = (uint32_t)kwsn_conv1d_ex_channel_floats(a);
     const uint32_t ph = cs / s;
-    int16_t *xp = (int16_t *)scratch;
+    int32_t *xp = (int32_t *)scratch;
     const int32_t zp = rq->zp_in;
     for (uint32_t i = 0; i < a->C_in; i++) {
         const int8_t *x = in + (size_t)i * a->L;
-        int16_t *xc = xp + (size_t)i * cs;
+        int32_t *xc = xp + (size_t)i * cs;
         for (uint32_t r = 0; r < s; r++) {
-            int16_t *p = xc + (size_t)r * ph;
+            int32_t *p = xc + (size_t)r * ph;
             for (uint32_t u = 0; u < ph; u++) {
                 const uint32_t q = s * u + r;
-                p[u] = (int16_t)((q >= a->pad && q < a->pad + a->L) ? x[q - a->pad] - zp : 0);
+                p[u] = (q >= a->pad && q < a->pad + a->L) ? (int32_t)x[q - a->pad] - zp : 0;
             }
         }
     }
-    memset(xp + (size_t)a->C_in * cs, 0, KWSN_Q8_SLACK * sizeof(int16_t));
+    memset(xp + (size_t)a->C_in * cs, 0, KWSN_Q8_SLACK * sizeof(int32_t));
     uint32_t off[KWSN_MAX_CONV_KERNEL];
     for (uint32_t j = 0; j < a->k; j++) off[j] = ((a->dil * j) % s) * ph + (a->dil * j) / s;
     const uint32_t gi = a->C_in / a->groups, go = a->C_out / a->groups;
     for (uint32_t g = 0; g < a->groups; g++) {
-        const int16_t *xg = xp + (size_t)g * gi * cs;
+        const int32_t *xg = xp + (size_t)g * gi * cs;
         const int8_t *wg = w + (size_t)g * go * gi * a->k;
         int8_t *yg = out + (size_t)g * go * a->L_out;
         uint32_t o = 0;
         for (; o + KWSN_Q8_ROWS <= go; o += KWSN_Q8_ROWS)
             q8_conv_rows(yg, xg, wg, rq, g * go, gi, a->L_out, cs, a->k, off, o, KWSN_Q8_ROWS);
+        for (; o + 4 <= go; o += 4)
+            q8_conv_rows(yg, xg, wg, rq, g * go, gi, a->L_out, cs, a->k, off, o, 4);
         for (; o < go; o++) q8_conv_rows(yg, xg, wg, rq, g * go, gi, a->L_out, cs, a->k, off, o, 1);
     }
 }
@@ -584,15 +651,20 @@ static void KWSN_K(kwsn_linear_q8)(int8_t *out, const int8_t *in, const int8_t *
 static void KWSN_K(kwsn_avgpool1d_q8)(int8_t *out, const int8_t *in, uint32_t C, uint32_t L,
                                       uint32_t k, uint32_t stride, uint32_t L_out,
                                       const kwsn_q8_requant *rq) {
+    int32_t acc[KWSN_Q8_TILE];
     for (uint32_t c = 0; c < C; c++) {
         const int8_t *x = in + (size_t)c * L;
         int8_t *y = out + (size_t)c * L_out;
-        for (uint32_t t = 0; t < L_out; t++) {
-            const int8_t *xs = x + (size_t)t * stride;
-            int32_t acc = 0;
-            for (uint32_t j = 0; j < k; j++) acc += (int32_t)xs[j] - rq->zp_in;
-            y[t] = kwsn_clamp_q8((int64_t)kwsn_mbqm(acc, rq->mult[0], rq->shift[0]) + rq->zp_out,
-                                 rq->act_min, rq->act_max);
+        for (uint32_t t0 = 0; t0 < L_out; t0 += KWSN_Q8_TILE) {
+            const uint32_t nt = L_out - t0 < KWSN_Q8_TILE ? L_out - t0 : KWSN_Q8_TILE;
+            for (uint32_t u = 0; u < nt; u++) {
+                const int8_t *xs = x + (size_t)(t0 + u) * stride;
+                int32_t a = 0;
+                for (uint32_t j = 0; j < k; j++) a += (int32_t)xs[j];
+                acc[u] = a - (int32_t)k * rq->zp_in; /* |acc| <= 255 k <= 2^24 */
+            }
+            q8_requant_row(y + t0, acc, nt, rq->mult[0], rq->shift[0], rq->zp_out, rq->act_min,
+                           rq->act_max);
         }
     }
 }
@@ -614,11 +686,62 @@ static void KWSN_K(kwsn_maxpool1d_q8)(int8_t *out, const int8_t *in, uint32_t C,
 static void KWSN_K(kwsn_add_q8)(int8_t *out, const int8_t *a, const int8_t *b, uint32_t n,
                                 const kwsn_q8_add *p) {
     const int32_t mul = (int32_t)1 << p->left_shift; /* left_shift <= 22: checked at load */
+    /* in locals: an int8 store through out may alias *p as far as the compiler knows */
+    const int32_t zp_a = p->zp_a, zp_b = p->zp_b, zp_out = p->zp_out, lo = p->act_min,
+                  hi = p->act_max, m_a = p->m_a, m_b = p->m_b, m_o = p->m_o, s_a = p->s_a,
+                  s_b = p->s_b, s_o = p->s_o;
+    if (s_o <= 0) { /* s_a, s_b <= 0 always (checked at load) */
+        const int32_t ra = -s_a, rb = -s_b, ro = -s_o;
+        for (uint32_t j = 0; j < n; j++) {
+            const int32_t xa = kwsn_mbqm_r(((int32_t)a[j] - zp_a) * mul, m_a, ra);
+            const int32_t xb = kwsn_mbqm_r(((int32_t)b[j] - zp_b) * mul, m_b, rb);
+            int32_t v = kwsn_mbqm_r(xa + xb, m_o, ro);
+            v = v < -(1 << 24) ? -(1 << 24) : (v > (1 << 24) ? (1 << 24) : v);
+            v += zp_out;
+            out[j] = (int8_t)(v < lo ? lo : (v > hi ? hi : v));
+        }
+        return;
+    }
     for (uint32_t j = 0; j < n; j++) {
-        const int32_t xa = kwsn_mbqm(((int32_t)a[j] - p->zp_a) * mul, p->m_a, p->s_a);
-        const int32_t xb = kwsn_mbqm(((int32_t)b[j] - p->zp_b) * mul, p->m_b, p->s_b);
-        out[j] = kwsn_clamp_q8((int64_t)kwsn_mbqm(xa + xb, p->m_o, p->s_o) + p->zp_out,
-                               p->act_min, p->act_max);
+        const int32_t xa = kwsn_mbqm(((int32_t)a[j] - zp_a) * mul, m_a, s_a);
+        const int32_t xb = kwsn_mbqm(((int32_t)b[j] - zp_b) * mul, m_b, s_b);
+        out[j] = kwsn_clamp_q8((int64_t)kwsn_mbqm(xa + xb, m_o, s_o) + zp_out,
+                               lo, hi);
+    }
+}
+
+/* float -> int8 codes: clamp(round_half_even(x / scale) + zp, act_min, 127), clamped in
+ * float (huge values and infinities are safe; NaN gives act_min). The rounding is the
+ * 2^23 trick (exact ties-to-even for |v| < 2^23 in the default rounding mode; larger floats
+ * are integers already), which every path vectorises, unlike a nearbyintf call. */
+#if defined(__GNUC__) && !defined(__clang__)
+/* Lets GCC if-convert a float compare-and-select into vector blends on SSE2 / AVX2 (with
+ * trapping math it keeps a branch there, and the loop scalar). The results are the same:
+ * nothing here reads the FP exception flags. */
+#define KWSN_NO_TRAPPING_MATH __attribute__((optimize("no-trapping-math")))
+#else
+#define KWSN_NO_TRAPPING_MATH
+#endif
+
+KWSN_NO_TRAPPING_MATH
+static void KWSN_K(kwsn_quantize_q8)(int8_t *out, const float *x, size_t n, float scale,
+                                     int32_t zp, int32_t act_min) {
+    const float lo = (float)act_min, fzp = (float)zp;
+    int32_t tile[KWSN_Q8_TILE];
+    for (size_t j0 = 0; j0 < n; j0 += KWSN_Q8_TILE) {
+        const size_t nt = n - j0 < KWSN_Q8_TILE ? n - j0 : KWSN_Q8_TILE;
+        const float *xs = x + j0;
+        for (size_t u = 0; u < nt; u++) { /* float -> int32 here, int32 -> int8 below: both
+                                           * loops vectorise, one loop mixing them did not */
+            const float v = xs[u] / scale;
+            const float a = fabsf(v);
+            const float rounded = a < 0x1p23f ? copysignf((a + 0x1p23f) - 0x1p23f, v) : v;
+            float r = rounded + fzp;
+            r = r >= lo ? r : lo; /* NaN -> act_min */
+            r = r <= 127.0f ? r : 127.0f;
+            tile[u] = (int32_t)r;
+        }
+        for (size_t u = 0; u < nt; u++) out[j0 + u] = (int8_t)tile[u];
     }
 }
 
@@ -630,32 +753,84 @@ static uint64_t q8_isqrt(uint64_t v) {
     return r;
 }
 
+/* Integer LayerNorm of groups of n codes (kwsnet/quant/reference.py):
+ *   x = q - zp_in; S1 = sum x, S2 = sum x^2; D = n S2 - S1^2; R = isqrt(D + E);
+ *   num = n x - S1; t = num 2^(K+1); Z = trunc((t + sign(t) R) / (2 R)) (0 if R = 0);
+ *   y = clamp(mbqm(Z G, M, shift) + B + zp_out, act_min, act_max).
+ * Z = sign(num) floor((|t| + R) / (2 R)) is computed in double, exactly: every operand is an
+ * integer below 2^53 (|num| <= n 510 < 2^29, |t| < 2^42, 2 R < 2^33), the quotient estimate
+ * (times the rounded reciprocal, rounded to an integer) is the floor or one off (it is < 2^23
+ * and off by a relative 2^-52 at most), and one exact integer-valued check each way corrects
+ * it; so the loop has no int64 division and vectorises. |Z| <= sqrt(n) 2^K + 1 <= 2^22 + 1 (sum num^2 = n D <= n R^2),
+ * so Z G fits int32. */
+KWSN_NO_TRAPPING_MATH
 static void KWSN_K(kwsn_layernorm_q8)(int8_t *out, const int8_t *in, uint32_t outer, uint32_t n,
                                       const kwsn_q8_layernorm *p) {
-    const int64_t two_k1 = (int64_t)1 << (p->frac_bits + 1);
+    const double scale_t = (double)((int64_t)1 << (p->frac_bits + 1));
+    /* the parameters in locals: a store through y (int8) may alias *p as far as the compiler
+     * knows, which kept the loops below scalar */
+    const int32_t zp_in = p->zp_in, zp_out = p->zp_out, lo = p->act_min, hi = p->act_max;
+    const int32_t mult = p->m, shift = p->shift;
+    const uint64_t e = p->e;
+    const int8_t *gamma = p->gamma;
+    const uint8_t *beta = p->beta;
+    int32_t tile[KWSN_Q8_TILE];
+    double dz[KWSN_Q8_TILE];
     for (uint32_t g = 0; g < outer; g++) {
         const int8_t *x = in + (size_t)g * n;
         int8_t *y = out + (size_t)g * n;
         int64_t s1 = 0, s2 = 0;
         for (uint32_t i = 0; i < n; i++) {
-            const int64_t xi = (int64_t)x[i] - p->zp_in;
+            const int64_t xi = (int64_t)x[i] - zp_in;
             s1 += xi;
             s2 += xi * xi;
         }
         const int64_t d = (int64_t)n * s2 - s1 * s1; /* >= 0 (Cauchy-Schwarz) */
-        const int64_t r = (int64_t)q8_isqrt((uint64_t)d + p->e);
-        for (uint32_t i = 0; i < n; i++) {
-            const int64_t num = (int64_t)n * ((int64_t)x[i] - p->zp_in) - s1;
-            int64_t z = 0;
-            if (r != 0) {
-                const int64_t t = num * two_k1;
-                z = (t >= 0 ? t + r : t - r) / (2 * r);
+        const int64_t r = (int64_t)q8_isqrt((uint64_t)d + e);
+        const int32_t n32 = (int32_t)n, s1_32 = (int32_t)s1; /* |S1| <= 255 n <= 2^28 */
+        const double rd = (double)r, dd = 2.0 * rd, inv = r != 0 ? 1.0 / dd : 0.0;
+        for (uint32_t i0 = 0; i0 < n; i0 += KWSN_Q8_TILE) {
+            const uint32_t nt = n - i0 < KWSN_Q8_TILE ? n - i0 : KWSN_Q8_TILE;
+            const int8_t *xs = x + i0;
+            const int8_t *gs = gamma + i0;
+            if (r == 0) { /* a constant group: Z = 0 */
+                for (uint32_t u = 0; u < nt; u++) tile[u] = 0;
+            } else {
+                /* three loops of one element type each (one loop mixing int8, int32 and
+                 * double did not vectorise) */
+                for (uint32_t u = 0; u < nt; u++)
+                    dz[u] = (double)(n32 * ((int32_t)xs[u] - zp_in) - s1_32); /* num */
+                for (uint32_t u = 0; u < nt; u++) {
+                    const double num_t = fabs(dz[u]) * scale_t + rd; /* |t| + R, < 2^45 */
+                    /* the nearest integer of the estimate (2^52 trick): floor or floor + 1 */
+                    double q = (num_t * inv + 0x1p52) - 0x1p52;
+                    q = q * dd > num_t ? q - 1.0 : q;
+                    q = (q + 1.0) * dd <= num_t ? q + 1.0 : q;
+                    dz[u] = copysign(q, dz[u]);
+                }
+                for (uint32_t u = 0; u < nt; u++) tile[u] = (int32_t)dz[u] * (int32_t)gs[u];
             }
-            const int32_t acc = (int32_t)(z * p->gamma[i]);
-            int32_t bv = (int32_t)p->beta[2u * i] | ((int32_t)p->beta[2u * i + 1u] << 8);
-            if (bv >= 32768) bv -= 65536;
-            y[i] = kwsn_clamp_q8((int64_t)kwsn_mbqm(acc, p->m, p->shift) + bv + p->zp_out,
-                                 p->act_min, p->act_max);
+            if (shift <= 0) {
+                const int32_t right = -shift;
+                for (uint32_t u = 0; u < nt; u++) tile[u] = kwsn_mbqm_r(tile[u], mult, right);
+            } else {
+                for (uint32_t u = 0; u < nt; u++) tile[u] = kwsn_mbqm(tile[u], mult, shift);
+            }
+            /* + B (int16 little-endian, any alignment) + zp_out, in the tile (y may alias
+             * nothing here, so both loops vectorise), then clamp and store */
+            const uint8_t *bs = beta + 2u * (size_t)i0;
+            for (uint32_t u = 0; u < nt; u++) {
+                int32_t bv = (int32_t)bs[2u * u] | ((int32_t)bs[2u * u + 1u] << 8);
+                bv -= (bv & 0x8000) << 1; /* int16 */
+                int32_t v = tile[u];
+                v = v < -(1 << 24) ? -(1 << 24) : (v > (1 << 24) ? (1 << 24) : v);
+                tile[u] = v + bv + zp_out;
+            }
+            int8_t *ys = y + i0; /* y[i0 + u] with a uint32 index did not vectorise */
+            for (uint32_t u = 0; u < nt; u++) {
+                const int32_t v = tile[u];
+                ys[u] = (int8_t)(v < lo ? lo : (v > hi ? hi : v));
+            }
         }
     }
 }
@@ -678,6 +853,7 @@ const kwsn_kernel_table KWSN_K(kwsn_ktab) = {
     KWSN_K(kwsn_maxpool1d_q8),
     KWSN_K(kwsn_add_q8),
     KWSN_K(kwsn_layernorm_q8),
+    KWSN_K(kwsn_quantize_q8),
 };
 
 /* ------------------------------------------------------------------ run-time selection */

@@ -21,8 +21,9 @@ typedef struct {
     uint32_t C_in, C_out, L, k, stride, pad, dil, groups, L_out;
 } kwsn_conv1d_ex_args;
 
-/* Zeroed int16 elements after an int8 conv's centred, phase-split input: the tile of
- * KWSN_Q8_TILE positions reads up to this far past the last channel. */
+/* Zeroed int32 elements after an int8 conv's centred, phase-split input: its widest tile
+ * (32 positions) reads up to this far past the last channel. KWSN_Q8_TILE: the positions of
+ * the other int8 kernels' int32 tiles. */
 #define KWSN_Q8_TILE 32
 #define KWSN_Q8_SLACK 64
 
@@ -74,6 +75,24 @@ static inline int32_t kwsn_mbqm(int32_t x, int32_t m, int32_t shift) {
     return kwsn_rdbpot(kwsn_srdhm((int32_t)v, m), right);
 }
 
+/* kwsn_mbqm for shift <= 0 (right = -shift in 0..31) and m in [0, 2^31), written so the
+ * compiler can vectorise a loop of it: srdhm as floor((x m + 2^30) / 2^31) (its definition's
+ * nudge and truncation give exactly that; the INT32_MIN * INT32_MIN case needs m < 0) via a
+ * logical shift of the biased product, then rdbpot with an arithmetic shift (>> of a negative
+ * int32 is implementation-defined in C; every supported compiler shifts arithmetically, and
+ * test_golden checks this function against kwsn_mbqm). Equal to kwsn_mbqm(x, m, -right). */
+#if defined(__GNUC__)
+__attribute__((always_inline)) /* inside the kernels' loops, so that they vectorise */
+#endif
+static inline int32_t kwsn_mbqm_r(int32_t x, int32_t m, int32_t right) {
+    const int64_t ab = (int64_t)x * (int64_t)m; /* |ab| < 2^62 */
+    const uint64_t biased = (uint64_t)(ab + (((int64_t)1 << 62) + ((int64_t)1 << 30)));
+    const int32_t h = (int32_t)((int64_t)(biased >> 31) - ((int64_t)1 << 31));
+    const int32_t mask = (int32_t)(((int64_t)1 << right) - 1);
+    const int32_t thr = (mask >> 1) + (h < 0);
+    return (h >> right) + ((h & mask) > thr);
+}
+
 /* clamp(v, lo, hi) of an int64 to int8 (lo, hi in [-128, 127]). */
 static inline int8_t kwsn_clamp_q8(int64_t v, int32_t lo, int32_t hi) {
     return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
@@ -106,7 +125,7 @@ typedef struct {
      * scratch: kwsn_conv1d_q8_scratch_bytes(). */
     void (*conv1d_q8)(int8_t *out, const int8_t *in, const int8_t *w, const kwsn_q8_requant *rq,
                       const kwsn_conv1d_ex_args *a, void *scratch);
-    /* Linear: w int8 [n_out][n_in]; scratch: n_in int16. */
+    /* Linear: w int8 [n_out][n_in]; scratch: n_in int16 (the centred input). */
     void (*linear_q8)(int8_t *out, const int8_t *in, const int8_t *w, const kwsn_q8_requant *rq,
                       uint32_t n_in, uint32_t n_out, void *scratch);
     /* AvgPool1d: acc = sum of (x - zp_in) over the window, rq->mult[0] / shift[0]. */
@@ -120,6 +139,9 @@ typedef struct {
     /* safe in place; outer groups of n codes */
     void (*layernorm_q8)(int8_t *out, const int8_t *in, uint32_t outer, uint32_t n,
                          const kwsn_q8_layernorm *p);
+    /* float -> codes: clamp(round_half_even(x / scale) + zp, act_min, 127) */
+    void (*quantize_q8)(int8_t *out, const float *x, size_t n, float scale, int32_t zp,
+                        int32_t act_min);
 } kwsn_kernel_table;
 
 /* The kernel set to use on this CPU (honours KWSN_ISA in the multi-path x86-64 build). */
@@ -134,7 +156,7 @@ size_t kwsn_conv1d_ex_channel_floats(const kwsn_conv1d_ex_args *a);
 /* Scratch floats of kwsn_conv1d_ex: C_in channels of the above plus KWSN_CONV_SLACK. */
 size_t kwsn_conv1d_ex_scratch_floats(const kwsn_conv1d_ex_args *a);
 
-/* Scratch bytes of the int8 conv: C_in channels of kwsn_conv1d_ex_channel_floats() int16
+/* Scratch bytes of the int8 conv: C_in channels of kwsn_conv1d_ex_channel_floats() int32
  * elements (the centred, zero-padded, phase-split input) plus KWSN_Q8_SLACK. */
 size_t kwsn_conv1d_q8_scratch_bytes(const kwsn_conv1d_ex_args *a);
 

@@ -748,17 +748,6 @@ static void run_add_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, const i
     kt->add_q8(out, in, in2, (uint32_t)shape_numel(l->in), &p);
 }
 
-/* float -> int8: clamp(nearbyintf(x / scale) + zp, act_min, 127), clamped in float (a huge
- * or infinite value is safe; NaN gives act_min). */
-static void quantize_f32(int8_t *out, const float *x, size_t n, float scale, int32_t zp,
-                         int32_t act_min) {
-    const float lo = (float)act_min, fzp = (float)zp;
-    for (size_t j = 0; j < n; j++) {
-        const float r = nearbyintf(x[j] / scale) + fzp;
-        out[j] = !(r >= lo) ? (int8_t)act_min : (r > 127.0f ? (int8_t)127 : (int8_t)(int32_t)r);
-    }
-}
-
 /* FrontEnd: ints / floats after the common prefix = the float FrontEnd's; the float features
  * go to scratch (after the front end's own scratch), then are quantised. */
 static kwsn_status prep_frontend_q8(kwsn_layer *l) {
@@ -779,12 +768,12 @@ static kwsn_status prep_frontend_q8(kwsn_layer *l) {
 
 static void run_frontend_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, const int8_t *in,
                             const int8_t *in2, int8_t *out, void *scratch, const float *audio) {
-    (void)kt, (void)in, (void)in2;
+    (void)in, (void)in2;
     const kwsn_frontend fe = frontend_at(&QI(l, 0), l->desc.floats + 1);
     const size_t n = shape_numel(l->out);
     float *feats = (float *)scratch;
     kwsn_frontend_run(&fe, audio, (uint32_t)shape_numel(l->in), feats + n, feats);
-    quantize_f32(out, feats, n, Q_SCALE(l), Q_ZP(l), Q_MIN(l));
+    kt->quantize_q8(out, feats, n, Q_SCALE(l), Q_ZP(l), Q_MIN(l));
 }
 
 /* LayerNorm (integer): ints norm_ndim, d0, d1, frac_bits; floats out_scale, gamma_scale,
@@ -1317,8 +1306,8 @@ static void forward_q8(const kwsn_model *m, uint8_t *base, const float *input, u
     void *scratch = base + m->act_bytes;
     const kwsn_kernel_table *kt = m->kernels;
     if (m->has_input_q)
-        quantize_f32(qtensor_ptr(m, base, 0), input, shape_numel(m->input), m->input_q.scale,
-                     m->input_q.zero_point, -128);
+        kt->quantize_q8(qtensor_ptr(m, base, 0), input, shape_numel(m->input), m->input_q.scale,
+                        m->input_q.zero_point, -128);
     for (uint32_t i = 0; i < n_run; i++) {
         const kwsn_layer *l = &m->layers[i];
         const kwsn_qop *op = &kwsn_qops[l->op_index];

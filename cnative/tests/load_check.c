@@ -48,6 +48,11 @@ static int int8_api_checks(void) {
     float y[6];
     bad |= kwsn_forward(m, arena, ab, x, 6, y, 6) != KWSN_OK;
     bad |= y[0] != 0.0f || y[1] != 1.0f || y[2] != 65.0f || y[5] != 2.0f;
+    /* NaN -> act_min (-128 for the input quantiser), +-Inf clamp; ties to even both ways */
+    float zero = 0.0f;
+    const float odd[6] = {zero / zero, 1.0f / zero, -1.0f / zero, 0.75f, -0.75f, 1e-45f};
+    bad |= kwsn_forward_codes_batch(m, arena, ab, odd, 1, 6, 0, c, 6) != KWSN_OK;
+    bad |= c[0] != -128 || c[1] != 127 || c[2] != -128 || c[3] != -1 || c[4] != -5 || c[5] != -3;
     /* a ReLU with other params than its input's, a float table given to the int8 call and
      * vice versa, no input quantiser before a ReLU */
     kwsn_layer_desc other = relu;
