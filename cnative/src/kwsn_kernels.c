@@ -598,11 +598,99 @@ KWSN_INLINE void q8_conv_rows(int8_t *out, const int32_t *xp, const int8_t *w,
 /* int8 Conv1d: the input centred (x - zp_in) into int32 phases as the float conv_ex splits
  * it (so every tap of consecutive outputs reads consecutive elements), int32 accumulation of
  * w * x in register tiles, then the per-channel requantisation. */
+#if defined(__AVX2__) && !defined(__AVX512F__) && defined(__GNUC__) && !defined(KWSN_NO_VECTOR_EXT)
+#include <immintrin.h>
+/* AVX2 (the AVX-512F build keeps its 16-lane int32 tiles, as fast there): channels in pairs, so one vpmaddwd does two
+ * multiply-adds per int32 lane. xq[p][u] holds (x_{2p}[u], x_{2p+1}[u]) as two int16 (the
+ * second 0 past C_in); the weight pair (w[o][2p][j], w[o][2p+1][j]) is broadcast. Integer
+ * sums: the same bits as the other paths. 8 positions per vector, 2 vectors per row. */
+KWSN_INLINE void q8_conv_rows_pair(int8_t *out, const int32_t *xq, const int8_t *w,
+                                   const kwsn_q8_requant *rq, uint32_t C_in, uint32_t L_out,
+                                   uint32_t cs, uint32_t k, const uint32_t *off, uint32_t o0,
+                                   const uint32_t NO) {
+    const uint32_t P = (C_in + 1u) / 2u;
+    for (uint32_t t0 = 0; t0 < L_out; t0 += 16u) {
+        __m256i acc[KWSN_CONV_ROWS][2];
+        for (uint32_t r = 0; r < NO; r++) {
+            acc[r][0] = _mm256_set1_epi32(rq->bias[o0 + r]);
+            acc[r][1] = acc[r][0];
+        }
+        for (uint32_t pi = 0; pi < P; pi++) {
+            const int32_t *x = xq + (size_t)pi * cs + t0;
+            const int has2 = 2u * pi + 1u < C_in;
+            for (uint32_t j = 0; j < k; j++) {
+                const __m256i x0 = _mm256_loadu_si256((const __m256i *)(const void *)(x + off[j]));
+                const __m256i x1 =
+                    _mm256_loadu_si256((const __m256i *)(const void *)(x + off[j] + 8));
+                for (uint32_t r = 0; r < NO; r++) {
+                    const int8_t *wr = w + ((size_t)(o0 + r) * C_in + 2u * pi) * k + j;
+                    const int32_t w0 = wr[0], w1 = has2 ? wr[k] : 0;
+                    const __m256i wv = _mm256_set1_epi32((int32_t)(((uint32_t)w1 << 16) |
+                                                                   ((uint32_t)w0 & 0xFFFFu)));
+                    acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(x0, wv));
+                    acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(x1, wv));
+                }
+            }
+        }
+        const uint32_t nt = L_out - t0 < 16u ? L_out - t0 : 16u;
+        for (uint32_t r = 0; r < NO; r++) {
+            const uint32_t o = o0 + r;
+            int32_t tile[16];
+            _mm256_storeu_si256((__m256i *)(void *)tile, acc[r][0]);
+            _mm256_storeu_si256((__m256i *)(void *)(tile + 8), acc[r][1]);
+            q8_requant_store(out + (size_t)o * L_out + t0, tile, nt, rq->mult[o], rq->shift[o],
+                             rq);
+        }
+    }
+}
+
+/* groups == 1: the paired layout (fits the int32 layout's scratch: (C_in + 1) / 2 pairs of
+ * int16 per position against C_in int32), then the rows. */
+static void q8_conv_pair(int8_t *out, const int8_t *in, const int8_t *w,
+                         const kwsn_q8_requant *rq, const kwsn_conv1d_ex_args *a, void *scratch) {
+    const uint32_t s = a->stride, cs = (uint32_t)kwsn_conv1d_ex_channel_floats(a);
+    const uint32_t ph = cs / s, P = (a->C_in + 1u) / 2u;
+    int16_t *xq = (int16_t *)scratch;
+    const int32_t zp = rq->zp_in;
+    for (uint32_t i = 0; i < 2u * P; i++) {
+        const int8_t *x = in + (size_t)i * a->L;
+        int16_t *xc = xq + (size_t)(i / 2u) * cs * 2u + (i % 2u);
+        for (uint32_t r = 0; r < s; r++) {
+            int16_t *p = xc + (size_t)r * ph * 2u;
+            for (uint32_t u = 0; u < ph; u++) {
+                const uint32_t q = s * u + r;
+                p[2u * u] = (int16_t)((i < a->C_in && q >= a->pad && q < a->pad + a->L)
+                                          ? (int32_t)x[q - a->pad] - zp
+                                          : 0);
+            }
+        }
+    }
+    memset(xq + (size_t)P * cs * 2u, 0, KWSN_Q8_SLACK * sizeof(int32_t));
+    uint32_t off[KWSN_MAX_CONV_KERNEL];
+    for (uint32_t j = 0; j < a->k; j++) off[j] = ((a->dil * j) % s) * ph + (a->dil * j) / s;
+    const int32_t *xq32 = (const int32_t *)scratch;
+    uint32_t o = 0;
+    for (; o + KWSN_CONV_ROWS <= a->C_out; o += KWSN_CONV_ROWS)
+        q8_conv_rows_pair(out, xq32, w, rq, a->C_in, a->L_out, cs, a->k, off, o, KWSN_CONV_ROWS);
+    for (; o + 2 <= a->C_out; o += 2)
+        q8_conv_rows_pair(out, xq32, w, rq, a->C_in, a->L_out, cs, a->k, off, o, 2);
+    for (; o < a->C_out; o++)
+        q8_conv_rows_pair(out, xq32, w, rq, a->C_in, a->L_out, cs, a->k, off, o, 1);
+}
+#define KWSN_Q8_CONV_PAIR 1
+#endif
+
 static void KWSN_K(kwsn_conv1d_q8)(int8_t *out, const int8_t *in, const int8_t *w,
                                    const kwsn_q8_requant *rq, const kwsn_conv1d_ex_args *a,
                                    void *scratch) {
     const uint32_t s = a->stride, cs = (uint32_t)kwsn_conv1d_ex_channel_floats(a);
     const uint32_t ph = cs / s;
+#ifdef KWSN_Q8_CONV_PAIR
+    if (a->groups == 1u) {
+        q8_conv_pair(out, in, w, rq, a, scratch);
+        return;
+    }
+#endif
     int32_t *xp = (int32_t *)scratch;
     const int32_t zp = rq->zp_in;
     for (uint32_t i = 0; i < a->C_in; i++) {
