@@ -625,3 +625,33 @@ def test_dict_grid_values_get_short_labels() -> None:
         "backbone=Conformer__seed0",
     ]
     assert json.loads(plans[1].argv[plans[1].argv.index("--model.backbone") + 1]) == conf
+
+
+def test_report_only_for_another_metric_and_baseline(
+    tmp_path: Path, fake_fit: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """`--report-only --metric M --baseline P --report-name N` rebuilds a second table from the
+    same ledger (every summary.json metric is kept): results_N.* beside results.*, published
+    too, the runs not re-run; the options without --report-only, or a baseline that is no
+    grid point, are usage errors."""
+    out, pub = tmp_path / "out", tmp_path / "pub"
+    spec = write_spec(tmp_path / "s.yaml", seeds=3, publish=str(pub))
+    assert sweep_main(["--config", str(spec), "--out", str(out)]) == 0
+    first = (out / "results.md").read_text()
+    argv = ["--config", str(spec), "--out", str(out), "--report-only"]
+    extra = ["--metric", "val/acc", "--baseline", "norm_placement=end", "--report-name", "v"]
+    assert sweep_main([*argv, *extra]) == 0 and n_calls(fake_fit) == 6
+    md = (out / "results_v.md").read_text()
+    assert "| val/acc mean ± std |" in md.replace("norm_placement | n | ", "")
+    assert "| per_conv | 3 | 0.400 ± 0.000 |" in md  # val/acc is 0.4 in every fake run
+    assert "| end | 3 | 0.400 ± 0.000 |" in md and "baseline |" in md
+    assert (out / "results.md").read_text() == first  # the spec's table is untouched
+    assert (pub / "results_v.md").read_text() == md and (pub / "results_v.csv").exists()
+    # the test/acc table against another baseline: per_conv - end = 0 on every seed
+    assert sweep_main([*argv, "--baseline", "norm_placement=end", "--report-name", "b"]) == 0
+    assert "| per_conv | 3 | 0.600 ± 0.100 |" in (out / "results_b.md").read_text()
+    capsys.readouterr()
+    assert sweep_main(["--config", str(spec), "--out", str(out), "--metric", "val/acc"]) == 2
+    assert "need --report-only" in capsys.readouterr().err
+    assert sweep_main([*argv, "--baseline", "norm_placement=nope"]) == 2
+    assert "not a grid point" in capsys.readouterr().err

@@ -63,6 +63,7 @@ logger's files land there too, with or without ``wandb.log_runs``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import sys
@@ -102,6 +103,7 @@ from kwsnet.sweep.spec import (
     RunPlan,
     SweepSpec,
     _launch_key,
+    _slug,
     baseline_index,
     cli_value,
     content_key,
@@ -170,6 +172,21 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="rebuild the results from the ledger; run nothing",
     )
+    p.add_argument(
+        "--metric",
+        help="with --report-only: aggregate this summary.json metric instead of the spec's "
+        "(e.g. train/loss); written to results_<report-name>.*",
+    )
+    p.add_argument(
+        "--baseline",
+        help="with --report-only: the baseline point label (as in the table) instead of the "
+        "spec's stats.baseline",
+    )
+    p.add_argument(
+        "--report-name",
+        help="with --metric/--baseline: the extra report's file stem results_<name> "
+        "(default: from the metric and baseline)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the run commands; run nothing")
     p.add_argument("--no-summary-run", action="store_true", help="skip the wandb summary run")
     return p
@@ -190,6 +207,25 @@ def sweep_main(argv: list[str]) -> int:
         for line in error_lines(yaml_syntax_error(args.config, text, exc)):
             print(line.replace("kwsnet:", "kwsnet sweep:", 1), file=sys.stderr)
         return 2
+    report_name = None
+    if args.metric or args.baseline or args.report_name:
+        if not args.report_only:
+            print(
+                "kwsnet sweep: --metric, --baseline and --report-name need --report-only "
+                "(they re-read the ledger; the runs are the spec's)",
+                file=sys.stderr,
+            )
+            return 2
+        stats = {**spec.stats, "baseline": args.baseline} if args.baseline else spec.stats
+        try:
+            spec = dataclasses.replace(spec, metric=args.metric or spec.metric, stats=stats)
+            baseline_index(spec, spec.stat["baseline"])
+        except ValueError as exc:
+            print(f"kwsnet sweep: --baseline: {exc}", file=sys.stderr)
+            return 2
+        report_name = args.report_name or _slug(
+            "_".join(x for x in (args.metric, args.baseline and f"vs_{args.baseline}") if x)
+        )
     out = args.out or spec.out
     workers = args.workers or spec.workers
     if workers < 1:
@@ -229,9 +265,9 @@ def sweep_main(argv: list[str]) -> int:
     command = shlex.join(["kwsnet", "sweep", *(a for a in argv if a != "--report-only")])
     start = time.monotonic()
     if args.report_only:  # read-only on the ledger: works beside a running sweep, no lock
-        _, table = write_results(spec, out, command)
+        _, table = write_results(spec, out, command, name=report_name)
         print(table, end="")
-        _publish(spec, out)
+        _publish(spec, out, report_name)
     else:
         lock = SweepLock(out)
         try:

@@ -48,8 +48,8 @@ def aggregate(records: Iterable[dict[str, Any]], spec: SweepSpec) -> list[dict[s
     for point in grid_points(spec):
         label = point_label(point, spec)
         recs = [r for r in latest.values() if r.get("point_label") == label]
-        ok = [r for r in recs if r.get("status") == "ok"]
-        vals = [float(r["value"]) for r in ok]
+        ok = [r for r in recs if r.get("status") == "ok" and record_value(r, spec) is not None]
+        vals = [float(record_value(r, spec)) for r in ok]  # type: ignore[arg-type]
         flags = [record_collapsed(r) for r in ok]
         epochs = [r["best_epoch"] for r in ok if r.get("best_epoch") is not None]
         rows.append(
@@ -70,6 +70,16 @@ def aggregate(records: Iterable[dict[str, Any]], spec: SweepSpec) -> list[dict[s
             }
         )
     return add_stats(rows, spec)
+
+
+def record_value(rec: dict[str, Any], spec: SweepSpec) -> float | None:
+    """The value of ``spec.metric`` in a ledger record: its ``value`` when the run was made
+    for that metric, else its ``metrics`` entry (every metric of ``summary.json`` is kept, so
+    a report for another metric is rebuilt from the same ledger); None if absent."""
+    if rec.get("metric", spec.metric) == spec.metric and rec.get("value") is not None:
+        return float(rec["value"])
+    value = (rec.get("metrics") or {}).get(spec.metric)
+    return None if value is None else float(value)
 
 
 def add_stats(rows: list[dict[str, Any]], spec: SweepSpec) -> list[dict[str, Any]]:
@@ -291,10 +301,22 @@ def _plot(rows: Sequence[dict[str, Any]], spec: SweepSpec, path: str) -> None:
     plt.close(fig)
 
 
+def result_files(name: str | None = None) -> tuple[str, str, str]:
+    """``results.md/.csv/.png``, or ``results_<name>.*`` for a named extra report."""
+    stem = "results" if not name else f"results_{name}"
+    return f"{stem}.md", f"{stem}.csv", f"{stem}.png"
+
+
 def write_results(
-    spec: SweepSpec, out: str, command: str, wall_s: float | None = None
+    spec: SweepSpec,
+    out: str,
+    command: str,
+    wall_s: float | None = None,
+    name: str | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
-    """Write results.md, results.csv and results.png from the ledger; return (rows, table)."""
+    """Write results.md, results.csv and results.png from the ledger (``name``: the
+    ``results_<name>.*`` files of an extra report, e.g. another metric or baseline); return
+    (rows, table)."""
     from kwsnet.fileio import atomic_write_text
 
     keys = content_keys(spec)
@@ -328,7 +350,7 @@ def write_results(
         f"{RULE} (on the test predictions; `kwsnet/metrics/collapse.py`).\n",
         stats_note(spec, rows),
         table,
-        "![per grid point](results.png)\n",
+        f"![per grid point]({result_files(name)[2]})\n",
         f"Command: `{command}`\n",
         f"Runs recorded: {len(records)} ({len(failed)} failed); summed run wall time "
         f"{run_wall / 3600:.2f} h"
@@ -361,9 +383,10 @@ def write_results(
         md.append(
             f"- failed `{r['run_id']}`: {r.get('error', '').splitlines()[0]} (log `{r['log']}`)"
         )
-    atomic_write_text(os.path.join(out, "results.md"), "\n".join(md) + "\n")
-    atomic_write_text(os.path.join(out, "results.csv"), _csv_text(records, spec, rows))
-    _plot(rows, spec, os.path.join(out, "results.png"))
+    md_name, csv_name, png_name = result_files(name)
+    atomic_write_text(os.path.join(out, md_name), "\n".join(md) + "\n")
+    atomic_write_text(os.path.join(out, csv_name), _csv_text(records, spec, rows))
+    _plot(rows, spec, os.path.join(out, png_name))
     return rows, table
 
 
@@ -471,11 +494,12 @@ def wandb_sweep_config(spec: SweepSpec, program: str = "train.py") -> dict[str, 
     }
 
 
-def _publish(spec: SweepSpec, out: str) -> None:
-    """Copy the results files and the ledger (so the table can be rebuilt) to ``publish``."""
+def _publish(spec: SweepSpec, out: str, name: str | None = None) -> None:
+    """Copy the results files (``name``: those of a named extra report) and the ledger (so
+    the table can be rebuilt) to ``publish``."""
     if spec.publish:
         os.makedirs(spec.publish, exist_ok=True)
-        for name in (*RESULT_FILES, LEDGER):
-            if name != LEDGER or os.path.exists(os.path.join(out, name)):
-                shutil.copy2(os.path.join(out, name), os.path.join(spec.publish, name))
+        for file in (*result_files(name), LEDGER):
+            if file != LEDGER or os.path.exists(os.path.join(out, file)):
+                shutil.copy2(os.path.join(out, file), os.path.join(spec.publish, file))
         print(f"published results to {spec.publish}")
