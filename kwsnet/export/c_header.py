@@ -134,7 +134,7 @@ def _header_text(
                 f"static const float {arr}[] = {{\n    {body}}};",
             ]
             ptr = arr
-        extra = ""
+        extra = ", 0u, 0, 0u, 0"  # no int8 words / bytes (every field initialised: -Wextra)
         words, data = getattr(rec, "words", None), getattr(rec, "data", None)
         if words is not None and data is not None:
             w_ptr = b_ptr = "0"
