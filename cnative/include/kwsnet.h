@@ -59,8 +59,9 @@
  * alias (1: a copy, 0: max(q, act_min)); MaxPool1d ints kernel, stride; Flatten nothing;
  * AvgPool1d / AdaptiveAvgPool1d ints kernel, stride, words M, shift; Add ints left_shift,
  * words M_a, s_a, M_b, s_b, M_out, s_out; FrontEnd the v2 FrontEnd's ints / floats (run in
- * float, then quantised); LayerNorm ints norm_ndim, d0, d1, frac_bits, floats gamma_scale,
- * eps, words M, shift, E_lo, E_hi, bytes gamma int8[N] then beta int16 LE [N].
+ * float, then quantised); LayerNorm ints norm_ndim, d0, d1, frac_bits, beta_shift, floats
+ * gamma_scale, eps, words M, shift, E_lo, E_hi, bytes gamma int8[N] then beta int16 LE [N]
+ * (beta << beta_shift in the accumulator's units).
  *
  * A tensor's (scale, zero point) is its producer's out_scale / out_zero_point (tensor 0's is
  * the header's input quantiser). Every int8 tensor takes 1 byte per element in the arena.

@@ -844,7 +844,7 @@ static uint64_t q8_isqrt(uint64_t v) {
 /* Integer LayerNorm of groups of n codes (kwsnet/quant/reference.py):
  *   x = q - zp_in; S1 = sum x, S2 = sum x^2; D = n S2 - S1^2; R = isqrt(D + E);
  *   num = n x - S1; t = num 2^(K+1); Z = trunc((t + sign(t) R) / (2 R)) (0 if R = 0);
- *   y = clamp(mbqm(Z G, M, shift) + B + zp_out, act_min, act_max).
+ *   y = clamp(mbqm(Z G + (B << b), M, shift) + zp_out, act_min, act_max).
  * Z = sign(num) floor((|t| + R) / (2 R)) is computed in double, exactly: every operand is an
  * integer below 2^53 (|num| <= n 510 < 2^29, |t| < 2^42, 2 R < 2^33), the quotient estimate
  * (times the rounded reciprocal, rounded to an integer) is the floor or one off (it is < 2^23
@@ -862,6 +862,7 @@ static void KWSN_K(kwsn_layernorm_q8)(int8_t *out, const int8_t *in, uint32_t ou
     const uint64_t e = p->e;
     const int8_t *gamma = p->gamma;
     const uint8_t *beta = p->beta;
+    const int32_t bshift = p->beta_shift;
     int32_t tile[KWSN_Q8_TILE];
     double dz[KWSN_Q8_TILE];
     for (uint32_t g = 0; g < outer; g++) {
@@ -881,6 +882,7 @@ static void KWSN_K(kwsn_layernorm_q8)(int8_t *out, const int8_t *in, uint32_t ou
             const uint32_t nt = n - i0 < KWSN_Q8_TILE ? n - i0 : KWSN_Q8_TILE;
             const int8_t *xs = x + i0;
             const int8_t *gs = gamma + i0;
+            const uint8_t *bs = beta + 2u * (size_t)i0;
             if (r == 0) { /* a constant group: Z = 0 */
                 for (uint32_t u = 0; u < nt; u++) tile[u] = 0;
             } else {
@@ -898,21 +900,25 @@ static void KWSN_K(kwsn_layernorm_q8)(int8_t *out, const int8_t *in, uint32_t ou
                 }
                 for (uint32_t u = 0; u < nt; u++) tile[u] = (int32_t)dz[u] * (int32_t)gs[u];
             }
+            /* + B << b (int16 little-endian, any alignment): |Z G + (B << b)| < 2^31, as
+             * prepare checks |B << b| against the bound on |Z G| */
+            for (uint32_t u = 0; u < nt; u++) {
+                int32_t bv = (int32_t)bs[2u * u] | ((int32_t)bs[2u * u + 1u] << 8);
+                bv -= (bv & 0x8000) << 1; /* int16 */
+                tile[u] += bv * (INT32_C(1) << bshift);
+            }
             if (shift <= 0) {
                 const int32_t right = -shift;
                 for (uint32_t u = 0; u < nt; u++) tile[u] = kwsn_mbqm_r(tile[u], mult, right);
             } else {
                 for (uint32_t u = 0; u < nt; u++) tile[u] = kwsn_mbqm(tile[u], mult, shift);
             }
-            /* + B (int16 little-endian, any alignment) + zp_out, in the tile (y may alias
-             * nothing here, so both loops vectorise), then clamp and store */
-            const uint8_t *bs = beta + 2u * (size_t)i0;
+            /* + zp_out, in the tile (both loops vectorise); mbqm's result is clamped to
+             * +-2^24 first so the sum cannot overflow (the final clamp is within [-128, 127]) */
             for (uint32_t u = 0; u < nt; u++) {
-                int32_t bv = (int32_t)bs[2u * u] | ((int32_t)bs[2u * u + 1u] << 8);
-                bv -= (bv & 0x8000) << 1; /* int16 */
                 int32_t v = tile[u];
                 v = v < -(1 << 24) ? -(1 << 24) : (v > (1 << 24) ? (1 << 24) : v);
-                tile[u] = v + bv + zp_out;
+                tile[u] = v + zp_out;
             }
             int8_t *ys = y + i0; /* y[i0 + u] with a uint32 index did not vectorise */
             for (uint32_t u = 0; u < nt; u++) {

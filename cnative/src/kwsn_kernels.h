@@ -43,9 +43,10 @@ typedef struct {
 /* int8 LayerNorm (integer; kwsnet/quant/reference.py): groups of n contiguous codes. */
 typedef struct {
     const int8_t *gamma;   /* [n] */
-    const uint8_t *beta;   /* [n] int16 little-endian (2 n bytes, any alignment) */
+    const uint8_t *beta;   /* [n] int16 little-endian (2 n bytes, any alignment); beta in
+                            * the accumulator's units is B << beta_shift: Z G + (B << b) */
     uint64_t e;            /* E, < 2^62 */
-    int32_t zp_in, zp_out, act_min, act_max, m, shift, frac_bits;
+    int32_t zp_in, zp_out, act_min, act_max, m, shift, frac_bits, beta_shift;
 } kwsn_q8_layernorm;
 
 /* The fixed-point helpers of kwsnet/quant/fixedpoint.py (TFLite / gemmlowp double rounding).

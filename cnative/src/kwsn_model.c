@@ -776,14 +776,16 @@ static void run_frontend_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, co
     kt->quantize_q8(out, feats, n, Q_SCALE(l), Q_ZP(l), Q_MIN(l));
 }
 
-/* LayerNorm (integer): ints norm_ndim, d0, d1, frac_bits; floats out_scale, gamma_scale,
- * eps; words M, shift, E_lo, E_hi; bytes gamma int8[N], beta int16 LE [N]. */
+/* LayerNorm (integer): ints norm_ndim, d0, d1, frac_bits, beta_shift; floats out_scale,
+ * gamma_scale, eps; words M, shift, E_lo, E_hi; bytes gamma int8[N], then B int16 LE [N]
+ * (beta in the accumulator's units is B << beta_shift). |Z| <= 2^(K + 11) + 1 for
+ * N <= 2^20, so |B << b| <= INT32_MAX - 127 (2^(K+11) + 1) keeps Z G + (B << b) in int32. */
 #define KWSN_Q8_LN_MAX_N (1u << 20)
 #define KWSN_Q8_LN_MAX_FRAC 12
 static kwsn_status prep_layernorm_q8(kwsn_layer *l) {
-    const int32_t nd = QI(l, 0), d0 = QI(l, 1), d1 = QI(l, 2), kb = QI(l, 3);
+    const int32_t nd = QI(l, 0), d0 = QI(l, 1), d1 = QI(l, 2), kb = QI(l, 3), bsh = QI(l, 4);
     if ((nd != 1 && nd != 2) || d0 < 1 || d1 < 1 || (nd == 1 && d1 != 1) || kb < 0 ||
-        kb > KWSN_Q8_LN_MAX_FRAC)
+        kb > KWSN_Q8_LN_MAX_FRAC || bsh < 0 || bsh > 16)
         return KWSN_ERR_PARAM;
     const uint64_t n = (uint64_t)d0 * (uint64_t)d1;
     if (n > KWSN_Q8_LN_MAX_N) return KWSN_ERR_TOO_BIG;
@@ -791,8 +793,14 @@ static kwsn_status prep_layernorm_q8(kwsn_layer *l) {
         return KWSN_ERR_PARAM;
     const int32_t *w = l->desc.words;
     if (!q8_mult_ok(w[0], w[1]) || w[3] < 0 || w[3] >= (INT32_C(1) << 30)) return KWSN_ERR_PARAM;
-    for (uint64_t i = 0; i < n; i++)
-        if (l->desc.bytes[i] == -128) return KWSN_ERR_PARAM;
+    const int64_t b_max = (int64_t)INT32_MAX - 127 * (((int64_t)1 << (kb + 11)) + 1);
+    const uint8_t *beta = (const uint8_t *)(const void *)(l->desc.bytes + n);
+    for (uint64_t i = 0; i < n; i++) {
+        int64_t bv = (int64_t)((uint32_t)beta[2u * i] | ((uint32_t)beta[2u * i + 1u] << 8));
+        bv -= (bv & 0x8000) << 1; /* int16 */
+        bv *= (int64_t)1 << bsh;
+        if (l->desc.bytes[i] == -128 || bv > b_max || bv < -b_max) return KWSN_ERR_PARAM;
+    }
     if (nd == 2) {
         if (l->in.ndim != 2 || l->in.dim[0] != (uint32_t)d0 || l->in.dim[1] != (uint32_t)d1)
             return KWSN_ERR_SHAPE;
@@ -813,6 +821,7 @@ static void run_layernorm_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, c
     kwsn_q8_layernorm p;
     p.gamma = l->desc.bytes;
     p.beta = (const uint8_t *)(const void *)(l->desc.bytes + n);
+    p.beta_shift = QI(l, 4);
     p.e = ((uint64_t)(uint32_t)w[3] << 32) | (uint64_t)(uint32_t)w[2];
     p.zp_in = l->in_q.zero_point;
     p.zp_out = Q_ZP(l);
@@ -829,7 +838,7 @@ static void run_layernorm_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, c
 static const kwsn_qop kwsn_qops[] = {
     {KWSN_LAYER_AVGPOOL1D, 5, 1, 0, prep_avgpool_q8, run_avgpool_q8},
     {KWSN_LAYER_CONV1D, 10, 1, 0, prep_conv_q8, run_conv_q8},
-    {KWSN_LAYER_LAYERNORM, 7, 1, 1, prep_layernorm_q8, run_layernorm_q8},
+    {KWSN_LAYER_LAYERNORM, 8, 1, 1, prep_layernorm_q8, run_layernorm_q8},
     {KWSN_LAYER_RELU, 4, 1, 1, prep_relu_q8, run_relu_q8},
     {KWSN_LAYER_MAXPOOL1D, 5, 1, 0, prep_maxpool_q8, run_maxpool_q8},
     {KWSN_LAYER_ADAPTIVE_AVGPOOL1D, 5, 1, 0, prep_avgpool_q8, run_avgpool_q8},

@@ -34,10 +34,11 @@ consumers agree. Per type, after the common prefix (``[out_zp, act_min, act_max]
   ``M, shift``.
 - MaxPool1d: ints ``kernel, stride``. ReLU: ints ``alias`` (1: the producer's clamp did it, a
   copy). Flatten: nothing.
-- LayerNorm (integer, ``kwsnet.quant.reference``): ints ``norm_ndim, d0, d1, frac_bits``;
-  floats ``gamma_scale, eps`` (for checking); words ``M, shift, E_lo, E_hi`` (the eps term
-  ``E = E_hi * 2^32 + (u32) E_lo``); bytes ``G int8[N]`` then ``B int16[N]`` little-endian
-  (``N = d0 * d1``: 3 bytes per element against the float file's 8).
+- LayerNorm (integer, ``kwsnet.quant.reference``): ints ``norm_ndim, d0, d1, frac_bits,
+  beta_shift``; floats ``gamma_scale, eps`` (for checking); words ``M, shift, E_lo, E_hi``
+  (the eps term ``E = E_hi * 2^32 + (u32) E_lo``); bytes ``G int8[N]`` then ``B int16[N]``
+  little-endian (beta in the accumulator's units is ``B << beta_shift``; ``N = d0 * d1``:
+  3 bytes per element against the float file's 8).
 
 ``weight_scale`` is not needed by the integer kernels (it is folded into the multipliers); it
 is kept (4 bytes per output channel) so a file can be dequantised and checked on its own.
@@ -161,7 +162,8 @@ def qnode_record(n: QNode, float_node: object | None = None) -> QRecord:
         words = _i32(
             t["multiplier"], t["shift"], [lo - (1 << 32) if lo >= 1 << 31 else lo, e >> 32]
         )
-        ints = base_i + tuple(n.ints[k] for k in ("norm_ndim", "d0", "d1", "frac_bits"))
+        keys = ("norm_ndim", "d0", "d1", "frac_bits", "beta_shift")
+        ints = base_i + tuple(n.ints[k] for k in keys)
         floats = _f32([n.out.scale, float(t["gamma_scale"][0]), float(t["eps"][0])])
         g_bytes = t["gamma"].numpy().reshape(-1).astype(np.int8)
         b_bytes = t["beta"].numpy().reshape(-1).astype("<i2").view(np.int8)

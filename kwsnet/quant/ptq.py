@@ -37,6 +37,9 @@ ADD_LEFT_SHIFT = 20  # Add: inputs are (q - zp) << 20 before their multipliers (
 LN_FRAC_BITS = 12  # integer LayerNorm: the normalised value z in Q12 (|Z| < 2^23, Z*G < 2^30)
 LN_MAX_ELEMS = 1 << 20  # integer LayerNorm: N * sum(x^2) and sum(x)^2 stay below 2^62
 LN_MAX_E = 1 << 62  # integer LayerNorm: the eps term in D units
+# integer LayerNorm: |Z| <= 2^(K + 11) + 1 (N <= 2^20), so |Z G + B| stays in int32 when
+# |B| is at most this
+LN_MAX_BIAS = 2**31 - 1 - 127 * ((1 << (LN_FRAC_BITS + 11)) + 1)
 # Ops whose int8 output keeps the input's (scale, zero-point): exact on int8 codes.
 SHARES_INPUT = frozenset({"MaxPool1d", "Flatten", "ReLU"})
 # Ops whose output clamp can absorb a following ReLU.
@@ -286,9 +289,11 @@ def _conv_qnode(node: object, q_in: QParams, q_out: QParams) -> QNode:
 
 def _layernorm_qnode(node: object, q_in: QParams, q_out: QParams) -> QNode:
     """The integer LayerNorm (``kwsnet.quant.reference._layernorm`` has the arithmetic):
-    ``gamma`` per tensor symmetric int8 (``s_g = max |gamma| / 127``), ``beta`` as int16
-    output codes ``round(beta / s_out)``, the eps term ``E = round(N^2 eps / s_in^2)`` in the
-    units of ``D = N^2 var(q)``, and one multiplier ``s_g / (2^K s_out)``."""
+    ``gamma`` per tensor symmetric int8 (``s_g = max |gamma| / 127``), ``beta`` in the
+    accumulator's units as an int16 ``B`` and a shift, ``B 2^b_shift = round(beta 2^K / s_g)``
+    to within ``2^(b_shift - 1)`` (so the output is rounded once, not twice), the eps term
+    ``E = round(N^2 eps / s_in^2)`` in the units of ``D = N^2 var(q)``, and one multiplier
+    ``s_g / (2^K s_out)``."""
     path = node.path  # type: ignore[attr-defined]
     m = node.module  # type: ignore[attr-defined]
     shape = tuple(m.normalized_shape)
@@ -310,11 +315,16 @@ def _layernorm_qnode(node: object, q_in: QParams, q_out: QParams) -> QNode:
     if not s_g > 0.0:
         s_g = 1.0
     g_q = torch.clamp(torch.round(gamma / s_g), -127, 127).to(torch.int8)
-    b_q = torch.round(beta / q_out.scale)
-    if bool((b_q.abs() > 32767).any()):
+    b_acc = beta * (1 << LN_FRAC_BITS) / s_g  # beta in the accumulator's units
+    b_shift = 0  # stored as int16 B with B << b_shift ~ b_acc (error << one output code)
+    while float(b_acc.abs().max()) / (1 << b_shift) > 32767.0:
+        b_shift += 1
+    b_q = torch.clamp(torch.round(b_acc / (1 << b_shift)), -32767, 32767)
+    if bool((b_q.abs() * (1 << b_shift) > LN_MAX_BIAS).any()):
         raise QuantError(
-            f"LayerNorm at '{path}': beta / output scale exceeds int16 "
-            f"(max |beta| {float(beta.abs().max()):.4g}, scale {q_out.scale:.4g})"
+            f"LayerNorm at '{path}': beta / gamma too large for the int32 accumulator "
+            f"(max |beta| {float(beta.abs().max()):.4g}, "
+            f"max |gamma| {float(gamma.abs().max()):.4g})"
         )
     e = round(n * n * float(m.eps) / (q_in.scale * q_in.scale))
     if not 0 <= e < LN_MAX_E:
@@ -325,7 +335,13 @@ def _layernorm_qnode(node: object, q_in: QParams, q_out: QParams) -> QNode:
         path,
         tuple(node.inputs),  # type: ignore[attr-defined]
         q_out,
-        ints={"norm_ndim": len(shape), "d0": d0, "d1": d1, "frac_bits": LN_FRAC_BITS},
+        ints={
+            "norm_ndim": len(shape),
+            "d0": d0,
+            "d1": d1,
+            "frac_bits": LN_FRAC_BITS,
+            "beta_shift": b_shift,
+        },
         tensors={
             "gamma": g_q,
             "beta": b_q.to(torch.int32),

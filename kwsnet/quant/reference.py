@@ -25,11 +25,13 @@ Every tensor between the input quantiser and the logits is an ``int8`` code tens
 
       S1 = Σ x, S2 = Σ x²  (int64);  D = N S2 - S1²  (= N² var(x));  R = isqrt(D + E)
       num = N x - S1;  t = num << (K + 1);  Z = trunc((t + sign(t) R) / (2 R))   (0 if R = 0)
-      y = clamp(mbqm(Z G, M, shift) + B + zp_out, act_min, act_max)
+      y = clamp(mbqm(Z G + (B << b), M, shift) + zp_out, act_min, act_max)
 
   ``Z`` is ``(x - mean) / sqrt(var + eps / s_in²)`` in Q``K`` (K = 12), rounded half away
   from zero; ``E = round(N² eps / s_in²)``; ``G`` int8 gamma (scale ``s_g``), ``B`` int16
-  beta in output codes, ``M, shift`` the multiplier ``s_g / (2^K s_out)``. ``isqrt`` is the
+  beta in the accumulator's units shifted right by ``b`` (``B 2^b ≈ beta 2^K / s_g``, the
+  smallest ``b`` that fits int16; so the output is rounded once), ``M, shift`` the
+  multiplier ``s_g / (2^K s_out)``. ``isqrt`` is the
   floor of the exact square root. No float anywhere (``N <= 2^20`` keeps every intermediate
   in int64 and ``Z G`` in int32).
 - **FrontEnd**: float, then quantised with its own scale.
@@ -131,8 +133,9 @@ def _layernorm(x: torch.Tensor, n: QNode, q_in: QParams) -> torch.Tensor:
     num = torch.where(t >= 0, t + r, t - r)
     z = torch.where(r > 0, torch.div(num, torch.clamp(2 * r, min=1), rounding_mode="trunc"), 0)
     acc = z * n.tensors["gamma"].to(torch.int64).reshape(1, size)
+    acc = acc + (n.tensors["beta"].to(torch.int64).reshape(1, size) << g["beta_shift"])
     y = mbqm(acc, n.tensors["multiplier"].to(torch.int64), n.tensors["shift"].to(torch.int64))
-    y = y + n.tensors["beta"].to(torch.int64).reshape(1, size) + n.out.zero_point
+    y = y + n.out.zero_point
     return torch.clamp(y, n.act_min, n.act_max).to(torch.int8).reshape(x.shape)
 
 
