@@ -270,3 +270,24 @@ def test_make_streams_places_filler_speech_from_folders(speech_commands_tree: Pa
     for folder, msg in (("empty", "holds no .wav/.flac"), ("missing", "missing does not exist")):
         with pytest.raises(FileNotFoundError, match=msg):
             make_streams(dm, tmp_path / "x", StreamConfig(filler_dirs=(str(tmp_path / folder),)))
+
+
+def test_default_thresholds_resolve_scores_between_0_99_and_1() -> None:
+    """The default sweep has thresholds between 0.99 and 1: a keyword scored 0.9995 over
+    filler scored 0.995 is found with no false alarm (with the old 0.01 grid the step went
+    from 0.99, firing on the filler, straight to 1.0, firing on nothing: FRR 1 at 0 FA/h)."""
+    from kwsnet.detect.evaluate import THRESHOLDS
+
+    assert THRESHOLDS[0] == 0.0 and THRESHOLDS[-1] == 1.0 and np.all(np.diff(THRESHOLDS) > 0)
+    assert ((THRESHOLDS > 0.99) & (THRESHOLDS < 1.0)).sum() >= 12
+    occ = [Occurrence("f", "yes", 1.0, 2.0)]
+    t = np.array([1.5, 5.0, 9.0])
+    s = np.array([[0.9995, 0.0], [0.995, 0.0], [0.0, 0.996]])  # yes, no
+
+    def detect_at(thr):
+        return {"f": decide(t, s, KW, thr, patience=1, refractory_s=0.0)}
+
+    res = sweep(detect_at, KW, occ, hours=1.0)
+    assert frr_at(res["overall"], 0.5)[0] == 0.0
+    frr, thr = frr_at(res["yes"], 0.5)
+    assert frr == 0.0 and 0.995 < thr < 0.9995

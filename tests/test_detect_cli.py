@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from kwsnet.cli import main
+from kwsnet.detect.evaluate import THRESHOLDS
 from kwsnet.errors import ConfigError
 from kwsnet.tracking import read_offline_run, wait_for_offline_run
 
@@ -72,9 +73,10 @@ def test_streams_detect_and_eval_commands(speech_commands_tree: Path, tmp_path: 
     assert logged["config"]["hours"] == pytest.approx(15 / 3600)
     assert logged["config"]["detector"]["hop_ms"] == 100
     (hist,) = logged["history"]
-    # 101 thresholds x (3 keywords + overall)
-    assert hist["det/_type"] == "table-file" and hist["det/nrows"] == 101 * 4
-    assert hist["det_plot/_type"] == "image-file" and hist["det_curve_table/nrows"] == 101 * 4
+    # every default threshold x (3 keywords + overall)
+    n_rows = len(THRESHOLDS) * 4
+    assert hist["det/_type"] == "table-file" and hist["det/nrows"] == n_rows
+    assert hist["det_plot/_type"] == "image-file" and hist["det_curve_table/nrows"] == n_rows
     frr = logged["summary"]["overall/FRR@2FA_h"]
     assert frr is None or 0.0 <= frr <= 1.0
     assert f"{frr:.3f}" in table if frr is not None else "nan" in table

@@ -41,7 +41,18 @@ __all__ = [
 ]
 
 DetectAt = Callable[[list[float]], dict[str, list[Detection]]]
-THRESHOLDS = np.round(np.arange(0.0, 1.0001, 0.01), 2)
+# 0.00 .. 0.99 in steps of 0.01, then 1 - 10^(-2.25) .. 1 - 10^(-6) (four per decade) and 1:
+# a trained model's posteriors on filler speech sit between 0.99 and 1, so with 0.99 -> 1.0 the
+# last step jumps from tens or hundreds of FA/h to none and every FRR at <= 10 FA/h read 1.0.
+THRESHOLDS = np.unique(
+    np.concatenate(
+        [
+            np.round(np.arange(0.0, 0.995, 0.01), 2),
+            1.0 - 10.0 ** -np.arange(2.25, 6.01, 0.25),
+            [1.0],
+        ]
+    )
+)
 TARGET_FA_PER_HOUR = (0.5, 1.0, 2.0)
 
 
