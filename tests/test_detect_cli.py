@@ -66,6 +66,12 @@ def test_streams_detect_and_eval_commands(speech_commands_tree: Path, tmp_path: 
     table = capsys.readouterr().out
     assert "FRR@1FA/h" in table and "overall" in table and "0.004 h of audio" in table
     assert (streams / "det.png").read_bytes()[:4] == b"\x89PNG"
+    argv = ["detect-eval", "--ckpt_path", str(ckpt), "--streams", str(streams), "--no-wandb"]
+    assert run([*argv, "--fa_per_hour", "10", "100"]) == 0  # the table's columns
+    head = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("keyword")][0]
+    assert "FRR@10FA/h" in head and "FRR@100FA/h" in head and "FRR@1FA/h" not in head
+    assert run([*argv, "--fa_per_hour", "0"]) == 2
+    assert "--fa_per_hour values must be > 0" in capsys.readouterr().err
     # the same evaluation as an offline wandb run: DET table, curve, plot; FRR in the summary
     (run_dir,) = (streams / "wandb").glob("offline-run-*")
     assert wait_for_offline_run(run_dir)

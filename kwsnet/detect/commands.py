@@ -136,7 +136,16 @@ def detect_eval_main(argv: Sequence[str]) -> int:
     )
     p.add_argument("--wandb_dir", help="where the wandb run is written (default: STREAMS)")
     p.add_argument("--project", default="kwsnet", help="wandb project (default: kwsnet)")
+    p.add_argument(
+        "--fa_per_hour",
+        type=float,
+        nargs="+",
+        default=list(TARGET_FA_PER_HOUR),
+        help="the FA/h columns of the table (default: 0.5 1 2)",
+    )
     a = p.parse_args(list(argv))
+    if any(not x > 0 for x in a.fa_per_hour):
+        p.error(f"--fa_per_hour values must be > 0, got {a.fa_per_hour}")
     root = Path(a.streams)
     labels = root / "labels.csv"
     if not labels.is_file():
@@ -156,11 +165,11 @@ def detect_eval_main(argv: Sequence[str]) -> int:
         return {f: det.decide(t, s, thr) for f, (t, s) in stored.items()}
 
     results = sweep(detect_at, det.keywords, occurrences, hours)
-    heads = "".join(f" {f'FRR@{x:g}FA/h':>12}" for x in TARGET_FA_PER_HOUR)
+    heads = "".join(f" {f'FRR@{x:g}FA/h':>12}" for x in a.fa_per_hour)
     print(f"{hours:.3f} h of audio, {len(occurrences)} keyword occurrences, {len(stored)} files")
     print(f"{'keyword':<12} {'n':>5}{heads}   (threshold at 1 FA/h)")
     for name, r in results.items():
-        cells = "".join(f" {frr_at(r, x)[0]:>12.3f}" for x in TARGET_FA_PER_HOUR)
+        cells = "".join(f" {frr_at(r, x)[0]:>12.3f}" for x in a.fa_per_hour)
         print(f"{name:<12} {r.occurrences:>5}{cells}   ({frr_at(r, 1.0)[1]:g})")
     png = Path(a.out) if a.out else root / "det.png"
     plot_det(results, png, title=f"{Path(a.ckpt_path).name}, {hours:.2f} h")
