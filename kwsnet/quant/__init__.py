@@ -4,8 +4,9 @@ The float model is the graph the C runtime runs (``kwsnet.export.graph``: ``trac
 the log-mel models, ``graph_from_layers`` for raw_conv's chain), with BatchNorm already folded
 into the convs. ``kwsnet.quant.ptq`` turns it into a :class:`~kwsnet.quant.ptq.QuantGraph`,
 ``kwsnet.quant.reference`` defines the int8 model's output from it with torch integer tensors,
-``kwsnet.quant.format`` proposes the file (format version 3) and ``kwsnet.quant.report`` is
-``kwsnet quant-report``. docs/quantization.md has the measured accuracy.
+``kwsnet.quant.format`` writes the file (format version 3, which the C runtime loads),
+``kwsnet.quant.parity`` is the bit-exact C gate and ``kwsnet.quant.report`` is ``kwsnet
+quant-report``. docs/quantization.md has the measured accuracy.
 
 Choices (TFLite's int8 scheme where it has one, so its kernels and CMSIS-NN's can be compared):
 
@@ -40,14 +41,15 @@ Choices (TFLite's int8 scheme where it has one, so its kernels and CMSIS-NN's ca
   (scale, zp); the prediction is the argmax of the codes (first maximum on a tie), and the
   float logits are their dequantisation. (int8 rather than the int32 accumulators: one output
   type for every op, and a per-class accumulator scale would make the raw argmax wrong.)
-- **Stays float**: the **front end** (framing, FFT, log-mel, normalisation: a log and an FFT
-  have no useful int8 form, and its numerics are already gated against torchaudio), whose
-  output is quantised with its own scale; and **LayerNorm** (raw_conv's per-conv norm: a
-  per-sample mean / variance / reciprocal square root), run as dequantise → float32 LayerNorm
-  → quantise. A float island is bit-exact in C only where C's float result equals PyTorch's;
-  a difference of one ulp can move a code by one at a rounding boundary. The integer ops
-  between them are exact. **AttnPool** (softmax) has no int8 form here: ``QuantError``.
-- **float → int8** (front end output, LayerNorm output, raw audio input):
-  ``clamp(round_half_even(x / scale) + zp, act_min, 127)``, ``x / scale`` one float32
-  division (C: ``nearbyintf(x / scale)`` in the default rounding mode).
+- **LayerNorm** (raw_conv's per-conv norm) is integer: int64 moments, an integer square root,
+  the normalised value in Q12, int8 gamma, int16 beta added in the accumulator, one
+  requantisation (``kwsnet.quant.reference`` has the formulas). **Stays float**: the **front
+  end** only (framing, FFT, log-mel, normalisation: a log and an FFT have no useful int8 form,
+  and its numerics are already gated against torchaudio), whose output is quantised with its
+  own scale. Its C output is not bit-identical to torch's (a code on a rounding boundary can
+  move by one), so the int8 parity gate starts the reference from the C front end's codes.
+  **AttnPool** (softmax) has no int8 form here: ``QuantError``.
+- **float → int8** (the front end's output, raw audio input):
+  ``clamp(round_half_even(x / scale) + zp, act_min, act_max)``, ``x / scale`` one float32
+  division (C: the same division and an exact ties-to-even rounding).
 """

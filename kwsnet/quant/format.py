@@ -1,4 +1,5 @@
-"""Proposal: the int8 model file (format version 3), for the C loader to implement next.
+"""The int8 model file (format version 3), written here and loaded by the C runtime
+(``cnative/src/kwsn_model.c``, which checks every field below).
 
 Same container as ``kwsnet/export/cnative.py`` (little-endian, "KWSN" magic, CRC-32 of every
 byte before it at the end); version 3 adds the input quantiser to the header and three payload

@@ -83,7 +83,7 @@ class QNode:
     ``act_min``/``act_max``: the output clamp (``act_min = zp`` when a ReLU is fused);
     ``fused_relu``: this node's clamp does the next ReLU (which then copies);
     ``ints``: shape parameters; ``tensors``: int8 weights, int32 bias / multiplier / shift;
-    ``float_module``: the float computation of the FrontEnd / LayerNorm islands."""
+    ``float_module``: the float computation of the FrontEnd island."""
 
     kind: str
     path: str

@@ -7,9 +7,9 @@ Every tensor between the input quantiser and the logits is an ``int8`` code tens
 :func:`kwsnet.quant.ptq.quantize_graph` checks for the accumulators) and ends in
 :func:`kwsnet.quant.fixedpoint.mbqm` + zero-point + clamp. Per op (``x`` the input codes):
 
-- **quantise** (float → int8, only after the float front end / LayerNorm island and for raw
-  audio input): ``q = clamp(round_half_even(x / scale) + zp, act_min, 127)`` in float32
-  (``x / scale`` is one correctly rounded float32 division, then ``nearbyintf``).
+- **quantise** (float → int8, only after the float front end and for raw audio input):
+  ``q = clamp(round_half_even(x / scale) + zp, act_min, act_max)`` in float32 (``x / scale``
+  is one correctly rounded float32 division, then a ties-to-even rounding).
 - **Conv1dEx / Conv1d / Linear**: ``acc[o, t] = bias[o] + Σ_{c,k} w[o, c, k] * (x[c, t*s +
   k*d - pad] - zp_in)`` (padding contributes 0: the real zero), ``y = clamp(mbqm(acc,
   M[o], shift[o]) + zp_out, act_min, 127)``. Linear: ``k = 1``, ``L = 1``.
