@@ -757,17 +757,41 @@ static void KWSN_K(kwsn_avgpool1d_q8)(int8_t *out, const int8_t *in, uint32_t C,
     }
 }
 
-static void KWSN_K(kwsn_maxpool1d_q8)(int8_t *out, const int8_t *in, uint32_t C, uint32_t L,
-                                      uint32_t k, uint32_t stride, uint32_t L_out) {
+/* Window max of int8 codes, in tiles of 64 outputs: taps outer, outputs inner, so with a
+ * constant stride S (1..4, inlined) gcc vectorises the strided loads (the float kernel's
+ * trick); max is exact, so any order gives the same bits. */
+#define KWSN_Q8_MP_TILE 64
+KWSN_INLINE void q8_maxpool_rows(int8_t *out, const int8_t *in, uint32_t C, uint32_t L,
+                                 uint32_t k, const uint32_t S, uint32_t L_out) {
+    int8_t m[KWSN_Q8_MP_TILE];
     for (uint32_t c = 0; c < C; c++) {
         const int8_t *x = in + (size_t)c * L;
         int8_t *y = out + (size_t)c * L_out;
-        for (uint32_t t = 0; t < L_out; t++) {
-            const int8_t *xs = x + (size_t)t * stride;
-            int8_t m = xs[0];
-            for (uint32_t j = 1; j < k; j++) m = xs[j] > m ? xs[j] : m;
-            y[t] = m;
+        for (uint32_t t0 = 0; t0 < L_out; t0 += KWSN_Q8_MP_TILE) {
+            const uint32_t nt = L_out - t0 < KWSN_Q8_MP_TILE ? L_out - t0 : KWSN_Q8_MP_TILE;
+            const int8_t *xs = x + (size_t)t0 * S;
+            for (uint32_t u = 0; u < nt; u++) m[u] = xs[(size_t)u * S];
+            for (uint32_t j = 1; j < k; j++) {
+                const int8_t *xj = xs + j;
+                for (uint32_t u = 0; u < nt; u++) {
+                    const int8_t v = xj[(size_t)u * S];
+                    m[u] = v > m[u] ? v : m[u];
+                }
+            }
+            int8_t *ys = y + t0;
+            for (uint32_t u = 0; u < nt; u++) ys[u] = m[u];
         }
+    }
+}
+
+static void KWSN_K(kwsn_maxpool1d_q8)(int8_t *out, const int8_t *in, uint32_t C, uint32_t L,
+                                      uint32_t k, uint32_t stride, uint32_t L_out) {
+    switch (stride) {
+    case 1: q8_maxpool_rows(out, in, C, L, k, 1, L_out); break;
+    case 2: q8_maxpool_rows(out, in, C, L, k, 2, L_out); break;
+    case 3: q8_maxpool_rows(out, in, C, L, k, 3, L_out); break;
+    case 4: q8_maxpool_rows(out, in, C, L, k, 4, L_out); break;
+    default: q8_maxpool_rows(out, in, C, L, k, stride, L_out); break;
     }
 }
 
@@ -868,11 +892,21 @@ static void KWSN_K(kwsn_layernorm_q8)(int8_t *out, const int8_t *in, uint32_t ou
     for (uint32_t g = 0; g < outer; g++) {
         const int8_t *x = in + (size_t)g * n;
         int8_t *y = out + (size_t)g * n;
+        /* int32 partial sums over blocks of 2^15 codes (|x| <= 255: a block's sum of
+         * squares <= 2^15 * 65025 < 2^31), added into int64: the same exact S1, S2, and the
+         * block loop vectorises without 64-bit multiplies */
         int64_t s1 = 0, s2 = 0;
-        for (uint32_t i = 0; i < n; i++) {
-            const int64_t xi = (int64_t)x[i] - zp_in;
-            s1 += xi;
-            s2 += xi * xi;
+        for (uint32_t i0 = 0; i0 < n; i0 += 32768u) {
+            const uint32_t nb = n - i0 < 32768u ? n - i0 : 32768u;
+            const int8_t *xb = x + i0;
+            int32_t b1 = 0, b2 = 0;
+            for (uint32_t i = 0; i < nb; i++) {
+                const int32_t xi = (int32_t)xb[i] - zp_in;
+                b1 += xi;
+                b2 += xi * xi;
+            }
+            s1 += b1;
+            s2 += b2;
         }
         const int64_t d = (int64_t)n * s2 - s1 * s1; /* >= 0 (Cauchy-Schwarz) */
         const int64_t r = (int64_t)q8_isqrt((uint64_t)d + e);
