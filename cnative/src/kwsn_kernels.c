@@ -492,18 +492,78 @@ static void KWSN_K(kwsn_attn_pool_f32)(float *out, const float *x, const float *
  * int16 x int16 -> int32 over contiguous positions, which gcc vectorises per target. */
 
 
+/* dst[u] = kwsn_mbqm_r(src[u], m, right) (m in [0, 2^31), right in 0..31; dst may be src).
+ * On AVX2 / AVX-512 with 32 x 32 -> 64 signed multiplies (vpmuldq) of the even and the odd
+ * int32 lanes instead of the compiler's emulated 64 x 64 product: srdhm's
+ * h = floor((x m + 2^30) / 2^31) is bits 31..62 of the 64-bit sum x m + 2^30, which a logical
+ * shift puts in the low 32 bits (even lanes: >> 31) or the high 32 bits (odd lanes: << 1);
+ * h fits int32 (|x m| < 2^62), so those bits are h exactly, as kwsn_mbqm_r's biased shift.
+ * rdbpot then in int32 lanes, the same expression as kwsn_mbqm_r (arithmetic shifts). */
+#if defined(__GNUC__) && !defined(KWSN_NO_VECTOR_EXT) && (defined(__AVX2__) || defined(__AVX512F__))
+#include <immintrin.h>
+#endif
+KWSN_INLINE void q8_mbqm_r_n(int32_t *dst, const int32_t *src, uint32_t n, int32_t m,
+                             int32_t right) {
+    uint32_t u = 0;
+#if defined(__GNUC__) && !defined(KWSN_NO_VECTOR_EXT) && defined(__AVX512F__)
+    {
+        const __m512i mv = _mm512_set1_epi32(m), nudge = _mm512_set1_epi64((int64_t)1 << 30);
+        const __m512i maskv = _mm512_set1_epi32((int32_t)(((int64_t)1 << right) - 1));
+        const __m512i half = _mm512_srai_epi32(maskv, 1), one = _mm512_set1_epi32(1);
+        const __m128i cnt = _mm_cvtsi32_si128(right);
+        for (; u + 16u <= n; u += 16u) {
+            const __m512i x = _mm512_loadu_si512((const void *)(src + u));
+            const __m512i pe = _mm512_add_epi64(_mm512_mul_epi32(x, mv), nudge);
+            const __m512i po =
+                _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(x, 32), mv), nudge);
+            const __m512i h = _mm512_mask_blend_epi32((__mmask16)0xAAAA, _mm512_srli_epi64(pe, 31),
+                                                      _mm512_slli_epi64(po, 1));
+            const __m512i thr = _mm512_sub_epi32(half, _mm512_srai_epi32(h, 31));
+            const __mmask16 up = _mm512_cmpgt_epi32_mask(_mm512_and_si512(h, maskv), thr);
+            const __m512i q = _mm512_sra_epi32(h, cnt);
+            _mm512_storeu_si512((void *)(dst + u), _mm512_mask_add_epi32(q, up, q, one));
+        }
+    }
+#elif defined(__GNUC__) && !defined(KWSN_NO_VECTOR_EXT) && defined(__AVX2__)
+    {
+        const __m256i mv = _mm256_set1_epi32(m), nudge = _mm256_set1_epi64x((int64_t)1 << 30);
+        const __m256i maskv = _mm256_set1_epi32((int32_t)(((int64_t)1 << right) - 1));
+        const __m256i half = _mm256_srai_epi32(maskv, 1);
+        const __m128i cnt = _mm_cvtsi32_si128(right);
+        for (; u + 8u <= n; u += 8u) {
+            const __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(src + u));
+            const __m256i pe = _mm256_add_epi64(_mm256_mul_epi32(x, mv), nudge);
+            const __m256i po =
+                _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), mv), nudge);
+            const __m256i h =
+                _mm256_blend_epi32(_mm256_srli_epi64(pe, 31), _mm256_slli_epi64(po, 1), 0xAA);
+            const __m256i thr = _mm256_sub_epi32(half, _mm256_srai_epi32(h, 31));
+            const __m256i up = _mm256_cmpgt_epi32(_mm256_and_si256(h, maskv), thr); /* -1 */
+            _mm256_storeu_si256((__m256i *)(void *)(dst + u),
+                                _mm256_sub_epi32(_mm256_sra_epi32(h, cnt), up));
+        }
+    }
+#endif
+    for (; u < n; u++) dst[u] = kwsn_mbqm_r(src[u], m, right);
+}
+
 /* y[u] = clamp(mbqm(acc[u], m, shift) + zp, lo, hi): the vectorisable form for shift <= 0
  * (the usual case: a real multiplier below 1), the general one otherwise. |mbqm| is clamped
  * to 2^24 before adding zp (the int8 result is the same, and the int32 sum cannot overflow). */
 KWSN_INLINE void q8_requant_row(int8_t *y, const int32_t *acc, uint32_t n, int32_t m,
                                 int32_t shift, int32_t zp, int32_t lo, int32_t hi) {
     if (shift <= 0) {
-        const int32_t right = -shift;
-        for (uint32_t u = 0; u < n; u++) {
-            int32_t v = kwsn_mbqm_r(acc[u], m, right);
-            v = v < -(1 << 24) ? -(1 << 24) : (v > (1 << 24) ? (1 << 24) : v);
-            v += zp;
-            y[u] = (int8_t)(v < lo ? lo : (v > hi ? hi : v));
+        int32_t q[KWSN_Q8_TILE];
+        for (uint32_t u0 = 0; u0 < n; u0 += KWSN_Q8_TILE) {
+            const uint32_t nt = n - u0 < KWSN_Q8_TILE ? n - u0 : KWSN_Q8_TILE;
+            q8_mbqm_r_n(q, acc + u0, nt, m, -shift);
+            int8_t *ys = y + u0;
+            for (uint32_t u = 0; u < nt; u++) {
+                int32_t v = q[u];
+                v = v < -(1 << 24) ? -(1 << 24) : (v > (1 << 24) ? (1 << 24) : v);
+                v += zp;
+                ys[u] = (int8_t)(v < lo ? lo : (v > hi ? hi : v));
+            }
         }
         return;
     }
@@ -803,14 +863,25 @@ static void KWSN_K(kwsn_add_q8)(int8_t *out, const int8_t *a, const int8_t *b, u
                   hi = p->act_max, m_a = p->m_a, m_b = p->m_b, m_o = p->m_o, s_a = p->s_a,
                   s_b = p->s_b, s_o = p->s_o;
     if (s_o <= 0) { /* s_a, s_b <= 0 always (checked at load) */
-        const int32_t ra = -s_a, rb = -s_b, ro = -s_o;
-        for (uint32_t j = 0; j < n; j++) {
-            const int32_t xa = kwsn_mbqm_r(((int32_t)a[j] - zp_a) * mul, m_a, ra);
-            const int32_t xb = kwsn_mbqm_r(((int32_t)b[j] - zp_b) * mul, m_b, rb);
-            int32_t v = kwsn_mbqm_r(xa + xb, m_o, ro);
-            v = v < -(1 << 24) ? -(1 << 24) : (v > (1 << 24) ? (1 << 24) : v);
-            v += zp_out;
-            out[j] = (int8_t)(v < lo ? lo : (v > hi ? hi : v));
+        /* in tiles: both inputs of a tile are read before its outputs are written, so
+         * in place stays safe */
+        int32_t ta[KWSN_Q8_TILE], tb[KWSN_Q8_TILE];
+        for (uint32_t j0 = 0; j0 < n; j0 += KWSN_Q8_TILE) {
+            const uint32_t nt = n - j0 < KWSN_Q8_TILE ? n - j0 : KWSN_Q8_TILE;
+            const int8_t *as = a + j0, *bs = b + j0;
+            for (uint32_t u = 0; u < nt; u++) ta[u] = ((int32_t)as[u] - zp_a) * mul;
+            for (uint32_t u = 0; u < nt; u++) tb[u] = ((int32_t)bs[u] - zp_b) * mul;
+            q8_mbqm_r_n(ta, ta, nt, m_a, -s_a);
+            q8_mbqm_r_n(tb, tb, nt, m_b, -s_b);
+            for (uint32_t u = 0; u < nt; u++) ta[u] += tb[u];
+            q8_mbqm_r_n(ta, ta, nt, m_o, -s_o);
+            int8_t *ys = out + j0;
+            for (uint32_t u = 0; u < nt; u++) {
+                int32_t v = ta[u];
+                v = v < -(1 << 24) ? -(1 << 24) : (v > (1 << 24) ? (1 << 24) : v);
+                v += zp_out;
+                ys[u] = (int8_t)(v < lo ? lo : (v > hi ? hi : v));
+            }
         }
         return;
     }
@@ -943,7 +1014,7 @@ static void KWSN_K(kwsn_layernorm_q8)(int8_t *out, const int8_t *in, uint32_t ou
             }
             if (shift <= 0) {
                 const int32_t right = -shift;
-                for (uint32_t u = 0; u < nt; u++) tile[u] = kwsn_mbqm_r(tile[u], mult, right);
+                q8_mbqm_r_n(tile, tile, nt, mult, right);
             } else {
                 for (uint32_t u = 0; u < nt; u++) tile[u] = kwsn_mbqm(tile[u], mult, shift);
             }
