@@ -946,6 +946,7 @@ static uint64_t q8_isqrt(uint64_t v) {
  * and off by a relative 2^-52 at most), and one exact integer-valued check each way corrects
  * it; so the loop has no int64 division and vectorises. |Z| <= sqrt(n) 2^K + 1 <= 2^22 + 1 (sum num^2 = n D <= n R^2),
  * so Z G fits int32. */
+#define KWSN_Q8_LN_LUT_MIN 1024u /* groups at least this long use the table of Z */
 KWSN_NO_TRAPPING_MATH
 static void KWSN_K(kwsn_layernorm_q8)(int8_t *out, const int8_t *in, uint32_t outer, uint32_t n,
                                       const kwsn_q8_layernorm *p) {
@@ -960,6 +961,7 @@ static void KWSN_K(kwsn_layernorm_q8)(int8_t *out, const int8_t *in, uint32_t ou
     const int32_t bshift = p->beta_shift;
     int32_t tile[KWSN_Q8_TILE];
     double dz[KWSN_Q8_TILE];
+    int32_t lut[256]; /* Z of code c - 128 */
     for (uint32_t g = 0; g < outer; g++) {
         const int8_t *x = in + (size_t)g * n;
         int8_t *y = out + (size_t)g * n;
@@ -983,6 +985,29 @@ static void KWSN_K(kwsn_layernorm_q8)(int8_t *out, const int8_t *in, uint32_t ou
         const int64_t r = (int64_t)q8_isqrt((uint64_t)d + e);
         const int32_t n32 = (int32_t)n, s1_32 = (int32_t)s1; /* |S1| <= 255 n <= 2^28 */
         const double rd = (double)r, dd = 2.0 * rd, inv = r != 0 ? 1.0 / dd : 0.0;
+        /* Z depends on the code alone (num = n (q - zp_in) - S1): for a long group, Z of
+         * all 256 codes by the same arithmetic as below, then a table look-up per element
+         * (the same bits). A code absent from the group may give a |Z| beyond the bound
+         * above (which sums over the group's codes); it is clamped to 2^30 before the
+         * conversion and never read. */
+        const int use_lut = r != 0 && n >= KWSN_Q8_LN_LUT_MIN;
+        if (use_lut) {
+            for (uint32_t c0 = 0; c0 < 256u; c0 += KWSN_Q8_TILE) {
+                for (uint32_t u = 0; u < KWSN_Q8_TILE; u++) /* num, |num| <= 510 n < 2^29 */
+                    dz[u] = (double)(n32 * ((int32_t)(c0 + u) - 128 - zp_in) - s1_32);
+                for (uint32_t u = 0; u < KWSN_Q8_TILE; u++) {
+                    const double num_t = fabs(dz[u]) * scale_t + rd;
+                    double q = (num_t * inv + 0x1p52) - 0x1p52;
+                    q = q * dd > num_t ? q - 1.0 : q;
+                    q = (q + 1.0) * dd <= num_t ? q + 1.0 : q;
+                    dz[u] = copysign(q, dz[u]);
+                }
+                for (uint32_t u = 0; u < KWSN_Q8_TILE; u++) {
+                    const double z = dz[u];
+                    lut[c0 + u] = (int32_t)(z > 0x1p30 ? 0x1p30 : (z < -0x1p30 ? -0x1p30 : z));
+                }
+            }
+        }
         for (uint32_t i0 = 0; i0 < n; i0 += KWSN_Q8_TILE) {
             const uint32_t nt = n - i0 < KWSN_Q8_TILE ? n - i0 : KWSN_Q8_TILE;
             const int8_t *xs = x + i0;
@@ -990,6 +1015,9 @@ static void KWSN_K(kwsn_layernorm_q8)(int8_t *out, const int8_t *in, uint32_t ou
             const uint8_t *bs = beta + 2u * (size_t)i0;
             if (r == 0) { /* a constant group: Z = 0 */
                 for (uint32_t u = 0; u < nt; u++) tile[u] = 0;
+            } else if (use_lut) {
+                for (uint32_t u = 0; u < nt; u++)
+                    tile[u] = lut[(int32_t)xs[u] + 128] * (int32_t)gs[u];
             } else {
                 /* three loops of one element type each (one loop mixing int8, int32 and
                  * double did not vectorise) */
