@@ -21,6 +21,7 @@ import argparse
 import difflib
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from kwsnet.errors import one_line
@@ -232,6 +233,14 @@ def _export_int8(model: object, dm: object, args: argparse.Namespace) -> int:
     return write_int8_header(qgraph, graph, args.out, rate, args.prefix)
 
 
+def _test_audio(dm: object, max_batches: int | None) -> Iterator[object]:
+    """The test split's audio batches (the first ``max_batches`` of them, or all); the split
+    is set up now, the batches are read lazily."""
+    dm.setup("test")  # type: ignore[attr-defined]
+    loader = dm.test_dataloader()  # type: ignore[attr-defined]
+    return (b["audio"] for i, b in enumerate(loader) if max_batches is None or i < max_batches)
+
+
 def _parity_int8(args: argparse.Namespace, overrides: list[str]) -> int:
     """``kwsnet parity --dtype int8``: C int8 vs the integer reference, bit for bit."""
     from kwsnet.export.runtime import CModel
@@ -242,12 +251,7 @@ def _parity_int8(args: argparse.Namespace, overrides: list[str]) -> int:
     try:
         model, dm = _build(args, overrides)
         graph, qgraph = quantize_model(model, dm, args.calibration, args.percentile)
-        dm.setup("test")
-        batches = (
-            b["audio"]
-            for i, b in enumerate(dm.test_dataloader())
-            if args.max_batches is None or i < args.max_batches
-        )
+        batches = _test_audio(dm, args.max_batches)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model_int8.kwsn"
             write_quant(qgraph, graph, path, _sample_rate(dm))
@@ -289,21 +293,13 @@ def parity_main(argv: list[str]) -> int:
         return _parity_int8(args, overrides)
     from kwsnet.export.parity import run_parity
     from kwsnet.export.runtime import CModel
+    from kwsnet.quant.report import float_graph
 
     try:
         model, dm = _build(args, overrides)
         clip = getattr(dm, "clip_samples", None)
-        graph = model_graph(model, clip)
-        if graph is None:
-            from kwsnet.export.graph import graph_from_layers
-
-            graph = graph_from_layers(collect_named_layers(model), input_shape_of(model))
-        dm.setup("test")
-        batches = (
-            b["audio"]
-            for i, b in enumerate(dm.test_dataloader())
-            if args.max_batches is None or i < args.max_batches
-        )
+        graph = float_graph(model, clip)
+        batches = _test_audio(dm, args.max_batches)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.kwsn"
             export_model(model, "cnative", path, _sample_rate(dm), clip_samples=clip)

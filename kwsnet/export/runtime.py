@@ -12,6 +12,7 @@ import ctypes
 import shutil
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -245,9 +246,16 @@ class CModel:
         return out
 
     def _run_rows(self, x: np.ndarray, n_run: int, out: np.ndarray, n_out: int) -> None:
+        self._batch(self._so.kwsn_forward_batch, x, n_run, out, n_out)
+
+    def _batch(
+        self, fn: Callable[..., int], x: np.ndarray, n_run: int, out: np.ndarray, n_out: int
+    ) -> None:
+        """One ``kwsn_forward_batch``-shaped call (float or int8 ``out``) on every row of
+        ``x [N, input_len]``; the caller holds the lock."""
         if len(x) == 0:
             return
-        st = self._so.kwsn_forward_batch(
+        st = fn(
             self._model,
             self._arena.ctypes.data,
             self.arena_bytes,
@@ -283,22 +291,8 @@ class CModel:
         x = np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(len(x), -1))
         n_out = self.out_len(n_run)
         out = np.empty((len(x), n_out), dtype=np.int8)
-        if len(x) == 0:
-            return out
         with self._lock:
-            st = self._so.kwsn_forward_codes_batch(
-                self._model,
-                self._arena.ctypes.data,
-                self.arena_bytes,
-                x.ctypes.data,
-                len(x),
-                x.shape[1],
-                n_run,
-                out.ctypes.data,
-                n_out,
-            )
-        if st != 0:
-            raise CRuntimeError(self.status_str(st))
+            self._batch(self._so.kwsn_forward_codes_batch, x, n_run, out, n_out)
         return out
 
     def forward(self, x: np.ndarray) -> np.ndarray:
