@@ -131,7 +131,8 @@ def load_library(lib: str | Path | None = None) -> ctypes.CDLL:
     so.kwsn_forward_until.restype = ctypes.c_int
     so.kwsn_forward_until.argtypes = [_c_vp, _c_vp, _c_size, _c_vp, _c_size, _c_u32, _c_vp, _c_size]
     so.kwsn_forward_batch.restype = ctypes.c_int
-    so.kwsn_forward_batch.argtypes = [
+    # model, arena, arena_bytes, input, n_rows, input_len, n_run, out, out_stride
+    batch_args = [
         _c_vp,
         _c_vp,
         _c_size,
@@ -142,6 +143,7 @@ def load_library(lib: str | Path | None = None) -> ctypes.CDLL:
         _c_vp,
         _c_size,
     ]
+    so.kwsn_forward_batch.argtypes = batch_args
     so.kwsn_is_int8.restype = ctypes.c_int
     so.kwsn_is_int8.argtypes = [_c_vp]
     so.kwsn_layer_qparams.restype = ctypes.c_int
@@ -149,17 +151,7 @@ def load_library(lib: str | Path | None = None) -> ctypes.CDLL:
     so.kwsn_input_qparams.restype = ctypes.c_int
     so.kwsn_input_qparams.argtypes = [_c_vp, ctypes.POINTER(_QParams)]
     so.kwsn_forward_codes_batch.restype = ctypes.c_int
-    so.kwsn_forward_codes_batch.argtypes = [
-        _c_vp,
-        _c_vp,
-        _c_size,
-        _c_vp,
-        _c_size,
-        _c_size,
-        _c_u32,
-        _c_vp,
-        _c_size,
-    ]
+    so.kwsn_forward_codes_batch.argtypes = batch_args
     return so
 
 
