@@ -183,8 +183,10 @@ def test_generated_streams_c_equals_pytorch_detector(
     assert total >= 3
 
 
-def _mel_model(clip: int, n_classes: int) -> nn.Module:
-    from kwsnet.data.features import LogMel
+def _mel_model(clip: int, n_classes: int, mfcc: bool = False) -> nn.Module:
+    """A small CnnMel on LogMel(480 / 160, 40 mels, mean norm), or MFCC(13, mean-and-variance
+    norm) with ``mfcc``."""
+    from kwsnet.data.features import MFCC, LogMel
     from kwsnet.nn.heads import LinearHead
     from kwsnet.nn.pooling import MeanPooling
     from models.cnn_mel import CnnMel
@@ -192,8 +194,10 @@ def _mel_model(clip: int, n_classes: int) -> nn.Module:
     class Mel(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.frontend = LogMel(
-                n_fft=480, win_length=480, hop_length=160, n_mels=40, normalize="mean"
+            self.frontend = (
+                MFCC(n_mfcc=13, n_fft=480, win_length=480, hop_length=160, normalize="meanvar")
+                if mfcc
+                else LogMel(n_fft=480, win_length=480, hop_length=160, n_mels=40, normalize="mean")
             )
             self.backbone = CnnMel(
                 input_dim=self.frontend.out_dim,
@@ -248,6 +252,114 @@ def test_mel_graph_model_through_the_stream(cbuild: Path, tmp_path: Path):
     cfg = DetectorConfig(hop_ms=20, smooth_windows=2, threshold=thr, refractory_ms=100)
     want = Detector(torch_post, NAMES, clip, SR, config=cfg).detect(wave)
     _match_within_hop(CStream(stream.cmodel, NAMES, config=cfg).detect(wave), want, 0.02)
+
+
+def _per_window(stream: CStream, wave: np.ndarray) -> tuple[list[np.ndarray], list]:
+    """Push the first window, then one hop at a time: every push scores one window; its
+    smoothed scores and the detections."""
+    stream.reset()
+    scores, dets = [], []
+    pos = stream.window
+    dets += stream.push(wave[:pos])
+    scores.append(stream.scores)
+    while pos + stream.hop <= len(wave):
+        dets += stream.push(wave[pos : pos + stream.hop])
+        pos += stream.hop
+        scores.append(stream.scores)
+    return scores, _key(dets)
+
+
+def _edge_frames(window: int, n_fft: int, hop: int) -> tuple[int, int]:
+    """torch.stft's centred framing of a window: its frame count and how many of them reach
+    into the reflect padding."""
+    pad, frames = n_fft // 2, window // hop + 1
+    inside = sum(0 <= t * hop - pad and t * hop - pad + n_fft <= window for t in range(frames))
+    return frames, frames - inside
+
+
+@pytest.mark.parametrize("mfcc", [False, True], ids=["logmel", "mfcc"])
+def test_mel_frame_cache_same_scores_fewer_frames(cbuild: Path, tmp_path: Path, mfcc: bool):
+    """The frame cache of a FrontEnd model: bit-identical smoothed scores and detections to
+    recomputing every window, with only the hop's new frames plus the padded edge frames
+    computed per window; off where the hop is not a whole number of frames."""
+    from kwsnet.export.graph import trace_model
+
+    torch.manual_seed(1)
+    clip = 4000
+    write_graph(trace_model(_mel_model(clip, 4, mfcc), clip), tmp_path / "m.kwsn", SR)
+    wave = _tone_stream(1.6, seed=5)
+    frames, edges = _edge_frames(clip, 480, 160)
+    assert (frames, edges) == (26, 4)
+    for hop_ms in (10, 20, 50, 200):  # 1, 2, 5 and 20 frames (20 > the 22 inside: no overlap)
+        cfg = DetectorConfig(hop_ms=hop_ms, smooth_windows=2, threshold=0.3, refractory_ms=0)
+        on = CStream(tmp_path / "m.kwsn", NAMES, config=cfg)
+        off = CStream(on.cmodel, NAMES, config=cfg, frame_cache=False)
+        assert on.frame_cached and not off.frame_cached
+        got, want = _per_window(on, wave), _per_window(off, wave)
+        n = on.windows
+        assert n == (len(wave) - clip) // on.hop + 1 == len(got[0]) and n > 3
+        assert all(np.array_equal(a, b) for a, b in zip(got[0], want[0], strict=True))
+        assert got[1] == want[1]
+        shift = on.hop // 160
+        assert on.frames_computed == frames + (n - 1) * (min(shift, frames - edges) + edges)
+        assert off.frames_computed == 0
+        # any chunking: the same detections through the cache
+        assert _key(on.detect(wave, 333)) == got[1]
+    cfg = DetectorConfig(hop_ms=25, smooth_windows=2, threshold=0.3, refractory_ms=0)
+    assert not CStream(on.cmodel, NAMES, config=cfg).frame_cached  # 400 samples: 2.5 frames
+
+
+def test_frame_cache_int8_and_forward_features(cbuild: Path, tmp_path: Path):
+    """kwsn_forward_features on an int8 log-mel model equals kwsn_forward on the audio (codes
+    quantised as its FrontEnd does), the stream's frame cache gives the same scores as without
+    it, and the entry point refuses a raw-audio model and a wrong feature count."""
+    from kwsnet.quant.format import quant_bytes
+    from kwsnet.quant.ptq import calibrate, quantize_graph
+    from tests.test_quant_model import mel_graph, raw_graph
+
+    g, x, _ = mel_graph()
+    (tmp_path / "q.kwsn").write_bytes(quant_bytes(quantize_graph(g, calibrate(g, [x])), g, SR))
+    cm = CModel(tmp_path / "q.kwsn")
+    names = [f"k{i}" for i in range(cm.n_classes)]
+    wave = np.concatenate([x[i].numpy() for i in range(6)]).astype(np.float32)
+    cfg = DetectorConfig(hop_ms=16, smooth_windows=3, threshold=0.3, refractory_ms=0)
+    on = CStream(cm, names, config=cfg)  # 256 samples = 2 frames of 128
+    off = CStream(cm, names, config=cfg, frame_cache=False)
+    assert on.frame_cached
+    got, want = _per_window(on, wave), _per_window(off, wave)
+    assert len(got[0]) > 3
+    assert all(np.array_equal(a, b) for a, b in zip(got[0], want[0], strict=True))
+    assert got[1] == want[1]
+
+    write_graph(g, tmp_path / "f.kwsn", SR)
+    raw_g, _, _ = raw_graph()
+    write_graph(raw_g, tmp_path / "raw.kwsn", SR)
+    clip = np.ascontiguousarray(x[:1].numpy(), dtype=np.float32)
+    for path in ("f.kwsn", "q.kwsn", "raw.kwsn"):
+        m = CModel(tmp_path / path)
+        so = m._so
+        so.kwsn_forward_features.restype = ctypes.c_int
+        so.kwsn_forward_features.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+        so.kwsn_forward_features.argtypes += [ctypes.c_void_p, ctypes.c_size_t] * 2
+        arena = np.zeros(m.arena_bytes + 64, np.uint8)
+        addr = arena.ctypes.data + (-arena.ctypes.data % 64)
+        # layer 0's output: the float features, or an int8 model's codes dequantised (which
+        # quantise back to the same codes)
+        feats = np.ascontiguousarray(m.forward_until(clip, 1)[0].reshape(-1), dtype=np.float32)
+        out = np.zeros(m.n_classes, np.float32)
+
+        def call(n_feats: int, m=m, addr=addr, feats=feats, out=out) -> int:
+            return m._so.kwsn_forward_features(
+                m._model, addr, m.arena_bytes, feats.ctypes.data, n_feats, out.ctypes.data, out.size
+            )
+
+        if path == "raw.kwsn":  # KWSN_ERR_ARG: layer 0 is no FrontEnd
+            assert call(feats.size) == 1
+            assert not CStream(m, [f"k{i}" for i in range(m.n_classes)], config=cfg).frame_cached
+            continue
+        assert call(feats.size - 1) == 15  # KWSN_ERR_INPUT_LEN
+        assert call(feats.size) == 0
+        assert np.array_equal(out, m.forward(clip)[0])
 
 
 def test_cli_matches_binding_and_refuses_bad_input(cbuild: Path, tmp_path: Path):

@@ -120,7 +120,7 @@ extern "C" {
 #define KWSN_DEFAULT_MAX_OPS 4000000000ull
 #define KWSN_DEFAULT_MAX_ARENA_BYTES ((size_t)128u << 20)
 /* Bumped whenever a public struct or function signature changes (see kwsn_abi_version). */
-#define KWSN_ABI_VERSION 4u
+#define KWSN_ABI_VERSION 5u
 /* The arena passed to kwsn_forward must be aligned to this many bytes. */
 #define KWSN_ARENA_ALIGN 64u
 
@@ -291,6 +291,18 @@ kwsn_status kwsn_forward_until(const kwsn_model *model, void *arena, size_t aren
 kwsn_status kwsn_forward(const kwsn_model *model, void *arena, size_t arena_bytes,
                          const float *input, size_t input_len, float *logits,
                          size_t logits_cap);
+
+/* Run layers [1, n) on features given for layer 0's output: a model whose layer 0 is the
+ * FrontEnd (and no later layer reads the audio), features[n_features] in that layer's output
+ * layout ([n_out, frames] channel-major, normalised as the front end leaves them;
+ * kwsn_layer_out_len(model, 0) floats). An int8 model quantises them with layer 0's output
+ * quantiser first, as its FrontEnd does. The same logits as kwsn_forward on audio whose front
+ * end gives those features (bit for bit): the streaming frame cache computes only a window's
+ * new frames and enters here. KWSN_ERR_ARG when layer 0 is not such a FrontEnd,
+ * KWSN_ERR_INPUT_LEN for another n_features, KWSN_ERR_ARENA as kwsn_forward. */
+kwsn_status kwsn_forward_features(const kwsn_model *model, void *arena, size_t arena_bytes,
+                                  const float *features, size_t n_features, float *logits,
+                                  size_t logits_cap);
 
 /* Run layers [0, n_run) on n_rows samples: row r reads input[r * input_len ..] and writes
  * out[r * out_stride ..] (out_stride >= the layer's output length). One call per batch. */

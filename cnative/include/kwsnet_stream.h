@@ -21,10 +21,15 @@
  *     score the smoothed posterior. Classes with is_keyword[c] == 0 (_unknown_, _silence_:
  *     class names are not in the model file, so the caller passes the mask) never fire.
  *
- * Cost: every hop runs the whole model on the whole window (kwsn_forward). For a raw-audio
- * model that is inherent; a log-mel model could keep the frames of the overlap and compute
- * only hop_samples' new frames, which needs a "run from layer 1 on these frames" entry
- * point from the model side (not in kwsnet.h yet): the next optimisation.
+ * Cost: a raw-audio model runs whole on every window (kwsn_forward): its first conv sees
+ * every sample. A model whose layer 0 is the log-mel / MFCC FrontEnd keeps its frames (the
+ * frame cache, on by default): when hop_samples is a multiple of the front end's hop_length,
+ * a frame that lies wholly inside the window (no reflect padding) is the same frame of the
+ * signal in every window that holds it, so each window computes only its hop_samples /
+ * hop_length new frames plus the few edge frames the padding changes, normalises over the
+ * window's frames as the front end does, and runs the rest of the model on them
+ * (kwsn_forward_features). The features, hence the scores and detections, are the same bits
+ * as without the cache (tested); the network after the front end still runs per window.
  *
  * Flow:
  *   kwsn_stream_config cfg = kwsn_stream_default_config();   (then set hop, mask, ...)
@@ -63,6 +68,8 @@ typedef struct {
     const uint8_t *is_keyword; /* n_classes flags (0: never fires), or NULL: every class */
     uint32_t sample_rate;     /* Hz of the pushed audio; 0: the model's; must equal the
                                  model's when the model file states one */
+    uint32_t frame_cache;     /* 1 (default): keep a FrontEnd model's frames across windows
+                                 where possible (see Cost); 0: recompute every window */
 } kwsn_stream_config;
 
 typedef struct {
@@ -75,7 +82,8 @@ typedef struct {
 typedef struct kwsn_stream kwsn_stream;
 
 /* Python's defaults (DetectorConfig): 100 ms hop at 16 kHz, smooth 3, threshold 0.5,
- * patience 1, refractory 1000 ms, every class a keyword, the model's sample rate. */
+ * patience 1, refractory 1000 ms, every class a keyword, the model's sample rate; the
+ * frame cache on. */
 kwsn_stream_config kwsn_stream_default_config(void);
 /* hop_ms at sample_rate in samples as Python computes it: max(1, round(hop_ms * sr / 1000))
  * with round half to even; 0 if hop_ms is not a positive finite number or too large. */
@@ -110,6 +118,12 @@ kwsn_status kwsn_stream_flush(kwsn_stream *stream, void *arena, size_t arena_byt
 /* Counters: samples pushed, windows scored. */
 uint64_t kwsn_stream_samples(const kwsn_stream *stream);
 uint64_t kwsn_stream_windows(const kwsn_stream *stream);
+/* 1 when the stream keeps front-end frames across windows (the model's layer 0 is a
+ * FrontEnd, hop_samples a multiple of its hop_length, frame_cache on), else 0. */
+int kwsn_stream_frame_cached(const kwsn_stream *stream);
+/* Front-end frames computed by the frame cache so far (0 without it): per window after the
+ * first, hop_samples / hop_length new ones plus the edge frames. */
+uint64_t kwsn_stream_frames_computed(const kwsn_stream *stream);
 /* The latest window's smoothed scores (n_classes doubles; non-keywords too), or NULL before
  * the first window. For tests and tuning. */
 const double *kwsn_stream_scores(const kwsn_stream *stream);

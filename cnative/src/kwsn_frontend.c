@@ -530,9 +530,25 @@ static void fe_ranges(const kwsn_frontend *fe, float *ranges) {
     }
 }
 
+/* One frame's features from its log-mels lm[n_mels]: the DCT (double, ascending mel) or a
+ * copy, written to out[c * stride] for c < n_out. */
+static void fe_features(const kwsn_frontend *fe, const float *lm, float *out, size_t stride) {
+    const uint32_t nm = fe->n_mels, no = fe->n_out;
+    if (fe->dct) {
+        for (uint32_t c = 0; c < no; c++) {
+            double acc = 0.0;
+            for (uint32_t mi = 0; mi < nm; mi++)
+                acc += (double)lm[mi] * (double)fe->dct[(size_t)mi * no + c];
+            out[(size_t)c * stride] = (float)acc;
+        }
+    } else {
+        for (uint32_t c = 0; c < nm; c++) out[(size_t)c * stride] = lm[c];
+    }
+}
+
 void kwsn_frontend_run(const kwsn_frontend *fe, const float *wave, uint32_t n_samples,
                        float *scratch, float *out) {
-    const uint32_t n = fe->n_fft, nm = fe->n_mels, no = fe->n_out, odd = n % 2u;
+    const uint32_t n = fe->n_fft, nm = fe->n_mels, odd = n % 2u;
     const uint32_t T = kwsn_frontend_frames(fe, n_samples);
     const int64_t pad = fe->center ? (int64_t)(n / 2u) : 0;
     const int64_t last = (int64_t)n_samples - 1;
@@ -577,21 +593,14 @@ void kwsn_frontend_run(const kwsn_frontend *fe, const float *wave, uint32_t n_sa
         }
         fe_power(fe, scratch);
         fe_log_mel(fe, power, lanes, ranges, log_mel);
-        for (uint32_t l = 0; l < lanes; l++) {
-            const uint32_t t = t0 + l;
-            const float *lm = log_mel + (size_t)l * nm;
-            if (fe->dct) {
-                for (uint32_t c = 0; c < no; c++) {
-                    double acc = 0.0;
-                    for (uint32_t mi = 0; mi < nm; mi++)
-                        acc += (double)lm[mi] * (double)fe->dct[(size_t)mi * no + c];
-                    out[(size_t)c * T + t] = (float)acc;
-                }
-            } else {
-                for (uint32_t c = 0; c < nm; c++) out[(size_t)c * T + t] = lm[c];
-            }
-        }
+        for (uint32_t l = 0; l < lanes; l++)
+            fe_features(fe, log_mel + (size_t)l * nm, out + t0 + l, T);
     }
+    kwsn_frontend_normalize(fe, out, T);
+}
+
+void kwsn_frontend_normalize(const kwsn_frontend *fe, float *out, uint32_t T) {
+    const uint32_t no = fe->n_out;
     if (fe->normalize == KWSN_FE_NORM_NONE || T == 0u) return;
     for (uint32_t c = 0; c < no; c++) {
         float *row = out + (size_t)c * T;
@@ -608,4 +617,24 @@ void kwsn_frontend_run(const kwsn_frontend *fe, const float *wave, uint32_t n_sa
             for (uint32_t t = 0; t < T; t++) row[t] = row[t] / denom;
         }
     }
+}
+
+void kwsn_frontend_frame_at(const kwsn_frontend *fe, const float *wave, uint32_t n_samples,
+                            uint32_t t, float *scratch, float *out, size_t stride) {
+    const uint32_t n = fe->n_fft, odd = n % 2u;
+    const int64_t pad = fe->center ? (int64_t)(n / 2u) : 0;
+    const int64_t last = (int64_t)n_samples - 1;
+    const int64_t start = (int64_t)t * fe->hop_length - pad;
+    float *buf = scratch + 2u * (size_t)n;
+    float *log_mel = buf + 2u * fe_buf_floats(n) + (size_t)fe_n_freqs(fe) * FE_V;
+    memset(buf, 0, sizeof(float) * fe_buf_floats(n));
+    for (uint32_t j = 0; j < n; j++) {
+        int64_t idx = start + j; /* reflect padding, as kwsn_frontend_run */
+        if (idx < 0) idx = -idx;
+        if (idx > last) idx = 2 * last - idx;
+        fe_put(buf, odd, j, 0, wave[idx] * fe->window[j]);
+    }
+    fe_power(fe, scratch);
+    fe_log_mel(fe, buf + 2u * fe_buf_floats(n), 1u, NULL, log_mel);
+    fe_features(fe, log_mel, out, stride);
 }

@@ -86,6 +86,24 @@ void kwsn_frontend_frame_tw(const kwsn_frontend *fe, const float *frame, float *
 void kwsn_frontend_run(const kwsn_frontend *fe, const float *wave, uint32_t n_samples,
                        float *scratch, float *out);
 
+/* Per-utterance normalisation (fe->normalize) of out[n_out * T], channel-major, in place:
+ * the last step of kwsn_frontend_run, for a caller that assembles the frames itself. */
+void kwsn_frontend_normalize(const kwsn_frontend *fe, float *out, uint32_t T);
+
+/* Frame t of wave[n_samples] (the reflect padding applied as kwsn_frontend_run applies it)
+ * -> its features before normalisation (log-mel, or the DCT of it), out[c * stride] for
+ * c < n_out: the same bits as that frame's column of kwsn_frontend_run's output before
+ * kwsn_frontend_normalize. The twiddles must be in scratch (kwsn_frontend_twiddles);
+ * scratch: kwsn_frontend_frame_scratch_floats(fe) floats. The streaming frame cache computes
+ * only the new frames of each window with it. */
+void kwsn_frontend_frame_at(const kwsn_frontend *fe, const float *wave, uint32_t n_samples,
+                            uint32_t t, float *scratch, float *out, size_t stride);
+
+/* Implemented in kwsn_model.c: layer 0's front end of a model whose layer 0 is a FrontEnd
+ * (float or int8) that no other layer reads the audio past, KWSN_OK; KWSN_ERR_ARG
+ * otherwise (or when the front end is not linked in). */
+kwsn_status kwsn_model_frontend(const kwsn_model *model, kwsn_frontend *fe);
+
 /* The onesided power spectrum |rfft(frame * window)|^2 of one frame, power[n_fft / 2 + 1]
  * (the FFT step alone, for the golden tests and per-step parity). scratch as
  * kwsn_frontend_frame's. */

@@ -1310,14 +1310,16 @@ static int8_t *qtensor_ptr(const kwsn_model *m, uint8_t *arena, uint32_t t) {
     return (int8_t *)(void *)(arena + m->layers[m->layers[t - 1u].slot].slot_off);
 }
 
-/* int8 model: quantise the input (if it has a quantiser), run layers [0, n_run). */
-static void forward_q8(const kwsn_model *m, uint8_t *base, const float *input, uint32_t n_run) {
+/* int8 model: run layers [from, n_run) (from 0: quantise the input first, if it has a
+ * quantiser; from 1: layer 0's output codes are in its slot). */
+static void forward_q8(const kwsn_model *m, uint8_t *base, const float *input, uint32_t from,
+                       uint32_t n_run) {
     void *scratch = base + m->act_bytes;
     const kwsn_kernel_table *kt = m->kernels;
-    if (m->has_input_q)
+    if (from == 0u && m->has_input_q)
         kt->quantize_q8(qtensor_ptr(m, base, 0), input, shape_numel(m->input), m->input_q.scale,
                         m->input_q.zero_point, -128);
-    for (uint32_t i = 0; i < n_run; i++) {
+    for (uint32_t i = from; i < n_run; i++) {
         const kwsn_layer *l = &m->layers[i];
         const kwsn_qop *op = &kwsn_qops[l->op_index];
         /* a FrontEnd's input 0 is the float audio: no code pointer for it */
@@ -1342,33 +1344,26 @@ static kwsn_status check_run(const kwsn_model *m, void *arena, size_t arena_byte
     return KWSN_OK;
 }
 
-kwsn_status kwsn_forward_until(const kwsn_model *m, void *arena, size_t arena_bytes,
-                               const float *input, size_t input_len, uint32_t n_run,
-                               float *out, size_t out_cap) {
-    kwsn_status st = check_run(m, arena, arena_bytes, input, input_len, n_run, out);
-    if (st != KWSN_OK) return st;
-    size_t out_len = n_run ? shape_numel(m->layers[n_run - 1].out) : input_len;
-    if (out_cap < out_len) return KWSN_ERR_ARG;
-    uint8_t *base = (uint8_t *)arena;
+/* Run layers [from, n_run) (n_run >= 1) and write layer n_run - 1's output to out (an int8
+ * model's dequantised); from 1: layer 0's output is already in its slot. */
+static void forward_from(const kwsn_model *m, uint8_t *base, const float *input, uint32_t from,
+                         uint32_t n_run, float *out) {
+    const size_t out_len = shape_numel(m->layers[n_run - 1u].out);
     if (m->int8) {
-        if (n_run == 0) {
-            memcpy(out, input, out_len * sizeof(float));
-            return KWSN_OK;
-        }
-        forward_q8(m, base, input, n_run);
+        forward_q8(m, base, input, from, n_run);
         /* dequantised as kwsnet's dequantize: float(q - zp) * scale in float32 */
         const kwsn_layer *last = &m->layers[n_run - 1u];
         const int8_t *q = qtensor_ptr(m, base, n_run);
         const float scale = last->desc.floats[0];
         const int32_t zp = last->desc.ints[0];
         for (size_t j = 0; j < out_len; j++) out[j] = (float)((int32_t)q[j] - zp) * scale;
-        return KWSN_OK;
+        return;
     }
     float *scratch = (float *)(void *)(base + m->act_bytes);
     const kwsn_kernel_table *kt = m->kernels;
     /* the plan: each layer reads its input tensors and writes its slot (an overwrites_input
      * op may write over an input that nobody reads later) */
-    for (uint32_t i = 0; i < n_run; i++) {
+    for (uint32_t i = from; i < n_run; i++) {
         const kwsn_layer *l = &m->layers[i];
         const kwsn_op *op = &kwsn_ops[l->op_index];
         const float *a = tensor_ptr(m, base, input, l->desc.inputs[0]);
@@ -1383,6 +1378,54 @@ kwsn_status kwsn_forward_until(const kwsn_model *m, void *arena, size_t arena_by
         op->run(kt, l, a, b, y, scratch);
     }
     memcpy(out, tensor_ptr(m, base, input, n_run), out_len * sizeof(float));
+}
+
+kwsn_status kwsn_forward_until(const kwsn_model *m, void *arena, size_t arena_bytes,
+                               const float *input, size_t input_len, uint32_t n_run,
+                               float *out, size_t out_cap) {
+    kwsn_status st = check_run(m, arena, arena_bytes, input, input_len, n_run, out);
+    if (st != KWSN_OK) return st;
+    size_t out_len = n_run ? shape_numel(m->layers[n_run - 1].out) : input_len;
+    if (out_cap < out_len) return KWSN_ERR_ARG;
+    if (n_run == 0) {
+        memcpy(out, input, out_len * sizeof(float));
+        return KWSN_OK;
+    }
+    forward_from(m, (uint8_t *)arena, input, 0u, n_run, out);
+    return KWSN_OK;
+}
+
+kwsn_status kwsn_model_frontend(const kwsn_model *m, kwsn_frontend *fe) {
+    if (!m || !m->layers || m->n_layers < 2u || !fe || !KWSN_FRONTEND_LINKED())
+        return KWSN_ERR_ARG;
+    const kwsn_layer *l = &m->layers[0];
+    if ((l->desc.type & ~KWSN_INT8_FLAG) != KWSN_LAYER_FRONTEND) return KWSN_ERR_ARG;
+    for (uint32_t i = 1; i < m->n_layers; i++)
+        for (uint32_t k = 0; k < m->layers[i].desc.n_inputs; k++)
+            if (m->layers[i].desc.inputs[k] == 0u) return KWSN_ERR_ARG; /* reads the audio */
+    *fe = m->int8 ? frontend_at(&QI(l, 0), l->desc.floats + 1) : frontend_of(l);
+    return KWSN_OK;
+}
+
+kwsn_status kwsn_forward_features(const kwsn_model *m, void *arena, size_t arena_bytes,
+                                  const float *features, size_t n_features, float *logits,
+                                  size_t logits_cap) {
+    kwsn_frontend fe;
+    if (!m || !features || !logits || kwsn_model_frontend(m, &fe) != KWSN_OK)
+        return KWSN_ERR_ARG;
+    if (n_features != shape_numel(m->layers[0].out)) return KWSN_ERR_INPUT_LEN;
+    if (!arena || ((uintptr_t)arena & (KWSN_ARENA_ALIGN - 1u)) != 0 ||
+        arena_bytes < kwsn_arena_bytes(m))
+        return KWSN_ERR_ARENA;
+    if (logits_cap < m->n_classes) return KWSN_ERR_ARG;
+    uint8_t *base = (uint8_t *)arena;
+    const kwsn_layer *l0 = &m->layers[0];
+    if (m->int8) /* what the int8 FrontEnd does after computing its float features */
+        m->kernels->quantize_q8((int8_t *)(void *)(base + m->layers[l0->slot].slot_off),
+                                features, n_features, Q_SCALE(l0), Q_ZP(l0), Q_MIN(l0));
+    else
+        memcpy(base + m->layers[l0->slot].slot_off, features, n_features * sizeof(float));
+    forward_from(m, base, NULL, 1u, m->n_layers, logits);
     return KWSN_OK;
 }
 
@@ -1415,7 +1458,7 @@ kwsn_status kwsn_forward_codes_batch(const kwsn_model *m, void *arena, size_t ar
     if (out_stride < out_len) return KWSN_ERR_ARG;
     uint8_t *base = (uint8_t *)arena;
     for (size_t r = 0; r < n_rows; r++) {
-        forward_q8(m, base, input + r * input_len, n_run);
+        forward_q8(m, base, input + r * input_len, 0u, n_run);
         memcpy(out + r * out_stride, qtensor_ptr(m, base, n_run), out_len);
     }
     return KWSN_OK;

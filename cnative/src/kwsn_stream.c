@@ -6,6 +6,18 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "kwsn_frontend.h"
+
+/* Weak, as in kwsn_model.c: an MCU build of a raw-audio model may leave kwsn_frontend.c out
+ * (kwsn_model_frontend then refuses every model, so none of these is called). */
+#if defined(__GNUC__) && !defined(KWSN_FRONTEND_REQUIRED)
+#pragma weak kwsn_frontend_frames
+#pragma weak kwsn_frontend_frame_scratch_floats
+#pragma weak kwsn_frontend_twiddles
+#pragma weak kwsn_frontend_frame_at
+#pragma weak kwsn_frontend_normalize
+#endif
+
 #define KWSN_STREAM_MAGIC 0x4b575354u /* "KWST" */
 
 struct kwsn_stream {
@@ -28,6 +40,17 @@ struct kwsn_stream {
     double *thr;      /* C */
     uint32_t *streak; /* C */
     uint8_t *is_kw;   /* C */
+    /* the frame cache (cache != 0): frames t in [t_lo, t_hi] of a window lie wholly inside
+     * it; window k's frame t is frame k * shift + t of the signal, kept in frames[] at slot
+     * (k * shift + t) % n_int until overwritten */
+    int cache;
+    kwsn_frontend fe;
+    uint32_t n_frames, n_out, shift, t_lo, t_hi, n_int;
+    uint64_t next_frame; /* first signal frame (interior) not computed yet */
+    uint64_t computed;   /* frames computed (counter) */
+    float *fscratch;     /* the front end's frame scratch, twiddles at its start */
+    float *frames;       /* n_int x n_out, frame-major */
+    float *feats;        /* n_out x n_frames, channel-major: the window's features */
 };
 
 static size_t round8(size_t n) { return (n + 7u) & ~(size_t)7u; }
@@ -43,6 +66,7 @@ kwsn_stream_config kwsn_stream_default_config(void) {
     c.refractory_ms = 1000.0;
     c.is_keyword = NULL;
     c.sample_rate = 0u;
+    c.frame_cache = 1u;
     return c;
 }
 
@@ -107,12 +131,45 @@ kwsn_status kwsn_stream_check(const kwsn_model *model, const kwsn_stream_config 
     return KWSN_OK;
 }
 
+/* The frame cache's geometry for this model and config (g->cache 0: no cache). */
+typedef struct {
+    int cache;
+    kwsn_frontend fe;
+    uint32_t n_frames, shift, t_lo, t_hi, n_int;
+} cache_geo;
+
+static cache_geo cache_plan(const kwsn_model *model, const kwsn_stream_config *cfg) {
+    cache_geo g;
+    memset(&g, 0, sizeof g);
+    if (!cfg->frame_cache || kwsn_model_frontend(model, &g.fe) != KWSN_OK) return g;
+    const size_t w = kwsn_input_len(model);
+    const uint32_t hop = g.fe.hop_length, n = g.fe.n_fft;
+    const uint64_t pad = g.fe.center ? n / 2u : 0u;
+    if (cfg->hop_samples % hop != 0u || w < n || w > UINT32_MAX) return g;
+    g.n_frames = kwsn_frontend_frames(&g.fe, (uint32_t)w);
+    if (g.n_frames == 0u || (uint64_t)g.n_frames * g.fe.n_out != kwsn_layer_out_len(model, 0))
+        return g;
+    /* frame t reads samples [t hop - pad, t hop - pad + n): inside for t_lo <= t <= t_hi */
+    g.t_lo = (uint32_t)((pad + hop - 1u) / hop);
+    if ((uint64_t)w + pad < n) return g;
+    {
+        uint64_t hi = ((uint64_t)w + pad - n) / hop;
+        if (hi >= g.n_frames) hi = g.n_frames - 1u;
+        if (hi < g.t_lo) return g;
+        g.t_hi = (uint32_t)hi;
+    }
+    g.n_int = g.t_hi - g.t_lo + 1u;
+    g.shift = cfg->hop_samples / hop;
+    g.cache = 1;
+    return g;
+}
+
 /* Byte offsets of the arrays after the struct. */
 typedef struct {
-    size_t ring, probs, csum, scores, thr, streak, is_kw, total;
+    size_t ring, probs, csum, scores, thr, streak, is_kw, fscratch, frames, feats, total;
 } layout;
 
-static layout plan(size_t w, size_t c, uint32_t smooth) {
+static layout plan(size_t w, size_t c, uint32_t smooth, const cache_geo *g) {
     layout l;
     l.ring = round8(sizeof(struct kwsn_stream));
     l.probs = l.ring + round8(2u * w * sizeof(float));
@@ -121,13 +178,25 @@ static layout plan(size_t w, size_t c, uint32_t smooth) {
     l.thr = l.scores + c * sizeof(double);
     l.streak = l.thr + c * sizeof(double);
     l.is_kw = l.streak + round8(c * sizeof(uint32_t));
-    l.total = l.is_kw + round8(c);
+    l.fscratch = l.frames = l.feats = l.total = l.is_kw + round8(c);
+    if (g->cache) {
+        const size_t no = g->fe.n_out;
+        l.frames = l.fscratch + round8(kwsn_frontend_frame_scratch_floats(&g->fe) * sizeof(float));
+        l.feats = l.frames + round8((size_t)g->n_int * no * sizeof(float));
+        l.total = l.feats + round8((size_t)g->n_frames * no * sizeof(float));
+    }
     return l;
 }
 
+static layout plan_of(const kwsn_model *model, const kwsn_stream_config *cfg, cache_geo *g) {
+    *g = cache_plan(model, cfg);
+    return plan(kwsn_input_len(model), kwsn_n_classes(model), cfg->smooth_windows, g);
+}
+
 size_t kwsn_stream_bytes(const kwsn_model *model, const kwsn_stream_config *cfg) {
+    cache_geo g;
     if (kwsn_stream_check(model, cfg, NULL, 0) != KWSN_OK) return 0;
-    return plan(kwsn_input_len(model), kwsn_n_classes(model), cfg->smooth_windows).total;
+    return plan_of(model, cfg, &g).total;
 }
 
 void kwsn_stream_reset(kwsn_stream *s) {
@@ -136,6 +205,7 @@ void kwsn_stream_reset(kwsn_stream *s) {
     s->total = s->next_start = s->n_windows = 0;
     s->has_last = s->flushed = 0;
     s->last_time = 0.0;
+    s->next_frame = s->computed = 0;
     memset(s->ring, 0, 2u * s->window * sizeof(float));
     for (c = 0; c < s->n_classes; c++) {
         s->streak[c] = 0;
@@ -148,12 +218,13 @@ kwsn_status kwsn_stream_init(void *storage, size_t storage_bytes, const kwsn_mod
                              const kwsn_stream_config *cfg, kwsn_stream **stream) {
     kwsn_stream *s;
     layout l;
+    cache_geo g;
     size_t c;
     unsigned char *base = (unsigned char *)storage;
     if (stream) *stream = NULL;
     if (!storage || !stream) return KWSN_ERR_ARG;
     if (kwsn_stream_check(model, cfg, NULL, 0) != KWSN_OK) return KWSN_ERR_ARG;
-    l = plan(kwsn_input_len(model), kwsn_n_classes(model), cfg->smooth_windows);
+    l = plan_of(model, cfg, &g);
     if (storage_bytes < l.total || ((uintptr_t)storage % KWSN_STREAM_ALIGN) != 0)
         return KWSN_ERR_STORAGE;
     s = (kwsn_stream *)storage;
@@ -173,6 +244,20 @@ kwsn_status kwsn_stream_init(void *storage, size_t storage_bytes, const kwsn_mod
     s->thr = (double *)(void *)(base + l.thr);
     s->streak = (uint32_t *)(void *)(base + l.streak);
     s->is_kw = base + l.is_kw;
+    if (g.cache) {
+        s->cache = 1;
+        s->fe = g.fe;
+        s->n_frames = g.n_frames;
+        s->n_out = g.fe.n_out;
+        s->shift = g.shift;
+        s->t_lo = g.t_lo;
+        s->t_hi = g.t_hi;
+        s->n_int = g.n_int;
+        s->fscratch = (float *)(void *)(base + l.fscratch);
+        s->frames = (float *)(void *)(base + l.frames);
+        s->feats = (float *)(void *)(base + l.feats);
+        kwsn_frontend_twiddles(&s->fe, s->fscratch); /* once: the frames reuse them */
+    }
     for (c = 0; c < s->n_classes; c++) {
         s->thr[c] = cfg->thresholds ? cfg->thresholds[c] : cfg->threshold;
         s->is_kw[c] = (uint8_t)(cfg->is_keyword ? cfg->is_keyword[c] != 0 : 1);
@@ -192,16 +277,50 @@ size_t kwsn_stream_pending_hops(const kwsn_stream *s, size_t n) {
     return (size_t)((end - first_end) / s->hop + 1u);
 }
 
-/* Score the window ring[p .. p + W) starting at sample `start`; append a detection. */
-static kwsn_status score_window(kwsn_stream *s, const float *win, uint64_t start, void *arena,
-                                size_t arena_bytes, kwsn_detection *out, size_t *n_out) {
+/* The frame cache: the features of the window win[0 .. W) starting at sample `start` (a
+ * multiple of the hop; windows come in order) into s->feats, computing only the frames no
+ * earlier window held. */
+static void window_features(kwsn_stream *s, const float *win, uint64_t start) {
+    const uint32_t T = s->n_frames, no = s->n_out;
+    const uint64_t first = (start / s->hop) * s->shift; /* signal frame of t = 0 */
+    for (uint32_t t = 0; t < T; t++) {
+        if (t < s->t_lo || t > s->t_hi) { /* touches the reflect padding: this window's own */
+            kwsn_frontend_frame_at(&s->fe, win, (uint32_t)s->window, t, s->fscratch,
+                                   s->feats + t, T);
+            s->computed++;
+            continue;
+        }
+        const uint64_t j = first + t;
+        float *slot = s->frames + (size_t)(j % s->n_int) * no;
+        if (j >= s->next_frame) {
+            kwsn_frontend_frame_at(&s->fe, win, (uint32_t)s->window, t, s->fscratch, slot, 1u);
+            s->computed++;
+            s->next_frame = j + 1u;
+        }
+        for (uint32_t c = 0; c < no; c++) s->feats[(size_t)c * T + t] = slot[c];
+    }
+    kwsn_frontend_normalize(&s->fe, s->feats, T);
+}
+
+/* Score the window ring[p .. p + W) starting at sample `start`; append a detection. `cached`:
+ * through the frame cache (every window of the stream in order), else the whole model. */
+static kwsn_status score_window(kwsn_stream *s, const float *win, uint64_t start, int cached,
+                                void *arena, size_t arena_bytes, kwsn_detection *out,
+                                size_t *n_out) {
     size_t c, C = s->n_classes;
     uint64_t n, lo;
     uint32_t m1 = s->smooth + 1u;
     double *cur, *old, t;
     long best = -1;
     int any_ready = 0;
-    kwsn_status st = kwsn_forward(s->model, arena, arena_bytes, win, s->window, s->probs, C);
+    kwsn_status st;
+    if (cached) {
+        window_features(s, win, start);
+        st = kwsn_forward_features(s->model, arena, arena_bytes, s->feats,
+                                   (size_t)s->n_frames * s->n_out, s->probs, C);
+    } else {
+        st = kwsn_forward(s->model, arena, arena_bytes, win, s->window, s->probs, C);
+    }
     if (st != KWSN_OK) return st;
     kwsn_softmax(s->probs, C);
     n = ++s->n_windows; /* csum[n] = csum[n - 1] + p */
@@ -280,7 +399,7 @@ kwsn_status kwsn_stream_push(kwsn_stream *s, const float *samples, size_t n, voi
         n -= m;
         if (s->total == end) {
             const float *win = s->ring + (size_t)(s->next_start % s->window);
-            st = score_window(s, win, s->next_start, arena, arena_bytes, out, n_out);
+            st = score_window(s, win, s->next_start, s->cache, arena, arena_bytes, out, n_out);
             if (st != KWSN_OK) return st;
             s->next_start += s->hop;
         }
@@ -299,7 +418,7 @@ kwsn_status kwsn_stream_flush(kwsn_stream *s, void *arena, size_t arena_bytes,
         /* total < W: samples sit at ring[0 .. total); pad with zeros */
         if (out_cap < 1 || !out) return KWSN_ERR_ARG;
         memset(s->ring + (size_t)s->total, 0, (s->window - (size_t)s->total) * sizeof(float));
-        st = score_window(s, s->ring, 0u, arena, arena_bytes, out, n_out);
+        st = score_window(s, s->ring, 0u, 0, arena, arena_bytes, out, n_out);
         if (st != KWSN_OK) return st;
     }
     s->flushed = 1;
@@ -312,6 +431,14 @@ uint64_t kwsn_stream_samples(const kwsn_stream *s) {
 
 uint64_t kwsn_stream_windows(const kwsn_stream *s) {
     return s && s->magic == KWSN_STREAM_MAGIC ? s->n_windows : 0u;
+}
+
+int kwsn_stream_frame_cached(const kwsn_stream *s) {
+    return s && s->magic == KWSN_STREAM_MAGIC ? s->cache : 0;
+}
+
+uint64_t kwsn_stream_frames_computed(const kwsn_stream *s) {
+    return s && s->magic == KWSN_STREAM_MAGIC ? s->computed : 0u;
 }
 
 const double *kwsn_stream_scores(const kwsn_stream *s) {

@@ -11,6 +11,8 @@
  *   --keywords 0,1,1,...  one flag per class: 0 never fires (_unknown_, _silence_); default
  *                         every class (the model file holds no class names)
  *   --chunk N             samples per push (1600; any size gives the same detections)
+ *   --no_frame_cache      recompute every window's front-end frames (same detections;
+ *                         the cache only applies to a log-mel / MFCC model)
  *   --time                print to stderr, per file: windows scored, processor time per hop
  *                         (C clock(), so other processes' load counts less than in wall
  *                         time) and the real-time factor (processing time / audio time)
@@ -31,7 +33,8 @@
 
 static void usage(void) {
     fprintf(stderr, "usage: kwsnet-stream [--hop_ms MS] [--smooth_windows N] [--threshold P] "
-                    "[--patience N] [--refractory_ms MS] [--keywords 0,1,...] [--chunk N] [--time] "
+                    "[--patience N] [--refractory_ms MS] [--keywords 0,1,...] [--chunk N] [--no_frame_cache] "
+                    "[--time] "
                     "model.kwsn long.wav [more.wav ...]\n");
 }
 
@@ -145,6 +148,10 @@ int kwsn_stream_main(int argc, char **argv) {
         char name[32];
         if (!strcmp(a, "--time")) {
             timing = 1;
+            continue;
+        }
+        if (!strcmp(a, "--no_frame_cache")) {
+            cfg.frame_cache = 0u;
             continue;
         }
         if (strncmp(a, "--", 2) != 0) {

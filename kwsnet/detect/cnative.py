@@ -50,6 +50,7 @@ class _Config(ctypes.Structure):
         ("refractory_ms", ctypes.c_double),
         ("is_keyword", ctypes.POINTER(ctypes.c_uint8)),
         ("sample_rate", _c_u32),
+        ("frame_cache", _c_u32),
     ]
 
 
@@ -85,6 +86,12 @@ def _declare(so: ctypes.CDLL) -> ctypes.CDLL:
     so.kwsn_stream_flush.argtypes = [_c_vp, _c_vp, _c_size, _c_vp, _c_size, _c_vp]
     so.kwsn_stream_windows.restype = ctypes.c_uint64
     so.kwsn_stream_windows.argtypes = [_c_vp]
+    so.kwsn_stream_frame_cached.restype = ctypes.c_int
+    so.kwsn_stream_frame_cached.argtypes = [_c_vp]
+    so.kwsn_stream_frames_computed.restype = ctypes.c_uint64
+    so.kwsn_stream_frames_computed.argtypes = [_c_vp]
+    so.kwsn_stream_scores.restype = ctypes.POINTER(ctypes.c_double)
+    so.kwsn_stream_scores.argtypes = [_c_vp]
     so.kwsn_sample_rate.restype = _c_u32
     so.kwsn_sample_rate.argtypes = [_c_vp]
     so.kwsn_softmax.restype = None
@@ -119,6 +126,9 @@ class CStream:
         config: the :class:`DetectorConfig` (hop, smoothing, thresholds by name, patience,
             refractory period); ``batch_size`` is unused.
         sample_rate: Hz of the pushed audio (default: the model file's).
+        frame_cache: keep a log-mel / MFCC model's front-end frames across windows where the
+            hop allows (the same detections, fewer frames computed); False: every window
+            runs the whole model.
 
     Raises:
         CRuntimeError: the C side refuses the config (the message names the field and value)
@@ -133,6 +143,7 @@ class CStream:
         config: DetectorConfig | None = None,
         sample_rate: int | None = None,
         lib: str | Path | None = None,
+        frame_cache: bool = True,
     ) -> None:
         self.cmodel = model if isinstance(model, CModel) else CModel(model, lib)
         self._so = _declare(self.cmodel._so)
@@ -162,6 +173,7 @@ class CStream:
             float(cfg.refractory_ms),
             self._mask,
             rate,
+            int(bool(frame_cache)),
         )
         msg = ctypes.create_string_buffer(256)
         st = self._so.kwsn_stream_check(self.cmodel._model, ctypes.byref(self._cfg), msg, 256)
@@ -232,6 +244,24 @@ class CStream:
     def windows(self) -> int:
         """Windows scored so far."""
         return int(self._so.kwsn_stream_windows(self._handle))
+
+    @property
+    def frame_cached(self) -> bool:
+        """Whether the stream keeps front-end frames across windows."""
+        return bool(self._so.kwsn_stream_frame_cached(self._handle))
+
+    @property
+    def frames_computed(self) -> int:
+        """Front-end frames the frame cache computed so far (0 without the cache)."""
+        return int(self._so.kwsn_stream_frames_computed(self._handle))
+
+    @property
+    def scores(self) -> np.ndarray | None:
+        """The latest window's smoothed scores ``[C]`` (a copy), or None before the first."""
+        p = self._so.kwsn_stream_scores(self._handle)
+        if not p:
+            return None
+        return np.ctypeslib.as_array(p, shape=(len(self.class_names),)).copy()
 
     def detect(self, wave: np.ndarray, chunk: int | None = 1600) -> list[Detection]:
         """Detections in a whole waveform ``[T]`` pushed ``chunk`` samples at a time
