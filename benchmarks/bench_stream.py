@@ -8,7 +8,9 @@ the Python-vs-C detection agreement on long WAVs.
 
 Cost: a stream of ``--seconds`` (tones + noise, or the first WAV under ``--streams``) pushed
 ``hop`` samples at a time, so every push scores exactly one window; each push is timed
-(``perf_counter_ns`` around the ctypes call: a few microseconds of call overhead included).
+(``perf_counter_ns`` around the ctypes call: a few microseconds of call overhead included),
+with the frame cache (the default; a log-mel / MFCC model computes only each window's new
+frames) and without it, the two passes interleaved in each repeat.
 The median over pushes is the cost per hop; RTF = processing time / audio time. The Python
 Detector is timed on the same stream (``Detector.detect``: windows batched 64 at a time).
 Without a checkpoint the model is the config's, untrained (the cost does not depend on the
@@ -60,8 +62,23 @@ def _match(c: list, py: list, hop_s: float) -> tuple[int, int]:
     return n, same
 
 
+def _c_pass(stream, wave: np.ndarray, window: int) -> tuple[list[int], float]:
+    """One pass over the stream, one hop per push: each push's ns, and the loop's seconds."""
+    hop = stream.hop
+    stream.reset()
+    stream.push(wave[: window - hop])
+    times = []
+    t_all = time.perf_counter()
+    for i in range(window - hop, len(wave) - hop + 1, hop):
+        t0 = time.perf_counter_ns()
+        stream.push(wave[i : i + hop])
+        times.append(time.perf_counter_ns() - t0)
+    return times, time.perf_counter() - t_all
+
+
 def bench(model, dm, label: str, args: argparse.Namespace, wave: np.ndarray | None) -> None:
-    """Print one table row: C and Python cost per hop and RTF on one stream."""
+    """Print one table row: C cost per hop and RTF with and without the frame cache (passes
+    interleaved), and the Python Detector's, on one stream."""
     from kwsnet.detect import DetectorConfig
     from kwsnet.detect.cnative import CStream, export_module
     from kwsnet.detect.model import detector_from_module
@@ -69,24 +86,21 @@ def bench(model, dm, label: str, args: argparse.Namespace, wave: np.ndarray | No
     cfg = DetectorConfig(hop_ms=args.hop_ms)
     with tempfile.TemporaryDirectory() as tmp:
         ex = export_module(model, dm, Path(tmp) / "m.kwsn", label)
-        stream = CStream(ex.path, ex.class_names, config=cfg)
+        cached = CStream(ex.path, ex.class_names, config=cfg)
+        plain = CStream(cached.cmodel, ex.class_names, config=cfg, frame_cache=False)
         sr = ex.sample_rate
         if wave is None:
             wave = _stream(args.seconds, sr)
-        hop = stream.hop
+        hop = cached.hop
         n_hops = (len(wave) - ex.window) // hop + 1
-        times = []
-        best = float("inf")
+        times: dict[bool, list[int]] = {True: [], False: []}
+        best = {True: float("inf"), False: float("inf")}
         for _ in range(args.repeats):
-            stream.reset()
-            stream.push(wave[: ex.window - hop])
-            t_all = time.perf_counter()
-            for i in range(ex.window - hop, len(wave) - hop + 1, hop):
-                t0 = time.perf_counter_ns()
-                stream.push(wave[i : i + hop])
-                times.append(time.perf_counter_ns() - t0)
-            best = min(best, time.perf_counter() - t_all)
-        c_us = float(np.median(times)) / 1e3
+            for on, stream in ((True, cached), (False, plain)):
+                t, loop = _c_pass(stream, wave, ex.window)
+                times[on] += t
+                best[on] = min(best[on], loop)
+        c_us = {on: float(np.median(t)) / 1e3 for on, t in times.items()}
         audio_s = len(wave) / sr
         det = detector_from_module(model, ex.window, sr, cfg)
         torch.set_num_threads(1)
@@ -94,10 +108,12 @@ def bench(model, dm, label: str, args: argparse.Namespace, wave: np.ndarray | No
         det.detect(wave)
         py_s = time.perf_counter() - t0
         py_us = py_s / n_hops * 1e6
+        cache = "on" if cached.frame_cached else "n/a"
         print(
-            f"| {label} | {stream.cmodel.isa} | {hop} | {n_hops} | {c_us:.0f} | "
-            f"{c_us * n_hops / 1e6 / audio_s:.4f} | {best / audio_s:.4f} | {py_us:.0f} | "
-            f"{py_s / audio_s:.4f} | {py_us / c_us:.1f}x |"
+            f"| {label} | {cached.cmodel.isa} | {hop} | {n_hops} | {cache} | {c_us[True]:.0f} | "
+            f"{c_us[False]:.0f} | {c_us[True] / c_us[False]:.2f} | "
+            f"{c_us[True] * n_hops / 1e6 / audio_s:.4f} | {best[True] / audio_s:.4f} | "
+            f"{py_us:.0f} | {py_s / audio_s:.4f} | {py_us / c_us[True]:.1f}x |"
         )
 
 
@@ -145,11 +161,11 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     print(
-        "| model | C ISA | hop | hops | C µs/hop (median) | C RTF (median) "
-        "| C RTF (whole loop, best run) "
-        "| Python µs/hop | Python RTF | C speed-up |"
+        "| model | C ISA | hop | hops | frame cache | C µs/hop (median) "
+        "| C µs/hop, no cache | cache / no cache | C RTF (median) "
+        "| C RTF (whole loop, best run) | Python µs/hop | Python RTF | C speed-up |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     wave = None
     if args.streams:
         import soundfile as sf

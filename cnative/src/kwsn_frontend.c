@@ -546,57 +546,87 @@ static void fe_features(const kwsn_frontend *fe, const float *lm, float *out, si
     }
 }
 
-void kwsn_frontend_run(const kwsn_frontend *fe, const float *wave, uint32_t n_samples,
-                       float *scratch, float *out) {
+/* Frames [t0, t0 + lanes) of wave (lanes <= FE_V), each in its lane: window, FFT, power,
+ * log-mel into the log_mel area of scratch ([lane][n_mels]). Twiddles and ranges already in
+ * scratch (kwsn_frontend_prepare). */
+static void fe_batch(const kwsn_frontend *fe, const float *wave, uint32_t n_samples,
+                     uint32_t t0, uint32_t lanes, float *scratch) {
     const uint32_t n = fe->n_fft, nm = fe->n_mels, odd = n % 2u;
-    const uint32_t T = kwsn_frontend_frames(fe, n_samples);
     const int64_t pad = fe->center ? (int64_t)(n / 2u) : 0;
     const int64_t last = (int64_t)n_samples - 1;
     float *buf = scratch + 2u * (size_t)n;
     const float *power = buf + 2u * fe_buf_floats(n);
     float *log_mel = buf + 2u * fe_buf_floats(n) + (size_t)fe_n_freqs(fe) * FE_V;
-    float *ranges = log_mel + (size_t)nm * FE_V;
-    kwsn_frontend_twiddles(fe, scratch);
-    fe_ranges(fe, ranges);
-    for (uint32_t t0 = 0; t0 < T; t0 += FE_V) {
-        const uint32_t lanes = (T - t0 < FE_V) ? T - t0 : FE_V;
-        const int64_t first = (int64_t)t0 * fe->hop_length - pad;
-        const int64_t end = (int64_t)(t0 + FE_V - 1u) * fe->hop_length - pad + n;
-        if (!odd && lanes == FE_V && first >= 0 && end <= (int64_t)n_samples) {
-            /* all lanes inside the clip: fill them together */
-            const float *x = wave + first;
-            for (uint32_t j = 0; j < n; j++) {
-                const float w = fe->window[j];
-                for (uint32_t l = 0; l < FE_V; l++)
-                    buf[(size_t)j * FE_V + l] = x[(size_t)l * fe->hop_length + j] * w;
+    const float *ranges = log_mel + (size_t)nm * FE_V;
+    const int64_t first = (int64_t)t0 * fe->hop_length - pad;
+    const int64_t end = (int64_t)(t0 + FE_V - 1u) * fe->hop_length - pad + n;
+    if (!odd && lanes == FE_V && first >= 0 && end <= (int64_t)n_samples) {
+        /* all lanes inside the clip: fill them together */
+        const float *x = wave + first;
+        for (uint32_t j = 0; j < n; j++) {
+            const float w = fe->window[j];
+            for (uint32_t l = 0; l < FE_V; l++)
+                buf[(size_t)j * FE_V + l] = x[(size_t)l * fe->hop_length + j] * w;
+        }
+    } else {
+        if (lanes < FE_V) memset(buf, 0, sizeof(float) * fe_buf_floats(n));
+        for (uint32_t l = 0; l < lanes; l++) {
+            const int64_t start = (int64_t)(t0 + l) * fe->hop_length - pad;
+            if (start >= 0 && start + n <= (int64_t)n_samples && !odd) {
+                const float *x = wave + start;
+                for (uint32_t j = 0; j < n; j++) buf[(size_t)j * FE_V + l] = x[j] * fe->window[j];
+                continue;
             }
-        } else {
-            if (lanes < FE_V) memset(buf, 0, sizeof(float) * fe_buf_floats(n));
-            for (uint32_t l = 0; l < lanes; l++) {
-                const int64_t start = (int64_t)(t0 + l) * fe->hop_length - pad;
-                if (start >= 0 && start + n <= (int64_t)n_samples && !odd) {
-                    const float *x = wave + start;
-                    for (uint32_t j = 0; j < n; j++)
-                        buf[(size_t)j * FE_V + l] = x[j] * fe->window[j];
-                    continue;
-                }
-                for (uint32_t j = 0; j < n; j++) {
-                    /* reflect padding (torch pad_mode "reflect"): x[-i] = x[i],
-                     * x[L-1+i] = x[L-1-i]; one reflection suffices as check() ensures
-                     * pad < n_samples */
-                    int64_t idx = start + j;
-                    if (idx < 0) idx = -idx;
-                    if (idx > last) idx = 2 * last - idx;
-                    fe_put(buf, odd, j, l, wave[idx] * fe->window[j]);
-                }
+            for (uint32_t j = 0; j < n; j++) {
+                /* reflect padding (torch pad_mode "reflect"): x[-i] = x[i],
+                 * x[L-1+i] = x[L-1-i]; one reflection suffices as check() ensures
+                 * pad < n_samples */
+                int64_t idx = start + j;
+                if (idx < 0) idx = -idx;
+                if (idx > last) idx = 2 * last - idx;
+                fe_put(buf, odd, j, l, wave[idx] * fe->window[j]);
             }
         }
-        fe_power(fe, scratch);
-        fe_log_mel(fe, power, lanes, ranges, log_mel);
+    }
+    fe_power(fe, scratch);
+    fe_log_mel(fe, power, lanes, ranges, log_mel);
+}
+
+void kwsn_frontend_prepare(const kwsn_frontend *fe, float *scratch) {
+    kwsn_frontend_twiddles(fe, scratch);
+    fe_ranges(fe, scratch + fe_frame_scratch(fe));
+}
+
+/* The log-mel rows of the batch just run, [lane][n_mels] in scratch. */
+static const float *fe_batch_log_mel(const kwsn_frontend *fe, const float *scratch) {
+    return scratch + 2u * (size_t)fe->n_fft + 2u * fe_buf_floats(fe->n_fft) +
+           (size_t)fe_n_freqs(fe) * FE_V;
+}
+
+void kwsn_frontend_run(const kwsn_frontend *fe, const float *wave, uint32_t n_samples,
+                       float *scratch, float *out) {
+    const uint32_t nm = fe->n_mels;
+    const uint32_t T = kwsn_frontend_frames(fe, n_samples);
+    kwsn_frontend_prepare(fe, scratch);
+    for (uint32_t t0 = 0; t0 < T; t0 += FE_V) {
+        const uint32_t lanes = (T - t0 < FE_V) ? T - t0 : FE_V;
+        fe_batch(fe, wave, n_samples, t0, lanes, scratch);
         for (uint32_t l = 0; l < lanes; l++)
-            fe_features(fe, log_mel + (size_t)l * nm, out + t0 + l, T);
+            fe_features(fe, fe_batch_log_mel(fe, scratch) + (size_t)l * nm, out + t0 + l, T);
     }
     kwsn_frontend_normalize(fe, out, T);
+}
+
+void kwsn_frontend_frames_at(const kwsn_frontend *fe, const float *wave, uint32_t n_samples,
+                             uint32_t t0, uint32_t count, float *scratch, float *out) {
+    const uint32_t nm = fe->n_mels, no = fe->n_out;
+    for (uint32_t i = 0; i < count; i += FE_V) {
+        const uint32_t lanes = (count - i < FE_V) ? count - i : FE_V;
+        fe_batch(fe, wave, n_samples, t0 + i, lanes, scratch);
+        for (uint32_t l = 0; l < lanes; l++)
+            fe_features(fe, fe_batch_log_mel(fe, scratch) + (size_t)l * nm,
+                        out + (size_t)(i + l) * no, 1u);
+    }
 }
 
 void kwsn_frontend_normalize(const kwsn_frontend *fe, float *out, uint32_t T) {
@@ -617,24 +647,4 @@ void kwsn_frontend_normalize(const kwsn_frontend *fe, float *out, uint32_t T) {
             for (uint32_t t = 0; t < T; t++) row[t] = row[t] / denom;
         }
     }
-}
-
-void kwsn_frontend_frame_at(const kwsn_frontend *fe, const float *wave, uint32_t n_samples,
-                            uint32_t t, float *scratch, float *out, size_t stride) {
-    const uint32_t n = fe->n_fft, odd = n % 2u;
-    const int64_t pad = fe->center ? (int64_t)(n / 2u) : 0;
-    const int64_t last = (int64_t)n_samples - 1;
-    const int64_t start = (int64_t)t * fe->hop_length - pad;
-    float *buf = scratch + 2u * (size_t)n;
-    float *log_mel = buf + 2u * fe_buf_floats(n) + (size_t)fe_n_freqs(fe) * FE_V;
-    memset(buf, 0, sizeof(float) * fe_buf_floats(n));
-    for (uint32_t j = 0; j < n; j++) {
-        int64_t idx = start + j; /* reflect padding, as kwsn_frontend_run */
-        if (idx < 0) idx = -idx;
-        if (idx > last) idx = 2 * last - idx;
-        fe_put(buf, odd, j, 0, wave[idx] * fe->window[j]);
-    }
-    fe_power(fe, scratch);
-    fe_log_mel(fe, buf + 2u * fe_buf_floats(n), 1u, NULL, log_mel);
-    fe_features(fe, log_mel, out, stride);
 }

@@ -90,14 +90,20 @@ void kwsn_frontend_run(const kwsn_frontend *fe, const float *wave, uint32_t n_sa
  * the last step of kwsn_frontend_run, for a caller that assembles the frames itself. */
 void kwsn_frontend_normalize(const kwsn_frontend *fe, float *out, uint32_t T);
 
-/* Frame t of wave[n_samples] (the reflect padding applied as kwsn_frontend_run applies it)
- * -> its features before normalisation (log-mel, or the DCT of it), out[c * stride] for
- * c < n_out: the same bits as that frame's column of kwsn_frontend_run's output before
- * kwsn_frontend_normalize. The twiddles must be in scratch (kwsn_frontend_twiddles);
- * scratch: kwsn_frontend_frame_scratch_floats(fe) floats. The streaming frame cache computes
- * only the new frames of each window with it. */
-void kwsn_frontend_frame_at(const kwsn_frontend *fe, const float *wave, uint32_t n_samples,
-                            uint32_t t, float *scratch, float *out, size_t stride);
+/* Fill the twiddles and the mel bands' filter ranges into scratch
+ * (kwsn_frontend_scratch_floats floats), once, for kwsn_frontend_frames_at calls that reuse
+ * it (kwsn_frontend_run does it itself on every call). */
+void kwsn_frontend_prepare(const kwsn_frontend *fe, float *scratch);
+
+/* Frames [t0, t0 + count) of wave[n_samples] (the reflect padding applied as
+ * kwsn_frontend_run applies it) -> their features before normalisation (log-mel, or the DCT
+ * of it), frame-major: out[i * n_out + c]. The same bits as those frames' columns of
+ * kwsn_frontend_run's output before kwsn_frontend_normalize (the batching into vector lanes
+ * does not change a frame's arithmetic). scratch: kwsn_frontend_scratch_floats floats, filled
+ * by kwsn_frontend_prepare. The streaming frame cache computes only the new frames of each
+ * window with it. */
+void kwsn_frontend_frames_at(const kwsn_frontend *fe, const float *wave, uint32_t n_samples,
+                             uint32_t t0, uint32_t count, float *scratch, float *out);
 
 /* Implemented in kwsn_model.c: layer 0's front end of a model whose layer 0 is a FrontEnd
  * (float or int8) that no other layer reads the audio past, KWSN_OK; KWSN_ERR_ARG

@@ -12,13 +12,15 @@
  * (kwsn_model_frontend then refuses every model, so none of these is called). */
 #if defined(__GNUC__) && !defined(KWSN_FRONTEND_REQUIRED)
 #pragma weak kwsn_frontend_frames
-#pragma weak kwsn_frontend_frame_scratch_floats
-#pragma weak kwsn_frontend_twiddles
-#pragma weak kwsn_frontend_frame_at
+#pragma weak kwsn_frontend_scratch_floats
+#pragma weak kwsn_frontend_prepare
+#pragma weak kwsn_frontend_frames_at
 #pragma weak kwsn_frontend_normalize
 #endif
 
 #define KWSN_STREAM_MAGIC 0x4b575354u /* "KWST" */
+/* Frames computed per kwsn_frontend_frames_at call (a multiple of its 4 vector lanes). */
+#define KWSN_STREAM_FRAME_BATCH 8u
 
 struct kwsn_stream {
     uint32_t magic;
@@ -48,8 +50,9 @@ struct kwsn_stream {
     uint32_t n_frames, n_out, shift, t_lo, t_hi, n_int;
     uint64_t next_frame; /* first signal frame (interior) not computed yet */
     uint64_t computed;   /* frames computed (counter) */
-    float *fscratch;     /* the front end's frame scratch, twiddles at its start */
+    float *fscratch;     /* the front end's scratch (kwsn_frontend_prepare'd once) */
     float *frames;       /* n_int x n_out, frame-major */
+    float *fbuf;         /* KWSN_STREAM_FRAME_BATCH x n_out: frames just computed */
     float *feats;        /* n_out x n_frames, channel-major: the window's features */
 };
 
@@ -166,7 +169,7 @@ static cache_geo cache_plan(const kwsn_model *model, const kwsn_stream_config *c
 
 /* Byte offsets of the arrays after the struct. */
 typedef struct {
-    size_t ring, probs, csum, scores, thr, streak, is_kw, fscratch, frames, feats, total;
+    size_t ring, probs, csum, scores, thr, streak, is_kw, fscratch, frames, fbuf, feats, total;
 } layout;
 
 static layout plan(size_t w, size_t c, uint32_t smooth, const cache_geo *g) {
@@ -178,11 +181,13 @@ static layout plan(size_t w, size_t c, uint32_t smooth, const cache_geo *g) {
     l.thr = l.scores + c * sizeof(double);
     l.streak = l.thr + c * sizeof(double);
     l.is_kw = l.streak + round8(c * sizeof(uint32_t));
-    l.fscratch = l.frames = l.feats = l.total = l.is_kw + round8(c);
+    l.fscratch = l.frames = l.fbuf = l.feats = l.total = l.is_kw + round8(c);
     if (g->cache) {
         const size_t no = g->fe.n_out;
-        l.frames = l.fscratch + round8(kwsn_frontend_frame_scratch_floats(&g->fe) * sizeof(float));
-        l.feats = l.frames + round8((size_t)g->n_int * no * sizeof(float));
+        l.frames = l.fscratch +
+                   round8(kwsn_frontend_scratch_floats(&g->fe, (uint32_t)w) * sizeof(float));
+        l.fbuf = l.frames + round8((size_t)g->n_int * no * sizeof(float));
+        l.feats = l.fbuf + round8((size_t)KWSN_STREAM_FRAME_BATCH * no * sizeof(float));
         l.total = l.feats + round8((size_t)g->n_frames * no * sizeof(float));
     }
     return l;
@@ -255,8 +260,9 @@ kwsn_status kwsn_stream_init(void *storage, size_t storage_bytes, const kwsn_mod
         s->n_int = g.n_int;
         s->fscratch = (float *)(void *)(base + l.fscratch);
         s->frames = (float *)(void *)(base + l.frames);
+        s->fbuf = (float *)(void *)(base + l.fbuf);
         s->feats = (float *)(void *)(base + l.feats);
-        kwsn_frontend_twiddles(&s->fe, s->fscratch); /* once: the frames reuse them */
+        kwsn_frontend_prepare(&s->fe, s->fscratch); /* once: every window's frames reuse it */
     }
     for (c = 0; c < s->n_classes; c++) {
         s->thr[c] = cfg->thresholds ? cfg->thresholds[c] : cfg->threshold;
@@ -277,28 +283,44 @@ size_t kwsn_stream_pending_hops(const kwsn_stream *s, size_t n) {
     return (size_t)((end - first_end) / s->hop + 1u);
 }
 
+/* Frames [t0, t1) of the window into feats (channel-major) and, for interior frames, the
+ * cache slots of signal frames first + t. */
+static void compute_frames(kwsn_stream *s, const float *win, uint64_t first, uint32_t t0,
+                           uint32_t t1) {
+    const uint32_t T = s->n_frames, no = s->n_out;
+    while (t0 < t1) {
+        const uint32_t k = t1 - t0 < KWSN_STREAM_FRAME_BATCH ? t1 - t0 : KWSN_STREAM_FRAME_BATCH;
+        kwsn_frontend_frames_at(&s->fe, win, (uint32_t)s->window, t0, k, s->fscratch, s->fbuf);
+        for (uint32_t i = 0; i < k; i++) {
+            const uint32_t t = t0 + i;
+            const float *f = s->fbuf + (size_t)i * no;
+            if (t >= s->t_lo && t <= s->t_hi)
+                memcpy(s->frames + (size_t)((first + t) % s->n_int) * no, f, no * sizeof(float));
+            for (uint32_t c = 0; c < no; c++) s->feats[(size_t)c * T + t] = f[c];
+        }
+        s->computed += k;
+        t0 += k;
+    }
+}
+
 /* The frame cache: the features of the window win[0 .. W) starting at sample `start` (a
- * multiple of the hop; windows come in order) into s->feats, computing only the frames no
- * earlier window held. */
+ * multiple of the hop; windows come in order) into s->feats, computing only the edge frames
+ * (reflect padding: this window's own) and the interior frames no earlier window held. */
 static void window_features(kwsn_stream *s, const float *win, uint64_t start) {
     const uint32_t T = s->n_frames, no = s->n_out;
     const uint64_t first = (start / s->hop) * s->shift; /* signal frame of t = 0 */
-    for (uint32_t t = 0; t < T; t++) {
-        if (t < s->t_lo || t > s->t_hi) { /* touches the reflect padding: this window's own */
-            kwsn_frontend_frame_at(&s->fe, win, (uint32_t)s->window, t, s->fscratch,
-                                   s->feats + t, T);
-            s->computed++;
-            continue;
-        }
-        const uint64_t j = first + t;
-        float *slot = s->frames + (size_t)(j % s->n_int) * no;
-        if (j >= s->next_frame) {
-            kwsn_frontend_frame_at(&s->fe, win, (uint32_t)s->window, t, s->fscratch, slot, 1u);
-            s->computed++;
-            s->next_frame = j + 1u;
-        }
-        for (uint32_t c = 0; c < no; c++) s->feats[(size_t)c * T + t] = slot[c];
+    /* interior frames t_lo .. t_new - 1 are cached, t_new .. t_hi are new */
+    uint32_t t_new = s->t_lo;
+    if (s->next_frame > first + s->t_lo)
+        t_new = s->next_frame > first + s->t_hi ? s->t_hi + 1u
+                                                 : (uint32_t)(s->next_frame - first);
+    compute_frames(s, win, first, 0u, s->t_lo);
+    for (uint32_t t = s->t_lo; t < t_new; t++) {
+        const float *f = s->frames + (size_t)((first + t) % s->n_int) * no;
+        for (uint32_t c = 0; c < no; c++) s->feats[(size_t)c * T + t] = f[c];
     }
+    compute_frames(s, win, first, t_new, T);
+    if (first + s->t_hi + 1u > s->next_frame) s->next_frame = first + s->t_hi + 1u;
     kwsn_frontend_normalize(&s->fe, s->feats, T);
 }
 
