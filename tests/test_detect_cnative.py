@@ -290,7 +290,7 @@ def test_mel_frame_cache_same_scores_fewer_frames(cbuild: Path, tmp_path: Path, 
     wave = _tone_stream(1.6, seed=5)
     frames, edges = _edge_frames(clip, 480, 160)
     assert (frames, edges) == (26, 4)
-    for hop_ms in (10, 20, 50, 200):  # 1, 2, 5 and 20 frames (20 > the 22 inside: no overlap)
+    for hop_ms in (10, 20, 50, 200):  # 1, 2, 5 and 20 frames (of the 22 inside a window)
         cfg = DetectorConfig(hop_ms=hop_ms, smooth_windows=2, threshold=0.3, refractory_ms=0)
         on = CStream(tmp_path / "m.kwsn", NAMES, config=cfg)
         off = CStream(on.cmodel, NAMES, config=cfg, frame_cache=False)
