@@ -14,7 +14,15 @@ import torch
 from kwsnet.data.audio import read_audio
 from kwsnet.data.datamodule import AudioDataModule
 from kwsnet.detect import Detection, Detector, DetectorConfig, Occurrence, decide
-from kwsnet.detect.evaluate import count_errors, frr_at, plot_det, sweep
+from kwsnet.detect.evaluate import (
+    Filler,
+    attribute_false_alarms,
+    count_errors,
+    frr_at,
+    plot_det,
+    read_fillers,
+    sweep,
+)
 from kwsnet.detect.model import detector_from_module
 from kwsnet.detect.streams import StreamConfig, make_streams
 
@@ -88,6 +96,35 @@ def test_count_errors_hand_example():
     }
     assert count_errors(dets, occ) == (3, 2, 4)
     assert count_errors({}, occ) == (3, 3, 0)
+
+
+def test_attribute_false_alarms_hand_example(tmp_path: Path):
+    """Each false alarm goes to the span its time falls in: a keyword occurrence (wrong word or
+    a repeat), a filler span by kind, else noise; hits are not counted; old filler.csv files
+    (no kind column) read as _filler_."""
+    occ = [Occurrence("a.wav", "yes", 1.0, 2.0), Occurrence("a.wav", "no", 5.0, 6.0)]
+    fills = [
+        Filler("a.wav", "left/x.wav", 3.0, 4.0, "_unknown_"),
+        Filler("a.wav", "spk/u.wav", 7.0, 8.5, "_filler_"),
+        Filler("b.wav", "right/y.wav", 0.0, 1.0, "_unknown_"),
+    ]
+    dets = {
+        "a.wav": [
+            Detection(1.5, "yes", 0.9),  # hit: not a false alarm
+            Detection(1.9, "yes", 0.9),  # repeat in the occurrence: keyword
+            Detection(5.5, "yes", 0.9),  # wrong keyword in "no": keyword
+            Detection(3.5, "no", 0.9),  # in the _unknown_ span
+            Detection(8.5, "no", 0.9),  # on the _filler_ span's end
+            Detection(9.0, "no", 0.9),  # between placements: noise
+        ],
+        "b.wav": [Detection(0.2, "yes", 0.9), Detection(2.0, "yes", 0.9)],  # _unknown_, noise
+    }
+    got = attribute_false_alarms(dets, occ, fills)
+    assert got == {"keyword": 2, "noise": 2, "_filler_": 1, "_unknown_": 2}
+    assert sum(got.values()) == count_errors(dets, occ)[2]
+    assert attribute_false_alarms(dets, occ, []) == {"keyword": 2, "noise": 5}
+    (tmp_path / "filler.csv").write_text("file,source,start,end\na.wav,s.wav,1.0,2.5\n")
+    assert read_fillers(tmp_path / "filler.csv") == [Filler("a.wav", "s.wav", 1.0, 2.5)]
 
 
 def test_sweep_and_frr_at_hand_example(tmp_path: Path):
@@ -226,6 +263,8 @@ def test_make_streams_adds_unknown_filler_unlabelled(speech_commands_tree: Path,
                 assert any(np.array_equal(w[a : a + 16000], c) for c in up)
                 fillers += 1
     assert fillers > 0
+    listed = read_fillers(tmp_path / "filler.csv")  # each placement, as an _unknown_ clip
+    assert len(listed) == fillers and {f.kind for f in listed} == {"_unknown_"}
 
 
 def test_make_streams_places_filler_speech_from_folders(speech_commands_tree: Path, tmp_path: Path):
@@ -257,6 +296,7 @@ def test_make_streams_places_filler_speech_from_folders(speech_commands_tree: Pa
         labels = list(csv.DictReader(f))
     assert fills and labels and {r["keyword"] for r in labels} <= {"yes", "no"}
     assert {r["source"] for r in fills} <= set(sources) and len({r["source"] for r in fills}) > 1
+    assert {r["kind"] for r in fills} == {"_filler_"}
     for r in fills:
         w = sf.read(tmp_path / "s" / r["file"], dtype="float32")[0]
         a, b = round(float(r["start"]) * 16000), round(float(r["end"]) * 16000)

@@ -72,6 +72,16 @@ def test_streams_detect_and_eval_commands(speech_commands_tree: Path, tmp_path: 
     assert "FRR@10FA/h" in head and "FRR@100FA/h" in head and "FRR@1FA/h" not in head
     assert run([*argv, "--fa_per_hour", "0"]) == 2
     assert "--fa_per_hour values must be > 0" in capsys.readouterr().err
+    assert run([*argv, "--attribute", "0.5", "0.9"]) == 0  # FA/h by where they fell
+    out = capsys.readouterr().out.splitlines()
+    i = out.index("false alarms per hour by where they fell (all keywords at the threshold):")
+    assert out[i + 1].split() == ["threshold", "FA/h", "keyword", "noise"]  # no filler here
+    for line, thr in zip(out[i + 2 : i + 4], ("0.5", "0.9"), strict=True):
+        cells = line.split()
+        assert cells[0] == thr and float(cells[1]) == pytest.approx(
+            sum(float(c) for c in cells[2:]), abs=0.2
+        )
+    assert run([*argv, "--attribute", "1.5"]) == 2
     # the same evaluation as an offline wandb run: DET table, curve, plot; FRR in the summary
     (run_dir,) = (streams / "wandb").glob("offline-run-*")
     assert wait_for_offline_run(run_dir)

@@ -16,7 +16,16 @@ from kwsnet.errors import ConfigError
 from kwsnet.tracking import wandb_disabled
 
 from .detector import DetectorConfig
-from .evaluate import TARGET_FA_PER_HOUR, frr_at, log_det_wandb, plot_det, read_labels, sweep
+from .evaluate import (
+    TARGET_FA_PER_HOUR,
+    attribute_false_alarms,
+    frr_at,
+    log_det_wandb,
+    plot_det,
+    read_fillers,
+    read_labels,
+    sweep,
+)
 
 __all__ = ["detect_main", "make_streams_main", "detect_eval_main"]
 
@@ -143,9 +152,19 @@ def detect_eval_main(argv: Sequence[str]) -> int:
         default=list(TARGET_FA_PER_HOUR),
         help="the FA/h columns of the table (default: 0.5 1 2)",
     )
+    p.add_argument(
+        "--attribute",
+        type=float,
+        nargs="+",
+        metavar="THRESHOLD",
+        help="also print, at these thresholds (all keywords sharing each), the false alarms per "
+        "hour split by where they fell: keyword occurrence, filler kind (filler.csv), noise",
+    )
     a = p.parse_args(list(argv))
     if any(not x > 0 for x in a.fa_per_hour):
         p.error(f"--fa_per_hour values must be > 0, got {a.fa_per_hour}")
+    if a.attribute and any(not 0.0 <= x <= 1.0 for x in a.attribute):
+        p.error(f"--attribute thresholds must be in [0, 1], got {a.attribute}")
     root = Path(a.streams)
     labels = root / "labels.csv"
     if not labels.is_file():
@@ -171,6 +190,19 @@ def detect_eval_main(argv: Sequence[str]) -> int:
     for name, r in results.items():
         cells = "".join(f" {frr_at(r, x)[0]:>12.3f}" for x in a.fa_per_hour)
         print(f"{name:<12} {r.occurrences:>5}{cells}   ({frr_at(r, 1.0)[1]:g})")
+    if a.attribute:
+        fill_csv = root / "filler.csv"
+        fillers = read_fillers(fill_csv) if fill_csv.is_file() else []
+        split = {
+            t: attribute_false_alarms(detect_at([t] * len(det.keywords)), occurrences, fillers)
+            for t in a.attribute
+        }
+        kinds = list(dict.fromkeys(k for counts in split.values() for k in counts))
+        print("false alarms per hour by where they fell (all keywords at the threshold):")
+        print(f"{'threshold':<10} {'FA/h':>9}" + "".join(f" {k:>10}" for k in kinds))
+        for t, counts in split.items():
+            cells = "".join(f" {counts.get(k, 0) / hours:>10.1f}" for k in kinds)
+            print(f"{t:<10g} {sum(counts.values()) / hours:>9.1f}{cells}")
     png = Path(a.out) if a.out else root / "det.png"
     plot_det(results, png, title=f"{Path(a.ckpt_path).name}, {hours:.2f} h")
     print(f"DET curve: {png}")

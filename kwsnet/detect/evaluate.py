@@ -13,6 +13,9 @@
   keyword shares the swept threshold and the FRR and FA/h pool all keywords.
 - FRR at N FA/h is the lowest FRR among the thresholds whose FA/h is at most N (its threshold
   is the operating point); ``nan`` where no threshold gets that few false alarms.
+- Attribution (``attribute_false_alarms``, ``detect-eval --attribute``): each false alarm by
+  where its time falls: in a keyword occurrence, in a ``filler.csv`` span (by the filler's kind),
+  or in the background noise between them.
 """
 
 from __future__ import annotations
@@ -28,11 +31,14 @@ import numpy as np
 from .detector import Detection
 
 __all__ = [
+    "Filler",
     "Occurrence",
     "THRESHOLDS",
     "TARGET_FA_PER_HOUR",
     "read_labels",
+    "read_fillers",
     "count_errors",
+    "attribute_false_alarms",
     "sweep",
     "SweepResult",
     "frr_at",
@@ -73,15 +79,44 @@ def read_labels(path: str | Path) -> list[Occurrence]:
         ]
 
 
-def count_errors(
+@dataclass(frozen=True)
+class Filler:
+    """A ``filler.csv`` row: non-keyword audio placed in a stream (``kind``: the class it came
+    from, ``_unknown_`` or ``_silence_``, or ``_filler_`` for a ``--filler_dir`` utterance)."""
+
+    file: str
+    source: str
+    start: float
+    end: float
+    kind: str = "_filler_"
+
+
+def read_fillers(path: str | Path) -> list[Filler]:
+    """The rows of a ``filler.csv`` (header ``file,source,start,end[,kind]``; streams written
+    before the ``kind`` column count as ``_filler_``)."""
+    with open(path, newline="") as f:
+        return [
+            Filler(
+                r["file"],
+                r["source"],
+                float(r["start"]),
+                float(r["end"]),
+                r.get("kind") or "_filler_",
+            )
+            for r in csv.DictReader(f)
+        ]
+
+
+def _score(
     detections: Mapping[str, Sequence[Detection]], occurrences: Iterable[Occurrence]
-) -> tuple[int, int, int]:
-    """``(occurrences, missed, false alarms)`` of per-file detections."""
+) -> tuple[int, int, list[tuple[str, Detection]]]:
+    """``(occurrences, missed, false alarms as (file, detection))`` of per-file detections."""
     by_file: dict[str, list[Occurrence]] = {}
     for o in occurrences:
         by_file.setdefault(o.file, []).append(o)
-    total = missed = fa = 0
-    for file in set(by_file) | set(detections):
+    total = missed = 0
+    false_alarms: list[tuple[str, Detection]] = []
+    for file in sorted(set(by_file) | set(detections)):
         occ = sorted(by_file.get(file, []), key=lambda o: o.start)
         hit = [False] * len(occ)
         for d in sorted(detections.get(file, []), key=lambda d: d.time):
@@ -90,10 +125,48 @@ def count_errors(
                     hit[i] = True
                     break
             else:
-                fa += 1
+                false_alarms.append((file, d))
         total += len(occ)
         missed += hit.count(False)
-    return total, missed, fa
+    return total, missed, false_alarms
+
+
+def count_errors(
+    detections: Mapping[str, Sequence[Detection]], occurrences: Iterable[Occurrence]
+) -> tuple[int, int, int]:
+    """``(occurrences, missed, false alarms)`` of per-file detections."""
+    total, missed, false_alarms = _score(detections, occurrences)
+    return total, missed, len(false_alarms)
+
+
+def attribute_false_alarms(
+    detections: Mapping[str, Sequence[Detection]],
+    occurrences: Sequence[Occurrence],
+    fillers: Sequence[Filler],
+) -> dict[str, int]:
+    """Where each false alarm fell, by its time: ``keyword`` (inside a keyword occurrence: the
+    wrong keyword, or a second detection of the right one), a filler ``kind`` (inside a
+    ``filler.csv`` span: ``_unknown_``, ``_silence_``, ``_filler_``), else ``noise`` (the
+    background between placements). Spans include their ends; the keyword span wins a tie."""
+    _, _, false_alarms = _score(detections, occurrences)
+    occ_by: dict[str, list[Occurrence]] = {}
+    for o in occurrences:
+        occ_by.setdefault(o.file, []).append(o)
+    fill_by: dict[str, list[Filler]] = {}
+    for fl in fillers:
+        fill_by.setdefault(fl.file, []).append(fl)
+    out: dict[str, int] = {"keyword": 0, "noise": 0}
+    for k in sorted({fl.kind for fl in fillers}):
+        out[k] = 0
+    for file, d in false_alarms:
+        if any(o.start <= d.time <= o.end for o in occ_by.get(file, [])):
+            where = "keyword"
+        else:
+            where = next(
+                (fl.kind for fl in fill_by.get(file, []) if fl.start <= d.time <= fl.end), "noise"
+            )
+        out[where] = out.get(where, 0) + 1
+    return out
 
 
 @dataclass

@@ -8,8 +8,9 @@ none) with clips laid end to end after random gaps of ``gap_s`` seconds. A clip 
 speech, e.g. VoxCeleb sentences: the partial and similar-sounding phrases streams are judged
 on). Clips are added to the noise unscaled, so with ``noise_gain: 0`` the stream holds each
 clip's samples exactly. Only the dataset's *test* split is read: no training clip leaks into a
-stream. Every filler placement is listed in ``filler.csv`` (file, source, start, end), so false
-alarms can be told apart by what they fired on. The same seed gives the same streams.
+stream. Every filler placement is listed in ``filler.csv`` (file, source, start, end, kind:
+``_unknown_`` / ``_silence_`` / ``_filler_``), so false alarms can be told apart by what they
+fired on (``detect-eval --attribute``). The same seed gives the same streams.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def make_streams(dm: Any, out: str | Path, config: StreamConfig | None = None) -
             wave[pos : pos + len(x)] += x
             span = (name, pos / sr, (pos + len(x)) / sr)
             if use_filler:
-                fills.append((span[0], path, span[1], span[2]))
+                fills.append((span[0], path, span[1], span[2], word))
             else:
                 rows.append((span[0], word, span[1], span[2]))
             pos += len(x)
@@ -133,7 +134,7 @@ def make_streams(dm: Any, out: str | Path, config: StreamConfig | None = None) -
             w.writerow([name, word, f"{a:.7f}", f"{b:.7f}"])
     with open(out / "filler.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["file", "source", "start", "end"])
-        for name, src, a, b in fills:
-            w.writerow([name, src, f"{a:.7f}", f"{b:.7f}"])
+        w.writerow(["file", "source", "start", "end", "kind"])
+        for name, src, a, b, kind in fills:
+            w.writerow([name, src, f"{a:.7f}", f"{b:.7f}", kind])
     return paths
