@@ -126,6 +126,7 @@ struct kwsn_model {
     uint32_t has_input_q; /* int8: the float input is quantised with input_q first */
     kwsn_qparams input_q;
     size_t in_codes_off;  /* int8 with has_input_q: byte offset of the input codes */
+    uint32_t features_entry; /* 1: layer 0 is a FrontEnd and no other layer reads the audio */
 };
 
 /* ------------------------------------------------------------------ layer table */
@@ -1041,6 +1042,12 @@ static kwsn_status prepare_layers(kwsn_model *m, const kwsn_limits *limits) {
     m->weight_bytes = wbytes;
     m->n_classes = shape_numel(m->layers[m->n_layers - 1u].out);
     m->ops = ops;
+    /* kwsn_forward_features can enter after layer 0: a FrontEnd that alone reads the audio */
+    m->features_entry = m->n_layers >= 2u && KWSN_FRONTEND_LINKED() &&
+                        (m->layers[0].desc.type & ~KWSN_INT8_FLAG) == KWSN_LAYER_FRONTEND;
+    for (uint32_t i = 1; i < m->n_layers; i++)
+        for (uint32_t k = 0; k < m->layers[i].desc.n_inputs; k++)
+            if (m->layers[i].desc.inputs[k] == 0u) m->features_entry = 0u;
     m->kernels = kwsn_select_kernels();
     return KWSN_OK;
 }
@@ -1331,6 +1338,13 @@ static void forward_q8(const kwsn_model *m, uint8_t *base, const float *input, u
     }
 }
 
+static kwsn_status arena_ok(const kwsn_model *m, const void *arena, size_t arena_bytes) {
+    if (!arena || ((uintptr_t)arena & (KWSN_ARENA_ALIGN - 1u)) != 0 ||
+        arena_bytes < kwsn_arena_bytes(m))
+        return KWSN_ERR_ARENA;
+    return KWSN_OK;
+}
+
 static kwsn_status check_run(const kwsn_model *m, void *arena, size_t arena_bytes,
                              const float *input, size_t input_len, uint32_t n_run,
                              const void *out) {
@@ -1338,10 +1352,7 @@ static kwsn_status check_run(const kwsn_model *m, void *arena, size_t arena_byte
         n_run > m->n_layers)
         return KWSN_ERR_ARG;
     if (input_len != kwsn_input_len(m)) return KWSN_ERR_INPUT_LEN;
-    if (!arena || ((uintptr_t)arena & (KWSN_ARENA_ALIGN - 1u)) != 0 ||
-        arena_bytes < kwsn_arena_bytes(m))
-        return KWSN_ERR_ARENA;
-    return KWSN_OK;
+    return arena_ok(m, arena, arena_bytes);
 }
 
 /* Run layers [from, n_run) (n_run >= 1) and write layer n_run - 1's output to out (an int8
@@ -1396,13 +1407,8 @@ kwsn_status kwsn_forward_until(const kwsn_model *m, void *arena, size_t arena_by
 }
 
 kwsn_status kwsn_model_frontend(const kwsn_model *m, kwsn_frontend *fe) {
-    if (!m || !m->layers || m->n_layers < 2u || !fe || !KWSN_FRONTEND_LINKED())
-        return KWSN_ERR_ARG;
+    if (!m || !m->layers || !m->features_entry || !fe) return KWSN_ERR_ARG;
     const kwsn_layer *l = &m->layers[0];
-    if ((l->desc.type & ~KWSN_INT8_FLAG) != KWSN_LAYER_FRONTEND) return KWSN_ERR_ARG;
-    for (uint32_t i = 1; i < m->n_layers; i++)
-        for (uint32_t k = 0; k < m->layers[i].desc.n_inputs; k++)
-            if (m->layers[i].desc.inputs[k] == 0u) return KWSN_ERR_ARG; /* reads the audio */
     *fe = m->int8 ? frontend_at(&QI(l, 0), l->desc.floats + 1) : frontend_of(l);
     return KWSN_OK;
 }
@@ -1410,13 +1416,10 @@ kwsn_status kwsn_model_frontend(const kwsn_model *m, kwsn_frontend *fe) {
 kwsn_status kwsn_forward_features(const kwsn_model *m, void *arena, size_t arena_bytes,
                                   const float *features, size_t n_features, float *logits,
                                   size_t logits_cap) {
-    kwsn_frontend fe;
-    if (!m || !features || !logits || kwsn_model_frontend(m, &fe) != KWSN_OK)
-        return KWSN_ERR_ARG;
+    if (!m || !m->layers || !m->features_entry || !features || !logits) return KWSN_ERR_ARG;
     if (n_features != shape_numel(m->layers[0].out)) return KWSN_ERR_INPUT_LEN;
-    if (!arena || ((uintptr_t)arena & (KWSN_ARENA_ALIGN - 1u)) != 0 ||
-        arena_bytes < kwsn_arena_bytes(m))
-        return KWSN_ERR_ARENA;
+    kwsn_status st = arena_ok(m, arena, arena_bytes);
+    if (st != KWSN_OK) return st;
     if (logits_cap < m->n_classes) return KWSN_ERR_ARG;
     uint8_t *base = (uint8_t *)arena;
     const kwsn_layer *l0 = &m->layers[0];

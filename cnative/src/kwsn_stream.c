@@ -22,6 +22,15 @@
 /* Frames computed per kwsn_frontend_frames_at call (a multiple of its 4 vector lanes). */
 #define KWSN_STREAM_FRAME_BATCH 8u
 
+/* The frame cache's geometry for a model and config (cache 0: no cache): frames t in
+ * [t_lo, t_hi] of a window lie wholly inside it (n_int of them); window k's frame t is frame
+ * k * shift + t of the signal. */
+typedef struct {
+    int cache;
+    kwsn_frontend fe;
+    uint32_t n_frames, shift, t_lo, t_hi, n_int;
+} cache_geo;
+
 struct kwsn_stream {
     uint32_t magic;
     const kwsn_model *model;
@@ -42,12 +51,9 @@ struct kwsn_stream {
     double *thr;      /* C */
     uint32_t *streak; /* C */
     uint8_t *is_kw;   /* C */
-    /* the frame cache (cache != 0): frames t in [t_lo, t_hi] of a window lie wholly inside
-     * it; window k's frame t is frame k * shift + t of the signal, kept in frames[] at slot
-     * (k * shift + t) % n_int until overwritten */
-    int cache;
-    kwsn_frontend fe;
-    uint32_t n_frames, n_out, shift, t_lo, t_hi, n_int;
+    /* the frame cache (geo.cache != 0): signal frame j is kept in frames[] at slot
+     * j % geo.n_int until overwritten */
+    cache_geo geo;
     uint64_t next_frame; /* first signal frame (interior) not computed yet */
     uint64_t computed;   /* frames computed (counter) */
     float *fscratch;     /* the front end's scratch (kwsn_frontend_prepare'd once) */
@@ -134,13 +140,6 @@ kwsn_status kwsn_stream_check(const kwsn_model *model, const kwsn_stream_config 
     return KWSN_OK;
 }
 
-/* The frame cache's geometry for this model and config (g->cache 0: no cache). */
-typedef struct {
-    int cache;
-    kwsn_frontend fe;
-    uint32_t n_frames, shift, t_lo, t_hi, n_int;
-} cache_geo;
-
 static cache_geo cache_plan(const kwsn_model *model, const kwsn_stream_config *cfg) {
     cache_geo g;
     memset(&g, 0, sizeof g);
@@ -148,13 +147,11 @@ static cache_geo cache_plan(const kwsn_model *model, const kwsn_stream_config *c
     const size_t w = kwsn_input_len(model);
     const uint32_t hop = g.fe.hop_length, n = g.fe.n_fft;
     const uint64_t pad = g.fe.center ? n / 2u : 0u;
-    if (cfg->hop_samples % hop != 0u || w < n || w > UINT32_MAX) return g;
+    /* the FrontEnd's prepare checked w and set layer 0's output to [n_out, n_frames] */
+    if (cfg->hop_samples % hop != 0u || (uint64_t)w + pad < n) return g;
     g.n_frames = kwsn_frontend_frames(&g.fe, (uint32_t)w);
-    if (g.n_frames == 0u || (uint64_t)g.n_frames * g.fe.n_out != kwsn_layer_out_len(model, 0))
-        return g;
     /* frame t reads samples [t hop - pad, t hop - pad + n): inside for t_lo <= t <= t_hi */
     g.t_lo = (uint32_t)((pad + hop - 1u) / hop);
-    if ((uint64_t)w + pad < n) return g;
     {
         uint64_t hi = ((uint64_t)w + pad - n) / hop;
         if (hi >= g.n_frames) hi = g.n_frames - 1u;
@@ -249,20 +246,13 @@ kwsn_status kwsn_stream_init(void *storage, size_t storage_bytes, const kwsn_mod
     s->thr = (double *)(void *)(base + l.thr);
     s->streak = (uint32_t *)(void *)(base + l.streak);
     s->is_kw = base + l.is_kw;
+    s->geo = g;
     if (g.cache) {
-        s->cache = 1;
-        s->fe = g.fe;
-        s->n_frames = g.n_frames;
-        s->n_out = g.fe.n_out;
-        s->shift = g.shift;
-        s->t_lo = g.t_lo;
-        s->t_hi = g.t_hi;
-        s->n_int = g.n_int;
         s->fscratch = (float *)(void *)(base + l.fscratch);
         s->frames = (float *)(void *)(base + l.frames);
         s->fbuf = (float *)(void *)(base + l.fbuf);
         s->feats = (float *)(void *)(base + l.feats);
-        kwsn_frontend_prepare(&s->fe, s->fscratch); /* once: every window's frames reuse it */
+        kwsn_frontend_prepare(&s->geo.fe, s->fscratch); /* once: every window's frames reuse it */
     }
     for (c = 0; c < s->n_classes; c++) {
         s->thr[c] = cfg->thresholds ? cfg->thresholds[c] : cfg->threshold;
@@ -287,15 +277,16 @@ size_t kwsn_stream_pending_hops(const kwsn_stream *s, size_t n) {
  * cache slots of signal frames first + t. */
 static void compute_frames(kwsn_stream *s, const float *win, uint64_t first, uint32_t t0,
                            uint32_t t1) {
-    const uint32_t T = s->n_frames, no = s->n_out;
+    const cache_geo *g = &s->geo;
+    const uint32_t T = g->n_frames, no = g->fe.n_out;
     while (t0 < t1) {
         const uint32_t k = t1 - t0 < KWSN_STREAM_FRAME_BATCH ? t1 - t0 : KWSN_STREAM_FRAME_BATCH;
-        kwsn_frontend_frames_at(&s->fe, win, (uint32_t)s->window, t0, k, s->fscratch, s->fbuf);
+        kwsn_frontend_frames_at(&g->fe, win, (uint32_t)s->window, t0, k, s->fscratch, s->fbuf);
         for (uint32_t i = 0; i < k; i++) {
             const uint32_t t = t0 + i;
             const float *f = s->fbuf + (size_t)i * no;
-            if (t >= s->t_lo && t <= s->t_hi)
-                memcpy(s->frames + (size_t)((first + t) % s->n_int) * no, f, no * sizeof(float));
+            if (t >= g->t_lo && t <= g->t_hi)
+                memcpy(s->frames + (size_t)((first + t) % g->n_int) * no, f, no * sizeof(float));
             for (uint32_t c = 0; c < no; c++) s->feats[(size_t)c * T + t] = f[c];
         }
         s->computed += k;
@@ -307,21 +298,22 @@ static void compute_frames(kwsn_stream *s, const float *win, uint64_t first, uin
  * multiple of the hop; windows come in order) into s->feats, computing only the edge frames
  * (reflect padding: this window's own) and the interior frames no earlier window held. */
 static void window_features(kwsn_stream *s, const float *win, uint64_t start) {
-    const uint32_t T = s->n_frames, no = s->n_out;
-    const uint64_t first = (start / s->hop) * s->shift; /* signal frame of t = 0 */
+    const cache_geo *g = &s->geo;
+    const uint32_t T = g->n_frames, no = g->fe.n_out;
+    const uint64_t first = (start / s->hop) * g->shift; /* signal frame of t = 0 */
     /* interior frames t_lo .. t_new - 1 are cached, t_new .. t_hi are new */
-    uint32_t t_new = s->t_lo;
-    if (s->next_frame > first + s->t_lo)
-        t_new = s->next_frame > first + s->t_hi ? s->t_hi + 1u
+    uint32_t t_new = g->t_lo;
+    if (s->next_frame > first + g->t_lo)
+        t_new = s->next_frame > first + g->t_hi ? g->t_hi + 1u
                                                  : (uint32_t)(s->next_frame - first);
-    compute_frames(s, win, first, 0u, s->t_lo);
-    for (uint32_t t = s->t_lo; t < t_new; t++) {
-        const float *f = s->frames + (size_t)((first + t) % s->n_int) * no;
+    compute_frames(s, win, first, 0u, g->t_lo);
+    for (uint32_t t = g->t_lo; t < t_new; t++) {
+        const float *f = s->frames + (size_t)((first + t) % g->n_int) * no;
         for (uint32_t c = 0; c < no; c++) s->feats[(size_t)c * T + t] = f[c];
     }
     compute_frames(s, win, first, t_new, T);
-    if (first + s->t_hi + 1u > s->next_frame) s->next_frame = first + s->t_hi + 1u;
-    kwsn_frontend_normalize(&s->fe, s->feats, T);
+    if (first + g->t_hi + 1u > s->next_frame) s->next_frame = first + g->t_hi + 1u;
+    kwsn_frontend_normalize(&g->fe, s->feats, T);
 }
 
 /* Score the window ring[p .. p + W) starting at sample `start`; append a detection. `cached`:
@@ -339,7 +331,7 @@ static kwsn_status score_window(kwsn_stream *s, const float *win, uint64_t start
     if (cached) {
         window_features(s, win, start);
         st = kwsn_forward_features(s->model, arena, arena_bytes, s->feats,
-                                   (size_t)s->n_frames * s->n_out, s->probs, C);
+                                   (size_t)s->geo.n_frames * s->geo.fe.n_out, s->probs, C);
     } else {
         st = kwsn_forward(s->model, arena, arena_bytes, win, s->window, s->probs, C);
     }
@@ -421,7 +413,7 @@ kwsn_status kwsn_stream_push(kwsn_stream *s, const float *samples, size_t n, voi
         n -= m;
         if (s->total == end) {
             const float *win = s->ring + (size_t)(s->next_start % s->window);
-            st = score_window(s, win, s->next_start, s->cache, arena, arena_bytes, out, n_out);
+            st = score_window(s, win, s->next_start, s->geo.cache, arena, arena_bytes, out, n_out);
             if (st != KWSN_OK) return st;
             s->next_start += s->hop;
         }
@@ -456,7 +448,7 @@ uint64_t kwsn_stream_windows(const kwsn_stream *s) {
 }
 
 int kwsn_stream_frame_cached(const kwsn_stream *s) {
-    return s && s->magic == KWSN_STREAM_MAGIC ? s->cache : 0;
+    return s && s->magic == KWSN_STREAM_MAGIC ? s->geo.cache : 0;
 }
 
 uint64_t kwsn_stream_frames_computed(const kwsn_stream *s) {

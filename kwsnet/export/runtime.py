@@ -152,6 +152,9 @@ def load_library(lib: str | Path | None = None) -> ctypes.CDLL:
     so.kwsn_input_qparams.argtypes = [_c_vp, ctypes.POINTER(_QParams)]
     so.kwsn_forward_codes_batch.restype = ctypes.c_int
     so.kwsn_forward_codes_batch.argtypes = batch_args
+    so.kwsn_forward_features.restype = ctypes.c_int
+    # model, arena, arena_bytes, features, n_features, logits, logits_cap
+    so.kwsn_forward_features.argtypes = [_c_vp, _c_vp, _c_size, _c_vp, _c_size, _c_vp, _c_size]
     return so
 
 
@@ -285,6 +288,30 @@ class CModel:
         out = np.empty((len(x), n_out), dtype=np.int8)
         with self._lock:
             self._batch(self._so.kwsn_forward_codes_batch, x, n_run, out, n_out)
+        return out
+
+    def forward_features(self, features: np.ndarray) -> np.ndarray:
+        """Logits ``[n_classes]`` from layer 0's output ``features`` (a FrontEnd model's
+        ``[n_out, frames]``, any shape with that many values): ``kwsn_forward_features``.
+
+        Raises:
+            CRuntimeError: the runtime's status (bad argument: layer 0 is no FrontEnd; input
+                length: another feature count).
+        """
+        f = np.ascontiguousarray(np.asarray(features, dtype=np.float32).reshape(-1))
+        out = np.empty(self.n_classes, dtype=np.float32)
+        with self._lock:
+            st = self._so.kwsn_forward_features(
+                self._model,
+                self._arena.ctypes.data,
+                self.arena_bytes,
+                f.ctypes.data,
+                f.size,
+                out.ctypes.data,
+                out.size,
+            )
+        if st != 0:
+            raise CRuntimeError(f"kwsn_forward_features: {self.status_str(st)}")
         return out
 
     def forward(self, x: np.ndarray) -> np.ndarray:
