@@ -30,7 +30,13 @@ def _floats(metrics: dict[str, Any]) -> dict[str, float | None]:
 
 
 def write_summary(trainer: pl.Trainer, model: pl.LightningModule, seed: Any) -> dict[str, Any]:
-    """Write ``<default_root_dir>/summary.json``: seed, metrics, collapse, best checkpoint."""
+    """Write ``<default_root_dir>/summary.json``: seed, metrics, collapse, best checkpoint.
+
+    ``metrics`` holds the epoch-level values of the run's last epoch (``val/acc``: the last
+    validation), the test metrics, and ``<monitor>_best`` (e.g. ``val/acc_best``): the score of
+    the checkpoint ``best_checkpoint`` names, the one ``test`` evaluates. A sweep over the
+    selected model's validation score reads ``val/acc_best``, not ``val/acc``.
+    """
     path = Path(trainer.default_root_dir) / "summary.json"
     summary: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     ckpt = trainer.checkpoint_callback
@@ -60,7 +66,12 @@ def write_summary(trainer: pl.Trainer, model: pl.LightningModule, seed: Any) -> 
     # Epoch-level values only: a `*_step` value is whichever step was logged last (every
     # log_every_n_steps), which depends on where a resumed run restarted; wandb has the history.
     epoch_metrics = {k: v for k, v in trainer.callback_metrics.items() if not k.endswith("_step")}
-    summary.setdefault("metrics", {}).update(_floats(epoch_metrics))
+    metrics = summary.setdefault("metrics", {})
+    metrics.update(_floats(epoch_metrics))
+    monitor = getattr(ckpt, "monitor", None)
+    score = getattr(ckpt, "best_model_score", None)
+    if monitor and score is not None:
+        metrics.update(_floats({f"{monitor}_best": score}))
     if collapse is not None:
         summary.setdefault("collapse", {}).update(collapse.last)
     atomic_write_text(path, json.dumps(summary, indent=2, sort_keys=True) + "\n")

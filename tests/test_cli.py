@@ -73,6 +73,20 @@ def test_offline_wandb_run_holds_config_and_metrics(trained: Path):
     assert run["summary"]["best_checkpoint"].endswith(".ckpt")
 
 
+def test_summary_holds_the_tested_checkpoints_val_score(trained: Path):
+    """``val/acc`` in summary.json is the last epoch's; ``val/acc_best`` is the score of the
+    checkpoint that was tested: the first epoch with the highest logged val/acc."""
+    summary = json.loads((trained / "summary.json").read_text())
+    run = read_offline_run(next((trained / "wandb").glob("offline-run-*")))
+    val_acc = [h["val/acc"] for h in run["history"] if "val/acc" in h]
+    assert summary["metrics"]["val/acc"] == pytest.approx(val_acc[-1])
+    assert summary["metrics"]["val/acc_best"] == pytest.approx(max(val_acc))
+    assert summary["best_epoch"] == val_acc.index(max(val_acc))
+    ckpt = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=True)
+    state = next(v for k, v in ckpt["callbacks"].items() if k.startswith("ModelCheckpoint"))
+    assert float(state["best_model_score"]) == pytest.approx(summary["metrics"]["val/acc_best"])
+
+
 def test_offline_run_read_while_being_written(trained: Path, tmp_path: Path):
     """A reader racing wandb's writer sees a cut-off tail record: it reads the records before
     it (run not complete) instead of failing on the partial one."""
