@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from kwsnet.errors import ConfigError
+from kwsnet.nn.norms import masked_batch_norm
 from kwsnet.nn.pooling import MeanPooling, lengths_to_mask
 from models._pooling import build_pooling
 
@@ -58,7 +59,8 @@ class SubSpectralNorm(nn.Module):
         sub_bands: groups ``S`` the frequency axis is split into (default 5); ``F % S == 0``.
         eps: BatchNorm eps (default 1e-5).
 
-    Shapes: ``[B, C, F, T] -> [B, C, F, T]``.
+    Shapes: ``forward(x [B, C, F, T], mask [B, 1, 1, T] | None) -> [B, C, F, T]``; with a
+    mask the training statistics are over valid frames only (``masked_batch_norm``).
     """
 
     def __init__(self, channels: int, sub_bands: int = 5, eps: float = 1e-5) -> None:
@@ -66,12 +68,13 @@ class SubSpectralNorm(nn.Module):
         self.sub_bands = sub_bands
         self.bn = nn.BatchNorm2d(channels * sub_bands, eps=eps)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         B, C, F, T = x.shape
         if F % self.sub_bands:
             raise ValueError(f"SubSpectralNorm: {F} frequency bins do not split into "
                              f"{self.sub_bands} sub-bands")  # fmt: skip
-        x = self.bn(x.reshape(B, C * self.sub_bands, F // self.sub_bands, T))
+        x = masked_batch_norm(self.bn, x.reshape(B, C * self.sub_bands, F // self.sub_bands, T),
+                              mask)  # fmt: skip
         return x.reshape(B, C, F, T)
 
 
@@ -112,9 +115,13 @@ class _BCResBlock(nn.Module):
         self.dropout = nn.Dropout2d(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        aux = self.ssn(self.freq_conv(self.pre(x)))  # f2: [B, C, F', T]
+        if isinstance(self.pre, nn.Sequential):  # 1x1 conv -> BN -> ReLU
+            conv, bn, relu = self.pre
+            x = relu(masked_batch_norm(bn, conv(x), mask))
+        aux = self.ssn(self.freq_conv(x), mask)  # f2: [B, C, F', T]
         h = aux.mean(dim=2, keepdim=True) * mask  # [B, C, 1, T], padding zeroed for the conv
-        h = self.dropout(self.pointwise(self.act(self.bn(self.temp_conv(h)))))
+        h = self.act(masked_batch_norm(self.bn, self.temp_conv(h), mask))
+        h = self.dropout(self.pointwise(h))
         out = h + aux  # broadcast over frequency
         if not self.transition:
             out = out + x
@@ -203,8 +210,10 @@ class BCResNet(nn.Module):
             lengths = torch.full((B,), T, dtype=torch.long, device=x.device)
         lengths = lengths.to(device=x.device, dtype=torch.long).clamp(min=1, max=T)
         mask = lengths_to_mask(lengths, T).to(x.dtype)[:, None, None, :]  # [B, 1, 1, T]
-        h = self.stem(x.transpose(1, 2).unsqueeze(1) * mask)  # [B, 2c, F/2, T]
-        for block in self.blocks:
+        conv, bn, relu = self.stem
+        h = relu(masked_batch_norm(bn, conv(x.transpose(1, 2).unsqueeze(1) * mask), mask))
+        for block in self.blocks:  # h: [B, 2c, F/2, T] after the stem
             h = block(h, mask)
-        h = self.end_pw(self.end_dw(h * mask))  # [B, 4c, 1, T]
+        conv, bn, relu = self.end_pw
+        h = relu(masked_batch_norm(bn, conv(self.end_dw(h * mask)), mask))  # [B, 4c, 1, T]
         return self.pooling(h.squeeze(2).transpose(1, 2), lengths)  # [B, T, 4c] -> [B, D]

@@ -7,7 +7,8 @@
       → pooling over valid frames (default masked mean) → [B, embed_dim]
 
 Frames at or beyond the length are zeroed before every conv, so a padded batch gives every
-utterance what it would get alone (eval mode). Lengths follow each stride:
+utterance what it would get alone (eval mode), and the BatchNorms take their training statistics
+over valid frames only (``kwsnet.nn.norms.masked_batch_norm``). Lengths follow each stride:
 ``L → (L - 1) // s + 1`` (``padding = k // 2``).
 """
 
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from kwsnet.errors import ConfigError
+from kwsnet.nn.norms import masked_batch_norm
 from kwsnet.nn.pooling import MeanPooling, lengths_to_mask
 from models._pooling import build_pooling
 
@@ -44,11 +46,15 @@ class _ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out_len = (lengths - 1).div(self.stride, rounding_mode="floor") + 1
-        h = torch.relu(self.bn1(self.conv1(x)))
-        h = h * lengths_to_mask(out_len, h.shape[-1]).unsqueeze(1).to(h.dtype)
-        h = self.bn2(self.conv2(h))
-        out = torch.relu(h + self.shortcut(x))
-        return out * lengths_to_mask(out_len, out.shape[-1]).unsqueeze(1).to(out.dtype), out_len
+        h = self.conv1(x)
+        mask = lengths_to_mask(out_len, h.shape[-1]).unsqueeze(1).to(h.dtype)  # [B, 1, T']
+        h = torch.relu(masked_batch_norm(self.bn1, h, mask)) * mask
+        h = masked_batch_norm(self.bn2, self.conv2(h), mask)
+        if isinstance(self.shortcut, nn.Sequential):  # 1x1 conv -> BatchNorm
+            short = masked_batch_norm(self.shortcut[1], self.shortcut[0](x), mask)
+        else:
+            short = self.shortcut(x)
+        return torch.relu(h + short) * mask, out_len
 
 
 class CnnMel(nn.Module):
@@ -117,7 +123,8 @@ class CnnMel(nn.Module):
             lengths = torch.full((B,), T, dtype=torch.long, device=x.device)
         lengths = lengths.to(device=x.device, dtype=torch.long).clamp(min=1, max=T)
         mask = lengths_to_mask(lengths, T).unsqueeze(1).to(x.dtype)  # [B, 1, T]
-        h = self.stem(x.transpose(1, 2) * mask) * mask  # [B, C0, T]
+        conv, bn, relu = self.stem  # one Sequential, as the exporter reads it
+        h = relu(masked_batch_norm(bn, conv(x.transpose(1, 2) * mask), mask)) * mask  # [B, C0, T]
         for block in self.blocks:
             h, lengths = block(h, lengths)
         return self.pooling(h.transpose(1, 2), lengths)  # [B, T', C] -> [B, embed_dim]

@@ -7,8 +7,10 @@
 ``embed_dim`` is the pooling's ``out_dim`` (e.g. ``2 * d_model`` for SAP + max concat), so a
 config never types it. Padded frames never influence valid ones: attention masks padded keys
 (torchaudio does that) and, with ``mask_conv_padding`` (default), the depthwise convolution
-sees zeros at padded frames, exactly as if the utterance ended there. torchaudio alone lets
-the depthwise conv read padded frames, so a batch's padding would change the embedding.
+sees zeros at padded frames, exactly as if the utterance ended there, and the conv modules'
+BatchNorms take their training statistics over valid frames only (``masked_batch_norm``).
+torchaudio alone lets the depthwise conv read padded frames, so a batch's padding would change
+the embedding, and its BatchNorms average over the padding.
 
 ``post_ln=True`` swaps torchaudio's Pre-LN layers for Post-LN ones (``_PostLNConformer``): the
 same macaron layout (½ FFN, self-attention, conv module, ½ FFN) with every sub-block
@@ -19,6 +21,7 @@ same macaron layout (½ FFN, self-attention, conv module, ½ FFN) with every sub
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -26,6 +29,7 @@ import torchaudio
 from torch import nn
 
 from kwsnet.errors import ConfigError
+from kwsnet.nn.norms import masked_batch_norm
 from kwsnet.nn.pooling import SelfAttentionPooling, lengths_to_mask
 from models._pooling import build_pooling
 
@@ -230,12 +234,16 @@ class ConformerBackbone(nn.Module):
         # depthwise conv, norm, ...
         return [layer.conv_module.sequential[2] for layer in self.conformer.conformer_layers]
 
+    def _conv_norms(self) -> list[nn.Module]:
+        # ... then the norm after the depthwise conv (BatchNorm1d, or GroupNorm), ...
+        return [layer.conv_module.sequential[3] for layer in self.conformer.conformer_layers]
+
     def encode(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Frame-level encoder output ``[B, T, d_model]`` for ``x [B, T, input_dim]``.
 
-        Frames at or beyond ``lengths[b]`` are zero; valid frames do not depend on them (in eval
-        mode: in training, BatchNorm statistics in the conv modules include padding unless
-        ``use_group_norm``).
+        Frames at or beyond ``lengths[b]`` are zero; valid frames do not depend on them, and with
+        ``mask_conv_padding`` the conv modules' BatchNorm statistics in training are over valid
+        frames only.
         """
         B, T, F = x.shape
         if F != self.input_dim:
@@ -257,11 +265,19 @@ class ConformerBackbone(nn.Module):
             handles = [
                 conv.register_forward_pre_hook(_zero_padding) for conv in self._depthwise_convs()
             ]
+        norms = []
+        if self.mask_conv_padding and self.training and bool((lengths < t_max).any()):
+            # the norm after each depthwise conv, for this call only: statistics over valid frames
+            norms = [n for n in self._conv_norms() if isinstance(n, nn.BatchNorm1d)]
+            for norm in norms:
+                norm.forward = functools.partial(masked_batch_norm, norm, mask=keep)
         try:
             out = self.conformer(h, lengths)[0]
         finally:
             for handle in handles:
                 handle.remove()
+            for norm in norms:
+                del norm.forward  # back to BatchNorm1d.forward
         out = out * keep.transpose(1, 2)
         return nn.functional.pad(out, (0, 0, 0, T - t_max))
 

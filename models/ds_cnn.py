@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from kwsnet.errors import ConfigError
+from kwsnet.nn.norms import masked_batch_norm
 from kwsnet.nn.pooling import MeanPooling, lengths_to_mask
 from models._pooling import build_pooling
 
@@ -57,6 +58,9 @@ def _same_pad(kernel: tuple[int, int]) -> nn.ZeroPad2d:
 class _ConvBN(nn.Module):
     """SAME-padded Conv2d → BN → ReLU over ``[B, C, T, F]``; time lengths follow the stride.
 
+    The input is zeroed at padded frames; the BN's training statistics are over valid output
+    frames only (``masked_batch_norm``).
+
     Shapes: ``forward(x [B, C_in, T, F], lengths [B]) -> ([B, C_out, T', F'], lengths' [B])``.
     """
 
@@ -77,7 +81,9 @@ class _ConvBN(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = x * lengths_to_mask(lengths, x.shape[2]).to(x.dtype)[:, None, :, None]
         out_len = (lengths - 1).div(self.time_stride, rounding_mode="floor") + 1
-        return torch.relu(self.bn(self.conv(self.pad(x)))), out_len
+        h = self.conv(self.pad(x))
+        mask = lengths_to_mask(out_len, h.shape[2])[:, None, :, None]  # [B, 1, T', 1]
+        return torch.relu(masked_batch_norm(self.bn, h, mask)), out_len
 
 
 class DSCNN(nn.Module):

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from kwsnet.errors import ConfigError
+from kwsnet.nn.norms import masked_batch_norm
 from kwsnet.nn.pooling import AttentiveStatisticsPooling, lengths_to_mask
 from models._pooling import build_pooling
 
@@ -44,6 +45,8 @@ __all__ = ["EcapaTdnn"]
 
 class _TDNN(nn.Module):
     """Conv1d(k, dilation, zero ``same`` padding) → ReLU → BatchNorm1d, output re-masked.
+
+    The BatchNorm's training statistics are over valid frames (``masked_batch_norm``).
 
     Shapes: ``forward(x [B, C_in, T], mask [B, 1, T]) -> [B, C_out, T]``.
     """
@@ -56,7 +59,7 @@ class _TDNN(nn.Module):
         self.bn = nn.BatchNorm1d(out_ch)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.bn(torch.relu(self.conv(x))) * mask
+        return masked_batch_norm(self.bn, torch.relu(self.conv(x)), mask) * mask
 
 
 class _Res2Net(nn.Module):

@@ -7,6 +7,7 @@ Run as a script it prints parameters and MACs per 1 s clip of every shipped pres
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections.abc import Callable
@@ -18,6 +19,8 @@ from torch import nn
 
 from kwsnet.cli import KwsCLI, main
 from models.bc_resnet import BCResNet
+from models.cnn_mel import CnnMel
+from models.conformer import ConformerBackbone
 from models.ds_cnn import DSCNN
 from models.ecapa_tdnn import EcapaTdnn
 from models.matchboxnet import MatchboxNet
@@ -209,8 +212,6 @@ def test_fit_one_step_end_to_end(tmp_path):
 
 def _report() -> None:
     """Print parameters and MACs per 1 s clip of every shipped preset (docs/models.md)."""
-    from models.cnn_mel import CnnMel
-
     rows = [
         ("CnnMel (kws_cnn_mel), for scale", CnnMel(), 101, 40),
         ("BC-ResNet-1 (kws_bc_resnet)", BCResNet(tau=1), 101, 40),
@@ -234,3 +235,76 @@ def _report() -> None:
 if __name__ == "__main__":
     torch.set_num_threads(1)
     _report()
+
+
+TRAIN_ONLY: dict[str, Callable[[], nn.Module]] = {
+    "cnn_mel": lambda: CnnMel(input_dim=20, stem_channels=8, channels=(8, 12), strides=(2, 1)),
+    "conformer": lambda: ConformerBackbone(
+        input_dim=20,
+        d_model=16,
+        num_heads=2,
+        ffn_dim=32,
+        num_layers=2,
+        depthwise_conv_kernel_size=5,
+        dropout=0.0,
+    ),  # fmt: skip
+    "conformer_post_ln": lambda: ConformerBackbone(
+        input_dim=20,
+        d_model=16,
+        num_heads=2,
+        ffn_dim=32,
+        num_layers=2,
+        depthwise_conv_kernel_size=5,
+        dropout=0.0,
+        post_ln=True,
+    ),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("key", [*sorted(SMALL), *TRAIN_ONLY])
+def test_training_statistics_do_not_see_padding(key):
+    """In training, a batch padded to 61 frames and the same batch padded to 80 (other garbage
+    in the padding) give the same outputs and the same BatchNorm running statistics: the batch
+    statistics are over valid frames only (``masked_batch_norm``), not over the padding."""
+    torch.manual_seed(0)
+    model = {**SMALL, **TRAIN_ONLY}[key]()
+    for m in model.modules():
+        if isinstance(m, (nn.Dropout, nn.Dropout2d)):
+            m.p = 0.0  # dropout draws depend on the tensor shape
+    lengths = torch.tensor([61, 23, 44])
+    x = torch.randn(3, 80, model.input_dim)
+    a, b = x[:, :61].clone(), x.clone()
+    a[1, 23:], a[2, 44:] = 50.0, -30.0
+    b[1, 23:], b[2, 44:], b[0, 61:] = -7.0, 20.0, 9.0
+    model_a, model_b = copy.deepcopy(model).train(), copy.deepcopy(model).train()
+    out_a, out_b = model_a(a, lengths), model_b(b, lengths)
+    torch.testing.assert_close(out_a, out_b, atol=1e-4, rtol=1e-4)
+    stats = [(n, t) for n, t in model_a.state_dict().items() if "running_" in n]
+    assert stats, "the model has BatchNorms"
+    ref = model_b.state_dict()
+    for name, value in stats:
+        torch.testing.assert_close(value, ref[name], atol=1e-5, rtol=1e-4, msg=name)
+    assert not any("forward" in vars(m) for m in model_b.modules())  # per-call overrides gone
+
+
+@pytest.mark.parametrize("post_ln", [False, True])
+def test_conformer_conv_norm_statistics_are_over_valid_frames(post_ln):
+    """The Conformer drops all-padding tail frames, so padding a batch further changes nothing;
+    what is left is the padding of the shorter utterances inside ``max(lengths)``. Each conv
+    module's BatchNorm running mean must move by the mean of its input over valid frames."""
+    torch.manual_seed(0)
+    model = TRAIN_ONLY["conformer_post_ln" if post_ln else "conformer"]().train()
+    lengths = torch.tensor([30, 9, 17])
+    x = torch.randn(3, 30, 20)
+    valid = (torch.arange(30)[None, :] < lengths[:, None]).unsqueeze(1)  # [B, 1, T]
+    seen: list[torch.Tensor] = []
+    norms = model._conv_norms()
+    hooks = [n.register_forward_pre_hook(lambda _m, a: seen.append(a[0].detach())) for n in norms]
+    model(x, lengths)
+    for h in hooks:
+        h.remove()
+    assert len(seen) == len(norms) == 2
+    for norm, inp in zip(norms, seen, strict=True):
+        m = valid.to(inp.dtype).expand_as(inp)
+        mean = (inp * m).sum(dim=(0, 2)) / m.sum(dim=(0, 2))
+        torch.testing.assert_close(norm.running_mean, norm.momentum * mean)

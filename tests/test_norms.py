@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from kwsnet.nn.norms import NORM_KINDS, NormWarmup, RunningChannelNorm, make_norm
+from kwsnet.nn.norms import NORM_KINDS, NormWarmup, RunningChannelNorm, make_norm, masked_batch_norm
 
 SHAPES = [(8, 20), (8,)]
 
@@ -117,3 +117,65 @@ def test_warmup_is_identity_at_zero_then_ramps_to_norm() -> None:
     step = int(layer.step)
     layer(x)
     assert int(layer.step) == step
+
+
+# --- masked_batch_norm: training statistics over valid positions only ----------------------
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_masked_batch_norm_1d_equals_batch_norm_of_the_valid_frames(momentum):
+    """A padded batch [2, C, 7] with lengths (7, 4) trains the statistics (and gives the valid
+    outputs) that torch's BatchNorm gives the 11 valid frames alone, whatever the padding holds."""
+
+    torch.manual_seed(0)
+    C, lengths = 5, torch.tensor([7, 4])
+    x = torch.randn(2, C, 7) * 3 + 1
+    x[1, :, 4:] = 50.0  # garbage in the padding
+    mask = (torch.arange(7)[None, :] < lengths[:, None]).unsqueeze(1)  # [2, 1, 7]
+    bn = nn.BatchNorm1d(C, momentum=momentum)
+    ref = nn.BatchNorm1d(C, momentum=momentum)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 2)
+        bn.bias.uniform_(-1, 1)
+    ref.load_state_dict(bn.state_dict())
+    valid = torch.cat([x[0], x[1, :, :4]], dim=1).unsqueeze(0)  # [1, C, 11]
+    for _ in range(2):  # twice: the running update compounds (and None's cumulative average)
+        y = masked_batch_norm(bn, x, mask)
+        y_ref = ref(valid)
+    torch.testing.assert_close(torch.cat([y[0], y[1, :, :4]], dim=1), y_ref[0])
+    torch.testing.assert_close(bn.running_mean, ref.running_mean)
+    torch.testing.assert_close(bn.running_var, ref.running_var)
+    assert int(bn.num_batches_tracked) == int(ref.num_batches_tracked) == 2
+    # torch's own BatchNorm on the padded batch does not: the garbage moves its statistics
+    plain = nn.BatchNorm1d(C, momentum=momentum)
+    plain(x)
+    assert not torch.allclose(plain.running_mean, ref.running_mean)
+
+
+def test_masked_batch_norm_2d_time_mask_and_the_exact_cases():
+    """[B, C, T, F] with a [B, 1, T, 1] mask; no padding, no mask and eval mode are bn(x)."""
+
+    torch.manual_seed(1)
+    x = torch.randn(3, 4, 6, 5)
+    lengths = torch.tensor([6, 2, 5])
+    mask = (torch.arange(6)[None, :] < lengths[:, None])[:, None, :, None]
+    bn, ref = nn.BatchNorm2d(4), nn.BatchNorm2d(4)
+    y = masked_batch_norm(bn, x, mask)
+    frames = torch.cat([x[b, :, : int(n)] for b, n in enumerate(lengths)], dim=1)  # [C, 13, F]
+    y_ref = ref(frames.unsqueeze(0))[0]
+    got = torch.cat([y[b, :, : int(n)] for b, n in enumerate(lengths)], dim=1)
+    torch.testing.assert_close(got, y_ref)
+    torch.testing.assert_close(bn.running_var, ref.running_var)
+    full = torch.ones(3, 1, 6, 1, dtype=torch.bool)
+    a, b = nn.BatchNorm2d(4), nn.BatchNorm2d(4)
+    assert torch.equal(masked_batch_norm(a, x, full), b(x))  # bitwise: it is bn(x)
+    assert torch.equal(masked_batch_norm(a, x, None), b(x))
+    a.eval(), b.eval()
+    assert torch.equal(masked_batch_norm(a, x, mask), b(x))
+
+
+def test_masked_batch_norm_rejects_a_wrong_width():
+
+    mask = torch.tensor([[[1, 1, 0]]], dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"expects \[B, 4, \.\.\.\]"):
+        masked_batch_norm(nn.BatchNorm1d(4), torch.zeros(1, 3, 3), mask)

@@ -19,6 +19,10 @@ Kinds (``NORM_KINDS``):
   convention (torch momentum = 1 - momentum).
 - ``none``: ``nn.Identity``.
 
+``masked_batch_norm(bn, x, mask)`` applies a torch BatchNorm with its training statistics taken
+over the valid (unpadded) positions only; the backbones with BatchNorm and length masks call it,
+so a padded batch trains the same statistics as its utterances' valid frames would.
+
 Every kind accepts ``warmup_steps``: when positive the layer is wrapped in ``NormWarmup``,
 ``y = x + alpha * (norm(x) - x)`` with ``alpha`` ramping linearly 0 -> 1 over that many
 training forward passes.
@@ -39,6 +43,7 @@ __all__ = [
     "NormWarmup",
     "RunningChannelNorm",
     "make_norm",
+    "masked_batch_norm",
 ]
 
 
@@ -320,3 +325,52 @@ def make_norm(kind: str, shape: Sequence[int], **options: object) -> nn.Module:
     if warmup_steps > 0 and kind != "none":
         layer = NormWarmup(layer, warmup_steps)
     return layer
+
+
+def masked_batch_norm(
+    bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """``bn(x)`` with training statistics over the positions where ``mask`` is nonzero.
+
+    ``bn`` is an ``nn.BatchNorm1d`` / ``nn.BatchNorm2d`` (its parameters, buffers and eval-mode
+    behaviour are untouched, so export folds it as before); ``x`` is ``[B, C, *S]`` and ``mask``
+    broadcasts to ``[B, 1, *S]`` (e.g. ``[B, 1, T]`` for ``[B, C, T]``, ``[B, 1, T, 1]`` for
+    ``[B, C, T, F]``), 1 at valid positions. In training, torch's BatchNorm averages over every
+    position, so zeros at padded frames pull the batch mean and variance (and the running
+    statistics) towards what the amount of padding says, not the audio. Here the mean and the
+    biased variance that normalise, and the running averages (torch's update: ``momentum``, or
+    the cumulative average when it is None, unbiased variance), use the valid positions only.
+
+    With no mask, a mask without padding, or ``bn`` in eval mode (running statistics) this is
+    exactly ``bn(x)``. Outputs at padded positions are defined but meaningless: callers re-mask.
+    """
+    batch_stats = bn.training or not bn.track_running_stats
+    if mask is None or not batch_stats or bool(mask.all()):
+        return bn(x)
+    if x.dim() < 3 or x.shape[1] != bn.num_features:
+        raise ValueError(
+            f"masked_batch_norm expects [B, {bn.num_features}, ...], got {tuple(x.shape)}"
+        )
+    dims = [0, *range(2, x.dim())]
+    m = mask.to(x.dtype).expand(x.shape[0], 1, *x.shape[2:])
+    n = m.sum()
+    if float(n) < 2:
+        raise ValueError(
+            f"masked_batch_norm needs at least 2 valid positions per channel in training, got "
+            f"{int(n)}"
+        )
+    mean = (x * m).sum(dim=dims) / n  # [C]
+    shape = [1, -1, *([1] * (x.dim() - 2))]
+    centred = (x - mean.view(shape)) * m
+    var = centred.pow(2).sum(dim=dims) / n  # biased, [C]
+    if bn.training and bn.running_mean is not None and bn.running_var is not None:
+        with torch.no_grad():
+            bn.num_batches_tracked.add_(1)
+            factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+            bn.running_mean.mul_(1 - factor).add_(mean.detach(), alpha=factor)
+            unbiased = var.detach() * (n / (n - 1))
+            bn.running_var.mul_(1 - factor).add_(unbiased, alpha=factor)
+    y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + bn.eps)
+    if bn.affine:
+        y = y * bn.weight.view(shape) + bn.bias.view(shape)
+    return y
