@@ -237,27 +237,12 @@ if __name__ == "__main__":
     _report()
 
 
+_TINY_CONFORMER = {"input_dim": 20, "d_model": 16, "num_heads": 2, "ffn_dim": 32, "num_layers": 2,
+                   "depthwise_conv_kernel_size": 5, "dropout": 0.0}  # fmt: skip
 TRAIN_ONLY: dict[str, Callable[[], nn.Module]] = {
     "cnn_mel": lambda: CnnMel(input_dim=20, stem_channels=8, channels=(8, 12), strides=(2, 1)),
-    "conformer": lambda: ConformerBackbone(
-        input_dim=20,
-        d_model=16,
-        num_heads=2,
-        ffn_dim=32,
-        num_layers=2,
-        depthwise_conv_kernel_size=5,
-        dropout=0.0,
-    ),  # fmt: skip
-    "conformer_post_ln": lambda: ConformerBackbone(
-        input_dim=20,
-        d_model=16,
-        num_heads=2,
-        ffn_dim=32,
-        num_layers=2,
-        depthwise_conv_kernel_size=5,
-        dropout=0.0,
-        post_ln=True,
-    ),  # fmt: skip
+    "conformer": lambda: ConformerBackbone(**_TINY_CONFORMER),
+    "conformer_post_ln": lambda: ConformerBackbone(**_TINY_CONFORMER, post_ln=True),
 }
 
 
