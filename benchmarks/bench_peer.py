@@ -369,17 +369,6 @@ def kwsnet_overrides(config: str, root: str, words: Sequence[str], epochs: int) 
     return over
 
 
-def _best_val(ckpt: str | None) -> float | None:
-    """The ``best_model_score`` (val/acc) ModelCheckpoint saved in the best checkpoint."""
-    if not ckpt or not os.path.isfile(ckpt):
-        return None
-    state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
-    for key, cb in (state.get("callbacks") or {}).items():
-        if key.startswith("ModelCheckpoint") and cb.get("best_model_score") is not None:
-            return float(cb["best_model_score"])
-    return None
-
-
 def _kwsnet_cost(ckpt: str) -> tuple[int, int]:
     """(parameters, MACs per 1 s clip) of the model a kwsnet checkpoint holds."""
     from kwsnet.cli import build_from_config
@@ -495,7 +484,7 @@ def run_kwsnet(
             rec.update(
                 status="ok",
                 test_acc=ledger["value"],
-                val_acc=_best_val(ledger.get("checkpoint")),
+                val_acc=(ledger.get("metrics") or {}).get("val/acc_best"),  # tested ckpt's
                 best_epoch=ledger.get("best_epoch"),
                 collapsed=ledger.get("collapsed"),
                 checkpoint=ledger.get("checkpoint"),

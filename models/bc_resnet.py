@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from kwsnet.errors import ConfigError
-from kwsnet.nn.norms import masked_batch_norm
+from kwsnet.nn.norms import masked_batch_norm, masked_sequential
 from kwsnet.nn.pooling import MeanPooling, lengths_to_mask
 from models._pooling import build_pooling
 
@@ -115,9 +115,7 @@ class _BCResBlock(nn.Module):
         self.dropout = nn.Dropout2d(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.pre, nn.Sequential):  # 1x1 conv -> BN -> ReLU
-            conv, bn, relu = self.pre
-            x = relu(masked_batch_norm(bn, conv(x), mask))
+        x = masked_sequential(self.pre, x, mask)  # identity, or 1x1 conv -> BN -> ReLU
         aux = self.ssn(self.freq_conv(x), mask)  # f2: [B, C, F', T]
         h = aux.mean(dim=2, keepdim=True) * mask  # [B, C, 1, T], padding zeroed for the conv
         h = self.act(masked_batch_norm(self.bn, self.temp_conv(h), mask))
@@ -210,10 +208,8 @@ class BCResNet(nn.Module):
             lengths = torch.full((B,), T, dtype=torch.long, device=x.device)
         lengths = lengths.to(device=x.device, dtype=torch.long).clamp(min=1, max=T)
         mask = lengths_to_mask(lengths, T).to(x.dtype)[:, None, None, :]  # [B, 1, 1, T]
-        conv, bn, relu = self.stem
-        h = relu(masked_batch_norm(bn, conv(x.transpose(1, 2).unsqueeze(1) * mask), mask))
+        h = masked_sequential(self.stem, x.transpose(1, 2).unsqueeze(1) * mask, mask)
         for block in self.blocks:  # h: [B, 2c, F/2, T] after the stem
             h = block(h, mask)
-        conv, bn, relu = self.end_pw
-        h = relu(masked_batch_norm(bn, conv(self.end_dw(h * mask)), mask))  # [B, 4c, 1, T]
+        h = masked_sequential(self.end_pw, self.end_dw(h * mask), mask)  # [B, 4c, 1, T]
         return self.pooling(h.squeeze(2).transpose(1, 2), lengths)  # [B, T, 4c] -> [B, D]

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from kwsnet.errors import ConfigError
-from kwsnet.nn.norms import masked_batch_norm
+from kwsnet.nn.norms import masked_batch_norm, masked_sequential
 from kwsnet.nn.pooling import MeanPooling, lengths_to_mask
 from models._pooling import build_pooling
 
@@ -50,10 +50,7 @@ class _ResBlock(nn.Module):
         mask = lengths_to_mask(out_len, h.shape[-1]).unsqueeze(1).to(h.dtype)  # [B, 1, T']
         h = torch.relu(masked_batch_norm(self.bn1, h, mask)) * mask
         h = masked_batch_norm(self.bn2, self.conv2(h), mask)
-        if isinstance(self.shortcut, nn.Sequential):  # 1x1 conv -> BatchNorm
-            short = masked_batch_norm(self.shortcut[1], self.shortcut[0](x), mask)
-        else:
-            short = self.shortcut(x)
+        short = masked_sequential(self.shortcut, x, mask)  # identity, or 1x1 conv -> BN
         return torch.relu(h + short) * mask, out_len
 
 
@@ -123,8 +120,7 @@ class CnnMel(nn.Module):
             lengths = torch.full((B,), T, dtype=torch.long, device=x.device)
         lengths = lengths.to(device=x.device, dtype=torch.long).clamp(min=1, max=T)
         mask = lengths_to_mask(lengths, T).unsqueeze(1).to(x.dtype)  # [B, 1, T]
-        conv, bn, relu = self.stem  # one Sequential, as the exporter reads it
-        h = relu(masked_batch_norm(bn, conv(x.transpose(1, 2) * mask), mask)) * mask  # [B, C0, T]
+        h = masked_sequential(self.stem, x.transpose(1, 2) * mask, mask) * mask  # [B, C0, T]
         for block in self.blocks:
             h, lengths = block(h, lengths)
         return self.pooling(h.transpose(1, 2), lengths)  # [B, T', C] -> [B, embed_dim]

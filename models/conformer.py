@@ -157,6 +157,14 @@ class _PostLNConformer(nn.Module):
         return x, lengths
 
 
+def _valid_frames_bn(bn: nn.BatchNorm1d, keep: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The per-call ``forward`` of a conv module's BatchNorm: ``masked_batch_norm`` with the
+    call's ``keep`` mask ``[B, 1, T]`` in training, the class's own forward otherwise."""
+    if bn.training:
+        return masked_batch_norm(bn, x, keep)
+    return nn.BatchNorm1d.forward(bn, x)
+
+
 class ConformerBackbone(nn.Module):
     """Linear prenet → Conformer encoder → pooling.
 
@@ -266,11 +274,12 @@ class ConformerBackbone(nn.Module):
                 conv.register_forward_pre_hook(_zero_padding) for conv in self._depthwise_convs()
             ]
         norms = []
-        if self.mask_conv_padding and self.training and bool((lengths < t_max).any()):
-            # the norm after each depthwise conv, for this call only: statistics over valid frames
+        if self.mask_conv_padding and bool((lengths < t_max).any()):
+            # the BatchNorm after each depthwise conv, for this call only: in training, its
+            # statistics over valid frames (``keep`` has padding, so this never calls bn(x))
             norms = [n for n in self._conv_norms() if isinstance(n, nn.BatchNorm1d)]
             for norm in norms:
-                norm.forward = functools.partial(masked_batch_norm, norm, mask=keep)
+                norm.forward = functools.partial(_valid_frames_bn, norm, keep)
         try:
             out = self.conformer(h, lengths)[0]
         finally:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from kwsnet.errors import ConfigError
-from kwsnet.nn.norms import masked_batch_norm
+from kwsnet.nn.norms import masked_batch_norm, masked_sequential
 from kwsnet.nn.pooling import MeanPooling, lengths_to_mask
 from models._pooling import build_pooling
 
@@ -85,8 +85,7 @@ class _Block(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         h = x
-        conv, bn = self.residual
-        residual = masked_batch_norm(bn, conv(x), mask)
+        residual = masked_sequential(self.residual, x, mask)
         for i, sub in enumerate(self.subs):
             h = sub(h, mask, residual if i == len(self.subs) - 1 else None)
         return h
@@ -171,6 +170,5 @@ class MatchboxNet(nn.Module):
         h = self.prologue(x.transpose(1, 2), mask)  # [B, 128, T]
         for block in self.blocks:
             h = block(h, mask)
-        conv, bn, relu, dropout = self.epilogue_pw
-        h = dropout(relu(masked_batch_norm(bn, conv(self.epilogue(h, mask)), mask)))
+        h = masked_sequential(self.epilogue_pw, self.epilogue(h, mask), mask)
         return self.pooling(h.transpose(1, 2), lengths)  # [B, T, C] -> [B, embed_dim]

@@ -232,11 +232,6 @@ def _report() -> None:
         print(f"| {label} | {frames} x {feats} | {n_params(model):,} | {m / 1e6:.2f} M |")
 
 
-if __name__ == "__main__":
-    torch.set_num_threads(1)
-    _report()
-
-
 _TINY_CONFORMER = {"input_dim": 20, "d_model": 16, "num_heads": 2, "ffn_dim": 32, "num_layers": 2,
                    "depthwise_conv_kernel_size": 5, "dropout": 0.0}  # fmt: skip
 TRAIN_ONLY: dict[str, Callable[[], nn.Module]] = {
@@ -293,3 +288,8 @@ def test_conformer_conv_norm_statistics_are_over_valid_frames(post_ln):
         m = valid.to(inp.dtype).expand_as(inp)
         mean = (inp * m).sum(dim=(0, 2)) / m.sum(dim=(0, 2))
         torch.testing.assert_close(norm.running_mean, norm.momentum * mean)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    _report()

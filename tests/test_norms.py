@@ -126,7 +126,6 @@ def test_warmup_is_identity_at_zero_then_ramps_to_norm() -> None:
 def test_masked_batch_norm_1d_equals_batch_norm_of_the_valid_frames(momentum):
     """A padded batch [2, C, 7] with lengths (7, 4) trains the statistics (and gives the valid
     outputs) that torch's BatchNorm gives the 11 valid frames alone, whatever the padding holds."""
-
     torch.manual_seed(0)
     C, lengths = 5, torch.tensor([7, 4])
     x = torch.randn(2, C, 7) * 3 + 1
@@ -154,7 +153,6 @@ def test_masked_batch_norm_1d_equals_batch_norm_of_the_valid_frames(momentum):
 
 def test_masked_batch_norm_2d_time_mask_and_the_exact_cases():
     """[B, C, T, F] with a [B, 1, T, 1] mask; no padding, no mask and eval mode are bn(x)."""
-
     torch.manual_seed(1)
     x = torch.randn(3, 4, 6, 5)
     lengths = torch.tensor([6, 2, 5])
@@ -175,7 +173,6 @@ def test_masked_batch_norm_2d_time_mask_and_the_exact_cases():
 
 
 def test_masked_batch_norm_rejects_a_wrong_width():
-
     mask = torch.tensor([[[1, 1, 0]]], dtype=torch.bool)
     with pytest.raises(ValueError, match=r"expects \[B, 4, \.\.\.\]"):
         masked_batch_norm(nn.BatchNorm1d(4), torch.zeros(1, 3, 3), mask)

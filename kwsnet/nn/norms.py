@@ -20,8 +20,10 @@ Kinds (``NORM_KINDS``):
 - ``none``: ``nn.Identity``.
 
 ``masked_batch_norm(bn, x, mask)`` applies a torch BatchNorm with its training statistics taken
-over the valid (unpadded) positions only; the backbones with BatchNorm and length masks call it,
-so a padded batch trains the same statistics as its utterances' valid frames would.
+over the valid (unpadded) positions only, and ``masked_sequential(module, x, mask)`` runs a
+Sequential (conv → BN → ReLU, ...) with every BatchNorm in it that way; the backbones with
+BatchNorm and length masks call them, so a padded batch trains the same statistics as its
+utterances' valid frames would.
 
 Every kind accepts ``warmup_steps``: when positive the layer is wrapped in ``NormWarmup``,
 ``y = x + alpha * (norm(x) - x)`` with ``alpha`` ramping linearly 0 -> 1 over that many
@@ -44,6 +46,7 @@ __all__ = [
     "RunningChannelNorm",
     "make_norm",
     "masked_batch_norm",
+    "masked_sequential",
 ]
 
 
@@ -361,8 +364,8 @@ def masked_batch_norm(
         )
     mean = (x * m).sum(dim=dims) / n  # [C]
     shape = [1, -1, *([1] * (x.dim() - 2))]
-    centred = (x - mean.view(shape)) * m
-    var = centred.pow(2).sum(dim=dims) / n  # biased, [C]
+    centred = x - mean.view(shape)
+    var = (centred.pow(2) * m).sum(dim=dims) / n  # biased, [C]
     if bn.training and bn.running_mean is not None and bn.running_var is not None:
         with torch.no_grad():
             bn.num_batches_tracked.add_(1)
@@ -370,7 +373,23 @@ def masked_batch_norm(
             bn.running_mean.mul_(1 - factor).add_(mean.detach(), alpha=factor)
             unbiased = var.detach() * (n / (n - 1))
             bn.running_var.mul_(1 - factor).add_(unbiased, alpha=factor)
-    y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + bn.eps)
+    y = centred * torch.rsqrt(var.view(shape) + bn.eps)
     if bn.affine:
         y = y * bn.weight.view(shape) + bn.bias.view(shape)
     return y
+
+
+def masked_sequential(
+    module: nn.Module, x: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """``module(x)`` for an ``nn.Sequential`` (or a single module, e.g. ``nn.Identity``), with
+    every BatchNorm in it applied by ``masked_batch_norm(bn, ·, mask)``; the other layers are
+    called as they are. The same layers in the same order, so with no padding it is exactly
+    ``module(x)``; the module stays a plain Sequential for export."""
+    layers = module if isinstance(module, nn.Sequential) else [module]
+    for layer in layers:
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            x = masked_batch_norm(layer, x, mask)
+        else:
+            x = layer(x)
+    return x
