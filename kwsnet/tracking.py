@@ -112,9 +112,30 @@ class KwsWandbLogger(WandbLogger):
         return os.path.dirname(exp.dir) if getattr(exp, "dir", None) else None
 
 
-def provenance() -> dict[str, str]:
-    """kwsnet version and git commit, stored with every run and checkpoint."""
-    return {"kwsnet_version": kwsnet.__version__, "git_commit": git_commit()}
+def provenance() -> dict[str, Any]:
+    """What made a result: stored in summary.json, every sweep ledger record, the wandb run
+    config (``kwsnet``) and every checkpoint.
+
+    Keys: ``git_commit`` (the sha, with ``-dirty`` when tracked files were modified;
+    ``unknown`` outside a checkout), ``git_dirty`` (bool, ``None`` when unknown),
+    ``kwsnet_version``, ``torch_version``, ``lightning_version``, ``cpu_capability`` (the
+    kernel path torch runs: ``default`` / ``AVX2`` / ``AVX512`` ..., which
+    ``ATEN_CPU_CAPABILITY`` can lower) and ``num_threads`` (``torch.get_num_threads()``).
+    Two results with different values here may differ for that reason alone.
+    """
+    import lightning
+    import torch
+
+    commit = git_commit()
+    return {
+        "kwsnet_version": kwsnet.__version__,
+        "git_commit": commit,
+        "git_dirty": None if commit == "unknown" else commit.endswith("-dirty"),
+        "torch_version": torch.__version__,
+        "lightning_version": lightning.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "num_threads": torch.get_num_threads(),
+    }
 
 
 def _wandb_log_records(blob: bytes):
