@@ -131,10 +131,10 @@ def provenance() -> dict[str, Any]:
         "kwsnet_version": kwsnet.__version__,
         "git_commit": commit,
         "git_dirty": None if commit == "unknown" else commit.endswith("-dirty"),
-        "torch_version": torch.__version__,
-        "lightning_version": lightning.__version__,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "num_threads": torch.get_num_threads(),
+        "torch_version": str(torch.__version__),
+        "lightning_version": str(lightning.__version__),
+        "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
+        "num_threads": int(torch.get_num_threads()),
     }
 
 
