@@ -55,7 +55,12 @@ from kwsnet.export.layers import ExportError
 from kwsnet.lit import ClassifierModule
 from kwsnet.loading import build_from_config
 from kwsnet.loading import first_sentence as _reason
-from kwsnet.summary import write_confusion_matrix, write_predictions, write_summary
+from kwsnet.summary import (
+    start_summary,
+    write_confusion_matrix,
+    write_predictions,
+    write_summary,
+)
 from kwsnet.tracking import KwsWandbLogger, provenance, wait_for_offline_run
 
 __all__ = ["KwsCLI", "main", "build_from_config", "EXTRA_COMMANDS", "USER_ERRORS"]
@@ -234,11 +239,17 @@ class KwsCLI(LightningCLI):
     def _seed(self) -> Any:
         return self._get(self.config, "seed_everything")
 
+    def before_fit(self) -> None:
+        # A fit is a new run: an earlier run's summary.json in the same folder moves aside
+        # (summary.prev.json) so its metrics and best checkpoint are never taken for this run's.
+        if self.trainer.is_global_zero:
+            start_summary(self.trainer.default_root_dir)
+
     def after_fit(self) -> None:
         if self.trainer.interrupted:
             return
         if self.trainer.is_global_zero:  # under DDP one process writes the run's files
-            write_summary(self.trainer, self.model, self._seed())
+            write_summary(self.trainer, self.model, self._seed(), stage="fit")
         if self._get(self.config, "test_after_fit"):
             best = self.trainer.checkpoint_callback
             ckpt = "best" if best is not None and best.best_model_path else None
@@ -249,7 +260,7 @@ class KwsCLI(LightningCLI):
         confmat = self.model.test_confusion_matrix  # every process: summed over processes
         if self.trainer.is_global_zero:
             write_confusion_matrix(self.trainer, confmat, self.model.class_names)
-            write_summary(self.trainer, self.model, self._seed())
+            write_summary(self.trainer, self.model, self._seed(), stage="test")
 
     def after_predict(self) -> None:
         rows = [r for batch in (self.trainer.predict_loop.predictions or []) for r in batch]

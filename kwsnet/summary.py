@@ -14,8 +14,26 @@ import torch
 
 from kwsnet.callbacks.collapse import CollapseMonitor
 from kwsnet.fileio import atomic_write_text
+from kwsnet.tracking import provenance
 
-__all__ = ["write_summary", "write_confusion_matrix", "write_predictions"]
+__all__ = ["start_summary", "write_summary", "write_confusion_matrix", "write_predictions"]
+
+SUMMARY = "summary.json"
+PREVIOUS_SUMMARY = "summary.prev.json"
+
+
+def start_summary(run_dir: str | os.PathLike) -> Path | None:
+    """Begin a run in ``run_dir``: an existing ``summary.json`` (an earlier fit into the same
+    folder) is moved to ``summary.prev.json``, so the new run neither inherits its metrics nor
+    resolves ``--ckpt_path best`` to its checkpoint, and nothing is lost. Returns the moved
+    file's new path, or ``None`` when there was none."""
+    path = Path(run_dir) / SUMMARY
+    previous = path.with_name(PREVIOUS_SUMMARY)
+    try:
+        os.replace(path, previous)
+    except FileNotFoundError:
+        return None
+    return previous
 
 
 def _floats(metrics: dict[str, Any]) -> dict[str, float | None]:
@@ -29,16 +47,30 @@ def _floats(metrics: dict[str, Any]) -> dict[str, float | None]:
     return out
 
 
-def write_summary(trainer: pl.Trainer, model: pl.LightningModule, seed: Any) -> dict[str, Any]:
-    """Write ``<default_root_dir>/summary.json``: seed, metrics, collapse, best checkpoint.
+def write_summary(
+    trainer: pl.Trainer, model: pl.LightningModule, seed: Any, stage: str = "fit"
+) -> dict[str, Any]:
+    """Write ``<default_root_dir>/summary.json``: seed, metrics, collapse, best checkpoint,
+    provenance.
+
+    A fit begins with no summary (``start_summary``); later stages of the same run (``test``
+    after fit, or ``test --ckpt_path best`` in a new process) add to it. ``provenance`` is
+    ``kwsnet.tracking.provenance()`` of the process that wrote the summary first (the fit); a
+    later stage whose provenance differs (another commit, CPU capability or thread count) is
+    recorded beside it as ``provenance_<stage>``, so a mixed result stays visible.
 
     ``metrics`` holds the epoch-level values of the run's last epoch (``val/acc``: the last
     validation), the test metrics, and ``<monitor>_best`` (e.g. ``val/acc_best``): the score of
     the checkpoint ``best_checkpoint`` names, the one ``test`` evaluates. A sweep over the
     selected model's validation score reads ``val/acc_best``, not ``val/acc``.
     """
-    path = Path(trainer.default_root_dir) / "summary.json"
+    path = Path(trainer.default_root_dir) / SUMMARY
     summary: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    here = provenance()
+    if "provenance" not in summary:
+        summary["provenance"] = here
+    elif summary["provenance"] != here:
+        summary[f"provenance_{stage}"] = here
     ckpt = trainer.checkpoint_callback
     best = getattr(ckpt, "best_model_path", "") or summary.get("best_checkpoint", "")
     best_epoch = summary.get("best_epoch")
