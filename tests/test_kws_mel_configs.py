@@ -55,15 +55,6 @@ def _train_one_batch(cli: KwsCLI) -> None:
     assert all(p.grad is not None for p in model.backbone.parameters() if p.requires_grad)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_config_builds_and_trains_one_batch_on_synthetic(name, tmp_path):
-    cli = _build(name, tmp_path, f"--data.source_options={TINY}")
-    assert cli.datamodule.num_classes == 3
-    noise = [t for t in cli.model.augment.transforms if isinstance(t, BackgroundNoise)]
-    assert noise and noise[0].noise_dir is None  # synthetic has no noise folder
-    _train_one_batch(cli)
-
-
 def test_cnn_mel_is_small_and_honours_lengths():
     from models.cnn_mel import CnnMel
 
