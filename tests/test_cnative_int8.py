@@ -363,7 +363,7 @@ def both(tmp_path_factory: pytest.TempPathFactory) -> tuple[_Built, _Built]:
 
 
 def test_hostile_v3_files_refused_fast(cbuild: Path, both: tuple, tmp_path: Path) -> None:
-    """Each crafted version-3 file gets its status in < 1 s through ctypes and through the
+    """Each crafted version-3 file gets its status in < 1 s of CPU time through ctypes and through the
     ASan/UBSan build (which also runs both valid int8 models forward)."""
     mel, raw = both
     files = []
@@ -371,10 +371,10 @@ def test_hostile_v3_files_refused_fast(cbuild: Path, both: tuple, tmp_path: Path
         f = tmp_path / f"{name}.kwsn"
         f.write_bytes(data)
         files.append((f, expect))
-        t0 = time.perf_counter()
+        t0 = time.thread_time()  # this thread's CPU time: the work, not the wall clock
         with pytest.raises(CRuntimeError, match=expect):
             CModel(f)
-        assert time.perf_counter() - t0 < 1.0, name
+        assert time.thread_time() - t0 < 1.0, name
     files += [(mel.path, "ok"), (raw.path, "ok")]
     proc = subprocess.run(
         [str(cbuild / "load_check_san"), *[str(f) for f, _ in files]],

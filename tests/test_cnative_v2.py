@@ -338,17 +338,17 @@ def _hostile_v2() -> dict[str, tuple[bytes, str]]:
 
 
 def test_hostile_v2_files_refused_fast(cbuild: Path, tmp_path: Path) -> None:
-    """Each crafted v2 file gets its status in < 1 s through ctypes and the ASan/UBSan build
+    """Each crafted v2 file gets its status in < 1 s of CPU time through ctypes and the ASan/UBSan build
     (which would report any out-of-bounds read of a tensor id or a table)."""
     files = []
     for name, (data, expect) in _hostile_v2().items():
         f = tmp_path / f"{name}.kwsn"
         f.write_bytes(data)
         files.append((f, expect))
-        t0 = time.perf_counter()
+        t0 = time.thread_time()  # this thread's CPU time: the work, not the wall clock
         with pytest.raises(CRuntimeError, match=expect):
             CModel(f)
-        assert time.perf_counter() - t0 < 1.0, name
+        assert time.thread_time() - t0 < 1.0, name
     # a truncated v2 record with its CRC repaired: the parser's bounds check, not the CRC
     b = bytearray(_v2((1, 8), [(_ADD, [0, 0], [], 0)]))
     b[24:28] = struct.pack("<I", 2)
