@@ -7,12 +7,16 @@ before the first batch of a resumed epoch, only when the loader itself has ``sta
 ``FitLoop.setup_data``). A plain ``DataLoader`` is not stateful, so a run resumed from a
 mid-epoch checkpoint would restart the epoch from its first batch with a fresh shuffle.
 
-``ResumableSampler`` draws epoch ``e``'s order as ``randperm(n, seed + e)``, so the order
-depends only on the seed and the epoch. It yields ``Draw(index, epoch, seed)`` keys, from
-which a dataset seeds that item's random draws in this epoch (random crops): a function of
-the run seed, the epoch and the item only. Draws in the data pipeline therefore never touch
-the global RNG, whose state a checkpoint saves *after* Lightning has prefetched the next
-batch; with them a resumed run re-draws exactly the crops the uninterrupted run drew.
+``ResumableSampler`` draws epoch ``e``'s order as ``randperm(n)`` from a generator seeded with
+``draw_seed(seed, e, ORDER_TAG)``, so the order depends only on the seed and the epoch, and a
+sweep over seeds gets different orders in every epoch (with ``seed + e``, seed 0's epoch 1 was
+seed 1's epoch 0). ``ORDER_TAG`` (-1, mixed in as ``2**64 - 1``) is no item index, so the
+order's seed is never mixed from the parts of an item's draw seed. It yields
+``Draw(index, epoch, seed)`` keys, from which a dataset seeds that item's random draws in
+this epoch (random crops): a function of the run seed, the epoch and the item only. Draws in
+the data pipeline therefore never touch the global RNG, whose state a checkpoint saves *after*
+Lightning has prefetched the next batch; with them a resumed run re-draws exactly the crops
+the uninterrupted run drew.
 
 ``ResumableDataLoader`` records how many batches the *training loop* has consumed in the
 current epoch (not how many were fetched: Lightning prefetches one batch ahead, and worker
@@ -31,6 +35,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 __all__ = ["Draw", "ResumableSampler", "ResumableDataLoader", "draw_seed"]
 
 _MASK = (1 << 64) - 1
+# Third part of the epoch order's seed, ``draw_seed(seed, epoch, ORDER_TAG)``: per-item draws use
+# ``draw_seed(seed, epoch, index)`` with ``0 <= index < 2**64 - 1``: never the same parts.
+ORDER_TAG = -1
 
 
 def draw_seed(*parts: int) -> int:
@@ -66,7 +73,8 @@ class ResumableSampler(DistributedSampler):
 
     Args:
         size: number of items (``len(dataset)``).
-        seed: base seed; epoch ``e`` uses ``torch.randperm(size)`` seeded with ``seed + e``.
+        seed: base seed; epoch ``e`` uses ``torch.randperm(size)`` seeded with
+            ``draw_seed(seed, e, ORDER_TAG)`` (mixes both: no pair shares another's order).
         shuffle: ``False`` yields ``0..size-1`` in order (the position is still resumable).
         num_replicas, rank: the DDP world size and this process's rank (default 1 and 0).
     """
@@ -96,7 +104,7 @@ class ResumableSampler(DistributedSampler):
         if not self.shuffle:
             full = list(range(self.size))
         else:
-            gen = torch.Generator().manual_seed(self.seed + epoch)
+            gen = torch.Generator().manual_seed(draw_seed(self.seed, epoch, ORDER_TAG))
             full = torch.randperm(self.size, generator=gen).tolist()
         if self.num_replicas == 1:
             return full
