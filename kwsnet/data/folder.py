@@ -3,9 +3,15 @@
 Layout: ``<root>/<class>/*.wav`` (any extension in ``AUDIO_EXTENSIONS``, searched
 recursively inside each class folder). Splits come from ``validation_list.txt`` and
 ``testing_list.txt`` in the root when present (Speech Commands format: relative paths), else
-from a seeded split with ``split_seed``, ``val_fraction`` and ``test_fraction`` (independent
-of the training seed). ``source_options.speaker_regex`` (a regex with one group, matched
-against the file name) gives speaker labels.
+from a hash split in the manner of Speech Commands' ``which_set`` (TensorFlow's
+``speech_commands/input_data.py``): each file's speaker (when ``source_options.speaker_regex``
+gives one) or else its file name, with any ``_nohash_...`` tail removed, is hashed (SHA-1 of
+``"<split_seed>:<name>"``) to a number ``u`` in [0, 1); val if ``u < val_fraction``, test if
+``u < val_fraction + test_fraction``, else train. A file's split therefore depends only on its
+name, ``split_seed`` and the fractions (never on the training seed or on which other files
+exist: adding files moves none), every clip of a speaker lands in one split, and the split
+sizes are the fractions only on average. ``source_options.speaker_regex`` (a regex with one
+group, matched against the file name) gives speaker labels.
 
 ``source_options.speaker_disjoint: true`` (needs ``speaker_regex``) holds out whole speakers:
 a ``split_seed`` permutation of the speakers puts ``round(val_fraction * n)`` of them (at least
@@ -16,6 +22,7 @@ both are present.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -26,7 +33,24 @@ from kwsnet.data.audio import AUDIO_EXTENSIONS, read_audio
 from kwsnet.data.record import DataFormatError, Item, Source, SourceArgs
 from kwsnet.data.speech_commands import _read_list
 
-__all__ = ["FolderSource"]
+__all__ = ["FolderSource", "hash_split"]
+
+# As in TensorFlow's speech_commands ``which_set``: the hash modulo 2**27 gives the percentage.
+_HASH_BUCKETS = 1 << 27
+
+
+def hash_split(name: str, val_fraction: float, test_fraction: float, salt: int = 0) -> str:
+    """The split (``"train"``, ``"val"`` or ``"test"``) a speaker or file ``name`` hashes to.
+
+    Speech Commands' ``which_set`` rule: ``name`` without any ``_nohash_...`` tail is hashed
+    (SHA-1, salted with ``salt``: the source passes ``split_seed``) to ``u`` in [0, 1); val
+    if ``u < val_fraction``, test if ``u < val_fraction + test_fraction``, else train. Stable
+    across runs, processes and added files (unlike Python's ``hash``).
+    """
+    key = re.sub(r"_nohash_.*$", "", name)
+    digest = hashlib.sha1(f"{int(salt)}:{key}".encode()).hexdigest()
+    u = (int(digest, 16) % _HASH_BUCKETS) / _HASH_BUCKETS
+    return "val" if u < val_fraction else "test" if u < val_fraction + test_fraction else "train"
 
 
 class FolderSource(Source):
@@ -86,24 +110,25 @@ class FolderSource(Source):
         if self.speaker_disjoint:
             split_of = self._split_speakers([rel for rel, _ in files], speakers)
         else:
-            split_of = self._split_files(root, [rel for rel, _ in files])
+            split_of = self._split_files(root, [rel for rel, _ in files], speakers)
         self._items = {"train": [], "val": [], "test": []}
         for i, (rel, ci) in enumerate(files):
             spk = spk_index[speakers[i]] if speakers else -1
             self._items[split_of[rel]].append(Item(str(root / rel), ci, spk))
 
-    def _split_files(self, root: Path, rels: list[str]) -> dict[str, str]:
+    def _split_files(self, root: Path, rels: list[str], speakers: list[str]) -> dict[str, str]:
+        """The list files' split when present, else ``hash_split`` of each speaker or name.
+
+        ``speakers`` holds each file's speaker (empty without ``speaker_regex``: the file's
+        base name is hashed then).
+        """
         if (root / "validation_list.txt").exists() or (root / "testing_list.txt").exists():
             val = _read_list(root / "validation_list.txt", root)
             test = _read_list(root / "testing_list.txt", root)
             return {r: "val" if r in val else "test" if r in test else "train" for r in rels}
-        rng = np.random.default_rng(self.args.split_seed)
-        draws = rng.random(len(rels))
-        v, t = self.args.val_fraction, self.args.test_fraction
-        return {
-            r: "val" if d < v else "test" if d < v + t else "train"
-            for r, d in zip(rels, draws, strict=True)
-        }
+        names = speakers or [Path(r).name for r in rels]
+        v, t, salt = self.args.val_fraction, self.args.test_fraction, self.args.split_seed
+        return {r: hash_split(n, v, t, salt) for r, n in zip(rels, names, strict=True)}
 
     def _split_speakers(self, rels: list[str], speakers: list[str]) -> dict[str, str]:
         """Whole speakers to val/test by a ``split_seed`` permutation (never the training seed)."""
