@@ -21,9 +21,12 @@ __all__ = [
     "CLI_OVERRIDES",
     "check_private_api",
     "epoch_results",
+    "eval_dataloaders",
     "epoch_mean_entries",
     "metric_states",
     "mark_metric_updated",
+    "metric_update_count",
+    "set_metric_update_count",
     "should_update_logs",
     "started_wandb_run",
 ]
@@ -46,6 +49,10 @@ PRIVATE_API: dict[str, str] = {
     "torchmetrics.Metric._update_count": "a restored metric counts as updated (compute() works)",
     "Trainer._logger_connector.should_update_logs": "log step values only on logging steps",
     "WandbLogger._experiment": "close the wandb run only if this logger started one",
+    "_EvaluationLoop._combined_loader": (
+        "the running val/test loop's dataloaders (its sampler's DDP padding is left out of the "
+        "statistics); Trainer.val_dataloaders covers only fit's val loop"
+    ),
     **{f"LightningCLI.{name}": "KwsCLI overrides it" for name in CLI_OVERRIDES},
 }
 
@@ -67,6 +74,21 @@ def epoch_mean_entries(trainer: pl.Trainer) -> dict[str, Any]:
     }
 
 
+def eval_dataloaders(trainer: pl.Trainer, stage: str) -> Any:
+    """The dataloader(s) of the ``val`` or ``test`` loop now running (``validate`` after
+    ``fit`` on one trainer: the validate loop's, not fit's); ``None`` before it has them."""
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    if stage == "test":
+        return trainer.test_dataloaders
+    if trainer.state.fn == TrainerFn.VALIDATING:
+        loop: Any = trainer.validate_loop
+    else:
+        loop = trainer.fit_loop.epoch_loop.val_loop
+    combined = getattr(loop, "_combined_loader", None)
+    return combined.iterables if combined is not None else None
+
+
 def metric_states(metric: Any) -> dict[str, Any]:
     """A torchmetrics ``Metric``'s states by name (tensors or lists)."""
     return {k: getattr(metric, k) for k in metric._defaults}
@@ -76,6 +98,17 @@ def mark_metric_updated(metric: Any) -> None:
     """Make a metric whose states were set by hand count as updated, so ``compute()`` runs
     without torchmetrics' 'compute called before update' warning."""
     metric._update_count = max(metric._update_count, 1)
+
+
+def metric_update_count(metric: Any) -> int:
+    """How many times a torchmetrics ``Metric`` was updated (saved before a step that may be
+    undone: ``DivergenceGuard``'s skip)."""
+    return int(metric._update_count)
+
+
+def set_metric_update_count(metric: Any, count: int) -> None:
+    """Put back a ``Metric``'s update count (with its states restored by hand)."""
+    metric._update_count = int(count)
 
 
 def should_update_logs(trainer: pl.Trainer) -> bool:
@@ -112,6 +145,9 @@ def check_private_api() -> list[str]:
     loop = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
     if not hasattr(loop.fit_loop.epoch_loop, "_results"):
         problems.append("FitLoop.epoch_loop._results is gone")
+    for eval_loop in (loop.validate_loop, loop.fit_loop.epoch_loop.val_loop):
+        if not hasattr(eval_loop, "_combined_loader"):
+            problems.append(f"{type(eval_loop).__name__}._combined_loader is gone")
     connector = getattr(loop, "_logger_connector", None)
     if connector is None or not hasattr(type(connector), "should_update_logs"):
         problems.append("Trainer._logger_connector.should_update_logs is gone")

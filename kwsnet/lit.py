@@ -15,10 +15,13 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+from torch.utils.data import DataLoader, DistributedSampler
 
-from kwsnet._compat import should_update_logs
+from kwsnet._compat import eval_dataloaders, should_update_logs
 from kwsnet.data.features import RawAudio
 from kwsnet.init.base import InitStrategy, format_report
 from kwsnet.metrics.classification import ClassificationStats
@@ -47,7 +50,17 @@ class ClassifierModule(pl.LightningModule):
         class_names: class names for reports; linked from ``data.class_names``.
         optimizer: optimizer factory (default Adam; the configs set lr 0.005).
         lr_scheduler: optional scheduler factory; a ``kwsnet.optim.WarmupDecay`` is sized to
-            the run (``trainer.estimated_stepping_batches``) and stepped every optimizer step.
+            the run (``trainer.estimated_stepping_batches``) and stepped every optimizer step;
+            a ``ReduceLROnPlateau`` (torch's, or ``lightning.pytorch.cli.ReduceLROnPlateau``
+            with its ``monitor``) is stepped every epoch with the metric
+            ``lr_scheduler_monitor`` names.
+        lr_scheduler_monitor: the logged metric a ``ReduceLROnPlateau`` steps on (e.g.
+            ``val/loss``). Default None: the scheduler's own ``monitor`` (Lightning's CLI
+            wrapper has one), else the monitor of the run's ``ModelCheckpoint`` when its mode
+            is the scheduler's (``val/acc`` with ``mode: max`` in the configs), else
+            ``val/loss`` for ``mode: min`` and ``val/acc`` for ``mode: max``. Set with a
+            scheduler that has its own ``monitor``, the two must agree. Ignored by other
+            schedulers.
         weight_decay: if set, parameter groups with this decay on weights and none on norm
             scale/shift and biases (``kwsnet.optim.param_groups``); ``None`` (default) passes
             all parameters to the optimizer as they are.
@@ -78,6 +91,7 @@ class ClassifierModule(pl.LightningModule):
         class_names: list[str] | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
+        lr_scheduler_monitor: str | None = None,
         weight_decay: float | None = None,
         label_smoothing: float = 0.0,
         init: InitStrategy | None = None,
@@ -111,6 +125,7 @@ class ClassifierModule(pl.LightningModule):
         )
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
+        self.lr_scheduler_monitor = lr_scheduler_monitor
         self.weight_decay = weight_decay
         self.label_smoothing = label_smoothing
         self.augment = augment
@@ -127,7 +142,12 @@ class ClassifierModule(pl.LightningModule):
         self.init_report: list[dict] | None = None
         if init is not None:
             init.prepare(self)
+        # This process's identity (config, seed, provenance), set by the CLI at setup and
+        # saved in every checkpoint; on_load_checkpoint keeps it and records the loaded one.
         self.run_info: dict[str, Any] = {}
+        # val/test: how many of this process's remaining items are real, where the
+        # DistributedSampler padded the shard with repeats (None: no padding)
+        self._real_items_left: dict[str, int | None] = {}
 
         # One confusion matrix + loss sum per stage, updated on-device every step and turned
         # into {stage}/loss|acc|f1 once per epoch (kwsnet.metrics.classification).
@@ -203,7 +223,15 @@ class ClassifierModule(pl.LightningModule):
             )
         loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         preds = logits.argmax(dim=-1)
-        self.metrics[f"{stage}_"].update(preds, labels, loss)
+        real = self._real_items(stage, labels.numel())
+        if real is None:
+            self.metrics[f"{stage}_"].update(preds, labels, loss)
+        else:  # the batch ends in the sampler's padding: count the real items only
+            losses = F.cross_entropy(
+                logits, labels, reduction="none", label_smoothing=self.label_smoothing
+            )
+            kept = losses[:real].sum() / max(real, 1)  # 0 (times 0 items) for an empty rest
+            self.metrics[f"{stage}_"].update(preds[:real], labels[:real], kept)
         # Per-step values only on the steps the trainer writes to the logger
         # (log_every_n_steps); the epoch values are logged at epoch end (_log_epoch).
         if stage == "train" and self._logging_step():
@@ -216,6 +244,23 @@ class ClassifierModule(pl.LightningModule):
                 batch_size=labels.numel(),
             )
         return loss
+
+    def _real_items(self, stage: str, n: int) -> int | None:
+        """How many of this batch's ``n`` items are real, not the ``DistributedSampler``'s
+        padding (``None``: all of them); counted down from the epoch start, on the host."""
+        left = self._real_items_left.get(stage)
+        if left is None:
+            return None
+        self._real_items_left[stage] = left - n
+        return None if left >= n else max(left, 0)
+
+    def _start_eval_epoch(self, stage: str) -> None:
+        """Reset ``stage``'s statistics and count the real items of this process's shard."""
+        self.metrics[f"{stage}_"].reset()
+        trainer = self._trainer
+        loaders = eval_dataloaders(trainer, stage) if trainer is not None else None
+        sampler = loaders.sampler if isinstance(loaders, DataLoader) else None
+        self._real_items_left[stage] = _real_shard_items(sampler)
 
     def _logging_step(self) -> bool:
         """Whether the trainer writes this training step's values to the logger."""
@@ -255,14 +300,17 @@ class ClassifierModule(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
 
+    # Under DDP the DistributedSampler pads every shard to the same length with repeats of
+    # the first items; val/test statistics (loss, acc, f1, the confusion matrix) leave them
+    # out, so each item of the split counts once, as in one process.
     def on_validation_epoch_start(self) -> None:
-        self.metrics["val_"].reset()
+        self._start_eval_epoch("val")
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
 
     def on_test_epoch_start(self) -> None:
-        self.metrics["test_"].reset()
+        self._start_eval_epoch("test")
         self._test_embeddings = []
 
     def confusion_matrix(self, stage: str) -> torch.Tensor:
@@ -400,13 +448,78 @@ class ClassifierModule(pl.LightningModule):
                 "optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
             }
+        if isinstance(scheduler, ReduceLROnPlateau):  # stepped with a metric, every epoch
+            monitor = self._plateau_monitor(scheduler)
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": monitor},
+            }
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def _plateau_monitor(self, scheduler: ReduceLROnPlateau) -> str:
+        """The metric a ``ReduceLROnPlateau`` steps on (see ``lr_scheduler_monitor``)."""
+        own = getattr(scheduler, "monitor", None)  # lightning.pytorch.cli.ReduceLROnPlateau
+        chosen = self.lr_scheduler_monitor
+        if own and chosen and own != chosen:
+            raise ValueError(
+                f"model.lr_scheduler monitors {own!r} but model.lr_scheduler_monitor is "
+                f"{chosen!r}; set one of them"
+            )
+        if own or chosen:
+            return str(own or chosen)
+        mode = getattr(scheduler, "mode", "min")
+        trainer = self._trainer
+        for cb in trainer.checkpoint_callbacks if trainer is not None else []:
+            if isinstance(cb, ModelCheckpoint) and cb.monitor and cb.mode == mode:
+                return str(cb.monitor)
+        return "val/loss" if mode == "min" else "val/acc"
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["kwsnet"] = dict(self.run_info)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.run_info = dict(checkpoint.get("kwsnet", {}))
+        """Keep this process's ``run_info`` (the CLI sets it at setup, before Lightning
+        restores a checkpoint) and record the loaded one under ``resumed_from``: the list of
+        earlier identities, oldest first, each without its own ``resumed_from`` (a chain of
+        resumes stays flat; an identity equal to this one or already listed is not repeated).
+        A module without one (built in Python, not by the CLI) takes the loaded one."""
+        loaded = dict(checkpoint.get("kwsnet", {}))
+        if not self.run_info:
+            self.run_info = loaded
+            return
+        if not loaded:
+            return
+        current = _identity(self.run_info)
+        chain = list(self.run_info.get("resumed_from", []))
+        for earlier in [*loaded.get("resumed_from", []), _identity(loaded)]:
+            if earlier != current and earlier not in chain:
+                chain.append(earlier)
+        if chain:
+            self.run_info = {**self.run_info, "resumed_from": chain}
+
+
+def _identity(run_info: dict[str, Any]) -> dict[str, Any]:
+    """A ``run_info`` without its ``resumed_from`` history."""
+    return {k: v for k, v in run_info.items() if k != "resumed_from"}
+
+
+def _real_shard_items(sampler: Any) -> int | None:
+    """How many items of this process's shard are real, when ``sampler`` pads it (else None).
+
+    A ``DistributedSampler`` of ``N`` items and ``W`` processes (torch's, Lightning's wrapper
+    or kwsnet's ``ResumableSampler``; shuffled or not) pads its order to ``ceil(N / W) * W``
+    with repeats of its first items and gives rank ``r`` the positions ``r, r + W, ...``: the
+    ``i``-th item of rank ``r`` is padding iff ``i * W + r >= N``, so the first
+    ``ceil((N - r) / W)`` items of the shard are real and the rest are repeats.
+    """
+    if not isinstance(sampler, DistributedSampler) or sampler.drop_last:
+        return None
+    world, rank = int(sampler.num_replicas), int(sampler.rank)
+    size = getattr(sampler, "size", None)  # ResumableSampler has no dataset
+    if size is None:
+        size = len(sampler.dataset)  # type: ignore[arg-type]
+    real = max(0, -(-(int(size) - rank) // world))
+    return real if real < int(sampler.num_samples) else None
 
 
 def _clip_keys(paths: Sequence[str] | None, n: int) -> torch.Tensor:
