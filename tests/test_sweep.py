@@ -17,6 +17,7 @@ import statistics
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -33,6 +34,7 @@ from kwsnet.sweep import (
     sweep_main,
     wandb_sweep_config,
 )
+from kwsnet.sweep.report import _fmt_p
 
 REPO = Path(__file__).resolve().parents[1]
 NORM = "model.backbone.init_args.norm_placement"
@@ -40,7 +42,9 @@ LR = "model.optimizer.init_args.lr"
 
 # A stand-in for `kwsnet fit`: reads the flags the sweep passes, writes summary.json.
 # norm_placement "bogus" exits non-zero, "nan" writes no metric (as summary.json does for NaN),
-# "end" collapses on odd seeds. Every call leaves a file in $FAKE_CALLS.
+# "end" collapses on odd seeds. Every call leaves a file in $FAKE_CALLS. With $FAKE_PROVENANCE
+# (JSON) its summary.json records that provenance, with the run's thread count, as a run of
+# `kwsnet fit` records `kwsnet.tracking.provenance()`.
 FAKE_FIT = r"""
 import json, os, sys, uuid
 args = sys.argv[1:]
@@ -62,19 +66,32 @@ summary = {"seed": seed, "num_classes": 3, "best_epoch": seed, "epochs_run": 2,
            "threads": os.environ.get("OMP_NUM_THREADS"), "metrics": metrics,
            "wandb_service": os.environ.get("WANDB_SERVICE"),
            "collapse": {"test": {"counts": counts, "collapsed": float(collapsed)}}}
+if os.environ.get("FAKE_PROVENANCE"):
+    summary["provenance"] = {**json.loads(os.environ["FAKE_PROVENANCE"]),
+                             "num_threads": int(os.environ["OMP_NUM_THREADS"])}
 os.makedirs(root, exist_ok=True)
 json.dump(summary, open(os.path.join(root, "summary.json"), "w"))
 """
 
 
+def prov(commit: str = "a", **over: object) -> dict:
+    """A provenance as ``kwsnet.tracking.provenance()`` returns it; ``commit``: one character
+    repeated to a 40-hex sha."""
+    return {"kwsnet_version": "0.1.0", "git_commit": commit * 40, "git_dirty": False,
+            "torch_version": "2.14.1", "lightning_version": "2.6.1", "cpu_capability": "AVX2",
+            "num_threads": 1, **over}  # fmt: skip
+
+
 @pytest.fixture
 def fake_fit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Swap the run entry for FAKE_FIT; return the folder that counts its calls."""
+    """Swap the run entry for FAKE_FIT (its runs record ``prov("a")``: a fixed provenance, so
+    no test depends on the checkout's commit); return the folder that counts its calls."""
     script = tmp_path / "fake_fit.py"
     script.write_text(FAKE_FIT)
     calls = tmp_path / "calls"
     calls.mkdir()
     monkeypatch.setenv("FAKE_CALLS", str(calls))
+    monkeypatch.setenv("FAKE_PROVENANCE", json.dumps(prov("a")))
     monkeypatch.setattr(sweep, "FIT_ENTRY", [sys.executable, str(script)])
     return calls
 
@@ -655,3 +672,222 @@ def test_report_only_for_another_metric_and_baseline(
     assert "need --report-only" in capsys.readouterr().err
     assert sweep_main([*argv, "--baseline", "norm_placement=nope"]) == 2
     assert "not a grid point" in capsys.readouterr().err
+
+
+# --- equivalence margin (TOST) in the table ---------------------------------------------------
+
+
+def _ledger(path: Path, records: list[dict]) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    for rec in records:
+        append_ledger(path / "ledger.jsonl", rec)
+    return path
+
+
+def _fabricate(spec_path: Path, values: dict[str, list[float]], **extra: object) -> list[dict]:
+    """Ledger records of the spec's runs (no training): ``values`` per norm_placement, seeds
+    0.., with the spec's content key; ``extra``: more fields (a ``provenance``)."""
+    spec = load_spec(spec_path)
+    key = sweep.content_key(spec)
+    return [
+        _rec({NORM: norm}, f"norm_placement={norm}", seed, v, content_key=key,
+             metric="test/acc", **extra)
+        | {"run_id": f"norm_placement={norm}__seed{seed}"}
+        for norm, vals in values.items()
+        for seed, v in enumerate(vals)
+    ]  # fmt: skip
+
+
+def test_margin_verdicts_in_table_csv_and_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """With ``stats.margin`` / ``--margin`` each comparison gets a TOST: the table gains
+    ``p TOST ±M`` and its Holm p, the verdicts are better / worse / equivalent / inconclusive,
+    the CSV has margin, p_tost, p_tost_holm and the 90% CI; without one nothing changes."""
+    from scipy import stats as st
+
+    from kwsnet.stats import holm
+
+    base = [0.90, 0.92, 0.91, 0.93, 0.89, 0.92, 0.90, 0.91, 0.94, 0.90]
+    tiny = [0.002, -0.003, 0.004, 0.0, -0.001, 0.003, 0.001, -0.002, 0.002, 0.001]
+    wild = [0.08, -0.09, 0.07, -0.06, 0.10, -0.08, 0.05, -0.07, 0.09, -0.085]
+    values = {
+        "per_conv": base,
+        "end": [b + t for b, t in zip(base, tiny, strict=True)],  # equivalent
+        "none": [b + w for b, w in zip(base, wild, strict=True)],  # inconclusive
+        "post": [b + 0.05 + t for b, t in zip(base, tiny, strict=True)],  # better
+    }
+    spec_path = write_spec(tmp_path / "s.yaml", seeds=10, grid={NORM: list(values)})
+    out = _ledger(tmp_path / "out", _fabricate(spec_path, values, provenance=prov("a")))
+    argv = ["--config", str(spec_path), "--out", str(out), "--report-only"]
+    assert sweep_main(argv) == 0
+    md = (out / "results.md").read_text()
+    assert "p TOST" not in md and "| not distinguishable |" in md  # no margin: as before
+    assert sweep_main([*argv, "--margin", "0.02"]) == 0
+    table = capsys.readouterr().out
+    assert "| p Holm | p TOST ±0.02 | p TOST Holm | verdict |" in table
+    rows = {r["point_label"].split("=")[1]: r for r in aggregate(
+        read_ledger(out / "ledger.jsonl"),
+        SweepSpec(**{**dataclasses.asdict(load_spec(spec_path)), "stats": {"margin": 0.02}}),
+    )}  # fmt: skip
+    assert [rows[k]["verdict"] for k in values] == ["baseline", "equivalent", "inconclusive",
+                                                    "better"]  # fmt: skip
+    others = ["end", "none", "post"]
+    p_tost = [
+        max(st.ttest_rel(np.add(values[k], 0.02), base, alternative="greater").pvalue,
+            st.ttest_rel(np.subtract(values[k], 0.02), base, alternative="less").pvalue)
+        for k in others
+    ]  # fmt: skip
+    assert [rows[k]["p_tost"] for k in others] == pytest.approx(p_tost, rel=1e-6)
+    assert [rows[k]["p_tost_holm"] for k in others] == pytest.approx(holm(p_tost), rel=1e-6)
+    p = [st.ttest_rel(values[k], base).pvalue for k in others]
+    assert [rows[k]["p_holm"] for k in others] == pytest.approx(holm(p), rel=1e-9)
+    for k in others:
+        assert f"| {_fmt_p(rows[k]['p_tost'])} | {_fmt_p(rows[k]['p_tost_holm'])} | " in table
+    md = (out / "results.md").read_text()
+    assert "else equivalent when the Holm-adjusted TOST p < 0.05, else inconclusive" in md
+    with open(out / "results.csv") as f:
+        csv_rows = list(csv.DictReader(f))
+    end = [r for r in csv_rows if r[NORM] == "end"]
+    assert {r["verdict"] for r in end} == {"equivalent"} and end[0]["margin"] == "0.02"
+    assert float(end[0]["p_tost"]) == pytest.approx(rows["end"]["p_tost"], rel=1e-9)
+    assert -0.02 < float(end[0]["tost_ci_low"]) < float(end[0]["tost_ci_high"]) < 0.02
+    assert {r["p_tost"] for r in csv_rows if r[NORM] == "per_conv"} == {""}
+    # a lower-is-better metric turns better round; the TOST is symmetric
+    loss = SweepSpec(**{**dataclasses.asdict(load_spec(spec_path)), "metric": "val/loss",
+                        "stats": {"margin": 0.02}})  # fmt: skip
+    recs = [{**r, "metric": "val/loss"} for r in read_ledger(out / "ledger.jsonl")]
+    verdicts = [r["verdict"] for r in aggregate(recs, loss)]
+    assert verdicts == ["baseline", "equivalent", "inconclusive", "worse"]
+    # the margin in the spec, and bad margins
+    spec_m = write_spec(tmp_path / "m.yaml", seeds=10, grid={NORM: list(values)},
+                        stats={"margin": 0.02})  # fmt: skip
+    assert sweep_main(["--config", str(spec_m), "--out", str(out), "--report-only"]) == 0
+    assert "p TOST ±0.02" in (out / "results.md").read_text()
+    capsys.readouterr()
+    assert sweep_main([*argv, "--margin", "-0.1"]) == 2
+    assert "--margin: " in capsys.readouterr().err
+    with pytest.raises(ValueError, match="stats.margin"):
+        SweepSpec(name="s", base_config="x.yaml", seeds=2, stats={"margin": "wide"})
+
+
+# --- provenance ---------------------------------------------------------------------------------
+
+
+def test_records_carry_the_runs_provenance(
+    tmp_path: Path, fake_fit: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each record's ``provenance`` is the run's own from summary.json (``provenance_source``
+    ``run``); without one, the sweep process's ``provenance()`` with the run's thread count
+    (``sweep``). results.md and results.csv show it."""
+    out = tmp_path / "out"
+    spec = write_spec(tmp_path / "s.yaml")
+    assert sweep_main(["--config", str(spec), "--out", str(out)]) == 0
+    threads = max(1, len(os.sched_getaffinity(0)) // 2)
+    records = read_ledger(out / "ledger.jsonl")
+    assert {r["provenance_source"] for r in records} == {"run"}
+    assert all(r["provenance"] == prov("a", num_threads=threads) for r in records)
+    md = (out / "results.md").read_text()
+    assert f"Provenance (`kwsnet.tracking.provenance`): commit `{'a' * 40}`" in md
+    assert f"torch threads per run: {threads} (4 runs)" in md
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["git_commit"] for r in rows} == {"a" * 40} and rows[0]["cpu_capability"] == "AVX2"
+    assert {r["provenance_source"] for r in rows} == {"run"}
+    # a run that records none (an older kwsnet fit): the sweep's own, with the run's threads
+    import kwsnet.tracking
+
+    monkeypatch.delenv("FAKE_PROVENANCE")
+    monkeypatch.setattr(kwsnet.tracking, "provenance", lambda: prov("c", num_threads=99))
+    out2 = tmp_path / "out2"
+    assert sweep_main(["--config", str(spec), "--out", str(out2)]) == 0
+    records = read_ledger(out2 / "ledger.jsonl")
+    assert {r["provenance_source"] for r in records} == {"sweep"}
+    assert all(r["provenance"] == prov("c", num_threads=threads) for r in records)
+    assert "4 run(s) recorded none in summary.json" in (out2 / "results.md").read_text()
+
+
+def test_report_refuses_mixed_provenance(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Runs from two commits are never averaged: the report exits 2 with one line naming both
+    commits and their run counts; ``--allow-mixed-provenance`` reports them in rows apart, each
+    against its own baseline row; identical provenance gives one row per point as before."""
+    values = {
+        "per_conv": [0.5, 0.6, 0.55, 0.58, 0.61, 0.52],
+        "end": [0.7, 0.8, 0.75, 0.7, 0.9, 0.8],
+    }
+    spec_path = write_spec(tmp_path / "s.yaml", seeds=6)
+    records = _fabricate(spec_path, values, provenance=prov("a"))
+    for r in records:  # seeds 4 and 5 were added later, at another commit
+        if r["seed"] >= 4:
+            r["provenance"] = prov("b", git_commit="b" * 40 + "-dirty", git_dirty=True)
+    out = _ledger(tmp_path / "out", records)
+    argv = ["--config", str(spec_path), "--out", str(out), "--report-only"]
+    capsys.readouterr()
+    assert sweep_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ledger.jsonl: the runs come from 2 provenances" in err
+    assert f"commit {'a' * 12} (8 runs), commit {'b' * 12}-dirty (4 runs)" in err
+    assert "--allow-mixed-provenance" in err
+    assert not (out / "results.md").exists()  # nothing written
+    assert sweep_main([*argv, "--allow-mixed-provenance"]) == 0
+    md = (out / "results.md").read_text()
+    assert "| norm_placement | provenance | n |" in md
+    a, b = f"commit {'a' * 12}", f"commit {'b' * 12}-dirty"
+    lines = [line for line in md.splitlines() if line.startswith("| per_conv") or
+             line.startswith("| end")]  # fmt: skip
+    assert [line.split(" | ")[:3] for line in lines] == [
+        ["| per_conv", a, "4"], ["| per_conv", b, "2"], ["| end", a, "4"], ["| end", b, "2"]
+    ]  # fmt: skip
+    assert lines[0].endswith("| baseline |") and lines[1].endswith("| baseline |")
+    spec = load_spec(spec_path)
+    rows = aggregate(read_ledger(out / "ledger.jsonl"), spec, allow_mixed_provenance=True)
+    end_b = rows[3]
+    d = [values["end"][s] - values["per_conv"][s] for s in (4, 5)]
+    assert end_b["test"] == "paired" and end_b["diff"] == pytest.approx(statistics.fmean(d))
+    assert "2 provenances" in md and "rows apart" in md
+    with open(out / "results.csv") as f:
+        csv_rows = list(csv.DictReader(f))
+    assert {r["provenance_group"] for r in csv_rows if r["seed"] == "5"} == {b}
+    assert {r["point_n"] for r in csv_rows if r["seed"] == "5"} == {"2"}
+    # records written before provenance existed are a group of their own: "unknown"
+    old = [{k: v for k, v in r.items() if k != "provenance"} for r in records if r["seed"] < 4]
+    new = [{**r, "provenance": prov("a")} for r in records if r["seed"] >= 4]
+    out_old = _ledger(tmp_path / "old", old + new)
+    capsys.readouterr()
+    assert sweep_main([*argv[:3], str(out_old), "--report-only"]) == 2
+    assert f"unknown (8 runs), commit {'a' * 12} (4 runs)" in capsys.readouterr().err
+    # identical provenance: one row per point, as before
+    out_same = _ledger(tmp_path / "same", [{**r, "provenance": prov("a")} for r in records])
+    assert sweep_main([*argv[:3], str(out_same), "--report-only"]) == 0
+    md = (out_same / "results.md").read_text()
+    assert "provenance |" not in md and "| per_conv | 6 |" in md and "| end | 6 |" in md
+    # another torch version or CPU capability splits too, named by what differs
+    cpu = [{**r, "provenance": prov("a", cpu_capability="AVX512")} if r["seed"] == 0 else
+           {**r, "provenance": prov("a")} for r in records]  # fmt: skip
+    capsys.readouterr()
+    assert sweep_main([*argv[:3], str(_ledger(tmp_path / "cpu", cpu)), "--report-only"]) == 2
+    assert "cpu AVX512 (2 runs), cpu AVX2 (10 runs)" in capsys.readouterr().err
+
+
+def test_resume_at_another_commit_keeps_versions_apart(
+    tmp_path: Path, fake_fit: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A sweep resumed at another commit says so as it starts; its final report refuses to
+    average the two (exit 2, the ledger kept), and ``--allow-mixed-provenance`` reports them."""
+    out = tmp_path / "out"
+    argv = ["--config", str(write_spec(tmp_path / "s.yaml")), "--out", str(out)]
+    assert sweep_main(argv) == 0 and n_calls(fake_fit) == 4
+    monkeypatch.setenv("FAKE_PROVENANCE", json.dumps(prov("b")))
+    import kwsnet.tracking
+
+    monkeypatch.setattr(kwsnet.tracking, "provenance", lambda: prov("b"))
+    argv[1] = str(write_spec(tmp_path / "s.yaml", seeds=3))  # one more seed: 2 runs to make
+    capsys.readouterr()
+    assert sweep_main(argv) == 2 and n_calls(fake_fit) == 6
+    cap = capsys.readouterr()
+    assert f"4 ok run(s) kept from the ledger were made with another provenance than this " \
+           f"process (commit {'b' * 12}): commit {'a' * 12} (4 runs)" in cap.out  # fmt: skip
+    assert f"commit {'a' * 12} (4 runs), commit {'b' * 12} (2 runs)" in cap.err
+    assert len(read_ledger(out / "ledger.jsonl")) == 6
+    assert sweep_main([*argv, "--report-only", "--allow-mixed-provenance"]) == 0
+    assert "| per_conv | commit bbbbbbbbbbbb | 1 |" in (out / "results.md").read_text()

@@ -17,7 +17,8 @@ A spec (YAML) has these keys (only ``name``, ``base_config`` and ``seeds`` are r
     overrides:                       # dotted CLI key -> value, the same for every run
       trainer.max_epochs: 50
     metric: test/acc                 # the summary.json metric the table reports
-    stats: {ci: t, alpha: 0.05, baseline: null, bootstrap_samples: 10000, seed: 0, goal: null}
+    stats: {ci: t, alpha: 0.05, baseline: null, bootstrap_samples: 10000, seed: 0, goal: null,
+            margin: null}
     workers: 2                       # parallel runs; threads per run = cores // workers
     out: sweeps/kws_raw_ln           # run dirs, ledger, results
     publish: docs/sweeps/kws_raw_ln  # optional: copy results.{md,csv,png}, ledger.jsonl here
@@ -33,10 +34,19 @@ of a ``class_path`` dict (with a 6-hex hash of the value when two values share i
 ``stats`` (see ``kwsnet/stats.py`` and docs/sweeps.md): the CI method of each point's mean
 (``t`` or ``bootstrap``), ``alpha``, the ``baseline`` point (a label as in the table, e.g.
 ``lr=0.005,norm_placement=per_conv``, or an index into the grid points; default the first),
-``bootstrap_samples`` and the bootstrap ``seed``, and ``goal`` (``max``/``min``; default from
-the metric's name: lower is better for losses and error rates). Every table has the mean's CI,
-the difference to the baseline with its CI, the p-value (paired by seed, else Welch), the
-Holm-adjusted p-value and a verdict.
+``bootstrap_samples`` and the bootstrap ``seed``, ``goal`` (``max``/``min``; default from
+the metric's name: lower is better for losses and error rates), and ``margin`` (the equivalence
+margin in the metric's units, e.g. 0.02; ``--margin`` overrides; default none). Every table has
+the mean's CI, the difference to the baseline with its CI, the p-value (paired by seed, else
+Welch), the Holm-adjusted p-value and a verdict: better / worse / not distinguishable, or with
+a margin better / worse / equivalent (TOST) / inconclusive, with the TOST p-values.
+
+Provenance: every ledger record carries ``provenance`` (``kwsnet.tracking.provenance()``: the
+run's own from its summary.json, else the sweep process's with the run's thread count) and
+``provenance_source`` (``run`` / ``sweep``). The report never averages runs of different
+provenance (commit, kwsnet / torch / lightning version, CPU capability; records without one
+are the group ``unknown``): it refuses with exit code 2 and a line naming the groups, unless
+``--allow-mixed-provenance``, which reports each group in rows of its own.
 
 Relative paths (``base_config``, ``out``, ``publish``, data roots in ``overrides``) resolve
 from the current directory, as the run processes start there.
@@ -75,16 +85,19 @@ import yaml
 from kwsnet.sweep.ledger import (
     LEDGER,
     LOCK,
+    PROVENANCE_KEYS,
     SweepLock,
     _content,
     append_ledger,
     latest_records,
+    provenance_key,
     read_ledger,
     record_collapsed,
     record_run,
 )
 from kwsnet.sweep.report import (
     RESULT_FILES,
+    MixedProvenanceError,
     _publish,
     _summary_run,
     add_stats,
@@ -150,6 +163,9 @@ __all__ = [
     "run_args",
     "record_run",
     "run_sweep",
+    "MixedProvenanceError",
+    "PROVENANCE_KEYS",
+    "provenance_key",
 ]
 
 # The command a run starts with; its arguments follow. ``-c`` rather than ``train.py`` so the
@@ -187,13 +203,29 @@ def _parser() -> argparse.ArgumentParser:
         help="with --metric/--baseline: the extra report's file stem results_<name> "
         "(default: from the metric and baseline)",
     )
+    p.add_argument(
+        "--margin",
+        type=float,
+        metavar="M",
+        help="equivalence margin in the metric's units (e.g. 0.02): TOST against the baseline "
+        "and the verdicts better / worse / equivalent / inconclusive (default: the spec's "
+        "stats.margin, else no equivalence test)",
+    )
+    p.add_argument(
+        "--allow-mixed-provenance",
+        action="store_true",
+        help="report runs of different provenance (commit, torch version, CPU capability, ...) "
+        "in rows apart instead of refusing",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the run commands; run nothing")
     p.add_argument("--no-summary-run", action="store_true", help="skip the wandb summary run")
     return p
 
 
 def sweep_main(argv: list[str]) -> int:
-    """``kwsnet sweep``: returns 0 if every run is ok, 1 if any failed, 2 on usage errors."""
+    """``kwsnet sweep``: returns 0 if every run is ok, 1 if any failed, 2 on usage errors and
+    when the report refuses to average runs of different provenance (``MixedProvenanceError``;
+    the runs stay in the ledger: ``--report-only --allow-mixed-provenance`` reports them)."""
     args = _parser().parse_args(argv)
     try:
         spec = load_spec(args.config)
@@ -207,6 +239,12 @@ def sweep_main(argv: list[str]) -> int:
         for line in error_lines(yaml_syntax_error(args.config, text, exc)):
             print(line.replace("kwsnet:", "kwsnet sweep:", 1), file=sys.stderr)
         return 2
+    if args.margin is not None:
+        try:
+            spec = dataclasses.replace(spec, stats={**spec.stats, "margin": args.margin})
+        except ValueError as exc:
+            print(f"kwsnet sweep: --margin: {exc}", file=sys.stderr)
+            return 2
     report_name = None
     if args.metric or args.baseline or args.report_name:
         if not args.report_only:
@@ -264,8 +302,16 @@ def sweep_main(argv: list[str]) -> int:
         return 0
     command = shlex.join(["kwsnet", "sweep", *(a for a in argv if a != "--report-only")])
     start = time.monotonic()
+    mixed = args.allow_mixed_provenance
+    ledger = os.path.join(out, LEDGER)
     if args.report_only:  # read-only on the ledger: works beside a running sweep, no lock
-        _, table = write_results(spec, out, command, name=report_name)
+        try:
+            _, table = write_results(
+                spec, out, command, name=report_name, allow_mixed_provenance=mixed
+            )
+        except MixedProvenanceError as exc:
+            print(f"kwsnet sweep: {ledger}: {exc}", file=sys.stderr)
+            return 2
         print(table, end="")
         _publish(spec, out, report_name)
     else:
@@ -279,9 +325,20 @@ def sweep_main(argv: list[str]) -> int:
             try:
                 run_sweep(spec, plans, out, workers)
             except (_Stop, KeyboardInterrupt):
-                write_results(spec, out, command, time.monotonic() - start)
+                try:
+                    write_results(
+                        spec, out, command, time.monotonic() - start, allow_mixed_provenance=mixed
+                    )
+                except MixedProvenanceError as exc:
+                    print(f"kwsnet sweep: {ledger}: {exc}", file=sys.stderr)
                 return 130
-            rows, table = write_results(spec, out, command, time.monotonic() - start)
+            try:
+                rows, table = write_results(
+                    spec, out, command, time.monotonic() - start, allow_mixed_provenance=mixed
+                )
+            except MixedProvenanceError as exc:
+                print(f"kwsnet sweep: {ledger}: {exc}", file=sys.stderr)
+                return 2
             print(table, end="")
             print(f"results: {os.path.join(out, 'results.md')}, results.csv, results.png")
             if spec.wandb.get("summary_run", True) and not args.no_summary_run:

@@ -1,5 +1,6 @@
 """The JSONL ledger (one fsync'd line per finished run, torn-line tolerant), the record of a
-finished run (with the collapse rule applied), resume's content matching, and the sweep lock."""
+finished run (with the collapse rule applied and its provenance), resume's content matching,
+provenance groups, and the sweep lock."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import os
 import socket
 import time
 import warnings
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,90 @@ LOCK = "sweep.lock"
 
 
 _TAIL_LINES = 25
+
+
+# The provenance fields (``kwsnet.tracking.provenance``) that tell code versions and kernels
+# apart: records differing in one of them are never averaged into one table row. Recorded but
+# not grouped on: ``git_dirty`` (in the commit's ``-dirty`` suffix) and ``num_threads`` (a
+# setting of the sweep, ``cores // workers``, which a resume with other ``--workers`` changes).
+PROVENANCE_KEYS = (
+    "git_commit",
+    "kwsnet_version",
+    "torch_version",
+    "lightning_version",
+    "cpu_capability",
+)
+_PROVENANCE_NAMES = {
+    "git_commit": "commit",
+    "kwsnet_version": "kwsnet",
+    "torch_version": "torch",
+    "lightning_version": "lightning",
+    "cpu_capability": "cpu",
+}
+UNKNOWN_PROVENANCE = "unknown"  # the group of records written before provenance was recorded
+
+ProvenanceKey = tuple[Any, ...] | None
+
+
+def sweep_provenance(threads: int | None = None) -> dict[str, Any]:
+    """``kwsnet.tracking.provenance()`` of this (the sweep) process, with ``num_threads`` set
+    to a run's thread count (``threads``: the ``OMP_NUM_THREADS`` the runner gave it; ``None``
+    when unknown): the fallback for a run whose summary.json records no provenance."""
+    try:
+        from kwsnet.tracking import provenance
+
+        prov = provenance()
+    except Exception as exc:  # never lose a finished run's record over its provenance
+        warnings.warn(f"kwsnet.tracking.provenance() failed: {exc}", stacklevel=2)
+        prov = dict.fromkeys(("kwsnet_version", *PROVENANCE_KEYS, "git_dirty"))
+        prov["git_commit"] = "unknown"
+    return {**prov, "num_threads": threads}
+
+
+def provenance_key(rec: Mapping[str, Any]) -> ProvenanceKey:
+    """The provenance group of a ledger record: its ``PROVENANCE_KEYS`` values, or ``None``
+    (``UNKNOWN_PROVENANCE``) for a record without provenance (written before it existed)."""
+    prov = rec.get("provenance")
+    if not isinstance(prov, dict):
+        return None
+    return tuple(prov.get(k) for k in PROVENANCE_KEYS)
+
+
+def _short_value(key: str, value: Any) -> str:
+    text = str(value)
+    if key == "git_commit" and len(text) >= 40:  # a sha: 12 hex digits (+ "-dirty")
+        return text[:12] + text[40:]
+    return text
+
+
+def provenance_labels(keys: Iterable[ProvenanceKey]) -> dict[ProvenanceKey, str]:
+    """A short label for each provenance group: the fields that differ among the known groups
+    (the commit when only one is known), e.g. ``commit 4949e7d1a2b3-dirty, torch 2.14.1``;
+    ``unknown`` for records without provenance."""
+    keys = list(dict.fromkeys(keys))
+    known = [k for k in keys if k is not None]
+    fields = [i for i in range(len(PROVENANCE_KEYS)) if len({k[i] for k in known}) > 1] or [0]
+    labels: dict[ProvenanceKey, str] = {}
+    for k in keys:
+        if k is None:
+            labels[k] = UNKNOWN_PROVENANCE
+            continue
+        labels[k] = ", ".join(
+            f"{_PROVENANCE_NAMES[PROVENANCE_KEYS[i]]} {_short_value(PROVENANCE_KEYS[i], k[i])}"
+            for i in fields
+        )
+    return labels
+
+
+def describe_provenance(
+    records: Iterable[Mapping[str, Any]], among: Iterable[ProvenanceKey] = ()
+) -> str:
+    """The provenance groups of ``records`` with how many runs each, in order of first
+    appearance: ``commit 4949e7d1a2b3 (6 runs), unknown (4 runs)``; labelled by the fields that
+    differ among them and the groups ``among``."""
+    counts = Counter(provenance_key(r) for r in records)
+    labels = provenance_labels([*counts, *among])
+    return ", ".join(f"{labels[k]} ({n} run{'s' if n != 1 else ''})" for k, n in counts.items())
 
 
 def append_ledger(path: str | os.PathLike, record: dict[str, Any]) -> None:
@@ -147,11 +233,19 @@ def _content(rec: dict[str, Any], spec: SweepSpec, keys: dict[str, str | None]) 
 
 
 def record_run(
-    plan: RunPlan, spec: SweepSpec, returncode: int, wall_s: float, key: Any = _UNKNOWN
+    plan: RunPlan,
+    spec: SweepSpec,
+    returncode: int,
+    wall_s: float,
+    key: Any = _UNKNOWN,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Build the ledger record of a finished run from its exit code and ``summary.json``.
 
     ``key``: the content key the run started with (default: its ``content_key`` now).
+    ``provenance``: the run's own, from summary.json's ``provenance`` (``provenance_source``
+    ``"run"``); without one (an older kwsnet, a failed run) ``sweep_provenance(threads)``
+    (``"sweep"``), ``threads`` being the thread count the runner gave the run.
     """
     config = run_base_config(spec, plan.point)
     rec: dict[str, Any] = {
@@ -199,6 +293,11 @@ def record_run(
         if error is None and (not isinstance(value, (int, float)) or not math.isfinite(value)):
             # summary.json drops non-finite metrics, so a NaN loss shows up as a missing one.
             error = f"metric {spec.metric} missing or not finite in summary.json ({value!r})"
+    prov = summary.get("provenance")
+    if isinstance(prov, dict) and prov:
+        rec.update(provenance=dict(prov), provenance_source="run")
+    else:
+        rec.update(provenance=sweep_provenance(threads), provenance_source="sweep")
     rec["status"] = "failed" if error else "ok"
     if error:
         rec["error"] = error + "\n" + _tail(plan.log_path)

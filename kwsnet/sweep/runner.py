@@ -18,9 +18,13 @@ from kwsnet.sweep.ledger import (
     LEDGER,
     _content,
     append_ledger,
+    describe_provenance,
     latest_records,
+    provenance_key,
+    provenance_labels,
     read_ledger,
     record_run,
+    sweep_provenance,
 )
 from kwsnet.sweep.spec import (
     RunPlan,
@@ -47,10 +51,37 @@ def _raise_stop(signum: int, frame: Any) -> None:
     raise _Stop(signal.Signals(signum).name)
 
 
+def _note_other_provenance(
+    spec: SweepSpec, kept: Sequence[dict[str, Any]], threads: int, log: Any
+) -> None:
+    """Say so when ok runs kept from the ledger were made by other code (another commit, torch
+    version, CPU capability, ...) than this process runs: the report will not average them with
+    the runs about to be made (``report.MixedProvenanceError``) unless
+    ``--allow-mixed-provenance``."""
+    if not kept:
+        return
+    now = {"provenance": sweep_provenance(threads)}
+    other = [r for r in kept if provenance_key(r) != provenance_key(now)]
+    if other:
+        key = provenance_key(now)
+        labels = provenance_labels([provenance_key(r) for r in [*kept, now]])
+        print(
+            f"sweep {spec.name}: {len(other)} ok run(s) kept from the ledger were made with "
+            f"another provenance than this process ({labels[key]}): "
+            f"{describe_provenance(other, [key])}; the report will refuse to average them with "
+            "the runs made now unless --allow-mixed-provenance (rows apart); a new --out runs "
+            "everything again",
+            file=log,
+            flush=True,
+        )
+
+
 def run_sweep(
-    spec: SweepSpec, plans: Sequence[RunPlan], out: str, workers: int, log: Any = sys.stdout
+    spec: SweepSpec, plans: Sequence[RunPlan], out: str, workers: int, log: Any = None
 ) -> list[dict[str, Any]]:
-    """Run the not-yet-``ok`` plans, ``workers`` at a time; return this invocation's records."""
+    """Run the not-yet-``ok`` plans, ``workers`` at a time; return this invocation's records.
+    Progress goes to ``log`` (default: ``sys.stdout`` as it is at call time)."""
+    log = sys.stdout if log is None else log
     ledger = os.path.join(out, LEDGER)
     keys = content_keys(spec)
     latest = latest_records(read_ledger(ledger, repair=True))
@@ -74,7 +105,10 @@ def run_sweep(
             file=log,
             flush=True,
         )
+    threads = str(_threads_per_run(workers))
     todo = [p for p in plans if p.run_id not in done]
+    if todo:
+        _note_other_provenance(spec, [latest[k] for k in sorted(done)], int(threads), log)
     print(
         f"sweep {spec.name}: {len(plans)} runs, {len(plans) - len(todo)} already ok, "
         f"{len(todo)} to run, "
@@ -82,7 +116,6 @@ def run_sweep(
         file=log,
         flush=True,
     )
-    threads = str(_threads_per_run(workers))
     env = {
         **os.environ,
         "OMP_NUM_THREADS": threads,
@@ -112,7 +145,9 @@ def run_sweep(
             for proc in [p for p in running if p.poll() is not None]:
                 plan, start, logf, run_key = running.pop(proc)
                 logf.close()
-                rec = record_run(plan, spec, proc.returncode, time.monotonic() - start, run_key)
+                rec = record_run(
+                    plan, spec, proc.returncode, time.monotonic() - start, run_key, int(threads)
+                )
                 append_ledger(ledger, rec)
                 records.append(rec)
                 value = "" if rec["value"] is None else f"{spec.metric}={rec['value']:.4f}"

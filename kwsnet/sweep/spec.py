@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ _STATS_DEFAULTS: dict[str, Any] = {
     "bootstrap_samples": 10000,
     "seed": 0,
     "goal": None,
+    "margin": None,
 }
 
 
@@ -55,7 +57,9 @@ class SweepSpec:
             (default ``kwsnet``), ``offline`` (default ``None``: ``resolve_offline``).
         stats: ``ci`` (``t``/``bootstrap``), ``alpha``, ``baseline`` (a point label or index,
             default the first point), ``bootstrap_samples``, ``seed``, ``goal``
-            (``max``/``min``, default from the metric name); see ``kwsnet/stats.py``.
+            (``max``/``min``, default from the metric name), ``margin`` (the equivalence
+            margin of the TOST verdicts, in the metric's units; default ``None``: no
+            equivalence test); see ``kwsnet/stats.py``.
         description: free text, copied to results.md.
     """
 
@@ -148,6 +152,14 @@ class SweepSpec:
             raise ValueError(f"stats.seed must be an int, got {st['seed']!r}")
         if st["goal"] not in (None, "max", "min"):
             raise ValueError(f"stats.goal must be max, min or null, got {st['goal']!r}")
+        margin = st["margin"]
+        if margin is not None and (
+            isinstance(margin, bool)
+            or not isinstance(margin, (int, float))
+            or not math.isfinite(margin)
+            or margin <= 0
+        ):
+            raise ValueError(f"stats.margin must be a positive number or null, got {margin!r}")
         baseline_index(self, st["baseline"])  # raises on an unknown point
 
     @property
