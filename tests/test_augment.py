@@ -17,6 +17,9 @@ from kwsnet.data.augment import (
     TimeShift,
 )
 
+# Outcome depends on torch's CPU kernel path: also run under ATEN_CPU_CAPABILITY=default.
+pytestmark = pytest.mark.kernel_path
+
 SR = 16000
 
 

@@ -25,6 +25,9 @@ from models.ds_cnn import DSCNN
 from models.ecapa_tdnn import EcapaTdnn
 from models.matchboxnet import MatchboxNet
 
+# Outcome depends on torch's CPU kernel path: also run under ATEN_CPU_CAPABILITY=default.
+pytestmark = pytest.mark.kernel_path
+
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TINY = "{num_words: 3, num_speakers: 4, utterances: 4}"
 

@@ -14,6 +14,9 @@ from kwsnet.metrics.classification import ClassificationStats, accuracy_f1
 
 from .conftest import tiny_cli_args
 
+# Outcome depends on torch's CPU kernel path: also run under ATEN_CPU_CAPABILITY=default.
+pytestmark = pytest.mark.kernel_path
+
 
 @pytest.mark.parametrize("seed", range(5))
 def test_matches_torchmetrics_over_batches_with_absent_classes(seed: int) -> None:

@@ -14,6 +14,9 @@ from kwsnet.tracking import read_offline_run
 
 from .conftest import REPO, TINY_SYNTHETIC, learnable_cli_args, tiny_cli_args, write_tone
 
+# Outcome depends on torch's CPU kernel path: also run under ATEN_CPU_CAPABILITY=default.
+pytestmark = pytest.mark.kernel_path
+
 CONFIG = str(REPO / "configs" / "kws_raw.yaml")
 
 

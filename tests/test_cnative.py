@@ -65,6 +65,7 @@ def test_golden_data_in_c(cbuild: Path, golden: Path) -> None:
     assert "command" in (golden / "golden.json").read_text()
 
 
+@pytest.mark.kernel_path
 @pytest.mark.parametrize("name", sorted(gen_golden.layer_cases()))
 def test_layer_parity(cbuild: Path, tmp_path: Path, name: str) -> None:
     """Each layer kind alone, random weights and inputs, C via ctypes vs PyTorch."""
@@ -121,6 +122,7 @@ def _separating_head(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.tensor(picks)
 
 
+@pytest.mark.kernel_path
 @pytest.mark.parametrize("placement", ["per_conv", "end", "none"])
 def test_full_model_parity_separated(cbuild: Path, tmp_path: Path, placement: str) -> None:
     """A tiny RawConv per norm placement with random convs and norms and a head built to
@@ -151,6 +153,7 @@ def test_full_model_parity_separated(cbuild: Path, tmp_path: Path, placement: st
     assert rep.ok and rep.n == 128 and rep.torch_classes == rep.c_classes == {0, 1, 2, 3}
 
 
+@pytest.mark.kernel_path
 def test_full_size_model_per_layer(cbuild: Path, tmp_path: Path) -> None:
     """The real 16000-sample RawConv: every intermediate output via kwsn_forward_until."""
     from kwsnet.export.parity import run_parity
@@ -222,6 +225,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[nn.Module, Pat
     return model, path
 
 
+@pytest.mark.kernel_path
 def test_cli_wav_and_raw(cbuild: Path, tiny_model: tuple, tmp_path: Path) -> None:
     model, path = tiny_model
     g = np.random.default_rng(0)

@@ -175,6 +175,7 @@ def test_fft_power_matches_float64_rfft(lib: Path, n_fft: int) -> None:
         assert err <= FFT_RTOL * ref.max(), (n_fft, err / ref.max())
 
 
+@pytest.mark.kernel_path
 @pytest.mark.parametrize("n_fft,win_length,hop,center", FFT_CONFIGS)
 @pytest.mark.parametrize("signal", sorted(SIGNALS))
 def test_log_mel_matches_torchaudio(
@@ -250,6 +251,7 @@ def test_silence(lib: Path, normalize: str) -> None:
         assert np.all(cm == 0.0)
 
 
+@pytest.mark.kernel_path
 def test_real_clips(lib: Path) -> None:
     """Speech Commands TTS clips (1 s, zero-padded as the dataset pads), the shipped config.
 

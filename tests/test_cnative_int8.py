@@ -126,6 +126,7 @@ def _codes_per_path(cbuild: Path, b: _Built, tmp: Path) -> dict[str, dict[str, n
     return out
 
 
+@pytest.mark.kernel_path
 def test_every_tensor_bit_exact_on_every_kernel_path(
     cbuild: Path, built: _Built, tmp_path: Path
 ) -> None:
@@ -210,6 +211,7 @@ def test_qparams_accessors_and_float_model(cbuild: Path, built: _Built) -> None:
             fm.forward_codes(b.x[:1].numpy())
 
 
+@pytest.mark.kernel_path
 def test_int8_sizes_against_the_float_model(cbuild: Path, built: _Built) -> None:
     """The int8 file and arena are smaller than the float model's; a conv's payload is about
     a quarter of its float weights (int8 weights + 16 bytes per channel: int32 bias,
@@ -363,8 +365,8 @@ def both(tmp_path_factory: pytest.TempPathFactory) -> tuple[_Built, _Built]:
 
 
 def test_hostile_v3_files_refused_fast(cbuild: Path, both: tuple, tmp_path: Path) -> None:
-    """Each crafted version-3 file gets its status in < 1 s of CPU time through ctypes and through the
-    ASan/UBSan build (which also runs both valid int8 models forward)."""
+    """Each crafted version-3 file gets its status in < 1 s of CPU time through ctypes and
+    through the ASan/UBSan build (which also runs both valid int8 models forward)."""
     mel, raw = both
     files = []
     for name, (data, expect) in _hostile(mel.data, raw.data).items():

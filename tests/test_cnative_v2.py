@@ -107,6 +107,7 @@ def _full_lengths(x: torch.Tensor) -> torch.Tensor:
         ("logmel_none", SelfAttentionPooling),
     ],
 )
+@pytest.mark.kernel_path
 def test_mel_graph_per_layer_front_end_first(
     cbuild: Path, tmp_path: Path, frontend: str, pooling: type
 ) -> None:
@@ -138,6 +139,7 @@ def test_mel_graph_per_layer_front_end_first(
     np.testing.assert_allclose(out, ref, rtol=0, atol=LOGIT_RTOL * scale * 10)
 
 
+@pytest.mark.kernel_path
 def test_features_as_input_and_bn_folding(cbuild: Path, tmp_path: Path) -> None:
     """Without the front end the file's input is [n_mels, frames]; folding BN into the convs
     changes the float32 logits by no more than rounding (measured, not assumed zero)."""
@@ -202,6 +204,7 @@ def test_memory_plan_matches_python_mirror(cbuild: Path, tmp_path: Path) -> None
         (2, 3, 1, 2, 0, 1, 1, 9),  # 1x1 stride-2 shortcut
     ],
 )
+@pytest.mark.kernel_path
 def test_conv1d_ex_against_torch(
     cbuild: Path,
     tmp_path: Path,
@@ -230,6 +233,7 @@ def test_conv1d_ex_against_torch(
     np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5 * max(1.0, float(np.abs(ref).max())))
 
 
+@pytest.mark.kernel_path
 def test_matchboxnet_traced_and_run_through_c(cbuild: Path, tmp_path: Path) -> None:
     """MatchboxNet (depthwise + pointwise sub-blocks, residual adds, a dilated epilogue) on
     MFCCs, through the same tracer and ops, layer by layer against PyTorch."""
@@ -338,8 +342,8 @@ def _hostile_v2() -> dict[str, tuple[bytes, str]]:
 
 
 def test_hostile_v2_files_refused_fast(cbuild: Path, tmp_path: Path) -> None:
-    """Each crafted v2 file gets its status in < 1 s of CPU time through ctypes and the ASan/UBSan build
-    (which would report any out-of-bounds read of a tensor id or a table)."""
+    """Each crafted v2 file gets its status in < 1 s of CPU time through ctypes and the
+    ASan/UBSan build (which would report any out-of-bounds read of a tensor id or a table)."""
     files = []
     for name, (data, expect) in _hostile_v2().items():
         f = tmp_path / f"{name}.kwsn"
@@ -443,6 +447,7 @@ int main(void) {
 """
 
 
+@pytest.mark.kernel_path
 def test_c_header_mel_model_matches_file_model(
     cbuild: Path, mel_file: tuple, tmp_path: Path
 ) -> None:
@@ -496,6 +501,7 @@ def test_infer_cli_on_a_wav(cbuild: Path, mel_file: tuple, tmp_path: Path) -> No
     assert int(cls) == int(out.argmax()) and (same | near).all()
 
 
+@pytest.mark.kernel_path
 def test_onnx_with_dft_front_end(mel_file: tuple, tmp_path: Path) -> None:
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
@@ -528,6 +534,7 @@ def test_class_floor_fails_a_collapsed_model() -> None:
     assert rep.ok and "not applied" in rep.lines()[1]
 
 
+@pytest.mark.kernel_path
 def test_tiny_trained_mel_model_gated_end_to_end(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

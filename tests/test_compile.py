@@ -12,6 +12,9 @@ import torch.nn.functional as F
 from kwsnet.lit import ClassifierModule
 from models.raw_conv import RawConv
 
+# Outcome depends on torch's CPU kernel path: also run under ATEN_CPU_CAPABILITY=default.
+pytestmark = pytest.mark.kernel_path
+
 
 def _pair() -> tuple[ClassifierModule, ClassifierModule]:
     torch.manual_seed(0)

@@ -24,6 +24,9 @@ from kwsnet.data.voxceleb1 import VoxCeleb1Source
 
 from .conftest import REPO
 
+# Outcome depends on torch's CPU kernel path: also run under ATEN_CPU_CAPABILITY=default.
+pytestmark = pytest.mark.kernel_path
+
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 TINY = "{num_words: 3, num_speakers: 4, utterances: 4}"
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
 from models.conformer import ConformerBackbone
 
 from .conftest import assert_padding_invariant, small_conformer
+
+# Outcome depends on torch's CPU kernel path: also run under ATEN_CPU_CAPABILITY=default.
+pytestmark = pytest.mark.kernel_path
 
 
 def _small(**kwargs) -> ConformerBackbone:

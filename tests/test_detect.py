@@ -26,6 +26,9 @@ from kwsnet.detect.evaluate import (
 from kwsnet.detect.model import detector_from_module
 from kwsnet.detect.streams import StreamConfig, make_streams
 
+# Outcome depends on torch's CPU kernel path: also run under ATEN_CPU_CAPABILITY=default.
+pytestmark = pytest.mark.kernel_path
+
 KW = ["yes", "no"]
 
 

@@ -148,6 +148,7 @@ def _match_within_hop(c: list, py: list, hop_s: float) -> None:
     assert all(abs(a.time - b.time) <= hop_s + 1e-9 for a, b in zip(c, py, strict=True))
 
 
+@pytest.mark.kernel_path
 def test_generated_streams_c_equals_pytorch_detector(
     cbuild: Path, speech_commands_tree: Path, tmp_path: Path
 ):
@@ -215,6 +216,7 @@ def _mel_model(clip: int, n_classes: int, mfcc: bool = False) -> nn.Module:
     return Mel().eval()
 
 
+@pytest.mark.kernel_path
 def test_mel_graph_model_through_the_stream(cbuild: Path, tmp_path: Path):
     """A format-v2 log-mel CnnMel (front end op in C): chunk invariance, exact agreement with
     the Python Detector on C posteriors, and close to the PyTorch model's detections."""
@@ -309,6 +311,7 @@ def test_mel_frame_cache_same_scores_fewer_frames(cbuild: Path, tmp_path: Path, 
     assert not CStream(on.cmodel, NAMES, config=cfg).frame_cached  # 400 samples: 2.5 frames
 
 
+@pytest.mark.kernel_path
 def test_frame_cache_int8_and_forward_features(cbuild: Path, tmp_path: Path):
     """kwsn_forward_features on an int8 log-mel model equals kwsn_forward on the audio (codes
     quantised as its FrontEnd does), the stream's frame cache gives the same scores as without

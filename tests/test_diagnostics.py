@@ -15,6 +15,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from kwsnet.callbacks.diagnostics import Diagnostics
 from kwsnet.nn.norms import make_norm
 
+# Outcome depends on torch's CPU kernel path: also run under ATEN_CPU_CAPABILITY=default.
+pytestmark = pytest.mark.kernel_path
+
 
 class _Tiny(pl.LightningModule):
     def __init__(self) -> None:

@@ -93,6 +93,7 @@ def export_model_seq(seq: nn.Sequential, shape: tuple[int, ...]) -> bytes:
     return model_bytes(collect_named_layers(seq), shape)
 
 
+@pytest.mark.kernel_path
 def test_export_model_formats(tmp_path: Path) -> None:
     model = _Classifier().eval()
     for fmt in FORMATS:
@@ -132,6 +133,7 @@ int main(void) {
 """
 
 
+@pytest.mark.kernel_path
 @pytest.mark.parametrize("placement", ["per_conv", "end"])
 def test_c_header_compiles_and_matches_file_model(tmp_path: Path, placement: str) -> None:
     if shutil.which("gcc") is None or shutil.which("make") is None:
@@ -167,6 +169,7 @@ def test_c_header_compiles_and_matches_file_model(tmp_path: Path, placement: str
     np.testing.assert_array_equal(np.array([r[1:] for r in rows], np.float32), ref)
 
 
+@pytest.mark.kernel_path
 def test_onnx_matches_pytorch(tmp_path: Path) -> None:
     ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
@@ -184,6 +187,7 @@ def test_onnx_matches_pytorch(tmp_path: Path) -> None:
     assert (same | near_tie).all()
 
 
+@pytest.mark.kernel_path
 def test_export_and_parity_commands(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """The real config through kwsnet.cli.build_from_config (untrained weights, 1 batch)."""
     # the config and kwsnet.cli are part of the code under test: missing or broken, this fails
@@ -267,6 +271,7 @@ class _FixedLogits:
         return self.logits
 
 
+@pytest.mark.kernel_path
 def test_parity_gate_near_ties() -> None:
     """A flip is excused only as a near-tie: PyTorch's top-2 margin <= 2 * tol and every
     |Δlogit| <= tol, tol = LOGIT_RTOL * max(1, max |logit|); anything else fails the gate."""

@@ -10,6 +10,9 @@ import torch.nn.functional as F
 
 from kwsnet.nn.heads import AAMSoftmaxHead, AMSoftmaxHead, LinearHead
 
+# Outcome depends on torch's CPU kernel path: also run under ATEN_CPU_CAPABILITY=default.
+pytestmark = pytest.mark.kernel_path
+
 
 def _tiny_head(cls, **kwargs):
     head = cls(2, 3, **kwargs)

@@ -15,6 +15,9 @@ from kwsnet.data.augment import AugmentChain, BackgroundNoise
 from kwsnet.data.folder import FolderSource
 from kwsnet.data.record import SourceArgs
 
+# Outcome depends on torch's CPU kernel path: also run under ATEN_CPU_CAPABILITY=default.
+pytestmark = pytest.mark.kernel_path
+
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 NAMES = ["kws_raw_aug", "kws_cnn_mel", "kws_conformer"]
 TINY = "{num_words: 3, num_speakers: 4, utterances: 4}"

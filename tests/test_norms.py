@@ -8,6 +8,9 @@ from torch import nn
 
 from kwsnet.nn.norms import NORM_KINDS, NormWarmup, RunningChannelNorm, make_norm, masked_batch_norm
 
+# Outcome depends on torch's CPU kernel path: also run under ATEN_CPU_CAPABILITY=default.
+pytestmark = pytest.mark.kernel_path
+
 SHAPES = [(8, 20), (8,)]
 
 

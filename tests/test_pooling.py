@@ -13,6 +13,9 @@ from kwsnet.nn.pooling import (
     SelfAttentionPooling,
 )
 
+# Outcome depends on torch's CPU kernel path: also run under ATEN_CPU_CAPABILITY=default.
+pytestmark = pytest.mark.kernel_path
+
 D = 6
 KINDS = [
     (MeanPooling, D),

@@ -131,6 +131,7 @@ def test_mbqm_left_shift_saturates() -> None:
     assert out[1] == srdhm(INT32_MIN, m).item()
 
 
+@pytest.mark.kernel_path
 @pytest.mark.parametrize("stride,dilation,groups", [(1, 1, 1), (2, 1, 2), (1, 2, 4)])
 def test_quantised_conv_within_error_bound(stride: int, dilation: int, groups: int) -> None:
     torch.manual_seed(3)
@@ -196,6 +197,7 @@ def _rdbpot_is_round_away() -> None:
         assert rdbpot(x, 1).item() == _round_away(x, 2)
 
 
+@pytest.mark.kernel_path
 @pytest.mark.parametrize("shape,affine", [((6, 20), True), ((20,), True), ((6, 20), False)])
 def test_integer_layernorm_exact_and_close_to_float(shape: tuple[int, ...], affine: bool) -> None:
     _rdbpot_is_round_away()

@@ -19,6 +19,9 @@ import torch
 
 from .conftest import LEARNABLE_SAMPLES, LEARNABLE_SYNTHETIC, QUIET_FIT, learnable_cli_args
 
+# Outcome depends on torch's CPU kernel path: also run under ATEN_CPU_CAPABILITY=default.
+pytestmark = pytest.mark.kernel_path
+
 REPO = Path(__file__).resolve().parents[1]
 needs_cc = pytest.mark.skipif(
     shutil.which("gcc") is None or shutil.which("make") is None,

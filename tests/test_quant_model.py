@@ -30,6 +30,9 @@ from kwsnet.quant.ptq import QuantError, calibrate, quantize_graph
 from kwsnet.quant.reference import run_int8
 from kwsnet.quant.report import QuantReport, byte_counts, report_verdict, run_report
 
+# Outcome depends on torch's CPU kernel path: also run under ATEN_CPU_CAPABILITY=default.
+pytestmark = pytest.mark.kernel_path
+
 SAMPLES = 4000
 FREQS = (300.0, 900.0, 2500.0)
 RAW_FREQS = (80.0, 200.0, 420.0)  # below the 500 Hz that RawConv's AvgPool1d(16) passes

@@ -9,6 +9,9 @@ from jsonargparse import ArgumentParser
 from kwsnet.nn.norms import NormWarmup, RunningChannelNorm
 from models.raw_conv import RawConv
 
+# Outcome depends on torch's CPU kernel path: also run under ATEN_CPU_CAPABILITY=default.
+pytestmark = pytest.mark.kernel_path
+
 
 def test_channel_norm_options_build_and_train_one_step() -> None:
     torch.manual_seed(0)

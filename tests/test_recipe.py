@@ -13,6 +13,9 @@ from kwsnet.optim import WarmupDecay
 
 from .conftest import QUIET_FIT, REPO, tiny_cli_args
 
+# Outcome depends on torch's CPU kernel path: also run under ATEN_CPU_CAPABILITY=default.
+pytestmark = pytest.mark.kernel_path
+
 
 def _sched(**kwargs) -> tuple[torch.optim.Optimizer, WarmupDecay]:
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)

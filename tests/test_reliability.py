@@ -18,6 +18,9 @@ from kwsnet.tracking import KwsWandbLogger, resolve_offline
 
 from .conftest import QUIET_FIT, REPO, tiny_cli_args
 
+# Outcome depends on torch's CPU kernel path: also run under ATEN_CPU_CAPABILITY=default.
+pytestmark = pytest.mark.kernel_path
+
 CONFIG = str(REPO / "configs" / "kws_raw.yaml")
 
 

@@ -27,6 +27,9 @@ import torch
 
 from .conftest import QUIET_FIT, REPO, tiny_cli_args
 
+# Outcome depends on torch's CPU kernel path: also run under ATEN_CPU_CAPABILITY=default.
+pytestmark = pytest.mark.kernel_path
+
 CONFIG = str(REPO / "configs" / "kws_raw.yaml")
 STEPS_PER_EPOCH = 12
 # Each fit process gets another hash seed, as unpinned runs do: resume must not depend on it.

@@ -12,11 +12,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from kwsnet.data.datamodule import AudioDataModule
 
 from .conftest import REPO
+
+# Outcome depends on torch's CPU kernel path: also run under ATEN_CPU_CAPABILITY=default.
+pytestmark = pytest.mark.kernel_path
 
 # Builds the 12-class Speech Commands source of argv[1] and prints one sha256 per split over
 # its items (path, label, extra) and their decoded signals, fitted to 1 s as in a batch. Only

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
 from kwsnet.init import ProjectionWithNorm, SmallInitEmb
 from kwsnet.optim import split_decay
+
+# Outcome depends on torch's CPU kernel path: also run under ATEN_CPU_CAPABILITY=default.
+pytestmark = pytest.mark.kernel_path
 
 
 class _Backbone(nn.Module):

@@ -11,6 +11,9 @@ from kwsnet.nn.pooling import SelfAttentionMaxPooling, SelfAttentionPooling
 
 from .conftest import assert_padding_invariant, small_conformer
 
+# Outcome depends on torch's CPU kernel path: also run under ATEN_CPU_CAPABILITY=default.
+pytestmark = pytest.mark.kernel_path
+
 _small = small_conformer
 
 

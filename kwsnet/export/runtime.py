@@ -65,14 +65,25 @@ class CRuntimeError(RuntimeError):
 
 
 def build_cnative(target: str = "all", cnative_dir: Path = CNATIVE_DIR) -> Path:
-    """Run ``make -C cnative <target>``; returns the build directory."""
+    """Run ``make -C cnative <target>``; returns the build directory.
+
+    Processes that build at once (two exports, parallel test workers) take turns: an exclusive
+    ``flock`` on ``<build>/.lock`` is held around ``make``, which would otherwise let one
+    process link or load an object file another is still writing.
+    """
+    import fcntl
+
     if shutil.which("make") is None or shutil.which("gcc") is None:
         raise CRuntimeError("building the C runtime needs make and gcc on PATH")
     if not (cnative_dir / "Makefile").exists():
         raise CRuntimeError(f"no cnative sources at {cnative_dir} (needs a source checkout)")
-    proc = subprocess.run(
-        ["make", "-s", "-C", str(cnative_dir), target], capture_output=True, text=True
-    )
+    build = cnative_dir / "build"
+    build.mkdir(parents=True, exist_ok=True)
+    with open(build / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        proc = subprocess.run(
+            ["make", "-s", "-C", str(cnative_dir), target], capture_output=True, text=True
+        )
     if proc.returncode != 0:
         raise CRuntimeError(f"make -C {cnative_dir} {target} failed:\n{proc.stderr}")
     return cnative_dir / "build"
