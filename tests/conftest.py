@@ -69,6 +69,41 @@ def learnable_cli_args(root: Path, epochs: int = 10) -> list[str]:
     ]
 
 
+TRAINED_EPOCHS = 10
+
+
+@pytest.fixture(scope="session")
+def trained_raw_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """The run folder of one ``fit`` + test of ``configs/kws_raw.yaml`` on
+    ``LEARNABLE_SYNTHETIC`` (``TRAINED_EPOCHS`` epochs, seed 42, the offline wandb logger),
+    shared by every test that needs a trained raw-conv model: under xdist the first worker to
+    ask trains it, the others wait on a file lock and reuse it (read it, never write into it)."""
+    import fcntl
+    import json
+    import shutil
+
+    from kwsnet.cli import main
+
+    base = tmp_path_factory.getbasetemp()
+    if worker_id != "master":  # popen-gwN/: the session's folder is its parent
+        base = base.parent
+    root = base / "trained_raw"
+    with open(base / "trained_raw.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        summary = root / "summary.json"
+        if not (summary.exists() and "test/acc" in json.loads(summary.read_text())["metrics"]):
+            shutil.rmtree(root, ignore_errors=True)
+            main(
+                [
+                    "fit",
+                    *learnable_cli_args(root, TRAINED_EPOCHS),
+                    "--trainer.logger.init_args.save_dir",
+                    str(root),
+                ]
+            )
+    return root
+
+
 def small_conformer(**kwargs):
     """A seeded 2-layer, d_model 16 ``ConformerBackbone`` in eval mode; kwargs override."""
     from models.conformer import ConformerBackbone

@@ -12,7 +12,14 @@ import yaml
 from kwsnet.cli import build_from_config, main
 from kwsnet.tracking import read_offline_run
 
-from .conftest import REPO, TINY_SYNTHETIC, learnable_cli_args, tiny_cli_args, write_tone
+from .conftest import (
+    REPO,
+    TINY_SYNTHETIC,
+    TRAINED_EPOCHS,
+    learnable_cli_args,
+    tiny_cli_args,
+    write_tone,
+)
 
 # Outcome depends on torch's CPU kernel path: also run under ATEN_CPU_CAPABILITY=default.
 pytestmark = pytest.mark.kernel_path
@@ -29,23 +36,11 @@ def tiny_args(root: Path, *extra: str, epochs: int = 8) -> list[str]:
     ]
 
 
-TRAINED_EPOCHS = 10
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
+def trained(trained_raw_run: Path) -> Path:
     """One fit + test run with the default wandb logger (offline), on a task every CPU kernel
-    path learns (``LEARNABLE_SYNTHETIC``)."""
-    root = tmp_path_factory.mktemp("run")
-    main(
-        [
-            "fit",
-            *learnable_cli_args(root, TRAINED_EPOCHS),
-            "--trainer.logger.init_args.save_dir",
-            str(root),
-        ]
-    )
-    return root
+    path learns (``LEARNABLE_SYNTHETIC``): the session's shared run (conftest)."""
+    return trained_raw_run
 
 
 def test_fit_and_test_beat_chance(trained: Path):

@@ -37,6 +37,9 @@ ODD_TEST_SIZE = 15
 # few batches of the tiny CLI config: the fits below check plumbing, not learning
 FEW_BATCHES = ["--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"]
 
+# Outcome depends on torch's CPU kernel path: also run under ATEN_CPU_CAPABILITY=default.
+pytestmark = pytest.mark.kernel_path
+
 
 class NaNAtCall(nn.Module):
     """Training augment that turns the audio of its ``call``-th batch into NaN (fault injector)."""

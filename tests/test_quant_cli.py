@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from .conftest import LEARNABLE_SAMPLES, LEARNABLE_SYNTHETIC, QUIET_FIT, learnable_cli_args
+from .conftest import LEARNABLE_SAMPLES, LEARNABLE_SYNTHETIC, QUIET_FIT
 
 # Outcome depends on torch's CPU kernel path: also run under ATEN_CPU_CAPABILITY=default.
 pytestmark = pytest.mark.kernel_path
@@ -36,19 +36,10 @@ def _fit(args: list[str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def raw_ckpt(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A raw_conv (per-conv LayerNorm) trained 6 epochs on the learnable corpus."""
-    root = tmp_path_factory.mktemp("raw8")
-    _fit(
-        [
-            *learnable_cli_args(root / "run", epochs=6),
-            "--data.root",
-            str(root / "data"),
-            "--model.optimizer.init_args.lr",
-            "0.01",
-        ]
-    )
-    return root / "run" / "checkpoints" / "last.ckpt", root / "data"
+def raw_ckpt(trained_raw_run: Path) -> tuple[Path, Path]:
+    """A raw_conv (per-conv LayerNorm) trained on the learnable corpus: the session's shared
+    run (conftest ``trained_raw_run``), and a data root for the commands' ``--data.root``."""
+    return trained_raw_run / "checkpoints" / "last.ckpt", trained_raw_run / "data"
 
 
 @pytest.fixture(scope="module")
