@@ -509,10 +509,14 @@ def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
     return float(np.mean(xs)), float(np.std(xs, ddof=1)) if len(xs) > 1 else math.nan
 
 
-def summarize(records: Sequence[dict[str, Any]], alpha: float = 0.05) -> list[dict[str, Any]]:
+def summarize(
+    records: Sequence[dict[str, Any]], alpha: float = 0.05, margin: float | None = 0.02
+) -> list[dict[str, Any]]:
     """One row per system (the peer first): n ok / n, test and val mean, std, t CI, params,
     MACs, median wall and fit time, and for kwsnet systems the paired difference to the peer
-    (test and val: diff, CI, p, Holm p across the systems, verdict) and the ratios."""
+    (test and val: diff, CI, p, Holm p across the systems, and with an equivalence ``margin``
+    the TOST p within ±margin, Holm-adjusted across the systems, and the verdict
+    better / worse / equivalent / inconclusive: ``kwsnet.stats``) and the ratios."""
     systems = list(dict.fromkeys(r["system"] for r in records))
     systems.sort(key=lambda s: s != PEER)
     rows = []
@@ -554,13 +558,18 @@ def summarize(records: Sequence[dict[str, Any]], alpha: float = 0.05) -> list[di
                 if r["system"] == PEER and r.get("status") == "ok" and r.get(key) is not None
             ]
             row[f"{key}_vs_peer"] = kstats.compare(
-                row[f"{key}_values"], seeds, peer[f"{key}_values"], pseeds, alpha
+                row[f"{key}_values"], seeds, peer[f"{key}_values"], pseeds, alpha, margin=margin
             )
         adjusted = kstats.holm([r[f"{key}_vs_peer"]["p"] for r in others])
-        for row, p_adj in zip(others, adjusted, strict=True):
+        tost = kstats.holm([r[f"{key}_vs_peer"].get("p_tost", math.nan) for r in others])
+        for row, p_adj, p_tost in zip(others, adjusted, tost, strict=True):
             cmp = row[f"{key}_vs_peer"]
             cmp["p_holm"] = p_adj
-            cmp["verdict"] = kstats.verdict(cmp["diff"], p_adj, alpha)
+            if margin is not None:
+                cmp["p_tost_holm"] = p_tost
+            cmp["verdict"] = kstats.verdict(
+                cmp["diff"], p_adj, alpha, p_tost=p_tost if margin is not None else None
+            )
     for row in others:
         for key, peer_key in (("params", "params"), ("macs", "macs"), ("wall_s_median",) * 2):
             a, b = row.get(key), peer.get(peer_key)
@@ -594,7 +603,11 @@ def _cmp_cell(row: dict[str, Any], key: str) -> str:
     d, lo, hi = cmp["diff"], cmp["diff_low"], cmp["diff_high"]
     ci = f" [{lo:+.3f}, {hi:+.3f}]" if not math.isnan(lo) else ""
     p = "–" if math.isnan(cmp["p_holm"]) else f"{cmp['p_holm']:.3f}"
-    return f"{d:+.3f}{ci}, p {p}: {cmp['verdict']}"
+    tost = ""
+    if "p_tost_holm" in cmp:
+        pt = cmp["p_tost_holm"]
+        tost = f", TOST ±{cmp['margin']:g} p {'–' if math.isnan(pt) else f'{pt:.3f}'}"
+    return f"{d:+.3f}{ci}, p {p}{tost}: {cmp['verdict']}"
 
 
 def _ratio(x: float | None) -> str:
@@ -605,8 +618,9 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The markdown table of ``summarize``'s rows."""
     head = (
         "| system | runs ok | params | MACs / 1 s clip | test acc mean ± std [95% CI] | "
-        "val acc mean ± std [95% CI] | test Δ vs peer [95% CI], p (Holm) | "
-        "val Δ vs peer [95% CI], p (Holm) | wall / run (median) | params ratio | MACs ratio | "
+        "val acc mean ± std [95% CI] | test Δ vs peer [95% CI], p (Holm), TOST p (Holm) | "
+        "val Δ vs peer [95% CI], p (Holm), TOST p (Holm) | wall / run (median) | params ratio | "
+        "MACs ratio | "
         "time ratio |"
     )
     lines = [head, "|" + "---|" * 12]
@@ -655,6 +669,8 @@ def _write_outputs(out: Path, records: list[dict[str, Any]], rows: list, meta: d
     )
     failed = [r for r in records if r.get("status") != "ok"]
     text = f"# bench_peer\n\n`{meta['command']}`\n\n{meta['when']}, {meta['machine']}\n\n"
+    if meta.get("report"):
+        text += f"Table rebuilt from the runs by `{meta['report']}`.\n\n"
     text += format_table(rows)
     versions = {r["system"]: (r["config"], r["config_revision"]) for r in records if "config" in r}
     if versions:
@@ -692,15 +708,54 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=DEFAULT_ROOT, help="the Speech Commands folder")
     p.add_argument("--words", nargs="+", default=DEFAULT_WORDS)
     p.add_argument("--out", default="sweeps/bench_peer", help="run dirs and results")
+    p.add_argument(
+        "--margin",
+        type=float,
+        default=0.02,
+        help="equivalence margin in accuracy (TOST against the peer; default 0.02); "
+        "0 turns the equivalence test off",
+    )
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rebuild results.md / results.json from <out>/runs.jsonl (or runs.csv); run nothing",
+    )
     p.add_argument("--peer-run", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--run-dir", default=None, help=argparse.SUPPRESS)
     return p
+
+
+def _read_records(out: Path) -> list[dict[str, Any]]:
+    """The runs of an earlier benchmark in ``out``: ``runs.jsonl``, else ``runs.csv``."""
+    if (out / "runs.jsonl").exists():
+        return [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    records = []
+    with open(out / "runs.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            rec: dict[str, Any] = dict(row)
+            rec["seed"] = int(row["seed"])
+            for key in ("test_acc", "val_acc", "wall_s", "fit_s"):
+                rec[key] = float(row[key]) if row.get(key) else None
+            for key in ("params", "macs", "best_epoch"):
+                rec[key] = int(float(row[key])) if row.get(key) else None
+            records.append(rec)
+    return records
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.peer_run is not None:
         return _peer_child(args)
+    margin = args.margin if args.margin > 0 else None
+    if args.report_only:
+        out = Path(args.out)
+        meta = json.loads((out / "results.json").read_text())["meta"]
+        meta["report"] = "python benchmarks/bench_peer.py " + shlex.join(
+            argv if argv is not None else sys.argv[1:]
+        )
+        records = _read_records(out)
+        print(_write_outputs(out, records, summarize(records, margin=margin), meta))
+        return 0
     args.root = os.path.relpath(os.path.abspath(args.root), REPO)  # the runs start in REPO
     configs = args.kwsnet_configs
     if configs is None:
@@ -770,8 +825,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
             records.extend(new)
             # after every run, so an interrupted benchmark leaves the table so far
-            _write_outputs(out, records, summarize(records), meta)
-    rows = summarize(records)
+            _write_outputs(out, records, summarize(records, margin=margin), meta)
+    rows = summarize(records, margin=margin)
     print(_write_outputs(out, records, rows, meta))
     return 0
 
