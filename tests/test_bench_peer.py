@@ -98,7 +98,11 @@ def test_summary_compares_each_system_with_the_peer(bp) -> None:
     assert cmp["test"] == "paired" and cmp["diff"] < 0
     assert cmp["diff_low"] < cmp["diff"] < cmp["diff_high"] < 0
     assert cmp["verdict"] == "worse"  # p ~0.03, the only finite p (Holm over one)
-    assert same["test_acc_vs_peer"]["verdict"] == "not distinguishable"  # equal on every seed
+    # equal on every seed: no variance, so no t-test and no TOST either way
+    assert same["test_acc_vs_peer"]["verdict"] == "inconclusive"
+    untested = {r["system"]: r for r in bp.summarize(_records(bp), margin=None)}
+    assert untested["same"]["test_acc_vs_peer"]["verdict"] == "not distinguishable"
+    assert "p_tost_holm" not in untested["small"]["test_acc_vs_peer"]
     assert (same["n_ok"], same["n"], same["failed_seeds"]) == (3, 4, [3])
     assert small["params_ratio"] == 0.25 and small["macs_ratio"] == 0.1
     assert small["wall_ratio"] == 15.0 / 61.0  # medians
