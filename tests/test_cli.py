@@ -65,6 +65,10 @@ def test_offline_wandb_run_holds_config_and_metrics(trained: Path):
     assert cfg["model"]["backbone"]["init_args"]["norm_placement"] == "per_conv"
     assert cfg["data"]["source_options"]["num_words"] == 3
     assert cfg["kwsnet"]["kwsnet_version"] and cfg["kwsnet"]["git_commit"]
+    # the run names the code and machine that made it (kwsnet.tracking.provenance)
+    assert cfg["kwsnet"]["torch_version"] == str(torch.__version__)
+    assert cfg["kwsnet"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert cfg["kwsnet"]["num_threads"] >= 1 and "git_dirty" in cfg["kwsnet"]
     val_acc = [h["val/acc"] for h in run["history"] if "val/acc" in h]
     assert len(val_acc) == TRAINED_EPOCHS
     assert any("test/acc" in h for h in run["history"])
