@@ -28,11 +28,9 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from kwsnet._compat import epoch_mean_entries, epoch_results, mark_metric_updated, metric_states
-from kwsnet.fileio import make_temp_file
+from kwsnet.fileio import atomic_write_bytes
 
 __all__ = ["AtomicCheckpointIO", "ResumeState", "CheckpointLoadError"]
-
-_CHUNK = 1 << 20
 
 
 class CheckpointLoadError(RuntimeError):
@@ -44,43 +42,19 @@ def _write_chunk(fd: int, data: memoryview) -> int:
     return os.write(fd, data)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` by temp file, ``fsync`` and rename; on error it is untouched.
+def _write_checkpoint_bytes(path: str | os.PathLike, data: memoryview) -> None:
+    """``kwsnet.fileio.atomic_write_bytes`` through ``_write_chunk``; on error the previous
+    file is untouched.
 
     Raises the ``OSError`` of the failed write (e.g. ``ENOSPC``) with the target named.
     """
-    path = Path(path)
-    fd, tmp = make_temp_file(path)
     try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[_write_chunk(fd, view[:_CHUNK]) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        atomic_write_bytes(path, data, write=_write_chunk)
     except OSError as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
         reason = "disk full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
         raise OSError(
             exc.errno, f"could not save checkpoint {path} ({reason}); the previous one is intact"
         ) from exc
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -97,7 +71,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)  # fails before the disk is touched
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, buffer.getbuffer())
+        _write_checkpoint_bytes(path, buffer.getbuffer())
 
     def load_checkpoint(
         self,

@@ -1,17 +1,27 @@
 """Atomic file writes: a reader, or a run killed mid-write, sees the old file or the new one.
 
 Run outputs (``summary.json``, sweep ledgers and tables, exported C models, the benchmark page)
-go through these. Checkpoints have their own chunked writer with disk-full handling
-(``kwsnet.checkpointing.AtomicCheckpointIO``).
+and checkpoints (``kwsnet.checkpointing.AtomicCheckpointIO``, which names the checkpoint and a
+full disk in the error) go through these.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "new_file_mode", "make_temp_file"]
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "fsync_dir",
+    "new_file_mode",
+    "make_temp_file",
+]
+
+# bytes per write call: a short write (a full disk) fails after at most this much more
+_CHUNK = 1 << 20
 
 
 def new_file_mode() -> int:
@@ -34,22 +44,55 @@ def make_temp_file(path: Path) -> tuple[int, str]:
     return fd, tmp
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file, ``fsync`` and a rename, so a reader (or
-    a run killed mid-write) never sees half a file: the old file or the new one."""
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """``fsync`` a folder, so that a rename into it is durable; a no-op where folders cannot be
+    opened or synced (some file systems, other platforms)."""
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_bytes(
+    path: str | os.PathLike,
+    data: bytes | memoryview,
+    write: Callable[[int, memoryview], int] | None = None,
+) -> None:
+    """Write ``data`` to ``path`` through a temp file beside it, ``fsync``, a rename and an
+    ``fsync`` of the folder, so a reader (or a run killed mid-write, or a power cut) never sees
+    half a file: the old file or the new one. On an error (e.g. ``ENOSPC``) ``path`` is
+    untouched and the temp file removed.
+
+    Args:
+        path: the target; its folder is made if missing.
+        data: the bytes.
+        write: writes (some of) a chunk to a file descriptor and returns how many bytes it
+            wrote (default ``os.write``; a seam for tests that inject a full disk).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    write = os.write if write is None else write
     fd, tmp = make_temp_file(path)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            view = memoryview(data).cast("B")
+            while view:
+                view = view[write(fd, view[:_CHUNK]) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    fsync_dir(path.parent)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

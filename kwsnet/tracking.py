@@ -11,6 +11,9 @@ from lightning.pytorch.loggers import WandbLogger
 
 import kwsnet
 
+# wandb's run file format is private: its reader lives with kwsnet's other private accesses
+from kwsnet._compat import read_offline_run, wait_for_offline_run
+
 __all__ = [
     "KwsWandbLogger",
     "git_commit",
@@ -136,94 +139,3 @@ def provenance() -> dict[str, Any]:
         "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
         "num_threads": int(torch.get_num_threads()),
     }
-
-
-def _wandb_log_records(blob: bytes):
-    """Yield the raw records of a ``.wandb`` transaction log (LevelDB-log framing).
-
-    Layout: a 7-byte header (``:W&B``, magic, version), then 32 KiB blocks of chunks, each
-    ``crc32 (4) | length (2) | type (1) | data``; types 1 full, 2 first, 3 middle, 4 last.
-    """
-    block, pos, parts = 32768, 7, b""
-    while pos + 7 <= len(blob):
-        if block - pos % block < 7:  # block trailer padding
-            pos += block - pos % block
-            continue
-        length = int.from_bytes(blob[pos + 4 : pos + 6], "little")
-        kind = blob[pos + 6]
-        if pos + 7 + length > len(blob):
-            return  # the tail record is still being written (a reader racing the writer)
-        data = blob[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind == 1:
-            yield data
-        elif kind == 2:
-            parts = data
-        elif kind == 3:
-            parts += data
-        elif kind == 4:
-            yield parts + data
-            parts = b""
-        elif kind == 0 and length == 0:
-            pos += (block - pos % block) % block
-
-
-def read_offline_run(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """Read an offline wandb run folder back: ``{"config", "history", "summary"}``.
-
-    Values are decoded from the run's ``run-*.wandb`` file, the same records ``wandb sync``
-    uploads, so tests and users can check what a run logged without a server. ``complete``
-    says whether the run's exit record has been written (see ``wait_for_offline_run``).
-    """
-    import json
-
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    files = list(Path(run_dir).glob("run-*.wandb"))
-    if not files:
-        raise FileNotFoundError(f"{run_dir} holds no run-*.wandb file")
-    out: dict[str, Any] = {"config": {}, "history": [], "summary": {}, "complete": False}
-
-    def key(item: Any) -> str:
-        return item.key or "/".join(item.nested_key)
-
-    from google.protobuf.message import DecodeError
-
-    for i, data in enumerate(_wandb_log_records(files[0].read_bytes())):
-        rec = pb.Record()
-        try:
-            rec.ParseFromString(data)
-        except DecodeError as exc:
-            raise ValueError(f"{files[0]}: record {i} is not a valid wandb record: {exc}") from exc
-        kind = rec.WhichOneof("record_type")
-        if kind == "run":
-            out["config"].update({key(i): json.loads(i.value_json) for i in rec.run.config.update})
-        elif kind == "config":
-            out["config"].update({key(i): json.loads(i.value_json) for i in rec.config.update})
-        elif kind == "history":
-            out["history"].append({key(i): json.loads(i.value_json) for i in rec.history.item})
-        elif kind == "summary":
-            out["summary"].update({key(i): json.loads(i.value_json) for i in rec.summary.update})
-        elif kind == "exit":
-            out["complete"] = True
-    return out
-
-
-def wait_for_offline_run(run_dir: str | os.PathLike, timeout: float = 60.0) -> bool:
-    """Wait until wandb's writer has finished an offline run's file (its exit record is in).
-
-    ``run.finish()`` returns before the wandb service has flushed everything to disk; a reader
-    right after it sees a truncated history. Returns whether the run completed in time.
-    """
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if read_offline_run(run_dir)["complete"]:
-                return True
-        except (FileNotFoundError, ValueError):
-            pass
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.2)

@@ -5,29 +5,30 @@ speaker classification through ``target``. Batches are dicts::
 
     {"audio": [B, T] or [B, T, F], "lengths": [B], "label": [B], "keyword": [B],
      "speaker": [B], "path": list[str]}
+
+The parts live beside it: ``sources`` (the formats by name), ``dataset`` (one split's records),
+``cache`` (memory budget, disk spill, preload) and ``collate`` (records → batch).
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import logging
 import os
-import threading
 import warnings
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader
 
-from kwsnet.data.audio import AUDIO_EXTENSIONS, fit_length
+from kwsnet.data.cache import DEFAULT_CACHE_LIMIT_MB, CacheBudget
+from kwsnet.data.collate import collate
+from kwsnet.data.dataset import RecordDataset
 from kwsnet.data.record import SPLITS, DataFormatError, Item, Source, SourceArgs
-from kwsnet.data.sampler import Draw, ResumableDataLoader, ResumableSampler, draw_seed
+from kwsnet.data.sampler import ResumableDataLoader, ResumableSampler
+from kwsnet.data.sources import SOURCES, PredictSource, build_source
 
+# CacheBudget, DEFAULT_CACHE_LIMIT_MB, RecordDataset, SOURCES, build_source and collate live
+# in their own modules (cache, dataset, sources, collate) and are re-exported here.
 __all__ = [
     "AudioDataModule",
     "CacheBudget",
@@ -38,32 +39,6 @@ __all__ = [
     "checkpoint_class_names",
     "collate",
 ]
-
-log = logging.getLogger(__name__)
-
-# Memory for decoded signals per process unless data.cache_limit_mb says otherwise (null: no limit).
-DEFAULT_CACHE_LIMIT_MB = 2048
-
-# Part of every disk-cache key: bumped when what a key's signal holds changes (2: silence
-# segments no longer depend on PYTHONHASHSEED), so entries written before are never read.
-_SPILL_VERSION = 2
-
-# name → "module:Class"; imported on use so one broken format never blocks the others.
-SOURCES: dict[str, str] = {
-    "synthetic": "kwsnet.data.synthetic:SyntheticSource",
-    "speech_commands": "kwsnet.data.speech_commands:SpeechCommandsSource",
-    "folder": "kwsnet.data.folder:FolderSource",
-    "voxceleb1": "kwsnet.data.voxceleb1:VoxCeleb1Source",
-    "mel_features": "kwsnet.data.mel_features:MelFeatureSource",
-}
-
-
-def build_source(name: str, args: SourceArgs) -> Source:
-    """Instantiate the source called ``name``; an unknown name lists the valid ones."""
-    if name not in SOURCES:
-        raise ValueError(f"unknown data.source {name!r}; valid sources: {sorted(SOURCES)}")
-    module, cls = SOURCES[name].split(":")
-    return getattr(importlib.import_module(module), cls)(args)
 
 
 def checkpoint_class_names(ckpt: str | os.PathLike | dict[str, Any]) -> list[str] | None:
@@ -81,274 +56,6 @@ def checkpoint_class_names(ckpt: str | os.PathLike | dict[str, Any]) -> list[str
     state = ckpt.get(AudioDataModule.__qualname__) if isinstance(ckpt, dict) else None
     names = state.get("class_names") if isinstance(state, dict) else None
     return [str(n) for n in names] if isinstance(names, list) else None
-
-
-class _PredictSource(Source):
-    """Unlabelled audio files for ``predict``."""
-
-    name = "predict"
-
-    def __init__(self, args: SourceArgs, files: Sequence[str]) -> None:
-        super().__init__(args)
-        paths: list[str] = []
-        for f in files:
-            p = Path(f)
-            if p.is_dir():
-                paths += [
-                    str(x) for x in sorted(p.rglob("*")) if x.suffix.lower() in AUDIO_EXTENSIONS
-                ]
-            elif p.is_file():
-                paths.append(str(p))
-            else:
-                raise DataFormatError(f"data.predict_files: {f} does not exist")
-        if not paths:
-            raise DataFormatError(f"data.predict_files {list(files)} holds no audio files")
-        self._items = {"predict": [Item(p) for p in paths]}
-
-    def load(self, item: Item) -> torch.Tensor:
-        from kwsnet.data.audio import read_audio
-
-        return read_audio(item.path, self.args.sample_rate)
-
-
-class CacheBudget:
-    """Bytes of decoded signals a DataModule may hold in memory, shared by its splits.
-
-    Nothing is ever evicted: once a signal has been refused, ``full`` is set. A ``DataLoader``
-    worker starts with a copy of the cache and of this budget (pages shared copy-on-write with
-    the main process under the ``fork`` start method, the Linux default; a full copy under
-    ``spawn``); on its first reservation a worker takes an even share of what the main process
-    left unused, so a loader's ``num_workers`` workers together cache at most that.
-
-    Args:
-        limit_mb: the limit in MiB, or ``None`` (no limit).
-    """
-
-    def __init__(self, limit_mb: float | None) -> None:
-        self.limit = None if limit_mb is None else int(limit_mb * 2**20)
-        self.used = 0
-        self.full = False
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
-
-    def take(self, nbytes: int) -> bool:
-        """Reserve ``nbytes``; ``False`` (nothing reserved) when that would pass the limit."""
-        if self._pid != os.getpid():
-            self._enter_worker()
-        with self._lock:
-            if self.limit is not None and self.used + nbytes > self.limit:
-                self.full = True
-                return False
-            self.used += nbytes
-            return True
-
-    def _enter_worker(self) -> None:
-        """First reservation in a new process: a fresh lock (the parent's may have been held
-        at the fork) and, in a DataLoader worker, its share of what is left."""
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
-        info = get_worker_info()
-        if self.limit is not None and info is not None and info.num_workers > 1:
-            self.limit = self.used + (self.limit - self.used) // info.num_workers
-
-    def __getstate__(self) -> dict[str, Any]:
-        # DataLoader workers under spawn get a pickled copy; a lock does not pickle.
-        return {"limit": self.limit, "used": self.used, "full": self.full, "_pid": self._pid}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-
-
-class RecordDataset(Dataset):
-    """Items of one split as sample records; decoded signals are cached after the first load.
-
-    The cache keeps signals in memory while ``budget`` allows; beyond it they are spilled to
-    ``spill_dir`` as ``<sha1 of source, file (path, size, mtime), item and load params>.pt``
-    (load params: sample rate, ``split_seed`` and source options; so a changed file, sample
-    rate or seed never hits a stale entry), or, without a ``spill_dir``, decoded again on every
-    access.
-
-    Args:
-        source: the format that loads an item.
-        items: the split's items.
-        target: ``keyword`` or ``speaker``: which label becomes ``label``.
-        length: fixed length along time (pad centred / crop), or ``None`` to keep it.
-        crop: random crop to at most this many time steps (training), or ``None``.
-        train: random crops in training, centred crops otherwise.
-        on_error: ``raise`` (an error naming the file) or ``skip`` (the record becomes ``None``
-            and ``collate`` drops it).
-        budget: the in-memory byte budget (default ``None``: unbounded).
-        spill_dir: folder of the on-disk cache beyond the budget (default ``None``: none).
-    """
-
-    def __init__(
-        self,
-        source: Source,
-        items: list[Item],
-        target: str,
-        length: int | None,
-        crop: int | None,
-        train: bool,
-        on_error: str = "raise",
-        budget: CacheBudget | None = None,
-        spill_dir: str | os.PathLike | None = None,
-    ) -> None:
-        self.source, self.items, self.target = source, items, target
-        self.length, self.crop, self.train, self.on_error = length, crop, train, on_error
-        self.cache: list[torch.Tensor | None] = [None] * len(items)
-        self.failed: dict[int, str] = {}
-        self.budget = budget
-        self.spill_dir = Path(spill_dir) if spill_dir is not None else None
-        self.spilled = 0
-
-    def spill_path(self, index: int) -> Path | None:
-        """Where item ``index``'s signal lives on disk beyond the budget (``None``: nowhere)."""
-        if self.spill_dir is None:
-            return None
-        item = self.items[index]
-        try:
-            st = os.stat(item.path)
-            stamp = (st.st_size, st.st_mtime_ns)
-        except OSError:  # generated items (synthetic://) have no file
-            stamp = None
-        args = self.source.args
-        key = repr(
-            (
-                _SPILL_VERSION,
-                type(self.source).__name__,
-                item.path,
-                stamp,
-                item.kind,
-                item.extra,
-                args.sample_rate,
-                args.split_seed,  # seeds generated signals (Speech Commands silence)
-                sorted(args.options.items()),
-            )
-        )
-        return self.spill_dir / f"{hashlib.sha1(key.encode()).hexdigest()}.pt"
-
-    def _keep(self, index: int, signal: torch.Tensor) -> None:
-        """Cache ``signal`` in memory if the budget allows, else on disk if there is a dir."""
-        if self.budget is None or self.budget.take(signal.numel() * signal.element_size()):
-            self.cache[index] = signal
-            return
-        path = self.spill_path(index)
-        if path is None or path.exists():
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-        torch.save(signal.clone(), tmp)
-        os.replace(tmp, path)  # atomic: a reader sees the whole file or none
-        self.spilled += 1
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def _full(self) -> bool:
-        """Whether a new signal can be kept nowhere (memory budget full and no ``spill_dir``)."""
-        return self.spill_dir is None and self.budget is not None and self.budget.full
-
-    def decode(self, index: int) -> torch.Tensor | None:
-        """Load (or fetch from the cache) item ``index``'s signal; ``None`` if it failed."""
-        if index in self.failed:
-            return None
-        signal = self.cache[index]
-        if signal is None:
-            path = self.spill_path(index)
-            if path is not None and path.exists():
-                return torch.load(path, weights_only=True)
-            try:
-                signal = self.source.load(self.items[index])
-            except DataFormatError as exc:
-                if self.on_error != "skip":
-                    raise
-                self.failed[index] = str(exc)
-                return None
-            self._keep(index, signal)
-        return signal
-
-    def preload(self, threads: int) -> None:
-        """Decode every item once, in ``threads`` threads (libsndfile and torch drop the GIL).
-
-        Without a ``spill_dir`` it stops once the budget is full: signals decoded after that
-        would be thrown away; the rest are decoded on every access instead.
-        """
-        n, chunk, done = len(self.items), max(1, threads) * 16, 0
-        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            while done < n and not self._full():
-                list(pool.map(self.decode, range(done, min(done + chunk, n))))
-                done = min(done + chunk, n)
-        if done < n:
-            assert self.budget is not None and self.budget.limit is not None
-            log.warning(
-                "decoded-audio cache full (data.cache_limit_mb %.0f) after %d of %d clips; the "
-                "others are decoded on every access (set data.cache_dir to keep them on disk, or "
-                "raise data.cache_limit_mb)",
-                self.budget.limit / 2**20,
-                done,
-                n,
-            )
-        if self.failed:
-            warnings.warn(
-                f"skipped {len(self.failed)} of {len(self.items)} files that could not be read "
-                f"(on_error: skip); first: {next(iter(self.failed.values()))}",
-                stacklevel=2,
-            )
-
-    def __getitem__(self, index: int | Draw) -> dict[str, Any] | None:
-        """The record of item ``index``; a ``Draw`` key (from ``ResumableSampler``) also fixes
-        the seed of its random crop, so crops do not depend on the global RNG."""
-        key = None
-        if isinstance(index, Draw):
-            key, index = index, index.index
-        signal = self.decode(index)
-        if signal is None:
-            return None
-        target = self.length
-        if target is None and self.crop is not None and signal.shape[0] > self.crop:
-            target = self.crop
-        if target is not None:
-            gen = None
-            if self.train and key is not None and signal.shape[0] > target:
-                gen = torch.Generator().manual_seed(draw_seed(key.seed, key.epoch, key.index))
-            signal = fit_length(signal, target, random_crop=self.train, generator=gen)
-        item = self.items[index]
-        label = item.keyword if self.target == "keyword" else item.speaker
-        return {
-            "audio": signal,
-            "length": signal.shape[0],
-            "keyword": item.keyword,
-            "speaker": item.speaker,
-            "label": label,
-            "path": item.path,
-        }
-
-
-def collate(records: list[dict[str, Any] | None]) -> dict[str, Any]:
-    """Pad records along time into a batch dict with ``lengths``; ``None`` records are dropped."""
-    records = [r for r in records if r is not None]
-    if not records:
-        return {}
-    lengths = torch.tensor([r["length"] for r in records], dtype=torch.long)
-    first = records[0]["audio"]
-    if all(r["audio"].shape == first.shape for r in records):
-        audio = torch.stack([r["audio"] for r in records])
-    else:
-        # No zero fill of the whole batch: a multi-threaded fill_ of [64, 16000] takes ~70 ms
-        # on oversubscribed cores (vs 0.04 ms on one thread); zero only the padded tails.
-        audio = first.new_empty((len(records), int(lengths.max()), *first.shape[1:]))
-        for i, r in enumerate(records):
-            audio[i, : r["length"]] = r["audio"]
-            audio[i, r["length"] :] = 0
-    return {
-        "audio": audio,
-        "lengths": lengths,
-        "label": torch.tensor([r["label"] for r in records], dtype=torch.long),
-        "keyword": torch.tensor([r["keyword"] for r in records], dtype=torch.long),
-        "speaker": torch.tensor([r["speaker"] for r in records], dtype=torch.long),
-        "path": [r["path"] for r in records],
-    }
 
 
 class AudioDataModule(pl.LightningDataModule):
@@ -516,7 +223,7 @@ class AudioDataModule(pl.LightningDataModule):
     def _dataset(self, split: str) -> RecordDataset:
         if split not in self.datasets:
             if split == "predict":
-                src: Source = _PredictSource(self.source_args, self.predict_files or [])
+                src: Source = PredictSource(self.source_args, self.predict_files or [])
                 items = src.items(split)
             else:
                 src, items = self.source, self.source.items(split)

@@ -113,7 +113,7 @@ def _parse_option(text: str) -> tuple[str, Any]:
 
 def prepare_main(argv: Sequence[str] | None = None) -> int:
     """``kwsnet prepare`` entry point; returns the exit status (0 ok, 2 on a data error)."""
-    from kwsnet.data.datamodule import SOURCES, build_source
+    from kwsnet.data.sources import SOURCES, build_source
 
     parser = argparse.ArgumentParser(
         prog="kwsnet prepare",

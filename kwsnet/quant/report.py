@@ -150,7 +150,7 @@ def calibration_batches(dataset: object, n: int, batch_size: int = 64) -> list[t
     """``n`` clips of ``dataset`` at evenly spaced indices (every class of a class-sorted
     split is in them), as audio batches; the global RNG is forked and seeded so a random
     crop is the same every call."""
-    from kwsnet.data.datamodule import collate
+    from kwsnet.data.collate import collate
 
     total = len(dataset)  # type: ignore[arg-type]
     if n <= 0 or total == 0:
