@@ -26,7 +26,7 @@ import soundfile as sf
 import torch
 
 from kwsnet.data.augment import AugmentChain, BackgroundNoise, Gain, SpeedPerturb, TimeShift
-from models.raw_conv import RawConv
+from kwsnet.models.raw_conv import RawConv
 
 SHARED_NOISE = (
     Path(__file__).resolve().parents[2] / "shared/data/speech_commands_tts/_background_noise_"

@@ -51,8 +51,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from kwsnet.export.cnative import write_model  # noqa: E402
 from kwsnet.export.layers import collect_named_layers, input_shape_of  # noqa: E402
 from kwsnet.export.runtime import CNATIVE_DIR, CModel, build_cnative  # noqa: E402
+from kwsnet.models.raw_conv import RawConv  # noqa: E402
 from kwsnet.nn.heads import LinearHead  # noqa: E402
-from models.raw_conv import RawConv  # noqa: E402
 
 
 class Classifier(nn.Module):
@@ -245,7 +245,7 @@ class MelClassifier(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         from kwsnet.data.features import LogMel
-        from models.cnn_mel import CnnMel
+        from kwsnet.models.cnn_mel import CnnMel
 
         self.frontend = LogMel(
             n_fft=480, win_length=480, hop_length=160, n_mels=40, normalize="mean"

@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 from kwsnet.data.features import LogMel  # noqa: E402
 from kwsnet.lit import ClassifierModule  # noqa: E402
-from models.conformer import ConformerBackbone  # noqa: E402
-from models.raw_conv import RawConv  # noqa: E402
+from kwsnet.models.conformer import ConformerBackbone  # noqa: E402
+from kwsnet.models.raw_conv import RawConv  # noqa: E402
 
 
 def build(name: str, compile: bool, quick: bool) -> tuple[ClassifierModule, dict[str, Any]]:

@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kwsnet.data.datamodule import AudioDataModule  # noqa: E402
+from kwsnet.models.raw_conv import RawConv  # noqa: E402
 from kwsnet.nn.heads import LinearHead  # noqa: E402
-from models.raw_conv import RawConv  # noqa: E402
 
 SC_ROOT = ROOT.parent / "shared" / "data" / "speech_commands_tts"
 

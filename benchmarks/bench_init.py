@@ -1,8 +1,8 @@
 """Init strategies, measured: LSUV per-layer tables and SmallInit-Emb training loss.
 
-Part 1 prints the LSUV report for ``models.raw_conv.RawConv`` (plus its linear head) under each
-order, calibrated on one batch of the built-in synthetic corpus, and a summary of the worst
-residual |mean| and |std - 1| per order and norm placement.
+Part 1 prints the LSUV report for ``kwsnet.models.raw_conv.RawConv`` (plus its linear head)
+under each order, calibrated on one batch of the built-in synthetic corpus, and a summary of the
+worst residual |mean| and |std - 1| per order and norm placement.
 
 Part 2 trains a small Conformer speaker classifier (log-mel -> ConformerBackbone -> linear
 head, cross-entropy, AdamW, no LR warm-up) for ``--steps`` steps on the synthetic corpus, for
@@ -51,10 +51,10 @@ from kwsnet.data.features import LogMel
 from kwsnet.data.record import SourceArgs
 from kwsnet.data.synthetic import SyntheticSource
 from kwsnet.init import LSUV, LSUV_ORDERS, SmallInitEmb, format_report
+from kwsnet.models.conformer import ConformerBackbone
+from kwsnet.models.raw_conv import NORM_PLACEMENTS, RawConv
 from kwsnet.nn.heads import LinearHead
 from kwsnet.stats import compare, holm, verdict
-from models.conformer import ConformerBackbone
-from models.raw_conv import NORM_PLACEMENTS, RawConv
 
 ARMS = ("default", "default+LN", "SmallInit-Emb")
 VARIANTS = ("pre_ln", "post_ln")

@@ -8,7 +8,6 @@ LightningCLI over ``ClassifierModule`` and ``AudioDataModule``, configured by YA
 from __future__ import annotations
 
 import importlib
-import inspect
 import json
 import os
 import pickle
@@ -16,43 +15,32 @@ import re
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import yaml
-from jsonargparse import Namespace, set_loader
-from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningArgumentParser, SaveConfigCallback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from kwsnet import yaml12
 from kwsnet._compat import started_wandb_run
-from kwsnet.callbacks.checkpoints import EpochLastCheckpoint, StepLastCheckpoint
-from kwsnet.callbacks.collapse import CollapseMonitor
-from kwsnet.callbacks.divergence import DivergenceError, DivergenceGuard
+from kwsnet.callbacks.divergence import DivergenceError
 from kwsnet.callbacks.progress import KwsProgressBar
 from kwsnet.checkpointing import AtomicCheckpointIO, CheckpointLoadError, ResumeState
-from kwsnet.data.datamodule import AudioDataModule, RecordDataset, checkpoint_class_names
+from kwsnet.config_cli import ConfigCLI
+from kwsnet.data.datamodule import RecordDataset, checkpoint_class_names
 from kwsnet.data.record import DataFormatError
 from kwsnet.errors import (
     CheckpointNotFoundError,
-    ConfigError,
-    ConfigSyntaxError,
     KwsnetUserError,
     OutputFolderError,
-    colon_hint,
     error_lines,
     frames,
-    one_line,
     traceback_wanted,
-    with_hint,
-    yaml_syntax_error,
 )
 from kwsnet.export.layers import ExportError
-from kwsnet.lit import ClassifierModule
 from kwsnet.loading import build_from_config
 from kwsnet.loading import first_sentence as _reason
 from kwsnet.summary import (
@@ -64,8 +52,6 @@ from kwsnet.summary import (
 from kwsnet.tracking import KwsWandbLogger, provenance, wait_for_offline_run
 
 __all__ = ["KwsCLI", "main", "build_from_config", "EXTRA_COMMANDS", "USER_ERRORS"]
-
-set_loader("yaml12", yaml12.load, exceptions=(yaml.YAMLError,))
 
 # subcommand → "module:function(argv) -> exit code"
 EXTRA_COMMANDS: dict[str, str] = {
@@ -89,14 +75,6 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     ExportError,
 )
 
-# The callbacks every run has, configured under these keys (`--divergence.action skip`).
-CALLBACK_GROUPS: dict[str, type[Callback]] = {
-    "collapse": CollapseMonitor,
-    "divergence": DivergenceGuard,
-    "last_checkpoint": EpochLastCheckpoint,
-    "step_checkpoint": StepLastCheckpoint,
-}
-
 
 class KwsSaveConfig(SaveConfigCallback):
     """Save the resolved config to the run dir, the checkpoint and the logger (wandb too)."""
@@ -119,68 +97,22 @@ class KwsSaveConfig(SaveConfigCallback):
         trainer.logger.log_hyperparams({**resolved, "kwsnet": info})
 
 
-class KwsArgumentParser(LightningArgumentParser):
-    """The CLI's parser: a parse error that quotes a ``key:value`` gets the YAML spacing hint."""
-
-    def error(self, message: str, ex: Exception | None = None) -> Any:
-        hint = colon_hint(message) if self.exit_on_error else None  # None: caught, not shown
-        if hint and "hint: " not in message:
-            message = f"{message}\nhint: {hint}"
-        return super().error(message, ex)
-
-
-class KwsCLI(LightningCLI):
-    """LightningCLI with kwsnet's links, callbacks and end-of-run reports."""
+class KwsCLI(ConfigCLI):
+    """The command line: ``ConfigCLI`` (kwsnet's config: links, callback groups, errors that
+    name the key) plus a run's behaviour: checkpoint checks, saved config, end-of-run reports."""
 
     def __init__(self, args: Sequence[str] | None = None, run: bool = True, **kwargs: Any) -> None:
-        kwargs.setdefault("parser_class", KwsArgumentParser)
         kwargs.setdefault("save_config_callback", KwsSaveConfig)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
-        kwargs.setdefault("parser_kwargs", {"parser_mode": "yaml12"})
-        kwargs.setdefault("auto_configure_optimizers", False)
-        super().__init__(ClassifierModule, AudioDataModule, args=args, run=run, **kwargs)
-
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
-        parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
-        for key, callback in CALLBACK_GROUPS.items():
-            parser.add_lightning_class_args(callback, key)
-        parser.add_argument(
-            "--test_after_fit",
-            type=bool,
-            default=False,
-            help="fit: test the best checkpoint when fitting ends",
-        )
+        super().__init__(args=args, run=run, **kwargs)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        # Config files that are not YAML are named by path and line (jsonargparse's message
-        # names none), and a checkpoint that cannot be read is named before LightningCLI reads
-        # its hyperparameters (torch's zip reader names no file).
-        if args is None or isinstance(args, (list, tuple)):
-            for path in _config_file_args(sys.argv[1:] if args is None else args):
-                _check_yaml_file(path)
+        # A checkpoint that cannot be read is named before it is loaded (torch's zip reader
+        # names no file).
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         if subcommand:
             _check_ckpt_path(self.config[subcommand].get("ckpt_path"))
-
-    def instantiate_classes(self) -> None:
-        try:
-            super().instantiate_classes()
-        except (ValueError, MisconfigurationException) as exc:
-            if isinstance(exc, (DataFormatError, ExportError)):
-                raise
-            config = self.config.get(str(self.subcommand), self.config)
-            # jsonargparse reports an error in a Union-typed value (trainer.callbacks) as its own
-            # ValueError, the object's error as its __cause__: the innermost one names it.
-            chain: list[BaseException] = [exc]
-            while chain[-1].__cause__ is not None and len(chain) < 8:
-                chain.append(chain[-1].__cause__)
-            for inner in reversed(chain):
-                located = _locate_config_error(inner, config)
-                if located is not None:
-                    raise located from exc
-            raise
 
     def before_instantiate_classes(self) -> None:
         # predict names the classes from the checkpoint, so it needs no dataset.
@@ -313,32 +245,6 @@ def _check_writable(folder: str) -> None:
         ) from exc
 
 
-_YAML_SUFFIXES = (".yaml", ".yml")
-
-
-def _config_file_args(argv: Sequence[str]) -> Iterator[str]:
-    """The YAML files named on a command line (``--config f.yaml``, ``--model f.yaml``, ...)."""
-    for token in argv:
-        value = token.split("=", 1)[1] if token.startswith("--") and "=" in token else token
-        if value.endswith(_YAML_SUFFIXES) and os.path.isfile(value):
-            yield value
-
-
-def _check_yaml_file(path: str) -> None:
-    """Raise ``ConfigSyntaxError`` naming ``path``, the line and the problem if it is not YAML."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError):
-        return  # jsonargparse reports files it cannot read
-    try:
-        yaml12.load(text)
-    except yaml.MarkedYAMLError as exc:
-        raise yaml_syntax_error(path, text, exc) from exc
-    except yaml.YAMLError as exc:
-        raise ConfigSyntaxError(f"{path}: not valid YAML: {one_line(exc)}") from exc
-
-
 # `--ckpt_path` values Lightning resolves itself (no file of that name is read).
 _CKPT_NAMES = ("last", "best", "hpc", "registry")
 
@@ -346,8 +252,8 @@ _CKPT_NAMES = ("last", "best", "hpc", "registry")
 def _check_ckpt_path(ckpt_path: str | None) -> None:
     """Fail naming the file when ``--ckpt_path`` is missing, truncated, corrupt or unsafe.
 
-    Called before LightningCLI reads the checkpoint's hyperparameters (``torch.load``, whose
-    errors name no file). The probe memory-maps the tensors, so a large checkpoint costs
+    Called when the arguments are parsed, before the checkpoint is loaded (``torch.load``,
+    whose errors name no file). The probe memory-maps the tensors, so a large checkpoint costs
     little more than its pickled index.
     """
     if not ckpt_path or not isinstance(ckpt_path, str):
@@ -377,69 +283,6 @@ def _check_ckpt_path(ckpt_path: str | None) -> None:
         raise CheckpointLoadError(
             f"{ckpt_path}: not a readable checkpoint (truncated or corrupt?): {_reason(exc)}"
         ) from exc
-
-
-def _class_path_keys(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
-    """``(key, class_path)`` of every ``class_path`` entry of a config, e.g. ``model.backbone``."""
-    if isinstance(node, dict):
-        if isinstance(node.get("class_path"), str):
-            yield path, node["class_path"]
-        for k, v in node.items():
-            yield from _class_path_keys(v, f"{path}.{k}" if path else str(k))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from _class_path_keys(v, f"{path}[{i}]")
-
-
-def _names_class(class_path: str, cls: type) -> bool:
-    """Whether ``class_path`` (``lightning.pytorch.callbacks.ModelCheckpoint``) is ``cls``."""
-    if class_path == f"{cls.__module__}.{cls.__qualname__}":
-        return True
-    module, _, name = class_path.rpartition(".")
-    if name != cls.__name__ or module not in sys.modules:  # imported when it was built
-        return False
-    return getattr(sys.modules[module], name, None) is cls
-
-
-def _locate_config_error(exc: BaseException, config: Any) -> ConfigError | None:
-    """A ``ConfigError`` for an error raised while building the configured objects, naming
-    the config key of the object whose ``__init__`` raised it (``kernel_size must be odd`` →
-    ``model.backbone.init_args.kernel_size must be odd``); ``None`` if no configured object's
-    ``__init__`` raised it (then it is not a config error)."""
-    cfg = config.as_dict() if isinstance(config, Namespace) else {}
-    keys = list(_class_path_keys(cfg))
-    groups = {"data": AudioDataModule, "model": ClassifierModule, "trainer": Trainer}
-    groups.update(CALLBACK_GROUPS)
-    for frame in reversed(frames(exc.__traceback__)):
-        if frame.f_code.co_name != "__init__":
-            continue
-        cls = type(frame.f_locals.get("self"))
-        group = next((k for k, c in groups.items() if issubclass(cls, c)), None)
-        if group is not None:
-            label, prefix = group, f"{group}."
-        else:
-            found = [k for k, class_path in keys if _names_class(class_path, cls)]
-            if not found:
-                continue
-            label, prefix = found[0], f"{found[0]}.init_args."
-        break
-    else:
-        return None
-    message = one_line(exc)
-    first = re.match(r"[A-Za-z_]\w*", message)
-    try:
-        params = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    except (TypeError, ValueError):
-        params = set()
-    if message.startswith((f"{label}.", f"{label}:", f"{label}=")):
-        pass
-    elif first is not None and first.group(0) in params:
-        message = prefix + message
-    elif group is not None:
-        message = f"{label}: {message}"
-    else:
-        message = f"{label} ({cls.__name__}): {message}"
-    return with_hint(ConfigError(message), getattr(exc, "hint", None))  # type: ignore[return-value]
 
 
 def _data_hint(exc: BaseException) -> str | None:

@@ -21,7 +21,7 @@ from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torch.utils.data import DataLoader, DistributedSampler
 
-from kwsnet._compat import eval_dataloaders, should_update_logs
+from kwsnet._compat import cli_hparams_given, eval_dataloaders, should_update_logs
 from kwsnet.data.features import RawAudio
 from kwsnet.init.base import InitStrategy, format_report
 from kwsnet.metrics.classification import ClassificationStats
@@ -30,6 +30,10 @@ from kwsnet.nn.heads import LinearHead
 from kwsnet.optim import WarmupDecay, param_groups
 
 __all__ = ["ClassifierModule"]
+
+# Constructor arguments that are built objects (modules, factories, classes): saved as hparams
+# only in the CLI's config form (class_path/init_args), never as the objects themselves.
+OBJECT_ARGS = ("backbone", "head", "frontend", "optimizer", "lr_scheduler", "init", "augment")
 
 
 def _is_compile_failure(exc: BaseException) -> bool:
@@ -80,6 +84,10 @@ class ClassifierModule(pl.LightningModule):
             trials (cosine scoring of backbone embeddings) and logs ``test/eer`` and
             ``test/min_dcf`` (default 0: off; the speaker configs turn it on).
         verification_seed: seed of the trial list, independent of the training seed (0).
+
+    Built by the CLI, the module saves its config as hparams, so a checkpoint the CLI wrote
+    loads with ``ClassifierModule.load_from_checkpoint(path)`` alone (``kwsnet.load`` wraps it
+    with resampling and class names).
     """
 
     def __init__(
@@ -101,6 +109,15 @@ class ClassifierModule(pl.LightningModule):
         verification_seed: int = 0,
     ) -> None:
         super().__init__()
+        # Built by the CLI, the hparams are its config of every argument (plain data:
+        # class_path/init_args dicts, the class names linked from the data), so
+        # ``ClassifierModule.load_from_checkpoint(path)`` rebuilds the model through Lightning's
+        # instantiator and the checkpoint still loads with ``weights_only=True``. Built in
+        # Python, the objects are left out (only the plain arguments are saved); the logger gets
+        # the whole resolved config from the CLI instead (kwsnet.cli.KwsSaveConfig).
+        self.save_hyperparameters(
+            ignore=None if cli_hparams_given() else list(OBJECT_ARGS), logger=False
+        )
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         embed_dim = getattr(backbone, "embed_dim", None)

@@ -2,9 +2,10 @@
 export``/``parity`` and ``kwsnet detect``: read a checkpoint safely, recover the config it was
 trained with, rebuild model and DataModule from it and load the weights strictly.
 
-The config parser itself is the CLI's (``kwsnet.cli.KwsCLI``: the links between data and
-model and the callback groups a stored config names), imported when a model is built, so
-importing this module costs nothing and ``kwsnet.export`` no longer imports the CLI module.
+The config parser is ``kwsnet.config_cli.ConfigCLI`` (the links between data and model and the
+callback groups a stored config names; the command line's ``KwsCLI`` derives from it), imported
+when a model is built, so importing this module costs nothing. This module never imports
+``kwsnet.cli`` (the command line imports it).
 """
 
 from __future__ import annotations
@@ -108,14 +109,14 @@ def build_from_config(
     The config stored in the checkpoint is used when ``config`` is ``None``. A checkpoint whose
     weights do not fit the config's model raises a ``ConfigError`` naming the mismatch.
     """
-    from kwsnet.cli import KwsCLI  # the config parser (imports Lightning)
+    from kwsnet.config_cli import ConfigCLI  # the config parser (imports Lightning)
 
     ckpt = read_checkpoint(ckpt_path) if ckpt_path is not None else None
     args = config_args(config, ckpt, overrides)
     with warnings.catch_warnings():
         # Called from `kwsnet export/parity`, sys.argv holds that command, not these args.
         warnings.filterwarnings("ignore", message=".*args parameter is intended.*")
-        cli = KwsCLI(args=args, run=False, save_config_callback=None)
+        cli = ConfigCLI(args=args, run=False, save_config_callback=None)
     model, dm = cli.model, cli.datamodule
     if ckpt is not None:
         load_weights(model, ckpt, ckpt_path)  # type: ignore[arg-type]

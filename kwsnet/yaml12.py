@@ -3,17 +3,27 @@
 PyYAML implements YAML 1.1, where ``yes``, ``no``, ``on`` and ``off`` are booleans and
 ``1e-3`` is a string. Keyword lists (``[yes, no, up, down]``) and learning rates need the
 1.2 rules: only ``true``/``false`` are booleans and ``1e-3`` is a float. The CLI registers
-``load`` as jsonargparse's ``yaml12`` parser mode; ``kwsnet sweep`` reads specs with it.
+``load_config`` (``load``, then :func:`upgrade_class_paths`) as jsonargparse's ``yaml12`` parser
+mode, so every config it reads (files, ``--config`` text, the config stored in a checkpoint,
+command-line values) goes through it; ``kwsnet sweep`` reads specs with ``load``.
 """
 
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Any
 
 import yaml
 
-__all__ = ["Yaml12Loader", "load"]
+__all__ = [
+    "LEGACY_MODELS_PREFIX",
+    "MODELS_PREFIX",
+    "Yaml12Loader",
+    "load",
+    "load_config",
+    "upgrade_class_paths",
+]
 
 _BOOL, _FLOAT = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
 
@@ -46,3 +56,35 @@ Yaml12Loader.add_implicit_resolver(
 def load(stream: str) -> Any:
     """Parse ``stream`` (YAML text) with YAML 1.2 scalars."""
     return yaml.load(stream, Loader=Yaml12Loader)
+
+
+# The backbones were the top-level package `models` until they became `kwsnet.models`.
+LEGACY_MODELS_PREFIX = "models."
+MODELS_PREFIX = "kwsnet.models."
+
+
+def upgrade_class_paths(data: Any) -> Any:
+    """``data`` with every ``class_path: models.X`` (at any depth) read as
+    ``kwsnet.models.X``, with a ``FutureWarning`` naming the old and the new path; other
+    values are returned as they are."""
+    if isinstance(data, dict):
+        out = {k: upgrade_class_paths(v) for k, v in data.items()}
+        old = out.get("class_path")
+        if isinstance(old, str) and old.startswith(LEGACY_MODELS_PREFIX):
+            new = MODELS_PREFIX + old[len(LEGACY_MODELS_PREFIX) :]
+            warnings.warn(
+                f"class_path {old!r} is read as {new!r}: the backbones moved to kwsnet.models; "
+                "rename it in the config (the old name will stop working in a later release)",
+                FutureWarning,
+                stacklevel=2,
+            )
+            out["class_path"] = new
+        return out
+    if isinstance(data, list):
+        return [upgrade_class_paths(v) for v in data]
+    return data
+
+
+def load_config(stream: str) -> Any:
+    """A config (YAML text): :func:`load`, then :func:`upgrade_class_paths`."""
+    return upgrade_class_paths(load(stream))

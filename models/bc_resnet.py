@@ -39,9 +39,9 @@ import torch
 from torch import nn
 
 from kwsnet.errors import ConfigError
+from kwsnet.models._pooling import build_pooling
 from kwsnet.nn.norms import masked_batch_norm, masked_sequential
 from kwsnet.nn.pooling import MeanPooling, lengths_to_mask
-from models._pooling import build_pooling
 
 __all__ = ["BCResNet", "SubSpectralNorm"]
 

@@ -106,7 +106,7 @@ def trained_raw_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str) ->
 
 def small_conformer(**kwargs):
     """A seeded 2-layer, d_model 16 ``ConformerBackbone`` in eval mode; kwargs override."""
-    from models.conformer import ConformerBackbone
+    from kwsnet.models.conformer import ConformerBackbone
 
     torch.manual_seed(0)
     args = dict(

@@ -18,12 +18,12 @@ import torch
 from torch import nn
 
 from kwsnet.cli import main
-from models.bc_resnet import BCResNet
-from models.cnn_mel import CnnMel
-from models.conformer import ConformerBackbone
-from models.ds_cnn import DSCNN
-from models.ecapa_tdnn import EcapaTdnn
-from models.matchboxnet import MatchboxNet
+from kwsnet.models.bc_resnet import BCResNet
+from kwsnet.models.cnn_mel import CnnMel
+from kwsnet.models.conformer import ConformerBackbone
+from kwsnet.models.ds_cnn import DSCNN
+from kwsnet.models.ecapa_tdnn import EcapaTdnn
+from kwsnet.models.matchboxnet import MatchboxNet
 
 # Outcome depends on torch's CPU kernel path: also run under ATEN_CPU_CAPABILITY=default.
 pytestmark = pytest.mark.kernel_path

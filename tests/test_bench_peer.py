@@ -153,7 +153,7 @@ def test_default_configs_are_the_mel_ones(bp, tmp_path: Path) -> None:
     mel = "model:\n  frontend:\n    class_path: kwsnet.data.features.{}\n"
     (tmp_path / "kws_a.yaml").write_text(mel.format("LogMel"))
     (tmp_path / "kws_b.yaml").write_text(mel.format("MFCC"))
-    (tmp_path / "kws_raw.yaml").write_text("model:\n  backbone: {class_path: models.X}\n")
+    (tmp_path / "kws_raw.yaml").write_text("model:\n  backbone: {class_path: kwsnet.models.X}\n")
     (tmp_path / "speaker_c.yaml").write_text(mel.format("LogMel"))
     found = [Path(p).name for p in bp.default_configs(tmp_path)]
     assert found == ["kws_a.yaml", "kws_b.yaml"]

@@ -190,7 +190,7 @@ def test_closed_choices_are_literal_types() -> None:
     from kwsnet.data.augment import TimeShift
     from kwsnet.data.features import MFCC, NORMALIZATIONS, LogMel
     from kwsnet.init.lsuv import LSUV, LSUV_ORDERS
-    from models.raw_conv import NORM_PLACEMENTS, RawConv
+    from kwsnet.models.raw_conv import NORM_PLACEMENTS, RawConv
 
     for fn, param, names in [
         (RawConv.__init__, "norm_placement", NORM_PLACEMENTS),

@@ -179,8 +179,8 @@ class _FullSize(nn.Module):
 
     def __init__(self, placement: str) -> None:
         super().__init__()
+        from kwsnet.models.raw_conv import RawConv
         from kwsnet.nn.heads import LinearHead
-        from models.raw_conv import RawConv
 
         self.backbone = RawConv(norm_placement=placement)
         self.head = LinearHead(64, 6)

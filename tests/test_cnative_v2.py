@@ -31,9 +31,9 @@ from kwsnet.export.cnative import (
 from kwsnet.export.graph import folding_delta, trace_model
 from kwsnet.export.parity import LOGIT_RTOL, ParityReport, compare_predictions, run_parity
 from kwsnet.export.runtime import CNATIVE_DIR, CModel, CRuntimeError, build_cnative, cpu_flags
+from kwsnet.models.cnn_mel import CnnMel
 from kwsnet.nn.heads import LinearHead
 from kwsnet.nn.pooling import MaxPooling, MeanPooling, SelfAttentionPooling
-from models.cnn_mel import CnnMel
 
 BUILD = CNATIVE_DIR / "build"
 CLIP = 4000  # 0.25 s: 26 frames at hop 160
@@ -237,7 +237,7 @@ def test_conv1d_ex_against_torch(
 def test_matchboxnet_traced_and_run_through_c(cbuild: Path, tmp_path: Path) -> None:
     """MatchboxNet (depthwise + pointwise sub-blocks, residual adds, a dilated epilogue) on
     MFCCs, through the same tracer and ops, layer by layer against PyTorch."""
-    from models.matchboxnet import MatchboxNet
+    from kwsnet.models.matchboxnet import MatchboxNet
 
     torch.manual_seed(3)
     model = _MelClassifier(MFCC(n_fft=480, win_length=480, n_mfcc=16).eval())

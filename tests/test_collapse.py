@@ -42,7 +42,7 @@ def test_monitor_reads_the_modules_confusion_matrix():
 
     from kwsnet.callbacks.collapse import CollapseMonitor
     from kwsnet.lit import ClassifierModule
-    from models.raw_conv import RawConv
+    from kwsnet.models.raw_conv import RawConv
 
     module = ClassifierModule(RawConv(), num_classes=3)
     logged: dict[str, float] = {}

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from kwsnet.lit import ClassifierModule
-from models.raw_conv import RawConv
+from kwsnet.models.raw_conv import RawConv
 
 # Outcome depends on torch's CPU kernel path: also run under ATEN_CPU_CAPABILITY=default.
 pytestmark = pytest.mark.kernel_path

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from models.conformer import ConformerBackbone
+from kwsnet.models.conformer import ConformerBackbone
 
 from .conftest import assert_padding_invariant, small_conformer
 

@@ -127,8 +127,8 @@ def _separate(model: nn.Module, x: torch.Tensor) -> None:
 class _Tiny(nn.Module):
     def __init__(self, samples: int, n_classes: int) -> None:
         super().__init__()
+        from kwsnet.models.raw_conv import RawConv
         from kwsnet.nn.heads import LinearHead
-        from models.raw_conv import RawConv
 
         self.backbone = RawConv(input_samples=samples, channels=(4, 8, 8))
         self.head = LinearHead(self.backbone.embed_dim, n_classes)
@@ -188,9 +188,9 @@ def _mel_model(clip: int, n_classes: int, mfcc: bool = False) -> nn.Module:
     """A small CnnMel on LogMel(480 / 160, 40 mels, mean norm), or MFCC(13, mean-and-variance
     norm) with ``mfcc``."""
     from kwsnet.data.features import MFCC, LogMel
+    from kwsnet.models.cnn_mel import CnnMel
     from kwsnet.nn.heads import LinearHead
     from kwsnet.nn.pooling import MeanPooling
-    from models.cnn_mel import CnnMel
 
     class Mel(nn.Module):
         def __init__(self) -> None:

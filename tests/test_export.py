@@ -19,8 +19,8 @@ from kwsnet.export.commands import FORMATS, export_model
 from kwsnet.export.layers import input_shape_of
 from kwsnet.export.parity import LOGIT_RTOL, ParityReport, compare_predictions, run_parity
 from kwsnet.export.runtime import CNATIVE_DIR, CModel, build_cnative
+from kwsnet.models.raw_conv import RawConv
 from kwsnet.nn.heads import LinearHead
-from models.raw_conv import RawConv
 
 ROOT = CNATIVE_DIR.parent
 

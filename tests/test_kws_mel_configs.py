@@ -59,7 +59,7 @@ def _train_one_batch(cli: KwsCLI) -> None:
 
 
 def test_cnn_mel_is_small_and_honours_lengths():
-    from models.cnn_mel import CnnMel
+    from kwsnet.models.cnn_mel import CnnMel
 
     model = CnnMel().eval()
     assert sum(p.numel() for p in model.parameters()) <= 100_000

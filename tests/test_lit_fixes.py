@@ -24,9 +24,9 @@ from kwsnet.cli import main
 from kwsnet.data.datamodule import AudioDataModule
 from kwsnet.data.features import MFCC
 from kwsnet.lit import ClassifierModule
+from kwsnet.models.ds_cnn import DSCNN
+from kwsnet.models.raw_conv import RawConv
 from kwsnet.tracking import provenance
-from models.ds_cnn import DSCNN
-from models.raw_conv import RawConv
 
 from .conftest import QUIET_FIT, REPO, tiny_cli_args
 

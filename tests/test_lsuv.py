@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from kwsnet.init import LSUV, InitStrategy
+from kwsnet.models.raw_conv import NORM_PLACEMENTS, RawConv
 from kwsnet.nn.heads import LinearHead
-from models.raw_conv import NORM_PLACEMENTS, RawConv
 
 # Outcome depends on torch's CPU kernel path: also run under ATEN_CPU_CAPABILITY=default.
 pytestmark = pytest.mark.kernel_path

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from kwsnet.models.raw_conv import RawConv
 from kwsnet.nn.norms import make_norm
 from kwsnet.optim import param_groups, split_decay
-from models.raw_conv import RawConv
 
 
 class _Mixed(nn.Module):

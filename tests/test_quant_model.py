@@ -90,8 +90,8 @@ def _set_bn_stats(model: nn.Module, x: torch.Tensor) -> None:
 
 def mel_graph() -> tuple[object, torch.Tensor, torch.Tensor]:
     from kwsnet.data.features import LogMel
+    from kwsnet.models.cnn_mel import CnnMel
     from kwsnet.nn.heads import LinearHead
-    from models.cnn_mel import CnnMel
 
     torch.manual_seed(0)
     fe = LogMel(n_fft=256, win_length=256, hop_length=128, n_mels=16, normalize="none")
@@ -105,8 +105,8 @@ def mel_graph() -> tuple[object, torch.Tensor, torch.Tensor]:
 
 
 def raw_graph() -> tuple[object, torch.Tensor, torch.Tensor]:
+    from kwsnet.models.raw_conv import RawConv
     from kwsnet.nn.heads import LinearHead
-    from models.raw_conv import RawConv
 
     torch.manual_seed(0)
     bb = RawConv(input_samples=SAMPLES, channels=(8, 12, 16))

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from models.raw_conv import RawConv
+from kwsnet.models.raw_conv import RawConv
 
 # Outcome depends on torch's CPU kernel path: also run under ATEN_CPU_CAPABILITY=default.
 pytestmark = pytest.mark.kernel_path

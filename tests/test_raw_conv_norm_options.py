@@ -6,8 +6,8 @@ import pytest
 import torch
 from jsonargparse import ArgumentParser
 
+from kwsnet.models.raw_conv import RawConv
 from kwsnet.nn.norms import NormWarmup, RunningChannelNorm
-from models.raw_conv import RawConv
 
 # Outcome depends on torch's CPU kernel path: also run under ATEN_CPU_CAPABILITY=default.
 pytestmark = pytest.mark.kernel_path

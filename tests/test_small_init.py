@@ -53,7 +53,7 @@ def test_weights_within_a_and_layernorm_follows_projection() -> None:
 
 
 def test_conformer_input_norm_slot_is_used() -> None:
-    from models.conformer import ConformerBackbone
+    from kwsnet.models.conformer import ConformerBackbone
 
     torch.manual_seed(0)
     bb = ConformerBackbone(

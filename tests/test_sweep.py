@@ -610,9 +610,9 @@ def test_dict_grid_values_get_short_labels() -> None:
     share one), flat dicts as k=v, long dicts and lists by a hash; short scalars and lists keep
     their JSON."""
     bb = "model.backbone"
-    raw = {"class_path": "models.raw_conv.RawConv", "init_args": {"channels": 32}}
-    raw2 = {"class_path": "models.raw_conv.RawConv", "init_args": {"channels": 64}}
-    conf = {"class_path": "models.conformer.Conformer"}
+    raw = {"class_path": "kwsnet.models.raw_conv.RawConv", "init_args": {"channels": 32}}
+    raw2 = {"class_path": "kwsnet.models.raw_conv.RawConv", "init_args": {"channels": 64}}
+    conf = {"class_path": "kwsnet.models.conformer.Conformer"}
     labels = sweep.value_labels(bb, [raw, raw2, conf])
     assert labels == ["RawConv(channels=32)", "RawConv(channels=64)", "Conformer"]
     lsuv = [

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parents[2]))  # kwsnet, models
+sys.path.insert(1, str(Path(__file__).resolve().parents[2]))  # kwsnet (kwsnet.models)
 
 
 def _wav(fmt: int, channels: int, rate: int, bits: int, data: bytes, ext: bool = False) -> bytes:
@@ -54,8 +54,8 @@ def v2_model_seeds() -> dict[str, bytes]:
     from kwsnet.data.features import LogMel
     from kwsnet.export.cnative import graph_bytes
     from kwsnet.export.graph import trace_model
+    from kwsnet.models.cnn_mel import CnnMel
     from kwsnet.nn.heads import LinearHead
-    from models.cnn_mel import CnnMel
 
     class _Tiny(torch.nn.Module):
         def __init__(self) -> None:
@@ -81,11 +81,11 @@ def v3_model_seeds() -> dict[str, bytes]:
     from kwsnet.data.features import LogMel
     from kwsnet.export.graph import graph_from_layers, trace_model
     from kwsnet.export.layers import collect_named_layers, input_shape_of
+    from kwsnet.models.cnn_mel import CnnMel
+    from kwsnet.models.raw_conv import RawConv
     from kwsnet.nn.heads import LinearHead
     from kwsnet.quant.format import quant_bytes
     from kwsnet.quant.ptq import calibrate, quantize_graph
-    from models.cnn_mel import CnnMel
-    from models.raw_conv import RawConv
 
     class _Tiny(torch.nn.Module):
         def __init__(self, frontend: object, backbone: torch.nn.Module, n: int) -> None:

@@ -38,8 +38,8 @@ class TinyClassifier(nn.Module):
 
     def __init__(self, norm_placement: str, input_samples: int = 1024, n_classes: int = 6):
         super().__init__()
+        from kwsnet.models.raw_conv import RawConv
         from kwsnet.nn.heads import LinearHead
-        from models.raw_conv import RawConv
 
         self.backbone = RawConv(
             input_samples=input_samples, channels=(4, 8, 8), norm_placement=norm_placement
@@ -112,9 +112,9 @@ def _tiny_mel(pooling: str):
     """A format-v2 case: LogMel (n_fft 480, 40 mels, mean normalisation) + a tiny CnnMel with
     random BatchNorm statistics (folded at export) + a 4-class head, 4000-sample input."""
     from kwsnet.data.features import LogMel
+    from kwsnet.models.cnn_mel import CnnMel
     from kwsnet.nn import pooling as pools
     from kwsnet.nn.heads import LinearHead
-    from models.cnn_mel import CnnMel
 
     class _Mel(nn.Module):
         def __init__(self) -> None:

@@ -28,7 +28,7 @@ from kwsnet.errors import one_line
 from kwsnet.export.layers import ExportError, collect_named_layers, input_shape_of
 from kwsnet.export.runtime import CRuntimeError
 
-__all__ = ["export_main", "parity_main", "export_model", "model_graph"]
+__all__ = ["export_main", "parity_main", "export_model", "export_int8_model", "model_graph"]
 
 FORMATS = ("cnative", "c-header", "onnx")
 DTYPES = ("float32", "int8")
@@ -221,16 +221,41 @@ def _dtype_args(parser: argparse.ArgumentParser) -> None:
 
 def _export_int8(model: object, dm: object, args: argparse.Namespace) -> int:
     """Quantise ``model`` (calibrated on ``dm``'s training split) and write it; bytes."""
+    return export_int8_model(
+        model, dm, args.format, args.out, args.calibration, args.percentile, args.prefix
+    )
+
+
+def export_int8_model(
+    model: object,
+    dm: object,
+    fmt: str,
+    out: str | Path,
+    calibration: int = 512,
+    percentile: float | None = None,
+    prefix: str = "kwsn_model",
+) -> int:
+    """Quantise ``model`` to int8 (post-training: ``calibration`` clips of the DataModule
+    ``dm``'s training split, activation ranges min/max or the ``[100-p, p]`` percentiles) and
+    write it in ``fmt`` (one of ``INT8_FORMATS``: format v3 ``cnative`` or a ``c-header``
+    with ``int8_t`` arrays) to ``out``, at ``dm``'s sample rate; returns the bytes written.
+
+    Raises:
+        ExportError: a format without an int8 form, or no sample rate in ``dm``.
+        QuantError: (kwsnet.quant.ptq) no calibration clips, an op without an int8 form.
+    """
+    if fmt not in INT8_FORMATS:
+        raise ExportError(f"dtype int8 writes {' or '.join(INT8_FORMATS)}, not {fmt!r}")
     from kwsnet.quant.format import write_quant
     from kwsnet.quant.report import quantize_model
 
-    graph, qgraph = quantize_model(model, dm, args.calibration, args.percentile)
+    graph, qgraph = quantize_model(model, dm, calibration, percentile)
     rate = _sample_rate(dm)
-    if args.format == "cnative":
-        return write_quant(qgraph, graph, args.out, rate)
+    if fmt == "cnative":
+        return write_quant(qgraph, graph, out, rate)
     from kwsnet.export.c_header import write_int8_header
 
-    return write_int8_header(qgraph, graph, args.out, rate, args.prefix)
+    return write_int8_header(qgraph, graph, out, rate, prefix)
 
 
 def _test_audio(dm: object, max_batches: int | None) -> Iterator[object]:
@@ -280,7 +305,9 @@ def parity_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="kwsnet parity", description=__doc__)
     _common(parser)
     parser.add_argument("--per-layer", action="store_true", help="report every layer's diff")
-    parser.add_argument("--lib", default=None, help="libkwsnet.so (default: build cnative/)")
+    parser.add_argument(
+        "--lib", default=None, help="libkwsnet.so (default: built from kwsnet's C sources)"
+    )
     parser.add_argument("--max-batches", type=int, default=None, help="stop early (debugging)")
     parser.add_argument(
         "--no-class-floor",

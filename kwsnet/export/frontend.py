@@ -190,7 +190,7 @@ class CFrontend:
 
     Args:
         tables: from :func:`frontend_tables` (or built by hand, to test bad parameters).
-        lib: path to libkwsnet.so (default: the repo's, built if missing).
+        lib: path to libkwsnet.so (default: ``cnative_build_dir()``'s, built if missing).
 
     ``CFrontend(t)(wave [n]) -> [frames, n_out]`` float32, the layout of ``LogMel`` for one
     utterance (the C output is channel-major; this transposes it). ``power(frame [n_fft])``

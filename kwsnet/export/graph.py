@@ -196,7 +196,7 @@ def _trace_conv_bn_relu_seq(g: Graph, seq: nn.Sequential, path: str, src: int) -
 
 
 def _trace_res_block(g: Graph, block: nn.Module, path: str, src: int) -> int:
-    """``models.cnn_mel._ResBlock``: relu(bn2(conv2(relu(bn1(conv1 x)))) + shortcut(x))."""
+    """``kwsnet.models.cnn_mel._ResBlock``: relu(bn2(conv2(relu(bn1(conv1 x)))) + shortcut(x))."""
     h = _conv_node(g, block.conv1, block.bn1, f"{path}.conv1", src)
     h = _relu(g, f"{path}.relu1", h)
     h = _conv_node(g, block.conv2, block.bn2, f"{path}.conv2", h)
@@ -255,7 +255,7 @@ def _trace_cnn_mel(g: Graph, backbone: nn.Module, path: str, src: int) -> int:
 def _trace_sub_block(
     g: Graph, sub: nn.Module, path: str, src: int, residual: int | None = None
 ) -> int:
-    """``models.matchboxnet._SubBlock``: relu(bn(pointwise(depthwise x)) [+ residual])."""
+    """``kwsnet.models.matchboxnet._SubBlock``: relu(bn(pointwise(depthwise x)) [+ residual])."""
     h = _conv_node(g, sub.depthwise, None, f"{path}.depthwise", src)
     h = _conv_node(g, sub.pointwise, sub.bn, f"{path}.pointwise", h)
     if residual is not None:

@@ -1,5 +1,12 @@
-"""ctypes binding to the C runtime (``cnative/build/libkwsnet.so``), for parity checks and
-benchmarks. Builds the library with ``make -C cnative`` when it is missing.
+"""ctypes binding to the C runtime (``libkwsnet.so``), for parity checks and benchmarks.
+Builds the library with ``make`` when it is missing.
+
+The sources are the checkout's ``cnative/`` (also under an editable install), else the copy a
+wheel installs as ``kwsnet/_cnative/`` (``kwsnet.resources.cnative_source_dir``). The build
+goes to ``cnative/build`` in a writable checkout, as ``make -C cnative`` does; an installed
+copy (or a read-only checkout) builds into the user cache instead,
+``$XDG_CACHE_HOME/kwsnet/cnative-<version>-<source hash>/`` (``~/.cache`` by default), through
+the Makefile's ``BUILD=`` (``cnative_build_dir``).
 
 The default build is portable (any x86-64): the library carries baseline, AVX2 and AVX-512
 kernels and picks one at load by cpuid (``KWSN_ISA=default|avx2|avx512`` forces one); all
@@ -9,13 +16,19 @@ model file raises ``CRuntimeError`` instead of hanging or allocating gigabytes."
 from __future__ import annotations
 
 import ctypes
+import hashlib
+import os
 import shutil
 import subprocess
 import threading
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+from kwsnet import __version__
+from kwsnet.resources import cnative_source_dir
 
 __all__ = [
     "ABI_VERSION",
@@ -23,11 +36,13 @@ __all__ = [
     "CRuntimeError",
     "CModel",
     "build_cnative",
+    "cnative_build_dir",
     "cpu_flags",
     "load_library",
 ]
 
-CNATIVE_DIR = Path(__file__).resolve().parents[2] / "cnative"
+# The C sources (the Makefile's folder): the checkout's cnative/, else the installed copy.
+CNATIVE_DIR = cnative_source_dir()
 _c_size = ctypes.c_size_t
 _c_u32 = ctypes.c_uint32
 _c_vp = ctypes.c_void_p
@@ -64,8 +79,52 @@ class CRuntimeError(RuntimeError):
     """A non-OK status from the C runtime (the message is ``kwsn_status_str``)."""
 
 
-def build_cnative(target: str = "all", cnative_dir: Path = CNATIVE_DIR) -> Path:
-    """Run ``make -C cnative <target>``; returns the build directory.
+@lru_cache(maxsize=8)
+def _source_hash(cnative_dir: Path) -> str:
+    """sha256 (12 hex) of the Makefile and every C source and header under ``cnative_dir``
+    (not ``build/``): a cache dir is never shared by two versions of the sources."""
+    h = hashlib.sha256()
+    files = [cnative_dir / "Makefile"]
+    for sub in ("include", "src", "tools", "tests"):
+        files += sorted((cnative_dir / sub).glob("*.[ch]"))
+    for f in files:
+        h.update(f.relative_to(cnative_dir).as_posix().encode() + b"\0")
+        h.update(f.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
+
+
+def _writable(cnative_dir: Path) -> bool:
+    """Whether ``<cnative_dir>/build`` can be written (made, if it does not exist)."""
+    build = cnative_dir / "build"
+    target = build if build.exists() else cnative_dir
+    return os.access(target, os.W_OK | os.X_OK)
+
+
+def cnative_build_dir(cnative_dir: Path | None = None) -> Path:
+    """Where ``build_cnative`` builds the C runtime from the sources in ``cnative_dir``
+    (default ``CNATIVE_DIR``) and ``load_library`` finds ``libkwsnet.so``.
+
+    ``<cnative_dir>/build`` for a source tree that is not the installed package data and can
+    be written (a checkout: ``make -C cnative`` builds there too); else
+    ``$XDG_CACHE_HOME/kwsnet/cnative-<version>-<source hash>`` (``~/.cache`` when
+    ``XDG_CACHE_HOME`` is unset or not absolute), so a wheel installed in a read-only (or any)
+    ``site-packages`` is never written to.
+    """
+    cnative_dir = Path(cnative_dir or CNATIVE_DIR)
+    installed = cnative_dir.resolve() == (Path(__file__).resolve().parents[1] / "_cnative")
+    if not installed and _writable(cnative_dir):
+        return cnative_dir / "build"
+    cache = os.environ.get("XDG_CACHE_HOME", "")
+    root = Path(cache) if os.path.isabs(cache) else Path.home() / ".cache"
+    return root / "kwsnet" / f"cnative-{__version__}-{_source_hash(cnative_dir)}"
+
+
+def build_cnative(
+    target: str = "all", cnative_dir: Path = CNATIVE_DIR, build_dir: Path | None = None
+) -> Path:
+    """Run ``make -C <cnative_dir> <target>``, building into ``build_dir`` (default
+    ``cnative_build_dir(cnative_dir)``, passed as the Makefile's ``BUILD=`` when it is not
+    ``<cnative_dir>/build``); returns the build directory.
 
     Processes that build at once (two exports, parallel test workers) take turns: an exclusive
     ``flock`` on ``<build>/.lock`` is held around ``make``, which would otherwise let one
@@ -77,21 +136,26 @@ def build_cnative(target: str = "all", cnative_dir: Path = CNATIVE_DIR) -> Path:
         raise CRuntimeError("building the C runtime needs make and gcc on PATH")
     if not (cnative_dir / "Makefile").exists():
         raise CRuntimeError(f"no cnative sources at {cnative_dir} (needs a source checkout)")
-    build = cnative_dir / "build"
-    build.mkdir(parents=True, exist_ok=True)
+    build = Path(build_dir) if build_dir is not None else cnative_build_dir(cnative_dir)
+    cmd = ["make", "-s", "-C", str(cnative_dir), target]
+    if build.resolve() != (cnative_dir / "build").resolve():
+        cmd.append(f"BUILD={build.resolve()}")
+    try:
+        build.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CRuntimeError(f"cannot create the C runtime's build folder {build}: {exc}") from exc
     with open(build / ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        proc = subprocess.run(
-            ["make", "-s", "-C", str(cnative_dir), target], capture_output=True, text=True
-        )
+        proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise CRuntimeError(f"make -C {cnative_dir} {target} failed:\n{proc.stderr}")
-    return cnative_dir / "build"
+        raise CRuntimeError(f"{' '.join(cmd[2:])} failed:\n{proc.stderr}")
+    return build
 
 
 def load_library(lib: str | Path | None = None) -> ctypes.CDLL:
-    """Open libkwsnet.so (``lib``, or the repo's, built on demand) and declare its API."""
-    path = Path(lib) if lib else CNATIVE_DIR / "build" / "libkwsnet.so"
+    """Open libkwsnet.so (``lib``, or the one in ``cnative_build_dir()``, built on demand) and
+    declare its API."""
+    path = Path(lib) if lib else cnative_build_dir() / "libkwsnet.so"
     if not path.exists():
         if lib:
             raise CRuntimeError(f"C runtime library {path} does not exist")
@@ -174,7 +238,7 @@ class CModel:
 
     Args:
         path: the ``.kwsn`` file.
-        lib: path to libkwsnet.so (default: the repo's, built if missing).
+        lib: path to libkwsnet.so (default: ``cnative_build_dir()``'s, built if missing).
         max_ops: refuse a model whose forward pass costs more operations (default: the
             library's ``KWSN_DEFAULT_MAX_OPS``).
         max_arena_bytes: refuse a model whose arena is bigger (default

@@ -4,7 +4,7 @@ Every ``nn.Embedding`` weight and every declared input projection (an ``nn.Linea
 the ``input_projection`` attribute of a backbone, e.g. the Conformer prenet) is set to
 ``U(-a, a)`` with ``a = 1e-4``, and a LayerNorm is put right after each input projection.
 Where the backbone declares the slot for it (an ``input_norm`` attribute applied after the
-projection, as ``models.conformer.ConformerBackbone`` does), an ``nn.Identity`` there is
+projection, as ``kwsnet.models.conformer.ConformerBackbone`` does), an ``nn.Identity`` there is
 replaced by a LayerNorm and an existing LayerNorm is kept. Otherwise the projection itself is
 replaced, under every name it is registered with, by ``ProjectionWithNorm(linear,
 LayerNorm)``, a Sequential that still exposes ``weight``, ``bias``, ``in_features`` and

@@ -17,6 +17,7 @@ import yaml
 
 from kwsnet import stats as kstats
 from kwsnet import yaml12
+from kwsnet.resources import resolve_config
 
 _WANDB_KEYS = {"log_runs", "summary_run", "project", "offline"}
 
@@ -187,7 +188,7 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
 
     YAML 1.2 scalars, as in the configs: ``[yes, no]`` are words, ``1e-3`` is a float.
     """
-    data = yaml12.load(Path(path).read_text())
+    data = yaml12.load(Path(resolve_config(os.fspath(path))).read_text())
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a sweep spec is a YAML mapping, got {type(data).__name__}")
     unknown = sorted(set(data) - set(_SPEC_KEYS))
@@ -335,14 +336,21 @@ def run_base_config(spec: SweepSpec, point: dict[str, Any] | None = None) -> str
 
 
 def _load_base(path: str) -> Any:
-    """A base config file, parsed as the CLI parses it (YAML 1.2 scalars)."""
-    return yaml12.load(Path(path).read_text())
+    """A base config file (or the shipped config it names, as the CLI finds it), parsed as the
+    CLI parses it (YAML 1.2 scalars)."""
+    return yaml12.load(Path(resolve_config(path)).read_text())
 
 
 def _canonical(obj: Any) -> Any:
-    """``obj`` with string keys and lists for tuples, for a stable JSON dump."""
+    """``obj`` with string keys and lists for tuples, for a stable JSON dump. A
+    ``class_path: kwsnet.models.X`` counts as ``models.X``, its name before the backbones
+    moved into kwsnet: the same class, so runs recorded before the rename keep their key."""
     if isinstance(obj, dict):
-        return {str(k): _canonical(v) for k, v in obj.items()}
+        out = {str(k): _canonical(v) for k, v in obj.items()}
+        path = out.get("class_path")
+        if isinstance(path, str) and path.startswith(yaml12.MODELS_PREFIX):
+            out["class_path"] = yaml12.LEGACY_MODELS_PREFIX + path[len(yaml12.MODELS_PREFIX) :]
+        return out
     if isinstance(obj, (list, tuple)):
         return [_canonical(v) for v in obj]
     return obj
