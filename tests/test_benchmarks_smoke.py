@@ -146,3 +146,29 @@ def test_bench_int8_runs_and_checks_the_reference(capsys: pytest.CaptureFixture[
     assert "int8/float" in out and "arena bytes: float" in out
     rows = [ln.split() for ln in out.splitlines() if ln.startswith("  default")]
     assert rows and float(rows[0][-1]) > 0
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc builds the peak kernels")
+def test_bench_peak_kernels_are_12_independent_chains(capsys: pytest.CaptureFixture[str]) -> None:
+    """bench_peak's timed loops, read from their assembly (gcc -S), for every kernel this gcc
+    can build (whether or not this CPU runs it): the accumulating instruction writes 12 distinct
+    registers, once per chain per iteration, and every other instruction of the step is there 12
+    times too. The old program (all chains started equal) reads as the one chain gcc merged them
+    into: the check can fail. Then the quick run prints the table (12 registers on every row)
+    and the machine load; its speeds are not asserted."""
+    bp = _bench("bench_peak")
+    built = [k for k in bp.KERNELS if bp.compiles(k)]  # type: ignore[attr-defined]
+    assert {k.name for k in built} >= {"256-bit mul+add", "512-bit FMA", "512-bit vpdpbusd"}
+    for k in built:
+        regs = bp.chain_registers(k)  # type: ignore[attr-defined]
+        assert len(regs) == 12 and len(set(regs)) == 12, (k.name, k.isa, regs)
+        assert len(bp.chain_registers(k, chains=1)) == 1  # type: ignore[attr-defined]
+    old = bp.chain_registers(bp.KERNELS[2], equal_starts=True)  # type: ignore[attr-defined]
+    assert len(set(old)) == 1, f"equal starts no longer merged by this gcc: {old}"
+    assert bp.main(["--quick"]) == 0  # type: ignore[attr-defined]
+    out = capsys.readouterr().out
+    assert "load average" in out and "clock estimate" in out
+    runnable = {k.name for k in bp.available()}  # type: ignore[attr-defined]
+    rows = [r for r in map(str.split, out.splitlines()) if " ".join(r[:2]) in runnable]
+    assert len(rows) >= len(runnable) > 0
+    assert all(r[-1] == "12" and float(r[3]) > 0 for r in rows)
