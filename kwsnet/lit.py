@@ -22,6 +22,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torch.utils.data import DataLoader, DistributedSampler
 
 from kwsnet._compat import cli_hparams_given, eval_dataloaders, should_update_logs
+from kwsnet.data.augment import warn_if_noise_off
 from kwsnet.data.features import RawAudio
 from kwsnet.init.base import InitStrategy, format_report
 from kwsnet.metrics.classification import ClassificationStats
@@ -411,6 +412,11 @@ class ClassifierModule(pl.LightningModule):
             {"path": p, "pred": int(c), "label": self.class_names[int(c)], "prob": float(q)}
             for p, c, q in zip(batch["path"], pred, conf, strict=True)
         ]
+
+    def setup(self, stage: str) -> None:
+        """At fit: warn once when a configured ``BackgroundNoise`` has no noise folder."""
+        if stage == "fit" and self.global_rank == 0:
+            warn_if_noise_off(self.augment)
 
     def on_fit_start(self) -> None:
         # A resumed run already has trained weights: never re-initialise them.

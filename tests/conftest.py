@@ -174,6 +174,38 @@ def speech_commands_tree(tmp_path: Path) -> Path:
     return root
 
 
+def write_speech_commands(
+    root: Path, counts: dict[str, tuple[int, int, int]], seconds: float = 0.25
+) -> Path:
+    """A Speech Commands tree under ``root``: ``counts[word] = (train, val, test)`` clips
+    (short tones, one speaker per clip), the split lists and a ``_background_noise_`` file."""
+    val, test = [], []
+    for w, (n_train, n_val, n_test) in counts.items():
+        freq = 200.0 + 37.0 * (sum(map(ord, w)) % 60)
+        for i in range(n_train + n_val + n_test):
+            rel = f"{w}/{i:04d}abcd_nohash_0.wav"
+            write_tone(root / rel, seconds=seconds, freq=freq + 5 * i)
+            if n_train <= i < n_train + n_val:
+                val.append(rel)
+            elif i >= n_train + n_val:
+                test.append(rel)
+    (root / "validation_list.txt").write_text("".join(f"{r}\n" for r in val))
+    (root / "testing_list.txt").write_text("".join(f"{r}\n" for r in test))
+    rng = np.random.default_rng(0)
+    (root / "_background_noise_").mkdir(parents=True, exist_ok=True)
+    sf.write(root / "_background_noise_" / "white.wav", 0.1 * rng.standard_normal(32000), 16000)
+    return root
+
+
+@pytest.fixture(scope="session")
+def speech_commands_35_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every word of Speech Commands v0.02 (35), 6 / 2 / 2 short clips per split, noise."""
+    from kwsnet.data.speech_commands import ALL_WORDS
+
+    root = tmp_path_factory.mktemp("sc35")
+    return write_speech_commands(root, {w: (6, 2, 2) for w in ALL_WORDS})
+
+
 @pytest.fixture
 def shared_speech_commands() -> Path:
     root = SHARED_DATA / "speech_commands_tts"

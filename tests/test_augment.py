@@ -161,3 +161,129 @@ def test_chain_noise_dir_points_every_mixer(noise_dir):
         Gain(p=1.5)
     with pytest.raises(ValueError, match="mode"):
         TimeShift(mode="wrap")
+
+
+def _measured_snr_db(clean: torch.Tensor, mixed: torch.Tensor) -> torch.Tensor:
+    """``10 log10(P_signal / P_added)`` per row: signal power over the power of what was added."""
+    return 10 * torch.log10(clean.pow(2).mean(1) / (mixed - clean).pow(2).mean(1))
+
+
+def test_measured_snr_lies_in_the_requested_range(noise_dir):
+    """Noise is scaled to the clip's own level: loud and quiet clips alike land in the range."""
+    mix = BackgroundNoise(str(noise_dir), snr_db=[0, 20], p=1.0).train()
+    levels = torch.tensor([1.0, 0.1, 0.01, 0.001, 1.0, 0.3, 0.05, 0.002])[:, None]
+    for seed in range(5):  # several draws
+        torch.manual_seed(seed)
+        wave = _tones(8) * levels
+        out, _ = mix(wave, None)
+        snr = _measured_snr_db(wave, out)
+        assert ((snr > -1e-3) & (snr < 20 + 1e-3)).all(), snr
+        torch.testing.assert_close(snr, mix.last["snr_db"], atol=1e-3, rtol=0)
+        assert not mix.last["silent"].any()
+
+
+def test_flac_folder_is_read_recursively_and_resampled(tmp_path):
+    root = tmp_path / "babble"
+    rng = np.random.default_rng(5)
+    (root / "spk1" / "ch1").mkdir(parents=True)
+    (root / "spk2").mkdir()
+    sf.write(root / "spk1" / "ch1" / "a.flac", 0.2 * rng.standard_normal(8000), 8000)  # 8 kHz
+    sf.write(root / "spk2" / "b.flac", 0.1 * rng.standard_normal(SR // 2), SR)
+    sf.write(root / "spk2" / "c.wav", 0.1 * rng.standard_normal(SR // 2), SR)
+    (root / "notes.txt").write_text("not audio")
+    mix = BackgroundNoise(str(root), snr_db=[5, 5], p=1.0).train()
+    torch.manual_seed(0)
+    wave = _tones(6)
+    out, _ = mix(wave, None)
+    assert [Path(f).name for f in mix.files] == ["a.flac", "b.flac", "c.wav"]
+    assert mix._waves is not None and mix._waves[0].shape == (SR,)  # 1 s at 8 kHz -> 16 kHz
+    torch.testing.assert_close(
+        _measured_snr_db(wave, out), torch.full((6,), 5.0), atol=1e-3, rtol=0
+    )
+
+
+def test_silent_clip_gets_noise_at_its_own_level_times_a_volume(noise_dir):
+    """SNR to a zero clip is undefined: the noise goes in at the file's own level x U[vol]."""
+    mix = BackgroundNoise(str(noise_dir), snr_db=[0, 20], silence_volume=[0.2, 0.5], p=1.0)
+    mix.train()
+    torch.manual_seed(0)
+    wave = _tones(6)
+    wave[0] = 0.0  # a _silence_ clip of zeros
+    wave[1] = 1e-7  # below -100 dBFS: silent too
+    wave[2, SR // 2 :] = 0.0  # half a clip: not silent
+    out, _ = mix(wave, None)
+    assert torch.isfinite(out).all()
+    silent = mix.last["silent"]
+    assert silent.tolist() == [True, True, False, False, False, False]
+    assert (
+        torch.isnan(mix.last["snr_db"][:2]).all() and not torch.isnan(mix.last["snr_db"][2:]).any()
+    )
+    scale = mix.last["scale"]
+    assert ((scale[:2] >= 0.2) & (scale[:2] <= 0.5)).all()
+    assert mix._bank is not None
+    bank = mix._bank[1]
+    for b in range(2):  # exactly the noise segment times the drawn volume
+        seg = bank[mix.last["file"][b], mix.last["start"][b] : mix.last["start"][b] + SR]
+        torch.testing.assert_close(out[b] - wave[b], scale[b] * seg, atol=1e-6, rtol=1e-5)
+    snr = _measured_snr_db(wave[2:], out[2:])
+    assert ((snr > -1e-3) & (snr < 20 + 1e-3)).all()
+    with pytest.raises(ValueError, match="silence_volume"):
+        BackgroundNoise(silence_volume=[-1.0, 1.0])
+
+
+def test_missing_noise_folder_warns_naming_the_config_key(noise_dir):
+    from kwsnet.data.augment import noise_off_keys, warn_if_noise_off
+
+    chain = AugmentChain([TimeShift(), BackgroundNoise(), Gain()])
+    assert noise_off_keys(chain) == ["model.augment.init_args.transforms[1]"]
+    with pytest.warns(UserWarning, match=r"OFF.*model\.augment\.init_args\.noise_dir") as rec:
+        assert warn_if_noise_off(chain)
+    assert len(rec) == 1 and "transforms[1]" in str(rec[0].message)
+    assert noise_off_keys(BackgroundNoise()) == ["model.augment"]
+    assert noise_off_keys(AugmentChain([BackgroundNoise()], noise_dir=str(noise_dir))) == []
+    assert noise_off_keys(None) == [] and not warn_if_noise_off(AugmentChain([TimeShift()]))
+
+
+def test_fit_warns_once_when_a_config_mixes_noise_without_a_folder(tmp_path):
+    """configs/kws_raw_aug.yaml (noise_dir: null) on the tiny corpus: one warning at setup."""
+    import warnings
+
+    from kwsnet.cli import main
+
+    from .conftest import QUIET_FIT, REPO, TINY_SYNTHETIC
+
+    args = [
+        "fit", "--config", str(REPO / "configs" / "kws_raw_aug.yaml"),
+        "--data.source_options", TINY_SYNTHETIC, "--data.batch_size=8",
+        "--trainer.max_steps=2", "--trainer.limit_val_batches=0",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+        f"--trainer.default_root_dir={tmp_path}", *QUIET_FIT,
+    ]  # fmt: skip
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        main(args)
+    noise = [w for w in rec if "background-noise mixing is OFF" in str(w.message)]
+    assert len(noise) == 1, [str(w.message) for w in rec]
+    assert "model.augment.init_args.noise_dir" in str(noise[0].message)
+
+
+@pytest.mark.parametrize(
+    "folder",
+    ["speech_commands_real/_background_noise_", "librispeech_excerpts/librispeech_test-other/1688"],
+    ids=["sc_noise", "librispeech_babble"],
+)
+def test_real_noise_folders_mix_at_the_requested_snr(folder):
+    from .conftest import SHARED_DATA
+
+    root = SHARED_DATA / folder
+    if not root.is_dir():
+        pytest.skip(f"{root} is absent: the shared real-audio data is not beside the repo")
+    mix = BackgroundNoise(str(root), snr_db=[0, 20], p=1.0).train()
+    torch.manual_seed(0)
+    wave = _tones(8)
+    wave[7] = 0.0
+    out, _ = mix(wave, None)
+    assert len(mix.files) >= 6 and torch.isfinite(out).all()
+    snr = _measured_snr_db(wave[:7], out[:7])
+    assert ((snr > -1e-3) & (snr < 20 + 1e-3)).all(), snr
+    assert bool(mix.last["silent"][7]) and (out[7] != 0).any()  # the zero clip: noise only

@@ -1,8 +1,9 @@
 """Every shipped config in ``configs/*.yaml`` builds (shrunk) and trains one batch.
 
 One parametrised test over the whole folder, so a new config is covered the day it lands: the
-keyword configs on the tiny synthetic corpus, the speaker configs on a tiny VoxCeleb1 tree (or
-its precomputed log-mel features for ``mel_features``). Checks the wiring the configs promise:
+keyword configs on the tiny synthetic corpus (the Speech Commands task configs on a generated
+35-word tree, with its noise folder), the speaker configs on a tiny VoxCeleb1 tree (or its
+precomputed log-mel features for ``mel_features``). Checks the wiring the configs promise:
 the front end's width is the backbone's input, the class count comes from the data, a
 configured augmentation changes the batch, and the loss reaches every backbone parameter.
 """
@@ -68,11 +69,22 @@ def speaker_roots(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
-def test_config_builds_and_trains_one_batch(path: Path, speaker_roots, tmp_path: Path) -> None:
+def test_config_builds_and_trains_one_batch(
+    path: Path, speaker_roots, speech_commands_35_tree: Path, tmp_path: Path
+) -> None:
     config = yaml.safe_load(path.read_text())
-    source = config["data"]["source"]
+    data_cfg = config["data"]
+    source = data_cfg["source"]
+    classes = 3
     if source == "synthetic":
         data = [f"--data.source_options={TINY}"]
+    elif source == "speech_commands":  # the task configs: words, unknown, silence as configured
+        root = speech_commands_35_tree
+        data = [f"--data.root={root}"]
+        if config["model"].get("augment"):
+            data.append(f"--model.augment.init_args.noise_dir={root / '_background_noise_'}")
+        classes = len(data_cfg["words"]) + bool(data_cfg.get("include_unknown"))
+        classes += bool(data_cfg.get("include_silence"))
     else:
         data = [f"--data.root={speaker_roots[source]}"]
     cli = KwsCLI(
@@ -85,10 +97,10 @@ def test_config_builds_and_trains_one_batch(path: Path, speaker_roots, tmp_path:
         save_config_callback=None,
     )  # fmt: skip
     model, dm = cli.model, cli.datamodule
-    assert dm.num_classes == 3 and model.num_classes == 3
+    assert dm.num_classes == classes and model.num_classes == classes
     if model.frontend.out_dim is not None:  # None: raw audio in
         assert model.frontend.out_dim == model.backbone.input_dim
-    if source != "synthetic":
+    if source not in ("synthetic", "speech_commands"):
         assert dm.target == "speaker"
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
@@ -99,7 +111,7 @@ def test_config_builds_and_trains_one_batch(path: Path, speaker_roots, tmp_path:
         assert audio.shape == batch["audio"].shape
         assert not torch.equal(audio, batch["audio"]), "the configured augmentation did nothing"
     logits = model(audio, lengths, batch["label"])
-    assert logits.shape == (batch["label"].numel(), 3)
+    assert logits.shape == (batch["label"].numel(), classes)
     torch.nn.functional.cross_entropy(logits, batch["label"]).backward()
     grads = [p.grad for p in model.backbone.parameters() if p.requires_grad]
     assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)

@@ -22,6 +22,7 @@ Spectrogram masking is ``kwsnet.data.features.SpecAugment`` (a front-end option)
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, get_args
@@ -40,6 +41,9 @@ __all__ = [
     "SpeedPerturb",
     "AugmentChain",
     "Compose",
+    "SILENT_POWER",
+    "noise_off_keys",
+    "warn_if_noise_off",
 ]
 
 
@@ -195,23 +199,38 @@ class Gain(Augmentation):
         return wave * torch.pow(10.0, db / 20.0)[:, None].to(wave.dtype), lengths
 
 
-class BackgroundNoise(Augmentation):
-    """Mix a random segment of a background-noise file at a random SNR.
+# Mean power (over valid samples) at or below which a clip counts as silent: -100 dBFS.
+SILENT_POWER = 1e-10
 
-    The noise files (every audio file under ``noise_dir``, e.g. Speech Commands'
-    ``_background_noise_``; listed in ``files``) are decoded once with
-    ``kwsnet.data.audio.read_audio``, on the first training batch, and kept on the batch's
-    device. Each utterance gets a random file, a
-    random start (files shorter than the utterance loop) and an SNR ``U[snr_db]``, measured
-    over its valid samples: the noise is scaled so that ``10 log10(P_signal / P_noise)`` equals
-    the drawn value, and added to valid samples only. ``last["snr_db"]`` holds the drawn SNRs
-    (``nan`` where not applied), ``last["file"]`` and ``last["start"]`` the segments.
+
+class BackgroundNoise(Augmentation):
+    """Mix a random segment of a recorded noise file at a random SNR to the clip's own level.
+
+    The noise files (every audio file under ``noise_dir``, searched recursively: wav, flac,
+    ... (``AUDIO_EXTENSIONS``), e.g. Speech Commands' ``_background_noise_`` or read speech as
+    babble; listed in ``files``) are decoded once with ``kwsnet.data.audio.read_audio``
+    (soundfile, mono, resampled to ``sample_rate``, the clips' rate), on the first training
+    batch, and kept on the batch's device. Each utterance gets a random file, a random start
+    (files shorter than the utterance loop) and an SNR ``U[snr_db]``, measured over its valid
+    samples: the noise is scaled so that ``10 log10(P_signal / P_noise)`` equals the drawn
+    value, and added to valid samples only.
+
+    A silent clip (mean power at most ``SILENT_POWER``, -100 dBFS: e.g. a Speech Commands
+    ``_silence_`` clip of zeros) has no level to be relative to; it gets the noise segment at
+    the file's own level times a volume ``U[silence_volume]`` (TensorFlow's silence volume,
+    ``[0, 1]``), so it stays finite and becomes a noise-only clip.
+
+    ``last["snr_db"]`` holds the drawn SNRs (``nan`` where not applied or silent),
+    ``last["silent"]`` the silent clips, ``last["scale"]`` the gain put on the noise (0 where
+    not applied), ``last["file"]`` and ``last["start"]`` the segments.
 
     Args:
         noise_dir: folder of noise files, searched recursively (default None: no noise, the
-            module is an identity; ``AugmentChain(noise_dir=...)`` can set it).
+            module is an identity, and fit warns; ``AugmentChain(noise_dir=...)`` can set it).
         snr_db: ``[low, high]`` SNR range in dB (default [5, 20]).
-        sample_rate: rate the noise is resampled to (default 16000).
+        silence_volume: ``[low, high]`` linear gain on the noise for silent clips (default
+            [0, 1]).
+        sample_rate: rate the noise is resampled to: the clips' rate (default 16000).
         p: probability per utterance (default 0.8).
 
     Shapes: ``forward(wave [B, T], lengths [B]) -> (wave [B, T], lengths [B])``.
@@ -221,11 +240,15 @@ class BackgroundNoise(Augmentation):
         self,
         noise_dir: str | None = None,
         snr_db: Sequence[float] = (5.0, 20.0),
+        silence_volume: Sequence[float] = (0.0, 1.0),
         sample_rate: int = 16000,
         p: float = 0.8,
     ) -> None:
         super().__init__(p)
         self.snr_db = _check_range("snr_db", snr_db)
+        self.silence_volume = _check_range("silence_volume", silence_volume)
+        if self.silence_volume[0] < 0:
+            raise ValueError(f"silence_volume must be >= 0, got {list(silence_volume)}")
         self.sample_rate = sample_rate
         self.noise_dir: str | None = None
         self.files: list[str] = []
@@ -298,6 +321,7 @@ class BackgroundNoise(Augmentation):
         flen = bank_len[file]  # [B]
         start = torch.minimum(torch.floor(torch.rand(B, device=device) * flen).long(), flen - 1)
         snr = _uniform(*self.snr_db, B, device)
+        volume = _uniform(*self.silence_volume, B, device)
         noise = _windows(bank, start, T, rows=file)  # [B, T]; short files loop
         valid = _valid_mask(lengths, T).to(torch.float32)
         count = valid.sum(dim=1).clamp(min=1.0)
@@ -305,12 +329,54 @@ class BackgroundNoise(Augmentation):
         p_signal = (signal.pow(2) * valid).sum(dim=1) / count
         p_noise = (noise.pow(2) * valid).sum(dim=1) / count
         scale = torch.sqrt(p_signal / (p_noise.clamp(min=1e-12) * torch.pow(10.0, snr / 10.0)))
+        silent = p_signal <= SILENT_POWER
+        scale = torch.where(silent, volume, scale)  # no level to be relative to: the file's own
         scale = torch.where(applied, scale, torch.zeros_like(scale))
         self.last.update(
-            snr_db=torch.where(applied, snr, torch.full_like(snr, math.nan)), file=file, start=start
+            snr_db=torch.where(applied & ~silent, snr, torch.full_like(snr, math.nan)),
+            silent=silent,
+            scale=scale,
+            file=file,
+            start=start,
         )
         out = signal + scale[:, None] * noise * valid
         return out.to(wave.dtype), lengths
+
+
+def noise_off_keys(augment: nn.Module | None, prefix: str = "model.augment") -> list[str]:
+    """Config keys of the ``BackgroundNoise`` modules in ``augment`` that have no noise folder
+    (so mix nothing), e.g. ``model.augment.init_args.transforms[2]`` in an ``AugmentChain``."""
+    if augment is None:
+        return []
+    keys = []
+    for name, module in augment.named_modules():
+        if isinstance(module, BackgroundNoise) and module.noise_dir is None:
+            key = prefix
+            for part in name.split(".") if name else []:
+                key += f"[{part}]" if part.isdigit() else f".init_args.{part}"
+            keys.append(key)
+    return keys
+
+
+def warn_if_noise_off(augment: nn.Module | None, prefix: str = "model.augment") -> bool:
+    """Warn (once per call; ``ClassifierModule.setup`` calls it at fit) when a
+    ``BackgroundNoise`` in ``augment`` has no ``noise_dir``: the configured noise mixing would
+    otherwise be skipped without a word. Returns whether it warned."""
+    keys = noise_off_keys(augment, prefix)
+    if not keys:
+        return False
+    chain = isinstance(augment, AugmentChain)
+    where = f"{prefix}.init_args.noise_dir" + (
+        f" (or {keys[0]}.init_args.noise_dir)" if chain else ""
+    )
+    warnings.warn(
+        f"BackgroundNoise at {', '.join(keys)} has no noise folder: background-noise mixing is "
+        f"OFF for this run; set {where}, e.g. --{prefix}.init_args.noise_dir "
+        "<speech_commands>/_background_noise_",
+        UserWarning,
+        stacklevel=2,
+    )
+    return True
 
 
 class SpeedPerturb(Augmentation):

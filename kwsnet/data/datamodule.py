@@ -66,8 +66,12 @@ class AudioDataModule(pl.LightningDataModule):
         root: dataset folder (not needed for ``synthetic``).
         target: ``keyword`` (default) or ``speaker``: the label the task learns.
         words: keyword classes to keep (Speech Commands / folder); default all.
-        include_unknown: Speech Commands: other words become ``_unknown_`` (default False).
-        include_silence: Speech Commands: add a ``_silence_`` class (default False).
+        include_unknown: Speech Commands: add ``_unknown_``, by default TensorFlow's definition
+            (per split, ``unknown_percentage`` 10% of the keyword count drawn from the other
+            words; ``source_options.unknown_mode: all``: every other word; default False).
+        include_silence: Speech Commands: add ``_silence_``, clips of zeros (per split,
+            ``silence_percentage`` 10% of the keyword count; default False). See
+            ``kwsnet.data.speech_commands`` and ``docs/speech_commands.md``.
         sample_rate: model sample rate; audio is resampled to it (default 16000).
         clip_samples: pad/crop every clip to this many samples (default 16000: 1 s); ``None``
             keeps full utterances (speaker tasks).

@@ -2,29 +2,68 @@
 
 Layout: ``<root>/<word>/<speaker>_nohash_<n>.wav``, ``validation_list.txt`` and
 ``testing_list.txt`` (relative paths; everything else is training), and
-``_background_noise_/*.wav``. ``words`` picks the keyword classes; with
-``include_unknown`` every other word folder becomes ``_unknown_`` and with
-``include_silence`` a ``_silence_`` class of background-noise segments is added (the
-standard 12-class setup: 10 words + unknown + silence). Speakers come from the file-name
-prefix before ``_nohash_``. Which noise file, segment and gain a silence clip gets depends on
-``split_seed``, its split and its index only, so every process (and DDP rank) sees the same.
+``_background_noise_/*.wav``. ``words`` picks the keyword classes. Speakers come from the
+file-name prefix before ``_nohash_``.
+
+The tasks as the field defines them (TensorFlow's ``speech_commands/input_data.py``,
+``prepare_data_index``; ``docs/speech_commands.md``), per split:
+
+* ``include_unknown`` adds ``_unknown_``: ``ceil(K * unknown_percentage / 100)`` clips of the
+  split's *other* (non-target) words, where ``K`` is the split's number of keyword clips
+  (``unknown_percentage`` 10 by default). The draw is deterministic and independent of every
+  seed of the run (training seed and ``split_seed``): the clips with the smallest SHA-1 of
+  ``"59185/<word>/<file>"`` (TF's ``RANDOM_SEED`` as a salt; TF itself shuffles with
+  ``random.seed(59185)``, which this does not reproduce clip for clip). Adding clips to a split
+  changes the pick only where the new clips rank below the chosen ones.
+* ``include_silence`` adds ``_silence_``: ``ceil(K * silence_percentage / 100)`` one-second clips
+  of zeros (TF loads a clip and multiplies it by 0); training mixes background noise into them
+  like into any clip (``kwsnet.data.augment.BackgroundNoise``, which gives a silent clip noise
+  at the noise file's own level times a drawn volume).
+
+So ``words`` = the 10 command words with both flags is the 12-class task (``sc12``); all 35
+words without either flag the 35-word task (``sc35``). ``TASKS`` names them.
+
+The definition before issue 28 stays reachable through ``source_options``:
+``unknown_mode: all`` makes *every* other-word clip ``_unknown_`` (no sampling; about 64% of
+v0.02), ``silence_mode: noise`` makes ``_silence_`` one-second segments of the
+``_background_noise_`` files at a random gain, and ``silence_fraction: 0.1`` sizes it as 10% of
+the split's clips (unknowns included). Which noise file, segment and gain a ``noise`` silence
+clip gets depends on ``split_seed``, its split and its index only, so every process (and DDP
+rank) sees the same.
+
+``python -m kwsnet.data.speech_commands ROOT --task sc12`` prints the class counts per split.
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
+import math
 import os
 import tarfile
 import urllib.request
+import warnings
 import zlib
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from kwsnet.data.audio import read_audio
-from kwsnet.data.record import DataFormatError, Item, Source, SourceArgs
+from kwsnet.data.record import SPLITS, DataFormatError, Item, Source, SourceArgs
 
-__all__ = ["SpeechCommandsSource", "URLS"]
+__all__ = [
+    "SpeechCommandsSource",
+    "URLS",
+    "TASKS",
+    "COMMAND_WORDS",
+    "ALL_WORDS",
+    "UNKNOWN_DRAW_SEED",
+    "class_counts",
+]
 
 URLS = {
     "v0.01": "http://download.tensorflow.org/data/speech_commands_v0.01.tar.gz",
@@ -33,6 +72,25 @@ URLS = {
 UNKNOWN = "_unknown_"
 SILENCE = "_silence_"
 _NOISE_DIR = "_background_noise_"
+# TF's RANDOM_SEED in speech_commands/input_data.py; a salt of the unknown draw, never a run seed.
+UNKNOWN_DRAW_SEED = 59185
+UNKNOWN_MODES = ("sampled", "all")
+SILENCE_MODES = ("zeros", "noise")
+
+# The 10 command words of the 12-class task, and the 35 words of v0.02 (v0.01 has the first 30).
+COMMAND_WORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
+ALL_WORDS = [
+    "backward", "bed", "bird", "cat", "dog", "down", "eight", "five", "follow", "forward",
+    "four", "go", "happy", "house", "learn", "left", "marvin", "nine", "no", "off", "on", "one",
+    "right", "seven", "sheila", "six", "stop", "three", "tree", "two", "up", "visual", "wow",
+    "yes", "zero",
+]  # fmt: skip
+# name -> (words, include_unknown, include_silence); configs/kws_<name>_ds_cnn.yaml.
+TASKS: dict[str, tuple[list[str], bool, bool]] = {
+    "sc12": (COMMAND_WORDS, True, True),
+    "sc10": (COMMAND_WORDS, False, False),
+    "sc35": (ALL_WORDS, False, False),
+}
 
 
 def _download(root: Path, version: str) -> None:
@@ -68,20 +126,71 @@ def _read_list(path: Path, root: Path) -> set[str]:
     return entries
 
 
+def _percentage(opts: dict[str, Any], key: str) -> float:
+    value = float(opts.pop(key, 10.0))
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"speech_commands source_options.{key} must be >= 0, got {value}")
+    return value
+
+
+def _choice(opts: dict[str, Any], key: str, valid: tuple[str, ...]) -> str:
+    value = str(opts.pop(key, valid[0]))
+    if value not in valid:
+        raise ValueError(
+            f"speech_commands source_options.{key} must be one of {valid}, got {value!r}"
+        )
+    return value
+
+
+def _draw_key(rel: str) -> str:
+    """Rank of a candidate unknown clip: SHA-1 of ``"<UNKNOWN_DRAW_SEED>/<word>/<file>"``."""
+    return hashlib.sha1(f"{UNKNOWN_DRAW_SEED}/{rel}".encode()).hexdigest()
+
+
 class SpeechCommandsSource(Source):
-    """Speech Commands as a ``Source``; splits from the official lists, never from a seed."""
+    """Speech Commands as a ``Source``; splits from the official lists, never from a seed.
+
+    ``source_options``: ``version`` (``v0.02``; for ``download``), ``unknown_mode``
+    (``sampled`` | ``all``), ``unknown_percentage`` (10), ``silence_mode`` (``zeros`` |
+    ``noise``), ``silence_percentage`` (10), ``silence_fraction`` (the old sizing; unset).
+    """
 
     name = "speech_commands"
+    OPTIONS = (
+        "version",
+        "unknown_mode",
+        "unknown_percentage",
+        "silence_mode",
+        "silence_percentage",
+        "silence_fraction",
+    )
 
     def __init__(self, args: SourceArgs) -> None:
         super().__init__(args)
         opts = dict(args.options)
         version = str(opts.pop("version", "v0.02"))
-        silence_fraction = float(opts.pop("silence_fraction", 0.1))
+        self.unknown_mode = _choice(opts, "unknown_mode", UNKNOWN_MODES)
+        if self.unknown_mode == "all" and "unknown_percentage" in opts:
+            raise ValueError(
+                "speech_commands source_options: unknown_percentage sizes the sampled "
+                "_unknown_ class; with unknown_mode: all every other-word clip is _unknown_"
+            )
+        self.unknown_percentage = _percentage(opts, "unknown_percentage")
+        self.silence_mode = _choice(opts, "silence_mode", SILENCE_MODES)
+        if "silence_fraction" in opts and "silence_percentage" in opts:
+            raise ValueError(
+                "speech_commands source_options: give silence_percentage (percent of the "
+                "split's keyword clips) or silence_fraction (the old sizing), not both"
+            )
+        raw_fraction = opts.pop("silence_fraction", None)
+        self.silence_fraction = None if raw_fraction is None else float(raw_fraction)
+        if self.silence_fraction is not None and not 0 <= self.silence_fraction:
+            raise ValueError(f"silence_fraction must be >= 0, got {self.silence_fraction}")
+        self.silence_percentage = _percentage(opts, "silence_percentage")
         if opts:
             raise ValueError(
-                f"unknown speech_commands source_options {sorted(opts)}; valid: version, "
-                "silence_fraction"
+                f"unknown speech_commands source_options {sorted(opts)}; valid: "
+                f"{', '.join(self.OPTIONS)}"
             )
         if args.root is None:
             raise DataFormatError("data.root must point at a Speech Commands folder")
@@ -113,43 +222,75 @@ class SpeechCommandsSource(Source):
         val = _read_list(root / "validation_list.txt", root)
         test = _read_list(root / "testing_list.txt", root)
         index = {w: i for i, w in enumerate(words)}
-        files: dict[str, list[tuple[str, int, str]]] = {s: [] for s in ("train", "val", "test")}
+        # split -> (relative path, label, speaker); keyword clips, then other-word clips
+        keyword: dict[str, list[tuple[str, int, str]]] = {s: [] for s in SPLITS}
+        other: dict[str, list[tuple[str, int, str]]] = {s: [] for s in SPLITS}
+        unknown_label = self.keyword_names.index(UNKNOWN) if args.include_unknown else -1
         for folder in folders:
-            if folder in index:
-                label = index[folder]
-            elif args.include_unknown:
-                label = self.keyword_names.index(UNKNOWN)
-            else:
+            if folder not in index and not args.include_unknown:
                 continue
             for wav in sorted((root / folder).glob("*.wav")):
                 rel = f"{folder}/{wav.name}"
                 split = "val" if rel in val else "test" if rel in test else "train"
                 speaker = wav.name.split("_nohash_")[0] if "_nohash_" in wav.name else ""
-                files[split].append((str(wav), label, speaker))
+                if folder in index:
+                    keyword[split].append((rel, index[folder], speaker))
+                else:
+                    other[split].append((rel, unknown_label, speaker))
+        files: dict[str, list[tuple[str, int, str]]] = {}
+        self.keyword_counts = {s: len(keyword[s]) for s in SPLITS}
+        short = []
+        for split in SPLITS:
+            unknown = other[split]
+            if args.include_unknown and self.unknown_mode == "sampled":
+                n = math.ceil(len(keyword[split]) * self.unknown_percentage / 100)
+                if n > len(unknown):
+                    short.append(f"{split} {len(unknown)} of {n}")
+                unknown = sorted(unknown, key=lambda f: _draw_key(f[0]))[:n]
+            # folder order, as the word folders are read (unknown_mode: all keeps the old order)
+            files[split] = sorted(keyword[split] + unknown, key=lambda f: f[0].split("/", 1))
+        if short:
+            warnings.warn(
+                f"{root}: fewer other-word clips than unknown_percentage "
+                f"{self.unknown_percentage:g}% of the keyword clips asks for ({', '.join(short)});"
+                " _unknown_ takes all there are",
+                stacklevel=2,
+            )
         self.speaker_names = sorted({spk for fs in files.values() for _, _, spk in fs if spk})
         spk_index = {s: i for i, s in enumerate(self.speaker_names)}
         self._items = {
-            split: [Item(p, lab, spk_index.get(spk, -1)) for p, lab, spk in fs]
+            split: [Item(str(root / rel), lab, spk_index.get(spk, -1)) for rel, lab, spk in fs]
             for split, fs in files.items()
         }
         if args.include_silence:
-            self._add_silence(root, silence_fraction)
+            self._add_silence(root)
 
-    def _add_silence(self, root: Path, fraction: float) -> None:
+    def _silence_count(self, split: str) -> int:
+        if self.silence_fraction is not None:  # the old sizing: a fraction of all the clips
+            return max(1, round(len(self._items[split]) * self.silence_fraction))
+        return math.ceil(self.keyword_counts[split] * self.silence_percentage / 100)
+
+    def _add_silence(self, root: Path) -> None:
+        label = self.keyword_names.index(SILENCE)
+        if self.silence_mode == "zeros":
+            for split, items in self._items.items():
+                for i in range(self._silence_count(split)):
+                    items.append(Item(f"silence://{split}/{i}", label, -1, "audio", ("silence",)))
+            return
         noise = sorted((root / _NOISE_DIR).glob("*.wav"))
         if not noise:
             raise DataFormatError(
-                f"include_silence needs {root / _NOISE_DIR}/*.wav, which holds no files"
+                f"silence_mode: noise needs {root / _NOISE_DIR}/*.wav, which holds no files"
             )
-        label = self.keyword_names.index(SILENCE)
         rng = np.random.default_rng(self.args.split_seed)
         for split, items in self._items.items():
-            n = max(1, round(len(items) * fraction))
-            for i in range(n):
+            for i in range(self._silence_count(split)):
                 src = str(noise[int(rng.integers(len(noise)))])
                 items.append(Item(src, label, -1, "audio", ("silence", split, i)))
 
     def load(self, item: Item) -> torch.Tensor:
+        if item.extra == ("silence",):  # TF's silence: a clip of zeros (its volume is 0)
+            return torch.zeros(self.args.sample_rate)
         wave = read_audio(item.path, self.args.sample_rate)
         if item.extra and item.extra[0] == "silence":
             # A reproducible 1 s segment of a long noise file, at a random gain. crc32, not
@@ -160,3 +301,55 @@ class SpeechCommandsSource(Source):
             start = int(rng.integers(0, max(1, wave.shape[0] - n)))
             wave = wave[start : start + n] * float(rng.uniform(0.0, 1.0))
         return wave
+
+
+def class_counts(source: Source) -> dict[str, dict[str, int]]:
+    """``{split: {class name: clips}}`` of a keyword source, classes in label order."""
+    out = {}
+    for split in SPLITS:
+        c = Counter(item.keyword for item in source.items(split))
+        out[split] = {name: c.get(i, 0) for i, name in enumerate(source.keyword_names)}
+    return out
+
+
+def format_counts(counts: dict[str, dict[str, int]]) -> str:
+    """``class_counts`` as a Markdown table: a row per class, a column per split, totals."""
+    splits = list(counts)
+    names = list(counts[splits[0]])
+    lines = ["| class | " + " | ".join(splits) + " |", "|---|" + "---:|" * len(splits)]
+    for name in names:
+        lines.append(f"| `{name}` | " + " | ".join(str(counts[s][name]) for s in splits) + " |")
+    totals = " | ".join(str(sum(counts[s].values())) for s in splits)
+    lines.append(f"| total | {totals} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Print the per-split class counts of a Speech Commands task on a dataset folder."""
+    parser = argparse.ArgumentParser(
+        prog="python -m kwsnet.data.speech_commands", description=main.__doc__
+    )
+    parser.add_argument("root", help="a Speech Commands folder")
+    parser.add_argument("--task", choices=sorted(TASKS), default="sc12")
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a source_options entry (repeatable), e.g. unknown_mode=all",
+    )
+    ns = parser.parse_args(argv)
+    words, unknown, silence = TASKS[ns.task]
+    options = dict(o.split("=", 1) for o in ns.option)
+    args = SourceArgs(
+        root=ns.root,
+        words=list(words),
+        include_unknown=unknown,
+        include_silence=silence,
+        options=options,
+    )
+    print(format_counts(class_counts(SpeechCommandsSource(args))))
+
+
+if __name__ == "__main__":
+    main()
