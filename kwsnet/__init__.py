@@ -15,10 +15,10 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from kwsnet._version import __version__
+
 if TYPE_CHECKING:
     from kwsnet.api import KeywordModel
-
-__version__ = "0.1.0"
 
 __all__ = ["KeywordModel", "export", "load", "__version__"]
 

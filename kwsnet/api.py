@@ -205,7 +205,7 @@ def export(
     prefix: str = "kwsn_model",
 ) -> int:
     """Write ``model`` (a ``KeywordModel`` or a checkpoint path) for deployment; returns the
-    bytes written. What ``kwsnet export`` does (``kwsnet.export.commands``).
+    bytes written. What ``kwsnet export`` does (``kwsnet.export.pipeline``).
 
     Args:
         model: ``kwsnet.load(...)``'s model, or the checkpoint to load.
@@ -222,9 +222,9 @@ def export(
         ExportError: (a ``ValueError``) an unknown format or dtype, int8 as ONNX, or a
             layer the format cannot express.
     """
-    from kwsnet.export.commands import DTYPES, FORMATS, INT8_FORMATS, export_int8_model
-    from kwsnet.export.commands import export_model as _export_model
     from kwsnet.export.layers import ExportError
+    from kwsnet.export.pipeline import DTYPES, FORMATS, INT8_FORMATS, export_int8_model
+    from kwsnet.export.pipeline import export_model as _export_model
 
     if format not in FORMATS:
         raise ExportError(f"unknown format {format!r}; valid formats: {FORMATS}")

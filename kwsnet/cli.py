@@ -1,13 +1,14 @@
-"""The kwsnet command line: LightningCLI (fit/validate/test/predict) plus extra subcommands.
+"""The kwsnet command line: one entry point, ``main``, for every subcommand.
 
-``kwsnet sweep|export|parity|prepare ...`` dispatch to their own modules; everything else is
-LightningCLI over ``ClassifierModule`` and ``AudioDataModule``, configured by YAML in
-``configs/``.
+``fit``/``validate``/``test``/``predict`` are LightningCLI over ``ClassifierModule`` and
+``AudioDataModule`` (``KwsCLI``), configured by YAML in ``configs/``; every other command is a
+module of ``kwsnet.commands`` (the table of all of them, with the line ``kwsnet --help`` shows).
+All parse with jsonargparse, spell flags with underscores (``--ckpt_path``) and report bad input
+the same way: one line, ``kwsnet: error: ...``.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import pickle
@@ -25,6 +26,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, SaveConfigCallback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from kwsnet import commands
 from kwsnet._compat import started_wandb_run
 from kwsnet.callbacks.divergence import DivergenceError
 from kwsnet.callbacks.progress import KwsProgressBar
@@ -36,6 +38,7 @@ from kwsnet.errors import (
     CheckpointNotFoundError,
     KwsnetUserError,
     OutputFolderError,
+    UsageError,
     error_lines,
     frames,
     traceback_wanted,
@@ -43,6 +46,7 @@ from kwsnet.errors import (
 from kwsnet.export.layers import ExportError
 from kwsnet.loading import build_from_config
 from kwsnet.loading import first_sentence as _reason
+from kwsnet.parsing import PARSER_MODE
 from kwsnet.summary import (
     start_summary,
     write_confusion_matrix,
@@ -51,22 +55,12 @@ from kwsnet.summary import (
 )
 from kwsnet.tracking import KwsWandbLogger, provenance, wait_for_offline_run
 
-__all__ = ["KwsCLI", "main", "build_from_config", "EXTRA_COMMANDS", "USER_ERRORS"]
-
-# subcommand → "module:function(argv) -> exit code"
-EXTRA_COMMANDS: dict[str, str] = {
-    "sweep": "kwsnet.sweep:sweep_main",
-    "export": "kwsnet.export.commands:export_main",
-    "parity": "kwsnet.export.commands:parity_main",
-    "prepare": "kwsnet.data.prepare:prepare_main",
-    "detect": "kwsnet.detect.commands:detect_main",
-    "make-streams": "kwsnet.detect.commands:make_streams_main",
-    "detect-eval": "kwsnet.detect.commands:detect_eval_main",
-    "quant-report": "kwsnet.quant.report:quant_report_main",
-}
+__all__ = ["KwsCLI", "main", "console", "build_from_config", "USER_ERRORS"]
 
 # Bad input, reported by the console script as one line (kwsnet.errors); anything else is a bug
-# and keeps its traceback.
+# and keeps its traceback. QuantError is an ExportError; the C runtime's "cannot build or load
+# it here" (CRuntimeUnavailableError), a missing input or output folder, a sweep spec, a lock
+# and mixed provenance are KwsnetUserErrors.
 USER_ERRORS: tuple[type[BaseException], ...] = (
     KwsnetUserError,
     DataFormatError,
@@ -104,33 +98,67 @@ class KwsCLI(ConfigCLI):
     def __init__(self, args: Sequence[str] | None = None, run: bool = True, **kwargs: Any) -> None:
         kwargs.setdefault("save_config_callback", KwsSaveConfig)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        # `kwsnet fit --help` starts with kwsnet's line for the command, not Lightning's
+        # docstring (cut mid-sentence).
+        described = {
+            c.name: {"description": c.summary} for c in commands.COMMANDS if c.module is None
+        }
+        kwargs.setdefault("parser_kwargs", {"parser_mode": PARSER_MODE, **described})
+        self._argv: list[str] = []
         super().__init__(args=args, run=run, **kwargs)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         # A checkpoint that cannot be read is named before it is loaded (torch's zip reader
         # names no file).
+        self._argv = (
+            list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
+        )
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         if subcommand:
             _check_ckpt_path(self.config[subcommand].get("ckpt_path"))
 
+    def _given(self, key: str, below: bool = True) -> bool:
+        """Whether the command line sets ``key`` (``--key``, ``--key=...``, or with ``below``
+        a key under it)."""
+        flag = f"--{key}"
+        starts = (f"{flag}=", f"{flag}.") if below else (f"{flag}=",)
+        return any(t == flag or t.startswith(starts) for t in self._argv)
+
     def before_instantiate_classes(self) -> None:
-        # predict names the classes from the checkpoint, so it needs no dataset.
+        cfg = self.config.get(str(self.subcommand), self.config)
         if self.subcommand == "predict":
-            cfg = self.config.predict
+            # predict names the classes from the checkpoint, so it needs no dataset
             if cfg.data.class_names is None and cfg.ckpt_path:
                 cfg.data.class_names = checkpoint_class_names(cfg.ckpt_path)
+            # and logs nothing: no wandb run unless the command line asks for a logger
+            if not self._given("trainer.logger", below=False):
+                cfg.trainer.logger = False
         # `wandb agent` starts every run with the same config: give each its own run dir.
         run_id = os.environ.get("WANDB_RUN_ID") if os.environ.get("WANDB_SWEEP_ID") else None
-        if not run_id:
-            return
-        cfg = self.config.get(str(self.subcommand), self.config)
-        root = os.path.join(cfg.trainer.default_root_dir or "runs", run_id)
-        cfg.trainer.default_root_dir = root
+        if run_id:
+            cfg.trainer.default_root_dir = os.path.join(
+                cfg.trainer.default_root_dir or "runs", run_id
+            )
+        self._wandb_follows_run_dir(cfg, forced=bool(run_id))
+
+    def _wandb_follows_run_dir(self, cfg: Any, forced: bool) -> None:
+        """A wandb logger writes into the run dir: its ``save_dir`` is the run dir when unset,
+        and follows ``--trainer.default_root_dir`` given on the command line (or a `wandb
+        agent` run's own dir, ``forced``) unless the command line sets the ``save_dir`` too."""
         logger = cfg.trainer.logger
         init_args = getattr(logger, "init_args", None)
-        if init_args is not None and "save_dir" in init_args:
-            init_args.save_dir = root
+        if init_args is None or "save_dir" not in init_args:
+            return
+        if not forced and not str(getattr(logger, "class_path", "")).endswith("WandbLogger"):
+            return
+        moved = forced or (
+            self._given("trainer.default_root_dir")
+            and not self._given("trainer.logger.init_args.save_dir")
+            and not self._given("trainer.logger.save_dir")
+        )
+        if init_args.save_dir is None or moved:
+            init_args.save_dir = cfg.trainer.default_root_dir or os.getcwd()
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
         # Lightning's own default bar redraws 100 times a second (~10 % of a small model's
@@ -196,7 +224,9 @@ class KwsCLI(ConfigCLI):
 
     def after_predict(self) -> None:
         rows = [r for batch in (self.trainer.predict_loop.predictions or []) for r in batch]
-        write_predictions(self.trainer.default_root_dir, rows)
+        path = write_predictions(self.trainer.default_root_dir, rows)
+        sys.stdout.flush()  # the rows first, then where they went (on stderr: not in a pipe)
+        print(f"wrote {len(rows)} predictions to {path}", file=sys.stderr)
 
 
 def _best_from_run_dir(run_dir: str) -> str:
@@ -205,7 +235,7 @@ def _best_from_run_dir(run_dir: str) -> str:
     try:
         with open(summary) as f:
             best = json.load(f).get("best_checkpoint") or ""
-    except (OSError, ValueError) as exc:
+    except (OSError, json.JSONDecodeError) as exc:
         why = "does not exist" if isinstance(exc, FileNotFoundError) else f"is unreadable ({exc})"
         raise CheckpointNotFoundError(
             f"--ckpt_path best: {summary} {why}; fit into "
@@ -301,34 +331,56 @@ def _data_hint(exc: BaseException) -> str | None:
     return None
 
 
-def main(args: Sequence[str] | None = None) -> None:
-    """Entry point for ``kwsnet`` and ``train.py``.
+def main(args: Sequence[str] | None = None) -> int:
+    """Entry point of ``kwsnet`` and ``train.py``: run a subcommand; 0 on success, or the
+    command's exit status (1: a failed gate, such as ``parity``'s).
 
-    Run as the console script (``args`` None), kwsnet's own input errors (``USER_ERRORS``)
-    print one line, ``kwsnet: error: ...`` (and at most one ``hint: ...``), on stderr and exit
-    with status 1 (2 for a config file that is not YAML, as for the parser's usage errors);
-    ``KWSNET_TRACEBACK=1`` shows the traceback instead. Called from Python with an ``args``
-    list, every error is raised.
+    Run as the console script (``args`` None: ``sys.argv``), it is :func:`console`, exiting
+    with its status. Called from Python with an ``args`` list, every error is raised (kwsnet's
+    own input errors are ``USER_ERRORS``, parse errors a ``UsageError``).
     """
     if args is not None:
-        _dispatch(list(args), args)
-        return
+        return _dispatch(list(args), from_argv=False)
+    status = console(sys.argv[1:])
+    if status:
+        sys.exit(status)
+    return 0
+
+
+def console(argv: Sequence[str]) -> int:
+    """What the ``kwsnet`` console script does with ``argv``: run it and return the exit
+    status. kwsnet's own input errors (``USER_ERRORS``) print one line, ``kwsnet: error: ...``
+    (and at most one ``hint: ...``), on stderr, and return their ``exit_code`` (1; 2 for a
+    command line or config file the parser refuses); ``KWSNET_TRACEBACK=1`` raises them
+    instead. Any other exception is a bug and is raised with its traceback.
+    """
+    argv = list(argv)
     try:
-        _dispatch(sys.argv[1:], None)
+        return _dispatch(argv, from_argv=argv == sys.argv[1:])
     except USER_ERRORS as exc:
         if traceback_wanted():
             raise
         sys.stdout.flush()
         for line in error_lines(exc, [_data_hint(exc)]):
             print(line, file=sys.stderr)
-        sys.exit(getattr(exc, "exit_code", 1))
+        return int(getattr(exc, "exit_code", 1))
 
 
-def _dispatch(argv: list[str], args: Sequence[str] | None) -> None:
-    if argv and argv[0] in EXTRA_COMMANDS:
-        module, fn = EXTRA_COMMANDS[argv[0]].split(":")
-        sys.exit(getattr(importlib.import_module(module), fn)(argv[1:]))
-    KwsCLI(args=None if args is None else argv)
+def _dispatch(argv: list[str], from_argv: bool) -> int:
+    """Run the subcommand ``argv`` names; ``from_argv``: ``argv`` is ``sys.argv[1:]``
+    (LightningCLI then reads it there)."""
+    if not argv or argv[0] in ("-h", "--help"):
+        print(commands.help_text())
+        return 0
+    name = argv[0]
+    if name in commands.lightning_commands() or name.startswith("-"):
+        KwsCLI(args=None if from_argv else argv)
+        return 0
+    if commands.find(name) is None:
+        close = commands.closest_command(name)
+        hint = f" (did you mean {close}?)" if close else ""
+        raise UsageError(f"unknown command {name!r}{hint}; `kwsnet --help` lists them")
+    return commands.run(name, argv[1:])
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import yaml
-from jsonargparse import Namespace, set_loader
+from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback
@@ -33,7 +33,6 @@ from kwsnet.data.record import DataFormatError
 from kwsnet.errors import (
     ConfigError,
     ConfigSyntaxError,
-    colon_hint,
     frames,
     one_line,
     with_hint,
@@ -41,11 +40,10 @@ from kwsnet.errors import (
 )
 from kwsnet.export.layers import ExportError
 from kwsnet.lit import ClassifierModule
+from kwsnet.parsing import PARSER_MODE, OneLineErrors
 from kwsnet.resources import resolve_config_args
 
 __all__ = ["CALLBACK_GROUPS", "ConfigCLI", "KwsArgumentParser"]
-
-set_loader("yaml12", yaml12.load_config, exceptions=(yaml.YAMLError,))
 
 # The callbacks every run has, configured under these keys (`--divergence.action skip`).
 CALLBACK_GROUPS: dict[str, type[Callback]] = {
@@ -56,14 +54,11 @@ CALLBACK_GROUPS: dict[str, type[Callback]] = {
 }
 
 
-class KwsArgumentParser(LightningArgumentParser):
-    """The CLI's parser: a parse error that quotes a ``key:value`` gets the YAML spacing hint."""
-
-    def error(self, message: str, ex: Exception | None = None) -> Any:
-        hint = colon_hint(message) if self.exit_on_error else None  # None: caught, not shown
-        if hint and "hint: " not in message:
-            message = f"{message}\nhint: {hint}"
-        return super().error(message, ex)
+class KwsArgumentParser(OneLineErrors, LightningArgumentParser):
+    """The CLI's parser: a command line or config file it refuses raises a one-line
+    ``UsageError`` naming the file or flag, the key and the problem, with the closest valid key
+    (``kwsnet.parse_errors``); one that quotes a ``key:value`` gets the YAML spacing hint.
+    Options are never abbreviated (``--trainer.max_epoch`` is not ``max_epochs``)."""
 
 
 class ConfigCLI(LightningCLI):
@@ -77,7 +72,7 @@ class ConfigCLI(LightningCLI):
 
     def __init__(self, args: Sequence[str] | None = None, run: bool = True, **kwargs: Any) -> None:
         kwargs.setdefault("parser_class", KwsArgumentParser)
-        kwargs.setdefault("parser_kwargs", {"parser_mode": "yaml12"})
+        kwargs.setdefault("parser_kwargs", {"parser_mode": PARSER_MODE})
         kwargs.setdefault("auto_configure_optimizers", False)
         super().__init__(ClassifierModule, AudioDataModule, args=args, run=run, **kwargs)
 

@@ -3,9 +3,10 @@
 A ``KwsnetUserError`` (and kwsnet's older input errors: ``DataFormatError``,
 ``CheckpointLoadError``, ``DivergenceError``, ``ExportError``) is reported by the ``kwsnet``
 console script and ``train.py`` as one line, ``kwsnet: error: <message>``, plus at most one
-``hint: ...`` line, with exit status ``exit_code`` (1; 2 for a config file that is not YAML,
-like the parser's own usage errors). ``KWSNET_TRACEBACK=1`` shows the full traceback instead.
-Any other exception is a bug and keeps its traceback.
+``hint: ...`` line, with exit status ``exit_code`` (1; 2 for a command line or config file
+the parser refuses, ``UsageError``, and a config file that is not YAML).
+``KWSNET_TRACEBACK=1`` shows the full traceback instead. Any other exception is a bug and
+keeps its traceback.
 
 Each class also derives from the builtin its callers already catch (``ConfigError`` is a
 ``ValueError``, ``CheckpointNotFoundError`` a ``FileNotFoundError``, ...).
@@ -23,7 +24,10 @@ __all__ = [
     "ConfigError",
     "ConfigSyntaxError",
     "CheckpointNotFoundError",
+    "InputNotFoundError",
+    "OutputExistsError",
     "OutputFolderError",
+    "UsageError",
     "TRACEBACK_ENV",
     "traceback_wanted",
     "with_hint",
@@ -63,8 +67,24 @@ class CheckpointNotFoundError(KwsnetUserError, FileNotFoundError):
     """``--ckpt_path`` names no checkpoint (a missing file, or ``best`` without a run)."""
 
 
+class InputNotFoundError(KwsnetUserError, FileNotFoundError):
+    """An input file or folder that does not exist, or holds nothing usable."""
+
+
 class OutputFolderError(KwsnetUserError, OSError):
     """The run folder cannot be written."""
+
+
+class OutputExistsError(KwsnetUserError, FileExistsError):
+    """An output that is there already and is only replaced when asked (``--overwrite``)."""
+
+
+class UsageError(KwsnetUserError, ValueError):
+    """A command line or config file the parser refuses: an unknown option or key, a value of
+    the wrong type or outside a closed choice, a missing config file (exit status 2, as for
+    argparse's usage errors)."""
+
+    exit_code = 2
 
 
 def with_hint(exc: BaseException, hint: str | None) -> BaseException:
@@ -136,6 +156,22 @@ def frames(tb: TracebackType | None) -> list:
     return out
 
 
+# PyYAML's problems for a `key:value` without the space: it reads one plain scalar and finds
+# out on a later line (where the next key's colon is).
+_COLON_PROBLEMS = ("could not find expected ':'", "mapping values are not allowed here")
+
+
+def _colon_line(lines: list[str], number: int, opened: int | None) -> int:
+    """The line of a ``key:value`` missing its space that PyYAML reported at ``number``: that
+    line when it holds one, else the nearest line above it that does (back to the line the
+    scalar started on, ``opened``, or 3 lines), else ``number``."""
+    first = max(0, opened if opened is not None and opened <= number else number - 3)
+    for i in range(min(number, len(lines) - 1), first - 1, -1):
+        if colon_hint(lines[i].split("#", 1)[0]):
+            return i
+    return number
+
+
 def yaml_syntax_error(path: str, text: str, exc: Exception) -> ConfigSyntaxError:
     """A one-line ``ConfigSyntaxError`` for PyYAML's ``exc`` on ``text`` read from ``path``:
     ``path:line: not valid YAML: <problem> (<context>): `<the line>```, with a hint for a
@@ -146,8 +182,11 @@ def yaml_syntax_error(path: str, text: str, exc: Exception) -> ConfigSyntaxError
     if context_mark is not None and (mark is None or mark.index >= len(text.rstrip())):
         mark = context_mark  # it ran to the end of the file: the line that opened it
     lines = text.splitlines()
-    line = lines[mark.line] if mark is not None and mark.line < len(lines) else ""
-    where = f"{path}:{mark.line + 1}" if mark is not None else path
+    number = mark.line if mark is not None else None
+    if number is not None and problem in _COLON_PROBLEMS:
+        number = _colon_line(lines, number, context_mark.line if context_mark else None)
+    line = lines[number] if number is not None and number < len(lines) else ""
+    where = f"{path}:{number + 1}" if number is not None else path
     what = f"{problem} ({context})" if context else problem
     quoted = f": `{line.strip()}`" if line.strip() else ""
     err = ConfigSyntaxError(f"{where}: not valid YAML: {what}{quoted}".replace("\t", "\\t"))

@@ -9,10 +9,9 @@ from typing import Any
 
 from lightning.pytorch.loggers import WandbLogger
 
-import kwsnet
-
 # wandb's run file format is private: its reader lives with kwsnet's other private accesses
 from kwsnet._compat import read_offline_run, wait_for_offline_run
+from kwsnet._version import __version__
 
 __all__ = [
     "KwsWandbLogger",
@@ -77,7 +76,8 @@ class KwsWandbLogger(WandbLogger):
 
     Args:
         project: wandb project (default ``kwsnet``).
-        save_dir: where the ``wandb/`` run folders go (default ``runs``).
+        save_dir: where the ``wandb/`` run folders go; ``None`` (default): the run dir
+            (``trainer.default_root_dir``) under the CLI, else ``runs``.
         name / group / tags / job_type: wandb run name, group, tags and job type.
         offline: ``None`` (default) = offline unless ``WANDB_MODE=online`` or
             ``WANDB_API_KEY`` is set. ``WANDB_MODE=disabled`` wins over it: no run is made.
@@ -87,7 +87,7 @@ class KwsWandbLogger(WandbLogger):
     def __init__(
         self,
         project: str = "kwsnet",
-        save_dir: str = "runs",
+        save_dir: str | None = None,
         name: str | None = None,
         group: str | None = None,
         tags: list[str] | None = None,
@@ -95,6 +95,7 @@ class KwsWandbLogger(WandbLogger):
         offline: bool | None = None,
         **kwargs: Any,
     ) -> None:
+        save_dir = save_dir or "runs"
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         extra = {k: v for k, v in {"group": group, "tags": tags, "job_type": job_type}.items() if v}
         if wandb_disabled():
@@ -131,7 +132,7 @@ def provenance() -> dict[str, Any]:
 
     commit = git_commit()
     return {
-        "kwsnet_version": kwsnet.__version__,
+        "kwsnet_version": __version__,
         "git_commit": commit,
         "git_dirty": None if commit == "unknown" else commit.endswith("-dirty"),
         "torch_version": str(torch.__version__),

@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from kwsnet.cli import build_from_config, main
+from kwsnet.errors import UsageError
 from kwsnet.tracking import read_offline_run
 
 from .conftest import (
@@ -190,14 +191,13 @@ def test_csv_logger_override_and_random_seed_is_recorded(tmp_path: Path):
     assert yaml.safe_load(ckpt["kwsnet"]["config"])["seed_everything"] == saved["seed_everything"]
 
 
-def test_config_typo_fails_before_training(tmp_path: Path, capsys):
+def test_config_typo_fails_before_training(tmp_path: Path):
     bad = tmp_path / "bad.yaml"
     cfg = yaml.safe_load(Path(CONFIG).read_text())
     cfg["model"]["backbone"]["init_args"]["norm_placment"] = "end"
     bad.write_text(yaml.safe_dump(cfg))
-    with pytest.raises(SystemExit):
+    with pytest.raises(UsageError, match="norm_placment"):
         main(["fit", "--config", str(bad), "--trainer.default_root_dir", str(tmp_path)])
-    assert "norm_placment" in capsys.readouterr().err
     assert not (tmp_path / "checkpoints").exists()
 
 

@@ -453,7 +453,7 @@ def test_c_header_mel_model_matches_file_model(
 ) -> None:
     """The MCU path: static tables and arena, -Werror, plain C loops (no vector extensions),
     the runtime core and the front end only; logits equal the file model's bit for bit."""
-    from kwsnet.export.commands import export_model
+    from kwsnet.export.pipeline import export_model
 
     model, path = mel_file
     export_model(model, "c-header", tmp_path / "model.h", clip_samples=CLIP)
@@ -539,10 +539,9 @@ def test_tiny_trained_mel_model_gated_end_to_end(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     """Train a tiny kws_cnn_mel on the learnable synthetic corpus, then `kwsnet parity
-    --ckpt_path --per-layer` through C: every prediction identical, the class floor passed,
+    --ckpt_path --per_layer` through C: every prediction identical, the class floor passed,
     the per-layer table starting with the front end; `kwsnet export` of the checkpoint."""
     from kwsnet.cli import main
-    from kwsnet.export import export_main, parity_main
 
     from .conftest import LEARNABLE_SAMPLES, LEARNABLE_SYNTHETIC, QUIET_FIT
 
@@ -592,7 +591,7 @@ def test_tiny_trained_mel_model_gated_end_to_end(
     ckpt = root / "checkpoints" / "last.ckpt"
     assert ckpt.exists()
     capsys.readouterr()
-    rc = parity_main(["--ckpt_path", str(ckpt), "--per-layer"])
+    rc = main(["parity", "--ckpt_path", str(ckpt), "--per_layer"])
     text = capsys.readouterr().out
     assert rc == 0, text
     lines = text.splitlines()
@@ -602,5 +601,5 @@ def test_tiny_trained_mel_model_gated_end_to_end(
     layer_rows = [ln for ln in lines if ln.strip().startswith("layer")]
     assert "FrontEnd" in layer_rows[0] and "frontend" in layer_rows[0], text
     out = str(tmp_path / "m.kwsn")  # c-header and onnx: the tests above
-    assert export_main(["--ckpt_path", str(ckpt), "--format", "cnative", "--out", out]) == 0
+    assert main(["export", "--ckpt_path", str(ckpt), "--format", "cnative", "--out", out]) == 0
     assert (tmp_path / "m.kwsn").read_bytes()[4:8] == struct.pack("<I", 2)

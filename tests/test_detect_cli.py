@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kwsnet.cli import main
+from kwsnet.cli import console, main
 from kwsnet.detect.evaluate import THRESHOLDS
 from kwsnet.errors import ConfigError
 from kwsnet.tracking import read_offline_run, wait_for_offline_run
@@ -16,9 +16,8 @@ from .conftest import KWS_RAW_CONFIG, QUIET_FIT
 
 
 def run(argv: list[str]) -> int:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    return exc.value.code
+    """The exit status of ``kwsnet ARGV`` (an error printed as one line on stderr)."""
+    return console(argv)
 
 
 def test_streams_detect_and_eval_commands(speech_commands_tree: Path, tmp_path: Path, capsys):
@@ -66,7 +65,7 @@ def test_streams_detect_and_eval_commands(speech_commands_tree: Path, tmp_path: 
     table = capsys.readouterr().out
     assert "FRR@1FA/h" in table and "overall" in table and "0.004 h of audio" in table
     assert (streams / "det.png").read_bytes()[:4] == b"\x89PNG"
-    argv = ["detect-eval", "--ckpt_path", str(ckpt), "--streams", str(streams), "--no-wandb"]
+    argv = ["detect-eval", "--ckpt_path", str(ckpt), "--streams", str(streams), "--no_wandb"]
     assert run([*argv, "--fa_per_hour", "10", "100"]) == 0  # the table's columns
     head = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("keyword")][0]
     assert "FRR@10FA/h" in head and "FRR@100FA/h" in head and "FRR@1FA/h" not in head

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from kwsnet.export import ExportError, collect_layers, collect_named_layers
-from kwsnet.export.commands import FORMATS, export_model
 from kwsnet.export.layers import input_shape_of
 from kwsnet.export.parity import LOGIT_RTOL, ParityReport, compare_predictions, run_parity
+from kwsnet.export.pipeline import FORMATS, export_model
 from kwsnet.export.runtime import CNATIVE_DIR, CModel, build_cnative
 from kwsnet.models.raw_conv import RawConv
 from kwsnet.nn.heads import LinearHead
@@ -192,8 +192,17 @@ def test_export_and_parity_commands(tmp_path: Path, capsys: pytest.CaptureFixtur
     """The real config through kwsnet.cli.build_from_config (untrained weights, 1 batch)."""
     # the config and kwsnet.cli are part of the code under test: missing or broken, this fails
     config = ROOT / "configs" / "kws_raw.yaml"
-    from kwsnet.cli import build_from_config  # noqa: F401
-    from kwsnet.export import export_main, parity_main
+    from kwsnet.cli import (
+        build_from_config,  # noqa: F401
+        console,
+        main,
+    )
+
+    def export_main(argv: list[str]) -> int:
+        return main(["export", *argv])
+
+    def parity_main(argv: list[str]) -> int:
+        return main(["parity", *argv])
 
     if shutil.which("gcc") is None or shutil.which("make") is None:
         pytest.skip("gcc and make are needed for parity")
@@ -201,14 +210,15 @@ def test_export_and_parity_commands(tmp_path: Path, capsys: pytest.CaptureFixtur
     out = tmp_path / "m.kwsn"
     assert export_main(["--config", str(config), "--format", "cnative", "--out", str(out)]) == 0
     assert out.read_bytes()[:4] == b"KWSN"
-    rc = parity_main(["--config", str(config), "--per-layer", "--max-batches", "1"])
+    rc = parity_main(["--config", str(config), "--per_layer", "--max_batches", "1"])
     text = capsys.readouterr().out
     # Untrained weights: near-tied logits are likely, and a near-tie flip is no failure (the
     # gate's rule is tested in test_parity_gate_near_ties); a real mismatch fails rc.
     assert rc == 0, text
     assert "predictions identical" in text and "MISMATCHED" not in text
     assert "max |Δlogit|" in text and "top-2 margin" in text and "layer 15" in text
-    assert export_main(["--config", str(tmp_path / "missing.yaml"), "--out", str(out)]) != 0
+    assert console(["export", "--config", str(tmp_path / "missing.yaml"), "--out", str(out)]) == 2
+    assert "missing.yaml: no such file" in capsys.readouterr().err
 
 
 def _write_wav(path: Path, x: np.ndarray, rate: int) -> None:
@@ -225,7 +235,10 @@ def test_export_records_the_configured_sample_rate(tmp_path: Path) -> None:
     ``kwsnet-infer`` takes an 8 kHz clip of the model's length (and refuses a 16 kHz one)."""
     if shutil.which("gcc") is None or shutil.which("make") is None:
         pytest.skip("gcc and make are needed to build kwsnet-infer")
-    from kwsnet.export import export_main
+    from kwsnet.cli import main
+
+    def export_main(argv: list[str]) -> int:
+        return main(["export", *argv])
 
     config = str(ROOT / "configs" / "kws_raw.yaml")
     # 16000 samples at 8 kHz: a 2 s clip, the length the config's RawConv takes
@@ -252,11 +265,11 @@ def test_export_records_the_configured_sample_rate(tmp_path: Path) -> None:
 
 def test_sample_rate_is_never_a_silent_default() -> None:
     from kwsnet.data.datamodule import AudioDataModule
-    from kwsnet.export.commands import _sample_rate
+    from kwsnet.export.pipeline import sample_rate_of
 
-    assert _sample_rate(AudioDataModule(sample_rate=8000)) == 8000
+    assert sample_rate_of(AudioDataModule(sample_rate=8000)) == 8000
     with pytest.raises(ExportError, match="sample rate"):
-        _sample_rate(object())
+        sample_rate_of(object())
 
 
 class _FixedLogits:

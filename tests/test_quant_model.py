@@ -225,9 +225,7 @@ def test_bad_percentile_and_empty_calibration() -> None:
 
 
 def test_quant_report_cli_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    from kwsnet.quant.report import quant_report_main
+    from kwsnet.cli import console
 
-    with pytest.raises(SystemExit) as exc:
-        quant_report_main(["--calibraton", "5"])
-    assert exc.value.code == 2
+    assert console(["quant-report", "--calibraton", "5"]) == 2
     assert "did you mean --calibration" in capsys.readouterr().err

@@ -10,8 +10,9 @@ import pytest
 import soundfile as sf
 import torch
 
+from kwsnet.cli import console
 from kwsnet.data.mel_features import MelFeatureSource
-from kwsnet.data.prepare import prepare_main, prepare_mel_features
+from kwsnet.data.prepare import prepare_mel_features
 from kwsnet.data.record import DataFormatError, SourceArgs
 from kwsnet.data.voxceleb1 import VoxCeleb1Source
 
@@ -145,12 +146,21 @@ def test_prepare_roundtrip_voxceleb_to_mel_features(tmp_path):
 
 def test_prepare_main_cli(tmp_path, capsys):
     vox = _voxceleb(tmp_path / "vox")
-    argv = ["--source", "voxceleb1", "--root", str(vox), "--out", str(tmp_path / "o")]
-    assert prepare_main([*argv, "--n-mels", "8", "--source-option", "max_speakers=2"]) == 0
+    argv = ["prepare", "--source", "voxceleb1", "--root", str(vox), "--out", str(tmp_path / "o")]
+    assert console([*argv, "--n_mels", "8", "--source_options", "{max_speakers: 2}"]) == 0
     meta = json.loads((tmp_path / "o" / "metadata.json").read_text())
     assert meta["n_mels"] == 8 and sorted(meta["speakers"]) == ["id10001", "id10002"]
-    assert prepare_main(argv) == 2
-    assert "metadata.json exists" in capsys.readouterr().err
+    capsys.readouterr()
+    assert console(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("kwsnet: error: ") and "metadata.json exists" in err
+    # kwsnet 0.1's spellings still work, with a warning
+    old = [*argv, "--n-mels", "8", "--source-option", "max_speakers=1", "--overwrite"]
+    assert console(old) == 0
+    err = capsys.readouterr().err
+    assert "--n-mels is deprecated; use --n_mels" in err and "--source-option is deprecated" in err
+    meta = json.loads((tmp_path / "o" / "metadata.json").read_text())
+    assert sorted(meta["speakers"]) == ["id10001"]
 
 
 def test_mel_features_partly_labelled_testdata_is_an_error(tmp_path):

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from kwsnet import sweep
+from kwsnet.cli import console
 from kwsnet.sweep import (
     SweepLock,
     SweepSpec,
@@ -31,13 +32,21 @@ from kwsnet.sweep import (
     load_spec,
     plan_runs,
     read_ledger,
-    sweep_main,
     wandb_sweep_config,
 )
+from kwsnet.sweep import spec as sweep_spec
 from kwsnet.sweep.report import _fmt_p
 
 REPO = Path(__file__).resolve().parents[1]
 NORM = "model.backbone.init_args.norm_placement"
+
+
+def sweep_main(argv: list[str]) -> int:
+    """``kwsnet sweep ARGV`` as the console script runs it: its exit status, an error printed
+    as one ``kwsnet: error:`` line on stderr."""
+    return console(["sweep", *argv])
+
+
 LR = "model.optimizer.init_args.lr"
 
 # A stand-in for `kwsnet fit`: reads the flags the sweep passes, writes summary.json.
@@ -92,7 +101,7 @@ def fake_fit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     calls.mkdir()
     monkeypatch.setenv("FAKE_CALLS", str(calls))
     monkeypatch.setenv("FAKE_PROVENANCE", json.dumps(prov("a")))
-    monkeypatch.setattr(sweep, "FIT_ENTRY", [sys.executable, str(script)])
+    monkeypatch.setattr(sweep_spec, "FIT_ENTRY", [sys.executable, str(script)])
     return calls
 
 
@@ -193,7 +202,7 @@ def test_resume_matches_base_config_content(tmp_path: Path, fake_fit: Path) -> N
     assert "another base config content" not in (out / "results.md").read_text()
     # a changed value is other content: left out of the table until re-run ...
     base.write_text(text.replace("lr: 0.005", "lr: 0.004"))
-    assert sweep_main([*argv, "--report-only"]) == 1 and n_calls(fake_fit) == 4
+    assert sweep_main([*argv, "--report_only"]) == 1 and n_calls(fake_fit) == 4
     md = (out / "results.md").read_text()
     assert "| per_conv | 0 |" in md and "| end | 0 |" in md
     assert "4 run(s) in the ledger were made with another base config content" in md
@@ -235,7 +244,7 @@ def test_logger_save_dir_is_the_run_dir(tmp_path: Path, monkeypatch: pytest.Monk
 
     def argv(**over: object) -> list[str]:
         spec = load_spec(write_spec(tmp_path / "s.yaml", grid={}, seeds=[0], **over))
-        return plan_runs(spec, str(tmp_path / "out"))[0].argv[len(sweep.FIT_ENTRY) :]
+        return plan_runs(spec, str(tmp_path / "out"))[0].argv[len(sweep_spec.FIT_ENTRY) :]
 
     run_dir = str(tmp_path / "out" / "runs" / "base__seed0")
     quiet = argv(wandb={"log_runs": False})
@@ -317,7 +326,7 @@ def test_lock_refuses_second_sweep(tmp_path: Path, capsys: pytest.CaptureFixture
         assert sweep_main(["--config", str(spec), "--out", str(out)]) == 2
         assert "another sweep is running" in capsys.readouterr().err
         # reading the ledger beside a running sweep needs no lock (exit 1: runs missing)
-        assert sweep_main(["--config", str(spec), "--out", str(out), "--report-only"]) == 1
+        assert sweep_main(["--config", str(spec), "--out", str(out), "--report_only"]) == 1
         assert "| per_conv | 0 |" in (out / "results.md").read_text()
     with SweepLock(out):  # released: free again
         pass
@@ -359,7 +368,7 @@ def test_spec_reads_yaml_12_scalars_like_the_cli(tmp_path: Path) -> None:
 def test_emit_wandb_sweep(tmp_path: Path) -> None:
     spec_path = REPO / "configs" / "sweeps" / "kws_raw_ln.yaml"
     target = tmp_path / "wandb_sweep.yaml"
-    assert sweep_main(["--config", str(spec_path), "--emit-wandb-sweep", str(target)]) == 0
+    assert sweep_main(["--config", str(spec_path), "--emit_wandb_sweep", str(target)]) == 0
     cfg = yaml.safe_load(target.read_text())
     spec = load_spec(spec_path)
     assert cfg["method"] == "grid" and cfg["program"] == "train.py"
@@ -598,7 +607,7 @@ def test_grid_over_base_configs(tmp_path: Path, fake_fit: Path) -> None:
     del spec_text["base_config"]
     grid_spec.write_text(yaml.safe_dump(spec_text))
     assert load_spec(grid_spec).base_config == str(a)
-    assert sweep_main(["--config", str(grid_spec), "--emit-wandb-sweep", "x.yaml"]) == 2
+    assert sweep_main(["--config", str(grid_spec), "--emit_wandb_sweep", "x.yaml"]) == 2
     with pytest.raises(ValueError, match="give it once"):
         SweepSpec(name="x", base_config=[str(a)], seeds=1, grid={"base_config": [str(b)]})
     with pytest.raises(ValueError, match="not an override"):
@@ -649,14 +658,14 @@ def test_report_only_for_another_metric_and_baseline(
 ) -> None:
     """`--report-only --metric M --baseline P --report-name N` rebuilds a second table from the
     same ledger (every summary.json metric is kept): results_N.* beside results.*, published
-    too, the runs not re-run; the options without --report-only, or a baseline that is no
+    too, the runs not re-run; the options without --report_only, or a baseline that is no
     grid point, are usage errors."""
     out, pub = tmp_path / "out", tmp_path / "pub"
     spec = write_spec(tmp_path / "s.yaml", seeds=3, publish=str(pub))
     assert sweep_main(["--config", str(spec), "--out", str(out)]) == 0
     first = (out / "results.md").read_text()
-    argv = ["--config", str(spec), "--out", str(out), "--report-only"]
-    extra = ["--metric", "val/acc", "--baseline", "norm_placement=end", "--report-name", "v"]
+    argv = ["--config", str(spec), "--out", str(out), "--report_only"]
+    extra = ["--metric", "val/acc", "--baseline", "norm_placement=end", "--report_name", "v"]
     assert sweep_main([*argv, *extra]) == 0 and n_calls(fake_fit) == 6
     md = (out / "results_v.md").read_text()
     assert "| val/acc mean ± std |" in md.replace("norm_placement | n | ", "")
@@ -665,11 +674,11 @@ def test_report_only_for_another_metric_and_baseline(
     assert (out / "results.md").read_text() == first  # the spec's table is untouched
     assert (pub / "results_v.md").read_text() == md and (pub / "results_v.csv").exists()
     # the test/acc table against another baseline: per_conv - end = 0 on every seed
-    assert sweep_main([*argv, "--baseline", "norm_placement=end", "--report-name", "b"]) == 0
+    assert sweep_main([*argv, "--baseline", "norm_placement=end", "--report_name", "b"]) == 0
     assert "| per_conv | 3 | 0.600 ± 0.100 |" in (out / "results_b.md").read_text()
     capsys.readouterr()
     assert sweep_main(["--config", str(spec), "--out", str(out), "--metric", "val/acc"]) == 2
-    assert "need --report-only" in capsys.readouterr().err
+    assert "need --report_only" in capsys.readouterr().err
     assert sweep_main([*argv, "--baseline", "norm_placement=nope"]) == 2
     assert "not a grid point" in capsys.readouterr().err
 
@@ -719,7 +728,7 @@ def test_margin_verdicts_in_table_csv_and_flag(
     }
     spec_path = write_spec(tmp_path / "s.yaml", seeds=10, grid={NORM: list(values)})
     out = _ledger(tmp_path / "out", _fabricate(spec_path, values, provenance=prov("a")))
-    argv = ["--config", str(spec_path), "--out", str(out), "--report-only"]
+    argv = ["--config", str(spec_path), "--out", str(out), "--report_only"]
     assert sweep_main(argv) == 0
     md = (out / "results.md").read_text()
     assert "p TOST" not in md and "| not distinguishable |" in md  # no margin: as before
@@ -762,7 +771,7 @@ def test_margin_verdicts_in_table_csv_and_flag(
     # the margin in the spec, and bad margins
     spec_m = write_spec(tmp_path / "m.yaml", seeds=10, grid={NORM: list(values)},
                         stats={"margin": 0.02})  # fmt: skip
-    assert sweep_main(["--config", str(spec_m), "--out", str(out), "--report-only"]) == 0
+    assert sweep_main(["--config", str(spec_m), "--out", str(out), "--report_only"]) == 0
     assert "p TOST ±0.02" in (out / "results.md").read_text()
     capsys.readouterr()
     assert sweep_main([*argv, "--margin", "-0.1"]) == 2
@@ -809,7 +818,7 @@ def test_records_carry_the_runs_provenance(
 
 def test_report_refuses_mixed_provenance(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """Runs from two commits are never averaged: the report exits 2 with one line naming both
-    commits and their run counts; ``--allow-mixed-provenance`` reports them in rows apart, each
+    commits and their run counts; ``--allow_mixed_provenance`` reports them in rows apart, each
     against its own baseline row; identical provenance gives one row per point as before."""
     values = {
         "per_conv": [0.5, 0.6, 0.55, 0.58, 0.61, 0.52],
@@ -821,15 +830,15 @@ def test_report_refuses_mixed_provenance(tmp_path: Path, capsys: pytest.CaptureF
         if r["seed"] >= 4:
             r["provenance"] = prov("b", git_commit="b" * 40 + "-dirty", git_dirty=True)
     out = _ledger(tmp_path / "out", records)
-    argv = ["--config", str(spec_path), "--out", str(out), "--report-only"]
+    argv = ["--config", str(spec_path), "--out", str(out), "--report_only"]
     capsys.readouterr()
     assert sweep_main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "ledger.jsonl: the runs come from 2 provenances" in err
     assert f"commit {'a' * 12} (8 runs), commit {'b' * 12}-dirty (4 runs)" in err
-    assert "--allow-mixed-provenance" in err
+    assert "--allow_mixed_provenance" in err
     assert not (out / "results.md").exists()  # nothing written
-    assert sweep_main([*argv, "--allow-mixed-provenance"]) == 0
+    assert sweep_main([*argv, "--allow_mixed_provenance"]) == 0
     md = (out / "results.md").read_text()
     assert "| norm_placement | provenance | n |" in md
     a, b = f"commit {'a' * 12}", f"commit {'b' * 12}-dirty"
@@ -854,18 +863,18 @@ def test_report_refuses_mixed_provenance(tmp_path: Path, capsys: pytest.CaptureF
     new = [{**r, "provenance": prov("a")} for r in records if r["seed"] >= 4]
     out_old = _ledger(tmp_path / "old", old + new)
     capsys.readouterr()
-    assert sweep_main([*argv[:3], str(out_old), "--report-only"]) == 2
+    assert sweep_main([*argv[:3], str(out_old), "--report_only"]) == 2
     assert f"unknown (8 runs), commit {'a' * 12} (4 runs)" in capsys.readouterr().err
     # identical provenance: one row per point, as before
     out_same = _ledger(tmp_path / "same", [{**r, "provenance": prov("a")} for r in records])
-    assert sweep_main([*argv[:3], str(out_same), "--report-only"]) == 0
+    assert sweep_main([*argv[:3], str(out_same), "--report_only"]) == 0
     md = (out_same / "results.md").read_text()
     assert "provenance |" not in md and "| per_conv | 6 |" in md and "| end | 6 |" in md
     # another torch version or CPU capability splits too, named by what differs
     cpu = [{**r, "provenance": prov("a", cpu_capability="AVX512")} if r["seed"] == 0 else
            {**r, "provenance": prov("a")} for r in records]  # fmt: skip
     capsys.readouterr()
-    assert sweep_main([*argv[:3], str(_ledger(tmp_path / "cpu", cpu)), "--report-only"]) == 2
+    assert sweep_main([*argv[:3], str(_ledger(tmp_path / "cpu", cpu)), "--report_only"]) == 2
     assert "cpu AVX512 (2 runs), cpu AVX2 (10 runs)" in capsys.readouterr().err
 
 
@@ -873,7 +882,7 @@ def test_resume_at_another_commit_keeps_versions_apart(
     tmp_path: Path, fake_fit: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     """A sweep resumed at another commit says so as it starts; its final report refuses to
-    average the two (exit 2, the ledger kept), and ``--allow-mixed-provenance`` reports them."""
+    average the two (exit 2, the ledger kept), and ``--allow_mixed_provenance`` reports them."""
     out = tmp_path / "out"
     argv = ["--config", str(write_spec(tmp_path / "s.yaml")), "--out", str(out)]
     assert sweep_main(argv) == 0 and n_calls(fake_fit) == 4
@@ -889,5 +898,5 @@ def test_resume_at_another_commit_keeps_versions_apart(
            f"process (commit {'b' * 12}): commit {'a' * 12} (4 runs)" in cap.out  # fmt: skip
     assert f"commit {'a' * 12} (4 runs), commit {'b' * 12} (2 runs)" in cap.err
     assert len(read_ledger(out / "ledger.jsonl")) == 6
-    assert sweep_main([*argv, "--report-only", "--allow-mixed-provenance"]) == 0
+    assert sweep_main([*argv, "--report_only", "--allow_mixed_provenance"]) == 0
     assert "| per_conv | commit bbbbbbbbbbbb | 1 |" in (out / "results.md").read_text()

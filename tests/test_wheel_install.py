@@ -152,7 +152,7 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
     out = tmp_path / "m.kwsn"
     _run([kwsnet, "export", "--ckpt_path", ckpt, "--format", "cnative", "--out", out], work, env)
     assert out.stat().st_size > 0
-    _run([kwsnet, "parity", "--ckpt_path", ckpt, "--no-class-floor"], work, env)
+    _run([kwsnet, "parity", "--ckpt_path", ckpt, "--no_class_floor"], work, env)
     assert (Path(build) / "libkwsnet.so").is_file()
     assert not (site / "kwsnet" / "_cnative" / "build").exists()
     assert not (work / "runs").exists() and not (work / "cnative").exists()

@@ -146,6 +146,7 @@ typedef enum {
     KWSN_ERR_NONFINITE,  /* a weight, bias or eps is NaN or infinite */
     KWSN_ERR_STORAGE,    /* model storage too small or misaligned */
     KWSN_ERR_GRAPH,      /* a layer names a tensor id that is not produced before it */
+    KWSN_ERR_STREAM_LIMIT, /* stream storage (kwsnet_stream.h) exceeds max_arena_bytes */
     KWSN_STATUS_COUNT
 } kwsn_status;
 

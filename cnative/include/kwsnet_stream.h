@@ -9,9 +9,15 @@
  *     a window). A stream shorter than one window gets one window at 0, zero-padded, scored
  *     by kwsn_stream_flush (the only thing flush does: Python pads such a waveform).
  *   - each window's logits -> kwsn_softmax -> posteriors (float32, widened to double);
+ *   - bad audio: a window holding a NaN or infinite sample is not run, and a window whose
+ *     posteriors are not all finite is not used: such a window is skipped (counted by
+ *     kwsn_stream_nonfinite_windows, its scores NaN, every streak reset to 0, no detection);
+ *     it never reaches the smoothing, so one bad sample costs only the windows holding it;
  *   - smoothed score = causal moving average over the last smooth_windows windows, the
- *     current one included (fewer at the start), computed as numpy does: a running float64
- *     cumulative sum, the difference of two of its values divided by the count;
+ *     current one included (fewer at the start; skipped ones left out): the mean of their
+ *     posteriors, kept in a ring of smooth_windows x n_classes floats, summed oldest first in
+ *     float64 and divided by their count (the order kwsnet/detect/detector.py sums in, so
+ *     the scores are the same bits given the same posteriors);
  *   - a keyword class is "above" when its smoothed score >= its threshold; its streak counts
  *     consecutive windows above; it is "ready" when the streak >= patience. In a window with
  *     a ready keyword and no detection within refractory_ms before it (times compared in
@@ -33,8 +39,9 @@
  *
  * Flow:
  *   kwsn_stream_config cfg = kwsn_stream_default_config();   (then set hop, mask, ...)
- *   kwsn_stream_check(model, &cfg, msg, sizeof msg)          which field is wrong, if any
- *   storage of kwsn_stream_bytes(model, &cfg) bytes, 8-byte aligned (a uint64_t array)
+ *   kwsn_stream_size(model, &cfg, &limits, &bytes, msg, sizeof msg)   which field is wrong,
+ *                                                or the storage size, within the limits
+ *   storage of that many bytes, 8-byte aligned (a uint64_t array)
  *   kwsn_stream_init(storage, bytes, model, &cfg, &stream)   copies the config and mask
  *   kwsn_stream_push(stream, samples, n, arena, ...)          any n, as often as needed
  *   kwsn_stream_flush(stream, arena, ...)                     at the end of the stream
@@ -91,10 +98,22 @@ uint32_t kwsn_stream_hop(double hop_ms, uint32_t sample_rate);
 /* KWSN_OK, or KWSN_ERR_ARG with "field: value, expected ..." in msg (msg may be NULL). */
 kwsn_status kwsn_stream_check(const kwsn_model *model, const kwsn_stream_config *cfg,
                               char *msg, size_t msg_cap);
-/* Storage bytes kwsn_stream_init needs (0 if the config does not pass kwsn_stream_check). */
+/* The storage kwsn_stream_init needs, in *bytes, computed from the model's shapes and the
+ * config alone (nothing is allocated; overflow-checked size_t arithmetic). KWSN_OK; else
+ * *bytes = 0 and, with a message in msg (may be NULL): kwsn_stream_check's KWSN_ERR_ARG,
+ * KWSN_ERR_TOO_BIG when the size does not fit size_t (a 32-bit target), KWSN_ERR_STREAM_LIMIT
+ * when it exceeds limits->max_arena_bytes (limits NULL or the field 0:
+ * KWSN_DEFAULT_MAX_ARENA_BYTES), the bound the loader puts on the model's arena: a tiny
+ * model file asking for a window or class count that needs gigabytes gets a status. */
+kwsn_status kwsn_stream_size(const kwsn_model *model, const kwsn_stream_config *cfg,
+                             const kwsn_limits *limits, size_t *bytes, char *msg,
+                             size_t msg_cap);
+/* kwsn_stream_size under the default limits; 0 where it refuses. */
 size_t kwsn_stream_bytes(const kwsn_model *model, const kwsn_stream_config *cfg);
 /* Set up a stream in storage. KWSN_ERR_STORAGE: storage too small or misaligned;
- * KWSN_ERR_ARG: a NULL pointer or a config kwsn_stream_check refuses. */
+ * KWSN_ERR_ARG: a NULL pointer or a config kwsn_stream_check refuses; KWSN_ERR_TOO_BIG: the
+ * size does not fit size_t. (The limits are kwsn_stream_size's business: the storage here is
+ * already the caller's.) */
 kwsn_status kwsn_stream_init(void *storage, size_t storage_bytes, const kwsn_model *model,
                              const kwsn_stream_config *cfg, kwsn_stream **stream);
 /* Back to an empty stream (same model and config). */
@@ -115,17 +134,19 @@ kwsn_status kwsn_stream_push(kwsn_stream *stream, const float *samples, size_t n
  * refused until kwsn_stream_reset. out_cap >= 1 is enough. */
 kwsn_status kwsn_stream_flush(kwsn_stream *stream, void *arena, size_t arena_bytes,
                               kwsn_detection *out, size_t out_cap, size_t *n_out);
-/* Counters: samples pushed, windows scored. */
+/* Counters: samples pushed, windows reached (scored or skipped), windows skipped for a
+ * non-finite sample or posterior (since the last reset). */
 uint64_t kwsn_stream_samples(const kwsn_stream *stream);
 uint64_t kwsn_stream_windows(const kwsn_stream *stream);
+uint64_t kwsn_stream_nonfinite_windows(const kwsn_stream *stream);
 /* 1 when the stream keeps front-end frames across windows (the model's layer 0 is a
  * FrontEnd, hop_samples a multiple of its hop_length, frame_cache on), else 0. */
 int kwsn_stream_frame_cached(const kwsn_stream *stream);
 /* Front-end frames computed by the frame cache so far (0 without it): per window after the
  * first, hop_samples / hop_length new ones plus the edge frames. */
 uint64_t kwsn_stream_frames_computed(const kwsn_stream *stream);
-/* The latest window's smoothed scores (n_classes doubles; non-keywords too), or NULL before
- * the first window. For tests and tuning. */
+/* The latest window's smoothed scores (n_classes doubles; non-keywords too; NaN when it was
+ * skipped), or NULL before the first window. For tests and tuning. */
 const double *kwsn_stream_scores(const kwsn_stream *stream);
 
 #ifdef __cplusplus

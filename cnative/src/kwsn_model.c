@@ -48,6 +48,7 @@ static const char *const kwsn_status_names[KWSN_STATUS_COUNT] = {
     "non-finite (NaN/Inf) weight",
     "model storage too small or misaligned",
     "bad tensor id in the layer graph",
+    "stream storage exceeds the memory limit",
 };
 
 const char *kwsn_status_str(kwsn_status s) {

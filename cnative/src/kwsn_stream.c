@@ -1,5 +1,7 @@
 /* Streaming keyword detection: see include/kwsnet_stream.h for the semantics (those of
- * kwsnet/detect/detector.py). No malloc: everything lives in the caller's storage. */
+ * kwsnet/detect/detector.py). No malloc: everything lives in the caller's storage, whose size
+ * is computed with overflow-checked size_t arithmetic (a 32-bit size_t wraps long before a
+ * model's shapes reach KWSN_MAX_ELEMS). */
 #include "kwsnet_stream.h"
 
 #include <math.h>
@@ -41,13 +43,17 @@ struct kwsn_stream {
     uint64_t total;      /* samples pushed */
     uint64_t next_start; /* first sample of the next window to score */
     uint64_t n_windows;  /* windows scored */
+    uint64_t n_nonfinite; /* windows skipped: a non-finite sample or posterior */
+    uint64_t last_bad;   /* index of the latest non-finite sample pushed (has_bad) */
+    int has_bad;
     int has_last;        /* a detection happened (last_time valid) */
     double last_time;
     int flushed;
     float *ring;      /* 2W: sample i at i % W and i % W + W, so any window is contiguous */
     float *probs;     /* C: logits -> posteriors of the latest window */
-    double *csum;     /* (smooth + 1) x C: cumulative sums csum[n] in slot n % (smooth + 1) */
-    double *scores;   /* C: smoothed scores of the latest window */
+    float *hist;      /* smooth x C: window k's posteriors in slot k % smooth */
+    uint8_t *hvalid;  /* smooth: slot k % smooth holds window k's posteriors (0: skipped) */
+    double *scores;   /* C: smoothed scores of the latest window (NaN: it was skipped) */
     double *thr;      /* C */
     uint32_t *streak; /* C */
     uint8_t *is_kw;   /* C */
@@ -61,8 +67,6 @@ struct kwsn_stream {
     float *fbuf;         /* KWSN_STREAM_FRAME_BATCH x n_out: frames just computed */
     float *feats;        /* n_out x n_frames, channel-major: the window's features */
 };
-
-static size_t round8(size_t n) { return (n + 7u) & ~(size_t)7u; }
 
 kwsn_stream_config kwsn_stream_default_config(void) {
     kwsn_stream_config c;
@@ -166,53 +170,124 @@ static cache_geo cache_plan(const kwsn_model *model, const kwsn_stream_config *c
 
 /* Byte offsets of the arrays after the struct. */
 typedef struct {
-    size_t ring, probs, csum, scores, thr, streak, is_kw, fscratch, frames, fbuf, feats, total;
+    size_t ring, probs, hist, hvalid, scores, thr, streak, is_kw, fscratch, frames, fbuf, feats,
+        total;
 } layout;
 
-static layout plan(size_t w, size_t c, uint32_t smooth, const cache_geo *g) {
-    layout l;
-    l.ring = round8(sizeof(struct kwsn_stream));
-    l.probs = l.ring + round8(2u * w * sizeof(float));
-    l.csum = l.probs + round8(c * sizeof(float));
-    l.scores = l.csum + (size_t)(smooth + 1u) * c * sizeof(double);
-    l.thr = l.scores + c * sizeof(double);
-    l.streak = l.thr + c * sizeof(double);
-    l.is_kw = l.streak + round8(c * sizeof(uint32_t));
-    l.fscratch = l.frames = l.fbuf = l.feats = l.total = l.is_kw + round8(c);
-    if (g->cache) {
-        const size_t no = g->fe.n_out;
-        l.frames = l.fscratch +
-                   round8(kwsn_frontend_scratch_floats(&g->fe, (uint32_t)w) * sizeof(float));
-        l.fbuf = l.frames + round8((size_t)g->n_int * no * sizeof(float));
-        l.feats = l.fbuf + round8((size_t)KWSN_STREAM_FRAME_BATCH * no * sizeof(float));
-        l.total = l.feats + round8((size_t)g->n_frames * no * sizeof(float));
-    }
-    return l;
+/* Lays out arrays one after the other, each 8-byte aligned; ok drops to 0 when a size or an
+ * offset does not fit size_t (then nothing it returned may be used). */
+typedef struct {
+    size_t off;
+    int ok;
+} cursor;
+
+static int mul_size(size_t a, size_t b, size_t *r) {
+    if (b != 0u && a > SIZE_MAX / b) return 0;
+    *r = a * b;
+    return 1;
 }
 
-static layout plan_of(const kwsn_model *model, const kwsn_stream_config *cfg, cache_geo *g) {
+static int add_size(size_t a, size_t b, size_t *r) {
+    if (a > SIZE_MAX - b) return 0;
+    *r = a + b;
+    return 1;
+}
+
+/* Reserve n * m * elem bytes (rounded up to 8); returns its offset. */
+static size_t take(cursor *c, size_t n, size_t m, size_t elem) {
+    size_t b = 0, at = c->off;
+    if (!c->ok || !mul_size(n, m, &b) || !mul_size(b, elem, &b) || !add_size(b, 7u, &b)) {
+        c->ok = 0;
+        return 0;
+    }
+    b &= ~(size_t)7u;
+    if (!add_size(at, b, &c->off)) c->ok = 0;
+    return at;
+}
+
+/* 1 and the layout, or 0 when the storage size does not fit size_t. */
+static int plan(size_t w, size_t c, uint32_t smooth, const cache_geo *g, layout *l) {
+    cursor k = {0u, 1};
+    (void)take(&k, 1u, 1u, sizeof(struct kwsn_stream));
+    l->ring = take(&k, 2u, w, sizeof(float));
+    l->probs = take(&k, c, 1u, sizeof(float));
+    l->hist = take(&k, smooth, c, sizeof(float));
+    l->hvalid = take(&k, smooth, 1u, 1u);
+    l->scores = take(&k, c, 1u, sizeof(double));
+    l->thr = take(&k, c, 1u, sizeof(double));
+    l->streak = take(&k, c, 1u, sizeof(uint32_t));
+    l->is_kw = take(&k, c, 1u, 1u);
+    l->fscratch = l->frames = l->fbuf = l->feats = k.off;
+    if (g->cache) {
+        const size_t no = g->fe.n_out;
+        l->fscratch = take(&k, kwsn_frontend_scratch_floats(&g->fe, (uint32_t)w), 1u,
+                           sizeof(float));
+        l->frames = take(&k, g->n_int, no, sizeof(float));
+        l->fbuf = take(&k, KWSN_STREAM_FRAME_BATCH, no, sizeof(float));
+        l->feats = take(&k, g->n_frames, no, sizeof(float));
+    }
+    l->total = k.off;
+    return k.ok;
+}
+
+static int plan_of(const kwsn_model *model, const kwsn_stream_config *cfg, cache_geo *g,
+                   layout *l) {
     *g = cache_plan(model, cfg);
-    return plan(kwsn_input_len(model), kwsn_n_classes(model), cfg->smooth_windows, g);
+    return plan(kwsn_input_len(model), kwsn_n_classes(model), cfg->smooth_windows, g, l);
+}
+
+kwsn_status kwsn_stream_size(const kwsn_model *model, const kwsn_stream_config *cfg,
+                             const kwsn_limits *limits, size_t *bytes, char *msg,
+                             size_t msg_cap) {
+    cache_geo g;
+    layout l;
+    size_t limit = KWSN_DEFAULT_MAX_ARENA_BYTES;
+    kwsn_status st;
+    if (bytes) *bytes = 0;
+    st = kwsn_stream_check(model, cfg, msg, msg_cap);
+    if (st != KWSN_OK) return st;
+    if (!bytes) return bad(msg, msg_cap, "bytes must not be NULL");
+    if (limits && limits->max_arena_bytes) limit = limits->max_arena_bytes;
+    if (!plan_of(model, cfg, &g, &l)) {
+        if (msg && msg_cap)
+            snprintf(msg, msg_cap,
+                     "stream storage for a %zu-sample window, %zu classes and smooth_windows "
+                     "%u does not fit a %u-bit size_t",
+                     kwsn_input_len(model), kwsn_n_classes(model), cfg->smooth_windows,
+                     (unsigned)(sizeof(size_t) * 8u));
+        return KWSN_ERR_TOO_BIG;
+    }
+    if (l.total > limit) {
+        if (msg && msg_cap)
+            snprintf(msg, msg_cap,
+                     "stream storage of %zu bytes (a %zu-sample window, %zu classes, "
+                     "smooth_windows %u) exceeds the memory limit of %zu (max_arena_bytes)",
+                     l.total, kwsn_input_len(model), kwsn_n_classes(model), cfg->smooth_windows,
+                     limit);
+        return KWSN_ERR_STREAM_LIMIT;
+    }
+    *bytes = l.total;
+    return KWSN_OK;
 }
 
 size_t kwsn_stream_bytes(const kwsn_model *model, const kwsn_stream_config *cfg) {
-    cache_geo g;
-    if (kwsn_stream_check(model, cfg, NULL, 0) != KWSN_OK) return 0;
-    return plan_of(model, cfg, &g).total;
+    size_t bytes = 0;
+    if (kwsn_stream_size(model, cfg, NULL, &bytes, NULL, 0) != KWSN_OK) return 0;
+    return bytes;
 }
 
 void kwsn_stream_reset(kwsn_stream *s) {
     size_t c;
     if (!s || s->magic != KWSN_STREAM_MAGIC) return;
-    s->total = s->next_start = s->n_windows = 0;
-    s->has_last = s->flushed = 0;
+    s->total = s->next_start = s->n_windows = s->n_nonfinite = s->last_bad = 0;
+    s->has_bad = s->has_last = s->flushed = 0;
     s->last_time = 0.0;
     s->next_frame = s->computed = 0;
-    memset(s->ring, 0, 2u * s->window * sizeof(float));
+    memset(s->ring, 0, 2u * s->window * sizeof(float)); /* in the planned size: no overflow */
+    memset(s->hvalid, 0, s->smooth);
     for (c = 0; c < s->n_classes; c++) {
         s->streak[c] = 0;
         s->scores[c] = 0.0;
-        s->csum[c] = 0.0; /* csum[0] = 0 in slot 0 */
     }
 }
 
@@ -226,7 +301,7 @@ kwsn_status kwsn_stream_init(void *storage, size_t storage_bytes, const kwsn_mod
     if (stream) *stream = NULL;
     if (!storage || !stream) return KWSN_ERR_ARG;
     if (kwsn_stream_check(model, cfg, NULL, 0) != KWSN_OK) return KWSN_ERR_ARG;
-    l = plan_of(model, cfg, &g);
+    if (!plan_of(model, cfg, &g, &l)) return KWSN_ERR_TOO_BIG;
     if (storage_bytes < l.total || ((uintptr_t)storage % KWSN_STREAM_ALIGN) != 0)
         return KWSN_ERR_STORAGE;
     s = (kwsn_stream *)storage;
@@ -241,7 +316,8 @@ kwsn_status kwsn_stream_init(void *storage, size_t storage_bytes, const kwsn_mod
     s->refractory_s = cfg->refractory_ms / 1000.0;
     s->ring = (float *)(void *)(base + l.ring);
     s->probs = (float *)(void *)(base + l.probs);
-    s->csum = (double *)(void *)(base + l.csum);
+    s->hist = (float *)(void *)(base + l.hist);
+    s->hvalid = base + l.hvalid;
     s->scores = (double *)(void *)(base + l.scores);
     s->thr = (double *)(void *)(base + l.thr);
     s->streak = (uint32_t *)(void *)(base + l.streak);
@@ -316,34 +392,57 @@ static void window_features(kwsn_stream *s, const float *win, uint64_t start) {
     kwsn_frontend_normalize(&g->fe, s->feats, T);
 }
 
-/* Score the window ring[p .. p + W) starting at sample `start`; append a detection. `cached`:
- * through the frame cache (every window of the stream in order), else the whole model. */
+/* Score the window win[0 .. W) starting at sample `start`; append a detection. `cached`:
+ * through the frame cache (every window of the stream in order), else the whole model. A
+ * window holding a non-finite sample is not run; one whose posteriors are not all finite is
+ * not used either: it is skipped (counted, its scores NaN, every streak reset) and leaves a
+ * gap in the moving average, which is the mean of the valid windows among the last
+ * smooth_windows, summed oldest first in float64 (as kwsnet/detect/detector.py does). */
 static kwsn_status score_window(kwsn_stream *s, const float *win, uint64_t start, int cached,
                                 void *arena, size_t arena_bytes, kwsn_detection *out,
                                 size_t *n_out) {
-    size_t c, C = s->n_classes;
-    uint64_t n, lo;
-    uint32_t m1 = s->smooth + 1u;
-    double *cur, *old, t;
+    const size_t C = s->n_classes;
+    const uint32_t m = s->smooth;
+    size_t c, slot, used = 0;
+    uint64_t k, j, first;
+    double t;
     long best = -1;
-    int any_ready = 0;
-    kwsn_status st;
-    if (cached) {
-        window_features(s, win, start);
-        st = kwsn_forward_features(s->model, arena, arena_bytes, s->feats,
-                                   (size_t)s->geo.n_frames * s->geo.fe.n_out, s->probs, C);
-    } else {
-        st = kwsn_forward(s->model, arena, arena_bytes, win, s->window, s->probs, C);
+    int any_ready = 0, ok = !(s->has_bad && s->last_bad >= start);
+    kwsn_status st = KWSN_OK;
+    if (ok) {
+        if (cached) {
+            window_features(s, win, start);
+            st = kwsn_forward_features(s->model, arena, arena_bytes, s->feats,
+                                       (size_t)s->geo.n_frames * s->geo.fe.n_out, s->probs, C);
+        } else {
+            st = kwsn_forward(s->model, arena, arena_bytes, win, s->window, s->probs, C);
+        }
+        if (st != KWSN_OK) return st;
+        kwsn_softmax(s->probs, C);
+        for (c = 0; c < C && ok; c++) ok = isfinite(s->probs[c]) != 0;
     }
-    if (st != KWSN_OK) return st;
-    kwsn_softmax(s->probs, C);
-    n = ++s->n_windows; /* csum[n] = csum[n - 1] + p */
-    old = s->csum + (size_t)((n - 1u) % m1) * C;
-    cur = s->csum + (size_t)(n % m1) * C;
-    for (c = 0; c < C; c++) cur[c] = old[c] + (double)s->probs[c];
-    lo = n > s->smooth ? n - s->smooth : 0u;
-    old = s->csum + (size_t)(lo % m1) * C;
-    for (c = 0; c < C; c++) s->scores[c] = (cur[c] - old[c]) / (double)(n - lo);
+    k = s->n_windows++; /* this window's index */
+    slot = (size_t)(k % m);
+    s->hvalid[slot] = (uint8_t)ok;
+    if (!ok) {
+        s->n_nonfinite++;
+        for (c = 0; c < C; c++) {
+            s->scores[c] = (double)NAN;
+            s->streak[c] = 0;
+        }
+        return KWSN_OK;
+    }
+    memcpy(s->hist + slot * C, s->probs, C * sizeof(float));
+    for (c = 0; c < C; c++) s->scores[c] = 0.0;
+    first = k >= m - 1u ? k - (m - 1u) : 0u;
+    for (j = first; j <= k; j++) {
+        const size_t sl = (size_t)(j % m);
+        const float *h = s->hist + sl * C;
+        if (!s->hvalid[sl]) continue;
+        used++;
+        for (c = 0; c < C; c++) s->scores[c] += (double)h[c];
+    }
+    for (c = 0; c < C; c++) s->scores[c] /= (double)used;
     for (c = 0; c < C; c++) {
         if (s->is_kw[c] && s->scores[c] >= s->thr[c]) {
             if (s->streak[c] < UINT32_MAX) s->streak[c]++;
@@ -375,13 +474,21 @@ static kwsn_status arena_ok(const kwsn_stream *s, const void *arena, size_t aren
     return KWSN_OK;
 }
 
-/* Write samples into the doubled ring at absolute positions [s->total, s->total + m). */
+/* Write samples into the doubled ring at absolute positions [s->total, s->total + m), and
+ * note the latest non-finite one. */
 static void ring_write(kwsn_stream *s, const float *x, size_t m) {
-    size_t W = s->window;
+    size_t W = s->window, i;
     if (m > W) { /* only the last W samples can belong to a window */
         s->total += m - W;
         x += m - W;
         m = W;
+    }
+    for (i = m; i > 0; i--) {
+        if (!isfinite(x[i - 1u])) {
+            s->has_bad = 1;
+            s->last_bad = s->total + (uint64_t)(i - 1u);
+            break;
+        }
     }
     while (m > 0) {
         size_t p = (size_t)(s->total % W);
@@ -445,6 +552,10 @@ uint64_t kwsn_stream_samples(const kwsn_stream *s) {
 
 uint64_t kwsn_stream_windows(const kwsn_stream *s) {
     return s && s->magic == KWSN_STREAM_MAGIC ? s->n_windows : 0u;
+}
+
+uint64_t kwsn_stream_nonfinite_windows(const kwsn_stream *s) {
+    return s && s->magic == KWSN_STREAM_MAGIC ? s->n_nonfinite : 0u;
 }
 
 int kwsn_stream_frame_cached(const kwsn_stream *s) {

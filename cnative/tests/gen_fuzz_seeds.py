@@ -2,7 +2,8 @@
 kind and tiny RawConv models, format v1; a tiny log-mel residual model as a format-v2 graph
 with and without its front end; int8 format-3 files of a tiny log-mel model and a tiny
 RawConv) and WAV files in each encoding the reader takes (16-bit PCM,
-32-bit float, WAVE_FORMAT_EXTENSIBLE) plus ones it rejects (stereo, 8-bit, no data chunk).
+32-bit float, WAVE_FORMAT_EXTENSIBLE, a data chunk of unknown size 0xFFFFFFFF, float NaN / Inf
+samples) plus ones it rejects (stereo, 8-bit, no data chunk, a truncated data chunk).
 
     python cnative/tests/gen_fuzz_seeds.py MODEL_DIR WAV_DIR
 """
@@ -43,7 +44,24 @@ def wav_seeds() -> dict[str, bytes]:
         "stereo.wav": _wav(1, 2, 16000, 16, pcm),
         "pcm8.wav": _wav(1, 1, 16000, 8, pcm[:200]),
         "no_data.wav": _wav(1, 1, 16000, 16, b"")[:-8],
+        # refused: the data chunk declares 800 bytes, 80 are there
+        "truncated.wav": _wav(1, 1, 16000, 16, pcm)[: 44 + 80],
+        # read to the end of the file: a streaming writer's unknown size
+        "unknown_size.wav": _unknown_size(_wav(1, 1, 16000, 16, pcm)),
+        # NaN / Inf samples come back as stored (the tools decide what to do with them)
+        "float32_nan.wav": _wav(3, 1, 16000, 32, _with_nonfinite(x).tobytes()),
     }
+
+
+def _unknown_size(wav: bytes) -> bytes:
+    i = wav.index(b"data")
+    return wav[: i + 4] + b"\xff\xff\xff\xff" + wav[i + 8 :]
+
+
+def _with_nonfinite(x: np.ndarray) -> np.ndarray:
+    y = x.astype("<f4")
+    y[[10, 200, 300]] = [np.nan, np.inf, -np.inf]
+    return y
 
 
 def v2_model_seeds() -> dict[str, bytes]:

@@ -94,7 +94,8 @@ static int api_checks(void) {
     kwsn_shape in = {2u, {2u, 3u}};
     bad |= kwsn_model_from_table(&d, 1, in, 0, store, kwsn_model_bytes(1) - 1, NULL, &m) !=
            KWSN_ERR_STORAGE;
-    bad |= kwsn_model_from_table(&d, 1, in, 0, (char *)store + 4, sb - 8, NULL, &m) !=
+    /* + 2: misaligned also where uint64_t aligns to 4 (i386, make sanitize32) */
+    bad |= kwsn_model_from_table(&d, 1, in, 0, (char *)store + 2, sb - 8, NULL, &m) !=
            KWSN_ERR_STORAGE;
     bad |= kwsn_model_from_table(&d, 1, in, 0, store, kwsn_model_bytes(1), NULL, &m) != KWSN_OK;
     float x[6] = {-1, 2, -3, 4, -5, 6}, y[6];

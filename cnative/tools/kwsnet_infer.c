@@ -11,7 +11,9 @@
  *
  * stdout: a '#' header line with the model's arena and weight bytes, op count and kernel
  * path, then one line per clip (or row): "<name> <class id> <logit 0> <logit 1> ..."
- * (probabilities with --softmax). Exit status: 0 ok, 1 bad model or input, 2 usage. */
+ * (probabilities with --softmax). A WAV clip must be whole (a data chunk shorter than it
+ * declares is refused, naming both byte counts) and finite (NaN / Inf samples are refused,
+ * as kwsnet's read_audio does). Exit status: 0 ok, 1 bad model or input, 2 usage. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,7 +168,7 @@ int main(int argc, char **argv) {
     } else {
         for (; argi < argc && rc == 0; argi++) {
             float *x = NULL;
-            size_t n = 0;
+            size_t n = 0, first_bad = 0;
             uint32_t rate = 0;
             char err[512];
             if (kwsn_wav_read(argv[argi], &x, &n, &rate, err, sizeof(err)) != 0) {
@@ -177,6 +179,12 @@ int main(int argc, char **argv) {
             if (kwsn_sample_rate(m) && rate != kwsn_sample_rate(m)) {
                 fprintf(stderr, "error: %s: sample rate %u Hz, model expects %u Hz\n",
                         argv[argi], rate, kwsn_sample_rate(m));
+                rc = 1;
+            } else if (kwsn_wav_nonfinite(x, n, &first_bad) > 0) {
+                fprintf(stderr,
+                        "error: %s: audio holds NaN or infinite samples (%zu, the first at "
+                        "sample %zu)\n",
+                        argv[argi], kwsn_wav_nonfinite(x, n, NULL), first_bad);
                 rc = 1;
             } else if (n != kwsn_input_len(m)) {
                 fprintf(stderr, "error: %s: %zu samples, model expects %zu (crop or pad it)\n",

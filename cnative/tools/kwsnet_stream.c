@@ -16,9 +16,16 @@
  *   --time                print to stderr, per file: windows scored, processor time per hop
  *                         (C clock(), so other processes' load counts less than in wall
  *                         time) and the real-time factor (processing time / audio time)
+ *   --max-ops N           refuse a model whose forward pass costs more than N ops
+ *   --max-arena-bytes N   refuse a model whose arena, or a stream whose storage, exceeds N
+ *                         bytes (defaults as kwsnet-infer's; checked before allocating)
  *
  * stdout: CSV "file,time,keyword_index,score" (time in s, the window centre, %.3f; score the
- * smoothed posterior, %.4f). Exit status: 0 ok, 1 bad model, input or option value, 2 usage.
+ * smoothed posterior, %.4f). A float WAV may hold NaN / Inf samples: the windows holding them
+ * are skipped (include/kwsnet_stream.h) and stderr says, per file, "warning: FILE: N
+ * non-finite samples (the first at sample I), M of K windows skipped". A truncated WAV (data
+ * chunk shorter than it declares) is refused. Exit status: 0 ok, 1 bad model, input or option
+ * value, 2 usage.
  * Built with -DKWSN_STREAM_NO_MAIN it only defines kwsn_stream_main (for kwsnet-infer). */
 #include <math.h>
 #include <stdio.h>
@@ -34,7 +41,7 @@
 static void usage(void) {
     fprintf(stderr, "usage: kwsnet-stream [--hop_ms MS] [--smooth_windows N] [--threshold P] "
                     "[--patience N] [--refractory_ms MS] [--keywords 0,1,...] [--chunk N] [--no_frame_cache] "
-                    "[--time] "
+                    "[--time] [--max-ops N] [--max-arena-bytes N] "
                     "model.kwsn long.wav [more.wav ...]\n");
 }
 
@@ -64,6 +71,23 @@ static int parse_u32(const char *opt, const char *s, uint32_t *v) {
     return 0;
 }
 
+/* A positive integer (0 is refused: it would mean "the default"). */
+static int parse_count(const char *opt, const char *s, unsigned long long max,
+                       unsigned long long *v) {
+    char *end = NULL;
+    if (*s < '0' || *s > '9') {
+        fprintf(stderr, "error: %s needs a positive integer, got '%s'\n", opt, s);
+        return 1;
+    }
+    *v = strtoull(s, &end, 10);
+    if (*end || *v == 0 || *v > max) {
+        fprintf(stderr, "error: %s needs a positive integer up to %llu, got '%s'\n", opt, max,
+                s);
+        return 1;
+    }
+    return 0;
+}
+
 /* "0,1,1" -> flags; returns the count or -1. */
 static long parse_mask(const char *s, uint8_t *mask, size_t cap) {
     size_t n = 0;
@@ -83,14 +107,15 @@ static int run_file(kwsn_stream *st, const kwsn_model *m, void *arena, size_t ar
     clock_t t0;
     double cpu = 0.0;
     float *x = NULL;
-    size_t n = 0, i, k, n_out = 0;
+    size_t n = 0, i, k, n_out = 0, n_bad, first_bad = 0;
     uint32_t rate = 0;
-    char err[256];
+    char err[512];
     kwsn_status s = KWSN_OK;
     if (kwsn_wav_read(path, &x, &n, &rate, err, sizeof err) != 0) {
         fprintf(stderr, "error: %s\n", err);
         return 1;
     }
+    n_bad = kwsn_wav_nonfinite(x, n, &first_bad);
     if (kwsn_sample_rate(m) != 0 && rate != kwsn_sample_rate(m)) {
         fprintf(stderr, "error: %s: %u Hz, the model expects %u Hz (resample it first)\n", path,
                 rate, kwsn_sample_rate(m));
@@ -116,6 +141,12 @@ static int run_file(kwsn_stream *st, const kwsn_model *m, void *arena, size_t ar
         fprintf(stderr, "error: %s: %s\n", path, kwsn_status_str(s));
         return 1;
     }
+    if (n_bad > 0 || kwsn_stream_nonfinite_windows(st) > 0)
+        fprintf(stderr,
+                "warning: %s: %zu non-finite samples (the first at sample %zu), %llu of %llu "
+                "windows skipped\n",
+                path, n_bad, first_bad, (unsigned long long)kwsn_stream_nonfinite_windows(st),
+                (unsigned long long)kwsn_stream_windows(st));
     if (timing && n > 0) {
         double w = (double)kwsn_stream_windows(st);
         fprintf(stderr, "%s: %.0f windows, %.1f us per hop (processor time), RTF %.5f (%s)\n",
@@ -139,7 +170,9 @@ int kwsn_stream_main(int argc, char **argv) {
     const kwsn_model *m;
     int i, rc = 0, n_files = 0, timing = 0;
     char **files = (char **)malloc(sizeof(char *) * (size_t)(argc > 0 ? argc : 1));
-    size_t bytes, out_cap, arena_bytes;
+    kwsn_limits limits = kwsn_default_limits();
+    unsigned long long count;
+    size_t bytes = 0, out_cap, arena_bytes;
     char msg[256];
     kwsn_status s;
     if (!files) return 1;
@@ -190,6 +223,16 @@ int kwsn_stream_main(int argc, char **argv) {
             if (parse_double(name, v, &cfg.refractory_ms)) rc = 1;
         } else if (!strcmp(name, "--keywords")) {
             mask_arg = v;
+        } else if (!strcmp(name, "--max-ops")) {
+            if (parse_count(name, v, UINT64_MAX, &count))
+                rc = 1;
+            else
+                limits.max_ops = (uint64_t)count;
+        } else if (!strcmp(name, "--max-arena-bytes")) {
+            if (parse_count(name, v, (unsigned long long)SIZE_MAX, &count))
+                rc = 1;
+            else
+                limits.max_arena_bytes = (size_t)count;
         } else if (!strcmp(name, "--chunk")) {
             if (parse_u32(name, v, &chunk)) {
                 rc = 1;
@@ -209,9 +252,10 @@ int kwsn_stream_main(int argc, char **argv) {
         free(files);
         return rc;
     }
-    s = kwsn_load_file(model_path, &lm);
+    s = kwsn_load_file_ex(model_path, &limits, &lm);
     if (s != KWSN_OK) {
         fprintf(stderr, "error: %s: %s\n", model_path, kwsn_status_str(s));
+        free(files);
         return 1;
     }
     m = kwsn_loaded_model(lm);
@@ -245,15 +289,26 @@ int kwsn_stream_main(int argc, char **argv) {
         }
         cfg.is_keyword = mask;
     }
-    s = kwsn_stream_check(m, &cfg, msg, sizeof msg);
-    if (s != KWSN_OK) {
+    /* the config, and the storage size within the limits, before anything is allocated */
+    s = kwsn_stream_size(m, &cfg, &limits, &bytes, msg, sizeof msg);
+    if (s == KWSN_ERR_ARG) {
         fprintf(stderr, "error: %s\n", msg);
         rc = 1;
         goto done;
     }
-    bytes = kwsn_stream_bytes(m, &cfg);
-    arena_bytes = kwsn_arena_bytes(m);
+    if (s != KWSN_OK) {
+        fprintf(stderr, "error: %s: %s\n", model_path, msg); /* msg says what and why */
+        rc = 1;
+        goto done;
+    }
+    arena_bytes = kwsn_arena_bytes(m); /* within limits.max_arena_bytes: checked at load */
     out_cap = (size_t)chunk / cfg.hop_samples + 2u;
+    if (out_cap > SIZE_MAX / sizeof *out) {
+        fprintf(stderr, "error: --chunk: %u samples per push is too many for this build\n",
+                chunk);
+        rc = 1;
+        goto done;
+    }
     storage = (uint64_t *)malloc(bytes);
     arena = malloc(arena_bytes + KWSN_ARENA_ALIGN);
     out = (kwsn_detection *)malloc(out_cap * sizeof *out);

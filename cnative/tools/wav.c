@@ -1,5 +1,6 @@
 #include "wav.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,8 +61,17 @@ int kwsn_wav_parse(const uint8_t *buf, size_t len, const char *path, float **sam
     size_t data_len = 0;
     for (size_t pos = 12; pos + 8 <= len;) {
         const uint8_t *ck = buf + pos;
-        size_t ck_len = le32(ck + 4);
-        if (ck_len > len - pos - 8) ck_len = len - pos - 8; /* tolerate a short last chunk */
+        const uint32_t declared = le32(ck + 4);
+        size_t ck_len = declared;
+        if (ck_len > len - pos - 8) {
+            /* A data chunk must be whole (a cut-off recording is refused, as kwsnet's
+             * read_audio does); 0xFFFFFFFF is a streaming writer's "unknown size": the rest of
+             * the file. A short trailing chunk of another kind is tolerated. */
+            if (memcmp(ck, "data", 4) == 0 && declared != 0xFFFFFFFFu)
+                FAIL("%s: truncated: its data chunk declares %lu bytes, %lu are there", path,
+                     (unsigned long)declared, (unsigned long)(len - pos - 8));
+            ck_len = len - pos - 8;
+        }
         if (memcmp(ck, "fmt ", 4) == 0) {
             if (ck_len < 16) FAIL("%s: fmt chunk too short", path);
             fmt_tag = le16(ck + 8);
@@ -82,6 +92,8 @@ int kwsn_wav_parse(const uint8_t *buf, size_t len, const char *path, float **sam
     if (!data) FAIL("%s: no data chunk", path);
     if (channels != 1) FAIL("%s: %u channels; the model takes mono audio", path, channels);
     size_t n;
+    /* n <= data_len / 2 floats: no more than 2 * len bytes, which can wrap a 32-bit size_t */
+    if (data_len / 2 > SIZE_MAX / sizeof(float)) FAIL("%s: too large for this build", path);
     if (fmt_tag == 1 && bits == 16) {
         n = data_len / 2;
         out = (float *)malloc((n ? n : 1) * sizeof(float));
@@ -106,4 +118,13 @@ int kwsn_wav_parse(const uint8_t *buf, size_t len, const char *path, float **sam
 fail:
     free(out);
     return 1;
+}
+
+size_t kwsn_wav_nonfinite(const float *x, size_t n, size_t *first) {
+    size_t i, count = 0;
+    for (i = 0; i < n; i++) {
+        if (isfinite(x[i])) continue;
+        if (count++ == 0 && first) *first = i;
+    }
+    return count;
 }

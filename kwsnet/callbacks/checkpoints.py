@@ -20,6 +20,10 @@ __all__ = ["EpochLastCheckpoint", "StepLastCheckpoint"]
 class EpochLastCheckpoint(ModelCheckpoint):
     """Write ``last.ckpt`` at the end of every training epoch.
 
+    Lightning writes ``last.ckpt`` only in the step it saved a checkpoint of its own, so this
+    writer keeps one: ``latest.ckpt`` (``save_top_k=1`` without a monitor: the newest epoch),
+    the same state as ``last.ckpt`` at the end of that epoch (README, "Where runs go").
+
     Args:
         dirpath: checkpoint folder (default: ``<default_root_dir>/checkpoints``).
     """

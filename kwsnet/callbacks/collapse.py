@@ -3,7 +3,9 @@
 The rule is ``kwsnet.metrics.collapse.is_collapsed`` (one class above ``max_share`` of the
 predictions, or at most half of the classes predicted), the one the sweep tables use. Logged
 every val/test epoch as ``{stage}/n_pred_classes``, ``{stage}/max_class_share`` and
-``{stage}/collapsed`` (1.0 or 0.0), with a warning.
+``{stage}/collapsed`` (1.0 or 0.0). A collapsed test or ``validate`` warns; while fitting,
+validation is only logged (a healthy run predicts few classes in its first epochs), and the
+warning comes once, when fitting ends, if the last validation epoch is still collapsed.
 
 The per-class prediction counts are the module's ``prediction_counts(stage)``
 (``ClassifierModule``: the column sums of its stage confusion matrix, summed over processes),
@@ -46,12 +48,22 @@ class CollapseMonitor(pl.Callback):
         for key, value in stats.items():
             # the counts are already summed over processes
             pl_module.log(f"{stage}/{key}", value, on_epoch=True)
-        if stats["collapsed"]:
-            rank_zero_warn(
-                f"{stage} predictions cover {int(stats['n_pred_classes'])} of "
-                f"{counts.numel()} classes; the largest class takes "
-                f"{stats['max_class_share']:.0%} ({rule_text(self.max_share)})"
-            )
+        fitting = getattr(getattr(trainer, "state", None), "fn", None) == "fit"
+        if stats["collapsed"] and not (fitting and stage == "val"):
+            rank_zero_warn(self._message(stage))
+
+    def _message(self, stage: str) -> str:
+        stats = self.last[stage]
+        return (
+            f"{stage} predictions cover {int(stats['n_pred_classes'])} of "
+            f"{len(stats['counts'])} classes; the largest class takes "
+            f"{stats['max_class_share']:.0%} ({rule_text(self.max_share)})"
+        )
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        last = self.last.get("val")
+        if last is not None and last["collapsed"]:
+            rank_zero_warn(f"after {trainer.current_epoch} epochs, {self._message('val')}")
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         self._finish("val", trainer, pl_module)

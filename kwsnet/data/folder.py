@@ -32,6 +32,7 @@ import torch
 from kwsnet.data.audio import AUDIO_EXTENSIONS, read_audio
 from kwsnet.data.record import DataFormatError, Item, Source, SourceArgs
 from kwsnet.data.speech_commands import _read_list
+from kwsnet.errors import ConfigError
 
 __all__ = ["FolderSource", "hash_split"]
 
@@ -64,12 +65,12 @@ class FolderSource(Source):
         pattern = opts.pop("speaker_regex", None)
         self.speaker_disjoint = bool(opts.pop("speaker_disjoint", False))
         if opts:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown folder source_options {sorted(opts)}; valid: speaker_regex, "
                 "speaker_disjoint"
             )
         if self.speaker_disjoint and not pattern:
-            raise ValueError(
+            raise ConfigError(
                 "folder source_options speaker_disjoint: true needs speaker_regex (a regex with "
                 "one group that extracts the speaker from a file name)"
             )

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from kwsnet.data.record import DataFormatError, Item, Source, SourceArgs
+from kwsnet.errors import ConfigError
 
 __all__ = ["MelFeatureSource"]
 
@@ -75,7 +76,7 @@ class MelFeatureSource(Source):
     def __init__(self, args: SourceArgs) -> None:
         super().__init__(args)
         if args.options:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown mel_features source_options {sorted(args.options)}; it takes none"
             )
         if args.root is None or not Path(args.root).is_dir():

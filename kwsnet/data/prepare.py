@@ -1,4 +1,5 @@
-"""``kwsnet prepare``: compute log-mel features once and write the ``mel_features`` format.
+"""Compute log-mel features once and write the ``mel_features`` format (``kwsnet prepare``,
+``kwsnet.commands.prepare``).
 
 Reads every item of a source (any ``data.source``), runs a ``LogMel`` front end on each
 utterance alone (no padding), and writes ``<out>/uttr-NNNNNNN.pt`` tensors ``[frames, n_mels]``
@@ -8,25 +9,22 @@ them back with its own seeded train/val split and the source's test split. ``met
 also records the front-end settings under ``"frontend"``.
 
     kwsnet prepare --source voxceleb1 --root data/vox1 --out data/vox1_mel \\
-        --source-option max_speakers=600
+        --source_options '{max_speakers: 600}'
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from kwsnet.data.features import LogMel
-from kwsnet.data.record import DataFormatError, Source, SourceArgs
+from kwsnet.data.record import DataFormatError, Source
+from kwsnet.errors import OutputExistsError
 
-__all__ = ["prepare_mel_features", "prepare_main"]
+__all__ = ["prepare_mel_features"]
 
 
 def prepare_mel_features(
@@ -53,10 +51,14 @@ def prepare_mel_features(
 
     Returns:
         Utterance counts per split written (``{"train": …, "val": …, "test": …}``).
+
+    Raises:
+        OutputExistsError: ``out_dir`` holds a prepared set and ``overwrite`` is False.
+        DataFormatError: an item without a speaker label, features of another size.
     """
     out = Path(out_dir)
     if (out / "metadata.json").exists() and not overwrite:
-        raise FileExistsError(f"{out}/metadata.json exists; pass overwrite=True (--overwrite)")
+        raise OutputExistsError(f"{out}/metadata.json exists; pass overwrite=True (--overwrite)")
     if not source.speaker_names:
         raise DataFormatError(f"source {source.name!r} has no speaker labels to prepare")
     out.mkdir(parents=True, exist_ok=True)
@@ -102,57 +104,3 @@ def prepare_mel_features(
     (out / "testdata.json").write_text(json.dumps({"n_mels": n_mels, "utterances": test}))
     (out / "metadata.json").write_text(json.dumps(metadata))
     return counts
-
-
-def _parse_option(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, yaml.safe_load(value)
-
-
-def prepare_main(argv: Sequence[str] | None = None) -> int:
-    """``kwsnet prepare`` entry point; returns the exit status (0 ok, 2 on a data error)."""
-    from kwsnet.data.sources import SOURCES, build_source
-
-    parser = argparse.ArgumentParser(
-        prog="kwsnet prepare",
-        description="Compute log-mel features once and write the mel_features format.",
-    )
-    parser.add_argument("--source", required=True, choices=sorted(SOURCES), help="data format")
-    parser.add_argument("--root", required=True, help="dataset root of the source")
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--sample-rate", type=int, default=16000, help="default 16000")
-    parser.add_argument("--n-mels", type=int, default=40, help="default 40")
-    parser.add_argument("--n-fft", type=int, default=400, help="default 400")
-    parser.add_argument("--win-length", type=int, default=400, help="default 400")
-    parser.add_argument("--hop-length", type=int, default=160, help="default 160")
-    parser.add_argument("--f-min", type=float, default=0.0, help="default 0")
-    parser.add_argument("--f-max", type=float, default=None, help="default sample_rate / 2")
-    parser.add_argument("--split-seed", type=int, default=1234, help="default 1234")
-    parser.add_argument(
-        "--source-option", type=_parse_option, action="append", default=[], metavar="KEY=VALUE",
-        help="a source_options entry (repeatable), e.g. max_speakers=600",
-    )  # fmt: skip
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    args = parser.parse_args(argv)
-    try:
-        source = build_source(
-            args.source,
-            SourceArgs(
-                root=args.root,
-                sample_rate=args.sample_rate,
-                split_seed=args.split_seed,
-                options=dict(args.source_option),
-            ),
-        )
-        counts = prepare_mel_features(
-            source, args.out, n_mels=args.n_mels, n_fft=args.n_fft, win_length=args.win_length,
-            hop_length=args.hop_length, f_min=args.f_min, f_max=args.f_max,
-            overwrite=args.overwrite,
-        )  # fmt: skip
-    except (DataFormatError, FileExistsError, ValueError) as exc:
-        print(f"kwsnet prepare: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {counts} utterances to {args.out}")
-    return 0

@@ -10,6 +10,7 @@ import torch
 
 from kwsnet.data.audio import AUDIO_EXTENSIONS
 from kwsnet.data.record import DataFormatError, Item, Source, SourceArgs
+from kwsnet.errors import ConfigError
 
 __all__ = ["SOURCES", "PredictSource", "build_source"]
 
@@ -26,7 +27,7 @@ SOURCES: dict[str, str] = {
 def build_source(name: str, args: SourceArgs) -> Source:
     """Instantiate the source called ``name``; an unknown name lists the valid ones."""
     if name not in SOURCES:
-        raise ValueError(f"unknown data.source {name!r}; valid sources: {sorted(SOURCES)}")
+        raise ConfigError(f"unknown data.source {name!r}; valid sources: {sorted(SOURCES)}")
     module, cls = SOURCES[name].split(":")
     return getattr(importlib.import_module(module), cls)(args)
 

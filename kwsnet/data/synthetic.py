@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from kwsnet.data.record import Item, Source, SourceArgs
+from kwsnet.errors import ConfigError
 
 __all__ = ["SyntheticSource", "render_utterance"]
 
@@ -172,13 +173,15 @@ class SyntheticSource(Source):
         self.corpus_seed = int(opts.pop("corpus_seed", 0))
         self.speaker_disjoint = bool(opts.pop("speaker_disjoint", False))
         if opts:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown synthetic source_options {sorted(opts)}; valid: num_words, "
                 "num_speakers, utterances, num_samples, snr_db, jitter, corpus_seed, "
                 "speaker_disjoint"
             )
         if self.num_words < 2 or self.num_speakers < 1 or self.utterances < 1:
-            raise ValueError("synthetic corpus needs num_words >= 2, num_speakers, utterances >= 1")
+            raise ConfigError(
+                "synthetic corpus needs num_words >= 2, num_speakers, utterances >= 1"
+            )
         rng = np.random.default_rng(self.corpus_seed)
         self._words = _make_words(self.num_words, rng)
         self._voices = _make_voices(self.num_speakers, rng)

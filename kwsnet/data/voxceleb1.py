@@ -22,6 +22,7 @@ import torch
 
 from kwsnet.data.audio import read_audio
 from kwsnet.data.record import DataFormatError, Item, Source, SourceArgs
+from kwsnet.errors import ConfigError
 
 __all__ = ["VoxCeleb1Source"]
 
@@ -47,10 +48,12 @@ class VoxCeleb1Source(Source):
         opts = dict(args.options)
         unknown = sorted(set(opts) - set(_OPTIONS))
         if unknown:
-            raise ValueError(f"unknown voxceleb1 source_options {unknown}; valid: {list(_OPTIONS)}")
+            raise ConfigError(
+                f"unknown voxceleb1 source_options {unknown}; valid: {list(_OPTIONS)}"
+            )
         max_speakers = opts.get("max_speakers")
         if max_speakers is not None and int(max_speakers) < 1:
-            raise ValueError(f"source_options.max_speakers must be >= 1, got {max_speakers}")
+            raise ConfigError(f"source_options.max_speakers must be >= 1, got {max_speakers}")
         if args.root is None or not Path(args.root).is_dir():
             raise DataFormatError(
                 f"data.root={args.root!r} is not a directory; expected a VoxCeleb1 root with "

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kwsnet.export.runtime import CModel, CRuntimeError
+from kwsnet.export.runtime import CModel, CRuntimeError, _Limits
 
 from .detector import Detection, Detector, DetectorConfig
 
@@ -66,14 +66,28 @@ class _Detection(ctypes.Structure):
 
 
 def _declare(so: ctypes.CDLL) -> ctypes.CDLL:
-    if not hasattr(so, "kwsn_stream_init"):
-        raise CRuntimeError("libkwsnet.so has no kwsn_stream_*; rebuild it (make -C cnative)")
+    if not hasattr(so, "kwsn_stream_init") or not hasattr(so, "kwsn_stream_size"):
+        raise CRuntimeError(
+            "libkwsnet.so has no kwsn_stream_* or predates kwsn_stream_size; rebuild it "
+            "(make -C cnative)"
+        )
     so.kwsn_stream_hop.restype = _c_u32
     so.kwsn_stream_hop.argtypes = [ctypes.c_double, _c_u32]
     so.kwsn_stream_check.restype = ctypes.c_int
     so.kwsn_stream_check.argtypes = [_c_vp, ctypes.POINTER(_Config), ctypes.c_char_p, _c_size]
     so.kwsn_stream_bytes.restype = _c_size
     so.kwsn_stream_bytes.argtypes = [_c_vp, ctypes.POINTER(_Config)]
+    so.kwsn_stream_size.restype = ctypes.c_int
+    so.kwsn_stream_size.argtypes = [
+        _c_vp,
+        ctypes.POINTER(_Config),
+        ctypes.POINTER(_Limits),
+        ctypes.POINTER(_c_size),
+        ctypes.c_char_p,
+        _c_size,
+    ]
+    so.kwsn_stream_nonfinite_windows.restype = ctypes.c_uint64
+    so.kwsn_stream_nonfinite_windows.argtypes = [_c_vp]
     so.kwsn_stream_init.restype = ctypes.c_int
     so.kwsn_stream_init.argtypes = [_c_vp, _c_size, _c_vp, ctypes.POINTER(_Config), _c_vp]
     so.kwsn_stream_reset.restype = None
@@ -129,10 +143,16 @@ class CStream:
         frame_cache: keep a log-mel / MFCC model's front-end frames across windows where the
             hop allows (the same detections, fewer frames computed); False: every window
             runs the whole model.
+        max_storage_bytes: refuse a stream whose storage would be bigger (default the
+            library's ``KWSN_DEFAULT_MAX_ARENA_BYTES``, the bound a loaded model's arena has);
+            checked by ``kwsn_stream_size`` from the shapes, before anything is allocated.
+
+    Windows holding a NaN / infinite sample, or whose posteriors are not all finite, are
+    skipped as :class:`Detector` skips them (``nonfinite_windows`` counts them).
 
     Raises:
-        CRuntimeError: the C side refuses the config (the message names the field and value)
-            or the model.
+        CRuntimeError: the C side refuses the config (the message names the field and value),
+            the model, or the storage size (the message gives the bytes and the limit).
     """
 
     def __init__(
@@ -144,6 +164,7 @@ class CStream:
         sample_rate: int | None = None,
         lib: str | Path | None = None,
         frame_cache: bool = True,
+        max_storage_bytes: int | None = None,
     ) -> None:
         self.cmodel = model if isinstance(model, CModel) else CModel(model, lib)
         self._so = _declare(self.cmodel._so)
@@ -176,10 +197,22 @@ class CStream:
             int(bool(frame_cache)),
         )
         msg = ctypes.create_string_buffer(256)
-        st = self._so.kwsn_stream_check(self.cmodel._model, ctypes.byref(self._cfg), msg, 256)
-        if st != 0:
+        size = _c_size()
+        limits = _Limits(0, int(max_storage_bytes or 0))
+        st = self._so.kwsn_stream_size(
+            self.cmodel._model,
+            ctypes.byref(self._cfg),
+            ctypes.byref(limits),
+            ctypes.byref(size),
+            msg,
+            256,
+        )
+        if st == 1:  # KWSN_ERR_ARG: the message names the field
             raise CRuntimeError(f"stream config: {msg.value.decode()}")
-        nbytes = int(self._so.kwsn_stream_bytes(self.cmodel._model, ctypes.byref(self._cfg)))
+        if st != 0:
+            raise CRuntimeError(f"{self.cmodel.status_str(st)}: {msg.value.decode()}")
+        nbytes = int(size.value)
+        self.storage_bytes = nbytes  # the stream's state (kwsn_stream_size)
         self._storage, addr = _aligned(nbytes, STREAM_ALIGN)
         self._arena, self._arena_addr = _aligned(self.cmodel.arena_bytes, ARENA_ALIGN)
         handle = _c_vp()
@@ -244,6 +277,11 @@ class CStream:
     def windows(self) -> int:
         """Windows scored so far."""
         return int(self._so.kwsn_stream_windows(self._handle))
+
+    @property
+    def nonfinite_windows(self) -> int:
+        """Windows skipped since the last reset: a NaN / infinite sample or posterior."""
+        return int(self._so.kwsn_stream_nonfinite_windows(self._handle))
 
     @property
     def frame_cached(self) -> bool:
@@ -321,7 +359,7 @@ def export_checkpoint(
 def export_module(model: object, dm: object, out: str | Path, what: str = "model") -> ExportedModel:
     """Export a ClassifierModule built with its DataModule ``dm`` (window: ``clip_samples``,
     rate: ``source_args.sample_rate``) to ``out``."""
-    from kwsnet.export.commands import export_model
+    from kwsnet.export.pipeline import export_model
 
     rate = int(dm.source_args.sample_rate)  # type: ignore[attr-defined]
     clip = getattr(dm, "clip_samples", None)

@@ -7,6 +7,14 @@ when its smoothed posterior is at least its threshold for ``patience`` consecuti
 (openWakeWord's ``patience``), is the highest such keyword in that hop, and no detection of
 any keyword happened in the previous ``refractory_ms`` (``RecognizeCommands``' suppression,
 wekws's skip after an alarm). A detection's time is the centre of the window that fired.
+
+Bad audio: a window holding a NaN or infinite sample is not scored, and one whose posteriors
+are not all finite is not used; such a window is *skipped*: its smoothed scores are NaN (so no
+keyword is above its threshold there, which resets every streak), it is counted in
+``Detector.nonfinite_windows``, and it never enters the moving average, which is the mean of
+the valid windows among the last ``smooth_windows``. One bad sample costs only the windows
+that hold it (a running cumulative sum would carry the NaN to the end of the stream). The C
+detector (``cnative/include/kwsnet_stream.h``) does the same, summing in the same order.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-__all__ = ["DetectorConfig", "Detection", "Detector", "decide", "window_starts"]
+__all__ = ["DetectorConfig", "Detection", "Detector", "decide", "smooth", "window_starts"]
 
 Posteriors = Callable[[torch.Tensor], torch.Tensor]
 
@@ -70,6 +78,32 @@ def window_starts(num_samples: int, window: int, hop: int) -> np.ndarray:
     return np.arange(0, num_samples - window + 1, hop, dtype=np.int64)
 
 
+def smooth(raw: np.ndarray, valid: np.ndarray, m: int) -> np.ndarray:
+    """Causal moving average of posteriors ``raw [N, K]`` over the last ``m`` windows (the
+    current one included, fewer at the start), leaving out windows with ``valid [N]`` False;
+    NaN rows where the window itself is not valid.
+
+    The sum runs oldest window first in float64 and is divided by the count, the order
+    ``kwsn_stream.c`` sums in, so C and Python give the same bits on the same posteriors (and
+    a NaN in one window reaches no other window, as it would through a cumulative sum).
+    """
+    raw = np.asarray(raw, dtype=np.float64)
+    n = len(raw)
+    acc = np.zeros_like(raw)
+    count = np.zeros(n, dtype=np.int64)
+    idx = np.arange(n)
+    for d in range(min(m, n) - 1, -1, -1):  # d windows back: the oldest first
+        j = idx - d
+        use = j >= 0
+        use[use] = valid[j[use]]
+        acc[use] += raw[j[use]]
+        count += use
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = acc / count[:, None]
+    out[~np.asarray(valid, dtype=bool)] = np.nan
+    return out
+
+
 def decide(
     times: np.ndarray,
     scores: np.ndarray,
@@ -81,6 +115,7 @@ def decide(
     """Detections from smoothed scores ``[N, K]`` at ``times [N]`` (seconds).
 
     A keyword whose threshold is ``inf`` never fires (used to score keywords one at a time).
+    A NaN score is below every threshold: a skipped window's NaN row resets every streak.
     """
     thr = np.asarray(thresholds, dtype=np.float64)
     above = scores >= thr[None, :]
@@ -139,6 +174,8 @@ class Detector:
         self.window, self.sample_rate = int(window), int(sample_rate)
         self.config = config or DetectorConfig()
         self.hop = max(1, round(self.config.hop_ms * self.sample_rate / 1000))
+        #: windows skipped (a non-finite sample or posterior) in the last ``scores`` call
+        self.nonfinite_windows = 0
 
     def thresholds(self, override: Mapping[str, float] | None = None) -> list[float]:
         """Per-keyword thresholds: ``override``, else the config's, else its ``threshold``."""
@@ -147,22 +184,29 @@ class Detector:
 
     @torch.no_grad()
     def scores(self, wave: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(times [N] in s, smoothed keyword posteriors [N, K])`` of a waveform ``[T]``."""
+        """``(times [N] in s, smoothed keyword posteriors [N, K])`` of a waveform ``[T]``.
+
+        Rows of skipped windows (a NaN / infinite sample, or posteriors that are not all
+        finite) are NaN; their count is left in ``self.nonfinite_windows``.
+        """
         wave = torch.as_tensor(np.asarray(wave, dtype=np.float32)).reshape(-1)
         if wave.shape[0] < self.window:
             wave = torch.nn.functional.pad(wave, (0, self.window - wave.shape[0]))
         starts = window_starts(wave.shape[0], self.window, self.hop)
         frames = wave.unfold(0, self.window, self.hop)[: len(starts)]
+        ok = torch.isfinite(frames).all(dim=1)
+        if not bool(ok.all()):  # the model never sees them (zeros keep the batches' shapes)
+            frames = torch.where(ok[:, None], frames, torch.zeros((), dtype=frames.dtype))
         probs = []
         for i in range(0, len(starts), self.config.batch_size):
             p = self.posteriors(frames[i : i + self.config.batch_size].contiguous())
-            probs.append(torch.as_tensor(p, dtype=torch.float64)[:, self.keyword_index])
+            p = torch.as_tensor(p, dtype=torch.float64)
+            ok[i : i + len(p)] &= torch.isfinite(p).all(dim=1)  # every class, as C checks
+            probs.append(p[:, self.keyword_index])
         raw = torch.cat(probs).numpy()
-        m = self.config.smooth_windows
-        csum = np.cumsum(np.vstack([np.zeros((1, raw.shape[1])), raw]), axis=0)
-        n = np.arange(1, len(raw) + 1)
-        lo = np.maximum(n - m, 0)
-        smoothed = (csum[n] - csum[lo]) / (n - lo)[:, None]
+        valid = ok.numpy()
+        self.nonfinite_windows = int((~valid).sum())
+        smoothed = smooth(raw, valid, self.config.smooth_windows)
         times = (starts + self.window / 2) / self.sample_rate
         return times, smoothed
 

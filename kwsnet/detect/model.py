@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from kwsnet.errors import ConfigError
+
 from .detector import Detector, DetectorConfig
 
 __all__ = ["module_posteriors", "detector_from_module", "detector_from_checkpoint"]
@@ -41,12 +43,16 @@ def detector_from_module(
 def detector_from_checkpoint(
     ckpt_path: str, config: DetectorConfig | None = None, overrides: Sequence[str] = ()
 ) -> Detector:
-    """Rebuild the checkpoint's model (``kwsnet.cli.build_from_config``); the window is the
-    data's ``clip_samples``, the rate its ``sample_rate``."""
-    from kwsnet.cli import build_from_config  # imports Lightning: only for this helper
+    """Rebuild the checkpoint's model (``kwsnet.loading.build_from_config``); the window is the
+    data's ``clip_samples``, the rate its ``sample_rate``.
+
+    Raises:
+        ConfigError: the checkpoint's config has no fixed clip length (``data.clip_samples``).
+    """
+    from kwsnet.loading import build_from_config  # imports Lightning: only for this helper
 
     model, dm = build_from_config(None, ckpt_path, overrides)
     window = dm.clip_samples
     if window is None:
-        raise ValueError(f"{ckpt_path}: data.clip_samples is null; a detector needs a window")
+        raise ConfigError(f"{ckpt_path}: data.clip_samples is null; a detector needs a window")
     return detector_from_module(model, window, dm.source_args.sample_rate, config)

@@ -26,6 +26,7 @@ import numpy as np
 import soundfile as sf
 
 from kwsnet.data.audio import read_audio
+from kwsnet.errors import ConfigError, InputNotFoundError
 
 __all__ = ["StreamConfig", "make_streams", "filler_files"]
 
@@ -51,15 +52,15 @@ class StreamConfig:
 
 def filler_files(dirs: Sequence[str | Path]) -> list[Path]:
     """Every .wav / .flac file under ``dirs`` (recursive, sorted); a missing folder or one with
-    no audio is a ``FileNotFoundError`` naming it."""
+    no audio is an ``InputNotFoundError`` (a ``FileNotFoundError``) naming it."""
     out: list[Path] = []
     for d in dirs:
         root = Path(d)
         if not root.is_dir():
-            raise FileNotFoundError(f"filler folder {root} does not exist")
+            raise InputNotFoundError(f"filler folder {root} does not exist")
         found = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
         if not found:
-            raise FileNotFoundError(
+            raise InputNotFoundError(
                 f"filler folder {root} holds no {'/'.join(AUDIO_SUFFIXES)} file"
             )
         out.extend(found)
@@ -88,7 +89,7 @@ def make_streams(dm: Any, out: str | Path, config: StreamConfig | None = None) -
         (filler if name in NON_KEYWORDS else keywords).append((item.path, name))
     filler += [(str(p), "_filler_") for p in filler_files(cfg.filler_dirs)]
     if not keywords:
-        raise ValueError("the test split has no keyword clips to place in streams")
+        raise ConfigError("the test split has no keyword clips to place in streams")
     rng = np.random.default_rng(cfg.seed)
     noises = [read_audio(p, sr).numpy() for p in _noise_files(dm.source_args.root)]
     cache: dict[str, np.ndarray] = {}

@@ -44,6 +44,7 @@ __all__ = [
     "fold_batchnorm",
     "folding_delta",
     "graph_from_layers",
+    "model_graph",
     "trace_model",
 ]
 
@@ -341,3 +342,20 @@ def folding_delta(graph: Graph, x: torch.Tensor) -> float:
     a = graph.run(x)[-1]
     b = graph.run(x, folded=True)[-1]
     return float(np.abs((a - b).numpy()).max()) if a.numel() else 0.0
+
+
+def model_graph(model: object, clip_samples: int | None) -> Graph | None:
+    """The format-v2 graph of ``model`` when its backbone is one the graph tracer knows
+    (:data:`BLOCK_TRACERS`: residual, log-mel models), else None (a chain of standard layers,
+    written as format v1).
+
+    Raises:
+        ExportError: a traced model without a fixed clip length (``data.clip_samples``).
+    """
+    if type(getattr(model, "backbone", None)).__name__ not in BLOCK_TRACERS:
+        return None
+    if not clip_samples:
+        raise ExportError(
+            f"the C runtime takes fixed-length clips: set data.clip_samples (got {clip_samples!r})"
+        )
+    return trace_model(model, int(clip_samples))  # type: ignore[arg-type]

@@ -27,13 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
-from kwsnet import __version__
+from kwsnet._version import __version__
+from kwsnet.errors import KwsnetUserError
 from kwsnet.resources import cnative_source_dir
 
 __all__ = [
     "ABI_VERSION",
     "CNATIVE_DIR",
     "CRuntimeError",
+    "CRuntimeUnavailableError",
     "CModel",
     "build_cnative",
     "cnative_build_dir",
@@ -77,6 +79,11 @@ class _QParams(ctypes.Structure):
 
 class CRuntimeError(RuntimeError):
     """A non-OK status from the C runtime (the message is ``kwsn_status_str``)."""
+
+
+class CRuntimeUnavailableError(KwsnetUserError, CRuntimeError):
+    """The C runtime cannot be built or loaded here (no gcc/make, no sources, a ``--lib``
+    that is missing or of another ABI): reported by the CLI as one line."""
 
 
 @lru_cache(maxsize=8)
@@ -133,9 +140,11 @@ def build_cnative(
     import fcntl
 
     if shutil.which("make") is None or shutil.which("gcc") is None:
-        raise CRuntimeError("building the C runtime needs make and gcc on PATH")
+        raise CRuntimeUnavailableError("building the C runtime needs make and gcc on PATH")
     if not (cnative_dir / "Makefile").exists():
-        raise CRuntimeError(f"no cnative sources at {cnative_dir} (needs a source checkout)")
+        raise CRuntimeUnavailableError(
+            f"no cnative sources at {cnative_dir} (needs a source checkout)"
+        )
     build = Path(build_dir) if build_dir is not None else cnative_build_dir(cnative_dir)
     cmd = ["make", "-s", "-C", str(cnative_dir), target]
     if build.resolve() != (cnative_dir / "build").resolve():
@@ -143,7 +152,9 @@ def build_cnative(
     try:
         build.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise CRuntimeError(f"cannot create the C runtime's build folder {build}: {exc}") from exc
+        raise CRuntimeUnavailableError(
+            f"cannot create the C runtime's build folder {build}: {exc}"
+        ) from exc
     with open(build / ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -158,15 +169,17 @@ def load_library(lib: str | Path | None = None) -> ctypes.CDLL:
     path = Path(lib) if lib else cnative_build_dir() / "libkwsnet.so"
     if not path.exists():
         if lib:
-            raise CRuntimeError(f"C runtime library {path} does not exist")
+            raise CRuntimeUnavailableError(f"C runtime library {path} does not exist")
         build_cnative()
     so = ctypes.CDLL(str(path))
     if not hasattr(so, "kwsn_abi_version"):
-        raise CRuntimeError(f"{path} predates the versioned ABI; rebuild it (make -C cnative)")
+        raise CRuntimeUnavailableError(
+            f"{path} predates the versioned ABI; rebuild it (make -C cnative)"
+        )
     so.kwsn_abi_version.restype = _c_u32
     so.kwsn_abi_version.argtypes = []
     if so.kwsn_abi_version() != ABI_VERSION:
-        raise CRuntimeError(
+        raise CRuntimeUnavailableError(
             f"{path} has ABI {so.kwsn_abi_version()}, this binding expects {ABI_VERSION}; "
             "rebuild it (make -C cnative)"
         )

@@ -1,6 +1,6 @@
 """The int8 parity gate: the C int8 runtime against the integer reference, bit for bit.
 
-    kwsnet parity --ckpt_path best.ckpt --dtype int8 [--calibration 512] [--per-layer]
+    kwsnet parity --ckpt_path best.ckpt --dtype int8 [--calibration 512] [--per_layer]
 
 Integer arithmetic leaves no excuse: every int8 code of every logit of every test clip must be
 identical (``kwsnet.quant.reference`` defines them; the C runtime loads the version-3 file).
@@ -37,7 +37,7 @@ __all__ = ["Int8ParityReport", "run_int8_parity"]
 @dataclass
 class Int8ParityReport:
     """Counts over the compared clips. ``layer_diff[i]``: codes of layer ``i``'s output that
-    differ (``--per-layer``); ``fe_*``: the C vs torch front end (front-end models only)."""
+    differ (``--per_layer``); ``fe_*``: the C vs torch front end (front-end models only)."""
 
     num_classes: int
     n: int = 0

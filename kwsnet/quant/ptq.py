@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kwsnet.export.layers import ExportError
 from kwsnet.quant.fixedpoint import INT32_MAX, quantize_multiplier
 
 __all__ = [
@@ -52,8 +53,9 @@ SUPPORTED = frozenset(
 )
 
 
-class QuantError(ValueError):
-    """A graph the int8 path cannot represent (names the node path and why)."""
+class QuantError(ExportError):
+    """A graph the int8 path cannot represent (names the node path and why); an
+    ``ExportError`` (a ``ValueError``), so the CLI reports it in one line."""
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
-"""``kwsnet quant-report``: fp32 vs the int8 integer reference on the test split.
-
-    kwsnet quant-report --ckpt_path best.ckpt [--calibration 512] [--percentile 99.99]
+"""fp32 vs the int8 integer reference on the test split: what ``kwsnet quant-report``
+(``kwsnet.commands.quant_report``) prints, and the one quantisation recipe of
+``kwsnet export --dtype int8`` and ``kwsnet parity --dtype int8`` (:func:`quantize_model`).
 
 Calibrates on ``--calibration`` training clips (evenly spaced over the training split, so every
 class is in it), quantises (``kwsnet.quant.ptq``), runs the float model and the integer
@@ -8,21 +8,18 @@ reference (``kwsnet.quant.reference``) over the test split and prints: fp32 and 
 accuracy, the share of test predictions that change, the classes each predicts, the SQNR (dB)
 of every int8 tensor against the float one, and weight / file bytes float vs int8. Exit
 status 1 when the int8 model is collapsed by the project's rule (``kwsnet.metrics.collapse``)
-or cannot be quantised. Config overrides (``--data.root ...``) work as for ``kwsnet export``.
+or cannot be quantised (:func:`report_verdict`).
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from kwsnet.errors import one_line
 from kwsnet.metrics.collapse import RULE, collapse_stats
 from kwsnet.quant.ptq import FLOAT_ISLANDS, QuantError, QuantGraph, calibrate, quantize_graph
 from kwsnet.quant.reference import dequantize, run_int8
@@ -31,9 +28,7 @@ __all__ = [
     "QuantReport",
     "byte_counts",
     "calibration_batches",
-    "add_calibration_args",
     "float_graph",
-    "quant_report_main",
     "report_verdict",
     "quantize_model",
     "run_report",
@@ -105,10 +100,9 @@ class QuantReport:
 
 
 def float_graph(model: object, clip_samples: int | None) -> object:
-    """The traced graph (``kwsnet.export.commands.model_graph``) or, for a chain of standard
+    """The traced graph (``kwsnet.export.graph.model_graph``) or, for a chain of standard
     layers (raw_conv), ``graph_from_layers``: the float model the int8 one is made from."""
-    from kwsnet.export.commands import model_graph
-    from kwsnet.export.graph import graph_from_layers
+    from kwsnet.export.graph import graph_from_layers, model_graph
     from kwsnet.export.layers import collect_named_layers, input_shape_of
 
     g = model_graph(model, clip_samples)
@@ -131,19 +125,6 @@ def quantize_model(
     dm.setup("fit")  # type: ignore[attr-defined]
     cal = calibration_batches(dm.datasets["train"], calibration)  # type: ignore[attr-defined]
     return graph, quantize_graph(graph, calibrate(graph, cal, percentile))
-
-
-def add_calibration_args(parser: argparse.ArgumentParser) -> None:
-    """``--calibration`` and ``--percentile`` (every command that quantises)."""
-    parser.add_argument(
-        "--calibration", type=int, default=512, help="training clips to calibrate on (512)"
-    )
-    parser.add_argument(
-        "--percentile",
-        type=float,
-        default=None,
-        help="activation range = the [100-p, p] percentiles (default: min/max)",
-    )
 
 
 def calibration_batches(dataset: object, n: int, batch_size: int = 64) -> list[torch.Tensor]:
@@ -251,40 +232,6 @@ def byte_counts(graph: object, qgraph: QuantGraph, sample_rate: int) -> dict[str
         "file_fp32": f_file,
         "file_int8": len(quant_bytes(qgraph, graph, sample_rate)),
     }
-
-
-def quant_report_main(argv: list[str]) -> int:
-    """Entry point of ``kwsnet quant-report``; returns the exit status."""
-    from kwsnet.export.commands import _build, _common, _ConfigExit, _parse, _sample_rate
-    from kwsnet.export.layers import ExportError
-
-    parser = argparse.ArgumentParser(prog="kwsnet quant-report", description=__doc__)
-    _common(parser)
-    add_calibration_args(parser)
-    parser.add_argument("--max-batches", type=int, default=None, help="stop early (debugging)")
-    args, overrides = _parse(parser, argv)
-    try:
-        model, dm = _build(args, overrides)
-        graph, qgraph = quantize_model(model, dm, args.calibration, args.percentile)
-        dm.setup("test")
-        batches = (
-            (b["audio"], b["label"])
-            for i, b in enumerate(dm.test_dataloader())
-            if args.max_batches is None or i < args.max_batches
-        )
-        rep = run_report(graph, qgraph, batches, dm.num_classes)
-        rep.bytes = byte_counts(graph, qgraph, _sample_rate(dm))
-    except _ConfigExit as exc:
-        return exc.code
-    except (ExportError, ValueError, FileNotFoundError) as exc:  # QuantError is a ValueError
-        print(f"quant-report failed: {one_line(exc)}", file=sys.stderr)
-        return 1
-    for line in rep.lines():
-        print(line)
-    code, msg = report_verdict(rep)
-    if code:
-        print(msg, file=sys.stderr)
-    return code
 
 
 def report_verdict(rep: QuantReport) -> tuple[int, str]:

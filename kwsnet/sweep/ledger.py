@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from kwsnet.errors import KwsnetUserError
 from kwsnet.metrics.collapse import MAX_SHARE, collapse_stats, is_collapsed
 from kwsnet.sweep.spec import (
     _UNKNOWN,
@@ -304,6 +305,12 @@ def record_run(
     return rec
 
 
+class SweepLockedError(KwsnetUserError, RuntimeError):
+    """Another sweep holds the lock of this sweep's ``out`` folder (exit status 2)."""
+
+    exit_code = 2
+
+
 class SweepLock:
     """An exclusive ``flock`` on ``<out>/sweep.lock``; the OS drops it when the process dies."""
 
@@ -319,7 +326,7 @@ class SweepLock:
         except BlockingIOError:
             holder = self.path.read_text().strip() or "unknown process"
             os.close(fd)
-            raise RuntimeError(
+            raise SweepLockedError(
                 f"another sweep is running on {self.path.parent} ({holder}); wait for it to "
                 "finish or stop it, or use another --out"
             ) from None

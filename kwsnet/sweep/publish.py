@@ -11,7 +11,7 @@ from typing import Any
 
 from kwsnet.metrics.collapse import RULE
 from kwsnet.sweep.ledger import LEDGER
-from kwsnet.sweep.spec import BASE_KEY, SweepSpec, _short, cli_value
+from kwsnet.sweep.spec import BASE_KEY, SpecError, SweepSpec, _short, cli_value
 from kwsnet.sweep.tables import RESULT_FILES, _cell, result_files
 
 __all__ = ["wandb_sweep_config"]
@@ -104,10 +104,10 @@ def wandb_sweep_config(spec: SweepSpec, program: str = "train.py") -> dict[str, 
     The agent appends ``--key=value`` for each parameter (``${args}``); the spec's fixed
     overrides are literal command arguments so their quoting is exactly the sweep runner's.
     A grid over ``base_config`` cannot be one: the agent would append ``--config`` after the
-    overrides, which then lose to the config's values (``ValueError``).
+    overrides, which then lose to the config's values (``SpecError``).
     """
     if BASE_KEY in spec.grid:
-        raise ValueError(
+        raise SpecError(
             "a grid over base_config cannot be one wandb sweep (the agent appends --config "
             "after the fixed overrides); emit one spec per base config"
         )

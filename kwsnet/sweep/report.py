@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from kwsnet import stats as kstats
+from kwsnet.errors import KwsnetUserError
 from kwsnet.sweep.ledger import (
     LEDGER,
     ProvenanceKey,
@@ -62,9 +63,12 @@ __all__ = [
 ]
 
 
-class MixedProvenanceError(ValueError):
+class MixedProvenanceError(KwsnetUserError, ValueError):
     """The runs of a table come from more than one provenance (commit, torch version, CPU
-    capability, ...; ``ledger.PROVENANCE_KEYS``), which one row would average."""
+    capability, ...; ``ledger.PROVENANCE_KEYS``), which one row would average (exit status
+    2)."""
+
+    exit_code = 2
 
 
 def _point_rows(latest: dict[str, dict[str, Any]], spec: SweepSpec) -> list[dict[str, Any]]:
@@ -122,7 +126,7 @@ def aggregate(
         raise MixedProvenanceError(
             f"the runs come from {len(kinds)} provenances, "
             f"which one row would average: {describe_provenance(averaged)}; pass "
-            "--allow-mixed-provenance to report each in rows of its own, or re-run the sweep "
+            "--allow_mixed_provenance to report each in rows of its own, or re-run the sweep "
             "into a new --out"
         )
     groups: dict[ProvenanceKey, dict[str, dict[str, Any]]] = {}

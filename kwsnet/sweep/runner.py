@@ -57,7 +57,7 @@ def _note_other_provenance(
     """Say so when ok runs kept from the ledger were made by other code (another commit, torch
     version, CPU capability, ...) than this process runs: the report will not average them with
     the runs about to be made (``report.MixedProvenanceError``) unless
-    ``--allow-mixed-provenance``."""
+    ``--allow_mixed_provenance``."""
     if not kept:
         return
     now = {"provenance": sweep_provenance(threads)}
@@ -69,7 +69,7 @@ def _note_other_provenance(
             f"sweep {spec.name}: {len(other)} ok run(s) kept from the ledger were made with "
             f"another provenance than this process ({labels[key]}): "
             f"{describe_provenance(other, [key])}; the report will refuse to average them with "
-            "the runs made now unless --allow-mixed-provenance (rows apart); a new --out runs "
+            "the runs made now unless --allow_mixed_provenance (rows apart); a new --out runs "
             "everything again",
             file=log,
             flush=True,

@@ -9,6 +9,7 @@ import itertools
 import json
 import math
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,21 @@ import yaml
 
 from kwsnet import stats as kstats
 from kwsnet import yaml12
+from kwsnet.errors import ConfigError, yaml_syntax_error
 from kwsnet.resources import resolve_config
 
 _WANDB_KEYS = {"log_runs", "summary_run", "project", "offline"}
+
+# The command a run starts with; its arguments follow. ``-c`` rather than ``train.py`` so the
+# runner works from an installed package too. Tests swap in a fake trainer here.
+FIT_ENTRY: list[str] = [sys.executable, "-c", "from kwsnet.cli import main; main()", "fit"]
+
+
+class SpecError(ConfigError):
+    """A sweep spec (or a sweep option) that is not valid; the message names the key. A
+    ``ValueError``; the CLI exits with status 2, as for a usage error."""
+
+    exit_code = 2
 
 
 _STATS_DEFAULTS: dict[str, Any] = {
@@ -79,80 +92,80 @@ class SweepSpec:
 
     def __post_init__(self) -> None:
         if not self.name or any(c in self.name for c in "/\\ "):
-            raise ValueError(
+            raise SpecError(
                 f"sweep name must be non-empty without '/', '\\' or spaces, got {self.name!r}"
             )
         if isinstance(self.seeds, bool) or not isinstance(self.seeds, (int, list)):
-            raise ValueError(f"seeds must be a count or a list of ints, got {self.seeds!r}")
+            raise SpecError(f"seeds must be a count or a list of ints, got {self.seeds!r}")
         if isinstance(self.seeds, int):
             if self.seeds < 1:
-                raise ValueError(f"seeds count must be >= 1, got {self.seeds}")
+                raise SpecError(f"seeds count must be >= 1, got {self.seeds}")
             self.seeds = list(range(self.seeds))
         if not self.seeds or not all(
             isinstance(s, int) and not isinstance(s, bool) for s in self.seeds
         ):
-            raise ValueError(f"seeds must be a non-empty list of ints, got {self.seeds!r}")
+            raise SpecError(f"seeds must be a non-empty list of ints, got {self.seeds!r}")
         if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds repeat: {self.seeds}")
+            raise SpecError(f"seeds repeat: {self.seeds}")
         if not isinstance(self.grid, dict) or not isinstance(self.overrides, dict):
-            raise ValueError("grid and overrides must be mappings of dotted key -> value(s)")
+            raise SpecError("grid and overrides must be mappings of dotted key -> value(s)")
         if isinstance(self.base_config, list):
             if BASE_KEY in self.grid:
-                raise ValueError("base_config is a list and a grid key: give it once")
+                raise SpecError("base_config is a list and a grid key: give it once")
             self.grid = {BASE_KEY: self.base_config, **self.grid}
             self.base_config = None
         if BASE_KEY in self.grid:
             configs = self.grid[BASE_KEY]
             if not isinstance(configs, list) or not configs:
-                raise ValueError(f"grid.base_config must be a non-empty list, got {configs!r}")
+                raise SpecError(f"grid.base_config must be a non-empty list, got {configs!r}")
             if not all(isinstance(c, str) and c for c in configs):
-                raise ValueError(f"grid.base_config must be a list of paths, got {configs!r}")
+                raise SpecError(f"grid.base_config must be a list of paths, got {configs!r}")
             if self.base_config not in (None, configs[0]):
-                raise ValueError("base_config is both at the top and in grid: give it once")
+                raise SpecError("base_config is both at the top and in grid: give it once")
             self.base_config = configs[0]
         if not isinstance(self.base_config, str) or not self.base_config:
-            raise ValueError(f"base_config must be a path or a list of paths: {self.base_config!r}")
+            raise SpecError(f"base_config must be a path or a list of paths: {self.base_config!r}")
         for key, values in self.grid.items():
             if not isinstance(values, list) or not values:
-                raise ValueError(f"grid.{key} must be a non-empty list of values, got {values!r}")
+                raise SpecError(f"grid.{key} must be a non-empty list of values, got {values!r}")
             if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
-                raise ValueError(f"grid.{key} repeats a value: {values}")
+                raise SpecError(f"grid.{key} repeats a value: {values}")
         clash = sorted(set(self.grid) & set(self.overrides))
         if clash:
-            raise ValueError(f"keys both in grid and overrides: {clash}")
+            raise SpecError(f"keys both in grid and overrides: {clash}")
         reserved = {"seed_everything", "config", "trainer.default_root_dir"}
         bad = sorted((set(self.grid) | set(self.overrides)) & reserved)
         if BASE_KEY in self.overrides:
-            raise ValueError("base_config is not an override: set it at the top or in grid")
+            raise SpecError("base_config is not an override: set it at the top or in grid")
         if bad:
-            raise ValueError(f"{bad} are set by the sweep itself; use `seeds:` for seeds")
+            raise SpecError(f"{bad} are set by the sweep itself; use `seeds:` for seeds")
         if self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
+            raise SpecError(f"workers must be >= 1, got {self.workers}")
         unknown = sorted(set(self.wandb) - _WANDB_KEYS)
         if unknown:
-            raise ValueError(f"unknown wandb keys {unknown}; valid: {sorted(_WANDB_KEYS)}")
+            raise SpecError(f"unknown wandb keys {unknown}; valid: {sorted(_WANDB_KEYS)}")
         self._check_stats()
         self.out = self.out or os.path.join("sweeps", self.name)
 
     def _check_stats(self) -> None:
         if not isinstance(self.stats, dict):
-            raise ValueError(f"stats must be a mapping, got {self.stats!r}")
+            raise SpecError(f"stats must be a mapping, got {self.stats!r}")
         unknown = sorted(set(self.stats) - set(_STATS_DEFAULTS))
         if unknown:
-            raise ValueError(f"unknown stats keys {unknown}; valid: {sorted(_STATS_DEFAULTS)}")
+            raise SpecError(f"unknown stats keys {unknown}; valid: {sorted(_STATS_DEFAULTS)}")
         st = {**_STATS_DEFAULTS, **self.stats}
         if st["ci"] not in kstats.CI_METHODS:
-            raise ValueError(f"stats.ci must be one of {list(kstats.CI_METHODS)}, got {st['ci']!r}")
+            raise SpecError(f"stats.ci must be one of {list(kstats.CI_METHODS)}, got {st['ci']!r}")
         alpha = st["alpha"]
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
-            raise ValueError(f"stats.alpha must be in (0, 1), got {alpha!r}")
+            raise SpecError(f"stats.alpha must be in (0, 1), got {alpha!r}")
         n = st["bootstrap_samples"]
         if isinstance(n, bool) or not isinstance(n, int) or n < 100:
-            raise ValueError(f"stats.bootstrap_samples must be an int >= 100, got {n!r}")
+            raise SpecError(f"stats.bootstrap_samples must be an int >= 100, got {n!r}")
         if isinstance(st["seed"], bool) or not isinstance(st["seed"], int):
-            raise ValueError(f"stats.seed must be an int, got {st['seed']!r}")
+            raise SpecError(f"stats.seed must be an int, got {st['seed']!r}")
         if st["goal"] not in (None, "max", "min"):
-            raise ValueError(f"stats.goal must be max, min or null, got {st['goal']!r}")
+            raise SpecError(f"stats.goal must be max, min or null, got {st['goal']!r}")
         margin = st["margin"]
         if margin is not None and (
             isinstance(margin, bool)
@@ -160,7 +173,7 @@ class SweepSpec:
             or not math.isfinite(margin)
             or margin <= 0
         ):
-            raise ValueError(f"stats.margin must be a positive number or null, got {margin!r}")
+            raise SpecError(f"stats.margin must be a positive number or null, got {margin!r}")
         baseline_index(self, st["baseline"])  # raises on an unknown point
 
     @property
@@ -184,26 +197,38 @@ _SPEC_KEYS = [f.name for f in dataclasses.fields(SweepSpec)]
 
 
 def load_spec(path: str | os.PathLike) -> SweepSpec:
-    """Read a sweep spec YAML; unknown keys raise a ``ValueError`` listing the valid ones.
+    """Read a sweep spec YAML; unknown keys raise a ``SpecError`` listing the valid ones.
 
     YAML 1.2 scalars, as in the configs: ``[yes, no]`` are words, ``1e-3`` is a float.
+
+    Raises:
+        SpecError: no such file, or not a valid spec (a ``ValueError``).
+        ConfigSyntaxError: the file is not YAML (names the line).
     """
-    data = yaml12.load(Path(resolve_config(os.fspath(path))).read_text())
+    file = Path(resolve_config(os.fspath(path)))
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read the sweep spec ({exc.strerror or exc})") from exc
+    try:
+        data = yaml12.load(text)
+    except yaml.MarkedYAMLError as exc:
+        raise yaml_syntax_error(os.fspath(path), text, exc) from exc
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: a sweep spec is a YAML mapping, got {type(data).__name__}")
+        raise SpecError(f"{path}: a sweep spec is a YAML mapping, got {type(data).__name__}")
     unknown = sorted(set(data) - set(_SPEC_KEYS))
     if unknown:
-        raise ValueError(f"{path}: unknown sweep spec keys {unknown}; valid keys: {_SPEC_KEYS}")
+        raise SpecError(f"{path}: unknown sweep spec keys {unknown}; valid keys: {_SPEC_KEYS}")
     missing = [k for k in ("name", "base_config", "seeds") if k not in data]
     if BASE_KEY in (data.get("grid") or {}) and "base_config" in missing:
         missing.remove("base_config")
         data = {**data, "base_config": None}
     if missing:
-        raise ValueError(f"{path}: sweep spec needs {missing}")
+        raise SpecError(f"{path}: sweep spec needs {missing}")
     try:
         return SweepSpec(**data)
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from exc
+    except SpecError as exc:
+        raise SpecError(f"{path}: {exc}") from exc
 
 
 def cli_value(value: Any) -> str:
@@ -305,12 +330,12 @@ def baseline_index(spec: SweepSpec, baseline: Any = _STATS_DEFAULTS["baseline"])
         return 0
     if isinstance(baseline, int) and not isinstance(baseline, bool):
         if not 0 <= baseline < len(points):
-            raise ValueError(f"stats.baseline index {baseline} is not in 0..{len(points) - 1}")
+            raise SpecError(f"stats.baseline index {baseline} is not in 0..{len(points) - 1}")
         return baseline
     labels = [point_label(p, spec) for p in points]
     if baseline in labels:
         return labels.index(baseline)
-    raise ValueError(f"stats.baseline {baseline!r} is not a grid point; the points: {labels}")
+    raise SpecError(f"stats.baseline {baseline!r} is not a grid point; the points: {labels}")
 
 
 def _slug(text: str) -> str:
@@ -456,10 +481,9 @@ def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
 
 
 def _fit_entry() -> list[str]:
-    """``kwsnet.sweep.FIT_ENTRY``, read at call time, so swapping it there takes effect."""
-    from kwsnet import sweep
-
-    return list(sweep.FIT_ENTRY)
+    """``FIT_ENTRY``, read at call time, so swapping it (``kwsnet.sweep.spec.FIT_ENTRY``)
+    takes effect."""
+    return list(FIT_ENTRY)
 
 
 def plan_runs(spec: SweepSpec, out: str | None = None) -> list[RunPlan]:

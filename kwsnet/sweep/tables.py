@@ -264,7 +264,7 @@ def _provenance_note(records: Sequence[dict[str, Any]], rows: Sequence[dict[str,
         return (
             f"Provenance: the runs come from {len(keys)} provenances "
             f"({describe_provenance(records)}), reported in rows apart "
-            "(`--allow-mixed-provenance`), each compared with its own baseline row.\n"
+            "(`--allow_mixed_provenance`), each compared with its own baseline row.\n"
         )
     if keys[0] is None:
         return "Provenance: not recorded (the runs were recorded before kwsnet recorded it).\n"
