@@ -67,16 +67,18 @@ def test_12_class_splits_are_identical_under_different_hash_seeds(
     speech_commands_tree: Path,
 ) -> None:
     first, second = _split_digests(speech_commands_tree, ["1", "2"])
-    # 3 words x 2 clips: 2 speakers in train, 1 in val, 1 in test; plus 10 % silence clips
-    assert [line.split()[:2] for line in first] == [["train", "13"], ["val", "7"], ["test", "7"]]
+    # yes/no x 2 clips per speaker (2 speakers in train, 1 in val, 1 in test), plus _unknown_
+    # ("up") and _silence_ each ceil(10 % of the keyword clips) (TensorFlow's definition)
+    assert [line.split()[:2] for line in first] == [["train", "10"], ["val", "6"], ["test", "6"]]
     assert first == second
 
 
 def test_silence_clips_differ_by_split_seed_in_memory_and_on_disk(
     speech_commands_tree: Path, tmp_path: Path
 ) -> None:
-    """``split_seed`` picks the silence segments, so it is part of the disk-cache key: a second
-    run with another ``split_seed`` must not read the first run's segments back."""
+    """With noise segments as silence (``silence_mode: noise``; the default, TensorFlow's, is
+    clips of zeros) ``split_seed`` picks the segments, so it is part of the disk-cache key: a
+    second run with another ``split_seed`` must not read the first run's segments back."""
 
     def silence(split_seed: int, cache_limit_mb: float | None) -> tuple[torch.Tensor, Path | None]:
         dm = AudioDataModule(
@@ -84,6 +86,7 @@ def test_silence_clips_differ_by_split_seed_in_memory_and_on_disk(
             root=str(speech_commands_tree),
             words=["yes"],
             include_silence=True,
+            source_options={"silence_mode": "noise"},
             split_seed=split_seed,
             cache_limit_mb=cache_limit_mb,
             cache_dir=str(tmp_path / "cache"),
