@@ -11,15 +11,11 @@ so the Python API's ``export`` is the package itself, made callable).
 
 from __future__ import annotations
 
-import os
 import sys
 import types
-from typing import TYPE_CHECKING
+from typing import Any
 
 from kwsnet.export.layers import ExportError, collect_layers, collect_named_layers
-
-if TYPE_CHECKING:
-    from kwsnet.api import KeywordModel
 
 __all__ = [
     "ExportError",
@@ -31,21 +27,12 @@ __all__ = [
 class _CallableExport(types.ModuleType):
     """``kwsnet.export``: this package, callable as :func:`kwsnet.api.export`."""
 
-    def __call__(
-        self,
-        model: KeywordModel | str | os.PathLike,
-        path: str | os.PathLike,
-        format: str = "cnative",
-        dtype: str = "float32",
-        calibration: int = 512,
-        percentile: float | None = None,
-        prefix: str = "kwsn_model",
-    ) -> int:
-        """Write ``model`` (a ``kwsnet.load`` model or a checkpoint path) to ``path``; returns
-        the bytes written. See :func:`kwsnet.api.export`."""
+    def __call__(self, *args: Any, **kwargs: Any) -> int:
+        """``kwsnet.export(model, path, format=..., dtype=..., ...)``: the arguments and the
+        return value of :func:`kwsnet.api.export` (which it calls)."""
         from kwsnet.api import export
 
-        return export(model, path, format, dtype, calibration, percentile, prefix)
+        return export(*args, **kwargs)
 
 
 sys.modules[__name__].__class__ = _CallableExport
