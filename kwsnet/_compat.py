@@ -71,8 +71,9 @@ PRIVATE_API: dict[str, str] = {
         "is then saved as hparams)"
     ),
     "wandb's run-*.wandb file (LevelDB-log framing of wandb_internal_pb2.Record)": (
-        "read an offline run back and wait until wandb has flushed it (read_offline_run, "
-        "wait_for_offline_run): wandb documents no reader"
+        "read an offline run back (its config, history, summary and artifacts) and wait until "
+        "wandb has flushed it (read_offline_run, wait_for_offline_run): wandb documents no "
+        "reader"
     ),
     **{f"LightningCLI.{name}": "KwsCLI overrides it" for name in CLI_OVERRIDES},
 }
@@ -230,11 +231,18 @@ def check_private_api() -> list[str]:
 # its framing and its protobuf records itself. ``_WANDB_RECORD_FIELDS`` is every field read.
 _WANDB_LOG_IDENT = b":W&B"
 _WANDB_HEADER = 7  # ident (4), magic (2), version (1)
-_WANDB_RECORD_KINDS = ("run", "config", "history", "summary", "exit")
-_WANDB_RECORD_FIELDS = tuple(
-    f"{items}.{leaf}"
-    for items in ("run.config.update", "config.update", "history.item", "summary.update")
-    for leaf in ("key", "nested_key", "value_json")
+_WANDB_RECORD_KINDS = ("run", "config", "history", "summary", "exit", "artifact")
+_WANDB_RECORD_FIELDS = (
+    *(
+        f"{items}.{leaf}"
+        for items in ("run.config.update", "config.update", "history.item", "summary.update")
+        for leaf in ("key", "nested_key", "value_json")
+    ),
+    *(
+        f"artifact.{leaf}"
+        for leaf in ("name", "type", "aliases", "metadata", "digest", "manifest.manifest_file_path")
+    ),
+    *(f"artifact.manifest.contents.{leaf}" for leaf in ("path", "digest", "size", "local_path")),
 )
 
 
@@ -284,7 +292,13 @@ def _read_wandb_run(run_dir: str | os.PathLike) -> tuple[dict[str, Any], int, in
     ident = blob[: len(_WANDB_LOG_IDENT)]
     if ident != _WANDB_LOG_IDENT[: len(ident)]:
         raise ValueError(f"{files[0]} does not start with {_WANDB_LOG_IDENT!r}: not a wandb log")
-    out: dict[str, Any] = {"config": {}, "history": [], "summary": {}, "complete": False}
+    out: dict[str, Any] = {
+        "config": {},
+        "history": [],
+        "summary": {},
+        "artifacts": [],
+        "complete": False,
+    }
 
     def key(item: Any) -> str:
         return item.key or "/".join(item.nested_key)
@@ -307,17 +321,42 @@ def _read_wandb_run(run_dir: str | os.PathLike) -> tuple[dict[str, Any], int, in
             out["history"].append({key(i): json.loads(i.value_json) for i in rec.history.item})
         elif kind == "summary":
             out["summary"].update({key(i): json.loads(i.value_json) for i in rec.summary.update})
+        elif kind == "artifact":
+            out["artifacts"].append(_artifact_record(rec.artifact))
         elif kind == "exit":
             out["complete"] = True
     return out, n, len(blob)
 
 
+def _artifact_record(art: Any) -> dict[str, Any]:
+    """An artifact record of a run file (``wandb_internal_pb2.ArtifactRecord``) as a dict."""
+    manifest = art.manifest
+    return {
+        "name": art.name,
+        "type": art.type,
+        "aliases": list(art.aliases),
+        "metadata": json.loads(art.metadata) if art.metadata else {},
+        "digest": art.digest,
+        # each file: its name in the artifact, md5 digest (base64), size and local path
+        "files": [
+            {"path": e.path, "digest": e.digest, "size": e.size, "local_path": e.local_path}
+            for e in manifest.contents
+        ],
+        # a manifest of over 100,000 files is written to this file in place of ``files``
+        "manifest_file": manifest.manifest_file_path or None,
+    }
+
+
 def read_offline_run(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """Read an offline wandb run folder back: ``{"config", "history", "summary"}``.
+    """Read an offline wandb run folder back: ``{"config", "history", "summary", "artifacts",
+    "complete"}``.
 
     Values are decoded from the run's ``run-*.wandb`` file, the same records ``wandb sync``
-    uploads, so tests and users can check what a run logged without a server. ``complete``
-    says whether the run's exit record has been written (see ``wait_for_offline_run``).
+    uploads, so tests and users can check what a run logged without a server. ``artifacts``
+    lists the logged artifacts in order, each ``{"name", "type", "aliases", "metadata",
+    "digest", "files", "manifest_file"}`` (``files``: ``path``, ``digest``, ``size``,
+    ``local_path`` of each file). ``complete`` says whether the run's exit record has been
+    written (see ``wait_for_offline_run``).
     """
     return _read_wandb_run(run_dir)[0]
 

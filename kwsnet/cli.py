@@ -53,7 +53,13 @@ from kwsnet.summary import (
     write_predictions,
     write_summary,
 )
-from kwsnet.tracking import KwsWandbLogger, provenance, wait_for_offline_run
+from kwsnet.tracking import (
+    KwsWandbLogger,
+    log_best_checkpoint,
+    provenance,
+    wait_for_offline_run,
+    wandb_run_info,
+)
 
 __all__ = ["KwsCLI", "main", "console", "build_from_config", "USER_ERRORS"]
 
@@ -89,6 +95,10 @@ class KwsSaveConfig(SaveConfigCallback):
         resolved = yaml.safe_load(info.pop("config"))
         # Every CLI override, the drawn seed, version and commit, as run config.
         trainer.logger.log_hyperparams({**resolved, "kwsnet": info})
+        # Checkpoints name their wandb run (`kwsnet export` logs the exported file against it).
+        run = wandb_run_info(trainer.logger)
+        if run is not None:
+            pl_module.run_info["wandb"] = run
 
 
 class KwsCLI(ConfigCLI):
@@ -209,7 +219,13 @@ class KwsCLI(ConfigCLI):
         if self.trainer.interrupted:
             return
         if self.trainer.is_global_zero:  # under DDP one process writes the run's files
-            write_summary(self.trainer, self.model, self._seed(), stage="fit")
+            # the best checkpoint as the wandb artifact model-<run id>:best (offline runs too)
+            try:
+                artifact = log_best_checkpoint(self.trainer)
+            except Exception as exc:  # a finished fit keeps its summary whatever wandb does
+                print(f"warning: wandb: best checkpoint not logged: {exc}", file=sys.stderr)
+                artifact = None
+            write_summary(self.trainer, self.model, self._seed(), stage="fit", artifact=artifact)
         if self._get(self.config, "test_after_fit"):
             best = self.trainer.checkpoint_callback
             ckpt = "best" if best is not None and best.best_model_path else None

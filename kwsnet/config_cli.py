@@ -17,7 +17,6 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import yaml
 from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
@@ -139,9 +138,9 @@ def _check_yaml_file(path: str) -> None:
         return  # jsonargparse reports files it cannot read
     try:
         yaml12.load(text)
-    except yaml.MarkedYAMLError as exc:
+    except yaml12.MarkedYAMLError as exc:
         raise yaml_syntax_error(path, text, exc) from exc
-    except yaml.YAMLError as exc:
+    except yaml12.YAMLError as exc:
         raise ConfigSyntaxError(f"{path}: not valid YAML: {one_line(exc)}") from exc
 
 

@@ -156,13 +156,14 @@ def frames(tb: TracebackType | None) -> list:
     return out
 
 
-# PyYAML's problems for a `key:value` without the space: it reads one plain scalar and finds
-# out on a later line (where the next key's colon is).
+# The YAML parser's problems (ruamel.yaml words them as PyYAML does) for a `key:value` without
+# the space: it reads one plain scalar and finds out on a later line (where the next key's colon
+# is).
 _COLON_PROBLEMS = ("could not find expected ':'", "mapping values are not allowed here")
 
 
 def _colon_line(lines: list[str], number: int, opened: int | None) -> int:
-    """The line of a ``key:value`` missing its space that PyYAML reported at ``number``: that
+    """The line of a ``key:value`` missing its space that the parser reported at ``number``: that
     line when it holds one, else the nearest line above it that does (back to the line the
     scalar started on, ``opened``, or 3 lines), else ``number``."""
     first = max(0, opened if opened is not None and opened <= number else number - 3)
@@ -173,7 +174,8 @@ def _colon_line(lines: list[str], number: int, opened: int | None) -> int:
 
 
 def yaml_syntax_error(path: str, text: str, exc: Exception) -> ConfigSyntaxError:
-    """A one-line ``ConfigSyntaxError`` for PyYAML's ``exc`` on ``text`` read from ``path``:
+    """A one-line ``ConfigSyntaxError`` for the YAML parser's ``exc`` (a
+    ``kwsnet.yaml12.MarkedYAMLError``) on ``text`` read from ``path``:
     ``path:line: not valid YAML: <problem> (<context>): `<the line>```, with a hint for a
     missing space after a colon, a tab or an unclosed bracket."""
     mark, context = getattr(exc, "problem_mark", None), getattr(exc, "context", None)

@@ -28,7 +28,6 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-import yaml
 from jsonargparse import set_loader
 
 from kwsnet import yaml12
@@ -39,7 +38,7 @@ __all__ = ["PARSER_MODE", "OneLineErrors", "describe", "parser_keys"]
 # jsonargparse's parser_mode for every kwsnet parser: configs, --config text, the config stored
 # in a checkpoint and command-line values are read as YAML 1.2 (kwsnet.yaml12).
 PARSER_MODE = "yaml12"
-set_loader(PARSER_MODE, yaml12.load_config, exceptions=(yaml.YAMLError,))
+set_loader(PARSER_MODE, yaml12.load_config, exceptions=(yaml12.YAMLError,))
 
 _PARSER_KEY = re.compile(r'Parser key "([^"]+)"')
 _CLASS_PATH = re.compile(r"class_path[ =]'([\w.]+)'")

@@ -48,7 +48,11 @@ def _floats(metrics: dict[str, Any]) -> dict[str, float | None]:
 
 
 def write_summary(
-    trainer: pl.Trainer, model: pl.LightningModule, seed: Any, stage: str = "fit"
+    trainer: pl.Trainer,
+    model: pl.LightningModule,
+    seed: Any,
+    stage: str = "fit",
+    artifact: str | None = None,
 ) -> dict[str, Any]:
     """Write ``<default_root_dir>/summary.json``: seed, metrics, collapse, best checkpoint,
     provenance.
@@ -63,6 +67,10 @@ def write_summary(
     validation), the test metrics, and ``<monitor>_best`` (e.g. ``val/acc_best``): the score of
     the checkpoint ``best_checkpoint`` names, the one ``test`` evaluates. A sweep over the
     selected model's validation score reads ``val/acc_best``, not ``val/acc``.
+
+    ``artifact``: the wandb artifact the best checkpoint was logged as
+    (``kwsnet.tracking.log_best_checkpoint``: ``<project>/model-<run id>:best``), kept as
+    ``model_artifact``.
     """
     path = Path(trainer.default_root_dir) / SUMMARY
     summary: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
@@ -83,6 +91,8 @@ def write_summary(
         summary.get("last_checkpoint", ""),
     )
     collapse = next((c for c in trainer.callbacks if isinstance(c, CollapseMonitor)), None)
+    if artifact:
+        summary["model_artifact"] = artifact
     summary.update(
         {
             "seed": seed,
@@ -113,7 +123,13 @@ def write_summary(
         and hasattr(logger, "experiment")
         and hasattr(logger.experiment, "summary")
     ):
-        logger.experiment.summary.update({"best_checkpoint": best, "best_epoch": best_epoch})
+        logger.experiment.summary.update(
+            {
+                "best_checkpoint": best,
+                "best_epoch": best_epoch,
+                **({"model_artifact": artifact} if artifact else {}),
+            }
+        )
     return summary
 
 

@@ -1,61 +1,76 @@
-"""YAML with 1.2 scalars, for configs and sweep specs alike.
+"""YAML 1.2 for configs and sweep specs alike, read with ruamel.yaml.
 
-PyYAML implements YAML 1.1, where ``yes``, ``no``, ``on`` and ``off`` are booleans and
-``1e-3`` is a string. Keyword lists (``[yes, no, up, down]``) and learning rates need the
-1.2 rules: only ``true``/``false`` are booleans and ``1e-3`` is a float. The CLI registers
-``load_config`` (``load``, then :func:`upgrade_class_paths`) as jsonargparse's ``yaml12`` parser
-mode, so every config it reads (files, ``--config`` text, the config stored in a checkpoint,
-command-line values) goes through it; ``kwsnet sweep`` reads specs with ``load``.
+PyYAML implements YAML 1.1, where ``yes``, ``no``, ``on`` and ``off`` are booleans, ``1e-3``
+is a string, ``010`` is octal 8, ``1:30`` is the sexagesimal 90 and ``2026-12-06`` a date.
+Keyword lists (``[yes, no, up, down]``), learning rates and times need the 1.2 rules, which
+ruamel.yaml's safe loader implements (``YAML(typ="safe", pure=True)``): only
+``true``/``false`` are booleans, ``1e-3`` is a float, ``010`` is 10 and ``0o10`` is 8,
+``1:30`` is a string. Of ruamel.yaml's additions to the 1.2 core schema kwsnet leaves out
+the timestamp: ``2026-12-06`` stays a string, as in the core schema (and as JSON); it keeps
+the others, which PyYAML has too (``0b101``, ``1_000``, ``<<`` merge keys). Unlike PyYAML, a
+key set twice in one mapping is an error (the spec's rule; PyYAML kept the last). The values
+are plain Python ones (``dict``, ``list``, ``str``, ``int``, ``float``, ``bool``, ``None``).
+
+The CLI registers ``load_config`` (``load``, then :func:`upgrade_class_paths`) as
+jsonargparse's ``yaml12`` parser mode, so every config it reads (files, ``--config`` text, the
+config stored in a checkpoint, command-line values) goes through it; ``kwsnet sweep`` reads
+specs with ``load``. A text that is not YAML raises :class:`YAMLError` (ruamel.yaml's; a
+:class:`MarkedYAMLError`, with the line, where the parser can tell).
 """
 
 from __future__ import annotations
 
-import re
 import warnings
 from typing import Any
 
-import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.resolver import VersionedResolver
 
 __all__ = [
     "LEGACY_MODELS_PREFIX",
     "MODELS_PREFIX",
-    "Yaml12Loader",
+    "MarkedYAMLError",
+    "YAMLError",
     "load",
     "load_config",
     "upgrade_class_paths",
 ]
 
-_BOOL, _FLOAT = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
+# Implicit tags of ruamel.yaml's resolver that the YAML 1.2 core schema does not have: a bare
+# date or time, and PyYAML's `=` "value" tag (which no safe constructor builds).
+_NOT_CORE = frozenset({"tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:value"})
 
 
-class Yaml12Loader(yaml.SafeLoader):
-    """``SafeLoader`` with YAML 1.2 booleans and floats."""
+class _CoreResolver(VersionedResolver):
+    """ruamel.yaml's resolver (YAML 1.2 unless a ``%YAML 1.1`` directive says otherwise),
+    without the ``_NOT_CORE`` tags."""
+
+    def add_version_implicit_resolver(
+        self, version: Any, tag: Any, regexp: Any, first: Any
+    ) -> None:
+        if tag not in _NOT_CORE:
+            super().add_version_implicit_resolver(version, tag, regexp, first)
 
 
-Yaml12Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _FLOAT)]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-Yaml12Loader.add_implicit_resolver(
-    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-Yaml12Loader.add_implicit_resolver(
-    _FLOAT,
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+][0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
+def _yaml() -> YAML:
+    """A fresh loader (a ``YAML`` instance keeps parser state: one per call)."""
+    yaml = YAML(typ="safe", pure=True)
+    yaml.Resolver = _CoreResolver
+    return yaml
 
 
 def load(stream: str) -> Any:
-    """Parse ``stream`` (YAML text) with YAML 1.2 scalars."""
-    return yaml.load(stream, Loader=Yaml12Loader)
+    """Parse ``stream`` (YAML text) as YAML 1.2 into plain Python values.
+
+    Raises:
+        YAMLError: ``stream`` is not YAML (a ``MarkedYAMLError`` names the line), or holds a
+            number without digits (``0x_``, ``-_``: the resolver takes it for an int).
+    """
+    try:
+        return _yaml().load(stream)
+    except ValueError as exc:  # int("-") from the constructor: not a number after all
+        raise YAMLError(f"not a number: {exc}") from exc
 
 
 # The backbones were the top-level package `models` until they became `kwsnet.models`.

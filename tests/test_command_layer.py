@@ -209,7 +209,7 @@ def test_missing_config_file_is_one_line(tmp_path: Path, capsys) -> None:
 
 
 def test_yaml_spacing_error_is_reported_on_its_line(tmp_path: Path, capsys) -> None:
-    """``batch_size:64`` on line 29 of kws_raw.yaml: PyYAML notices on line 30."""
+    """``batch_size:64`` on line 29 of kws_raw.yaml: the parser notices on line 30."""
     lines = Path(KWS_RAW_CONFIG).read_text().splitlines()
     assert lines[28].strip() == "batch_size: 64"
     bad = edited_config(tmp_path, "batch_size: 64", "batch_size:64")

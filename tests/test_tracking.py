@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
 
 from kwsnet.cli import main
 from kwsnet.tracking import KwsWandbLogger, read_offline_run, resolve_offline, wait_for_offline_run
@@ -32,7 +33,11 @@ def test_wandb_mode_disabled_writes_no_run(tmp_path: Path, monkeypatch) -> None:
         ]
     )
     assert (root / "summary.json").is_file()
-    assert json.loads((root / "summary.json").read_text())["metrics"]["train/loss"] > 0
+    summary = json.loads((root / "summary.json").read_text())
+    assert summary["metrics"]["train/loss"] > 0
+    assert "model_artifact" not in summary  # no wandb run, no artifact
+    ckpt = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=True)
+    assert "wandb" not in ckpt["kwsnet"]
     assert not list(tmp_path.rglob("*.wandb")) and not (root / "wandb").exists()
     # Lightning's offline switch would have rewritten it to "dryrun" for the whole process
     assert os.environ["WANDB_MODE"] == "disabled"
@@ -63,6 +68,7 @@ def test_unreadable_run_file_ends_the_wait_early(tmp_path: Path, blob: bytes, ra
             "config": {},
             "history": [],
             "summary": {},
+            "artifacts": [],
             "complete": False,
         }
     start = time.monotonic()

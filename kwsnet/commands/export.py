@@ -7,13 +7,19 @@
 clips, min/max or --percentile P) and writes format version 3 (cnative) or a C header with
 int8_t arrays. The model is rebuilt from the config stored in the checkpoint
 (kwsnet.loading); docs/cnative.md, docs/quantization.md.
+
+A checkpoint trained with wandb gets the file logged as the artifact
+model-<run id>-<format>-<dtype> (type exported-model) of a job_type=export run beside --out
+(<out folder>/wandb/, offline unless WANDB_MODE=online); --trainer.logger false or
+WANDB_MODE=disabled logs nothing.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
-from jsonargparse import ArgumentParser
+from jsonargparse import ArgumentParser, Namespace
 
 from kwsnet.commands.common import add_checkpoint_args, load_model, new_parser, parse
 from kwsnet.errors import UsageError, one_line
@@ -79,6 +85,7 @@ def run(argv: Sequence[str]) -> int:
         clip = getattr(dm, "clip_samples", None)
         n = export_model(model, args.format, args.out, sample_rate_of(dm), args.prefix, clip)
     print(f"wrote {args.out} ({n} bytes, format {args.format}, {args.dtype})")
+    _log_artifact(args, overrides)
     if args.format == "cnative":
         from kwsnet.export.runtime import CModel, CRuntimeError
 
@@ -88,3 +95,18 @@ def run(argv: Sequence[str]) -> int:
         except CRuntimeError as exc:
             print(f"(arena and weight bytes need the C runtime: {one_line(exc)})")
     return 0
+
+
+def _log_artifact(args: Namespace, overrides: Sequence[str]) -> None:
+    """Log the exported file to wandb when its checkpoint's run had wandb (a warning, never
+    an error, when wandb fails: the file is written)."""
+    from kwsnet.tracking import log_exported_model
+
+    try:
+        logged = log_exported_model(args.ckpt_path, args.out, args.format, args.dtype, overrides)
+    except Exception as exc:
+        print(f"warning: wandb: {args.out} not logged: {one_line(exc)}", file=sys.stderr)
+        return
+    if logged is not None:
+        name, run_dir = logged
+        print(f"logged wandb artifact {name} (exported-model) in {run_dir}")

@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 from jsonargparse import ArgumentParser, Namespace
 
+from kwsnet import yaml12
 from kwsnet.commands.common import new_parser, parse
 from kwsnet.errors import UsageError, one_line
 from kwsnet.sweep.ledger import LEDGER, SweepLock, _content, latest_records, read_ledger
@@ -147,7 +148,7 @@ def _check_base_configs(spec: SweepSpec) -> None:
             raise SpecError(f"base_config {config} not found (relative to {os.getcwd()})")
         try:
             content_key(spec, base_config=config)
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, yaml12.YAMLError) as exc:
             raise SpecError(f"base_config {config}: {one_line(exc)}") from exc
 
 

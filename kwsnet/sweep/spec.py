@@ -14,8 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from kwsnet import stats as kstats
 from kwsnet import yaml12
 from kwsnet.errors import ConfigError, yaml_syntax_error
@@ -212,7 +210,7 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
         raise SpecError(f"{path}: cannot read the sweep spec ({exc.strerror or exc})") from exc
     try:
         data = yaml12.load(text)
-    except yaml.MarkedYAMLError as exc:
+    except yaml12.MarkedYAMLError as exc:
         raise yaml_syntax_error(os.fspath(path), text, exc) from exc
     if not isinstance(data, dict):
         raise SpecError(f"{path}: a sweep spec is a YAML mapping, got {type(data).__name__}")
@@ -414,7 +412,7 @@ def _run_logger(spec: SweepSpec, point: dict[str, Any], base: Any) -> Any:
             if isinstance(value, str):  # the CLI parses it: "false", a class name, JSON
                 try:
                     logger = yaml12.load(value)
-                except yaml.YAMLError:
+                except yaml12.YAMLError:
                     pass
         elif key == "trainer" and isinstance(value, dict) and "logger" in value:
             logger = value["logger"]
@@ -459,7 +457,7 @@ def run_args(
     if base is _UNKNOWN:
         try:
             base = _load_base(config)
-        except (OSError, yaml.YAMLError):
+        except (OSError, yaml12.YAMLError):
             pass  # the run reports it; assume a logger, so nothing is written outside run_dir
     args = ["--config", config]
     for key, value in {**spec.overrides, **point}.items():
@@ -493,7 +491,7 @@ def plan_runs(spec: SweepSpec, out: str | None = None) -> list[RunPlan]:
     for config in spec.base_configs:
         try:
             bases[config] = _load_base(config)
-        except (OSError, yaml.YAMLError):
+        except (OSError, yaml12.YAMLError):
             bases[config] = _UNKNOWN
     plans = []
     for point in grid_points(spec):
@@ -520,7 +518,7 @@ def _launch_key(spec: SweepSpec, config: str | None = None) -> str | None:
     """The content key as a run starts; ``None`` if the base config cannot be read then."""
     try:
         return content_key(spec, base_config=config)
-    except (OSError, yaml.YAMLError):
+    except (OSError, yaml12.YAMLError):
         return None
 
 
