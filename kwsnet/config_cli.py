@@ -40,7 +40,7 @@ from kwsnet.errors import (
 from kwsnet.export.layers import ExportError
 from kwsnet.lit import ClassifierModule
 from kwsnet.parsing import PARSER_MODE, OneLineErrors
-from kwsnet.resources import resolve_config_args
+from kwsnet.resources import CONFIG_SUFFIXES, resolve_config_args
 
 __all__ = ["CALLBACK_GROUPS", "ConfigCLI", "KwsArgumentParser"]
 
@@ -118,14 +118,11 @@ class ConfigCLI(LightningCLI):
             raise
 
 
-_YAML_SUFFIXES = (".yaml", ".yml")
-
-
 def _config_file_args(argv: Sequence[str]) -> Iterator[str]:
     """The YAML files named on a command line (``--config f.yaml``, ``--model f.yaml``, ...)."""
     for token in argv:
         value = token.split("=", 1)[1] if token.startswith("--") and "=" in token else token
-        if value.endswith(_YAML_SUFFIXES) and os.path.isfile(value):
+        if value.endswith(CONFIG_SUFFIXES) and os.path.isfile(value):
             yield value
 
 

@@ -126,12 +126,13 @@ def _ttest(x: np.ndarray, b: np.ndarray, paired: bool, alternative: str = "two-s
 
 
 def _tost(
-    x: np.ndarray, b: np.ndarray, paired: bool, margin: float, alpha: float
+    x: np.ndarray, b: np.ndarray, paired: bool, margin: float, alpha: float, two_sided: Any
 ) -> dict[str, float]:
-    """TOST within ±``margin``: ``p_tost`` (the larger one-sided p) and the (1 − 2α) CI."""
+    """TOST within ±``margin``: ``p_tost`` (the larger one-sided p) and the (1 − 2α) CI
+    (from ``two_sided``, the two-sided t-test of ``x`` against ``b`` already run)."""
     p_low = float(_ttest(x + margin, b, paired, "greater").pvalue)  # H1: Δ > −M
     p_high = float(_ttest(x - margin, b, paired, "less").pvalue)  # H1: Δ < +M
-    lo, hi = _interval(_ttest(x, b, paired), 1 - 2 * alpha)
+    lo, hi = _interval(two_sided, 1 - 2 * alpha)
     return {"p_tost": max(p_low, p_high), "tost_low": lo, "tost_high": hi}
 
 
@@ -183,17 +184,18 @@ def compare(
         if len(xa) < 2 or len(ba) < 2:
             return out
         testable = bool(np.ptp(xa) > 0 or np.ptp(ba) > 0)  # else the standard error is 0
-        if testable and method == "t":
-            out["diff_low"], out["diff_high"] = _interval(_ttest(xa, ba, False), 1 - alpha)
-        elif testable:
+        if testable and method == "bootstrap":
             rng = np.random.default_rng(seed)
             boot = _bootstrap_means(xa, samples, rng) - _bootstrap_means(ba, samples, rng)
             lo, hi = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
             out.update(diff_low=float(lo), diff_high=float(hi))
     if testable:
-        out["p"] = float(_ttest(xa, ba, paired).pvalue)
+        res = _ttest(xa, ba, paired)
+        out["p"] = float(res.pvalue)
+        if not paired and method == "t":
+            out["diff_low"], out["diff_high"] = _interval(res, 1 - alpha)
         if margin is not None:
-            out.update(_tost(xa, ba, paired, margin, alpha))
+            out.update(_tost(xa, ba, paired, margin, alpha, res))
     return out
 
 

@@ -3,6 +3,7 @@ artifacts of a fit's best checkpoint and of every exported model."""
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import subprocess
@@ -35,6 +36,7 @@ __all__ = [
 ]
 
 
+@functools.cache
 def git_commit() -> str:
     """The git commit of the kwsnet checkout (with ``-dirty`` if modified), or ``unknown``."""
     here = Path(__file__).resolve().parent

@@ -150,6 +150,15 @@ def test_the_graph_sees_lazy_and_relative_imports() -> None:
     assert "kwsnet.commands" in graph and "kwsnet.cli" in graph
 
 
+def test_the_checks_find_what_they_look_for() -> None:
+    """The cycle and layering checks report a planted cycle and a planted CLI import."""
+    planted = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert [sorted(c) for c in cycles(planted)] == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+    bad = {"kwsnet.data.x": {"kwsnet.cli"}, "kwsnet.cli": {"kwsnet.data.x"}}
+    assert forbidden_imports(bad) == [("kwsnet.data.x", "kwsnet.cli")]
+
+
 def test_no_import_cycles() -> None:
     assert cycles(import_graph()) == []
 

@@ -8,6 +8,7 @@ new process could resolve to the older run's checkpoint.
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import torch
@@ -15,7 +16,7 @@ import torch
 from kwsnet.cli import main
 from kwsnet.tracking import provenance
 
-from .conftest import QUIET_FIT, tiny_cli_args
+from .conftest import QUIET_FIT, REPO, tiny_cli_args
 
 
 def _fit(root: Path, seed: int, test: bool) -> dict:
@@ -51,3 +52,9 @@ def test_summary_records_provenance(tmp_path: Path):
     assert prov["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert prov["num_threads"] >= 1
     assert isinstance(prov["git_dirty"], (bool, type(None)))
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    if head.returncode == 0:  # a checkout: the summary names its commit
+        assert prov["git_commit"].removesuffix("-dirty") == head.stdout.strip()
+        assert isinstance(prov["git_dirty"], bool)

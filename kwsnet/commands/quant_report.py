@@ -12,6 +12,7 @@ and weight / file bytes float vs int8. Exit status 1 when the int8 model is coll
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections.abc import Sequence
 
@@ -49,9 +50,7 @@ def run(argv: Sequence[str]) -> int:
     graph, qgraph = quantize_model(model, dm, args.calibration, args.percentile)
     dm.setup("test")
     batches = (
-        (b["audio"], b["label"])
-        for i, b in enumerate(dm.test_dataloader())
-        if args.max_batches is None or i < args.max_batches
+        (b["audio"], b["label"]) for b in itertools.islice(dm.test_dataloader(), args.max_batches)
     )
     rep = run_report(graph, qgraph, batches, dm.num_classes)
     rep.bytes = byte_counts(graph, qgraph, sample_rate_of(dm))

@@ -37,7 +37,6 @@ from kwsnet.sweep.spec import (
     _slug,
     baseline_index,
     content_key,
-    content_keys,
     load_spec,
     plan_runs,
 )
@@ -137,19 +136,21 @@ def _with_options(spec: SweepSpec, args: Namespace) -> tuple[SweepSpec, str | No
     return spec, a.report_name or _slug("_".join(x for x in parts if x))
 
 
-def _check_base_configs(spec: SweepSpec) -> None:
-    """Every base config exists and reads (its content key is computed).
+def _check_base_configs(spec: SweepSpec) -> dict[str, str]:
+    """Every base config exists and reads: returns their content keys (``content_keys``).
 
     Raises:
         SpecError: one is missing or unreadable.
     """
+    keys = {}
     for config in spec.base_configs:
         if not os.path.isfile(config):
             raise SpecError(f"base_config {config} not found (relative to {os.getcwd()})")
         try:
-            content_key(spec, base_config=config)
+            keys[config] = content_key(spec, base_config=config)
         except (OSError, yaml12.YAMLError) as exc:
             raise SpecError(f"base_config {config}: {one_line(exc)}") from exc
+    return keys
 
 
 def run(argv: Sequence[str]) -> int:
@@ -176,8 +177,7 @@ def run(argv: Sequence[str]) -> int:
         target.write_text(yaml.safe_dump(cfg, sort_keys=False))
         print(f"wrote {target}: `wandb sweep {target}`, then `wandb agent <id>`")
         return 0
-    _check_base_configs(spec)
-    keys = content_keys(spec)
+    keys = _check_base_configs(spec)
     plans = plan_runs(spec, out)
     if args.dry_run:
         for p in plans:

@@ -10,6 +10,7 @@ or against kwsnet's integer reference (int8) over the test split.
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,7 +140,7 @@ def test_audio(dm: object, max_batches: int | None = None) -> Iterator[object]:
     is set up now, the batches are read lazily."""
     dm.setup("test")  # type: ignore[attr-defined]
     loader = dm.test_dataloader()  # type: ignore[attr-defined]
-    return (b["audio"] for i, b in enumerate(loader) if max_batches is None or i < max_batches)
+    return (b["audio"] for b in itertools.islice(loader, max_batches))
 
 
 test_audio.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
