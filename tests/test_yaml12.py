@@ -80,6 +80,8 @@ def test_repo_configs_hold_no_yaml_11_only_values() -> None:
         types = _types(yaml12.load(path.read_text()))
         assert not types & {datetime.date, datetime.datetime}, path
         assert all(t.__module__ == "builtins" for t in types), (path, types)
+        # and nothing in it means another thing to a YAML 1.1 reader (bare yes/no/on/off, 010)
+        assert yaml.safe_load(path.read_text()) == yaml12.load(path.read_text()), path
 
 
 def test_a_key_set_twice_is_an_error(tmp_path: Path) -> None:
