@@ -44,6 +44,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("test", None, "evaluate a checkpoint on the test split; writes summary.json"),
     Command("predict", None, "classify audio files (--data.predict_files); predictions.csv"),
     Command("sweep", "sweep", "seeds x grid of a sweep spec, one run each; mean ± std tables"),
+    Command("sweep-worker", "sweep_worker", "take runs from a sweep's Optuna study (--storage)"),
     Command("export", "export", "write a checkpoint's model for the C runtime, or as ONNX"),
     Command("parity", "parity", "C runtime vs PyTorch on the test split; fails on a mismatch"),
     Command("quant-report", "quant_report", "int8 vs fp32: accuracy, changed predictions, SQNR"),

@@ -219,15 +219,24 @@ def write_results(
     wall_s: float | None = None,
     name: str | None = None,
     allow_mixed_provenance: bool = False,
+    history: list[dict[str, Any]] | None = None,
+    keys: dict[str, str | None] | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
-    """Write results.md, results.csv and results.png from the ledger (``name``: the
-    ``results_<name>.*`` files of an extra report, e.g. another metric or baseline); return
-    (rows, table). Raises ``MixedProvenanceError`` (writing nothing) when the runs come from
-    several provenances, unless ``allow_mixed_provenance`` (rows apart: ``aggregate``)."""
+    """Write results.md, results.csv and results.png into ``out`` from the run records
+    (``name``: the ``results_<name>.*`` files of an extra report, e.g. another metric or
+    baseline); return (rows, table). Raises ``MixedProvenanceError`` (writing nothing) when the
+    runs come from several provenances, unless ``allow_mixed_provenance`` (rows apart:
+    ``aggregate``).
+
+    ``history``: every record in the order they were made (default: ``<out>/ledger.jsonl``;
+    an Optuna study's records: ``kwsnet.sweep.study.study_records``); ``keys``: the content key
+    of each base config (default: read from the files now, ``content_keys``).
+    """
     from kwsnet.fileio import atomic_write_text
 
-    keys = content_keys(spec)
-    history = read_ledger(os.path.join(out, LEDGER))
+    keys = content_keys(spec) if keys is None else keys
+    if history is None:
+        history = read_ledger(os.path.join(out, LEDGER))
     latest = latest_records(history)
     content = {k: _content(r, spec, keys) for k, r in latest.items()}
     # other content: left out until re-run; earlier ok runs of it that a re-run replaced

@@ -35,7 +35,59 @@ from kwsnet.sweep.spec import (
 )
 
 
-def _threads_per_run(workers: int) -> int:
+def run_env(threads: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a run process: ``threads`` intra-op threads, unbuffered output,
+    ``extra`` (e.g. ``CUDA_VISIBLE_DEVICES``) on top."""
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "PYTHONUNBUFFERED": "1",
+        **(extra or {}),
+    }
+    # A wandb service this process started (e.g. an earlier summary run) resolves relative
+    # paths from its own cwd: each run starts its own, as a lone `kwsnet fit` does.
+    env.pop("WANDB_SERVICE", None)
+    return env
+
+
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGKILL it when the process that started it dies, so
+    a killed worker leaves no run writing into a run dir that another worker takes over."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the run outlives a killed worker
+        pass
+
+
+def start_run(
+    spec: SweepSpec, plan: RunPlan, env: dict[str, str], die_with_parent: bool = False
+) -> tuple[subprocess.Popen, Any, str | None]:
+    """Start one run's process in a fresh run dir (a stale failed attempt is removed), its
+    output to ``plan.log_path``; return (process, open log file, the content key it started
+    with). ``die_with_parent``: the run is killed when this process dies (a sweep worker)."""
+    shutil.rmtree(plan.run_dir, ignore_errors=True)
+    os.makedirs(plan.run_dir)
+    logf = open(plan.log_path, "w")  # noqa: SIM115 (the caller closes it when the run ends)
+    logf.write("$ " + shlex.join(plan.argv) + "\n")
+    logf.flush()
+    # the run reads its base config as it starts
+    run_key = _launch_key(spec, run_base_config(spec, plan.point))
+    proc = subprocess.Popen(
+        plan.argv,
+        stdout=logf,
+        stderr=subprocess.STDOUT,
+        env=env,
+        preexec_fn=_die_with_parent if die_with_parent and sys.platform == "linux" else None,
+    )
+    return proc, logf, run_key
+
+
+def threads_per_run(workers: int) -> int:
+    """Intra-op threads of each of ``workers`` runs at once on this machine's cores."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -105,7 +157,7 @@ def run_sweep(
             file=log,
             flush=True,
         )
-    threads = str(_threads_per_run(workers))
+    threads = str(threads_per_run(workers))
     todo = [p for p in plans if p.run_id not in done]
     if todo:
         _note_other_provenance(spec, [latest[k] for k in sorted(done)], int(threads), log)
@@ -116,15 +168,7 @@ def run_sweep(
         file=log,
         flush=True,
     )
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": threads,
-        "MKL_NUM_THREADS": threads,
-        "PYTHONUNBUFFERED": "1",
-    }
-    # A wandb service this process started (e.g. an earlier summary run) resolves relative
-    # paths from its own cwd: each run starts its own, as a lone `kwsnet fit` does.
-    env.pop("WANDB_SERVICE", None)
+    env = run_env(int(threads))
     queue = list(todo)
     running: dict[subprocess.Popen, tuple[RunPlan, float, Any, str | None]] = {}
     records: list[dict[str, Any]] = []
@@ -133,14 +177,7 @@ def run_sweep(
         while queue or running:
             while queue and len(running) < workers:
                 plan = queue.pop(0)
-                shutil.rmtree(plan.run_dir, ignore_errors=True)  # a stale failed attempt
-                os.makedirs(plan.run_dir)
-                logf = open(plan.log_path, "w")  # noqa: SIM115 (closed when the run ends)
-                logf.write("$ " + shlex.join(plan.argv) + "\n")
-                logf.flush()
-                # the run reads its base config as it starts
-                run_key = _launch_key(spec, run_base_config(spec, plan.point))
-                proc = subprocess.Popen(plan.argv, stdout=logf, stderr=subprocess.STDOUT, env=env)
+                proc, logf, run_key = start_run(spec, plan, env)
                 running[proc] = (plan, time.monotonic(), logf, run_key)
             for proc in [p for p in running if p.poll() is not None]:
                 plan, start, logf, run_key = running.pop(proc)

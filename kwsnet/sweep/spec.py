@@ -21,9 +21,25 @@ from kwsnet.resources import resolve_config
 
 _WANDB_KEYS = {"log_runs", "summary_run", "project", "offline"}
 
+# ``engine``: the Optuna engine's settings (``kwsnet sweep --storage``, ``kwsnet.sweep.study``).
+ENGINE_DEFAULTS: dict[str, Any] = {"heartbeat_s": 30.0, "grace_s": 120.0, "max_retry": 3}
+# ``resources``: what one worker gets (``--launcher submitit``: one Slurm array task each).
+# ``search``: a sampler over ranges instead of a grid (needs the Optuna engine).
+SEARCH_SAMPLERS = ("tpe", "random")
+SEARCH_DEFAULTS: dict[str, Any] = {"sampler": "tpe", "startup_points": None, "seed": 0}
+RESOURCE_DEFAULTS: dict[str, Any] = {
+    "cpus": 2,
+    "gpus": 0,
+    "time_min": 24 * 60,
+    "mem_gb": None,
+    "partition": None,
+    "array_parallelism": None,
+}
+
 # The command a run starts with; its arguments follow. ``-c`` rather than ``train.py`` so the
 # runner works from an installed package too. Tests swap in a fake trainer here.
 FIT_ENTRY: list[str] = [sys.executable, "-c", "from kwsnet.cli import main; main()", "fit"]
+DEFAULT_FIT_ENTRY: tuple[str, ...] = tuple(FIT_ENTRY)
 
 
 class SpecError(ConfigError):
@@ -73,6 +89,20 @@ class SweepSpec:
             margin of the TOST verdicts, in the metric's units; default ``None``: no
             equivalence test); see ``kwsnet/stats.py``.
         description: free text, copied to results.md.
+        engine: the Optuna engine (``kwsnet sweep --storage``): ``heartbeat_s`` (how often a
+            worker marks its running trial alive, default 30), ``grace_s`` (a running trial
+            without a heartbeat for this long is failed and queued again, default 120; worker
+            clocks must agree to well within it) and ``max_retry`` (how often one run is
+            queued again after its worker died, default 3).
+        resources: what one worker gets when the workers are Slurm jobs (``--launcher
+            submitit``): ``cpus``, ``gpus``, ``time_min``, ``mem_gb``, ``partition``,
+            ``array_parallelism`` (array tasks at once; default all).
+        search: instead of ``grid``, a sampler over ranges (Optuna; needs ``--storage``):
+            ``sampler`` (``tpe``, default, or ``random``), ``points`` (how many points to
+            sample; each runs once per seed), ``startup_points`` (random points before TPE
+            models the results; default ``min(10, points // 2)``), ``seed`` (the sampler's,
+            default 0) and ``space``: dotted key → ``{low, high, log?, step?}`` (ints when
+            ``low`` and ``high`` are ints) or a list of choices (numbers, strings, booleans).
     """
 
     name: str
@@ -87,6 +117,12 @@ class SweepSpec:
     wandb: dict[str, Any] = dataclasses.field(default_factory=dict)
     stats: dict[str, Any] = dataclasses.field(default_factory=dict)
     description: str = ""
+    engine: dict[str, Any] = dataclasses.field(default_factory=dict)
+    resources: dict[str, Any] = dataclasses.field(default_factory=dict)
+    search: dict[str, Any] | None = None
+    # Not a YAML key: the points a search has sampled so far, as (label, point) pairs, which
+    # stand in for the grid's product when a search study is reported (``study.report_spec``).
+    sampled: list[tuple[str, dict[str, Any]]] | None = None
 
     def __post_init__(self) -> None:
         if not self.name or any(c in self.name for c in "/\\ "):
@@ -142,8 +178,93 @@ class SweepSpec:
         unknown = sorted(set(self.wandb) - _WANDB_KEYS)
         if unknown:
             raise SpecError(f"unknown wandb keys {unknown}; valid: {sorted(_WANDB_KEYS)}")
+        self._check_search()
         self._check_stats()
+        self._check_engine()
         self.out = self.out or os.path.join("sweeps", self.name)
+
+    def _check_engine(self) -> None:
+        for key, defaults in (("engine", ENGINE_DEFAULTS), ("resources", RESOURCE_DEFAULTS)):
+            given = getattr(self, key)
+            if not isinstance(given, dict):
+                raise SpecError(f"{key} must be a mapping, got {given!r}")
+            unknown = sorted(set(given) - set(defaults))
+            if unknown:
+                raise SpecError(f"unknown {key} keys {unknown}; valid: {sorted(defaults)}")
+        eng = self.engine_settings
+        for name in ("heartbeat_s", "grace_s"):
+            v = eng[name]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+                raise SpecError(f"engine.{name} must be a positive number, got {v!r}")
+        if eng["grace_s"] <= eng["heartbeat_s"]:
+            raise SpecError(
+                f"engine.grace_s ({eng['grace_s']}) must exceed engine.heartbeat_s "
+                f"({eng['heartbeat_s']}): a live worker would look dead"
+            )
+        retry = eng["max_retry"]
+        if isinstance(retry, bool) or not isinstance(retry, int) or retry < 0:
+            raise SpecError(f"engine.max_retry must be an int >= 0, got {retry!r}")
+        res = self.resource_settings
+        for name in ("cpus", "gpus", "time_min"):
+            v = res[name]
+            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "gpus" else 1):
+                raise SpecError(f"resources.{name} must be a whole number, got {v!r}")
+
+    def _check_search(self) -> None:
+        s = self.search
+        if s is None:
+            return
+        if not isinstance(s, dict):
+            raise SpecError(f"search must be a mapping, got {s!r}")
+        unknown = sorted(set(s) - set(SEARCH_DEFAULTS) - {"space", "points"})
+        if unknown:
+            valid = sorted({*SEARCH_DEFAULTS, "space", "points"})
+            raise SpecError(f"unknown search keys {unknown}; valid: {valid}")
+        if self.grid and self.sampled is None:
+            raise SpecError("a spec has a grid or a search, not both")
+        st = self.search_settings
+        if st["sampler"] not in SEARCH_SAMPLERS:
+            raise SpecError(
+                f"search.sampler must be one of {SEARCH_SAMPLERS}, got {st['sampler']!r}"
+            )
+        for name in ("points", "startup_points", "seed"):
+            v = st.get(name)
+            if name == "startup_points" and v is None:
+                continue
+            low = 1 if name == "points" else 0
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise SpecError(f"search.{name} must be an int >= {low}, got {v!r}")
+        space = st.get("space")
+        if not isinstance(space, dict) or not space:
+            raise SpecError("search.space must be a non-empty mapping of dotted key -> range")
+        for key, dist in space.items():
+            _check_range(key, dist)
+        clash = sorted(set(space) & set(self.overrides))
+        if clash:
+            raise SpecError(f"keys both in search.space and overrides: {clash}")
+        bad = sorted(set(space) & {"seed_everything", "config", "trainer.default_root_dir"})
+        if bad:
+            raise SpecError(f"{bad} are set by the sweep itself; use `seeds:` for seeds")
+
+    @property
+    def search_settings(self) -> dict[str, Any]:
+        """``search`` with the defaults filled in (``{}`` for a grid spec)."""
+        if self.search is None:
+            return {}
+        st = {**SEARCH_DEFAULTS, **self.search}
+        if st["startup_points"] is None and isinstance(st.get("points"), int):
+            st["startup_points"] = min(10, st["points"] // 2)
+        return st
+
+    @property
+    def engine_settings(self) -> dict[str, Any]:
+        """``engine`` with the defaults filled in."""
+        return {**ENGINE_DEFAULTS, **self.engine}
+
+    @property
+    def resource_settings(self) -> dict[str, Any]:
+        """``resources`` with the defaults filled in."""
+        return {**RESOURCE_DEFAULTS, **self.resources}
 
     def _check_stats(self) -> None:
         if not isinstance(self.stats, dict):
@@ -191,7 +312,43 @@ class SweepSpec:
         return list(self.grid.get(BASE_KEY, [self.base_config]))
 
 
-_SPEC_KEYS = [f.name for f in dataclasses.fields(SweepSpec)]
+_SPEC_KEYS = [f.name for f in dataclasses.fields(SweepSpec) if f.name != "sampled"]
+
+
+def _check_range(key: str, dist: Any) -> None:
+    """Raise ``SpecError`` unless ``dist`` is a valid ``search.space`` entry for ``key``."""
+    where = f"search.space.{key}"
+    if isinstance(dist, list):
+        if not dist or not all(v is None or isinstance(v, (bool, int, float, str)) for v in dist):
+            raise SpecError(
+                f"{where}: choices must be a non-empty list of numbers, strings or booleans "
+                f"(Optuna's categorical values), got {dist!r}"
+            )
+        if len({json.dumps(v) for v in dist}) != len(dist):
+            raise SpecError(f"{where} repeats a choice: {dist}")
+        return
+    if not isinstance(dist, dict):
+        raise SpecError(f"{where}: expected {{low, high, log?, step?}} or a list of choices")
+    unknown = sorted(set(dist) - {"low", "high", "log", "step"})
+    if unknown or "low" not in dist or "high" not in dist:
+        raise SpecError(f"{where}: expected keys low, high (and log, step), got {sorted(dist)}")
+    low, high, step = dist["low"], dist["high"], dist.get("step")
+    numbers = [v for v in (low, high, step) if v is not None]
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in numbers):
+        raise SpecError(f"{where}: low, high and step must be numbers, got {dist}")
+    if not low < high:
+        raise SpecError(f"{where}: low must be below high, got {low} and {high}")
+    if dist.get("log") and (low <= 0 or step is not None):
+        raise SpecError(f"{where}: log needs low > 0 and no step, got {dist}")
+    if step is not None and step <= 0:
+        raise SpecError(f"{where}: step must be positive, got {step}")
+
+
+def range_is_int(dist: dict[str, Any]) -> bool:
+    """Whether a ``search.space`` range samples ints (``low``, ``high`` and any ``step`` are
+    ints)."""
+    values = [dist["low"], dist["high"], dist.get("step", 1)]
+    return all(isinstance(v, int) and not isinstance(v, bool) for v in values)
 
 
 def load_spec(path: str | os.PathLike) -> SweepSpec:
@@ -317,6 +474,9 @@ def _label_of(spec: SweepSpec | None, key: str, value: Any) -> str:
 def point_label(point: dict[str, Any], spec: SweepSpec | None = None) -> str:
     """``{"a.b.lr": 0.005, "x.norm": "end"}`` → ``lr=0.005,norm=end`` (short key names; dict
     values by class name or hash, base configs by file stem: ``value_labels``)."""
+    for label, sampled in (spec.sampled if spec is not None else None) or ():
+        if sampled == point:
+            return label
     return ",".join(f"{_short(k)}={_label_of(spec, k, v)}" for k, v in point.items()) or "base"
 
 
@@ -474,7 +634,12 @@ def run_args(
 
 
 def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
-    """Every grid point as ``{key: value}``, in spec order (first key slowest)."""
+    """Every grid point as ``{key: value}``, in spec order (first key slowest); for a search,
+    the points sampled so far (``spec.sampled``; none before a study has sampled one)."""
+    if spec.sampled is not None:
+        return [dict(point) for _, point in spec.sampled]
+    if spec.search is not None:
+        return []
     return [dict(zip(spec.grid, v, strict=True)) for v in itertools.product(*spec.grid.values())]
 
 
@@ -496,14 +661,23 @@ def plan_runs(spec: SweepSpec, out: str | None = None) -> list[RunPlan]:
     plans = []
     for point in grid_points(spec):
         label = point_label(point, spec)
-        base = bases[run_base_config(spec, point)]
-        for seed in spec.seeds:
-            run_id = f"{_slug(label)}__seed{seed}"
-            run_dir = os.path.join(out, "runs", run_id)
-            argv = [*_fit_entry(), *run_args(spec, point, seed, run_id, run_dir, base)]
-            plans.append(
-                RunPlan(run_id, point, label, seed, run_dir, os.path.join(run_dir, "run.log"), argv)
-            )
+        plans += point_plans(spec, point, label, out, bases[run_base_config(spec, point)])
+    return plans
+
+
+def point_plans(
+    spec: SweepSpec, point: dict[str, Any], label: str, out: str, base: Any = _UNKNOWN
+) -> list[RunPlan]:
+    """The runs of one point (one per seed), labelled ``label``, their dirs under ``out``;
+    ``base``: the parsed base config (``run_args``)."""
+    plans = []
+    for seed in spec.seeds:
+        run_id = f"{_slug(label)}__seed{seed}"
+        run_dir = os.path.join(out, "runs", run_id)
+        argv = [*_fit_entry(), *run_args(spec, point, seed, run_id, run_dir, base)]
+        plans.append(
+            RunPlan(run_id, point, label, seed, run_dir, os.path.join(run_dir, "run.log"), argv)
+        )
     return plans
 
 
