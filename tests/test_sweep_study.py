@@ -386,3 +386,29 @@ def test_search_spec_errors(tmp_path: Path, search: dict, match: str) -> None:
 def test_search_and_grid_exclude_each_other(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="a grid or a search, not both"):
         load_spec(search_spec(tmp_path / "s.yaml", grid={LR: [0.1, 0.2]}))
+
+
+def test_sigterm_stops_a_worker_and_queues_its_run_again(
+    tmp_path: Path, fake_fit: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM to a worker ends its run process, fails its trial and queues the run again at
+    once (no grace period to wait), and the worker exits with 130."""
+    monkeypatch.setenv("FAKE_SLEEP", "30")
+    spec = write_spec(tmp_path / "s.yaml", seeds=[0], grid={LR: [0.01]})
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    engine.plan_study(load_spec(spec), url, str(tmp_path / "o"))
+    worker = subprocess.Popen(engine.worker_argv(url, "t", 1), env=os.environ)
+    study = engine.load_study(url, "t")
+    deadline = time.monotonic() + 120
+    while not study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
+        assert time.monotonic() < deadline and worker.poll() is None
+        time.sleep(0.1)
+    while not list(fake_fit.iterdir()):  # its run process has started
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=60) == 130
+    assert [t.state.name for t in study.get_trials()] == ["FAIL", "WAITING"]
+    (call,) = fake_fit.iterdir()
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(call.name), 0)

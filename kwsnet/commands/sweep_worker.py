@@ -18,6 +18,7 @@ from jsonargparse import ArgumentParser
 
 from kwsnet.commands.common import new_parser, parse
 from kwsnet.errors import UsageError
+from kwsnet.sweep.runner import _Stop
 from kwsnet.sweep.study import run_worker
 
 __all__ = ["ALIASES", "parser", "run"]
@@ -46,7 +47,8 @@ def parser() -> ArgumentParser:
 
 
 def run(argv: Sequence[str]) -> int:
-    """``kwsnet sweep-worker``: 0 if every run it made is ok, 1 if one failed.
+    """``kwsnet sweep-worker``: 0 if every run it made is ok, 1 if one failed, 130 when
+    stopped by SIGTERM / SIGINT (its running run is queued again).
 
     Raises:
         StudyError: a storage URL or study that cannot be used (exit status 2).
@@ -56,7 +58,11 @@ def run(argv: Sequence[str]) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UsageError(f"--{name} must be >= 1, got {value}")
-    records = run_worker(args.storage, args.study, threads=args.threads, max_runs=args.max_runs)
+    try:
+        records = run_worker(args.storage, args.study, threads=args.threads, max_runs=args.max_runs)
+    except (_Stop, KeyboardInterrupt) as exc:
+        print(f"worker stopped ({exc.__class__.__name__} {exc}); its running run is queued again")
+        return 130
     failed = [r["run_id"] for r in records if r["status"] != "ok"]
     print(f"worker done: {len(records)} run(s), {len(failed)} failed {failed if failed else ''}")
     return 1 if failed else 0

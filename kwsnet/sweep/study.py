@@ -91,6 +91,8 @@ OUT_ATTR = "kwsnet_out"  # study user attribute: the sweep dir the run dirs go u
 # study user attribute: the command a run starts with when it is not kwsnet's own (a test's
 # fake trainer); otherwise each worker starts `kwsnet fit` with its own Python
 ENTRY_ATTR = "kwsnet_fit_entry"
+# how often an idle worker looks for runs queued again while others still run
+IDLE_POLL_S = 2.0
 POINT_ATTR = "search_point"  # trial user attribute: this trial sampled a new search point
 
 
@@ -469,9 +471,10 @@ def run_worker(
     the records of the runs this worker made. ``threads``: intra-op threads per run (default:
     all cores); ``max_runs``: stop after this many.
 
-    While runs are still running elsewhere the worker waits (one heartbeat interval at a time):
-    one of them may go silent and be queued again. SIGTERM / SIGINT end the running run, fail
-    its trial and queue it again, and stop the worker.
+    While runs are still running elsewhere the worker waits, looking every ``IDLE_POLL_S``
+    seconds (or heartbeat interval, if shorter): one of them may go silent and be queued
+    again. SIGTERM / SIGINT end the running run, fail its trial and queue it again, and stop
+    the worker.
     """
     log = sys.stdout if log is None else log
     states = _states()
@@ -499,7 +502,7 @@ def run_worker(
                 elif not any(t.state == states.RUNNING for t in runs):
                     break
                 else:
-                    time.sleep(eng["heartbeat_s"])
+                    time.sleep(min(eng["heartbeat_s"], IDLE_POLL_S))
                     continue
             else:
                 trial = study.ask()
