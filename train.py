@@ -1,6 +1,6 @@
 """Entry point: the same CLI as the `kwsnet` console script."""
 
-from kwsnet.cli import main
+from kwsnet.entry import main
 
 if __name__ == "__main__":
     main()

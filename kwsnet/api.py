@@ -161,6 +161,7 @@ def load(
         ConfigError: (a ``ValueError``) not a readable checkpoint, weights that do not fit
             its config, or a model of precomputed features (``data.source: mel_features``).
     """
+    from kwsnet.data.sources import short_name
     from kwsnet.errors import ConfigError
     from kwsnet.loading import read_checkpoint
 
@@ -173,7 +174,7 @@ def load(
         classifier = ClassifierModule.load_from_checkpoint(
             path, map_location="cpu", weights_only=True, compile=False
         )
-        source = str(data.get("source", _data_default("source")))
+        source = short_name(data.get("source", _data_default("source")))
         rate = data.get("sample_rate", _data_default("sample_rate"))
         clip = data.get("clip_samples", _data_default("clip_samples"))
     else:  # a checkpoint from before saved hparams: rebuilt from its stored config
@@ -182,7 +183,7 @@ def load(
         cfg = None if config is None else os.fspath(config)
         with _kept_rng_state():  # the CLI seeds the global generators
             classifier, dm = build_from_config(cfg, path, ["--model.compile", "false"])
-        source = str(dm.source_name)
+        source = short_name(dm.source_name)
         rate, clip = dm.source_args.sample_rate, dm.clip_samples
     if source in _FEATURE_SOURCES:
         raise ConfigError(

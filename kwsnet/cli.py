@@ -1,10 +1,12 @@
-"""The kwsnet command line: one entry point, ``main``, for every subcommand.
+"""The kwsnet command line: ``main`` (``train.py``) and ``console`` run every subcommand.
 
 ``fit``/``validate``/``test``/``predict`` are LightningCLI over ``ClassifierModule`` and
 ``AudioDataModule`` (``KwsCLI``), configured by YAML in ``configs/``; every other command is a
 module of ``kwsnet.commands`` (the table of all of them, with the line ``kwsnet --help`` shows).
 All parse with jsonargparse, spell flags with underscores (``--ckpt_path``) and report bad input
-the same way: one line, ``kwsnet: error: ...``.
+the same way: one line, ``kwsnet: error: ...`` (``kwsnet.dispatch``, which runs the commands
+without Lightning; the ``kwsnet`` console script, ``kwsnet.entry``, imports this module only
+for the LightningCLI ones).
 """
 
 from __future__ import annotations
@@ -26,24 +28,13 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, SaveConfigCallback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from kwsnet import commands
+from kwsnet import commands, dispatch
 from kwsnet._compat import started_wandb_run
-from kwsnet.callbacks.divergence import DivergenceError
 from kwsnet.callbacks.progress import KwsProgressBar
 from kwsnet.checkpointing import AtomicCheckpointIO, CheckpointLoadError, ResumeState
 from kwsnet.config_cli import ConfigCLI
-from kwsnet.data.datamodule import RecordDataset, checkpoint_class_names
-from kwsnet.data.record import DataFormatError
-from kwsnet.errors import (
-    CheckpointNotFoundError,
-    KwsnetUserError,
-    OutputFolderError,
-    UsageError,
-    error_lines,
-    frames,
-    traceback_wanted,
-)
-from kwsnet.export.layers import ExportError
+from kwsnet.data.datamodule import checkpoint_class_names
+from kwsnet.errors import CheckpointNotFoundError, OutputFolderError
 from kwsnet.loading import build_from_config
 from kwsnet.loading import first_sentence as _reason
 from kwsnet.parsing import PARSER_MODE
@@ -61,19 +52,13 @@ from kwsnet.tracking import (
     wandb_run_info,
 )
 
-__all__ = ["KwsCLI", "main", "console", "build_from_config", "USER_ERRORS"]
+__all__ = ["KwsCLI", "main", "console", "run_lightning", "build_from_config", "USER_ERRORS"]
 
 # Bad input, reported by the console script as one line (kwsnet.errors); anything else is a bug
 # and keeps its traceback. QuantError is an ExportError; the C runtime's "cannot build or load
 # it here" (CRuntimeUnavailableError), a missing input or output folder, a sweep spec, a lock
-# and mixed provenance are KwsnetUserErrors.
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    KwsnetUserError,
-    DataFormatError,
-    CheckpointLoadError,
-    DivergenceError,
-    ExportError,
-)
+# and mixed provenance are KwsnetUserErrors. The list is kwsnet.dispatch.USER_ERROR_TYPES.
+USER_ERRORS: tuple[type[BaseException], ...] = dispatch.user_error_types(load=True)
 
 
 class KwsSaveConfig(SaveConfigCallback):
@@ -331,32 +316,23 @@ def _check_ckpt_path(ckpt_path: str | None) -> None:
         ) from exc
 
 
-def _data_hint(exc: BaseException) -> str | None:
-    """``data.on_error: skip`` for a file that could not be read while training or testing."""
-    if not isinstance(exc, DataFormatError):
-        return None
-    worker = str(exc).startswith("Caught DataFormatError in DataLoader worker")
-    in_dataset = any(
-        isinstance(f.f_locals.get("self"), RecordDataset) for f in frames(exc.__traceback__)
-    )
-    if worker or in_dataset:
-        return (
-            "set data.on_error: skip (--data.on_error skip) to leave out unreadable files; "
-            "a warning counts them"
-        )
-    return None
+def run_lightning(argv: list[str] | None) -> None:
+    """Run a LightningCLI command line (``fit``/``validate``/``test``/``predict``): ``argv``,
+    or ``None`` to read ``sys.argv``."""
+    KwsCLI(args=argv)
 
 
 def main(args: Sequence[str] | None = None) -> int:
-    """Entry point of ``kwsnet`` and ``train.py``: run a subcommand; 0 on success, or the
-    command's exit status (1: a failed gate, such as ``parity``'s).
+    """Run a subcommand; 0 on success, or the command's exit status (1: a failed gate, such
+    as ``parity``'s). The ``kwsnet`` console script and ``train.py`` are ``kwsnet.entry.main``,
+    the same without importing this module (and Lightning) unless the command needs it.
 
-    Run as the console script (``args`` None: ``sys.argv``), it is :func:`console`, exiting
-    with its status. Called from Python with an ``args`` list, every error is raised (kwsnet's
-    own input errors are ``USER_ERRORS``, parse errors a ``UsageError``).
+    Run with ``args`` None (``sys.argv``), it is :func:`console`, exiting with its status.
+    Called from Python with an ``args`` list, every error is raised (kwsnet's own input errors
+    are ``USER_ERRORS``, parse errors a ``UsageError``).
     """
     if args is not None:
-        return _dispatch(list(args), from_argv=False)
+        return dispatch.run(list(args), run_lightning)
     status = console(sys.argv[1:])
     if status:
         sys.exit(status)
@@ -368,35 +344,10 @@ def console(argv: Sequence[str]) -> int:
     status. kwsnet's own input errors (``USER_ERRORS``) print one line, ``kwsnet: error: ...``
     (and at most one ``hint: ...``), on stderr, and return their ``exit_code`` (1; 2 for a
     command line or config file the parser refuses); ``KWSNET_TRACEBACK=1`` raises them
-    instead. Any other exception is a bug and is raised with its traceback.
+    instead. Any other exception is a bug and is raised with its traceback
+    (``kwsnet.dispatch.console``).
     """
-    argv = list(argv)
-    try:
-        return _dispatch(argv, from_argv=argv == sys.argv[1:])
-    except USER_ERRORS as exc:
-        if traceback_wanted():
-            raise
-        sys.stdout.flush()
-        for line in error_lines(exc, [_data_hint(exc)]):
-            print(line, file=sys.stderr)
-        return int(getattr(exc, "exit_code", 1))
-
-
-def _dispatch(argv: list[str], from_argv: bool) -> int:
-    """Run the subcommand ``argv`` names; ``from_argv``: ``argv`` is ``sys.argv[1:]``
-    (LightningCLI then reads it there)."""
-    if not argv or argv[0] in ("-h", "--help"):
-        print(commands.help_text())
-        return 0
-    name = argv[0]
-    if name in commands.lightning_commands() or name.startswith("-"):
-        KwsCLI(args=None if from_argv else argv)
-        return 0
-    if commands.find(name) is None:
-        close = commands.closest_command(name)
-        hint = f" (did you mean {close}?)" if close else ""
-        raise UsageError(f"unknown command {name!r}{hint}; `kwsnet --help` lists them")
-    return commands.run(name, argv[1:])
+    return dispatch.console(argv, run_lightning)
 
 
 if __name__ == "__main__":

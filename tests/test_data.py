@@ -11,6 +11,7 @@ from kwsnet.data.audio import fit_length, read_audio
 from kwsnet.data.datamodule import AudioDataModule, collate
 from kwsnet.data.record import DataFormatError, SourceArgs
 from kwsnet.data.synthetic import SyntheticSource
+from kwsnet.errors import ConfigError
 
 from .conftest import REPO, write_tone
 
@@ -188,7 +189,7 @@ def test_split_list_naming_a_missing_file_names_the_line(speech_commands_tree: P
 
 
 def test_unknown_source_lists_valid_ones():
-    with pytest.raises(ValueError, match="valid sources"):
+    with pytest.raises(ConfigError, match="librispeech.*short name: synthetic, speech_commands"):
         AudioDataModule(source="librispeech")
 
 

@@ -20,8 +20,9 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "kwsnet"
 
-# Packages that hold what kwsnet does; the command line (kwsnet.cli, kwsnet.commands, and the
-# config parser kwsnet.config_cli) calls them with plain arguments, never the other way round.
+# Packages that hold what kwsnet does; the command line (kwsnet.cli, kwsnet.commands, the
+# config parser kwsnet.config_cli, and the console script's kwsnet.entry and kwsnet.dispatch)
+# calls them with plain arguments, never the other way round.
 DOMAIN_PACKAGES = (
     "export",
     "quant",
@@ -33,7 +34,13 @@ DOMAIN_PACKAGES = (
     "callbacks",
     "init",
 )
-COMMAND_LINE = ("kwsnet.cli", "kwsnet.commands", "kwsnet.config_cli")
+COMMAND_LINE = (
+    "kwsnet.cli",
+    "kwsnet.commands",
+    "kwsnet.config_cli",
+    "kwsnet.dispatch",
+    "kwsnet.entry",
+)
 
 
 def module_name(path: Path, root: Path = PACKAGE) -> str:

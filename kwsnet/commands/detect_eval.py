@@ -69,6 +69,8 @@ def run(argv: Sequence[str]) -> int:
         ConfigError, CheckpointNotFoundError: no labels.csv or WAVs in --streams, a bad
             checkpoint or detector setting.
     """
+    a, _ = parse(parser(), argv, ALIASES)  # before the imports: --help needs none of them
+
     import soundfile as sf
 
     from kwsnet.detect.evaluate import (
@@ -82,7 +84,6 @@ def run(argv: Sequence[str]) -> int:
     )
     from kwsnet.tracking import wandb_disabled
 
-    a, _ = parse(parser(), argv, ALIASES)
     if any(not x > 0 for x in a.fa_per_hour):
         raise UsageError(f"--fa_per_hour values must be > 0, got {a.fa_per_hour}")
     if a.attribute and any(not 0.0 <= x <= 1.0 for x in a.attribute):

@@ -3,7 +3,8 @@
     kwsnet prepare --source voxceleb1 --root data/vox1 --out data/vox1_mel \\
         --source_options '{max_speakers: 600}'
 
-Reads every item of a source (any data.source), runs a LogMel front end on each utterance
+Reads every item of a source (--source takes any data.source value: a short name such as
+voxceleb1, or the class path of a Source subclass), runs a LogMel front end on each utterance
 and writes <out>/uttr-NNNNNNN.pt tensors plus mapping.json, metadata.json and testdata.json,
 which data.source: mel_features reads back (docs/speaker.md).
 """
@@ -16,7 +17,7 @@ from typing import Any
 from jsonargparse import ArgumentParser
 
 from kwsnet.commands.common import new_parser, parse
-from kwsnet.errors import UsageError
+from kwsnet.errors import ConfigError, UsageError, one_line
 
 __all__ = ["ALIASES", "parser", "run"]
 
@@ -36,10 +37,14 @@ _OLD_OPTION = "--source-option"
 
 def parser() -> ArgumentParser:
     """``kwsnet prepare``'s parser."""
-    from kwsnet.data.sources import SOURCES
-
     p = new_parser("prepare", __doc__ or "")
-    p.add_argument("--source", required=True, choices=sorted(SOURCES), help="format")
+    p.add_argument(
+        "--source",
+        type=str | dict[str, Any],
+        required=True,
+        help="the format, as data.source: a short name (synthetic, speech_commands, folder, "
+        "voxceleb1, mel_features), a class path, or '{class_path: ..., init_args: {...}}'",
+    )
     p.add_argument("--root", type=str, required=True, help="dataset root of the source")
     p.add_argument("--out", type=str, required=True, help="output directory")
     p.add_argument("--sample_rate", type=int, default=16000, help="audio is resampled to it")
@@ -54,7 +59,7 @@ def parser() -> ArgumentParser:
         "--source_options",
         type=dict[str, Any],
         default={},
-        help="the source's options (data.source_options), e.g. '{max_speakers: 600}'",
+        help="the source's options (merged over --source's init_args), e.g. '{max_speakers: 600}'",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     return p
@@ -99,16 +104,23 @@ def run(argv: Sequence[str]) -> int:
     """``kwsnet prepare``: 0 once the features are written.
 
     Raises:
+        UsageError: a ``--source`` that names no ``Source`` class.
         DataFormatError, OutputExistsError: a source without speaker labels or with bad items,
             an output that exists (without ``--overwrite``).
     """
+    args, _ = parse(parser(), _source_option_args(argv), ALIASES)  # --help imports no torch
+
     from kwsnet.data.prepare import prepare_mel_features
     from kwsnet.data.record import SourceArgs
-    from kwsnet.data.sources import build_source
+    from kwsnet.data.sources import build_source, parse_source, source_class
 
-    args, _ = parse(parser(), _source_option_args(argv), ALIASES)
+    try:  # a --source that names no Source class is a bad command line
+        spec = parse_source(args.source, key="--source")
+        source_class(spec)
+    except ConfigError as exc:
+        raise UsageError(one_line(exc)) from exc
     source = build_source(
-        args.source,
+        spec,
         SourceArgs(
             root=args.root,
             sample_rate=args.sample_rate,

@@ -1,13 +1,16 @@
 """The one DataModule: a pluggable source → decode/resample/crop → padded batches.
 
-``data.source`` names the format (``SOURCES``); the same module serves keyword spotting and
-speaker classification through ``target``. Batches are dicts::
+``data.source`` picks the format as every class of a config is picked: a ``class_path`` (and
+its ``init_args``) naming any ``kwsnet.data.record.Source`` subclass, or a shipped format's
+short name (``SOURCES``: ``synthetic``, ``speech_commands``, ...). The same module serves
+keyword spotting and speaker classification through ``target``. Batches are dicts::
 
     {"audio": [B, T] or [B, T, F], "lengths": [B], "label": [B], "keyword": [B],
      "speaker": [B], "path": list[str]}
 
-The parts live beside it: ``sources`` (the formats by name), ``dataset`` (one split's records),
-``cache`` (memory budget, disk spill, preload) and ``collate`` (records → batch).
+The parts live beside it: ``sources`` (the class ``data.source`` names), ``dataset`` (one
+split's records), ``cache`` (memory budget, disk spill, preload) and ``collate`` (records →
+batch).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from kwsnet.data.collate import collate
 from kwsnet.data.dataset import RecordDataset
 from kwsnet.data.record import SPLITS, DataFormatError, Item, Source, SourceArgs
 from kwsnet.data.sampler import ResumableDataLoader, ResumableSampler
-from kwsnet.data.sources import SOURCES, PredictSource, build_source
+from kwsnet.data.sources import SOURCES, PredictSource, build_source, parse_source, source_class
 
 # CacheBudget, DEFAULT_CACHE_LIMIT_MB, RecordDataset, SOURCES, build_source and collate live
 # in their own modules (cache, dataset, sources, collate) and are re-exported here.
@@ -62,13 +65,19 @@ class AudioDataModule(pl.LightningDataModule):
     """Keyword or speaker data from any source, as padded batches.
 
     Args:
-        source: the format (default ``synthetic``): one of ``SOURCES``.
+        source: the format (default ``synthetic``): ``{class_path: ..., init_args: {...}}``
+            naming any ``kwsnet.data.record.Source`` subclass (a shipped one or your own;
+            ``init_args`` are the format's options), or a shipped format's short name,
+            ``synthetic``, ``speech_commands``, ``folder``, ``voxceleb1`` or ``mel_features``
+            (``SOURCES``), which also stands for its class path in ``class_path``. A string
+            that is not a short name is a class path without init_args. See
+            ``kwsnet.data.sources``.
         root: dataset folder (not needed for ``synthetic``).
         target: ``keyword`` (default) or ``speaker``: the label the task learns.
         words: keyword classes to keep (Speech Commands / folder); default all.
         include_unknown: Speech Commands: add ``_unknown_``, by default TensorFlow's definition
             (per split, ``unknown_percentage`` 10% of the keyword count drawn from the other
-            words; ``source_options.unknown_mode: all``: every other word; default False).
+            words; option ``unknown_mode: all``: every other word; default False).
         include_silence: Speech Commands: add ``_silence_``, clips of zeros (per split,
             ``silence_percentage`` 10% of the keyword count; default False). See
             ``kwsnet.data.speech_commands`` and ``docs/speech_commands.md``.
@@ -95,7 +104,9 @@ class AudioDataModule(pl.LightningDataModule):
         split_seed: seed of seeded splits, independent of the training seed (default 1234).
         val_fraction / test_fraction: seeded split sizes (default 0.1 / 0.1).
         download: fetch the dataset when ``root`` is missing, where the format supports it.
-        source_options: extra, format-specific options (each source lists the valid ones).
+        source_options: the format's options, merged over ``source``'s ``init_args`` (these
+            win): the options of a short name, or one changed from the command line
+            (``--data.source_options '{num_words: 3}'``). Each source lists the valid ones.
         predict_files: audio files or folders for ``predict``.
         class_names: index → name of the classes, for runs without the dataset: with it the
             source is built only when a train/val/test split is used (and must then give the
@@ -106,7 +117,7 @@ class AudioDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        source: str = "synthetic",
+        source: str | dict[str, Any] = "synthetic",
         root: str | None = None,
         target: Literal["keyword", "speaker"] = "keyword",
         words: list[str] | None = None,
@@ -141,7 +152,8 @@ class AudioDataModule(pl.LightningDataModule):
             raise ValueError(f"data.cache_limit_mb must be >= 0 or null, got {cache_limit_mb}")
         self.cache_budget = CacheBudget(cache_limit_mb)
         self.cache_dir = None if cache_limit_mb is None else cache_dir
-        self.source_name = source
+        self._source_spec = parse_source(source)  # its shape; the class is imported on use
+        self.source_name = self._source_spec.label
         self.target = target
         self.clip_samples, self.train_crop = clip_samples, train_crop
         self.batch_size, self.num_workers = batch_size, num_workers
@@ -157,7 +169,7 @@ class AudioDataModule(pl.LightningDataModule):
             val_fraction=val_fraction,
             test_fraction=test_fraction,
             download=download,
-            options=dict(source_options or {}),
+            options={**self._source_spec.init_args, **(source_options or {})},
         )
         self._class_names = [str(n) for n in class_names] if class_names is not None else None
         self._source: Source | None = None
@@ -174,8 +186,8 @@ class AudioDataModule(pl.LightningDataModule):
         names = self.class_names
         if len(names) < 2:
             raise DataFormatError(
-                f"data.source={source!r} with target={target!r} has {len(names)} classes; "
-                "a classifier needs at least 2"
+                f"data.source={self.source_name!r} with target={target!r} has {len(names)} "
+                "classes; a classifier needs at least 2"
             )
         self.datasets: dict[str, RecordDataset] = {}
 
@@ -184,7 +196,7 @@ class AudioDataModule(pl.LightningDataModule):
         """The dataset format, built on first use (in ``__init__`` unless ``class_names`` was
         given); a source whose class names differ from ``class_names`` raises."""
         if self._source is None:
-            src = build_source(self.source_name, self.source_args)
+            src = source_class(self._source_spec)(self.source_args)
             names = self._names_of(src)
             if self._class_names is not None and names != self._class_names:
                 raise DataFormatError(

@@ -65,12 +65,21 @@ class SourceArgs:
 class Source(ABC):
     """A dataset format: which items each split holds and how to load one.
 
-    Subclasses set ``name`` (the ``data.source`` value), fill ``keyword_names`` and
-    ``speaker_names`` (index → name; empty where the format has no such label) and
-    ``_items`` (split → items in a deterministic order), which ``items`` serves.
+    Any subclass can be ``data.source`` (its ``class_path``; ``kwsnet.data.sources``). It is
+    built with one argument, the ``SourceArgs``, whose ``options`` are its ``init_args``
+    (unknown ones should raise ``kwsnet.errors.ConfigError``); it fills ``keyword_names`` and
+    ``speaker_names`` (index → name; empty where the format has no such label) and ``_items``
+    (split → items in a deterministic order), which ``items`` serves, and defines ``load``.
+    ``name`` labels it in messages: the shipped formats set their short name (``synthetic``),
+    other classes default to their class path.
     """
 
     name: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = f"{cls.__module__}.{cls.__qualname__}"
 
     def __init__(self, args: SourceArgs) -> None:
         self.args = args
