@@ -534,16 +534,20 @@ def run_worker(
 
 
 def _point_count(trials: Sequence[Any], before: int | None = None) -> int:
-    """How many search points the study has sampled (or is sampling) among ``trials``
-    numbered below ``before``: distinct point labels, plus claims not labelled yet."""
+    """How many search points the study has sampled, or is sampling, among ``trials``
+    numbered below ``before``: distinct point labels, plus running trials that hold no run yet
+    (another worker's claim of a new point, not yet labelled). A worker counts the claims
+    before its own trial, so of two claiming the last point at once the later one gives up."""
+    states = _states()
     labels: set[str] = set()
     pending = 0
     for t in trials:
-        if not t.user_attrs.get(POINT_ATTR) or (before is not None and t.number >= before):
+        if before is not None and t.number >= before:
             continue
-        if "point_label" in t.user_attrs:
-            labels.add(t.user_attrs["point_label"])
-        else:
+        attrs = t.user_attrs
+        if attrs.get(POINT_ATTR) and "point_label" in attrs:
+            labels.add(attrs["point_label"])
+        elif t.state == states.RUNNING and "run_id" not in attrs and not attrs.get("spare"):
             pending += 1
     return len(labels) + pending
 
@@ -650,10 +654,11 @@ def worker_devices(n_workers: int, gpus: int) -> list[str | None]:
     return [",".join(groups[i % len(groups)]) for i in range(n_workers)]
 
 
+# the console script's entry (kwsnet.entry): a worker process never imports Lightning itself
 WORKER_ENTRY: list[str] = [
     sys.executable,
     "-c",
-    "from kwsnet.cli import main; main()",
+    "from kwsnet.entry import main; main()",
     "sweep-worker",
 ]
 
