@@ -1,12 +1,15 @@
-"""The C runtime against PyTorch over the whole test split, layer by layer if asked.
+"""The C runtime (or onnxruntime) against PyTorch over the whole test split.
 
     kwsnet parity --ckpt_path run/last.ckpt [--config cfg.yaml] [--per_layer] [--lib path.so]
     kwsnet parity --ckpt_path best.ckpt --dtype int8 [--calibration 512] [--per_layer]
+    kwsnet parity --ckpt_path best.ckpt --format onnx
 
 Exit status 0 only if every prediction is identical or a near-tie (PyTorch's top-2 margin
 within float rounding of the logits; kwsnet.export.parity) and the model is not collapsed
 (with --ckpt_path, unless --no_class_floor). --dtype int8 is the bit-exact gate of the C int8
 runtime against kwsnet's integer reference: every logit code identical (kwsnet.quant.parity).
+--format onnx exports the model as ONNX (front end included) and runs it in onnxruntime, one
+thread; near-ties within kwsnet.export.onnx_export.ONNX_RTOL.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from jsonargparse import ArgumentParser
 
 from kwsnet.commands.common import add_checkpoint_args, load_model, new_parser, parse
 from kwsnet.commands.export import add_dtype_args
-from kwsnet.export.pipeline import float_parity, int8_parity
+from kwsnet.errors import UsageError
+from kwsnet.export.pipeline import float_parity, int8_parity, onnx_parity
 
 __all__ = ["ALIASES", "parser", "run"]
 
@@ -45,6 +49,12 @@ def parser() -> ArgumentParser:
         help="do not fail a collapsed model (the floor applies with --ckpt_path only)",
     )
     add_dtype_args(p)
+    p.add_argument(
+        "--format",
+        choices=["cnative", "onnx"],
+        default="cnative",
+        help="the runtime PyTorch is compared with: the C runtime, or onnxruntime",
+    )
     return p
 
 
@@ -56,9 +66,17 @@ def run(argv: Sequence[str]) -> int:
             a model the C runtime cannot represent, a bad config or checkpoint, no C runtime.
     """
     args, overrides = parse(parser(), argv, ALIASES, overrides=True)
+    if args.format == "onnx":
+        given = {"--dtype int8": args.dtype == "int8", "--per_layer": args.per_layer}
+        bad = [flag for flag, on in {**given, "--lib": args.lib}.items() if on]
+        if bad:
+            raise UsageError(f"--format onnx compares float logits only: drop {', '.join(bad)}")
     model, dm = load_model(args.config, args.ckpt_path, overrides)
     floor = args.ckpt_path is not None and not args.no_class_floor
-    if args.dtype == "int8":
+    if args.format == "onnx":
+        rep = onnx_parity(model, dm, floor, args.max_batches)
+        why = None if rep.ok else _float_failure(rep)
+    elif args.dtype == "int8":
         rep = int8_parity(
             model, dm, args.calibration, args.percentile, args.lib, args.per_layer, floor,
             args.max_batches,
@@ -80,6 +98,6 @@ def _float_failure(rep: object) -> str:
     if not rep.n:  # type: ignore[attr-defined]
         return "no test clips to compare"
     if rep.n_mismatch:  # type: ignore[attr-defined]
-        return f"{rep.n_mismatch} C and PyTorch predictions differ beyond a near-tie"  # type: ignore[attr-defined]
+        return f"{rep.n_mismatch} {rep.runtime} and PyTorch predictions differ beyond a near-tie"  # type: ignore[attr-defined]
     collapse = rep.collapse_text()  # type: ignore[attr-defined]
     return f"the model is collapsed ({collapse}): agreement on it means nothing"

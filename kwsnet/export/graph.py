@@ -350,9 +350,20 @@ def model_graph(model: object, clip_samples: int | None) -> Graph | None:
     written as format v1).
 
     Raises:
-        ExportError: a traced model without a fixed clip length (``data.clip_samples``).
+        ExportError: a traced model without a fixed clip length (``data.clip_samples``), or a
+            log-mel / MFCC model whose backbone the tracer does not know.
     """
-    if type(getattr(model, "backbone", None)).__name__ not in BLOCK_TRACERS:
+    backbone = type(getattr(model, "backbone", None)).__name__
+    if backbone not in BLOCK_TRACERS:
+        frontend = type(getattr(model, "frontend", None)).__name__
+        if frontend in ("LogMel", "MFCC"):
+            raise ExportError(
+                f"unsupported backbone {backbone} at 'backbone' behind the {frontend} front "
+                "end: the C runtime runs log-mel / MFCC models whose backbone its graph tracer "
+                f"knows ({', '.join(BLOCK_TRACERS)}; kwsnet/export/graph.py); {backbone} needs "
+                "its blocks in the tracer and its layers in the C op table first. --format onnx "
+                "exports any model"
+            )
         return None
     if not clip_samples:
         raise ExportError(

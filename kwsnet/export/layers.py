@@ -82,7 +82,9 @@ def collect_named_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
         if frontend is not None and type(frontend).__name__ not in _IDENTITY_FRONTENDS:
             raise ExportError(
                 f"unsupported frontend {type(frontend).__name__} at 'frontend'; the C runtime "
-                f"takes raw audio, so the frontend must be one of {_IDENTITY_FRONTENDS}"
+                f"runs raw audio (a frontend of {_IDENTITY_FRONTENDS}) into a chain of standard "
+                "layers, or a LogMel / MFCC front end into a backbone its graph tracer knows "
+                "(kwsnet/export/graph.py); --format onnx exports any model"
             )
         layers = getattr(model.backbone, "layers", None)
         if not isinstance(layers, nn.Sequential):

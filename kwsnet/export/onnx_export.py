@@ -1,5 +1,8 @@
-"""``--format onnx``: the same layer sequence the C runtime runs, as an ONNX graph
-(``audio [B, T] -> logits [B, n_classes]``, dynamic batch) for onnxruntime.
+"""``--format onnx``: any model, front end + backbone + head, as one ONNX graph
+(``audio [B, T] -> logits [B, n_classes]`` for clips of a fixed length, dynamic batch) for
+onnxruntime (:class:`ClipNet`, :func:`export_onnx_clip`); checked against PyTorch on a test
+split by ``kwsnet parity --format onnx`` (:class:`OnnxRuntimeModel`). A chain of standard
+layers without a front end (``nn.Sequential``) exports as the C runtime's layer sequence.
 
 A log-mel model's front end is exported too, but not through ``torch.stft``: the
 TorchScript exporter cannot export its complex output ("STFT does not currently support
@@ -24,7 +27,22 @@ from torch import nn
 
 from kwsnet.export.cnative import Layers, as_named
 
-__all__ = ["DftFrontend", "GraphNet", "LayerSequence", "export_onnx", "export_onnx_model"]
+__all__ = [
+    "ONNX_RTOL",
+    "ClipNet",
+    "DftFrontend",
+    "GraphNet",
+    "LayerSequence",
+    "OnnxRuntimeModel",
+    "export_onnx",
+    "export_onnx_clip",
+    "export_onnx_model",
+]
+
+# onnxruntime vs PyTorch: the DFT-by-matmul front end rounds differently from torch.stft
+# (features agree to ~1e-5 relative, measured on every shipped keyword config), so the
+# near-tie tolerance is ten times the C runtime's (kwsnet.export.parity.LOGIT_RTOL).
+ONNX_RTOL = 1e-4
 
 
 class LayerSequence(nn.Module):
@@ -170,3 +188,112 @@ def export_onnx_model(
             dynamo=False,
         )
     return Path(path).stat().st_size
+
+
+class ClipNet(nn.Module):
+    """A ClassifierModule-like model (``frontend``, ``backbone``, ``head``) for clips of
+    ``clip_samples`` samples, every sample valid, in ops ``torch.onnx.export`` handles:
+    ``audio [B, clip_samples] -> logits [B, n_classes]``.
+
+    A log-mel / MFCC front end becomes :class:`DftFrontend` on the same tables
+    (``kwsnet.export.frontend.frontend_tables``: window, filterbank, DCT, normalisation); any
+    other front end (raw audio) runs as it is. The backbone gets the full length of every clip
+    (its masks all ones) and the head runs as at inference (an AAM-softmax head gives its
+    cosine logits, no margin).
+
+    Raises:
+        ExportError: the model has no ``frontend`` / ``backbone`` / ``head``.
+    """
+
+    def __init__(self, model: nn.Module, clip_samples: int) -> None:
+        super().__init__()
+        from kwsnet.export.frontend import frontend_tables
+        from kwsnet.export.layers import ExportError
+
+        missing = [a for a in ("frontend", "backbone", "head") if getattr(model, a, None) is None]
+        if missing:
+            raise ExportError(
+                f"ONNX export of {type(model).__name__} needs frontend, backbone and head "
+                f"(a ClassifierModule); it has no {missing}"
+            )
+        self.clip_samples = int(clip_samples)
+        frontend = model.frontend
+        self.backbone, self.head = model.backbone, model.head
+        lengths = torch.tensor([self.clip_samples])
+        if type(frontend).__name__ in ("LogMel", "MFCC"):
+            self.frontend: nn.Module | None = None
+            self.dft: DftFrontend | None = DftFrontend(frontend_tables(frontend))
+            frames = int(frontend.frame_lengths(lengths)[0])
+        else:
+            self.frontend, self.dft = frontend, None
+            with torch.no_grad():
+                frames = int(frontend(torch.zeros(1, self.clip_samples), lengths)[1][0])
+        self.frames = frames
+        self.requires_grad_(False)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        """``audio [B, clip_samples]`` -> ``logits [B, n_classes]``."""
+        batch = audio.shape[0]
+        if self.dft is not None:
+            feats = self.dft(audio).transpose(1, 2)  # [B, frames, features]
+        else:
+            full = torch.full((batch,), self.clip_samples, dtype=torch.long)
+            feats = self.frontend(audio, full)[0]  # type: ignore[misc]
+        lengths = torch.full((batch,), self.frames, dtype=torch.long)
+        return self.head(self.backbone(feats, lengths), None)
+
+
+def export_onnx_clip(model: nn.Module, clip_samples: int, path: str | Path, opset: int = 17) -> int:
+    """Export ``model`` as :class:`ClipNet` (input ``audio [batch, clip_samples]``, output
+    ``logits``, a dynamic batch axis) with the TorchScript-based exporter (``dynamo=False``:
+    the dynamo exporter cannot follow the backbones' length masks); returns the file size."""
+    was_training = model.training
+    model.eval()
+    try:
+        net = ClipNet(model, clip_samples).eval()
+        with torch.no_grad():
+            torch.onnx.export(
+                net,
+                (torch.zeros(1, net.clip_samples),),
+                str(path),
+                input_names=["audio"],
+                output_names=["logits"],
+                dynamic_axes={"audio": {0: "batch"}, "logits": {0: "batch"}},
+                opset_version=opset,
+                dynamo=False,
+            )
+    finally:
+        model.train(was_training)
+    return Path(path).stat().st_size
+
+
+class OnnxRuntimeModel:
+    """An exported ONNX model in onnxruntime (one thread unless ``threads``), with the
+    interface ``kwsnet.export.parity.run_parity`` compares against PyTorch: ``forward(audio
+    [B, T]) -> logits [B, C]``, ``n_classes``, ``arena_bytes`` (0: onnxruntime's own) and
+    ``weight_bytes`` (the file's size)."""
+
+    def __init__(self, path: str | Path, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            str(path), sess_options=opts, providers=["CPUExecutionProvider"]
+        )
+        self.input = self.session.get_inputs()[0].name
+        self.n_classes = int(self.session.get_outputs()[0].shape[-1])
+        self.arena_bytes = 0
+        self.weight_bytes = Path(path).stat().st_size
+
+    def forward(self, audio: np.ndarray) -> np.ndarray:
+        """``audio [B, T]`` float32 -> ``logits [B, n_classes]``."""
+        x = np.ascontiguousarray(np.asarray(audio, dtype=np.float32))
+        return self.session.run(None, {self.input: x})[0]
+
+    def __enter__(self) -> OnnxRuntimeModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.session = None  # type: ignore[assignment]

@@ -113,6 +113,8 @@ class ParityReport:
     class_floor: bool = False  # fail a collapsed model (module docstring)
     # max |Δlogit| of PyTorch on the exported BN-folded weights vs the model (None: no fold)
     fold_delta: float | None = None
+    runtime: str = "C"  # the other side's name in the report ("C", "onnxruntime")
+    rtol: float = LOGIT_RTOL  # the near-tie tolerance (logit_tolerance) it was judged with
 
     def collapsed(self) -> bool:
         """Either side's predictions collapsed (``kwsnet.metrics.collapse``)."""
@@ -123,7 +125,7 @@ class ParityReport:
     def collapse_text(self) -> str:
         """Both sides' class counts against the floor, in words."""
         parts = []
-        for name, counts in (("PyTorch", self.torch_counts), ("C", self.c_counts)):
+        for name, counts in (("PyTorch", self.torch_counts), (self.runtime, self.c_counts)):
             st = collapse_stats(counts) if counts else {"n_pred_classes": 0, "max_class_share": 0}
             parts.append(
                 f"{name} {int(st['n_pred_classes'])} classes, largest {st['max_class_share']:.0%}"
@@ -157,7 +159,7 @@ class ParityReport:
         out = [
             first,
             f"classes predicted: PyTorch {len(self.torch_classes)}/{self.n_classes}, "
-            f"C {len(self.c_classes)}/{self.n_classes} "
+            f"{self.runtime} {len(self.c_classes)}/{self.n_classes} "
             + (
                 f"(class floor {'FAILED' if self.collapsed() else 'passed'}: "
                 f"{self.collapse_text()})"
@@ -165,7 +167,7 @@ class ParityReport:
                 else "(class floor not applied)"
             ),
             f"max |Δlogit| = {self.max_abs:.3g} at clip {self.max_at[0]}, class {self.max_at[1]} "
-            f"(max |logit| {self.max_ref:.3g}; near-tie tolerance {LOGIT_RTOL:g} x max(1, that))",
+            f"(max |logit| {self.max_ref:.3g}; near-tie tolerance {self.rtol:g} x max(1, that))",
             f"smallest PyTorch top-2 margin = {self.min_margin:.3g} at clip {self.min_margin_at}",
             f"arena {self.arena_bytes} bytes, weights {self.weight_bytes} bytes",
         ]
@@ -206,6 +208,8 @@ def run_parity(
     graph: Graph | None = None,
     per_layer: bool = False,
     class_floor: bool = False,
+    rtol: float = LOGIT_RTOL,
+    runtime: str = "C",
 ) -> ParityReport:
     """Compare PyTorch and the C runtime on every clip of ``batches`` (each ``[B, T]``).
 
@@ -220,10 +224,16 @@ def run_parity(
             output is compared (PyTorch: the node's unfolded modules; C: ``kwsn_forward_until``).
         per_layer: compare every node (needs ``graph`` or ``named_layers``).
         class_floor: fail when either side's predictions are collapsed.
+        rtol: the near-tie tolerance (:func:`logit_tolerance`).
+        runtime: the other side's name in the report (``cmodel`` may be any object with
+            ``forward``, ``n_classes``, ``arena_bytes`` and ``weight_bytes``, e.g. an
+            onnxruntime session: ``kwsnet.export.onnx_export.OnnxRuntimeModel``).
     """
     if named_layers is not None and input_shape is not None and graph is None:
         graph, per_layer = graph_from_layers(named_layers, input_shape), True
-    rep = ParityReport(arena_bytes=cmodel.arena_bytes, weight_bytes=cmodel.weight_bytes)
+    rep = ParityReport(
+        arena_bytes=cmodel.arena_bytes, weight_bytes=cmodel.weight_bytes, runtime=runtime, rtol=rtol
+    )
     rep.n_classes = cmodel.n_classes
     rep.class_floor = class_floor
     rep.torch_counts = [0] * rep.n_classes
@@ -237,7 +247,7 @@ def run_parity(
         audio = audio.to(torch.float32)
         ref = torch_logits(model, audio).numpy()
         out = cmodel.forward(audio.numpy())
-        same, near_tie, margin = compare_predictions(ref, out)
+        same, near_tie, margin = compare_predictions(ref, out, rtol)
         rep.n_same += int(same.sum())
         rep.n_near_tie += int(near_tie.sum())
         for counts, logits in ((rep.torch_counts, ref), (rep.c_counts, out)):

@@ -11,6 +11,7 @@ or against kwsnet's integer reference (int8) over the test split.
 from __future__ import annotations
 
 import itertools
+import math
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,6 +59,12 @@ def export_model(
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; valid formats: {FORMATS}")
+    # a ClassifierModule (front end, embed, head): one ONNX graph from torch, any backbone
+    if fmt == "onnx" and all(hasattr(model, a) for a in ("frontend", "embed", "head")):
+        from kwsnet.export.onnx_export import export_onnx_clip
+
+        clip = clip_samples or math.prod(input_shape_of(model))  # type: ignore[arg-type]
+        return export_onnx_clip(model, int(clip), out)  # type: ignore[arg-type]
     graph = model_graph(model, clip_samples)
     if graph is not None:
         if fmt == "cnative":
@@ -170,6 +177,29 @@ def float_parity(
         with CModel(path, lib) as cm:
             return run_parity(
                 model, batches, cm, graph=graph, per_layer=per_layer, class_floor=class_floor
+            )
+
+
+def onnx_parity(
+    model: object,
+    dm: object,
+    class_floor: bool = True,
+    max_batches: int | None = None,
+) -> ParityReport:
+    """onnxruntime against PyTorch on ``dm``'s test split: the model exported as ONNX
+    (``export_onnx_clip``, front end included) to a temporary file, every clip's prediction
+    compared (near-ties within ``ONNX_RTOL``); ``class_floor`` fails a collapsed model."""
+    from kwsnet.export.onnx_export import ONNX_RTOL, OnnxRuntimeModel
+    from kwsnet.export.parity import run_parity
+
+    clip = getattr(dm, "clip_samples", None)
+    batches = test_audio(dm, max_batches)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        export_model(model, "onnx", path, sample_rate_of(dm), clip_samples=clip)
+        with OnnxRuntimeModel(path) as om:
+            return run_parity(
+                model, batches, om, class_floor=class_floor, rtol=ONNX_RTOL, runtime="onnxruntime"
             )
 
 
