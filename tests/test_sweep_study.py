@@ -22,6 +22,7 @@ import yaml
 from kwsnet.cli import console
 from kwsnet.sweep import spec as sweep_spec
 from kwsnet.sweep import study as engine
+from kwsnet.sweep.ledger import read_ledger
 from kwsnet.sweep.spec import SpecError, load_spec
 
 optuna = pytest.importorskip("optuna")
@@ -120,6 +121,11 @@ def test_study_sweep_reports_as_the_local_runner(
     assert table_lines(capsys.readouterr().out) == local
     csv_a = (tmp_path / "a" / "results.csv").read_text()
     assert csv_a == (tmp_path / "c" / "results.csv").read_text()
+    # the study's records as a ledger snapshot: a local report on it gives the same table
+    assert len(read_ledger(tmp_path / "c" / "ledger.jsonl")) == 6
+    local_report = ["--config", str(spec), "--out", str(tmp_path / "c"), "--report_only"]
+    assert console(["sweep", *local_report]) == 0
+    assert table_lines(capsys.readouterr().out) == local
     # planning again queues nothing: every run is done with the spec's content
     assert console(["sweep", *argv, "--workers", "0"]) == 0
     assert "0 run(s) queued now" in capsys.readouterr().out

@@ -368,6 +368,7 @@ def _report_study(
 
     history = engine.study_records(study)
     keys = engine.study_keys(study)
+    engine.write_ledger_snapshot(history, out)
     try:
         rows, table = write_results(
             spec,

@@ -80,6 +80,7 @@ __all__ = [
     "wait_local_workers",
     "worker_argv",
     "worker_devices",
+    "write_ledger_snapshot",
 ]
 
 SPEC_ATTR = "kwsnet_spec"  # study user attribute: the spec, as SweepSpec fields
@@ -373,6 +374,25 @@ def study_records(study: Any) -> list[dict[str, Any]]:
         if isinstance(rec, dict):
             records.append({**rec, "trial": t.number})
     return records
+
+
+def write_ledger_snapshot(records: Sequence[dict[str, Any]], out: str) -> str:
+    """Write a study's records (``study_records``) as ``<out>/ledger.jsonl``, so the tables
+    can be rebuilt (and published) without the storage; return the path. A ledger a local
+    sweep wrote there (records without a ``trial``) is never replaced: the snapshot then goes
+    to ``ledger.study.jsonl``."""
+    import json
+
+    from kwsnet.fileio import atomic_write_text
+    from kwsnet.sweep.ledger import LEDGER, read_ledger
+
+    path = os.path.join(out, LEDGER)
+    if os.path.exists(path) and any("trial" not in r for r in read_ledger(path)):
+        path = os.path.join(out, "ledger.study.jsonl")
+    os.makedirs(out, exist_ok=True)
+    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+    atomic_write_text(path, text)
+    return path
 
 
 def requeue_stale(
