@@ -62,6 +62,26 @@ class LayerSequence(nn.Module):
         return self.layers(x.reshape(x.shape[0], *self.input_shape))
 
 
+def _torch_onnx_export(
+    net: nn.Module, example: torch.Tensor, path: str | Path, input_name: str, opset: int
+) -> int:
+    """``net`` (eval mode) to ONNX at ``path`` with the TorchScript-based exporter
+    (``dynamo=False``: the dynamo exporter cannot follow the backbones' length masks), input
+    ``input_name`` and output ``logits`` with a dynamic batch axis; returns the file size."""
+    with torch.no_grad():
+        torch.onnx.export(
+            net,
+            (example,),
+            str(path),
+            input_names=[input_name],
+            output_names=["logits"],
+            dynamic_axes={input_name: {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=opset,
+            dynamo=False,
+        )
+    return Path(path).stat().st_size
+
+
 def export_onnx(
     layers: Layers,
     input_shape: Sequence[int],
@@ -70,18 +90,7 @@ def export_onnx(
 ) -> int:
     """Export with the TorchScript-based exporter (``dynamo=False``); returns the file size."""
     seq = LayerSequence(layers, input_shape).eval()
-    with torch.no_grad():
-        torch.onnx.export(
-            seq,
-            (torch.zeros(1, math.prod(seq.input_shape)),),
-            str(path),
-            input_names=["audio"],
-            output_names=["logits"],
-            dynamic_axes={"audio": {0: "batch"}, "logits": {0: "batch"}},
-            opset_version=opset,
-            dynamo=False,
-        )
-    return Path(path).stat().st_size
+    return _torch_onnx_export(seq, torch.zeros(1, math.prod(seq.input_shape)), path, "audio", opset)
 
 
 class DftFrontend(nn.Module):
@@ -176,18 +185,7 @@ def export_onnx_model(
             feats = fe.ref([torch.zeros(1, *graph.input_shape)])  # type: ignore[attr-defined]
         example = feats.reshape(1, -1)
     name = "audio" if with_frontend else "features"
-    with torch.no_grad():
-        torch.onnx.export(
-            net,
-            (example,),
-            str(path),
-            input_names=[name],
-            output_names=["logits"],
-            dynamic_axes={name: {0: "batch"}, "logits": {0: "batch"}},
-            opset_version=opset,
-            dynamo=False,
-        )
-    return Path(path).stat().st_size
+    return _torch_onnx_export(net, example, path, name, opset)
 
 
 class ClipNet(nn.Module):
@@ -245,26 +243,14 @@ class ClipNet(nn.Module):
 
 def export_onnx_clip(model: nn.Module, clip_samples: int, path: str | Path, opset: int = 17) -> int:
     """Export ``model`` as :class:`ClipNet` (input ``audio [batch, clip_samples]``, output
-    ``logits``, a dynamic batch axis) with the TorchScript-based exporter (``dynamo=False``:
-    the dynamo exporter cannot follow the backbones' length masks); returns the file size."""
+    ``logits``, a dynamic batch axis: ``_torch_onnx_export``); returns the file size."""
     was_training = model.training
     model.eval()
     try:
         net = ClipNet(model, clip_samples).eval()
-        with torch.no_grad():
-            torch.onnx.export(
-                net,
-                (torch.zeros(1, net.clip_samples),),
-                str(path),
-                input_names=["audio"],
-                output_names=["logits"],
-                dynamic_axes={"audio": {0: "batch"}, "logits": {0: "batch"}},
-                opset_version=opset,
-                dynamo=False,
-            )
+        return _torch_onnx_export(net, torch.zeros(1, net.clip_samples), path, "audio", opset)
     finally:
         model.train(was_training)
-    return Path(path).stat().st_size
 
 
 class OnnxRuntimeModel:

@@ -35,6 +35,16 @@ from kwsnet.sweep.spec import (
 )
 
 
+def run_line(rec: dict[str, Any]) -> str:
+    """A finished run's progress line: status, run id, metric, collapsed flag, wall time and,
+    for a failed run, its log."""
+    value = "" if rec["value"] is None else f"{rec['metric']}={rec['value']:.4f}"
+    flag = " collapsed" if rec.get("collapsed") else ""
+    return f"{rec['status']:6s} {rec['run_id']} {value}{flag} ({rec['wall_s']:.0f}s)" + (
+        "" if rec["status"] == "ok" else f" log: {rec['log']}"
+    )
+
+
 def run_env(threads: int, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a run process: ``threads`` intra-op threads, unbuffered output,
     ``extra`` (e.g. ``CUDA_VISIBLE_DEVICES``) on top."""
@@ -187,15 +197,7 @@ def run_sweep(
                 )
                 append_ledger(ledger, rec)
                 records.append(rec)
-                value = "" if rec["value"] is None else f"{spec.metric}={rec['value']:.4f}"
-                flag = " collapsed" if rec.get("collapsed") else ""
-                print(
-                    f"[{len(records)}/{len(todo)}] {rec['status']:6s} {plan.run_id} {value}{flag} "
-                    f"({rec['wall_s']:.0f}s)"
-                    + ("" if rec["status"] == "ok" else f" log: {plan.log_path}"),
-                    file=log,
-                    flush=True,
-                )
+                print(f"[{len(records)}/{len(todo)}] {run_line(rec)}", file=log, flush=True)
             time.sleep(0.1)
     except (_Stop, KeyboardInterrupt) as exc:
         print(

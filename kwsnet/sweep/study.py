@@ -51,7 +51,14 @@ from typing import Any
 from kwsnet.errors import KwsnetUserError
 from kwsnet.sweep import spec as sweep_spec
 from kwsnet.sweep.ledger import record_run
-from kwsnet.sweep.runner import _raise_stop, _Stop, run_env, start_run, threads_per_run
+from kwsnet.sweep.runner import (
+    _raise_stop,
+    _Stop,
+    run_env,
+    run_line,
+    start_run,
+    threads_per_run,
+)
 from kwsnet.sweep.spec import (
     RunPlan,
     SweepSpec,
@@ -539,11 +546,8 @@ def run_worker(
                     _suggest(trial, spec)  # a queued seed of a known point: its fixed values
             rec = _run_trial(study, storage, trial, spec, env, threads, worker, eng)
             records.append(rec)
-            value = "" if rec["value"] is None else f"{spec.metric}={rec['value']:.4f}"
             print(
-                f"[{worker} #{len(records)}] trial {trial.number} {rec['status']:6s} "
-                f"{rec['run_id']} {value} ({rec['wall_s']:.0f}s)"
-                + ("" if rec["status"] == "ok" else f" log: {rec['log']}"),
+                f"[{worker} #{len(records)}] trial {trial.number} {run_line(rec)}",
                 file=log,
                 flush=True,
             )
