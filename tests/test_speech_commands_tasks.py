@@ -160,7 +160,7 @@ def test_bad_options_are_named(tree: Path) -> None:
         _sc12(tree, silence_fraction=0.1, silence_percentage=10)
     with pytest.raises(ValueError, match="silence_percentage must be >= 0"):
         _sc12(tree, silence_percentage=-1)
-    with pytest.raises(ValueError, match="valid: version, unknown_mode"):
+    with pytest.raises(ValueError, match="valid: version, url, sha256, unknown_mode"):
         _sc12(tree, silence_fraktion=0.1)
 
 

@@ -191,6 +191,12 @@ class AudioDataModule(pl.LightningDataModule):
             )
         self.datasets: dict[str, RecordDataset] = {}
 
+    def prepare_data(self) -> None:
+        """Lightning's once-per-node hook: the source's ``prepare`` (a download with
+        ``data.download: true``, when ``data.root`` is not there yet)."""
+        if self.source_args.download:
+            source_class(self._source_spec).prepare(self.source_args)
+
     @property
     def source(self) -> Source:
         """The dataset format, built on first use (in ``__init__`` unless ``class_names`` was

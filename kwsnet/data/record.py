@@ -81,6 +81,12 @@ class Source(ABC):
         if "name" not in cls.__dict__:
             cls.name = f"{cls.__module__}.{cls.__qualname__}"
 
+    @classmethod
+    def prepare(cls, args: SourceArgs) -> None:
+        """Fetch what the format needs before it is read (``data.download``); the
+        DataModule's ``prepare_data`` calls it. Default: nothing to fetch."""
+        return None
+
     def __init__(self, args: SourceArgs) -> None:
         self.args = args
         self.keyword_names: list[str] = []

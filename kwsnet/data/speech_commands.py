@@ -39,9 +39,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
-import os
-import tarfile
-import urllib.request
 import warnings
 import zlib
 from collections import Counter
@@ -69,6 +66,11 @@ URLS = {
     "v0.01": "http://download.tensorflow.org/data/speech_commands_v0.01.tar.gz",
     "v0.02": "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz",
 }
+# SHA-256 of the official archives (the values torchaudio's SPEECHCOMMANDS checks)
+CHECKSUMS = {
+    URLS["v0.01"]: "743935421bb51cccdb6bdd152e04c5c70274e935c82119ad7faeec31780d811d",
+    URLS["v0.02"]: "af14739ee7dc311471de98f5f9d2c9191b18aedfe957f4a6ff791c709868ff58",
+}
 UNKNOWN = "_unknown_"
 SILENCE = "_silence_"
 _NOISE_DIR = "_background_noise_"
@@ -93,20 +95,27 @@ TASKS: dict[str, tuple[list[str], bool, bool]] = {
 }
 
 
-def _download(root: Path, version: str) -> None:
-    url = URLS[version]
-    root.mkdir(parents=True, exist_ok=True)
-    archive = root / os.path.basename(url)
-    try:
-        urllib.request.urlretrieve(url, archive)  # noqa: S310 - the official archive URL
-    except OSError as exc:
+def _check_layout(folder: Path) -> None:
+    """Raise ``DataFormatError`` unless ``folder`` has the Speech Commands layout."""
+    missing = [n for n in ("validation_list.txt", "testing_list.txt") if not (folder / n).is_file()]
+    words = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("_")]
+    if missing or not words:
         raise DataFormatError(
-            f"could not download Speech Commands {version} from {url} ({exc}); download it by "
-            f"hand and extract it into {root}"
-        ) from exc
-    with tarfile.open(archive) as tar:
-        tar.extractall(root, filter="data")
-    archive.unlink()
+            f"not the Speech Commands layout: {'no word folders' if not words else ''}"
+            f"{' and ' if missing and not words else ''}"
+            f"{'missing ' + ', '.join(missing) if missing else ''}"
+        )
+
+
+def _download(root: Path, version: str, url: str | None, sha256: str | None) -> None:
+    """Fetch Speech Commands ``version`` (or the archive at ``url``, a mirror, with its
+    ``sha256``) into ``root`` (``kwsnet.data.download``: resumable, checksummed, atomic)."""
+    from kwsnet.data.download import download_archive
+
+    if url is None:
+        url = URLS[version]
+        sha256 = sha256 or CHECKSUMS[url]
+    download_archive(url, root, sha256, check=_check_layout)
 
 
 def _read_list(path: Path, root: Path) -> set[str]:
@@ -150,7 +159,9 @@ def _draw_key(rel: str) -> str:
 class SpeechCommandsSource(Source):
     """Speech Commands as a ``Source``; splits from the official lists, never from a seed.
 
-    ``source_options``: ``version`` (``v0.02``; for ``download``), ``unknown_mode``
+    ``source_options``: ``version`` (``v0.02``; for ``download``), ``url`` and ``sha256`` (a
+    mirror of the archive for ``download``, with its checksum, which a mirror must give),
+    ``unknown_mode``
     (``sampled`` | ``all``), ``unknown_percentage`` (10), ``silence_mode`` (``zeros`` |
     ``noise``), ``silence_percentage`` (10), ``silence_fraction`` (the old sizing; unset).
     """
@@ -158,6 +169,8 @@ class SpeechCommandsSource(Source):
     name = "speech_commands"
     OPTIONS = (
         "version",
+        "url",
+        "sha256",
         "unknown_mode",
         "unknown_percentage",
         "silence_mode",
@@ -165,10 +178,36 @@ class SpeechCommandsSource(Source):
         "silence_fraction",
     )
 
+    @staticmethod
+    def _download_options(opts: dict) -> tuple[str, str | None, str | None]:
+        """Pop ``version``, ``url`` and ``sha256`` from ``opts`` and check them."""
+        version = str(opts.pop("version", "v0.02"))
+        if version not in URLS:
+            raise ValueError(
+                f"speech_commands source_options.version must be one of {list(URLS)}, "
+                f"got {version!r}"
+            )
+        url, sha256 = opts.pop("url", None), opts.pop("sha256", None)
+        if url is not None and sha256 is None:
+            raise ValueError(
+                f"speech_commands source_options.url {url!r} needs its sha256: a download "
+                "is only used once its checksum matches"
+            )
+        return version, url, sha256
+
+    @classmethod
+    def prepare(cls, args: SourceArgs) -> None:
+        """With ``data.download``: fetch the dataset into ``data.root`` when it is not there
+        (once: other processes wait on the download's lock, then find it)."""
+        if not args.download or args.root is None or Path(args.root).exists():
+            return
+        version, url, sha256 = cls._download_options(dict(args.options))
+        _download(Path(args.root), version, url, sha256)
+
     def __init__(self, args: SourceArgs) -> None:
         super().__init__(args)
         opts = dict(args.options)
-        version = str(opts.pop("version", "v0.02"))
+        version, url, sha256 = self._download_options(opts)
         self.unknown_mode = _choice(opts, "unknown_mode", UNKNOWN_MODES)
         if self.unknown_mode == "all" and "unknown_percentage" in opts:
             raise ValueError(
@@ -196,7 +235,7 @@ class SpeechCommandsSource(Source):
             raise DataFormatError("data.root must point at a Speech Commands folder")
         root = Path(args.root)
         if not root.exists() and args.download:
-            _download(root, version)
+            _download(root, version, url, sha256)
         if not root.is_dir():
             raise DataFormatError(
                 f"{root} does not exist; expected the Speech Commands layout "
