@@ -39,13 +39,14 @@ def _timed_sweep(spec_path: Path, out: Path, workers: int, engine: str) -> tuple
         records = run_sweep(spec, plans, str(out), workers, log=io.StringIO())
         wall = time.monotonic() - start
     else:
-        from kwsnet.sweep import study
+        from kwsnet.sweep import launch, study
 
         out.mkdir(parents=True)
         url = f"sqlite:///{out / 'study.db'}" if engine == "sqlite" else f"journal:{out / 'j.log'}"
         study.plan_study(spec, url, str(out))
         start = time.monotonic()
-        study.wait_local_workers(study.start_local_workers(spec, url, spec.name, workers, str(out)))
+        procs = launch.start_local_workers(spec, url, spec.name, workers, str(out))
+        launch.wait_local_workers(procs)
         wall = time.monotonic() - start
         records = study.study_records(study.load_study(url, spec.name))
     failed = [r for r in records if r["status"] != "ok"]

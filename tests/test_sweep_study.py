@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from kwsnet.cli import console
+from kwsnet.sweep import launch, worker
 from kwsnet.sweep import spec as sweep_spec
 from kwsnet.sweep import study as engine
 from kwsnet.sweep.ledger import read_ledger
@@ -148,7 +149,7 @@ def test_killed_worker_run_is_retried_once_and_nothing_runs_twice(
     logs = [open(tmp_path / f"w{i}.log", "w") for i in range(3)]  # noqa: SIM115
     workers = [
         subprocess.Popen(
-            engine.worker_argv(url, "t", 1), stdout=f, stderr=subprocess.STDOUT, env=os.environ
+            launch.worker_argv(url, "t", 1), stdout=f, stderr=subprocess.STDOUT, env=os.environ
         )
         for f in logs
     ]
@@ -224,7 +225,7 @@ def test_duplicate_queued_run_is_given_up(tmp_path: Path, fake_fit: Path) -> Non
     assert queued == 1
     (first,) = study.get_trials()
     study.enqueue_trial({}, user_attrs=dict(first.user_attrs))  # the racing planner's copy
-    records = engine.run_worker(url, "t", threads=1)
+    records = worker.run_worker(url, "t", threads=1)
     assert [r["status"] for r in records] == ["ok"]
     assert len(list(fake_fit.iterdir())) == 1
     trials = engine.load_study(url, "t").get_trials()
@@ -242,9 +243,9 @@ def test_stale_trial_is_failed_and_queued_again(tmp_path: Path, fake_fit: Path) 
     stale, fresh = study.ask(), study.ask()
     stale.set_user_attr("heartbeat", time.time() - 60)
     fresh.set_user_attr("heartbeat", time.time() + 60)  # start times are now: beat ahead
-    assert engine.requeue_stale(study, storage, grace_s=30, max_retry=2) == []
+    assert worker.requeue_stale(study, storage, grace_s=30, max_retry=2) == []
     time.sleep(0.2)
-    assert engine.requeue_stale(study, storage, grace_s=0.1, max_retry=2) == [stale.number]
+    assert worker.requeue_stale(study, storage, grace_s=0.1, max_retry=2) == [stale.number]
     trials = study.get_trials()
     assert trials[stale.number].state.name == "FAIL"
     assert trials[fresh.number].state.name == "RUNNING"
@@ -287,12 +288,12 @@ def test_engine_and_resources_keys_are_checked(tmp_path: Path) -> None:
 def test_worker_devices_pin_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each local worker gets its own group of the visible GPUs (round-robin past the last)."""
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
-    assert engine.worker_devices(3, 0) == [None, None, None]
-    assert engine.worker_devices(3, 1) == ["0", "1", "2"]
-    assert engine.worker_devices(3, 2) == ["0,1", "2,3", "0,1"]
+    assert launch.worker_devices(3, 0) == [None, None, None]
+    assert launch.worker_devices(3, 1) == ["0", "1", "2"]
+    assert launch.worker_devices(3, 2) == ["0,1", "2,3", "0,1"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     with pytest.raises(engine.StudyError, match="0 GPU"):
-        engine.worker_devices(1, 1)
+        launch.worker_devices(1, 1)
 
 
 def test_submitit_launcher_runs_workers_as_a_job_array(
@@ -403,17 +404,17 @@ def test_sigterm_stops_a_worker_and_queues_its_run_again(
     spec = write_spec(tmp_path / "s.yaml", seeds=[0], grid={LR: [0.01]})
     url = f"sqlite:///{tmp_path / 'study.db'}"
     engine.plan_study(load_spec(spec), url, str(tmp_path / "o"))
-    worker = subprocess.Popen(engine.worker_argv(url, "t", 1), env=os.environ)
+    proc = subprocess.Popen(launch.worker_argv(url, "t", 1), env=os.environ)
     study = engine.load_study(url, "t")
     deadline = time.monotonic() + 120
     while not study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
-        assert time.monotonic() < deadline and worker.poll() is None
+        assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.1)
     while not list(fake_fit.iterdir()):  # its run process has started
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    worker.send_signal(signal.SIGTERM)
-    assert worker.wait(timeout=60) == 130
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
     assert [t.state.name for t in study.get_trials()] == ["FAIL", "WAITING"]
     (call,) = fake_fit.iterdir()
     with pytest.raises(ProcessLookupError):

@@ -5,7 +5,7 @@
     kwsnet sweep --config S.yaml --storage sqlite:///S.db [--workers N] [--launcher submitit]
     kwsnet sweep --report_only --storage URL --study NAME
 
-With --storage the runs go through an Optuna study (kwsnet.sweep.study): this command queues
+With --storage the runs go through an Optuna study (kwsnet.sweep.study, worker, launch): this command queues
 them and starts --workers worker processes here (0: none; start `kwsnet sweep-worker` on each
 machine), or a Slurm job array of them (--launcher submitit); the tables come from the study.
 
@@ -281,6 +281,7 @@ def _run_on_study(args: Namespace, argv: list[str]) -> int:
         StudyError: a storage or study that cannot be used; UsageError: options that do not
             go with --storage.
     """
+    from kwsnet.sweep import launch
     from kwsnet.sweep import study as engine
 
     url = args.storage
@@ -329,7 +330,7 @@ def _run_on_study(args: Namespace, argv: list[str]) -> int:
     start = time.monotonic()
     try:
         if args.launcher == "submitit":
-            jobs = engine.submit_workers(spec, url, name, workers, out, args.cluster)
+            jobs = launch.submit_workers(spec, url, name, workers, out, args.cluster)
             print(f"submitted {len(jobs)} worker job(s): {[j.job_id for j in jobs]}", flush=True)
             for job in jobs:
                 try:
@@ -339,9 +340,9 @@ def _run_on_study(args: Namespace, argv: list[str]) -> int:
                         f"kwsnet: warning: worker job {job.job_id} failed: {exc}", file=sys.stderr
                     )
         else:
-            procs = engine.start_local_workers(spec, url, name, workers, out)
+            procs = launch.start_local_workers(spec, url, name, workers, out)
             print(f"worker logs: {os.path.join(out, 'workers')}", flush=True)
-            codes = engine.wait_local_workers(procs)
+            codes = launch.wait_local_workers(procs)
             bad = [c for c in codes if c not in (0, 1)]
             if bad:
                 print(f"kwsnet: warning: worker exit codes {codes}", file=sys.stderr)

@@ -19,7 +19,7 @@ from jsonargparse import ArgumentParser
 from kwsnet.commands.common import new_parser, parse
 from kwsnet.errors import UsageError
 from kwsnet.sweep.runner import _Stop
-from kwsnet.sweep.study import run_worker
+from kwsnet.sweep.worker import run_worker
 
 __all__ = ["ALIASES", "parser", "run"]
 

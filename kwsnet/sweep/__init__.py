@@ -64,7 +64,10 @@ The package's rooms: ``spec`` (the spec, grid points and labels, content keys, e
 arguments), ``ledger`` (the JSONL ledger, run records, resume's content matching, the lock),
 ``runner`` (the process pool and signals), ``report`` (aggregation and statistics, results.md,
 results.csv, the plot, the wandb summary run and sweep config, publishing); this module
-re-exports their public names. The command line is ``kwsnet.commands.sweep``.
+re-exports their public names. The command line is ``kwsnet.commands.sweep``. With
+``--storage`` the runs go through an Optuna study instead of the process pool: ``study`` (the
+storage, planning, the records), ``worker`` (``kwsnet sweep-worker``), ``launch`` (local worker
+processes, a submitit job array); imported on use, so a local sweep never imports Optuna.
 
 Every run writes only into its own run dir (``<out>/runs/<run_id>``): ``default_root_dir``, and
 the ``save_dir`` of the logger the base config (or an override) sets, so config.yaml and the
