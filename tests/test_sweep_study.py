@@ -253,6 +253,15 @@ def test_stale_trial_is_failed_and_queued_again(tmp_path: Path, fake_fit: Path) 
     assert copy.state.name == "WAITING"
     assert copy.user_attrs["run_id"] == stale.user_attrs["run_id"]
 
+    # a claim of a new search point whose worker died before it held a run: failed, no copy
+    study.ask().set_user_attr("heartbeat", time.time() + 60)  # the queued copy, running
+    claim = study.ask()  # nothing queued: a fresh trial that holds no run
+    assert "run_id" not in claim.user_attrs
+    time.sleep(0.2)
+    assert worker.requeue_stale(study, storage, grace_s=0.1, max_retry=2) == [claim.number]
+    after = study.get_trials()
+    assert after[claim.number].state.name == "FAIL" and len(after) == claim.number + 1
+
 
 def test_study_with_another_spec_is_refused(tmp_path: Path, fake_fit: Path) -> None:
     url = f"sqlite:///{tmp_path / 'study.db'}"

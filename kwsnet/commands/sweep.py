@@ -5,9 +5,10 @@
     kwsnet sweep --config S.yaml --storage sqlite:///S.db [--workers N] [--launcher submitit]
     kwsnet sweep --report_only --storage URL --study NAME
 
-With --storage the runs go through an Optuna study (kwsnet.sweep.study, worker, launch): this command queues
-them and starts --workers worker processes here (0: none; start `kwsnet sweep-worker` on each
-machine), or a Slurm job array of them (--launcher submitit); the tables come from the study.
+With --storage the runs go through an Optuna study (kwsnet.sweep.study, worker, launch): this
+command queues them and starts --workers worker processes here (0: none; start
+`kwsnet sweep-worker` on each machine), or a Slurm job array of them (--launcher submitit);
+the tables come from the study.
 
 Each run gets its own run dir and log file under --out and one line in <out>/ledger.jsonl;
 at the end results.md / results.csv / results.png (mean ± std, CIs, the difference to the

@@ -54,16 +54,16 @@ def requeue_stale(
 ) -> list[int]:
     """Fail every running trial of ``study`` (in ``storage``) whose worker has been silent for
     ``grace_s`` seconds and queue its run again (Optuna's ``RetryFailedTrialCallback``, at most
-    ``max_retry`` times); return the numbers of the trials failed. Any worker may call it: of
-    two that find the same trial stale, the storage lets one fail it."""
+    ``max_retry`` times); return the numbers of the trials failed. A running trial that holds
+    no run after ``grace_s`` (a worker that died while claiming a new search point) is failed
+    without a retry, so it no longer counts as a point. Any worker may call it: of two that
+    find the same trial stale, the storage lets one fail it."""
     optuna = _optuna()
     states = _states()
     retry = _retry(max_retry)
     now = time.time()
     failed = []
     for t in study.get_trials(deepcopy=False, states=(states.RUNNING,)):
-        if "run_id" not in t.user_attrs:
-            continue
         started = t.datetime_start.timestamp() if t.datetime_start else 0.0
         last = max(float(t.user_attrs.get("heartbeat", 0.0)), started)
         if now - last < grace_s:
@@ -73,7 +73,9 @@ def requeue_stale(
             changed = storage.set_trial_state_values(trial_id, states.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker failed it first, or its worker finished it just now
-        if changed:
+        if changed and "run_id" not in t.user_attrs:
+            failed.append(t.number)
+        elif changed:
             failed.append(t.number)
             retry(study, storage.get_trial(trial_id))
             print(
