@@ -345,6 +345,13 @@ class ClassifierModule(pl.LightningModule):
             return None
         return self.confusion_matrix(stage).sum(dim=0)
 
+    def target_counts(self, stage: str) -> torch.Tensor | None:
+        """Labels per class ``[C]`` in ``stage``'s epoch (``None`` before any batch): which
+        classes the split holds, for ``CollapseMonitor``."""
+        if self.metrics[f"{stage}_"].update_count == 0:
+            return None
+        return self.confusion_matrix(stage).sum(dim=1)
+
     @property
     def test_confusion_matrix(self) -> torch.Tensor:
         """``confusion_matrix("test")``: what the CLI writes after ``test``."""

@@ -56,3 +56,27 @@ def test_monitor_reads_the_modules_confusion_matrix():
     monitor.on_validation_epoch_end(SimpleNamespace(sanity_checking=False), module)
     assert monitor.last["val"]["counts"] == [0, 1, 3]
     assert logged["val/collapsed"] == 1.0 and logged["val/n_pred_classes"] == 2.0
+    assert monitor.last["val"]["true_counts"] == [1, 1, 2]
+    assert logged["val/n_true_classes"] == 3.0
+
+
+def test_classes_absent_from_the_labels_do_not_count() -> None:
+    """C is the number of classes present in the split's labels: a model that predicts 16 of
+    35 defined classes on a test split holding 30 of them (speech_commands_real's sc35 test
+    split, many words with one clip) at 80% accuracy is not collapsed; 15 of 30 is."""
+    true = [30] * 15 + [1] * 15 + [0] * 5
+    pred = [31] * 16 + [0] * 19
+    assert collapse_stats(pred)["collapsed"] == 1.0  # of the 35 defined: 16 <= 18
+    s = collapse_stats(pred, true_counts=true)
+    assert s["n_true_classes"] == 30 and s["collapsed"] == 0.0
+    assert collapse_stats([31] * 15 + [0] * 20, true_counts=true)["collapsed"] == 1.0
+
+
+def test_sweep_record_applies_the_label_count() -> None:
+    """A ledger record with ``n_true_classes`` is judged on it; an old one (without) on
+    ``num_classes``, as before."""
+    from kwsnet.sweep.ledger import record_collapsed
+
+    rec = {"n_pred_classes": 16, "num_classes": 35, "max_class_share": 0.15}
+    assert record_collapsed(rec)
+    assert not record_collapsed({**rec, "n_true_classes": 30})

@@ -9,7 +9,8 @@ warning comes once, when fitting ends, if the last validation epoch is still col
 
 The per-class prediction counts are the module's ``prediction_counts(stage)``
 (``ClassifierModule``: the column sums of its stage confusion matrix, summed over processes),
-read once at epoch end.
+and the label counts its ``target_counts(stage)`` (the row sums: the classes the split holds,
+which the rule counts), read once at epoch end.
 """
 
 from __future__ import annotations
@@ -43,8 +44,12 @@ class CollapseMonitor(pl.Callback):
         if counts is None or counts.sum() == 0:
             return
         counts = counts.cpu()
-        stats = collapse_stats(counts.tolist(), self.max_share)
+        true = pl_module.target_counts(stage) if hasattr(pl_module, "target_counts") else None
+        true_counts = None if true is None else true.cpu().tolist()
+        stats = collapse_stats(counts.tolist(), self.max_share, true_counts)
         self.last[stage] = stats | {"counts": counts.tolist()}
+        if true_counts is not None:
+            self.last[stage]["true_counts"] = true_counts
         for key, value in stats.items():
             # the counts are already summed over processes
             pl_module.log(f"{stage}/{key}", value, on_epoch=True)
@@ -56,7 +61,8 @@ class CollapseMonitor(pl.Callback):
         stats = self.last[stage]
         return (
             f"{stage} predictions cover {int(stats['n_pred_classes'])} of "
-            f"{len(stats['counts'])} classes; the largest class takes "
+            f"{int(stats.get('n_true_classes', len(stats['counts'])))} classes; the largest "
+            "class takes "
             f"{stats['max_class_share']:.0%} ({rule_text(self.max_share)})"
         )
 

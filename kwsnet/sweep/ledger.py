@@ -198,9 +198,11 @@ def _is_collapsed(
     counts = test.get("counts")
     if counts:
         counts = list(counts) + [0] * max(0, (num_classes or 0) - len(counts))
-        stats = collapse_stats(counts, MAX_SHARE)
+        stats = collapse_stats(counts, MAX_SHARE, test.get("true_counts"))
         test.setdefault("n_pred_classes", stats["n_pred_classes"])
         test.setdefault("max_class_share", stats["max_class_share"])
+        if "n_true_classes" in stats:
+            test.setdefault("n_true_classes", stats["n_true_classes"])
         return bool(stats["collapsed"]), test
     if num_classes and test.get("n_pred_classes") is not None and "max_class_share" in test:
         n_pred, share = test["n_pred_classes"], test["max_class_share"]
@@ -285,6 +287,7 @@ def record_run(
             value=value,
             collapsed=collapsed,
             n_pred_classes=test.get("n_pred_classes"),
+            n_true_classes=test.get("n_true_classes"),
             max_class_share=test.get("max_class_share"),
             num_classes=summary.get("num_classes"),
             best_epoch=summary.get("best_epoch"),
@@ -350,11 +353,14 @@ class SweepLock:
 
 def record_collapsed(rec: dict[str, Any]) -> bool:
     """Whether a ledger record's run collapsed by the current rule (``RULE``), from its
-    ``n_pred_classes``, ``num_classes`` and ``max_class_share``; its recorded flag when one of
-    them is missing. So a report on an old ledger applies today's rule."""
+    ``n_pred_classes``, ``n_true_classes`` (else ``num_classes``) and ``max_class_share``;
+    its recorded flag when one of them is missing. So a report on an old ledger applies
+    today's rule."""
     n_pred, classes, share = (
         rec.get(k) for k in ("n_pred_classes", "num_classes", "max_class_share")
     )
+    if rec.get("n_true_classes") is not None:  # the classes the test split holds
+        classes = rec["n_true_classes"]
     if n_pred is None or classes is None or share is None:
         return bool(rec.get("collapsed"))
     return is_collapsed(int(n_pred), int(classes), float(share))
