@@ -232,6 +232,16 @@ uint32_t kwsn_crc32(const void *buf, size_t len);
 kwsn_status kwsn_model_parse(const void *buf, size_t len, void *storage, size_t storage_bytes,
                              const kwsn_limits *limits, kwsn_model **model);
 
+/* Why the last kwsn_model_parse / kwsn_model_from_table(_q) into storage failed: the check
+ * that refused a parameter (its source text, e.g. "ci < 1 || co < 1 || k < 1"), or NULL when
+ * there is none to give (another status, or a failure before the layers). *layer (if not
+ * NULL) gets the failing layer's index, or UINT32_MAX when the failure is not a layer's, and
+ * *type (if not NULL) its type (0 when none); they are set for every status a layer's checks
+ * return (shapes, sizes, tensor ids, parameters).
+ * The string is static; read it before storage is reused. */
+const char *kwsn_parse_error(const void *storage, size_t storage_bytes, uint32_t *layer,
+                             uint32_t *type);
+
 /* Prepare a model from a static descriptor table (the generated C header path). */
 kwsn_status kwsn_model_from_table(const kwsn_layer_desc *descs, uint32_t n_layers,
                                   kwsn_shape input, uint32_t sample_rate, void *storage,
@@ -343,6 +353,11 @@ typedef struct kwsn_loaded kwsn_loaded;
 kwsn_status kwsn_load_file(const char *path, kwsn_loaded **out);
 /* As kwsn_load_file, under the caller's limits (NULL or a zero field: the defaults). */
 kwsn_status kwsn_load_file_ex(const char *path, const kwsn_limits *limits, kwsn_loaded **out);
+/* As kwsn_load_file_ex; on failure, also writes why into why[0..why_len) (NUL-terminated;
+ * "" when there is nothing more than the status): "layer 3 (Conv1d): <check>" or "layer 3
+ * (Conv1d)" (kwsn_parse_error). */
+kwsn_status kwsn_load_file_why(const char *path, const kwsn_limits *limits, kwsn_loaded **out,
+                               char *why, size_t why_len);
 /* The prepared model inside a loaded file. */
 const kwsn_model *kwsn_loaded_model(const kwsn_loaded *lm);
 void kwsn_free(kwsn_loaded *lm);

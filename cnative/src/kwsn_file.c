@@ -27,6 +27,24 @@ kwsn_status kwsn_load_file(const char *path, kwsn_loaded **out) {
 }
 
 kwsn_status kwsn_load_file_ex(const char *path, const kwsn_limits *limits, kwsn_loaded **out) {
+    return kwsn_load_file_why(path, limits, out, NULL, 0u);
+}
+
+/* "layer i (Type): check", "layer i (Type)", "check" or "" into why (kwsn_parse_error). */
+static void describe(const void *storage, size_t storage_bytes, char *why, size_t why_len) {
+    uint32_t layer, type;
+    const char *check = kwsn_parse_error(storage, storage_bytes, &layer, &type);
+    if (layer != UINT32_MAX && check)
+        snprintf(why, why_len, "layer %u (%s): %s", (unsigned)layer, kwsn_layer_name(type), check);
+    else if (layer != UINT32_MAX)
+        snprintf(why, why_len, "layer %u (%s)", (unsigned)layer, kwsn_layer_name(type));
+    else
+        snprintf(why, why_len, "%s", check ? check : "");
+}
+
+kwsn_status kwsn_load_file_why(const char *path, const kwsn_limits *limits, kwsn_loaded **out,
+                               char *why, size_t why_len) {
+    if (why && why_len) why[0] = '\0';
     if (!path || !out) return KWSN_ERR_ARG;
     *out = NULL;
     FILE *f = fopen(path, "rb");
@@ -57,6 +75,8 @@ kwsn_status kwsn_load_file_ex(const char *path, const kwsn_limits *limits, kwsn_
     }
     st = kwsn_model_parse(lm->buf, (size_t)size, lm->storage, kwsn_model_bytes(KWSN_MAX_LAYERS),
                           limits, &lm->model);
+    if (st != KWSN_OK && why && why_len)
+        describe(lm->storage, kwsn_model_bytes(KWSN_MAX_LAYERS), why, why_len);
 done:
     fclose(f);
     if (st == KWSN_OK) {

@@ -108,6 +108,7 @@ typedef struct {
     uint32_t fuse_relu; /* LayerNorm: the next layer is a ReLU of this output only, in place;
                          * when both run, one pass computes both (set by prepare) */
     kwsn_qparams in_q, in2_q; /* int8 models: the input tensors' quantisation */
+    const char *why; /* why prepare refused its parameters (a check's source text), or NULL */
 } kwsn_layer;
 
 /* Opaque in kwsnet.h; lives at the start of the caller's storage, layers right after. */
@@ -128,7 +129,23 @@ struct kwsn_model {
     kwsn_qparams input_q;
     size_t in_codes_off;  /* int8 with has_input_q: byte offset of the input codes */
     uint32_t features_entry; /* 1: layer 0 is a FrontEnd and no other layer reads the audio */
+    /* Why the last parse into this storage failed (kwsn_parse_error): layer index + 1 (0: not
+     * in a layer) and, for a model-level parameter, the check that refused it. finish() keeps
+     * them when it zeroes the rest. */
+    uint32_t err_layer;
+    const char *err_why;
 };
+
+/* Refuse a layer's parameters, remembering which check refused them (its source text). */
+static kwsn_status bad(const kwsn_layer *l, const char *why) {
+    ((kwsn_layer *)l)->why = why; /* the layer record lives in the caller's writable storage */
+    return KWSN_ERR_PARAM;
+}
+
+static kwsn_status bad_model(kwsn_model *m, const char *why) {
+    m->err_why = why;
+    return KWSN_ERR_PARAM;
+}
 
 /* ------------------------------------------------------------------ layer table */
 
@@ -152,7 +169,7 @@ typedef struct {
 
 static kwsn_status pool_geometry(kwsn_layer *l, int32_t k, int32_t s) {
     if (l->in.ndim != 2) return KWSN_ERR_SHAPE;
-    if (k < 1 || s < 1) return KWSN_ERR_PARAM;
+    if (k < 1 || s < 1) return bad(l, "k < 1 || s < 1");
     if ((uint32_t)k > l->in.dim[1]) return KWSN_ERR_SHAPE;
     /* A window is bounded absolutely, not only by the input: window L/2 at stride 1 over a
      * long input costs ~L^2/4 (a 52-byte file once took days per forward). The cost of every
@@ -164,7 +181,7 @@ static kwsn_status pool_geometry(kwsn_layer *l, int32_t k, int32_t s) {
 }
 
 static kwsn_status check_pool(kwsn_layer *l) {
-    if (l->desc.n_floats != 0) return KWSN_ERR_PARAM;
+    if (l->desc.n_floats != 0) return bad(l, "l->desc.n_floats != 0");
     return pool_geometry(l, I(l, 0), I(l, 1));
 }
 
@@ -189,10 +206,11 @@ static void run_maxpool(const kwsn_kernel_table *kt, const kwsn_layer *l,
 /* ints: in_ch, out_ch, kernel (odd), has_bias. floats: w[out][in][k], then b[out]. */
 static kwsn_status prep_conv(kwsn_layer *l) {
     int32_t ci = I(l, 0), co = I(l, 1), k = I(l, 2), hb = I(l, 3);
-    if (ci < 1 || co < 1 || k < 1 || (k % 2) == 0 || (hb != 0 && hb != 1)) return KWSN_ERR_PARAM;
+    if (ci < 1 || co < 1 || k < 1 || (k % 2) == 0 || (hb != 0 && hb != 1))
+        return bad(l, "ci < 1 || co < 1 || k < 1 || (k % 2) == 0 || (hb != 0 && hb != 1)");
     if ((uint64_t)co * (uint64_t)ci * (uint64_t)k > KWSN_MAX_ELEMS) return KWSN_ERR_TOO_BIG;
     uint64_t nw = (uint64_t)co * (uint64_t)ci * (uint64_t)k + (hb ? (uint64_t)co : 0u);
-    if (l->desc.n_floats != nw) return KWSN_ERR_PARAM;
+    if (l->desc.n_floats != nw) return bad(l, "l->desc.n_floats != nw");
     if (l->in.ndim != 2 || l->in.dim[0] != (uint32_t)ci) return KWSN_ERR_SHAPE;
     if ((uint64_t)co * l->in.dim[1] > KWSN_MAX_ELEMS ||
         (uint64_t)ci * (l->in.dim[1] + (uint64_t)k) > KWSN_MAX_ELEMS)
@@ -220,12 +238,14 @@ static kwsn_status prep_layernorm(kwsn_layer *l) {
     int32_t nd = I(l, 0), d0 = I(l, 1), d1 = I(l, 2), aff = I(l, 3);
     if ((nd != 1 && nd != 2) || d0 < 1 || d1 < 1 || (nd == 1 && d1 != 1) ||
         (aff != 0 && aff != 1))
-        return KWSN_ERR_PARAM;
+        return bad(l, "(nd != 1 && nd != 2) || d0 < 1 || d1 < 1 || (nd == 1 && d1 != 1) || (aff != "
+                      "0 && aff != 1)");
     uint64_t n = (uint64_t)d0 * (uint64_t)d1;
     if (n > KWSN_MAX_ELEMS) return KWSN_ERR_TOO_BIG;
-    if (l->desc.n_floats != 1u + (aff ? 2u * n : 0u)) return KWSN_ERR_PARAM;
+    if (l->desc.n_floats != 1u + (aff ? 2u * n : 0u))
+        return bad(l, "l->desc.n_floats != 1u + (aff ? 2u * n : 0u)");
     float eps = l->desc.floats[0];
-    if (!(eps >= 0.0f) || isinf(eps)) return KWSN_ERR_PARAM;
+    if (!(eps >= 0.0f) || isinf(eps)) return bad(l, "!(eps >= 0.0f) || isinf(eps)");
     if (nd == 2) {
         if (l->in.ndim != 2 || l->in.dim[0] != (uint32_t)d0 || l->in.dim[1] != (uint32_t)d1)
             return KWSN_ERR_SHAPE;
@@ -257,7 +277,7 @@ static void run_layernorm(const kwsn_kernel_table *kt, const kwsn_layer *l,
 }
 
 static kwsn_status prep_elementwise(kwsn_layer *l) {
-    if (l->desc.n_floats != 0) return KWSN_ERR_PARAM;
+    if (l->desc.n_floats != 0) return bad(l, "l->desc.n_floats != 0");
     l->out = l->in;
     l->ops = shape_numel(l->in);
     return KWSN_OK;
@@ -273,7 +293,8 @@ static void run_relu(const kwsn_kernel_table *kt, const kwsn_layer *l,
 
 /* ints: output_size (only 1 is supported). */
 static kwsn_status prep_adaptive_avg(kwsn_layer *l) {
-    if (I(l, 0) != 1 || l->desc.n_floats != 0) return KWSN_ERR_PARAM;
+    if (I(l, 0) != 1 || l->desc.n_floats != 0)
+        return bad(l, "I(l, 0) != 1 || l->desc.n_floats != 0");
     if (l->in.ndim != 2) return KWSN_ERR_SHAPE;
     l->out = shape2(l->in.dim[0], 1u);
     l->ops = shape_numel(l->in);
@@ -289,7 +310,7 @@ static void run_adaptive_avg(const kwsn_kernel_table *kt, const kwsn_layer *l,
 }
 
 static kwsn_status prep_flatten(kwsn_layer *l) {
-    if (l->desc.n_floats != 0) return KWSN_ERR_PARAM;
+    if (l->desc.n_floats != 0) return bad(l, "l->desc.n_floats != 0");
     l->out = shape1((uint32_t)shape_numel(l->in));
     return KWSN_OK;
 }
@@ -306,10 +327,11 @@ static void run_flatten(const kwsn_kernel_table *kt, const kwsn_layer *l,
 /* ints: in_features, out_features, has_bias. floats: w[out][in], then b[out]. */
 static kwsn_status prep_linear(kwsn_layer *l) {
     int32_t fi = I(l, 0), fo = I(l, 1), hb = I(l, 2);
-    if (fi < 1 || fo < 1 || (hb != 0 && hb != 1)) return KWSN_ERR_PARAM;
+    if (fi < 1 || fo < 1 || (hb != 0 && hb != 1))
+        return bad(l, "fi < 1 || fo < 1 || (hb != 0 && hb != 1)");
     if ((uint64_t)fi * (uint64_t)fo > KWSN_MAX_ELEMS) return KWSN_ERR_TOO_BIG;
     if (l->desc.n_floats != (uint64_t)fi * (uint64_t)fo + (hb ? (uint64_t)fo : 0u))
-        return KWSN_ERR_PARAM;
+        return bad(l, "l->desc.n_floats != (uint64_t)fi * (uint64_t)fo + (hb ? (uint64_t)fo : 0u)");
     if (l->in.ndim != 1 || l->in.dim[0] != (uint32_t)fi) return KWSN_ERR_SHAPE;
     l->out = shape1((uint32_t)fo);
     l->ops = 2u * (uint64_t)fi * fo;
@@ -358,14 +380,16 @@ static kwsn_status prep_frontend(kwsn_layer *l) {
     if (!KWSN_FRONTEND_LINKED()) return KWSN_ERR_LAYER_TYPE;
     if (n_fft < 2 || hop < 1 || nm < 1 || no < 1 || (c != 0 && c != 1) || norm < 0 ||
         norm > KWSN_FE_NORM_MEANVAR || (hd != 0 && hd != 1) || (!hd && no != nm))
-        return KWSN_ERR_PARAM;
+        return bad(l, "n_fft < 2 || hop < 1 || nm < 1 || no < 1 || (c != 0 && c != 1) || norm < 0 "
+                      "|| norm > KWSN_FE_NORM_MEANVAR || (hd != 0 && hd != 1) || (!hd && no != nm)");
     if ((uint32_t)n_fft > KWSN_MAX_FFT) return KWSN_ERR_TOO_BIG;
     const uint64_t nb = (uint64_t)n_fft / 2u + 1u;
     if (nb * (uint64_t)nm > KWSN_MAX_ELEMS || (uint64_t)nm * (uint64_t)no > KWSN_MAX_ELEMS)
         return KWSN_ERR_TOO_BIG;
     const uint64_t nw = 1u + (uint64_t)n_fft + nb * nm + (hd ? (uint64_t)nm * no : 0u);
-    if (l->desc.n_floats != nw) return KWSN_ERR_PARAM;
-    if (!(l->desc.floats[0] > 0.0f)) return KWSN_ERR_PARAM; /* eps: log(mel + eps) */
+    if (l->desc.n_floats != nw) return bad(l, "l->desc.n_floats != nw");
+    if (!(l->desc.floats[0] > 0.0f))
+        return bad(l, "!(l->desc.floats[0] > 0.0f)"); /* eps: log(mel + eps) */
     if (l->in.ndim == 2 && l->in.dim[0] != 1u) return KWSN_ERR_SHAPE;
     const uint32_t T = l->in.ndim == 2 ? l->in.dim[1] : l->in.dim[0];
     const kwsn_frontend fe = frontend_of(l);
@@ -415,15 +439,16 @@ static kwsn_status conv_geometry(kwsn_layer *l, const int32_t *geo, int32_t hb,
     const int32_t ci = geo[0], co = geo[1], k = geo[2], st = geo[3], pad = geo[4],
                   dil = geo[5], g = geo[6];
     if (ci < 1 || co < 1 || k < 1 || st < 1 || pad < 0 || dil < 1 || g < 1)
-        return KWSN_ERR_PARAM;
+        return bad(l, "ci < 1 || co < 1 || k < 1 || st < 1 || pad < 0 || dil < 1 || g < 1");
     if (k > KWSN_MAX_CONV_KERNEL || st > KWSN_MAX_CONV_STRIDE || dil > KWSN_MAX_CONV_DILATION ||
         pad > KWSN_MAX_CONV_KERNEL * KWSN_MAX_CONV_DILATION)
         return KWSN_ERR_TOO_BIG;
-    if (ci % g != 0 || co % g != 0) return KWSN_ERR_PARAM;
+    if (ci % g != 0 || co % g != 0) return bad(l, "ci % g != 0 || co % g != 0");
     const uint64_t nw = (uint64_t)co * (uint64_t)(ci / g) * (uint64_t)k;
     if (nw > KWSN_MAX_ELEMS) return KWSN_ERR_TOO_BIG;
     *nw_out = nw;
-    if (hb >= 0 && l->desc.n_floats != nw + (hb ? (uint64_t)co : 0u)) return KWSN_ERR_PARAM;
+    if (hb >= 0 && l->desc.n_floats != nw + (hb ? (uint64_t)co : 0u))
+        return bad(l, "hb >= 0 && l->desc.n_floats != nw + (hb ? (uint64_t)co : 0u)");
     if (l->in.ndim != 2 || l->in.dim[0] != (uint32_t)ci) return KWSN_ERR_SHAPE;
     const uint64_t span = (uint64_t)dil * (uint64_t)(k - 1) + 1u;
     const uint64_t Lp = (uint64_t)l->in.dim[1] + 2u * (uint64_t)pad;
@@ -439,7 +464,7 @@ static kwsn_status conv_geometry(kwsn_layer *l, const int32_t *geo, int32_t hb,
 static kwsn_status prep_conv_ex(kwsn_layer *l) {
     const int32_t hb = I(l, 7);
     uint64_t nw = 0;
-    if (hb != 0 && hb != 1) return KWSN_ERR_PARAM;
+    if (hb != 0 && hb != 1) return bad(l, "hb != 0 && hb != 1");
     kwsn_status st = conv_geometry(l, l->desc.ints, hb, &nw);
     if (st != KWSN_OK) return st;
     const kwsn_conv1d_ex_args a = conv_ex_args(l);
@@ -461,7 +486,7 @@ static void run_conv_ex(const kwsn_kernel_table *kt, const kwsn_layer *l, const 
 
 /* Two inputs of one shape, no ints or floats. */
 static kwsn_status prep_add(kwsn_layer *l) {
-    if (l->desc.n_floats != 0) return KWSN_ERR_PARAM;
+    if (l->desc.n_floats != 0) return bad(l, "l->desc.n_floats != 0");
     if (l->in.ndim != l->in2.ndim || l->in.dim[0] != l->in2.dim[0] ||
         l->in.dim[1] != l->in2.dim[1])
         return KWSN_ERR_SHAPE;
@@ -480,7 +505,8 @@ static void run_add(const kwsn_kernel_table *kt, const kwsn_layer *l, const floa
  * Linear(C, 1)). [C, L] -> [C]: every frame valid (fixed-length clips). */
 static kwsn_status prep_attn_pool(kwsn_layer *l) {
     const int32_t c = I(l, 0);
-    if (c < 1 || l->desc.n_floats != (uint64_t)c + 1u) return KWSN_ERR_PARAM;
+    if (c < 1 || l->desc.n_floats != (uint64_t)c + 1u)
+        return bad(l, "c < 1 || l->desc.n_floats != (uint64_t)c + 1u");
     if (l->in.ndim != 2 || l->in.dim[0] != (uint32_t)c) return KWSN_ERR_SHAPE;
     l->out = shape1((uint32_t)c);
     l->scratch = l->in.dim[1];
@@ -567,12 +593,12 @@ static kwsn_status q8_check_weights(const kwsn_layer *l, uint32_t co, uint64_t p
         int64_t sum = 0;
         const int8_t *wo = w + (size_t)o * per_out;
         for (uint64_t j = 0; j < per_out; j++) {
-            if (wo[j] == -128) return KWSN_ERR_PARAM;
+            if (wo[j] == -128) return bad(l, "wo[j] == -128");
             sum += wo[j] < 0 ? -wo[j] : wo[j];
         }
         const int64_t b = bias[o] < 0 ? -(int64_t)bias[o] : (int64_t)bias[o];
-        if (sum * 255 + b > INT32_MAX) return KWSN_ERR_PARAM;
-        if (!q8_mult_ok(mult[o], shift[o])) return KWSN_ERR_PARAM;
+        if (sum * 255 + b > INT32_MAX) return bad(l, "sum * 255 + b > INT32_MAX");
+        if (!q8_mult_ok(mult[o], shift[o])) return bad(l, "!q8_mult_ok(mult[o], shift[o])");
     }
     return KWSN_OK;
 }
@@ -598,7 +624,8 @@ static kwsn_status prep_conv_q8(kwsn_layer *l) {
     const uint32_t co = l->out.dim[0];
     if (l->desc.n_floats != 1u + (uint64_t)co || l->desc.n_words != 3u * (uint64_t)co ||
         l->desc.n_bytes != nw)
-        return KWSN_ERR_PARAM;
+        return bad(l, "l->desc.n_floats != 1u + (uint64_t)co || l->desc.n_words != 3u * "
+                      "(uint64_t)co || l->desc.n_bytes != nw");
     st = q8_check_weights(l, co, nw / co);
     if (st != KWSN_OK) return st;
     const kwsn_conv1d_ex_args a = conv_args_at(l, &QI(l, 0));
@@ -620,11 +647,12 @@ static void run_conv_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, const 
 /* Linear: ints in, out; the rest as a conv (weight [out][in]). */
 static kwsn_status prep_linear_q8(kwsn_layer *l) {
     const int32_t fi = QI(l, 0), fo = QI(l, 1);
-    if (fi < 1 || fo < 1) return KWSN_ERR_PARAM;
+    if (fi < 1 || fo < 1) return bad(l, "fi < 1 || fo < 1");
     if ((uint64_t)fi * (uint64_t)fo > KWSN_MAX_ELEMS) return KWSN_ERR_TOO_BIG;
     if (l->desc.n_floats != 1u + (uint64_t)fo || l->desc.n_words != 3u * (uint64_t)fo ||
         l->desc.n_bytes != (uint64_t)fi * (uint64_t)fo)
-        return KWSN_ERR_PARAM;
+        return bad(l, "l->desc.n_floats != 1u + (uint64_t)fo || l->desc.n_words != 3u * "
+                      "(uint64_t)fo || l->desc.n_bytes != (uint64_t)fi * (uint64_t)fo");
     if (l->in.ndim != 1 || l->in.dim[0] != (uint32_t)fi) return KWSN_ERR_SHAPE;
     kwsn_status st = q8_check_weights(l, (uint32_t)fo, (uint64_t)fi);
     if (st != KWSN_OK) return st;
@@ -645,11 +673,12 @@ static void run_linear_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, cons
  * shift. */
 static kwsn_status prep_avgpool_q8(kwsn_layer *l) {
     if (l->desc.n_floats != 1u || l->desc.n_words != 2u || l->desc.n_bytes != 0u)
-        return KWSN_ERR_PARAM;
+        return bad(l, "l->desc.n_floats != 1u || l->desc.n_words != 2u || l->desc.n_bytes != 0u");
     kwsn_status st = pool_geometry(l, QI(l, 0), QI(l, 1));
     if (st != KWSN_OK) return st;
     if ((int64_t)QI(l, 0) * 255 > INT32_MAX) return KWSN_ERR_TOO_BIG;
-    if (!q8_mult_ok(l->desc.words[0], l->desc.words[1])) return KWSN_ERR_PARAM;
+    if (!q8_mult_ok(l->desc.words[0], l->desc.words[1]))
+        return bad(l, "!q8_mult_ok(l->desc.words[0], l->desc.words[1])");
     l->ops += 8u * (uint64_t)shape_numel(l->out);
     return KWSN_OK;
 }
@@ -669,7 +698,8 @@ static void run_avgpool_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, con
 static kwsn_status prep_maxpool_q8(kwsn_layer *l) {
     if (l->desc.n_floats != 1u || l->desc.n_words != 0u || l->desc.n_bytes != 0u ||
         !q8_same_params(l))
-        return KWSN_ERR_PARAM;
+        return bad(l, "l->desc.n_floats != 1u || l->desc.n_words != 0u || l->desc.n_bytes != 0u || "
+                      "!q8_same_params(l)");
     return pool_geometry(l, QI(l, 0), QI(l, 1));
 }
 
@@ -684,7 +714,8 @@ static void run_maxpool_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, con
 static kwsn_status prep_relu_q8(kwsn_layer *l) {
     if (l->desc.n_floats != 1u || l->desc.n_words != 0u || l->desc.n_bytes != 0u ||
         (QI(l, 0) != 0 && QI(l, 0) != 1) || !q8_same_params(l))
-        return KWSN_ERR_PARAM;
+        return bad(l, "l->desc.n_floats != 1u || l->desc.n_words != 0u || l->desc.n_bytes != 0u || "
+                      "(QI(l, 0) != 0 && QI(l, 0) != 1) || !q8_same_params(l)");
     l->out = l->in;
     l->ops = shape_numel(l->in);
     return KWSN_OK;
@@ -705,7 +736,8 @@ static void run_relu_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, const 
 static kwsn_status prep_flatten_q8(kwsn_layer *l) {
     if (l->desc.n_floats != 1u || l->desc.n_words != 0u || l->desc.n_bytes != 0u ||
         !q8_same_params(l))
-        return KWSN_ERR_PARAM;
+        return bad(l, "l->desc.n_floats != 1u || l->desc.n_words != 0u || l->desc.n_bytes != 0u || "
+                      "!q8_same_params(l)");
     l->out = shape1((uint32_t)shape_numel(l->in));
     return KWSN_OK;
 }
@@ -722,11 +754,13 @@ static void run_flatten_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, con
 static kwsn_status prep_add_q8(kwsn_layer *l) {
     const int32_t *w = l->desc.words;
     if (l->desc.n_floats != 1u || l->desc.n_words != 6u || l->desc.n_bytes != 0u)
-        return KWSN_ERR_PARAM;
-    if (QI(l, 0) < 0 || QI(l, 0) > KWSN_Q8_MAX_ADD_SHIFT) return KWSN_ERR_PARAM;
+        return bad(l, "l->desc.n_floats != 1u || l->desc.n_words != 6u || l->desc.n_bytes != 0u");
+    if (QI(l, 0) < 0 || QI(l, 0) > KWSN_Q8_MAX_ADD_SHIFT)
+        return bad(l, "QI(l, 0) < 0 || QI(l, 0) > KWSN_Q8_MAX_ADD_SHIFT");
     if (!q8_mult_ok(w[0], w[1]) || !q8_mult_ok(w[2], w[3]) || !q8_mult_ok(w[4], w[5]) ||
         w[1] > 0 || w[3] > 0)
-        return KWSN_ERR_PARAM;
+        return bad(l, "!q8_mult_ok(w[0], w[1]) || !q8_mult_ok(w[2], w[3]) || !q8_mult_ok(w[4], "
+                      "w[5]) || w[1] > 0 || w[3] > 0");
     if (l->in.ndim != l->in2.ndim || l->in.dim[0] != l->in2.dim[0] ||
         l->in.dim[1] != l->in2.dim[1])
         return KWSN_ERR_SHAPE;
@@ -754,7 +788,7 @@ static void run_add_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, const i
  * go to scratch (after the front end's own scratch), then are quantised. */
 static kwsn_status prep_frontend_q8(kwsn_layer *l) {
     if (l->desc.n_words != 0u || l->desc.n_bytes != 0u || l->desc.n_floats < 2u)
-        return KWSN_ERR_PARAM;
+        return bad(l, "l->desc.n_words != 0u || l->desc.n_bytes != 0u || l->desc.n_floats < 2u");
     kwsn_layer t = *l;
     for (uint32_t k = 0; k < 7u; k++) t.desc.ints[k] = QI(l, k);
     t.desc.n_ints = 7u;
@@ -788,20 +822,24 @@ static kwsn_status prep_layernorm_q8(kwsn_layer *l) {
     const int32_t nd = QI(l, 0), d0 = QI(l, 1), d1 = QI(l, 2), kb = QI(l, 3), bsh = QI(l, 4);
     if ((nd != 1 && nd != 2) || d0 < 1 || d1 < 1 || (nd == 1 && d1 != 1) || kb < 0 ||
         kb > KWSN_Q8_LN_MAX_FRAC || bsh < 0 || bsh > 16)
-        return KWSN_ERR_PARAM;
+        return bad(l, "(nd != 1 && nd != 2) || d0 < 1 || d1 < 1 || (nd == 1 && d1 != 1) || kb < 0 "
+                      "|| kb > KWSN_Q8_LN_MAX_FRAC || bsh < 0 || bsh > 16");
     const uint64_t n = (uint64_t)d0 * (uint64_t)d1;
     if (n > KWSN_Q8_LN_MAX_N) return KWSN_ERR_TOO_BIG;
     if (l->desc.n_floats != 3u || l->desc.n_words != 4u || l->desc.n_bytes != 3u * n)
-        return KWSN_ERR_PARAM;
+        return bad(l, "l->desc.n_floats != 3u || l->desc.n_words != 4u || l->desc.n_bytes != 3u * "
+                      "n");
     const int32_t *w = l->desc.words;
-    if (!q8_mult_ok(w[0], w[1]) || w[3] < 0 || w[3] >= (INT32_C(1) << 30)) return KWSN_ERR_PARAM;
+    if (!q8_mult_ok(w[0], w[1]) || w[3] < 0 || w[3] >= (INT32_C(1) << 30))
+        return bad(l, "!q8_mult_ok(w[0], w[1]) || w[3] < 0 || w[3] >= (INT32_C(1) << 30)");
     const int64_t b_max = (int64_t)INT32_MAX - 127 * (((int64_t)1 << (kb + 11)) + 1);
     const uint8_t *beta = (const uint8_t *)(const void *)(l->desc.bytes + n);
     for (uint64_t i = 0; i < n; i++) {
         int64_t bv = (int64_t)((uint32_t)beta[2u * i] | ((uint32_t)beta[2u * i + 1u] << 8));
         bv -= (bv & 0x8000) << 1; /* int16 */
         bv *= (int64_t)1 << bsh;
-        if (l->desc.bytes[i] == -128 || bv > b_max || bv < -b_max) return KWSN_ERR_PARAM;
+        if (l->desc.bytes[i] == -128 || bv > b_max || bv < -b_max)
+            return bad(l, "l->desc.bytes[i] == -128 || bv > b_max || bv < -b_max");
     }
     if (nd == 2) {
         if (l->in.ndim != 2 || l->in.dim[0] != (uint32_t)d0 || l->in.dim[1] != (uint32_t)d1)
@@ -960,30 +998,35 @@ static kwsn_status prepare_layers(kwsn_model *m, const kwsn_limits *limits) {
     uint64_t ops = 0;
     kwsn_status st = check_input_shape(m->input);
     if (st != KWSN_OK) return st;
-    if (m->n_layers < 1) return KWSN_ERR_PARAM;
+    if (m->n_layers < 1) return bad_model(m, "the model has no layers");
     size_t max_scratch = 0, wbytes = 0;
     if (m->int8 && m->has_input_q &&
         (!isfinite(m->input_q.scale) || !(m->input_q.scale > 0.0f) ||
          m->input_q.zero_point < -128 || m->input_q.zero_point > 127))
-        return KWSN_ERR_PARAM;
+        return bad_model(m, "input quantiser: scale must be finite and > 0, zero point in "
+                            "[-128, 127]");
     for (uint32_t i = 0; i < m->n_layers; i++) {
         kwsn_layer *l = &m->layers[i];
+        m->err_layer = i + 1u; /* a failure from here on is this layer's */
         const kwsn_op *op = m->int8 ? NULL : find_op(l->desc.type);
         const kwsn_qop *qop = m->int8 ? find_qop(l->desc.type) : NULL;
         if (!op && !qop) return KWSN_ERR_LAYER_TYPE;
-        if (l->desc.n_ints != (op ? op->n_ints : qop->n_ints)) return KWSN_ERR_PARAM;
+        if (l->desc.n_ints != (op ? op->n_ints : qop->n_ints))
+            return bad(l, "l->desc.n_ints != (op ? op->n_ints : qop->n_ints)");
         if (l->desc.n_floats > 0 && !l->desc.floats) return KWSN_ERR_ARG;
         if ((l->desc.n_words > 0 && !l->desc.words) || (l->desc.n_bytes > 0 && !l->desc.bytes))
             return KWSN_ERR_ARG;
         if (l->desc.n_floats > KWSN_MAX_ELEMS || l->desc.n_words > KWSN_MAX_ELEMS ||
             l->desc.n_bytes > KWSN_MAX_ELEMS)
             return KWSN_ERR_TOO_BIG;
-        if (op && (l->desc.n_words != 0 || l->desc.n_bytes != 0)) return KWSN_ERR_PARAM;
+        if (op && (l->desc.n_words != 0 || l->desc.n_bytes != 0))
+            return bad(l, "op && (l->desc.n_words != 0 || l->desc.n_bytes != 0)");
         if (l->desc.n_inputs == 0) { /* version 1 / a chain table: the previous output */
             l->desc.n_inputs = 1;
             l->desc.inputs[0] = i;
         }
-        if (l->desc.n_inputs != (op ? op->n_inputs : qop->n_inputs)) return KWSN_ERR_PARAM;
+        if (l->desc.n_inputs != (op ? op->n_inputs : qop->n_inputs))
+            return bad(l, "l->desc.n_inputs != (op ? op->n_inputs : qop->n_inputs)");
         for (uint32_t k = 0; k < l->desc.n_inputs; k++)
             if (l->desc.inputs[k] > i) return KWSN_ERR_GRAPH; /* only earlier tensors */
         l->in = tensor_shape(m, l->desc.inputs[0]);
@@ -991,9 +1034,11 @@ static kwsn_status prepare_layers(kwsn_model *m, const kwsn_limits *limits) {
         if (qop) {
             /* the common prefix: out zero point, clamp range, out scale */
             const int32_t zp = l->desc.ints[0], lo = l->desc.ints[1], hi = l->desc.ints[2];
-            if (l->desc.n_floats < 1u) return KWSN_ERR_PARAM;
-            if (zp < -128 || zp > 127 || lo < -128 || hi > 127 || lo > hi) return KWSN_ERR_PARAM;
-            if (!isfinite(l->desc.floats[0]) || !(l->desc.floats[0] > 0.0f)) return KWSN_ERR_PARAM;
+            if (l->desc.n_floats < 1u) return bad(l, "l->desc.n_floats < 1u");
+            if (zp < -128 || zp > 127 || lo < -128 || hi > 127 || lo > hi)
+                return bad(l, "zp < -128 || zp > 127 || lo < -128 || hi > 127 || lo > hi");
+            if (!isfinite(l->desc.floats[0]) || !(l->desc.floats[0] > 0.0f))
+                return bad(l, "!isfinite(l->desc.floats[0]) || !(l->desc.floats[0] > 0.0f)");
             /* a FrontEnd reads the float audio (tensor 0 without an input quantiser); every
              * other op reads int8 codes */
             const int fe = qop->type == KWSN_LAYER_FRONTEND;
@@ -1027,6 +1072,7 @@ static kwsn_status prepare_layers(kwsn_model *m, const kwsn_limits *limits) {
         wbytes += (size_t)l->desc.n_floats * sizeof(float) +
                   (size_t)l->desc.n_words * sizeof(int32_t) + (size_t)l->desc.n_bytes;
     }
+    m->err_layer = 0u;
     m->layers[m->n_layers - 1u].last_use = m->n_layers; /* the model output stays */
     const uint64_t act = plan_memory(m);
     /* LayerNorm + ReLU in one pass where the ReLU reads only that LayerNorm's output, which
@@ -1080,6 +1126,20 @@ size_t kwsn_model_bytes(uint32_t n_layers) {
     return model_header_bytes() + (size_t)n_layers * sizeof(kwsn_layer);
 }
 
+/* The storage can hold the model header (aligned, big enough): kwsn_parse_error may read it. */
+static int storage_usable(const void *storage, size_t storage_bytes) {
+    return storage && ((uintptr_t)storage % KWSN_STORAGE_ALIGN) == 0 &&
+           storage_bytes >= model_header_bytes();
+}
+
+/* Forget an earlier parse's error before a new one starts (it may fail before claiming). */
+static void clear_error(void *storage, size_t storage_bytes) {
+    if (!storage_usable(storage, storage_bytes)) return;
+    kwsn_model *m = (kwsn_model *)storage;
+    m->err_layer = 0u;
+    m->err_why = NULL;
+}
+
 /* Zeroed model + layer records in the caller's storage, or NULL (*st says why). */
 static kwsn_model *claim_storage(void *storage, size_t storage_bytes, uint32_t n_layers,
                                  kwsn_status *st) {
@@ -1098,7 +1158,13 @@ static kwsn_model *claim_storage(void *storage, size_t storage_bytes, uint32_t n
 /* On any failure *model is NULL and the storage's model header is zeroed, so a caller that
  * ignores the status cannot run a half-prepared model. */
 static kwsn_status finish(kwsn_status st, kwsn_model *m, kwsn_model **model) {
-    if (st != KWSN_OK && m) memset(m, 0, sizeof(*m));
+    if (st != KWSN_OK && m) {
+        const uint32_t err_layer = m->err_layer;
+        const char *err_why = m->err_why;
+        memset(m, 0, sizeof(*m));
+        m->err_layer = err_layer; /* kwsn_parse_error reads them */
+        m->err_why = err_why;
+    }
     *model = st == KWSN_OK ? m : NULL;
     return st;
 }
@@ -1136,6 +1202,7 @@ kwsn_status kwsn_model_from_table(const kwsn_layer_desc *descs, uint32_t n_layer
     if (!model) return KWSN_ERR_ARG;
     *model = NULL;
     if (!descs || !storage) return KWSN_ERR_ARG;
+    clear_error(storage, storage_bytes);
     kwsn_model *m = NULL;
     kwsn_status st = from_table(descs, n_layers, input, sample_rate, 0, NULL, storage,
                                 storage_bytes, limits, &m);
@@ -1150,6 +1217,7 @@ kwsn_status kwsn_model_from_table_q(const kwsn_layer_desc *descs, uint32_t n_lay
     if (!model) return KWSN_ERR_ARG;
     *model = NULL;
     if (!descs || !storage) return KWSN_ERR_ARG;
+    clear_error(storage, storage_bytes);
     kwsn_model *m = NULL;
     kwsn_status st = from_table(descs, n_layers, input, sample_rate, 1, input_q, storage,
                                 storage_bytes, limits, &m);
@@ -1264,9 +1332,26 @@ kwsn_status kwsn_model_parse(const void *buf, size_t len, void *storage, size_t 
     if (!model) return KWSN_ERR_ARG;
     *model = NULL;
     if (!buf || !storage) return KWSN_ERR_ARG;
+    clear_error(storage, storage_bytes);
     kwsn_model *m = NULL;
     kwsn_status st = parse(buf, len, storage, storage_bytes, limits, &m);
     return finish(st, m, model);
+}
+
+const char *kwsn_parse_error(const void *storage, size_t storage_bytes, uint32_t *layer,
+                             uint32_t *type) {
+    if (layer) *layer = UINT32_MAX;
+    if (type) *type = 0u;
+    if (!storage_usable(storage, storage_bytes)) return NULL;
+    const kwsn_model *m = (const kwsn_model *)storage;
+    if (m->err_layer == 0u) return m->err_why;
+    const uint32_t i = m->err_layer - 1u;
+    if (i >= KWSN_MAX_LAYERS || storage_bytes < kwsn_model_bytes(i + 1u)) return NULL;
+    const kwsn_layer *l =
+        (const kwsn_layer *)(const void *)((const uint8_t *)storage + model_header_bytes()) + i;
+    if (layer) *layer = i;
+    if (type) *type = l->desc.type;
+    return l->why;
 }
 
 /* ------------------------------------------------------------------ forward */

@@ -147,8 +147,9 @@ int main(int argc, char **argv) {
     if (argc == 2 && strcmp(argv[1], "--api") == 0) return api_checks();
     for (int i = 1; i < argc; i++) {
         kwsn_loaded *lm = NULL;
-        kwsn_status st = kwsn_load_file(argv[i], &lm);
-        printf("%s: %s\n", argv[i], kwsn_status_str(st));
+        char why[256];
+        kwsn_status st = kwsn_load_file_why(argv[i], NULL, &lm, why, sizeof why);
+        printf("%s: %s%s%s\n", argv[i], kwsn_status_str(st), why[0] ? ": " : "", why);
         if (st != KWSN_OK) continue;
         const kwsn_model *m = kwsn_loaded_model(lm);
         size_t ab = kwsn_arena_bytes(m), n = kwsn_input_len(m), c = kwsn_n_classes(m);

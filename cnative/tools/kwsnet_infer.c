@@ -138,9 +138,11 @@ int main(int argc, char **argv) {
         raw = argv[argi + 1];
     }
     kwsn_loaded *lm = NULL;
-    kwsn_status st = kwsn_load_file_ex(model_path, &limits, &lm);
+    char why[256];
+    kwsn_status st = kwsn_load_file_why(model_path, &limits, &lm, why, sizeof why);
     if (st != KWSN_OK) {
-        fprintf(stderr, "error: %s: %s\n", model_path, kwsn_status_str(st));
+        fprintf(stderr, "error: %s: %s%s%s\n", model_path, kwsn_status_str(st), why[0] ? ": " : "",
+                why);
         return 1;
     }
     const kwsn_model *m = kwsn_loaded_model(lm);

@@ -252,9 +252,11 @@ int kwsn_stream_main(int argc, char **argv) {
         free(files);
         return rc;
     }
-    s = kwsn_load_file_ex(model_path, &limits, &lm);
+    char why[256];
+    s = kwsn_load_file_why(model_path, &limits, &lm, why, sizeof why);
     if (s != KWSN_OK) {
-        fprintf(stderr, "error: %s: %s\n", model_path, kwsn_status_str(s));
+        fprintf(stderr, "error: %s: %s%s%s\n", model_path, kwsn_status_str(s), why[0] ? ": " : "",
+                why);
         free(files);
         return 1;
     }

@@ -193,6 +193,14 @@ def load_library(lib: str | Path | None = None) -> ctypes.CDLL:
         ctypes.POINTER(_Limits),
         ctypes.POINTER(_c_vp),
     ]
+    so.kwsn_load_file_why.restype = ctypes.c_int
+    so.kwsn_load_file_why.argtypes = [
+        ctypes.c_char_p,
+        ctypes.POINTER(_Limits),
+        ctypes.POINTER(_c_vp),
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+    ]
     so.kwsn_default_limits.restype = _Limits
     so.kwsn_default_limits.argtypes = []
     so.kwsn_model_ops.restype = _c_u64
@@ -279,11 +287,14 @@ class CModel:
         self._so = load_library(lib)
         handle = _c_vp()
         limits = _Limits(max_ops or 0, max_arena_bytes or 0)
-        st = self._so.kwsn_load_file_ex(
-            str(path).encode(), ctypes.byref(limits), ctypes.byref(handle)
+        why = ctypes.create_string_buffer(256)
+        st = self._so.kwsn_load_file_why(
+            str(path).encode(), ctypes.byref(limits), ctypes.byref(handle), why, len(why)
         )
         if st != 0:
-            raise CRuntimeError(f"{path}: {self.status_str(st)}")
+            detail = why.value.decode(errors="replace")
+            tail = f": {detail}" if detail else ""
+            raise CRuntimeError(f"{path}: {self.status_str(st)}{tail}")
         self._handle = handle
         self._model = self._so.kwsn_loaded_model(handle)
         self.n_layers = int(self._so.kwsn_n_layers(self._model))
