@@ -153,6 +153,18 @@ __attribute__((noinline)) double peak_loop_equal(long iters) {
 }
 #endif
 
+/* Seconds for one call of the timed loop over iters iterations. */
+static double timed(long iters, State *st) {
+#ifdef EQUAL_STARTS
+    (void)st;
+    return peak_loop_equal(iters);
+#else
+    double t0 = now();
+    peak_loop(iters, PTR(*st));
+    return now() - t0;
+#endif
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr, "usage: %s SECONDS REPEATS\n", argv[0]);
@@ -166,26 +178,14 @@ int main(int argc, char **argv) {
     long iters = 1000;
     double dt = 0;
     for (;;) {
-#ifdef EQUAL_STARTS
-        dt = peak_loop_equal(iters);
-#else
-        double t0 = now();
-        peak_loop(iters, PTR(s));
-        dt = now() - t0;
-#endif
+        dt = timed(iters, &s);
         if (dt >= seconds / 10 || iters > (1L << 40)) break;
         iters *= 2;
     }
     if (dt > 0) iters = (long)(iters * seconds / dt) + 1;
     printf("iters %ld\n", iters);
     for (int r = 0; r < reps; r++) {
-#ifdef EQUAL_STARTS
-        dt = peak_loop_equal(iters);
-#else
-        double t0 = now();
-        peak_loop(iters, PTR(s));
-        dt = now() - t0;
-#endif
+        dt = timed(iters, &s);
         printf("rep %.9f\n", dt);
     }
     printf("sink %g\n", sink(&s));

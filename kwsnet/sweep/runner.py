@@ -96,6 +96,20 @@ def start_run(
     return proc, logf, run_key
 
 
+def end_process(proc: subprocess.Popen, timeout: float = 20.0, terminate: bool = True) -> None:
+    """Stop a run process: SIGTERM (unless ``terminate`` is False: already sent), up to
+    ``timeout`` seconds to exit (a fit saves its checkpoint), then SIGKILL."""
+    if proc.poll() is not None:
+        return
+    if terminate:
+        proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def threads_per_run(workers: int) -> int:
     """Intra-op threads of each of ``workers`` runs at once on this machine's cores."""
     try:
@@ -210,11 +224,7 @@ def run_sweep(
         for proc in running:
             proc.terminate()
         for proc, (_plan, _start, logf, _key) in running.items():
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            end_process(proc, terminate=False)  # all were sent SIGTERM above, at once
             logf.close()
         raise
     finally:

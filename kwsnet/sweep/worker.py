@@ -19,6 +19,7 @@ from kwsnet.sweep.ledger import record_run
 from kwsnet.sweep.runner import (
     _raise_stop,
     _Stop,
+    end_process,
     run_env,
     run_line,
     start_run,
@@ -280,13 +281,8 @@ def _run_trial(
         finally:
             logf.close()
     except (_Stop, KeyboardInterrupt):
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None:
+            end_process(proc)
         beat.stop()
         _queue_again(study, storage, trial, eng["max_retry"])
         raise
