@@ -45,9 +45,11 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -252,11 +254,14 @@ def train_peer(
     seed: int,
     epochs: int,
     log: Callable[[str], None] = print,
+    transfer_test: list[tuple[str, int]] | None = None,
 ) -> dict[str, Any]:
     """Train the peer recipe (module docstring) on ``files``; test the best-val epoch.
 
     Returns ``{"metrics": {"test/acc", "val/acc", "train/loss"}, "best_epoch", "epochs_run",
-    "fit_s", "params", "macs", "val_curve"}`` (val/acc: the tested epoch's).
+    "fit_s", "params", "macs", "val_curve"}`` (val/acc: the tested epoch's). With
+    ``transfer_test`` (another corpus's test files, same labels), ``test/acc`` is the accuracy
+    on those and ``test/acc_in_domain`` the one on ``files["test"]``.
     """
     from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
 
@@ -302,9 +307,13 @@ def train_peer(
     fit_s = time.monotonic() - start
     model.load_state_dict(best["state"])
     test = _accuracy(model, *data["test"])
+    metrics = {"test/acc": test, "val/acc": best["val"], "train/loss": loss_sum / n}
+    if transfer_test is not None:
+        metrics["test/acc_in_domain"] = test
+        metrics["test/acc"] = _accuracy(model, *_load(transfer_test))
     clip = torch.zeros(1, CLIP_SAMPLES)
     return {
-        "metrics": {"test/acc": test, "val/acc": best["val"], "train/loss": loss_sum / n},
+        "metrics": metrics,
         "best_epoch": best["epoch"],
         "epochs_run": epochs,
         "fit_s": round(fit_s, 2),
@@ -324,7 +333,14 @@ def _peer_child(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     run_dir = Path(args.run_dir)
     files, names = peer_split(args.root, args.words)
-    summary = train_peer(files, len(names), args.peer_run, args.epochs)
+    transfer = None
+    if args.test_root:
+        other, other_names = peer_split(args.test_root, args.words)
+        if other_names != names:
+            raise SystemExit(f"bench_peer: {args.test_root} has classes {other_names}, "
+                             f"{args.root} has {names}")  # fmt: skip
+        transfer = other["test"]
+    summary = train_peer(files, len(names), args.peer_run, args.epochs, transfer_test=transfer)
     summary.update(seed=args.peer_run, class_names=names)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return 0
@@ -348,15 +364,19 @@ def default_configs(configs_dir: str | os.PathLike = "configs") -> list[str]:
     return out
 
 
-def kwsnet_overrides(config: str, root: str, words: Sequence[str], epochs: int) -> dict[str, Any]:
+def kwsnet_overrides(
+    config: str, root: str, words: Sequence[str], epochs: int | None
+) -> dict[str, Any]:
     """The per-config overrides of the benchmark (noise from ``<root>/_background_noise_``
-    only when the config has an augmentation chain that takes a ``noise_dir``)."""
+    only when the config has an augmentation chain that takes a ``noise_dir``;
+    ``trainer.max_epochs`` unless ``epochs`` is None: the config's own)."""
     over: dict[str, Any] = {
         "data.source": "speech_commands",
         "data.root": root,
         "data.words": list(words),
-        "trainer.max_epochs": epochs,
     }
+    if epochs is not None:
+        over["trainer.max_epochs"] = epochs
     try:
         aug = ((yaml12.load(Path(config).read_text()) or {}).get("model") or {}).get("augment")
     except Exception:
@@ -416,8 +436,16 @@ def run_peer(seed: int, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     argv = [sys.executable, str(Path(__file__).resolve()), "--peer-run", str(seed)]
     argv += ["--run-dir", str(run_dir), "--root", args.root, "--epochs", str(args.epochs)]
     argv += ["--words", *args.words]
+    if args.test_root:
+        argv += ["--test-root", args.test_root]
     rc, wall = _launch(argv, str(run_dir), log_path)
-    rec: dict[str, Any] = {"system": PEER, "seed": seed, "wall_s": round(wall, 2), "log": log_path}
+    rec: dict[str, Any] = {
+        "system": PEER,
+        "seed": seed,
+        "epochs": args.epochs,
+        "wall_s": round(wall, 2),
+        "log": log_path,
+    }
     summary_path = run_dir / "summary.json"
     if rc == 0 and summary_path.exists():
         s = json.loads(summary_path.read_text())
@@ -425,6 +453,7 @@ def run_peer(seed: int, args: argparse.Namespace, out: Path) -> dict[str, Any]:
             status="ok",
             test_acc=s["metrics"]["test/acc"],
             val_acc=s["metrics"]["val/acc"],
+            test_acc_in_domain=s["metrics"].get("test/acc_in_domain"),
             best_epoch=s["best_epoch"],
             fit_s=s["fit_s"],
             params=s["params"],
@@ -449,6 +478,38 @@ def config_revision(config: str) -> str:
     return rev + ("+dirty" if git("status", "--porcelain", "--", config) else "")
 
 
+def transfer_test(ckpt: str, run_dir: str, test_root: str) -> float:
+    """Test a kwsnet run's checkpoint on ``test_root``'s test split (same words): a
+    ``kwsnet test`` process into ``<run_dir>/transfer``; its ``test/acc``."""
+    out = os.path.join(run_dir, "transfer")
+    argv = [sys.executable, "-m", "kwsnet.entry", "test", "--config"]
+    argv += [os.path.join(run_dir, "config.yaml"), "--ckpt_path", ckpt, "--data.root", test_root]
+    argv += ["--trainer.default_root_dir", out, "--trainer.logger", "false"]
+    log_path = os.path.join(run_dir, "transfer.log")
+    rc, _ = _launch(argv, out, log_path)
+    summary = Path(out) / "summary.json"
+    if rc != 0 or not summary.exists():
+        raise RuntimeError(f"transfer test: exit code {rc}\n{_tail(log_path)}")
+    return float(json.loads(summary.read_text())["metrics"]["test/acc"])
+
+
+def config_epochs(config: str) -> int | None:
+    """The ``trainer.max_epochs`` a config file sets (None when it sets none)."""
+    try:
+        trainer = (yaml12.load(Path(config).read_text()) or {}).get("trainer") or {}
+    except Exception:
+        return None
+    epochs = trainer.get("max_epochs") if isinstance(trainer, dict) else None
+    return int(epochs) if isinstance(epochs, int) else None
+
+
+def kwsnet_epochs(args: argparse.Namespace) -> int | None:
+    """The epochs a kwsnet config trains for in this benchmark: ``--kwsnet-epochs`` (0: the
+    config's own ``trainer.max_epochs``), else ``--epochs``; None means the config's own."""
+    epochs = args.epochs if args.kwsnet_epochs is None else args.kwsnet_epochs
+    return None if epochs == 0 else epochs
+
+
 def run_kwsnet(
     config: str, seeds: Sequence[int], args: argparse.Namespace, out: Path, cost: bool = True
 ) -> list:
@@ -458,11 +519,12 @@ def run_kwsnet(
 
     stem = Path(config).stem
     revision = config_revision(config)
+    epochs = kwsnet_epochs(args)
     spec = SweepSpec(
         name=f"bench_peer_{stem}",
         base_config=config,
         seeds=list(seeds),
-        overrides=kwsnet_overrides(config, args.root, args.words, args.epochs),
+        overrides=kwsnet_overrides(config, args.root, args.words, epochs),
         metric="test/acc",
         out=str(out / stem),
         wandb={"log_runs": True, "summary_run": False},
@@ -477,9 +539,18 @@ def run_kwsnet(
             "config": config,
             "config_revision": revision,
             "seed": plan.seed,
+            "epochs": epochs if epochs is not None else config_epochs(config),
             "wall_s": round(wall, 2),
             "log": plan.log_path,
         }
+        if ledger["status"] == "ok" and args.test_root:
+            try:
+                transfer = transfer_test(ledger["checkpoint"], plan.run_dir, args.test_root)
+            except RuntimeError as exc:
+                ledger = {**ledger, "status": "failed", "error": str(exc)}
+            else:
+                rec["test_acc_in_domain"] = ledger["value"]
+                ledger = {**ledger, "value": transfer}
         if ledger["status"] == "ok":
             rec.update(
                 status="ok",
@@ -526,7 +597,9 @@ def summarize(
         row: dict[str, Any] = {"system": system, "n_ok": len(ok), "n": len(runs)}
         row["seeds"] = [r["seed"] for r in ok]
         row["failed_seeds"] = [r["seed"] for r in runs if r.get("status") != "ok"]
-        for key in ("test_acc", "val_acc"):
+        epochs = sorted({r["epochs"] for r in runs if r.get("epochs") is not None})
+        row["epochs"] = epochs[0] if len(epochs) == 1 else (epochs or None)
+        for key in ("test_acc", "val_acc", "test_acc_in_domain"):
             vals = [r[key] for r in ok if r.get(key) is not None]
             row[f"{key}_values"] = vals
             row[f"{key}_mean"], row[f"{key}_std"] = _mean_std(vals)
@@ -610,25 +683,36 @@ def _cmp_cell(row: dict[str, Any], key: str) -> str:
     return f"{d:+.3f}{ci}, p {p}{tost}: {cmp['verdict']}"
 
 
+def _epochs_cell(epochs: int | list[int] | None) -> str:
+    if epochs is None:
+        return "–"
+    return "/".join(map(str, epochs)) if isinstance(epochs, list) else str(epochs)
+
+
 def _ratio(x: float | None) -> str:
     return "–" if x is None else f"{x:.2f}×"
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """The markdown table of ``summarize``'s rows."""
+    """The markdown table of ``summarize``'s rows (with ``--test-root``, a column for the
+    in-domain test split beside the other corpus's)."""
+    transfer = any(r.get("test_acc_in_domain_values") for r in rows)
     head = (
-        "| system | runs ok | params | MACs / 1 s clip | test acc mean ± std [95% CI] | "
-        "val acc mean ± std [95% CI] | test Δ vs peer [95% CI], p (Holm), TOST p (Holm) | "
+        "| system | runs ok | epochs | params | MACs / 1 s clip | test acc mean ± std [95% CI] | "
+        + ("in-domain test acc mean ± std [95% CI] | " if transfer else "")
+        + "val acc mean ± std [95% CI] | test Δ vs peer [95% CI], p (Holm), TOST p (Holm) | "
         "val Δ vs peer [95% CI], p (Holm), TOST p (Holm) | wall / run (median) | params ratio | "
-        "MACs ratio | "
-        "time ratio |"
+        "MACs ratio | time ratio |"
     )
-    lines = [head, "|" + "---|" * 12]
+    lines = [head, "|" + "---|" * (14 if transfer else 13)]
     for r in rows:
         wall = r["wall_s_median"]
+        in_domain = f"{_acc_cell(r, 'test_acc_in_domain')} | " if transfer else ""
         lines.append(
-            f"| {r['system']} | {r['n_ok']}/{r['n']} | {_count(r['params'])} | "
-            f"{_count(r['macs'])} | {_acc_cell(r, 'test_acc')} | {_acc_cell(r, 'val_acc')} | "
+            f"| {r['system']} | {r['n_ok']}/{r['n']} | {_epochs_cell(r.get('epochs'))} | "
+            f"{_count(r['params'])} | "
+            f"{_count(r['macs'])} | {_acc_cell(r, 'test_acc')} | {in_domain}"
+            f"{_acc_cell(r, 'val_acc')} | "
             f"{_cmp_cell(r, 'test_acc')} | {_cmp_cell(r, 'val_acc')} | "
             f"{_f(wall, 0)} s | {_ratio(r.get('params_ratio'))} | "
             f"{_ratio(r.get('macs_ratio'))} | {_ratio(r.get('wall_ratio'))} |"
@@ -641,8 +725,10 @@ _CSV_KEYS = [
     "config",
     "config_revision",
     "seed",
+    "epochs",
     "status",
     "test_acc",
+    "test_acc_in_domain",
     "val_acc",
     "best_epoch",
     "wall_s",
@@ -692,7 +778,25 @@ def _write_outputs(out: Path, records: list[dict[str, Any]], rows: list, meta: d
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--epochs", type=int, default=15, help="epochs of every run (default 15)")
+    p.add_argument(
+        "--kwsnet-epochs",
+        type=int,
+        default=None,
+        help="epochs of the kwsnet runs instead of --epochs; 0: each config's own "
+        "trainer.max_epochs (the peer keeps --epochs)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="runs at once, each its own 1-thread process (default 1)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the ok runs already in <out>/runs.jsonl and run only the others",
+    )
     p.add_argument(
         "--kwsnet-configs",
         nargs="*",
@@ -707,6 +811,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--root", default=DEFAULT_ROOT, help="the Speech Commands folder")
     p.add_argument("--words", nargs="+", default=DEFAULT_WORDS)
+    p.add_argument(
+        "--test-root",
+        default=None,
+        help="test on this Speech Commands folder's test split instead (same words; e.g. train "
+        "on TTS voices, test on recorded ones); the --root test split is kept as "
+        "test_acc_in_domain",
+    )
     p.add_argument("--out", default="sweeps/bench_peer", help="run dirs and results")
     p.add_argument(
         "--margin",
@@ -734,9 +845,9 @@ def _read_records(out: Path) -> list[dict[str, Any]]:
         for row in csv.DictReader(f):
             rec: dict[str, Any] = dict(row)
             rec["seed"] = int(row["seed"])
-            for key in ("test_acc", "val_acc", "wall_s", "fit_s"):
+            for key in ("test_acc", "test_acc_in_domain", "val_acc", "wall_s", "fit_s"):
                 rec[key] = float(row[key]) if row.get(key) else None
-            for key in ("params", "macs", "best_epoch"):
+            for key in ("params", "macs", "best_epoch", "epochs"):
                 rec[key] = int(float(row[key])) if row.get(key) else None
             records.append(rec)
     return records
@@ -757,6 +868,8 @@ def main(argv: list[str] | None = None) -> int:
         print(_write_outputs(out, records, summarize(records, margin=margin), meta))
         return 0
     args.root = os.path.relpath(os.path.abspath(args.root), REPO)  # the runs start in REPO
+    if args.test_root:
+        args.test_root = os.path.relpath(os.path.abspath(args.test_root), REPO)
     configs = args.kwsnet_configs
     if configs is None:
         configs = default_configs(REPO / "configs")
@@ -780,10 +893,18 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": args.seeds,
         "epochs": args.epochs,
         "root": args.root,
+        "test_root": args.test_root,
         "words": args.words,
     }
     print(f"bench_peer: systems {systems}, seeds {args.seeds}, {args.epochs} epochs -> {out}")
+    if args.workers < 1:
+        raise SystemExit(f"bench_peer: --workers must be >= 1, got {args.workers}")
+    meta["kwsnet_epochs"] = args.kwsnet_epochs
+    meta["workers"] = args.workers
     records: list[dict[str, Any]] = []
+    if args.resume and ((out / "runs.jsonl").exists() or (out / "runs.csv").exists()):
+        records = [r for r in _read_records(out) if r.get("status") == "ok"]
+        print(f"bench_peer: --resume keeps {len(records)} ok runs from {out}")
     if PEER in systems:
         try:
             import speechbrain  # noqa: F401
@@ -795,26 +916,33 @@ def main(argv: list[str] | None = None) -> int:
             systems.remove(PEER)
         else:
             meta["speechbrain"] = speechbrain.__version__
-    for system in systems:
-        for seed in args.seeds:
-            try:
-                if system == PEER:
-                    new = [run_peer(seed, args, out)]
-                else:
-                    config = next(c for c in configs if Path(c).stem == system)
+    done = {(r["system"], r["seed"]) for r in records}
+    jobs = [(s, seed) for s in systems for seed in args.seeds if (s, seed) not in done]
+    lock = threading.Lock()
+
+    def one(system: str, seed: int) -> None:
+        try:
+            if system == PEER:
+                new = [run_peer(seed, args, out)]
+            else:
+                config = next(c for c in configs if Path(c).stem == system)
+                with lock:
                     measured = any(r.get("params") for r in records if r["system"] == system)
-                    new = run_kwsnet(config, [seed], args, out, cost=not measured)
-            except Exception:  # the benchmark's own bug for this system: report, go on
-                new = [
-                    {
-                        "system": system,
-                        "seed": seed,
-                        "status": "failed",
-                        "wall_s": math.nan,
-                        "log": "",
-                        "error": traceback.format_exc(),
-                    }
-                ]
+                # the first seed of a system measures its cost (one rebuild, any worker count)
+                first = seed == min(sd for s, sd in jobs if s == system)
+                new = run_kwsnet(config, [seed], args, out, cost=not measured and first)
+        except Exception:  # the benchmark's own bug for this system: report, go on
+            new = [
+                {
+                    "system": system,
+                    "seed": seed,
+                    "status": "failed",
+                    "wall_s": math.nan,
+                    "log": "",
+                    "error": traceback.format_exc(),
+                }
+            ]
+        with lock:
             for r in new:
                 acc = f"test/acc {r['test_acc']:.4f}" if r.get("status") == "ok" else ""
                 print(
@@ -824,8 +952,18 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
             records.extend(new)
+            records.sort(key=lambda r: (systems.index(r["system"]) if r["system"] in systems
+                                        else len(systems), r["seed"]))  # fmt: skip
             # after every run, so an interrupted benchmark leaves the table so far
             _write_outputs(out, records, summarize(records, margin=margin), meta)
+
+    if args.workers == 1:
+        for system, seed in jobs:
+            one(system, seed)
+    else:
+        with ThreadPoolExecutor(max_workers=args.workers) as pool:
+            for fut in [pool.submit(one, system, seed) for system, seed in jobs]:
+                fut.result()
     rows = summarize(records, margin=margin)
     print(_write_outputs(out, records, rows, meta))
     return 0

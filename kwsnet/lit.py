@@ -8,6 +8,7 @@ comes from the DataModule. Log keys are ``{stage}/{metric}`` (``train/loss``, ``
 from __future__ import annotations
 
 import hashlib
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -22,7 +23,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torch.utils.data import DataLoader, DistributedSampler
 
 from kwsnet._compat import cli_hparams_given, eval_dataloaders, should_update_logs
-from kwsnet.data.augment import warn_if_noise_off
+from kwsnet.data.augment import use_data_noise, warn_if_noise_off
 from kwsnet.data.features import RawAudio
 from kwsnet.init.base import InitStrategy, format_report
 from kwsnet.metrics.classification import ClassificationStats
@@ -421,8 +422,22 @@ class ClassifierModule(pl.LightningModule):
         ]
 
     def setup(self, stage: str) -> None:
-        """At fit: warn once when a configured ``BackgroundNoise`` has no noise folder."""
-        if stage == "fit" and self.global_rank == 0:
+        """At fit: a ``BackgroundNoise`` without a noise folder mixes the data's own
+        (``AudioDataModule.noise_dir``: Speech Commands' ``_background_noise_``) and says so;
+        without one either, warn once that noise mixing is off."""
+        if stage != "fit":
+            return
+        datamodule = self._trainer.datamodule if self._trainer is not None else None
+        own = datamodule.noise_dir() if hasattr(datamodule, "noise_dir") else None
+        filled = use_data_noise(self.augment, own)
+        if self.global_rank == 0:
+            if filled:
+                print(
+                    f"kwsnet: {', '.join(filled)} has no noise_dir: mixing the data's own "
+                    f"noise recordings, {own} (set model.augment.init_args.noise_dir to "
+                    "choose another folder)",
+                    file=sys.stderr,
+                )
             warn_if_noise_off(self.augment)
 
     def on_fit_start(self) -> None:

@@ -267,6 +267,44 @@ def test_fit_warns_once_when_a_config_mixes_noise_without_a_folder(tmp_path):
     assert "model.augment.init_args.noise_dir" in str(noise[0].message)
 
 
+def test_fit_mixes_the_speech_commands_own_noise_when_no_folder_is_set(
+    tmp_path, speech_commands_tree, capfd, monkeypatch
+):
+    """kws_ds_cnn (noise_dir: null) with only the data flags: its BackgroundNoise mixes
+    <root>/_background_noise_, says so, and does not warn that mixing is off."""
+    import warnings
+
+    from kwsnet.cli import main
+    from kwsnet.data.datamodule import AudioDataModule
+
+    from .conftest import QUIET_FIT, REPO
+
+    args = [
+        "fit", "--config", str(REPO / "configs" / "kws_ds_cnn.yaml"),
+        "--data.source=speech_commands", f"--data.root={speech_commands_tree}",
+        "--data.words=[yes, no, up]", "--data.batch_size=4",
+        "--trainer.max_steps=2", "--trainer.limit_val_batches=0", "--test_after_fit=false",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+        f"--trainer.default_root_dir={tmp_path}", *QUIET_FIT,
+    ]  # fmt: skip
+    read: list[str] = []
+    load = BackgroundNoise._load_files
+
+    def spy(self: BackgroundNoise) -> list[torch.Tensor]:
+        read.append(str(self.noise_dir))
+        return load(self)
+
+    monkeypatch.setattr(BackgroundNoise, "_load_files", spy)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        assert main(args) == 0
+    assert not [w for w in rec if "background-noise mixing is OFF" in str(w.message)]
+    own = str(speech_commands_tree / "_background_noise_")
+    assert f"mixing the data's own noise recordings, {own}" in capfd.readouterr().err
+    assert read == [own]  # the training batches mixed it
+    assert AudioDataModule(source="synthetic").noise_dir() is None  # nothing to fall back on
+
+
 @pytest.mark.parametrize(
     "folder",
     ["speech_commands_real/_background_noise_", "librispeech_excerpts/librispeech_test-other/1688"],

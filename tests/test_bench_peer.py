@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -112,7 +113,7 @@ def test_summary_compares_each_system_with_the_peer(bp) -> None:
 def test_table_formats_accuracy_ci_verdict_and_ratios(bp) -> None:
     table = bp.format_table(bp.summarize(_records(bp)))
     lines = table.strip().splitlines()
-    assert len(lines) == 2 + 3 and all(line.count("|") == 13 for line in lines)
+    assert len(lines) == 2 + 3 and all(line.count("|") == 14 for line in lines)
     small = next(line for line in lines if line.startswith("| small |"))
     assert "| 150.0k | 3.00M | 0.923 ± 0.025 [" in small
     assert ": worse |" in small and "| 0.25× | 0.10× | 0.25× |" in small
@@ -210,6 +211,11 @@ def _peer_one_epoch(bp, tmp_path: Path) -> None:
     assert abs(bp.count_params(six) - 617_000) < 1000  # the C = 128 peer
     assert out["params"] == bp.count_params(six) - 4 * 192  # 2 classes instead of 6
     assert out["macs"] > 10 * out["params"]  # convolutions over ~100 frames
+    # --test-root: the other corpus's test files are test/acc, the own test split in-domain
+    other = [(p, 1 - lab) for p, lab in files["train"]]  # 4 clips, labels swapped
+    out = bp.train_peer(files, 2, seed=0, epochs=1, log=lambda _: None, transfer_test=other)
+    assert out["metrics"]["test/acc_in_domain"] in (0.0, 0.5, 1.0)
+    assert out["metrics"]["test/acc"] in (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def test_a_crashing_run_is_reported_and_the_others_go_on(bp, tmp_path: Path, monkeypatch) -> None:
@@ -258,6 +264,63 @@ def test_a_crashing_run_is_reported_and_the_others_go_on(bp, tmp_path: Path, mon
     runs = [line for line in (out / "runs.jsonl").read_text().splitlines() if line]
     assert len(runs) == 9  # 3 systems x 3 seeds, the crash included
     table = (out / "results.md").read_text()
-    assert "| kws_a | 3/3 | 60 | 600 |" in table and "| 0.10× | 0.10× | 0.10× |" in table
+    assert "| kws_a | 3/3 | – | 60 | 600 |" in table and "| 0.10× | 0.10× | 0.10× |" in table
     assert "| kws_b | 2/3 |" in table
     assert "- kws_b seed 1: Traceback" in table
+
+
+def test_workers_resume_and_the_configs_own_epochs(bp, tmp_path: Path, monkeypatch) -> None:
+    calls: list[tuple[str, int]] = []
+
+    def fake_peer(seed: int, args, out: Path) -> dict:
+        calls.append((bp.PEER, seed))
+        acc = 0.90 + 0.01 * seed
+        return {"system": bp.PEER, "seed": seed, "epochs": args.epochs, "status": "ok",
+                "test_acc": acc, "val_acc": acc, "wall_s": 60.0, "log": ""}  # fmt: skip
+
+    def fake_kwsnet(config: str, seeds, args, out: Path, cost: bool = True) -> list:
+        epochs = bp.kwsnet_epochs(args)
+        calls.append((Path(config).stem, seeds[0]))
+        if seeds == [2] and not (out / "crashed").exists():  # the first attempt dies
+            (out / "crashed").write_text("")
+            raise RuntimeError("killed")
+        return [
+            {
+                "system": Path(config).stem,
+                "config": config,
+                "config_revision": "x",
+                "seed": s,
+                "epochs": epochs if epochs is not None else bp.config_epochs(config),
+                "status": "ok",
+                "test_acc": 0.95 + 0.01 * s,
+                "val_acc": 0.95 + 0.01 * s,
+                "wall_s": 6.0,
+                "log": "",
+            }  # fmt: skip
+            for s in seeds
+        ]
+
+    monkeypatch.setattr(bp, "run_peer", fake_peer)
+    monkeypatch.setattr(bp, "run_kwsnet", fake_kwsnet)
+    monkeypatch.setitem(sys.modules, "speechbrain", type(sys)("speechbrain"))
+    sys.modules["speechbrain"].__version__ = "0"
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "kws_a.yaml"
+    config.write_text("trainer:\n  max_epochs: 40\n")
+    out = tmp_path / "out"
+    argv = ["--seeds", "0", "1", "2", "--kwsnet-configs", str(config), "--out", str(out)]
+    bp.main([*argv, "--workers", "2", "--kwsnet-epochs", "0"])
+    assert sorted(calls) == sorted((s, seed) for s in (bp.PEER, "kws_a") for seed in (0, 1, 2))
+    table = (out / "results.md").read_text()
+    assert f"| {bp.PEER} | 3/3 | 15 |" in table and "| kws_a | 2/3 | 40 |" in table
+    calls.clear()
+    bp.main([*argv, "--workers", "2", "--kwsnet-epochs", "0", "--resume"])
+    assert calls == [("kws_a", 2)]  # only the run that failed runs again
+    table = (out / "results.md").read_text()
+    assert "| kws_a | 3/3 | 40 |" in table and "Failed runs" not in table
+    runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert [(r["system"], r["seed"]) for r in runs] == [
+        (s, seed) for s in (bp.PEER, "kws_a") for seed in (0, 1, 2)
+    ]
+    assert bp.kwsnet_epochs(bp._parser().parse_args(["--epochs", "7"])) == 7
+    assert bp.kwsnet_epochs(bp._parser().parse_args(["--kwsnet-epochs", "0"])) is None

@@ -358,6 +358,19 @@ def noise_off_keys(augment: nn.Module | None, prefix: str = "model.augment") -> 
     return keys
 
 
+def use_data_noise(augment: nn.Module | None, noise_dir: str | None) -> list[str]:
+    """Point every ``BackgroundNoise`` in ``augment`` that has no ``noise_dir`` at
+    ``noise_dir`` (the data's own noise folder: ``AudioDataModule.noise_dir``), so a config
+    trains as recommended with only the data flags. Returns the config keys it filled."""
+    if augment is None or noise_dir is None:
+        return []
+    keys = noise_off_keys(augment)
+    for module in augment.modules():
+        if isinstance(module, BackgroundNoise) and module.noise_dir is None:
+            module.set_noise_dir(noise_dir)
+    return keys
+
+
 def warn_if_noise_off(augment: nn.Module | None, prefix: str = "model.augment") -> bool:
     """Warn (once per call; ``ClassifierModule.setup`` calls it at fit) when a
     ``BackgroundNoise`` in ``augment`` has no ``noise_dir``: the configured noise mixing would

@@ -197,6 +197,11 @@ class AudioDataModule(pl.LightningDataModule):
         if self.source_args.download:
             source_class(self._source_spec).prepare(self.source_args)
 
+    def noise_dir(self) -> str | None:
+        """The data's own background-noise folder (``Source.noise_dir``: Speech Commands'
+        ``_background_noise_``), or None."""
+        return self.source.noise_dir()
+
     @property
     def source(self) -> Source:
         """The dataset format, built on first use (in ``__init__`` unless ``class_names`` was

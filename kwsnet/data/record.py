@@ -93,6 +93,12 @@ class Source(ABC):
         self.speaker_names: list[str] = []
         self._items: dict[str, list[Item]] = {}
 
+    def noise_dir(self) -> str | None:
+        """The format's own folder of background-noise recordings (Speech Commands'
+        ``_background_noise_``), which a ``BackgroundNoise`` without a ``noise_dir`` mixes;
+        None (the default) when the format has none."""
+        return None
+
     def items(self, split: str) -> list[Item]:
         """The items of ``split`` (one of ``SPLITS``), in a deterministic order."""
         if split not in self._items:

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kwsnet.data.audio import read_audio
+from kwsnet.data.audio import AUDIO_EXTENSIONS, read_audio
 from kwsnet.data.record import SPLITS, DataFormatError, Item, Source, SourceArgs
 
 __all__ = [
@@ -326,6 +326,16 @@ class SpeechCommandsSource(Source):
             for i in range(self._silence_count(split)):
                 src = str(noise[int(rng.integers(len(noise)))])
                 items.append(Item(src, label, -1, "audio", ("silence", split, i)))
+
+    def noise_dir(self) -> str | None:
+        """``<root>/_background_noise_`` when it holds audio files (the official archive's
+        recordings of dishes, a running tap, an exercise bike, ... and white/pink noise)."""
+        folder = Path(str(self.args.root)) / _NOISE_DIR
+        if folder.is_dir() and any(
+            f.suffix.lower() in AUDIO_EXTENSIONS for f in folder.iterdir() if f.is_file()
+        ):
+            return str(folder)
+        return None
 
     def load(self, item: Item) -> torch.Tensor:
         if item.extra == ("silence",):  # TF's silence: a clip of zeros (its volume is 0)
