@@ -55,7 +55,10 @@
  * {out_zero_point, act_min, act_max}, floats[0] = out_scale, then per type (kwsn_model.c's
  * int8 layer table): Conv1dEx / Conv1d ints in, out, kernel, stride, padding, dilation,
  * groups, floats weight_scale[out], words bias[out], multiplier[out], shift[out], bytes
- * weight[out][in / groups][kernel]; Linear ints in, out (words, bytes as a conv); ReLU ints
+ * weight[out][in / groups][kernel]; Conv2d ints in, out, H_in, W_in, kernel_h, kernel_w,
+ * stride_h, stride_w, pad_top, pad_bottom, pad_left, pad_right, groups (floats, words as a
+ * conv, bytes weight[out][in / groups][kernel_h][kernel_w]); Linear ints in, out (words,
+ * bytes as a conv); ReLU ints
  * alias (1: a copy, 0: max(q, act_min)); MaxPool1d ints kernel, stride; Flatten nothing;
  * AvgPool1d / AdaptiveAvgPool1d ints kernel, stride, words M, shift; Add ints left_shift,
  * words M_a, s_a, M_b, s_b, M_out, s_out; FrontEnd the v2 FrontEnd's ints / floats (run in
@@ -101,8 +104,8 @@ extern "C" {
 #define KWSN_FORMAT_VERSION_MIN 1u
 /* Most input tensors of one layer (Add takes two). */
 #define KWSN_MAX_INPUTS 2
-/* ints per layer (the int8 FrontEnd has 10: 3 common + the float FrontEnd's 7). */
-#define KWSN_MAX_INTS 12
+/* ints per layer (the int8 Conv2d has 16: 3 common + the geometry's 13). */
+#define KWSN_MAX_INTS 16
 /* Set in the type of every int8 (format-3) layer: KWSN_LAYER_* | KWSN_INT8_FLAG. */
 #define KWSN_INT8_FLAG 0x100u
 #define KWSN_MAX_LAYERS 256
@@ -110,7 +113,8 @@ extern "C" {
 #define KWSN_MAX_ELEMS (1u << 26)
 /* Largest AvgPool1d/MaxPool1d window (its cost is also counted against kwsn_limits). */
 #define KWSN_MAX_POOL_WINDOW (1u << 16)
-/* Largest kernel, stride, dilation and padding of a Conv1dEx layer. */
+/* Largest kernel, stride, dilation and padding of a Conv1dEx layer (and per axis of a
+ * Conv2d). */
 #define KWSN_MAX_CONV_KERNEL 128
 #define KWSN_MAX_CONV_STRIDE 64
 #define KWSN_MAX_CONV_DILATION 64
@@ -120,7 +124,7 @@ extern "C" {
 #define KWSN_DEFAULT_MAX_OPS 4000000000ull
 #define KWSN_DEFAULT_MAX_ARENA_BYTES ((size_t)128u << 20)
 /* Bumped whenever a public struct or function signature changes (see kwsn_abi_version). */
-#define KWSN_ABI_VERSION 5u
+#define KWSN_ABI_VERSION 6u
 /* The arena passed to kwsn_forward must be aligned to this many bytes. */
 #define KWSN_ARENA_ALIGN 64u
 
@@ -162,7 +166,8 @@ typedef enum {
     KWSN_LAYER_FRONTEND = 9,  /* log-mel / MFCC (src/kwsn_frontend.h): [1, T] -> [n_out, frames] */
     KWSN_LAYER_CONV1D_EX = 10, /* Conv1d with stride, zero padding, dilation, groups */
     KWSN_LAYER_ADD = 11,       /* elementwise sum of two tensors of one shape */
-    KWSN_LAYER_ATTN_POOL = 12  /* self-attentive pooling over time: [C, L] -> [C] */
+    KWSN_LAYER_ATTN_POOL = 12, /* self-attentive pooling over time: [C, L] -> [C] */
+    KWSN_LAYER_CONV2D = 13     /* Conv2d with stride, zero padding, groups: [C, H*W] tensors */
 } kwsn_layer_type;
 
 /* Per-sample activation shape: ndim 2 is [C, L], ndim 1 is [F] (dim[1] == 1). */

@@ -149,9 +149,10 @@ static void KWSN_K(kwsn_maxpool1d_f32)(float *out, const float *in, uint32_t C, 
 #if KWSN_VW
 
 /* x_i = xp + i * cs; tap j of output t reads x_i[t + off[j]] (off NULL: off[j] = j). The
- * weights of row o, channel i, tap j are w[(o * C_in + i) * k + j]. */
+ * weights of row o, channel i, tap j are w[(o * C_in + i) * k + j]; row o's L outputs go to
+ * out + o * ostride. */
 KWSN_INLINE void conv_rows(float *out, const float *xp, const float *w, const float *b,
-                           uint32_t C_in, uint32_t L, uint32_t cs, uint32_t k,
+                           uint32_t C_in, uint32_t L, size_t ostride, uint32_t cs, uint32_t k,
                            const uint32_t *off, uint32_t o0, const uint32_t NO) {
     const kwsn_vf zero = {0};
     for (uint32_t t0 = 0; t0 < L; t0 += KWSN_CONV_TILE) {
@@ -179,7 +180,7 @@ KWSN_INLINE void conv_rows(float *out, const float *xp, const float *w, const fl
         }
         const uint32_t nt = L - t0 < KWSN_CONV_TILE ? L - t0 : KWSN_CONV_TILE;
         for (uint32_t r = 0; r < NO; r++) {
-            float *y = out + (size_t)(o0 + r) * L + t0;
+            float *y = out + (size_t)(o0 + r) * ostride + t0;
             if (nt == KWSN_CONV_TILE) { /* constant-size copies compile to two stores */
                 memcpy(y, &acc[r][0], sizeof(kwsn_vf));
                 memcpy(y + KWSN_VW, &acc[r][1], sizeof(kwsn_vf));
@@ -195,10 +196,10 @@ KWSN_INLINE void conv_rows(float *out, const float *xp, const float *w, const fl
 #else
 #define KWSN_CONV_ROWS 8
 KWSN_INLINE void conv_rows(float *out, const float *xp, const float *w, const float *b,
-                           uint32_t C_in, uint32_t L, uint32_t cs, uint32_t k,
+                           uint32_t C_in, uint32_t L, size_t ostride, uint32_t cs, uint32_t k,
                            const uint32_t *off, uint32_t o0, const uint32_t NO) {
     for (uint32_t r = 0; r < NO; r++) {
-        float *y = out + (size_t)(o0 + r) * L;
+        float *y = out + (size_t)(o0 + r) * ostride;
         for (uint32_t t = 0; t < L; t++) y[t] = b ? b[o0 + r] : 0.0f;
         for (uint32_t i = 0; i < C_in; i++) {
             const float *x = xp + (size_t)i * cs;
@@ -229,45 +230,112 @@ static void KWSN_K(kwsn_conv1d_same_f32)(float *out, const float *in, const floa
     memset(scratch + (size_t)C_in * Lp, 0, KWSN_CONV_SLACK * sizeof(float));
     uint32_t o = 0;
     for (; o + KWSN_CONV_ROWS <= C_out; o += KWSN_CONV_ROWS)
-        conv_rows(out, scratch, w, b, C_in, L, Lp, k, NULL, o, KWSN_CONV_ROWS);
-    for (; o + 4 <= C_out; o += 4) conv_rows(out, scratch, w, b, C_in, L, Lp, k, NULL, o, 4);
-    for (; o < C_out; o++) conv_rows(out, scratch, w, b, C_in, L, Lp, k, NULL, o, 1);
+        conv_rows(out, scratch, w, b, C_in, L, L, Lp, k, NULL, o, KWSN_CONV_ROWS);
+    for (; o + 4 <= C_out; o += 4) conv_rows(out, scratch, w, b, C_in, L, L, Lp, k, NULL, o, 4);
+    for (; o < C_out; o++) conv_rows(out, scratch, w, b, C_in, L, L, Lp, k, NULL, o, 1);
+}
+
+/* Channel x[L] zero-padded by a->pad and split into a->stride phases of cs / stride floats
+ * (phase r holds x_pad[stride * u + r]); x NULL: a channel of zeros (a Conv2d's padding row). */
+KWSN_INLINE void phase_split(float *xc, const float *x, const kwsn_conv1d_ex_args *a,
+                             uint32_t cs) {
+    const uint32_t s = a->stride, ph = cs / s;
+    if (!x) {
+        memset(xc, 0, (size_t)cs * sizeof(float));
+        return;
+    }
+    for (uint32_t r = 0; r < s; r++) {
+        float *p = xc + (size_t)r * ph;
+        for (uint32_t u = 0; u < ph; u++) {
+            const uint32_t q = s * u + r; /* < 2^26 + 2^7 * 2^6: no overflow */
+            p[u] = (q >= a->pad && q < a->pad + a->L) ? x[q - a->pad] : 0.0f;
+        }
+    }
+}
+
+/* Where tap j of a phase-split channel starts: x_pad[s t + d j] = phase[(d j) % s][t + (d j)
+ * / s]. */
+KWSN_INLINE uint32_t tap_offset(const kwsn_conv1d_ex_args *a, uint32_t cs, uint32_t j) {
+    const uint32_t s = a->stride;
+    return ((a->dil * j) % s) * (cs / s) + (a->dil * j) / s;
 }
 
 /* General Conv1d: out[o, t] = b[o] + sum_{i in o's group, j} w[o, i, j] * x_pad[i, stride t +
  * dil j], summed bias, then channels, then taps (as the same-padding kernel). The padded
  * input is split into `stride` phases per channel so that every tap of consecutive outputs
- * reads consecutive floats: x_pad[s t + d j] = phase[(d j) % s][t + (d j) / s]. */
+ * reads consecutive floats. */
 static void KWSN_K(kwsn_conv1d_ex_f32)(float *out, const float *in, const float *w,
                                        const float *b, const kwsn_conv1d_ex_args *a,
                                        float *scratch) {
-    const uint32_t s = a->stride, cs = (uint32_t)kwsn_conv1d_ex_channel_floats(a);
-    const uint32_t ph = cs / s;
-    for (uint32_t i = 0; i < a->C_in; i++) {
-        const float *x = in + (size_t)i * a->L;
-        float *xc = scratch + (size_t)i * cs;
-        for (uint32_t r = 0; r < s; r++) {
-            float *p = xc + (size_t)r * ph;
-            for (uint32_t u = 0; u < ph; u++) {
-                const uint32_t q = s * u + r; /* < 2^26 + 2^7 * 2^6: no overflow */
-                p[u] = (q >= a->pad && q < a->pad + a->L) ? x[q - a->pad] : 0.0f;
-            }
-        }
-    }
+    const uint32_t cs = (uint32_t)kwsn_conv1d_ex_channel_floats(a);
+    for (uint32_t i = 0; i < a->C_in; i++)
+        phase_split(scratch + (size_t)i * cs, in + (size_t)i * a->L, a, cs);
     memset(scratch + (size_t)a->C_in * cs, 0, KWSN_CONV_SLACK * sizeof(float));
     uint32_t off[KWSN_MAX_CONV_KERNEL];
-    for (uint32_t j = 0; j < a->k; j++) off[j] = ((a->dil * j) % s) * ph + (a->dil * j) / s;
-    const uint32_t gi = a->C_in / a->groups, go = a->C_out / a->groups;
+    for (uint32_t j = 0; j < a->k; j++) off[j] = tap_offset(a, cs, j);
+    const uint32_t gi = a->C_in / a->groups, go = a->C_out / a->groups, Lo = a->L_out;
     for (uint32_t g = 0; g < a->groups; g++) {
         const float *xg = scratch + (size_t)g * gi * cs;
         const float *wg = w + (size_t)g * go * gi * a->k;
         const float *bg = b ? b + (size_t)g * go : NULL;
-        float *yg = out + (size_t)g * go * a->L_out;
+        float *yg = out + (size_t)g * go * Lo;
         uint32_t o = 0;
         for (; o + KWSN_CONV_ROWS <= go; o += KWSN_CONV_ROWS)
-            conv_rows(yg, xg, wg, bg, gi, a->L_out, cs, a->k, off, o, KWSN_CONV_ROWS);
-        for (; o + 4 <= go; o += 4) conv_rows(yg, xg, wg, bg, gi, a->L_out, cs, a->k, off, o, 4);
-        for (; o < go; o++) conv_rows(yg, xg, wg, bg, gi, a->L_out, cs, a->k, off, o, 1);
+            conv_rows(yg, xg, wg, bg, gi, Lo, Lo, cs, a->k, off, o, KWSN_CONV_ROWS);
+        for (; o + 4 <= go; o += 4) conv_rows(yg, xg, wg, bg, gi, Lo, Lo, cs, a->k, off, o, 4);
+        for (; o < go; o++) conv_rows(yg, xg, wg, bg, gi, Lo, Lo, cs, a->k, off, o, 1);
+    }
+}
+
+/* Floats the tap offsets of a Conv2d take at the start of its scratch (64-byte multiple). */
+static size_t conv2d_off_floats(uint32_t n_taps) { return ((size_t)n_taps + 15u) & ~(size_t)15u; }
+
+/* Tap (i, r, c) of a group (i < C_in / groups, kernel row r, column c) reads padded row
+ * i * rows + r of the phase-split rows at column c's phase offset. */
+KWSN_INLINE void conv2d_taps(uint32_t *off, const kwsn_conv2d_args *a,
+                             const kwsn_conv1d_ex_args *row, uint32_t rows, uint32_t cs) {
+    const uint32_t gi = a->C_in / a->groups;
+    for (uint32_t i = 0; i < gi; i++)
+        for (uint32_t r = 0; r < a->kh; r++)
+            for (uint32_t c = 0; c < a->kw; c++)
+                off[(i * a->kh + r) * a->kw + c] = (i * rows + r) * cs + tap_offset(row, cs, c);
+}
+
+/* Conv2d: out[o, y, x] = b[o] + sum_{i in o's group, r, c} w[o, i, r, c] * x_pad[i, sh y + r,
+ * sw x + c], summed bias, then i, r, c in order. Every padded input row it reads is split
+ * into phases as a Conv1d channel along W (kwsn_conv2d_row), so one output row of a group is
+ * conv_rows over gi * kh * kw taps of one "channel" (the weights [o][i][r][c] are the taps in
+ * that order). */
+static void KWSN_K(kwsn_conv2d_f32)(float *out, const float *in, const float *w, const float *b,
+                                    const kwsn_conv2d_args *a, float *scratch) {
+    const kwsn_conv1d_ex_args row = kwsn_conv2d_row(a);
+    const uint32_t cs = (uint32_t)kwsn_conv1d_ex_channel_floats(&row);
+    const uint32_t rows = (uint32_t)kwsn_conv2d_rows(a);
+    const uint32_t gi = a->C_in / a->groups, go = a->C_out / a->groups, nt = gi * a->kh * a->kw;
+    uint32_t *off = (uint32_t *)(void *)scratch;
+    float *xp = scratch + conv2d_off_floats(nt);
+    for (uint32_t i = 0; i < a->C_in; i++)
+        for (uint32_t r = 0; r < rows; r++) {
+            const int in_image = r >= a->pt && r - a->pt < a->H;
+            const float *x = in_image ? in + ((size_t)i * a->H + (r - a->pt)) * a->W : NULL;
+            phase_split(xp + ((size_t)i * rows + r) * cs, x, &row, cs);
+        }
+    memset(xp + (size_t)a->C_in * rows * cs, 0, KWSN_CONV_SLACK * sizeof(float));
+    conv2d_taps(off, a, &row, rows, cs);
+    const uint32_t Wo = a->W_out;
+    const size_t plane = (size_t)a->H_out * Wo;
+    for (uint32_t g = 0; g < a->groups; g++) {
+        const float *wg = w + (size_t)g * go * nt;
+        const float *bg = b ? b + (size_t)g * go : NULL;
+        for (uint32_t y = 0; y < a->H_out; y++) {
+            const float *xg = xp + ((size_t)g * gi * rows + (size_t)y * a->sh) * cs;
+            float *yg = out + (size_t)g * go * plane + (size_t)y * Wo;
+            uint32_t o = 0;
+            for (; o + KWSN_CONV_ROWS <= go; o += KWSN_CONV_ROWS)
+                conv_rows(yg, xg, wg, bg, 1, Wo, plane, cs, nt, off, o, KWSN_CONV_ROWS);
+            for (; o + 4 <= go; o += 4) conv_rows(yg, xg, wg, bg, 1, Wo, plane, cs, nt, off, o, 4);
+            for (; o < go; o++) conv_rows(yg, xg, wg, bg, 1, Wo, plane, cs, nt, off, o, 1);
+        }
     }
 }
 
@@ -292,6 +360,40 @@ size_t kwsn_conv1d_ex_scratch_floats(const kwsn_conv1d_ex_args *a) {
 
 size_t kwsn_conv1d_q8_scratch_bytes(const kwsn_conv1d_ex_args *a) {
     return ((size_t)a->C_in * kwsn_conv1d_ex_channel_floats(a) + KWSN_Q8_SLACK) * sizeof(int32_t);
+}
+
+kwsn_conv1d_ex_args kwsn_conv2d_row(const kwsn_conv2d_args *a) {
+    kwsn_conv1d_ex_args r;
+    r.C_in = a->C_in;
+    r.C_out = a->C_out;
+    r.L = a->W;
+    r.k = a->kw;
+    r.stride = a->sw;
+    r.pad = a->pl;
+    r.dil = 1u;
+    r.groups = a->groups;
+    r.L_out = a->W_out;
+    return r;
+}
+
+size_t kwsn_conv2d_rows(const kwsn_conv2d_args *a) {
+    return (size_t)(a->H_out - 1u) * a->sh + a->kh;
+}
+
+/* elements (floats or int32) of the offsets and the padded rows */
+static size_t conv2d_elems(const kwsn_conv2d_args *a) {
+    const kwsn_conv1d_ex_args row = kwsn_conv2d_row(a);
+    const size_t nt = (size_t)(a->C_in / a->groups) * a->kh * a->kw;
+    return conv2d_off_floats((uint32_t)nt) +
+           (size_t)a->C_in * kwsn_conv2d_rows(a) * kwsn_conv1d_ex_channel_floats(&row);
+}
+
+size_t kwsn_conv2d_scratch_floats(const kwsn_conv2d_args *a) {
+    return conv2d_elems(a) + KWSN_CONV_SLACK;
+}
+
+size_t kwsn_conv2d_q8_scratch_bytes(const kwsn_conv2d_args *a) {
+    return (conv2d_elems(a) + KWSN_Q8_SLACK) * sizeof(int32_t);
 }
 #endif
 
@@ -577,7 +679,8 @@ KWSN_INLINE void q8_requant_store(int8_t *y, const int32_t *acc, uint32_t n, int
 }
 
 /* Rows o0..o0+NO of a group: xp [gi][cs] int32 centred input (x - zp_in, 0 in the padding),
- * tap j of output t reads x_i[t + off[j]]; w [go][gi][k]. The tile's positions past L_out
+ * tap j of output t reads x_i[t + off[j]]; w [go][gi][k]; row o's L_out codes go to out + o *
+ * ostride. The tile's positions past L_out
  * read valid centred values or the zeroed slack and are not stored; their sums stay within
  * the loader's bound too (every |x| <= 255). */
 #if KWSN_VW >= 8
@@ -587,8 +690,8 @@ typedef int32_t kwsn_vi __attribute__((vector_size(KWSN_VW * 4)));
 #define KWSN_Q8_ROWS KWSN_CONV_ROWS
 KWSN_INLINE void q8_conv_rows(int8_t *out, const int32_t *xp, const int8_t *w,
                               const kwsn_q8_requant *rq, uint32_t o_base, uint32_t gi,
-                              uint32_t L_out, uint32_t cs, uint32_t k, const uint32_t *off,
-                              uint32_t o0, const uint32_t NO) {
+                              uint32_t L_out, size_t ostride, uint32_t cs, uint32_t k,
+                              const uint32_t *off, uint32_t o0, const uint32_t NO) {
     for (uint32_t t0 = 0; t0 < L_out; t0 += KWSN_Q8_CONV_TILE) {
         kwsn_vi acc[KWSN_Q8_ROWS][2];
         for (uint32_t r = 0; r < NO; r++) {
@@ -616,7 +719,7 @@ KWSN_INLINE void q8_conv_rows(int8_t *out, const int32_t *xp, const int8_t *w,
             int32_t tile[KWSN_Q8_CONV_TILE];
             memcpy(tile, &acc[r][0], sizeof(kwsn_vi));
             memcpy(tile + KWSN_VW, &acc[r][1], sizeof(kwsn_vi));
-            q8_requant_store(out + (size_t)(o0 + r) * L_out + t0, tile, nt, rq->mult[o],
+            q8_requant_store(out + (size_t)(o0 + r) * ostride + t0, tile, nt, rq->mult[o],
                              rq->shift[o], rq);
         }
     }
@@ -626,8 +729,8 @@ KWSN_INLINE void q8_conv_rows(int8_t *out, const int32_t *xp, const int8_t *w,
 #define KWSN_Q8_ROWS 4
 KWSN_INLINE void q8_conv_rows(int8_t *out, const int32_t *xp, const int8_t *w,
                               const kwsn_q8_requant *rq, uint32_t o_base, uint32_t gi,
-                              uint32_t L_out, uint32_t cs, uint32_t k, const uint32_t *off,
-                              uint32_t o0, const uint32_t NO) {
+                              uint32_t L_out, size_t ostride, uint32_t cs, uint32_t k,
+                              const uint32_t *off, uint32_t o0, const uint32_t NO) {
     for (uint32_t t0 = 0; t0 < L_out; t0 += KWSN_Q8_CONV_TILE) {
         int32_t acc[KWSN_Q8_ROWS][KWSN_Q8_CONV_TILE];
         for (uint32_t r = 0; r < NO; r++) {
@@ -648,7 +751,7 @@ KWSN_INLINE void q8_conv_rows(int8_t *out, const int32_t *xp, const int8_t *w,
         const uint32_t nt = L_out - t0 < KWSN_Q8_CONV_TILE ? L_out - t0 : KWSN_Q8_CONV_TILE;
         for (uint32_t r = 0; r < NO; r++) {
             const uint32_t o = o_base + o0 + r;
-            q8_requant_store(out + (size_t)(o0 + r) * L_out + t0, acc[r], nt, rq->mult[o],
+            q8_requant_store(out + (size_t)(o0 + r) * ostride + t0, acc[r], nt, rq->mult[o],
                              rq->shift[o], rq);
         }
     }
@@ -727,7 +830,7 @@ static void q8_conv_pair(int8_t *out, const int8_t *in, const int8_t *w,
     }
     memset(xq + (size_t)P * cs * 2u, 0, KWSN_Q8_SLACK * sizeof(int32_t));
     uint32_t off[KWSN_MAX_CONV_KERNEL];
-    for (uint32_t j = 0; j < a->k; j++) off[j] = ((a->dil * j) % s) * ph + (a->dil * j) / s;
+    for (uint32_t j = 0; j < a->k; j++) off[j] = tap_offset(a, cs, j);
     const int32_t *xq32 = (const int32_t *)scratch;
     uint32_t o = 0;
     for (; o + KWSN_CONV_ROWS <= a->C_out; o += KWSN_CONV_ROWS)
@@ -740,11 +843,28 @@ static void q8_conv_pair(int8_t *out, const int8_t *in, const int8_t *w,
 #define KWSN_Q8_CONV_PAIR 1
 #endif
 
+/* The int8 phase_split: channel x[L] centred (x - zp), zero-padded (the real zero) and split
+ * into phases as int32; x NULL: a row of zeros. */
+KWSN_INLINE void q8_phase_split(int32_t *xc, const int8_t *x, const kwsn_conv1d_ex_args *a,
+                                uint32_t cs, int32_t zp) {
+    const uint32_t s = a->stride, ph = cs / s;
+    if (!x) {
+        memset(xc, 0, (size_t)cs * sizeof(int32_t));
+        return;
+    }
+    for (uint32_t r = 0; r < s; r++) {
+        int32_t *p = xc + (size_t)r * ph;
+        for (uint32_t u = 0; u < ph; u++) {
+            const uint32_t q = s * u + r;
+            p[u] = (q >= a->pad && q < a->pad + a->L) ? (int32_t)x[q - a->pad] - zp : 0;
+        }
+    }
+}
+
 static void KWSN_K(kwsn_conv1d_q8)(int8_t *out, const int8_t *in, const int8_t *w,
                                    const kwsn_q8_requant *rq, const kwsn_conv1d_ex_args *a,
                                    void *scratch) {
-    const uint32_t s = a->stride, cs = (uint32_t)kwsn_conv1d_ex_channel_floats(a);
-    const uint32_t ph = cs / s;
+    const uint32_t cs = (uint32_t)kwsn_conv1d_ex_channel_floats(a);
 #ifdef KWSN_Q8_CONV_PAIR
     if (a->groups == 1u) {
         q8_conv_pair(out, in, w, rq, a, scratch);
@@ -752,32 +872,59 @@ static void KWSN_K(kwsn_conv1d_q8)(int8_t *out, const int8_t *in, const int8_t *
     }
 #endif
     int32_t *xp = (int32_t *)scratch;
-    const int32_t zp = rq->zp_in;
-    for (uint32_t i = 0; i < a->C_in; i++) {
-        const int8_t *x = in + (size_t)i * a->L;
-        int32_t *xc = xp + (size_t)i * cs;
-        for (uint32_t r = 0; r < s; r++) {
-            int32_t *p = xc + (size_t)r * ph;
-            for (uint32_t u = 0; u < ph; u++) {
-                const uint32_t q = s * u + r;
-                p[u] = (q >= a->pad && q < a->pad + a->L) ? (int32_t)x[q - a->pad] - zp : 0;
-            }
-        }
-    }
+    for (uint32_t i = 0; i < a->C_in; i++)
+        q8_phase_split(xp + (size_t)i * cs, in + (size_t)i * a->L, a, cs, rq->zp_in);
     memset(xp + (size_t)a->C_in * cs, 0, KWSN_Q8_SLACK * sizeof(int32_t));
     uint32_t off[KWSN_MAX_CONV_KERNEL];
-    for (uint32_t j = 0; j < a->k; j++) off[j] = ((a->dil * j) % s) * ph + (a->dil * j) / s;
-    const uint32_t gi = a->C_in / a->groups, go = a->C_out / a->groups;
+    for (uint32_t j = 0; j < a->k; j++) off[j] = tap_offset(a, cs, j);
+    const uint32_t gi = a->C_in / a->groups, go = a->C_out / a->groups, Lo = a->L_out;
     for (uint32_t g = 0; g < a->groups; g++) {
         const int32_t *xg = xp + (size_t)g * gi * cs;
         const int8_t *wg = w + (size_t)g * go * gi * a->k;
-        int8_t *yg = out + (size_t)g * go * a->L_out;
+        int8_t *yg = out + (size_t)g * go * Lo;
         uint32_t o = 0;
         for (; o + KWSN_Q8_ROWS <= go; o += KWSN_Q8_ROWS)
-            q8_conv_rows(yg, xg, wg, rq, g * go, gi, a->L_out, cs, a->k, off, o, KWSN_Q8_ROWS);
+            q8_conv_rows(yg, xg, wg, rq, g * go, gi, Lo, Lo, cs, a->k, off, o, KWSN_Q8_ROWS);
         for (; o + 4 <= go; o += 4)
-            q8_conv_rows(yg, xg, wg, rq, g * go, gi, a->L_out, cs, a->k, off, o, 4);
-        for (; o < go; o++) q8_conv_rows(yg, xg, wg, rq, g * go, gi, a->L_out, cs, a->k, off, o, 1);
+            q8_conv_rows(yg, xg, wg, rq, g * go, gi, Lo, Lo, cs, a->k, off, o, 4);
+        for (; o < go; o++) q8_conv_rows(yg, xg, wg, rq, g * go, gi, Lo, Lo, cs, a->k, off, o, 1);
+    }
+}
+
+/* int8 Conv2d: the float kwsn_conv2d's layout and tap order on the centred int32 input, int32
+ * accumulation, the per-channel requantisation. */
+static void KWSN_K(kwsn_conv2d_q8)(int8_t *out, const int8_t *in, const int8_t *w,
+                                   const kwsn_q8_requant *rq, const kwsn_conv2d_args *a,
+                                   void *scratch) {
+    const kwsn_conv1d_ex_args row = kwsn_conv2d_row(a);
+    const uint32_t cs = (uint32_t)kwsn_conv1d_ex_channel_floats(&row);
+    const uint32_t rows = (uint32_t)kwsn_conv2d_rows(a);
+    const uint32_t gi = a->C_in / a->groups, go = a->C_out / a->groups, nt = gi * a->kh * a->kw;
+    uint32_t *off = (uint32_t *)scratch;
+    int32_t *xp = (int32_t *)scratch + conv2d_off_floats(nt);
+    for (uint32_t i = 0; i < a->C_in; i++)
+        for (uint32_t r = 0; r < rows; r++) {
+            const int in_image = r >= a->pt && r - a->pt < a->H;
+            const int8_t *x = in_image ? in + ((size_t)i * a->H + (r - a->pt)) * a->W : NULL;
+            q8_phase_split(xp + ((size_t)i * rows + r) * cs, x, &row, cs, rq->zp_in);
+        }
+    memset(xp + (size_t)a->C_in * rows * cs, 0, KWSN_Q8_SLACK * sizeof(int32_t));
+    conv2d_taps(off, a, &row, rows, cs);
+    const uint32_t Wo = a->W_out;
+    const size_t plane = (size_t)a->H_out * Wo;
+    for (uint32_t g = 0; g < a->groups; g++) {
+        const int8_t *wg = w + (size_t)g * go * nt;
+        for (uint32_t y = 0; y < a->H_out; y++) {
+            const int32_t *xg = xp + ((size_t)g * gi * rows + (size_t)y * a->sh) * cs;
+            int8_t *yg = out + (size_t)g * go * plane + (size_t)y * Wo;
+            const uint32_t ob = g * go;
+            uint32_t o = 0;
+            for (; o + KWSN_Q8_ROWS <= go; o += KWSN_Q8_ROWS)
+                q8_conv_rows(yg, xg, wg, rq, ob, 1, Wo, plane, cs, nt, off, o, KWSN_Q8_ROWS);
+            for (; o + 4 <= go; o += 4)
+                q8_conv_rows(yg, xg, wg, rq, ob, 1, Wo, plane, cs, nt, off, o, 4);
+            for (; o < go; o++) q8_conv_rows(yg, xg, wg, rq, ob, 1, Wo, plane, cs, nt, off, o, 1);
+        }
     }
 }
 
@@ -1074,7 +1221,9 @@ const kwsn_kernel_table KWSN_K(kwsn_ktab) = {
     KWSN_K(kwsn_conv1d_ex_f32),
     KWSN_K(kwsn_add_f32),
     KWSN_K(kwsn_attn_pool_f32),
+    KWSN_K(kwsn_conv2d_f32),
     KWSN_K(kwsn_conv1d_q8),
+    KWSN_K(kwsn_conv2d_q8),
     KWSN_K(kwsn_linear_q8),
     KWSN_K(kwsn_avgpool1d_q8),
     KWSN_K(kwsn_maxpool1d_q8),

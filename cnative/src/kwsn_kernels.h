@@ -21,6 +21,15 @@ typedef struct {
     uint32_t C_in, C_out, L, k, stride, pad, dil, groups, L_out;
 } kwsn_conv1d_ex_args;
 
+/* Shape of a Conv2d over [C_in][H][W] -> [C_out][H_out][W_out]: weight
+ * [C_out][C_in / groups][kh][kw], pt zero rows on top and pl zero columns on the left (the
+ * bottom / right padding only sets H_out, W_out; prepare checked all of it). Each padded
+ * input row is laid out as a Conv1d input along W (kwsn_conv2d_row), so the 2-D conv is the
+ * 1-D kernels' rows with one tap per (input channel, kernel row, kernel column). */
+typedef struct {
+    uint32_t C_in, C_out, H, W, kh, kw, sh, sw, pt, pl, groups, H_out, W_out;
+} kwsn_conv2d_args;
+
 /* Zeroed int32 elements after an int8 conv's centred, phase-split input: its widest tile
  * (32 positions) reads up to this far past the last channel. KWSN_Q8_TILE: the positions of
  * the other int8 kernels' int32 tiles. */
@@ -121,11 +130,18 @@ typedef struct {
     /* Self-attentive pooling of x [C][L]: scratch holds L floats (the scores). */
     void (*attn_pool)(float *out, const float *x, const float *w, float b, uint32_t C, uint32_t L,
                       float *scratch);
+    /* Conv2d (see kwsn_conv2d_args); scratch: kwsn_conv2d_scratch_floats(). */
+    void (*conv2d)(float *out, const float *in, const float *w, const float *b,
+                   const kwsn_conv2d_args *a, float *scratch);
     /* ---- int8 (format 3); integer arithmetic, identical on every path ---- */
     /* Conv1d over codes [C_in][L] -> [C_out][L_out]; w int8 [C_out][C_in / groups][k];
      * scratch: kwsn_conv1d_q8_scratch_bytes(). */
     void (*conv1d_q8)(int8_t *out, const int8_t *in, const int8_t *w, const kwsn_q8_requant *rq,
                       const kwsn_conv1d_ex_args *a, void *scratch);
+    /* Conv2d over codes [C_in][H][W]; w int8 [C_out][C_in / groups][kh][kw]; scratch:
+     * kwsn_conv2d_q8_scratch_bytes(). */
+    void (*conv2d_q8)(int8_t *out, const int8_t *in, const int8_t *w, const kwsn_q8_requant *rq,
+                      const kwsn_conv2d_args *a, void *scratch);
     /* Linear: w int8 [n_out][n_in]; scratch: n_in int16 (the centred input). */
     void (*linear_q8)(int8_t *out, const int8_t *in, const int8_t *w, const kwsn_q8_requant *rq,
                       uint32_t n_in, uint32_t n_out, void *scratch);
@@ -160,5 +176,17 @@ size_t kwsn_conv1d_ex_scratch_floats(const kwsn_conv1d_ex_args *a);
 /* Scratch bytes of the int8 conv: C_in channels of kwsn_conv1d_ex_channel_floats() int32
  * elements (the centred, zero-padded, phase-split input) plus KWSN_Q8_SLACK. */
 size_t kwsn_conv1d_q8_scratch_bytes(const kwsn_conv1d_ex_args *a);
+
+/* The Conv1d along W that one padded input row of a Conv2d is laid out for (kernel kw,
+ * stride sw, padding pl, L = W, L_out = W_out). */
+kwsn_conv1d_ex_args kwsn_conv2d_row(const kwsn_conv2d_args *a);
+/* Padded input rows a Conv2d reads per channel: (H_out - 1) sh + kh. */
+size_t kwsn_conv2d_rows(const kwsn_conv2d_args *a);
+/* Scratch floats of kwsn_conv2d: the tap offsets (C_in / groups * kh * kw uint32, rounded up
+ * to 16), C_in * kwsn_conv2d_rows() padded rows of kwsn_conv1d_ex_channel_floats(row) and
+ * KWSN_CONV_SLACK. */
+size_t kwsn_conv2d_scratch_floats(const kwsn_conv2d_args *a);
+/* Scratch bytes of the int8 Conv2d: the same layout in int32 elements, KWSN_Q8_SLACK after. */
+size_t kwsn_conv2d_q8_scratch_bytes(const kwsn_conv2d_args *a);
 
 #endif

@@ -484,6 +484,99 @@ static void run_conv_ex(const kwsn_kernel_table *kt, const kwsn_layer *l, const 
     kt->conv1d_ex(out, in, w, b, &a, scratch);
 }
 
+/* ints: in_ch, out_ch, H_in, W_in, kernel_h, kernel_w, stride_h, stride_w, pad_top,
+ * pad_bottom, pad_left, pad_right (zeros), groups, has_bias. floats: w[out][in / groups][kh]
+ * [kw], then b[out]. [in, H_in * W_in] (or, in == 1, a feature map [H_in, W_in] read as one
+ * channel) -> [out, H_out * W_out], each channel row-major. */
+/* geo: the 13 ints before has_bias; l->out set (prepare checked it) */
+static kwsn_conv2d_args conv2d_args_at(const kwsn_layer *l, const int32_t *geo) {
+    kwsn_conv2d_args a;
+    a.C_in = (uint32_t)geo[0];
+    a.C_out = (uint32_t)geo[1];
+    a.H = (uint32_t)geo[2];
+    a.W = (uint32_t)geo[3];
+    a.kh = (uint32_t)geo[4];
+    a.kw = (uint32_t)geo[5];
+    a.sh = (uint32_t)geo[6];
+    a.sw = (uint32_t)geo[7];
+    a.pt = (uint32_t)geo[8];
+    a.pl = (uint32_t)geo[10];
+    a.groups = (uint32_t)geo[12];
+    a.W_out = (a.W + a.pl + (uint32_t)geo[11] - a.kw) / a.sw + 1u;
+    a.H_out = (uint32_t)(shape_numel(l->out) / a.C_out) / a.W_out;
+    /* a 1x1 conv of stride 1 without padding reads each channel as one row (longer tiles) */
+    if (a.kh == 1u && a.kw == 1u && a.sh == 1u && a.sw == 1u && a.pt == 0u && a.pl == 0u &&
+        geo[9] == 0 && geo[11] == 0) {
+        a.W *= a.H;
+        a.W_out = a.W;
+        a.H = a.H_out = 1u;
+    }
+    return a;
+}
+
+/* Checks the geometry geo[13] against l->in, sets l->out and *elems (the scratch's offsets and
+ * padded rows, in elements); *nw = the weight count. hb >= 0: a float layer, whose n_floats
+ * must be the weights plus (hb) a bias. */
+static kwsn_status conv2d_geometry(kwsn_layer *l, const int32_t *geo, int32_t hb, uint64_t *nw_out,
+                                   uint64_t *elems) {
+    const int32_t ci = geo[0], co = geo[1], H = geo[2], W = geo[3], kh = geo[4], kw = geo[5],
+                  sh = geo[6], sw = geo[7], pt = geo[8], pb = geo[9], pl = geo[10], pr = geo[11],
+                  g = geo[12];
+    if (ci < 1 || co < 1 || H < 1 || W < 1 || kh < 1 || kw < 1 || sh < 1 || sw < 1 || g < 1)
+        return bad(l, "ci < 1 || co < 1 || H < 1 || W < 1 || kh < 1 || kw < 1 || sh < 1 || sw < 1 "
+                      "|| g < 1");
+    if (pt < 0 || pb < 0 || pl < 0 || pr < 0) return bad(l, "pt < 0 || pb < 0 || pl < 0 || pr < 0");
+    if (kh > KWSN_MAX_CONV_KERNEL || kw > KWSN_MAX_CONV_KERNEL || sh > KWSN_MAX_CONV_STRIDE ||
+        sw > KWSN_MAX_CONV_STRIDE || pt > KWSN_MAX_CONV_KERNEL || pb > KWSN_MAX_CONV_KERNEL ||
+        pl > KWSN_MAX_CONV_KERNEL || pr > KWSN_MAX_CONV_KERNEL)
+        return KWSN_ERR_TOO_BIG;
+    if (ci % g != 0 || co % g != 0) return bad(l, "ci % g != 0 || co % g != 0");
+    const uint64_t taps = (uint64_t)(ci / g) * (uint64_t)kh * (uint64_t)kw;
+    const uint64_t nw = (uint64_t)co * taps;
+    if (nw > KWSN_MAX_ELEMS || (uint64_t)ci * (uint64_t)H * (uint64_t)W > KWSN_MAX_ELEMS)
+        return KWSN_ERR_TOO_BIG;
+    *nw_out = nw;
+    if (hb >= 0 && l->desc.n_floats != nw + (hb ? (uint64_t)co : 0u))
+        return bad(l, "hb >= 0 && l->desc.n_floats != nw + (hb ? (uint64_t)co : 0u)");
+    if (l->in.ndim != 2 ||
+        !((l->in.dim[0] == (uint32_t)ci && l->in.dim[1] == (uint32_t)(H * W)) ||
+          (ci == 1 && l->in.dim[0] == (uint32_t)H && l->in.dim[1] == (uint32_t)W)))
+        return KWSN_ERR_SHAPE;
+    if (H + pt + pb < kh || W + pl + pr < kw) return KWSN_ERR_SHAPE;
+    const uint64_t H_out = (uint64_t)(H + pt + pb - kh) / (uint64_t)sh + 1u;
+    const uint64_t W_out = (uint64_t)(W + pl + pr - kw) / (uint64_t)sw + 1u;
+    if ((uint64_t)co * H_out * W_out > KWSN_MAX_ELEMS) return KWSN_ERR_TOO_BIG;
+    /* the scratch (kwsn_conv2d_scratch_floats), in 64 bits before any size_t arithmetic */
+    const uint64_t cs = (uint64_t)sw * (W_out + (uint64_t)(kw - 1) / (uint64_t)sw + 1u);
+    const uint64_t rows = (H_out - 1u) * (uint64_t)sh + (uint64_t)kh;
+    *elems = taps + 16u + (uint64_t)ci * rows * cs;
+    if (*elems > KWSN_MAX_ELEMS) return KWSN_ERR_TOO_BIG;
+    l->out = shape2((uint32_t)co, (uint32_t)(H_out * W_out));
+    return KWSN_OK;
+}
+
+static kwsn_status prep_conv2d(kwsn_layer *l) {
+    const int32_t hb = I(l, 13);
+    uint64_t nw = 0, elems = 0;
+    if (hb != 0 && hb != 1) return bad(l, "hb != 0 && hb != 1");
+    kwsn_status st = conv2d_geometry(l, l->desc.ints, hb, &nw, &elems);
+    if (st != KWSN_OK) return st;
+    const kwsn_conv2d_args a = conv2d_args_at(l, l->desc.ints);
+    l->scratch = kwsn_conv2d_scratch_floats(&a);
+    /* a multiply and an add per weight and output position, plus the phase-split rows */
+    l->ops = 2u * nw * l->out.dim[1] + elems;
+    return KWSN_OK;
+}
+
+static void run_conv2d(const kwsn_kernel_table *kt, const kwsn_layer *l, const float *in,
+                       const float *in2, float *out, float *scratch) {
+    (void)in2;
+    const kwsn_conv2d_args a = conv2d_args_at(l, l->desc.ints);
+    const float *w = l->desc.floats;
+    const float *b = I(l, 13) ? w + (size_t)a.C_out * (a.C_in / a.groups) * a.kh * a.kw : NULL;
+    kt->conv2d(out, in, w, b, &a, scratch);
+}
+
 /* Two inputs of one shape, no ints or floats. */
 static kwsn_status prep_add(kwsn_layer *l) {
     if (l->desc.n_floats != 0) return bad(l, "l->desc.n_floats != 0");
@@ -537,6 +630,7 @@ static const kwsn_op kwsn_ops[] = {
     {KWSN_LAYER_CONV1D_EX, "Conv1dEx", 8, 1, 0, prep_conv_ex, run_conv_ex},
     {KWSN_LAYER_ADD, "Add", 0, 2, 1, prep_add, run_add},
     {KWSN_LAYER_ATTN_POOL, "AttnPool", 1, 1, 0, prep_attn_pool, run_attn_pool},
+    {KWSN_LAYER_CONV2D, "Conv2d", 14, 1, 0, prep_conv2d, run_conv2d},
 };
 #define KWSN_N_OPS (sizeof(kwsn_ops) / sizeof(kwsn_ops[0]))
 
@@ -642,6 +736,34 @@ static void run_conv_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, const 
     const kwsn_conv1d_ex_args a = conv_args_at(l, &QI(l, 0));
     const kwsn_q8_requant rq = q8_requant_of(l, a.C_out);
     kt->conv1d_q8(out, in, l->desc.bytes, &rq, &a, scratch);
+}
+
+/* Conv2d: ints the float Conv2d's geometry (no has_bias); floats out_scale,
+ * weight_scale[out]; words bias, multiplier, shift [out]; bytes weight[out][in / g][kh][kw]. */
+static kwsn_status prep_conv2d_q8(kwsn_layer *l) {
+    uint64_t nw = 0, elems = 0;
+    kwsn_status st = conv2d_geometry(l, &QI(l, 0), -1, &nw, &elems);
+    if (st != KWSN_OK) return st;
+    const uint32_t co = l->out.dim[0];
+    if (l->desc.n_floats != 1u + (uint64_t)co || l->desc.n_words != 3u * (uint64_t)co ||
+        l->desc.n_bytes != nw)
+        return bad(l, "l->desc.n_floats != 1u + (uint64_t)co || l->desc.n_words != 3u * "
+                      "(uint64_t)co || l->desc.n_bytes != nw");
+    st = q8_check_weights(l, co, nw / co);
+    if (st != KWSN_OK) return st;
+    const kwsn_conv2d_args a = conv2d_args_at(l, &QI(l, 0));
+    l->scratch = bytes_to_floats(kwsn_conv2d_q8_scratch_bytes(&a));
+    /* multiply-adds, the centred rows, the requantisation */
+    l->ops = 2u * nw * l->out.dim[1] + elems + 8u * (uint64_t)co * l->out.dim[1];
+    return KWSN_OK;
+}
+
+static void run_conv2d_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, const int8_t *in,
+                          const int8_t *in2, int8_t *out, void *scratch, const float *audio) {
+    (void)in2, (void)audio;
+    const kwsn_conv2d_args a = conv2d_args_at(l, &QI(l, 0));
+    const kwsn_q8_requant rq = q8_requant_of(l, a.C_out);
+    kt->conv2d_q8(out, in, l->desc.bytes, &rq, &a, scratch);
 }
 
 /* Linear: ints in, out; the rest as a conv (weight [out][in]). */
@@ -887,6 +1009,7 @@ static const kwsn_qop kwsn_qops[] = {
     {KWSN_LAYER_FRONTEND, 10, 1, 0, prep_frontend_q8, run_frontend_q8},
     {KWSN_LAYER_CONV1D_EX, 10, 1, 0, prep_conv_q8, run_conv_q8},
     {KWSN_LAYER_ADD, 4, 2, 1, prep_add_q8, run_add_q8},
+    {KWSN_LAYER_CONV2D, 16, 1, 0, prep_conv2d_q8, run_conv2d_q8},
 };
 #define KWSN_N_QOPS (sizeof(kwsn_qops) / sizeof(kwsn_qops[0]))
 

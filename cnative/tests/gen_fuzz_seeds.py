@@ -1,9 +1,10 @@
 """Seed corpora for ``make fuzz``: real exported model files (the golden cases: every layer
 kind and tiny RawConv models, format v1; a tiny log-mel residual model as a format-v2 graph
-with and without its front end; int8 format-3 files of a tiny log-mel model and a tiny
-RawConv) and WAV files in each encoding the reader takes (16-bit PCM,
-32-bit float, WAVE_FORMAT_EXTENSIBLE, a data chunk of unknown size 0xFFFFFFFF, float NaN / Inf
-samples) plus ones it rejects (stereo, 8-bit, no data chunk, a truncated data chunk).
+with and without its front end, a tiny MFCC DS-CNN of Conv2d layers; int8 format-3 files of
+a tiny log-mel model, a tiny RawConv and the tiny DS-CNN) and WAV files in each encoding the
+reader takes (16-bit PCM, 32-bit float, WAVE_FORMAT_EXTENSIBLE, a data chunk of unknown size
+0xFFFFFFFF, float NaN / Inf samples) plus ones it rejects (stereo, 8-bit, no data chunk, a
+truncated data chunk).
 
     python cnative/tests/gen_fuzz_seeds.py MODEL_DIR WAV_DIR
 """
@@ -66,7 +67,8 @@ def _with_nonfinite(x: np.ndarray) -> np.ndarray:
 
 def v2_model_seeds() -> dict[str, bytes]:
     """name -> format-v2 files: a tiny LogMel + CnnMel graph (front end, folded strided
-    convs, residual adds, mean pooling, Linear), 512-sample input, and its features-input twin."""
+    convs, residual adds, mean pooling, Linear), 512-sample input, its features-input twin, and
+    a tiny DS-CNN (Conv2d)."""
     import torch
 
     from kwsnet.data.features import LogMel
@@ -87,13 +89,35 @@ def v2_model_seeds() -> dict[str, bytes]:
     return {
         "v2_mel.kwsn": graph_bytes(trace_model(model, 512)),
         "v2_mel_features.kwsn": graph_bytes(trace_model(model, 512, include_frontend=False)),
+        "v2_ds_cnn.kwsn": graph_bytes(trace_model(_tiny_ds_cnn(), 512)),
     }
+
+
+def _tiny_ds_cnn() -> object:
+    """A tiny MFCC + DS-CNN (Conv2d stem with stride, a depthwise and a pointwise Conv2d, mean
+    over the plane, Linear) on 512 samples."""
+    import torch
+
+    from kwsnet.data.features import MFCC
+    from kwsnet.models.ds_cnn import DSCNN
+    from kwsnet.nn.heads import LinearHead
+
+    class _Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.frontend = MFCC(n_mfcc=4, n_fft=64, win_length=64, hop_length=32, n_mels=8)
+            self.backbone = DSCNN(4, channels=4, num_blocks=1, stem_kernel=(3, 2))
+            self.head = LinearHead(4, 3)
+
+    torch.manual_seed(0)
+    return _Tiny().eval()
 
 
 def v3_model_seeds() -> dict[str, bytes]:
     """name -> format-3 (int8) files: the v2 seed's tiny log-mel CnnMel (front end, int8
-    convs, residual adds, mean pooling, Linear) and a tiny RawConv (input quantiser, integer
-    LayerNorm, max / average pooling), each calibrated on a few tones."""
+    convs, residual adds, mean pooling, Linear), a tiny RawConv (input quantiser, integer
+    LayerNorm, max / average pooling) and the tiny DS-CNN (int8 Conv2d), each calibrated on a
+    few tones."""
     import torch
 
     from kwsnet.data.features import LogMel
@@ -121,8 +145,14 @@ def v3_model_seeds() -> dict[str, bytes]:
     g_mel = trace_model(mel, 512)
     raw = _Tiny(None, RawConv(input_samples=2048, channels=(4, 4, 4)), 4).eval()
     g_raw = graph_from_layers(collect_named_layers(raw), input_shape_of(raw))
+    g_ds = trace_model(_tiny_ds_cnn(), 512)
     out = {}
-    for name, g, clips in (("v3_mel_int8.kwsn", g_mel, x[:, :512]), ("v3_raw_int8.kwsn", g_raw, x)):
+    cases = (
+        ("v3_mel_int8.kwsn", g_mel, x[:, :512]),
+        ("v3_raw_int8.kwsn", g_raw, x),
+        ("v3_ds_cnn_int8.kwsn", g_ds, x[:, :512]),
+    )
+    for name, g, clips in cases:
         q = quantize_graph(g, calibrate(g, [clips]))
         out[name] = quant_bytes(q, g, 16000)
     return out

@@ -37,6 +37,7 @@ __all__ = [
     "MAGIC",
     "FORMAT_VERSION",
     "GRAPH_FORMAT_VERSION",
+    "conv2d_geometry",
     "graph_bytes",
     "node_record",
     "plan_arena",
@@ -72,6 +73,7 @@ LAYER_TYPES: dict[str, int] = {
     "Conv1dEx": 10,
     "Add": 11,
     "AttnPool": 12,
+    "Conv2d": 13,
 }
 # The C ops whose output may take the slot of an input read for the last time
 # (overwrites_input in kwsn_model.c's table): the memory plan below mirrors kwsn_model.c's.
@@ -308,6 +310,17 @@ def _conv_ex(conv: nn.Conv1d, path: str) -> LayerRecord:
     return LayerRecord("Conv1dEx", LAYER_TYPES["Conv1dEx"], ints, _f32(*t))
 
 
+def conv2d_geometry(conv: nn.Module) -> tuple[int, ...]:
+    """The 13 geometry ints of a Conv2d record (``kwsnet.export.graph.FlatConv2d``): ``in, out,
+    H_in, W_in, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_bottom, pad_left,
+    pad_right, groups``."""
+    c = conv.conv  # type: ignore[attr-defined]
+    return (
+        c.in_channels, c.out_channels, *conv.in_hw, *c.kernel_size, *c.stride,  # type: ignore[attr-defined]
+        *conv.pad, c.groups,  # type: ignore[attr-defined]
+    )  # fmt: skip
+
+
 def node_record(node: object) -> LayerRecord:
     """Encode one :class:`~kwsnet.export.graph.Node`.
 
@@ -318,6 +331,9 @@ def node_record(node: object) -> LayerRecord:
             weight [out, in / groups, k], bias [out]
         Add: none / none (two inputs of one shape)
         AttnPool: [channels] / score weight [channels], score bias (SelfAttentionPooling)
+        Conv2d: [in, out, H_in, W_in, kernel_h, kernel_w, stride_h, stride_w, pad_top,
+            pad_bottom, pad_left, pad_right, groups, has_bias] / weight [out, in / groups,
+            kernel_h, kernel_w], bias [out] (``kwsnet.export.graph.FlatConv2d``)
     """
     kind, path = node.kind, node.path  # type: ignore[attr-defined]
     if kind == "FrontEnd":
@@ -331,6 +347,12 @@ def node_record(node: object) -> LayerRecord:
         return LayerRecord(kind, LAYER_TYPES[kind], ints, floats)
     if kind == "Conv1dEx":
         return _conv_ex(node.module, path)  # type: ignore[attr-defined]
+    if kind == "Conv2d":
+        conv = node.module.conv  # type: ignore[attr-defined]
+        has_bias = conv.bias is not None
+        t = [conv.weight] + ([conv.bias] if has_bias else [])
+        ints = (*conv2d_geometry(node.module), int(has_bias))  # type: ignore[attr-defined]
+        return LayerRecord(kind, LAYER_TYPES[kind], ints, _f32(*t))
     if kind == "Add":
         return LayerRecord(kind, LAYER_TYPES[kind], (), np.zeros(0, np.float32))
     if kind == "AttnPool":  # module: SelfAttentionPooling; its score Linear(C, 1)

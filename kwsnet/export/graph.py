@@ -10,14 +10,23 @@ fixed-length clip), and those are numerics decisions that belong with the runtim
 match and with the parity gate that checks them; a hook in ``models/`` would spread them over
 every model file and let a model claim an equivalence nobody tests. ``torch.fx`` cannot
 follow the backbones (data-dependent masks and lengths). Adding a block type is one function
-in :data:`BLOCK_TRACERS` (today CnnMel and MatchboxNet; DS-CNN and BC-ResNet are Conv2d
-nets, which the Conv1d runtime does not run); anything the tracer does not know is an
-:class:`ExportError` naming the module type and its path.
+in :data:`BLOCK_TRACERS` (today CnnMel, MatchboxNet and DSCNN); anything the tracer does not
+know is an :class:`ExportError` naming the module type and its path.
 
 Each node keeps two PyTorch computations: ``module`` (what the C record encodes: a Conv1d
 with its BatchNorm folded in) and ``ref`` (the original modules, unfolded), so
 :meth:`Graph.run` gives the per-layer reference for the parity table and
 :func:`folding_delta` measures what folding costs in float32.
+
+**Conv2d layout.** The runtime keeps every tensor as ``[C, L]``; a Conv2d record reads and
+writes each channel as a row-major ``[H, W]`` plane (``L = H * W``, :class:`FlatConv2d`). The
+front end's output ``[n_out, frames]`` is one such plane, so the runtime's images are
+``[C, freq, time]``: time is the contiguous axis. DS-CNN's torch tensors are ``[B, C, time,
+freq]`` (``features [B, T, F]`` unsqueezed), the transpose; the tracer maps each of its convs
+onto the runtime's orientation (kernel, stride and padding per axis swapped, weights
+transposed), so no transpose op runs, and the per-layer reference transposes PyTorch's
+tensors to compare. DS-CNN's pooling (mean over freq, then over the frames) is then a mean
+over the whole plane.
 
 The C runtime takes **fixed-length clips**: every frame is valid, so the masks of
 ``CnnMel`` are all ones and a masked mean over valid frames is the mean over all frames. A
@@ -39,6 +48,7 @@ from kwsnet.export.layers import ExportError, _head_linear
 
 __all__ = [
     "BLOCK_TRACERS",
+    "FlatConv2d",
     "Graph",
     "Node",
     "fold_batchnorm",
@@ -114,19 +124,24 @@ def graph_from_layers(named: Sequence[tuple[str, nn.Module]], input_shape: Seque
 
 
 @torch.no_grad()
-def fold_batchnorm(conv: nn.Conv1d, bn: nn.BatchNorm1d, path: str) -> nn.Conv1d:
-    """A Conv1d computing ``bn(conv(x))`` in eval mode: ``w' = w * s``, ``b' = (b - mean) *
-    s + beta`` with ``s = gamma / sqrt(running_var + eps)``, computed in float64 and rounded
-    to float32 once (docs/cnative.md says what that does to the logits)."""
-    if not isinstance(bn, nn.BatchNorm1d) or bn.running_mean is None:
-        raise ExportError(f"BatchNorm at '{path}': folding needs running statistics")
+def fold_batchnorm(conv: nn.Conv1d | nn.Conv2d, bn: nn.Module, path: str) -> nn.Module:
+    """A Conv1d (Conv2d) computing ``bn(conv(x))`` in eval mode for a BatchNorm1d
+    (BatchNorm2d): ``w' = w * s``, ``b' = (b - mean) * s + beta`` with ``s = gamma /
+    sqrt(running_var + eps)``, computed in float64 and rounded to float32 once
+    (docs/cnative.md says what that does to the logits)."""
+    bn_type = nn.BatchNorm2d if isinstance(conv, nn.Conv2d) else nn.BatchNorm1d
+    if not isinstance(bn, bn_type) or bn.running_mean is None:
+        raise ExportError(
+            f"BatchNorm at '{path}': folding into a {type(conv).__name__} needs a "
+            f"{bn_type.__name__} with running statistics, got {type(bn).__name__}"
+        )
     w = conv.weight.double()
     co = w.shape[0]
     gamma = bn.weight.double() if bn.weight is not None else torch.ones(co, dtype=torch.float64)
     beta = bn.bias.double() if bn.bias is not None else torch.zeros(co, dtype=torch.float64)
     s = gamma / torch.sqrt(bn.running_var.double() + bn.eps)
     b = conv.bias.double() if conv.bias is not None else torch.zeros(co, dtype=torch.float64)
-    out = nn.Conv1d(
+    out = type(conv)(
         conv.in_channels,
         conv.out_channels,
         conv.kernel_size,
@@ -137,9 +152,45 @@ def fold_batchnorm(conv: nn.Conv1d, bn: nn.BatchNorm1d, path: str) -> nn.Conv1d:
         bias=True,
         padding_mode=conv.padding_mode,
     )
-    out.weight.copy_((w * s[:, None, None]).float())
+    out.weight.copy_((w * s.reshape(-1, *[1] * (w.dim() - 1))).float())
     out.bias.copy_(((b - bn.running_mean.double()) * s + beta).float())
     return out.eval()
+
+
+class FlatConv2d(nn.Module):
+    """A Conv2d as the C runtime's Conv2d record runs it, on ``[C, H * W]`` tensors.
+
+    Args:
+        conv: the ``nn.Conv2d`` (dilation 1, its own padding 0: ``pad`` holds all of it).
+        pad: zeros ``(top, bottom, left, right)``.
+        in_hw: the input plane ``(H, W)``.
+
+    Shapes: ``forward(x [B, C_in, H * W] or [B, H, W] (C_in = 1)) -> [B, C_out, H_out *
+    W_out]``; :attr:`out_hw` is ``(H_out, W_out)``.
+    """
+
+    def __init__(
+        self, conv: nn.Conv2d, pad: tuple[int, int, int, int], in_hw: tuple[int, int]
+    ) -> None:
+        super().__init__()
+        if conv.dilation != (1, 1) or conv.padding != (0, 0) or conv.padding_mode != "zeros":
+            raise ValueError("FlatConv2d takes a Conv2d of dilation 1 and padding 0 (pad: zeros)")
+        self.conv = conv
+        self.pad = tuple(int(p) for p in pad)
+        self.in_hw = (int(in_hw[0]), int(in_hw[1]))
+        (kh, kw), (sh, sw) = conv.kernel_size, conv.stride
+        pt, pb, pl, pr = self.pad
+        self.out_hw = (
+            (self.in_hw[0] + pt + pb - kh) // sh + 1,
+            (self.in_hw[1] + pl + pr - kw) // sw + 1,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, C_in, H * W]`` -> ``[B, C_out, H_out * W_out]``."""
+        x = x.reshape(len(x), self.conv.in_channels, *self.in_hw)
+        pt, pb, pl, pr = self.pad
+        y = self.conv(nn.functional.pad(x, (pl, pr, pt, pb)))
+        return y.reshape(len(y), self.conv.out_channels, -1)
 
 
 def _conv_node(g: Graph, conv: nn.Conv1d, bn: nn.Module | None, path: str, src: int) -> int:
@@ -212,14 +263,24 @@ def _trace_res_block(g: Graph, block: nn.Module, path: str, src: int) -> int:
     return _relu(g, f"{path}.relu", out)
 
 
-def _trace_pooling(g: Graph, pool: nn.Module, path: str, src: int) -> int:
-    """Pooling over time of ``[C, L]`` to ``[C]`` (all frames valid: see module docstring)."""
+def _trace_pooling(
+    g: Graph,
+    pool: nn.Module,
+    path: str,
+    src: int,
+    frames: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> int:
+    """Pooling over time of ``[C, L]`` to ``[C]`` (all frames valid: see module docstring).
+    ``frames``: what the model does to the tensor before its pooling sees ``[B, C, frames]``
+    (DS-CNN: the mean over freq, with MeanPooling only: the C node pools the tensor as it is,
+    and a mean of the per-frame means over the plane is the plane's mean)."""
     name = type(pool).__name__
     if getattr(pool, "batch_norm", False) or not isinstance(
         getattr(pool, "dropout", nn.Identity()), (nn.Identity, nn.Dropout)
     ):
         raise ExportError(f"pooling {name} at '{path}': batch_norm is not supported")
-    ref_pool: Ref = lambda xs: pool(xs[0].transpose(1, 2)).unsqueeze(-1)  # noqa: E731
+    pre = frames or (lambda x: x)
+    ref_pool: Ref = lambda xs: pool(pre(xs[0]).transpose(1, 2)).unsqueeze(-1)  # noqa: E731
     if name == "MeanPooling":
         avg = nn.AdaptiveAvgPool1d(1)
         t = g.add(Node("AdaptiveAvgPool1d", path, (src,), ref_pool, avg, _one_input(avg)))
@@ -282,10 +343,76 @@ def _trace_matchboxnet(g: Graph, backbone: nn.Module, path: str, src: int) -> in
     return _trace_pooling(g, backbone.pooling, f"{path}.pooling", t)
 
 
+def _conv2d_node(g: Graph, block: nn.Module, path: str, src: int, hw: tuple[int, int]) -> int:
+    """``kwsnet.models.ds_cnn._ConvBN`` (ZeroPad2d → Conv2d → BatchNorm2d; its ReLU is the
+    caller's) reading tensor ``src``, a ``[C, freq * time]`` plane of ``hw = (freq, time)``, in
+    the runtime's orientation (module docstring); returns the new tensor id."""
+    pad, conv, bn = (
+        getattr(block, "pad", None),
+        getattr(block, "conv", None),
+        getattr(block, "bn", None),
+    )
+    if not (isinstance(pad, nn.ZeroPad2d) and isinstance(conv, nn.Conv2d)):
+        raise ExportError(
+            f"unsupported block {type(block).__name__} at '{path}': the tracer takes "
+            "ZeroPad2d → Conv2d → BatchNorm2d"
+        )
+    if conv.dilation != (1, 1) or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        raise ExportError(
+            f"Conv2d at '{path}.conv': the C Conv2d takes dilation 1 and numeric zero padding "
+            f"(got dilation {conv.dilation}, padding {conv.padding!r}, {conv.padding_mode})"
+        )
+    folded = fold_batchnorm(conv, bn, f"{path}.bn")  # type: ignore[arg-type]
+    # torch's [time, freq] -> the runtime's [freq, time]: swap every per-axis setting
+    (pt_, pf), (kt, kf), (st, sf) = conv.padding, conv.kernel_size, conv.stride
+    left, right, top, bottom = pad.padding  # ZeroPad2d: (freq before, after, time before, after)
+    c2 = nn.Conv2d(conv.in_channels, conv.out_channels, (kf, kt), (sf, st), groups=conv.groups)
+    with torch.no_grad():
+        c2.weight.copy_(folded.weight.transpose(2, 3))
+        c2.bias.copy_(folded.bias)
+    flat = FlatConv2d(c2.eval(), (left + pf, right + pf, top + pt_, bottom + pt_), hw)
+    f, t = hw
+
+    def ref(xs: list[torch.Tensor]) -> torch.Tensor:
+        x = xs[0].reshape(len(xs[0]), conv.in_channels, f, t).transpose(2, 3)
+        y = bn(conv(pad(x))).transpose(2, 3)  # type: ignore[misc]
+        return y.reshape(len(y), conv.out_channels, -1)
+
+    return g.add(Node("Conv2d", f"{path}.conv+bn", (src,), ref, flat, folded=_one_input(flat)))
+
+
+def _trace_ds_cnn(g: Graph, backbone: nn.Module, path: str, src: int) -> int:
+    """``kwsnet.models.ds_cnn.DSCNN``: the stem and every block a Conv2d (BN folded) and a
+    ReLU on ``[C, freq * time]`` planes, then its mean pooling as a mean over the plane."""
+    x = torch.zeros(1, *g.input_shape)
+    hw = tuple(int(d) for d in g.run(x)[src].shape[-2:])  # the features [n_out, frames]
+    blocks = [(f"{path}.stem", backbone.stem)]
+    blocks += [(f"{path}.blocks.{i}", b) for i, b in enumerate(backbone.blocks)]
+    t = src
+    for p, block in blocks:
+        if type(block).__name__ != "_ConvBN":
+            raise ExportError(f"unsupported block {type(block).__name__} at '{p}'")
+        t = _conv2d_node(g, block, p, t, hw)  # type: ignore[arg-type]
+        hw = g.nodes[-1].module.out_hw  # type: ignore[union-attr]
+        t = _relu(g, f"{p}.relu", t)
+    pool, ppath = backbone.pooling, f"{path}.pooling"
+    if type(pool).__name__ != "MeanPooling":
+        raise ExportError(
+            f"unsupported pooling {type(pool).__name__} at '{ppath}': DS-CNN averages over freq "
+            "before its pooling, and the C runtime holds DS-CNN's planes as [C, freq * time], "
+            "so it pools DS-CNN with MeanPooling only (another pooling needs a mean-over-freq op)"
+        )
+    f, tt = hw
+    return _trace_pooling(
+        g, pool, ppath, t, lambda x: x.reshape(len(x), x.shape[1], f, tt).mean(dim=2)
+    )
+
+
 # Backbone class name -> tracer(graph, backbone, path, input tensor id) -> output tensor id.
 BLOCK_TRACERS: dict[str, Callable[[Graph, nn.Module, str, int], int]] = {
     "CnnMel": _trace_cnn_mel,
     "MatchboxNet": _trace_matchboxnet,
+    "DSCNN": _trace_ds_cnn,
 }
 
 

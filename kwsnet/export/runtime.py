@@ -49,7 +49,7 @@ _c_size = ctypes.c_size_t
 _c_u32 = ctypes.c_uint32
 _c_vp = ctypes.c_void_p
 _c_u64 = ctypes.c_uint64
-ABI_VERSION = 5  # KWSN_ABI_VERSION in cnative/include/kwsnet.h
+ABI_VERSION = 6  # KWSN_ABI_VERSION in cnative/include/kwsnet.h
 ARENA_ALIGN = 64  # KWSN_ARENA_ALIGN
 
 

@@ -28,6 +28,9 @@ consumers agree. Per type, after the common prefix (``[out_zp, act_min, act_max]
 - Conv1dEx, Conv1d: ints ``in, out, kernel, stride, pad, dilation, groups``; floats
   ``weight_scale[out]``; words ``bias[out], multiplier[out], shift[out]``; bytes
   ``weight[out, in / groups, kernel]``.
+- Conv2d: ints ``in, out, H_in, W_in, kernel_h, kernel_w, stride_h, stride_w, pad_top,
+  pad_bottom, pad_left, pad_right, groups``; floats, words as a conv; bytes
+  ``weight[out, in / groups, kernel_h, kernel_w]`` (tensors ``[C, H * W]``).
 - Linear: ints ``in, out`` (a kernel-1 conv on ``L = 1``); floats, words, bytes as a conv
   (weight ``[out, in]``).
 - Add: ints ``left_shift`` (20); words ``M_a, shift_a, M_b, shift_b, M_out, shift_out``.
@@ -56,7 +59,7 @@ import numpy as np
 
 from kwsnet.export.cnative import LAYER_TYPES, MAGIC, node_record
 from kwsnet.fileio import atomic_write_bytes
-from kwsnet.quant.ptq import QNode, QuantGraph
+from kwsnet.quant.ptq import CONV2D_GEOMETRY, QNode, QuantGraph
 
 __all__ = [
     "HEADER_BYTES",
@@ -175,10 +178,12 @@ def qnode_record(n: QNode, float_node: object | None = None) -> QRecord:
         rec = node_record(float_node)
         floats = _f32(np.concatenate([_f32(base_f), rec.floats]))
         return QRecord(type_id, n.inputs, base_i + rec.ints, floats, _i32(), empty8)
-    if n.kind in (*_CONV_IDS, "Linear"):
+    if n.kind in (*_CONV_IDS, "Conv2d", "Linear"):
         g = n.ints
         if n.kind == "Linear":
             ints = base_i + (g["in"], g["out"])
+        elif n.kind == "Conv2d":
+            ints = base_i + tuple(g[k] for k in CONV2D_GEOMETRY)
         else:
             geo = ("in", "out", "kernel", "stride", "padding", "dilation", "groups")
             ints = base_i + tuple(g[k] for k in geo)

@@ -21,6 +21,7 @@ from kwsnet.quant.fixedpoint import INT32_MAX, quantize_multiplier
 
 __all__ = [
     "ADD_LEFT_SHIFT",
+    "CONV2D_GEOMETRY",
     "FLOAT_ISLANDS",
     "LN_FRAC_BITS",
     "QNode",
@@ -44,10 +45,10 @@ LN_MAX_BIAS = 2**31 - 1 - 127 * ((1 << (LN_FRAC_BITS + 11)) + 1)
 # Ops whose int8 output keeps the input's (scale, zero-point): exact on int8 codes.
 SHARES_INPUT = frozenset({"MaxPool1d", "Flatten", "ReLU"})
 # Ops whose output clamp can absorb a following ReLU.
-FUSES_RELU = frozenset({"Conv1dEx", "Conv1d", "Linear", "Add", "LayerNorm"})
+FUSES_RELU = frozenset({"Conv1dEx", "Conv1d", "Conv2d", "Linear", "Add", "LayerNorm"})
 # Ops that stay float (float op, then quantise): their bytes stay float32.
 FLOAT_ISLANDS = frozenset({"FrontEnd"})
-CONV_KINDS = frozenset({"Conv1dEx", "Conv1d", "Linear"})
+CONV_KINDS = frozenset({"Conv1dEx", "Conv1d", "Conv2d", "Linear"})
 SUPPORTED = frozenset(
     {"FrontEnd", "AvgPool1d", "AdaptiveAvgPool1d", "LayerNorm"} | SHARES_INPUT | FUSES_RELU
 )
@@ -242,8 +243,17 @@ def _multipliers(real: torch.Tensor | list[float], path: str) -> tuple[torch.Ten
     return torch.tensor(ms, dtype=torch.int32), torch.tensor(ss, dtype=torch.int32)
 
 
+# The geometry ints of a Conv2d record, in order (kwsnet.export.cnative.conv2d_geometry).
+CONV2D_GEOMETRY = ("in", "out", "in_h", "in_w", "kernel_h", "kernel_w", "stride_h", "stride_w",
+                   "pad_top", "pad_bottom", "pad_left", "pad_right", "groups")  # fmt: skip
+
+
 def _conv_geometry(node: object) -> dict[str, int]:
     m = node.module  # type: ignore[attr-defined]
+    if node.kind == "Conv2d":  # type: ignore[attr-defined]
+        from kwsnet.export.cnative import conv2d_geometry
+
+        return dict(zip(CONV2D_GEOMETRY, conv2d_geometry(m), strict=True))
     if isinstance(m, nn.Linear):
         return {"in": m.in_features, "out": m.out_features, "kernel": 1, "stride": 1,
                 "padding": 0, "dilation": 1, "groups": 1}  # fmt: skip
@@ -265,6 +275,8 @@ def _conv_qnode(node: object, q_in: QParams, q_out: QParams) -> QNode:
     path = node.path  # type: ignore[attr-defined]
     m = node.module  # type: ignore[attr-defined]
     geo = _conv_geometry(node)
+    if node.kind == "Conv2d":  # type: ignore[attr-defined]
+        m = m.conv  # FlatConv2d: the weights are its Conv2d's
     wq, sw = quantize_weights(m.weight)
     s_acc = q_in.scale * sw.to(torch.float64)  # bias / accumulator scale per channel
     b = m.bias.detach().to(torch.float64) if m.bias is not None else torch.zeros(geo["out"])

@@ -13,6 +13,9 @@ Every tensor between the input quantiser and the logits is an ``int8`` code tens
 - **Conv1dEx / Conv1d / Linear**: ``acc[o, t] = bias[o] + Σ_{c,k} w[o, c, k] * (x[c, t*s +
   k*d - pad] - zp_in)`` (padding contributes 0: the real zero), ``y = clamp(mbqm(acc,
   M[o], shift[o]) + zp_out, act_min, 127)``. Linear: ``k = 1``, ``L = 1``.
+- **Conv2d**: the same sum over ``(c, r, k)`` of ``w[o, c, r, k] * (x[c, y*s_h + r - pad_top,
+  t*s_w + k - pad_left] - zp_in)`` on each channel's row-major ``[H, W]`` plane of ``[C, H *
+  W]``, padding the real zero, the same requantisation.
 - **ReLU**: ``max(x, zp)`` (same params); a ReLU fused into its producer's clamp is a copy.
 - **MaxPool1d**: max of the codes (same params). **Flatten**: a copy.
 - **Add** (TFLite's): ``a' = mbqm((a - zp_a) << 20, M_a, s_a)``, ``b'`` likewise,
@@ -93,6 +96,21 @@ def _requant(acc: torch.Tensor, n: QNode, mult: torch.Tensor, shift: torch.Tenso
     return torch.clamp(y, n.act_min, n.act_max).to(torch.int8)
 
 
+def _patches_requant(cols: torch.Tensor, n: QNode) -> torch.Tensor:
+    """A conv on centred int64 input patches ``cols [B, C, L', K]`` (``K`` taps per channel,
+    in the weight's order): the grouped sums, the bias, the requantisation → int8 ``[B, O, L']``."""
+    g = n.ints
+    b, c, lout, k = cols.shape
+    groups = g["groups"]
+    cols = cols.reshape(b, groups, c // groups, lout, k)
+    w = n.tensors["weight"].to(torch.int64).reshape(groups, g["out"] // groups, c // groups, k)
+    acc = torch.einsum("bgclk,gock->bgol", cols, w).reshape(b, g["out"], lout)
+    acc = acc + n.tensors["bias"].to(torch.int64)[None, :, None]
+    mult = n.tensors["multiplier"][None, :, None]
+    shift = n.tensors["shift"][None, :, None]
+    return _requant(acc, n, mult, shift)
+
+
 def _conv(x: torch.Tensor, n: QNode, q_in: QParams) -> torch.Tensor:
     """``x`` int8 ``[B, C, L]`` (or ``[B, F]`` for Linear) → int8 ``[B, O, L']`` / ``[B, O]``."""
     g = n.ints
@@ -103,19 +121,21 @@ def _conv(x: torch.Tensor, n: QNode, q_in: QParams) -> torch.Tensor:
             torch.int64
         )
         return _requant(acc, n, n.tensors["multiplier"], n.tensors["shift"])
-    k, s, d, p, groups = g["kernel"], g["stride"], g["dilation"], g["padding"], g["groups"]
-    b, c, length = xs.shape
+    k, s, d, p = g["kernel"], g["stride"], g["dilation"], g["padding"]
     xp = torch.nn.functional.pad(xs, (p, p))  # zeros = the real zero after "- zp_in"
     span = d * (k - 1) + 1
-    cols = xp.unfold(2, span, s)[..., ::d]  # [B, C, L', k]
-    lout = cols.shape[2]
-    cols = cols.reshape(b, groups, c // groups, lout, k)
-    wg = w.reshape(groups, g["out"] // groups, c // groups, k)
-    acc = torch.einsum("bgclk,gock->bgol", cols, wg).reshape(b, g["out"], lout)
-    acc = acc + n.tensors["bias"].to(torch.int64)[None, :, None]
-    mult = n.tensors["multiplier"][None, :, None]
-    shift = n.tensors["shift"][None, :, None]
-    return _requant(acc, n, mult, shift)
+    return _patches_requant(xp.unfold(2, span, s)[..., ::d], n)  # [B, C, L', k]
+
+
+def _conv2d(x: torch.Tensor, n: QNode, q_in: QParams) -> torch.Tensor:
+    """``x`` int8 ``[B, C, H * W]`` → int8 ``[B, O, H' * W']`` (module docstring)."""
+    g = n.ints
+    xs = x.to(torch.int64).reshape(len(x), g["in"], g["in_h"], g["in_w"]) - q_in.zero_point
+    xp = torch.nn.functional.pad(xs, (g["pad_left"], g["pad_right"], g["pad_top"], g["pad_bottom"]))
+    kh, kw = g["kernel_h"], g["kernel_w"]
+    cols = xp.unfold(2, kh, g["stride_h"]).unfold(3, kw, g["stride_w"])  # [B, C, H', W', kh, kw]
+    b, c, ho, wo = cols.shape[:4]
+    return _patches_requant(cols.reshape(b, c, ho * wo, kh * kw), n)
 
 
 def _layernorm(x: torch.Tensor, n: QNode, q_in: QParams) -> torch.Tensor:
@@ -148,6 +168,8 @@ def _node(n: QNode, xs: list[torch.Tensor], qin: list[QParams | None]) -> torch.
     q_in = qin[0]
     if kind in ("Conv1dEx", "Conv1d", "Linear"):
         return _conv(x, n, q_in)  # type: ignore[arg-type]
+    if kind == "Conv2d":
+        return _conv2d(x, n, q_in)  # type: ignore[arg-type]
     if kind == "ReLU":
         return x.clone() if n.relu_alias else torch.clamp(x, min=n.act_min)
     if kind == "Flatten":
