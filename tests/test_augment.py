@@ -302,6 +302,15 @@ def test_fit_mixes_the_speech_commands_own_noise_when_no_folder_is_set(
     own = str(speech_commands_tree / "_background_noise_")
     assert f"mixing the data's own noise recordings, {own}" in capfd.readouterr().err
     assert read == [own]  # the training batches mixed it
+    # noise_dir: false switches it off on purpose: no fallback, no warning, nothing read
+    read.clear()
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        assert main([*args, "--model.augment.init_args.noise_dir=false"]) == 0
+    assert not [w for w in rec if "background-noise mixing is OFF" in str(w.message)]
+    assert "mixing the data's own" not in capfd.readouterr().err and read == []
+    with pytest.raises(ValueError, match="noise_dir must be a folder, null or false"):
+        BackgroundNoise(noise_dir=True)
     assert AudioDataModule(source="synthetic").noise_dir() is None  # nothing to fall back on
 
 

@@ -225,8 +225,11 @@ class BackgroundNoise(Augmentation):
     not applied), ``last["file"]`` and ``last["start"]`` the segments.
 
     Args:
-        noise_dir: folder of noise files, searched recursively (default None: no noise, the
-            module is an identity, and fit warns; ``AugmentChain(noise_dir=...)`` can set it).
+        noise_dir: folder of noise files, searched recursively. None (the default): unset; at
+            fit the data's own noise folder is used when it has one (Speech Commands'
+            ``_background_noise_``: ``AudioDataModule.noise_dir``), else the module is an
+            identity and fit warns. ``False``: mixing switched off on purpose (an identity,
+            no fallback, no warning). ``AugmentChain(noise_dir=...)`` can set it.
         snr_db: ``[low, high]`` SNR range in dB (default [5, 20]).
         silence_volume: ``[low, high]`` linear gain on the noise for silent clips (default
             [0, 1]).
@@ -238,7 +241,7 @@ class BackgroundNoise(Augmentation):
 
     def __init__(
         self,
-        noise_dir: str | None = None,
+        noise_dir: bool | str | None = None,
         snr_db: Sequence[float] = (5.0, 20.0),
         silence_volume: Sequence[float] = (0.0, 1.0),
         sample_rate: int = 16000,
@@ -251,20 +254,24 @@ class BackgroundNoise(Augmentation):
             raise ValueError(f"silence_volume must be >= 0, got {list(silence_volume)}")
         self.sample_rate = sample_rate
         self.noise_dir: str | None = None
+        self.switched_off = False  # noise_dir: false
         self.files: list[str] = []
         self._waves: list[torch.Tensor] | None = None  # decoded noise files
         self._bank: tuple[int, torch.Tensor, torch.Tensor] | None = None  # (reach, bank, lens)
         self.set_noise_dir(noise_dir)
 
-    def set_noise_dir(self, noise_dir: str | None) -> None:
-        """Point the module at ``noise_dir`` (``None`` disables it).
+    def set_noise_dir(self, noise_dir: bool | str | None) -> None:
+        """Point the module at ``noise_dir`` (``None``: unset, ``False``: switched off).
 
         The folder is read on the first training batch, not here, so a model rebuilt from a
         checkpoint for test or export does not need it; a missing or empty folder raises
         ``FileNotFoundError`` on that first batch.
         """
+        if noise_dir is True:
+            raise ValueError("BackgroundNoise: noise_dir must be a folder, null or false, got true")
         self._waves, self._bank = None, None
-        self.noise_dir = None if noise_dir is None else str(noise_dir)
+        self.switched_off = noise_dir is False
+        self.noise_dir = None if noise_dir is None or noise_dir is False else str(noise_dir)
         self.files = []
 
     def _load_files(self) -> list[torch.Tensor]:
@@ -345,12 +352,17 @@ class BackgroundNoise(Augmentation):
 
 def noise_off_keys(augment: nn.Module | None, prefix: str = "model.augment") -> list[str]:
     """Config keys of the ``BackgroundNoise`` modules in ``augment`` that have no noise folder
-    (so mix nothing), e.g. ``model.augment.init_args.transforms[2]`` in an ``AugmentChain``."""
+    and are not switched off (``noise_dir: false``), so would mix nothing, e.g.
+    ``model.augment.init_args.transforms[2]`` in an ``AugmentChain``."""
     if augment is None:
         return []
     keys = []
     for name, module in augment.named_modules():
-        if isinstance(module, BackgroundNoise) and module.noise_dir is None:
+        if (
+            isinstance(module, BackgroundNoise)
+            and module.noise_dir is None
+            and not module.switched_off
+        ):
             key = prefix
             for part in name.split(".") if name else []:
                 key += f"[{part}]" if part.isdigit() else f".init_args.{part}"
@@ -366,7 +378,11 @@ def use_data_noise(augment: nn.Module | None, noise_dir: str | None) -> list[str
         return []
     keys = noise_off_keys(augment)
     for module in augment.modules():
-        if isinstance(module, BackgroundNoise) and module.noise_dir is None:
+        if (
+            isinstance(module, BackgroundNoise)
+            and module.noise_dir is None
+            and not module.switched_off
+        ):
             module.set_noise_dir(noise_dir)
     return keys
 
@@ -475,13 +491,16 @@ class AugmentChain(nn.Module):
             (default empty: an identity).
         noise_dir: if set, the noise folder of every ``BackgroundNoise`` in ``transforms``
             (one CLI flag, ``--model.augment.init_args.noise_dir DIR``, points a config's chain
-            at a folder); default None leaves each transform's own ``noise_dir``.
+            at a folder; ``false`` switches their mixing off); default None leaves each
+            transform's own ``noise_dir``.
 
     Shapes: ``forward(wave [B, T], lengths [B]) -> (wave [B, T'], lengths [B])``; identity in
     eval mode.
     """
 
-    def __init__(self, transforms: Sequence[nn.Module] = (), noise_dir: str | None = None) -> None:
+    def __init__(
+        self, transforms: Sequence[nn.Module] = (), noise_dir: bool | str | None = None
+    ) -> None:
         super().__init__()
         self.transforms = nn.ModuleList(transforms)
         if noise_dir is not None:
