@@ -255,10 +255,10 @@ def test_matchboxnet_traced_and_run_through_c(cbuild: Path, tmp_path: Path) -> N
 
 
 def test_unsupported_parts_are_named_with_their_path() -> None:
-    from kwsnet.nn.pooling import AttentiveStatisticsPooling
+    from kwsnet.nn.pooling import SelfAttentionMaxPooling
 
-    model = _MelClassifier(_logmel().eval(), AttentiveStatisticsPooling)
-    with pytest.raises(ExportError, match="AttentiveStatisticsPooling at 'backbone.pooling'"):
+    model = _MelClassifier(_logmel().eval(), SelfAttentionMaxPooling)
+    with pytest.raises(ExportError, match="SelfAttentionMaxPooling at 'backbone.pooling'"):
         trace_model(model, CLIP)
     model = _MelClassifier(_logmel().eval())
     model.backbone.blocks[0].shortcut = nn.Sequential(nn.Conv1d(8, 8, 1), nn.GELU())

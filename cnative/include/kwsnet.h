@@ -64,7 +64,9 @@
  * words M_a, s_a, M_b, s_b, M_out, s_out; FrontEnd the v2 FrontEnd's ints / floats (run in
  * float, then quantised); LayerNorm ints norm_ndim, d0, d1, frac_bits, beta_shift, floats
  * gamma_scale, eps, words M, shift, E_lo, E_hi, bytes gamma int8[N] then beta int16 LE [N]
- * (beta << beta_shift in the accumulator's units).
+ * (beta << beta_shift in the accumulator's units); AttnStatsPool / L2Norm (float islands:
+ * the input codes dequantised, the float op, the output quantised) the float op's ints /
+ * floats, act_max 127.
  *
  * A tensor's (scale, zero point) is its producer's out_scale / out_zero_point (tensor 0's is
  * the header's input quantiser). Every int8 tensor takes 1 byte per element in the arena.
@@ -167,7 +169,9 @@ typedef enum {
     KWSN_LAYER_CONV1D_EX = 10, /* Conv1d with stride, zero padding, dilation, groups */
     KWSN_LAYER_ADD = 11,       /* elementwise sum of two tensors of one shape */
     KWSN_LAYER_ATTN_POOL = 12, /* self-attentive pooling over time: [C, L] -> [C] */
-    KWSN_LAYER_CONV2D = 13     /* Conv2d with stride, zero padding, groups: [C, H*W] tensors */
+    KWSN_LAYER_CONV2D = 13,    /* Conv2d with stride, zero padding, groups: [C, H*W] tensors */
+    KWSN_LAYER_ATTN_STATS_POOL = 14, /* attentive statistics pooling: [C, L] -> [2C] */
+    KWSN_LAYER_L2NORM = 15     /* x / max(||x||_2, eps): [F] -> [F] */
 } kwsn_layer_type;
 
 /* Per-sample activation shape: ndim 2 is [C, L], ndim 1 is [F] (dim[1] == 1). */

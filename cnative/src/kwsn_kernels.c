@@ -395,6 +395,10 @@ size_t kwsn_conv2d_scratch_floats(const kwsn_conv2d_args *a) {
 size_t kwsn_conv2d_q8_scratch_bytes(const kwsn_conv2d_args *a) {
     return (conv2d_elems(a) + KWSN_Q8_SLACK) * sizeof(int32_t);
 }
+
+size_t kwsn_asp_scratch_floats(uint32_t C, uint32_t L, uint32_t H) {
+    return 2u * (size_t)C + H + (size_t)H * L + L;
+}
 #endif
 
 /* Sum and then sum of squared deviations from the mean, in KWSN_LN_LANES = 32 lanes: lane u
@@ -583,6 +587,117 @@ static void KWSN_K(kwsn_attn_pool_f32)(float *out, const float *x, const float *
         for (uint32_t t = 0; t < L; t++) acc += s[t] * xc[t];
         out[c] = acc;
     }
+}
+
+/* e^x on x <= 0, x clamped to >= -80 (the result stays a normal float): x = n ln2 + r with
+ * n = floor(x log2(e) + 1/2) and ln2 in two parts (Cody-Waite), e^r by its degree-7 Taylor
+ * polynomial (Horner, |r| <= 0.35: under 2 ulp), times 2^n made from its bits. Only +, *,
+ * floor and a power-of-two scaling, each rounded once: the same bits on every path and
+ * compiler, and in kwsnet/quant/islands.py (libm's expf differs by an ulp between
+ * libraries, which the int8 float islands cannot have). */
+KWSN_INLINE float kwsn_exp_neg(float x) {
+    x = x > -80.0f ? x : -80.0f; /* NaN -> -80 */
+    x = x < 0.0f ? x : 0.0f;
+    const float n = floorf(x * 0x1.715476p+0f + 0.5f);
+    float r = x - n * 0x1.63p-1f;
+    r = r - n * -0x1.bd0106p-13f;
+    float p = 0x1.a01a02p-13f;
+    p = p * r + 0x1.6c16c2p-10f;
+    p = p * r + 0x1.111112p-7f;
+    p = p * r + 0x1.555556p-5f;
+    p = p * r + 0x1.555556p-3f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    const uint32_t bits = (uint32_t)((int32_t)n + 127) << 23; /* n in [-116, 0] */
+    float scale;
+    memcpy(&scale, &bits, sizeof(scale));
+    return p * scale;
+}
+
+/* tanh(a) = sign(a) (1 - e^(-2|a|)) / (1 + e^(-2|a|)) on kwsn_exp_neg (absolute error ~1e-7). */
+KWSN_INLINE float kwsn_tanh(float a) {
+    const float t = kwsn_exp_neg(-2.0f * fabsf(a));
+    const float y = (1.0f - t) / (1.0f + t);
+    return a < 0.0f ? -y : y;
+}
+
+/* Weighted mean and std over L frames: m = sum_t w_t x_t, m2 = sum_t w_t (x_t x_t) (t in
+ * order), std = sqrt(max(m2 - m m, eps)); w == NULL: every weight is u. */
+KWSN_INLINE void asp_mean_std(const float *x, const float *w, float u, uint32_t L, float eps,
+                              float *mean, float *std) {
+    float m = 0.0f, m2 = 0.0f;
+    for (uint32_t t = 0; t < L; t++) {
+        const float wt = w ? w[t] : u;
+        m += wt * x[t];
+        m2 += wt * (x[t] * x[t]);
+    }
+    const float var = m2 - m * m;
+    *mean = m;
+    *std = sqrtf(var > eps ? var : eps);
+}
+
+/* AttentiveStatisticsPooling (kwsnet.nn.pooling, every frame valid), in this order (which
+ * kwsnet/quant/islands.py mirrors op for op):
+ *   context (global_context): mean_c, std_c with uniform weights u = 1 / L;
+ *   g[h] = (sum_j w1[h, C + j] ctx[j], j over [mean, std] in order) + b1[h]  (else b1[h]);
+ *   hid[h, t] = tanh((sum_k w1[h, k] x[k, t], k in order) + g[h]);
+ *   per channel c: s_t = (sum_h w2[c, h] hid[h, t], h in order) + b2[c]; a = softmax_t(s)
+ *   (max subtracted, kwsn_exp_neg, sum over t in order, a divide); out[c], out[C + c] =
+ *   the a-weighted mean and std of x[c, :]. */
+static void KWSN_K(kwsn_attn_stats_pool_f32)(float *out, const float *x, const kwsn_asp_args *a,
+                                             float *scratch) {
+    const uint32_t C = a->C, L = a->L, H = a->H;
+    const size_t A = a->global_context ? 3u * (size_t)C : C;
+    float *ctx = scratch, *g = ctx + 2u * (size_t)C, *hid = g + H, *s = hid + (size_t)H * L;
+    if (a->global_context) {
+        const float u = 1.0f / (float)L;
+        for (uint32_t c = 0; c < C; c++)
+            asp_mean_std(x + (size_t)c * L, NULL, u, L, a->eps, &ctx[c], &ctx[C + c]);
+    }
+    for (uint32_t h = 0; h < H; h++) {
+        const float *w1 = a->w1 + (size_t)h * A;
+        float acc = 0.0f;
+        for (size_t j = 0; a->global_context && j < 2u * (size_t)C; j++) acc += w1[C + j] * ctx[j];
+        g[h] = a->global_context ? acc + a->b1[h] : a->b1[h];
+        float *hh = hid + (size_t)h * L;
+        for (uint32_t t = 0; t < L; t++) hh[t] = 0.0f;
+        for (uint32_t k = 0; k < C; k++) {
+            const float wk = w1[k], *xk = x + (size_t)k * L;
+            for (uint32_t t = 0; t < L; t++) hh[t] += wk * xk[t];
+        }
+        for (uint32_t t = 0; t < L; t++) hh[t] = kwsn_tanh(hh[t] + g[h]);
+    }
+    for (uint32_t c = 0; c < C; c++) {
+        const float *w2 = a->w2 + (size_t)c * H;
+        for (uint32_t t = 0; t < L; t++) s[t] = 0.0f;
+        for (uint32_t h = 0; h < H; h++) {
+            const float wh = w2[h], *hh = hid + (size_t)h * L;
+            for (uint32_t t = 0; t < L; t++) s[t] += wh * hh[t];
+        }
+        float mx = s[0] + a->b2[c];
+        for (uint32_t t = 0; t < L; t++) {
+            s[t] += a->b2[c];
+            mx = s[t] > mx ? s[t] : mx;
+        }
+        float sum = 0.0f;
+        for (uint32_t t = 0; t < L; t++) {
+            s[t] = kwsn_exp_neg(s[t] - mx);
+            sum += s[t];
+        }
+        for (uint32_t t = 0; t < L; t++) s[t] /= sum;
+        asp_mean_std(x + (size_t)c * L, s, 0.0f, L, a->eps, &out[c], &out[C + c]);
+    }
+}
+
+/* out = x / max(sqrt(sum_i x_i x_i), eps) (i in order; a divide per element, as
+ * torch.nn.functional.normalize); safe in place. */
+static void KWSN_K(kwsn_l2norm_f32)(float *out, const float *x, uint32_t n, float eps) {
+    float ss = 0.0f;
+    for (uint32_t i = 0; i < n; i++) ss += x[i] * x[i];
+    const float norm = sqrtf(ss);
+    const float d = norm > eps ? norm : eps;
+    for (uint32_t i = 0; i < n; i++) out[i] = x[i] / d;
 }
 
 
@@ -1075,6 +1190,12 @@ static void KWSN_K(kwsn_quantize_q8)(int8_t *out, const float *x, size_t n, floa
     }
 }
 
+/* codes -> float: (float)(q - zp) * scale, one rounding (the float islands' input). */
+static void KWSN_K(kwsn_dequantize_q8)(float *out, const int8_t *in, size_t n, float scale,
+                                       int32_t zp) {
+    for (size_t j = 0; j < n; j++) out[j] = (float)((int32_t)in[j] - zp) * scale;
+}
+
 /* floor(sqrt(v)) exactly: a double estimate, then integer correction (v < 2^63). */
 static uint64_t q8_isqrt(uint64_t v) {
     uint64_t r = (uint64_t)sqrt((double)v);
@@ -1222,6 +1343,8 @@ const kwsn_kernel_table KWSN_K(kwsn_ktab) = {
     KWSN_K(kwsn_add_f32),
     KWSN_K(kwsn_attn_pool_f32),
     KWSN_K(kwsn_conv2d_f32),
+    KWSN_K(kwsn_attn_stats_pool_f32),
+    KWSN_K(kwsn_l2norm_f32),
     KWSN_K(kwsn_conv1d_q8),
     KWSN_K(kwsn_conv2d_q8),
     KWSN_K(kwsn_linear_q8),
@@ -1229,6 +1352,7 @@ const kwsn_kernel_table KWSN_K(kwsn_ktab) = {
     KWSN_K(kwsn_maxpool1d_q8),
     KWSN_K(kwsn_add_q8),
     KWSN_K(kwsn_layernorm_q8),
+    KWSN_K(kwsn_dequantize_q8),
     KWSN_K(kwsn_quantize_q8),
 };
 

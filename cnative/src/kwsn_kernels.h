@@ -30,6 +30,19 @@ typedef struct {
     uint32_t C_in, C_out, H, W, kh, kw, sh, sw, pt, pl, groups, H_out, W_out;
 } kwsn_conv2d_args;
 
+/* Attentive statistics pooling of x [C][L] (kwsnet AttentiveStatisticsPooling, every frame
+ * valid): w1 [H][A] (A = 3C with the global context: frame, mean, std; else C), b1 [H],
+ * w2 [C][H], b2 [C]; out [2C] = weighted mean, weighted std (variance clamped at eps). */
+typedef struct {
+    uint32_t C, L, H, global_context;
+    float eps;
+    const float *w1, *b1, *w2, *b2;
+} kwsn_asp_args;
+
+/* Scratch floats of the attentive statistics pooling: the context (2C), its part of the
+ * hidden pre-activations (H), the hidden layer (H L) and one channel's scores (L). */
+size_t kwsn_asp_scratch_floats(uint32_t C, uint32_t L, uint32_t H);
+
 /* Zeroed int32 elements after an int8 conv's centred, phase-split input: its widest tile
  * (32 positions) reads up to this far past the last channel. KWSN_Q8_TILE: the positions of
  * the other int8 kernels' int32 tiles. */
@@ -133,6 +146,10 @@ typedef struct {
     /* Conv2d (see kwsn_conv2d_args); scratch: kwsn_conv2d_scratch_floats(). */
     void (*conv2d)(float *out, const float *in, const float *w, const float *b,
                    const kwsn_conv2d_args *a, float *scratch);
+    /* Attentive statistics pooling (see kwsn_asp_args); scratch: kwsn_asp_scratch_floats(). */
+    void (*attn_stats_pool)(float *out, const float *x, const kwsn_asp_args *a, float *scratch);
+    /* out = x / max(||x||_2, eps) over n floats (safe in place) */
+    void (*l2norm)(float *out, const float *x, uint32_t n, float eps);
     /* ---- int8 (format 3); integer arithmetic, identical on every path ---- */
     /* Conv1d over codes [C_in][L] -> [C_out][L_out]; w int8 [C_out][C_in / groups][k];
      * scratch: kwsn_conv1d_q8_scratch_bytes(). */
@@ -156,6 +173,8 @@ typedef struct {
     /* safe in place; outer groups of n codes */
     void (*layernorm_q8)(int8_t *out, const int8_t *in, uint32_t outer, uint32_t n,
                          const kwsn_q8_layernorm *p);
+    /* codes -> float: (float)(q - zp) * scale (a float island's input) */
+    void (*dequantize_q8)(float *out, const int8_t *in, size_t n, float scale, int32_t zp);
     /* float -> codes: clamp(round_half_even(x / scale) + zp, act_min, 127) */
     void (*quantize_q8)(int8_t *out, const float *x, size_t n, float scale, int32_t zp,
                         int32_t act_min);

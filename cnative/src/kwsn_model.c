@@ -615,6 +615,73 @@ static void run_attn_pool(const kwsn_kernel_table *kt, const kwsn_layer *l, cons
     kt->attn_pool(out, in, f, f[I(l, 0)], l->in.dim[0], l->in.dim[1], scratch);
 }
 
+/* ints (at g): channels C, attention_channels H, global_context (0|1). floats (at f): eps,
+ * w1[H][A] (A = 3C with the global context, else C), b1[H], w2[C][H], b2[C] (kwsnet
+ * AttentiveStatisticsPooling's attention Linear, Tanh, Linear). [C, L] -> [2C] (weighted
+ * mean, then weighted std): every frame valid (fixed-length clips). */
+static kwsn_asp_args asp_args_at(const int32_t *g, const float *f, kwsn_shape in) {
+    kwsn_asp_args a;
+    a.C = (uint32_t)g[0];
+    a.H = (uint32_t)g[1];
+    a.global_context = (uint32_t)g[2];
+    a.L = in.dim[1];
+    a.eps = f[0];
+    a.w1 = f + 1;
+    a.b1 = a.w1 + (size_t)a.H * (a.global_context ? 3u : 1u) * a.C;
+    a.w2 = a.b1 + a.H;
+    a.b2 = a.w2 + (size_t)a.C * a.H;
+    return a;
+}
+
+static kwsn_status prep_attn_stats_pool(kwsn_layer *l) {
+    const int32_t c = I(l, 0), h = I(l, 1), gc = I(l, 2);
+    if (c < 1 || h < 1 || (gc != 0 && gc != 1))
+        return bad(l, "c < 1 || h < 1 || (gc != 0 && gc != 1)");
+    if ((uint64_t)c * (uint64_t)h > KWSN_MAX_ELEMS) return KWSN_ERR_TOO_BIG;
+    const uint64_t nw = 1u + (uint64_t)h * (gc ? 3u : 1u) * (uint64_t)c + (uint64_t)h +
+                        (uint64_t)c * (uint64_t)h + (uint64_t)c;
+    if (l->desc.n_floats != nw) return bad(l, "l->desc.n_floats != nw");
+    const float eps = l->desc.floats[0];
+    if (!(eps > 0.0f)) return bad(l, "!(eps > 0.0f)");
+    if (l->in.ndim != 2 || l->in.dim[0] != (uint32_t)c) return KWSN_ERR_SHAPE;
+    const uint64_t L = l->in.dim[1], ch = (uint64_t)c * (uint64_t)h;
+    if ((uint64_t)h * L > KWSN_MAX_ELEMS) return KWSN_ERR_TOO_BIG;
+    l->out = shape1(2u * (uint32_t)c);
+    l->scratch = kwsn_asp_scratch_floats((uint32_t)c, (uint32_t)L, (uint32_t)h);
+    /* the attention's two matmuls (2 per weight and frame) and its context (2 per weight),
+     * tanh and exp (~20 each), the softmax and the two weighted moments (~8 per element) */
+    l->ops = 4u * ch * L + 4u * ch + 20u * (uint64_t)h * L + 28u * (uint64_t)c * L +
+             8u * (uint64_t)c * L;
+    return KWSN_OK;
+}
+
+static void run_attn_stats_pool(const kwsn_kernel_table *kt, const kwsn_layer *l, const float *in,
+                                const float *in2, float *out, float *scratch) {
+    (void)in2;
+    const kwsn_asp_args a = asp_args_at(l->desc.ints, l->desc.floats, l->in);
+    kt->attn_stats_pool(out, in, &a, scratch);
+}
+
+/* ints: n. floats: eps. [n] -> [n]: x / max(||x||_2, eps) (torch.nn.functional.normalize;
+ * with the head's normalised, scaled class weights as the next Linear it is an AAM-softmax /
+ * AM-softmax head at inference). */
+static kwsn_status prep_l2norm(kwsn_layer *l) {
+    const int32_t n = I(l, 0);
+    if (n < 1 || l->desc.n_floats != 1u) return bad(l, "n < 1 || l->desc.n_floats != 1u");
+    const float eps = l->desc.floats[0];
+    if (!(eps > 0.0f)) return bad(l, "!(eps > 0.0f)");
+    if (l->in.ndim != 1 || l->in.dim[0] != (uint32_t)n) return KWSN_ERR_SHAPE;
+    l->out = l->in;
+    l->ops = 4u * (uint64_t)n;
+    return KWSN_OK;
+}
+
+static void run_l2norm(const kwsn_kernel_table *kt, const kwsn_layer *l, const float *in,
+                       const float *in2, float *out, float *scratch) {
+    (void)in2, (void)scratch;
+    kt->l2norm(out, in, (uint32_t)I(l, 0), l->desc.floats[0]);
+}
+
 /* THE table of ops: {type, name, n_ints, n_inputs, overwrites_input, prepare, run}. */
 static const kwsn_op kwsn_ops[] = {
     {KWSN_LAYER_AVGPOOL1D, "AvgPool1d", 2, 1, 0, check_pool, run_avgpool},
@@ -631,6 +698,9 @@ static const kwsn_op kwsn_ops[] = {
     {KWSN_LAYER_ADD, "Add", 0, 2, 1, prep_add, run_add},
     {KWSN_LAYER_ATTN_POOL, "AttnPool", 1, 1, 0, prep_attn_pool, run_attn_pool},
     {KWSN_LAYER_CONV2D, "Conv2d", 14, 1, 0, prep_conv2d, run_conv2d},
+    {KWSN_LAYER_ATTN_STATS_POOL, "AttnStatsPool", 3, 1, 0, prep_attn_stats_pool,
+     run_attn_stats_pool},
+    {KWSN_LAYER_L2NORM, "L2Norm", 1, 1, 0, prep_l2norm, run_l2norm},
 };
 #define KWSN_N_OPS (sizeof(kwsn_ops) / sizeof(kwsn_ops[0]))
 
@@ -934,6 +1004,69 @@ static void run_frontend_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, co
     kt->quantize_q8(out, feats, n, Q_SCALE(l), Q_ZP(l), Q_MIN(l));
 }
 
+/* A float island of an int8 model (AttnStatsPool, L2Norm): the input codes dequantised,
+ * (float)(q - zp) * scale, then the float op, then its output quantised with the layer's own
+ * scale and zero point (act_max 127). ints / floats after the common prefix are the float
+ * op's (n_ints of them); no words or bytes. Scratch: the float input and output (each
+ * rounded up to 16 floats), then the float op's. */
+static size_t round16(size_t n) { return (n + 15u) & ~(size_t)15u; }
+
+static kwsn_layer island_float_layer(const kwsn_layer *l, uint32_t n_ints) {
+    kwsn_layer t = *l;
+    for (uint32_t k = 0; k < n_ints; k++) t.desc.ints[k] = QI(l, k);
+    t.desc.n_ints = n_ints;
+    t.desc.floats = l->desc.floats + 1;
+    t.desc.n_floats = l->desc.n_floats - 1u;
+    t.why = NULL;
+    return t;
+}
+
+static kwsn_status prep_island_q8(kwsn_layer *l, kwsn_status (*prep)(kwsn_layer *),
+                                  uint32_t n_ints) {
+    if (l->desc.n_words != 0u || l->desc.n_bytes != 0u || l->desc.n_floats < 2u || Q_MAX(l) != 127)
+        return bad(l, "l->desc.n_words != 0u || l->desc.n_bytes != 0u || l->desc.n_floats < 2u || "
+                      "Q_MAX(l) != 127");
+    kwsn_layer t = island_float_layer(l, n_ints);
+    const kwsn_status st = prep(&t);
+    l->why = t.why;
+    if (st != KWSN_OK) return st;
+    l->out = t.out;
+    l->scratch = round16(shape_numel(l->in)) + round16(shape_numel(l->out)) + t.scratch;
+    l->ops = t.ops + 2u * (uint64_t)shape_numel(l->in) + 4u * (uint64_t)shape_numel(l->out);
+    return KWSN_OK;
+}
+
+static void run_island_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, const int8_t *in,
+                          int8_t *out, void *scratch, uint32_t n_ints,
+                          void (*run)(const kwsn_kernel_table *, const kwsn_layer *,
+                                      const float *, const float *, float *, float *)) {
+    const kwsn_layer t = island_float_layer(l, n_ints);
+    const size_t n_in = shape_numel(l->in), n_out = shape_numel(l->out);
+    float *x = (float *)scratch, *y = x + round16(n_in);
+    kt->dequantize_q8(x, in, n_in, l->in_q.scale, l->in_q.zero_point);
+    run(kt, &t, x, NULL, y, y + round16(n_out));
+    kt->quantize_q8(out, y, n_out, Q_SCALE(l), Q_ZP(l), Q_MIN(l));
+}
+
+static kwsn_status prep_attn_stats_pool_q8(kwsn_layer *l) {
+    return prep_island_q8(l, prep_attn_stats_pool, 3u);
+}
+
+static void run_attn_stats_pool_q8(const kwsn_kernel_table *kt, const kwsn_layer *l,
+                                   const int8_t *in, const int8_t *in2, int8_t *out,
+                                   void *scratch, const float *audio) {
+    (void)in2, (void)audio;
+    run_island_q8(kt, l, in, out, scratch, 3u, run_attn_stats_pool);
+}
+
+static kwsn_status prep_l2norm_q8(kwsn_layer *l) { return prep_island_q8(l, prep_l2norm, 1u); }
+
+static void run_l2norm_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, const int8_t *in,
+                          const int8_t *in2, int8_t *out, void *scratch, const float *audio) {
+    (void)in2, (void)audio;
+    run_island_q8(kt, l, in, out, scratch, 1u, run_l2norm);
+}
+
 /* LayerNorm (integer): ints norm_ndim, d0, d1, frac_bits, beta_shift; floats out_scale,
  * gamma_scale, eps; words M, shift, E_lo, E_hi; bytes gamma int8[N], then B int16 LE [N]
  * (beta in the accumulator's units is B << beta_shift). |Z| <= 2^(K + 11) + 1 for
@@ -1010,6 +1143,8 @@ static const kwsn_qop kwsn_qops[] = {
     {KWSN_LAYER_CONV1D_EX, 10, 1, 0, prep_conv_q8, run_conv_q8},
     {KWSN_LAYER_ADD, 4, 2, 1, prep_add_q8, run_add_q8},
     {KWSN_LAYER_CONV2D, 16, 1, 0, prep_conv2d_q8, run_conv2d_q8},
+    {KWSN_LAYER_ATTN_STATS_POOL, 6, 1, 0, prep_attn_stats_pool_q8, run_attn_stats_pool_q8},
+    {KWSN_LAYER_L2NORM, 4, 1, 0, prep_l2norm_q8, run_l2norm_q8},
 };
 #define KWSN_N_QOPS (sizeof(kwsn_qops) / sizeof(kwsn_qops[0]))
 

@@ -1,7 +1,9 @@
 """Seed corpora for ``make fuzz``: real exported model files (the golden cases: every layer
 kind and tiny RawConv models, format v1; a tiny log-mel residual model as a format-v2 graph
-with and without its front end, a tiny MFCC DS-CNN of Conv2d layers; int8 format-3 files of
-a tiny log-mel model, a tiny RawConv and the tiny DS-CNN) and WAV files in each encoding the
+with and without its front end, a tiny MFCC DS-CNN of Conv2d layers, a tiny log-mel model
+with attentive statistics pooling and an AAM-softmax head (AttnStatsPool, L2Norm); int8
+format-3 files of a tiny log-mel model, a tiny RawConv, the tiny DS-CNN and the tiny
+attentive-statistics model) and WAV files in each encoding the
 reader takes (16-bit PCM, 32-bit float, WAVE_FORMAT_EXTENSIBLE, a data chunk of unknown size
 0xFFFFFFFF, float NaN / Inf samples) plus ones it rejects (stereo, 8-bit, no data chunk, a
 truncated data chunk).
@@ -90,7 +92,32 @@ def v2_model_seeds() -> dict[str, bytes]:
         "v2_mel.kwsn": graph_bytes(trace_model(model, 512)),
         "v2_mel_features.kwsn": graph_bytes(trace_model(model, 512, include_frontend=False)),
         "v2_ds_cnn.kwsn": graph_bytes(trace_model(_tiny_ds_cnn(), 512)),
+        "v2_mel_asp.kwsn": graph_bytes(trace_model(_tiny_mel_asp(), 512)),
     }
+
+
+def _tiny_mel_asp() -> object:
+    """A tiny LogMel + CnnMel with attentive statistics pooling (global context) and an
+    AAM-softmax head (L2Norm + the scaled unit class weights) on 512 samples."""
+    import functools
+
+    import torch
+
+    from kwsnet.data.features import LogMel
+    from kwsnet.models.cnn_mel import CnnMel
+    from kwsnet.nn.heads import AAMSoftmaxHead
+    from kwsnet.nn.pooling import AttentiveStatisticsPooling
+
+    class _Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.frontend = LogMel(n_fft=64, win_length=64, hop_length=32, n_mels=8)
+            pool = functools.partial(AttentiveStatisticsPooling, attention_channels=5)
+            self.backbone = CnnMel(8, 4, (4, 6), (2, 1), 3, pooling=pool)
+            self.head = AAMSoftmaxHead(12, 3)
+
+    torch.manual_seed(0)
+    return _Tiny().eval()
 
 
 def _tiny_ds_cnn() -> object:
@@ -116,7 +143,8 @@ def _tiny_ds_cnn() -> object:
 def v3_model_seeds() -> dict[str, bytes]:
     """name -> format-3 (int8) files: the v2 seed's tiny log-mel CnnMel (front end, int8
     convs, residual adds, mean pooling, Linear), a tiny RawConv (input quantiser, integer
-    LayerNorm, max / average pooling) and the tiny DS-CNN (int8 Conv2d), each calibrated on a
+    LayerNorm, max / average pooling), the tiny DS-CNN (int8 Conv2d) and the tiny
+    attentive-statistics model (AttnStatsPool and L2Norm float islands), each calibrated on a
     few tones."""
     import torch
 
@@ -151,6 +179,7 @@ def v3_model_seeds() -> dict[str, bytes]:
         ("v3_mel_int8.kwsn", g_mel, x[:, :512]),
         ("v3_raw_int8.kwsn", g_raw, x),
         ("v3_ds_cnn_int8.kwsn", g_ds, x[:, :512]),
+        ("v3_mel_asp_int8.kwsn", trace_model(_tiny_mel_asp(), 512), x[:, :512]),
     )
     for name, g, clips in cases:
         q = quantize_graph(g, calibrate(g, [clips]))

@@ -74,6 +74,8 @@ LAYER_TYPES: dict[str, int] = {
     "Add": 11,
     "AttnPool": 12,
     "Conv2d": 13,
+    "AttnStatsPool": 14,
+    "L2Norm": 15,
 }
 # The C ops whose output may take the slot of an input read for the last time
 # (overwrites_input in kwsn_model.c's table): the memory plan below mirrors kwsn_model.c's.
@@ -334,6 +336,10 @@ def node_record(node: object) -> LayerRecord:
         Conv2d: [in, out, H_in, W_in, kernel_h, kernel_w, stride_h, stride_w, pad_top,
             pad_bottom, pad_left, pad_right, groups, has_bias] / weight [out, in / groups,
             kernel_h, kernel_w], bias [out] (``kwsnet.export.graph.FlatConv2d``)
+        AttnStatsPool: [channels C, attention_channels H, global_context] / eps, w1 [H, A]
+            (A = 3C with the global context, else C), b1 [H], w2 [C, H], b2 [C]
+            (AttentiveStatisticsPooling's attention Linear, Tanh, Linear; [C, L] -> [2C])
+        L2Norm: [n] / eps (``kwsnet.export.graph.L2Normalize``)
     """
     kind, path = node.kind, node.path  # type: ignore[attr-defined]
     if kind == "FrontEnd":
@@ -359,7 +365,28 @@ def node_record(node: object) -> LayerRecord:
         score = node.module.score  # type: ignore[attr-defined]
         bias = score.bias if score.bias is not None else torch.zeros(1)
         return LayerRecord(kind, LAYER_TYPES[kind], (score.in_features,), _f32(score.weight, bias))
+    if kind == "AttnStatsPool":
+        return _attn_stats_pool(node.module)  # type: ignore[attr-defined]
+    if kind == "L2Norm":
+        eps = torch.tensor([node.module.eps], dtype=torch.float32)  # type: ignore[attr-defined]
+        n = int(node.module.features)  # type: ignore[attr-defined]
+        return LayerRecord(kind, LAYER_TYPES[kind], (n,), _f32(eps))
     return layer_record(node.module, path)  # type: ignore[attr-defined]
+
+
+def _attn_stats_pool(pool: nn.Module) -> LayerRecord:
+    """AttnStatsPool of a ``kwsnet.nn.pooling.AttentiveStatisticsPooling`` whose attention net
+    is Linear → Tanh → Linear (the tracer checked it); its variance floor is
+    ``kwsnet.nn.pooling.STD_EPS``."""
+    from kwsnet.nn.pooling import STD_EPS
+
+    lin1, lin2 = pool.attention[0], pool.attention[2]  # type: ignore[index]
+    parts = []
+    for lin in (lin1, lin2):
+        parts += [lin.weight, lin.bias if lin.bias is not None else torch.zeros(lin.out_features)]
+    ints = (lin2.out_features, lin1.out_features, int(bool(pool.global_context)))
+    eps = torch.tensor([STD_EPS], dtype=torch.float32)
+    return LayerRecord("AttnStatsPool", LAYER_TYPES["AttnStatsPool"], ints, _f32(eps, *parts))
 
 
 def graph_records(graph: object) -> list[LayerRecord]:

@@ -28,6 +28,12 @@ transposed), so no transpose op runs, and the per-layer reference transposes PyT
 tensors to compare. DS-CNN's pooling (mean over freq, then over the frames) is then a mean
 over the whole plane.
 
+**Heads.** A ``LinearHead`` is its Linear. A cosine head (``AAMSoftmaxHead``,
+``AMSoftmaxHead``) gives ``scale * cos(embedding, class weight)`` at inference (the margin only
+changes the target logit in training), so it is an ``L2Norm`` node (the embedding over its
+norm) and a bias-free Linear whose rows are the unit class weights times ``scale``, folded in
+float64 and rounded once: the per-layer reference keeps the head's own unfolded computation.
+
 The C runtime takes **fixed-length clips**: every frame is valid, so the masks of
 ``CnnMel`` are all ones and a masked mean over valid frames is the mean over all frames. A
 shorter clip must be zero-padded to the exported length (as the DataModule pads), and then C
@@ -50,6 +56,7 @@ __all__ = [
     "BLOCK_TRACERS",
     "FlatConv2d",
     "Graph",
+    "L2Normalize",
     "Node",
     "fold_batchnorm",
     "folding_delta",
@@ -290,13 +297,72 @@ def _trace_pooling(
         t = g.add(Node("MaxPool1d", path, (src,), ref_pool, mx, _one_input(mx)))
     elif name == "SelfAttentionPooling":
         return g.add(Node("AttnPool", path, (src,), lambda xs: pool(xs[0].transpose(1, 2)), pool))
+    elif name == "AttentiveStatisticsPooling":
+        att = [type(m).__name__ for m in pool.attention]  # type: ignore[attr-defined]
+        if att != ["Linear", "Tanh", "Linear"]:
+            raise ExportError(
+                f"pooling {name} at '{path}': the C AttnStatsPool op runs an attention net "
+                f"Linear → Tanh → Linear, got {' → '.join(att)}"
+            )
+        ref: Ref = lambda xs: pool(xs[0].transpose(1, 2))  # noqa: E731
+        return g.add(Node("AttnStatsPool", path, (src,), ref, pool))
     else:
         raise ExportError(
             f"unsupported pooling {name} at '{path}'; the C runtime pools with MeanPooling, "
-            "MaxPooling or SelfAttentionPooling"
+            "MaxPooling, SelfAttentionPooling or AttentiveStatisticsPooling"
         )
     flat = nn.Flatten()
     return g.add(Node("Flatten", f"{path}.flatten", (t,), _one_input(flat), flat))
+
+
+class L2Normalize(nn.Module):
+    """``torch.nn.functional.normalize(x, dim=-1, eps=eps)``: the C runtime's L2Norm record.
+
+    Args:
+        features: the width ``F``.
+        eps: the smallest norm divided by (default 1e-12, torch's).
+
+    Shapes: ``forward(x [B, F]) -> [B, F]``."""
+
+    def __init__(self, features: int, eps: float = 1e-12) -> None:
+        super().__init__()
+        self.features = int(features)
+        self.eps = float(eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, F]`` -> ``x / max(||x||_2, eps)`` per row."""
+        return nn.functional.normalize(x, dim=-1, eps=self.eps)
+
+
+# Heads whose eval-mode logits are ``scale * cos(embedding, class weight)`` (kwsnet.nn.heads:
+# the margin is a training-only change of the target logit).
+_COSINE_HEADS = ("AAMSoftmaxHead", "AMSoftmaxHead")
+
+
+@torch.no_grad()
+def _trace_head(g: Graph, head: nn.Module, src: int) -> int:
+    """The head after the pooled embedding (tensor ``src``): a Linear (``_head_linear``), or a
+    cosine head at inference as L2Norm of the embedding and a bias-free Linear whose rows are
+    the unit class weights times ``scale`` (normalised and scaled in float64, rounded to
+    float32 once)."""
+    if type(head).__name__ not in _COSINE_HEADS:
+        t = src
+        for path, lin in _head_linear(head):
+            t = g.add(Node(type(lin).__name__, path, (t,), _one_input(lin), lin))
+        return t
+    norm = L2Normalize(head.weight.shape[1])
+    t = g.add(Node("L2Norm", "head.normalize", (src,), _one_input(norm), norm))
+    w = head.weight.detach().double()
+    cos = nn.Linear(w.shape[1], w.shape[0], bias=False)
+    cos.weight.copy_((float(head.scale) * w / w.norm(dim=1, keepdim=True).clamp(min=1e-12)).float())
+    cos.eval()
+
+    def ref(xs: list[torch.Tensor]) -> torch.Tensor:
+        return head.scale * nn.functional.linear(
+            xs[0], nn.functional.normalize(head.weight, dim=-1)
+        )
+
+    return g.add(Node("Linear", "head.cosine", (t,), ref, cos, folded=_one_input(cos)))
 
 
 def _length_of(g: Graph, t: int) -> int:
@@ -456,9 +522,7 @@ def trace_model(model: nn.Module, clip_samples: int, include_frontend: bool = Tr
         frames = int(frontend.frame_lengths(torch.tensor([clip_samples]))[0])
         g = Graph((int(frontend.out_dim), frames))
         src = 0
-    t = tracer(g, backbone, "backbone", src)
-    for path, lin in _head_linear(model.head):
-        t = g.add(Node(type(lin).__name__, path, (t,), _one_input(lin), lin))
+    _trace_head(g, model.head, tracer(g, backbone, "backbone", src))
     return g
 
 

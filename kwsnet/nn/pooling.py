@@ -26,7 +26,12 @@ __all__ = [
     "SelfAttentionMaxPooling",
     "AttentiveStatisticsPooling",
     "lengths_to_mask",
+    "STD_EPS",
 ]
+
+# The variance floor of the weighted std (statistics pooling); the C runtime's
+# AttnStatsPool record carries it (kwsnet/export/cnative.py).
+STD_EPS = 1e-5
 
 
 def lengths_to_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -43,7 +48,7 @@ def _masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def _masked_mean_std(
-    x: torch.Tensor, weights: torch.Tensor, eps: float = 1e-5
+    x: torch.Tensor, weights: torch.Tensor, eps: float = STD_EPS
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Weighted mean and std over time; ``x [B, T, D]``, ``weights [B, T, D or 1]`` summing to 1."""
     mean = (weights * x).sum(dim=1)

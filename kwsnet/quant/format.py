@@ -25,6 +25,9 @@ consumers agree. Per type, after the common prefix (``[out_zp, act_min, act_max]
 
 - FrontEnd: ints/floats = the FrontEnd's v2 ints/floats; no words/bytes (float; the
   output is quantised with ``out_scale`` / ``out_zero_point``).
+- AttnStatsPool, L2Norm (float islands, ``kwsnet.quant.islands``): ints/floats = the v2
+  record's; no words/bytes; the input codes are dequantised, the float op runs, the output is
+  quantised (``act_max`` 127).
 - Conv1dEx, Conv1d: ints ``in, out, kernel, stride, pad, dilation, groups``; floats
   ``weight_scale[out]``; words ``bias[out], multiplier[out], shift[out]``; bytes
   ``weight[out, in / groups, kernel]``.
@@ -59,7 +62,7 @@ import numpy as np
 
 from kwsnet.export.cnative import LAYER_TYPES, MAGIC, node_record
 from kwsnet.fileio import atomic_write_bytes
-from kwsnet.quant.ptq import CONV2D_GEOMETRY, QNode, QuantGraph
+from kwsnet.quant.ptq import CONV2D_GEOMETRY, FLOAT_ISLANDS, QNode, QuantGraph
 
 __all__ = [
     "HEADER_BYTES",
@@ -172,7 +175,7 @@ def qnode_record(n: QNode, float_node: object | None = None) -> QRecord:
         g_bytes = t["gamma"].numpy().reshape(-1).astype(np.int8)
         b_bytes = t["beta"].numpy().reshape(-1).astype("<i2").view(np.int8)
         return QRecord(type_id, n.inputs, ints, floats, words, np.concatenate([g_bytes, b_bytes]))
-    if n.kind == "FrontEnd":
+    if n.kind in FLOAT_ISLANDS:
         if float_node is None:
             raise ValueError(f"'{n.path}': the float island needs its float node")
         rec = node_record(float_node)

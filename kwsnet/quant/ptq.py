@@ -18,6 +18,7 @@ from torch import nn
 
 from kwsnet.export.layers import ExportError
 from kwsnet.quant.fixedpoint import INT32_MAX, quantize_multiplier
+from kwsnet.quant.islands import ISLAND_KINDS
 
 __all__ = [
     "ADD_LEFT_SHIFT",
@@ -46,11 +47,12 @@ LN_MAX_BIAS = 2**31 - 1 - 127 * ((1 << (LN_FRAC_BITS + 11)) + 1)
 SHARES_INPUT = frozenset({"MaxPool1d", "Flatten", "ReLU"})
 # Ops whose output clamp can absorb a following ReLU.
 FUSES_RELU = frozenset({"Conv1dEx", "Conv1d", "Conv2d", "Linear", "Add", "LayerNorm"})
-# Ops that stay float (float op, then quantise): their bytes stay float32.
-FLOAT_ISLANDS = frozenset({"FrontEnd"})
+# Ops that stay float (float op, then quantise; after the front end the input codes are
+# dequantised first: kwsnet.quant.islands): their bytes stay float32.
+FLOAT_ISLANDS = frozenset({"FrontEnd"}) | ISLAND_KINDS
 CONV_KINDS = frozenset({"Conv1dEx", "Conv1d", "Conv2d", "Linear"})
 SUPPORTED = frozenset(
-    {"FrontEnd", "AvgPool1d", "AdaptiveAvgPool1d", "LayerNorm"} | SHARES_INPUT | FUSES_RELU
+    {"AvgPool1d", "AdaptiveAvgPool1d", "LayerNorm"} | FLOAT_ISLANDS | SHARES_INPUT | FUSES_RELU
 )
 
 
@@ -86,7 +88,7 @@ class QNode:
     ``act_min``/``act_max``: the output clamp (``act_min = zp`` when a ReLU is fused);
     ``fused_relu``: this node's clamp does the next ReLU (which then copies);
     ``ints``: shape parameters; ``tensors``: int8 weights, int32 bias / multiplier / shift;
-    ``float_module``: the float computation of the FrontEnd island."""
+    ``float_module``: the float graph's node of a float island (FLOAT_ISLANDS)."""
 
     kind: str
     path: str
@@ -435,7 +437,7 @@ def quantize_graph(graph: object, ranges: Ranges) -> QuantGraph:
             qn.tensors = {"multiplier": mult, "shift": shift}
         elif n.kind == "LayerNorm":
             qn = _layernorm_qnode(n, q_in, q_out)  # type: ignore[arg-type]
-        else:  # FrontEnd
+        else:  # a float island: FrontEnd, AttnStatsPool, L2Norm
             qn = QNode(n.kind, n.path, ins, q_out, float_module=n)
         if i in fused:
             qn.fused_relu = True

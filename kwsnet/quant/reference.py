@@ -38,6 +38,9 @@ Every tensor between the input quantiser and the logits is an ``int8`` code tens
   floor of the exact square root. No float anywhere (``N <= 2^20`` keeps every intermediate
   in int64 and ``Z G`` in int32).
 - **FrontEnd**: float, then quantised with its own scale.
+- **AttnStatsPool / L2Norm** (float islands): ``x = (q - zp_in) * s_in`` in float32 (one
+  rounding), the float op as the C kernel computes it (``kwsnet.quant.islands``: float32
+  numpy, op for op, the record's own weights), then quantised as the front end's output.
 
 Output: the last node's **int8 logits** and their QParams; :class:`Int8Output` gives the
 dequantised float logits ``scale * (q - zp)`` and the prediction ``argmax`` of the codes (the
@@ -51,7 +54,9 @@ from dataclasses import dataclass
 
 import torch
 
+from kwsnet.export.cnative import node_record
 from kwsnet.quant.fixedpoint import mbqm
+from kwsnet.quant.islands import ISLAND_KINDS, run_island
 from kwsnet.quant.ptq import QNode, QParams, QuantGraph
 
 __all__ = ["Int8Output", "dequantize", "quantize_float", "run_int8", "run_int8_tensors"]
@@ -166,6 +171,11 @@ def _node(n: QNode, xs: list[torch.Tensor], qin: list[QParams | None]) -> torch.
         return quantize_float(feats, n.out, n.act_min)
     x = xs[0]
     q_in = qin[0]
+    if kind in ISLAND_KINDS:
+        rec = node_record(n.float_module)
+        xf = dequantize(x, q_in).numpy()  # type: ignore[arg-type]
+        y = torch.from_numpy(run_island(kind, xf, rec.ints, rec.floats))
+        return quantize_float(y, n.out, n.act_min)
     if kind in ("Conv1dEx", "Conv1d", "Linear"):
         return _conv(x, n, q_in)  # type: ignore[arg-type]
     if kind == "Conv2d":
