@@ -289,6 +289,8 @@ def train_peer(
         loss_sum, n = 0.0, 0
         for i in range(0, len(order), bs):
             idx = order[i : i + bs]
+            if len(idx) < 2:  # BatchNorm cannot train on one clip (2305 = 72 * 32 + 1)
+                continue
             for g in opt.param_groups:
                 g["lr"] = lr0 + (lr1 - lr0) * step / max(1, steps - 1)
             x = _batch([waves[j] for j in idx], train=True, gen=gen)
