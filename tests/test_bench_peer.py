@@ -324,3 +324,28 @@ def test_workers_resume_and_the_configs_own_epochs(bp, tmp_path: Path, monkeypat
     ]
     assert bp.kwsnet_epochs(bp._parser().parse_args(["--epochs", "7"])) == 7
     assert bp.kwsnet_epochs(bp._parser().parse_args(["--kwsnet-epochs", "0"])) is None
+
+
+def test_transfer_test_scores_a_run_on_another_corpus(
+    bp, tmp_path: Path, speech_commands_tree: Path
+) -> None:
+    """--test-root on the kwsnet side: the run's best checkpoint tested on another tree's test
+    split by a `kwsnet test` process; a copy of the same tree gives the fit's own test/acc."""
+    import json
+    import shutil
+
+    from kwsnet.cli import main
+
+    run = tmp_path / "run"
+    main(["fit", "--config", str(REPO / "configs" / "kws_ds_cnn.yaml"),
+          "--data.source=speech_commands", f"--data.root={speech_commands_tree}",
+          "--data.words=[yes, no, up]", "--data.batch_size=4", "--trainer.max_epochs=1",
+          "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+          "--trainer.enable_model_summary=false", f"--trainer.default_root_dir={run}"])  # fmt: skip
+    summary = json.loads((run / "summary.json").read_text())
+    assert (run / "config.yaml").exists()  # what the test process starts from
+    other = shutil.copytree(speech_commands_tree, tmp_path / "other")
+    acc = bp.transfer_test(summary["best_checkpoint"], str(run), str(other))
+    assert acc == pytest.approx(summary["metrics"]["test/acc"], abs=1e-6)
+    with pytest.raises(RuntimeError, match="transfer test: exit code"):
+        bp.transfer_test(summary["best_checkpoint"], str(run), str(tmp_path / "missing"))
