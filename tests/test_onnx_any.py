@@ -110,7 +110,7 @@ def _readme_export_rows() -> list[tuple[list[str], dict[str, bool]]]:
     return rows
 
 
-@pytest.mark.parametrize("row", range(5))
+@pytest.mark.parametrize("row", range(6))
 def test_readme_export_table_is_true(row: int, tmp_path: Path) -> None:
     """Every config of a README row exports to each ✓ target and raises ExportError for each
     ✗ (untrained, tiny data: the mechanics)."""
@@ -118,7 +118,7 @@ def test_readme_export_table_is_true(row: int, tmp_path: Path) -> None:
     from kwsnet.export.pipeline import export_int8_model
 
     rows = _readme_export_rows()
-    assert len(rows) == 5
+    assert len(rows) == 6
     names, marks = rows[row]
     data = ["--data.source_options", '{"num_words": 3, "num_speakers": 4, "utterances": 5}']
     for name in names:

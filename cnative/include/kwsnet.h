@@ -66,7 +66,10 @@
  * gamma_scale, eps, words M, shift, E_lo, E_hi, bytes gamma int8[N] then beta int16 LE [N]
  * (beta << beta_shift in the accumulator's units); AttnStatsPool / L2Norm (float islands:
  * the input codes dequantised, the float op, the output quantised) the float op's ints /
- * floats, act_max 127.
+ * floats, act_max 127; RowAffine ints C, H, W (a depthwise kernel-1 conv over the C * H rows
+ * of W codes: floats weight_scale[C * H], words bias, multiplier, shift [C * H], bytes
+ * weight[C * H]); SiLU nothing (bytes: the 256-entry table, out = table[q + 128], every
+ * entry in [act_min, act_max]); BroadcastAdd ints left_shift, C, H, W (words as Add).
  *
  * A tensor's (scale, zero point) is its producer's out_scale / out_zero_point (tensor 0's is
  * the header's input quantiser). Every int8 tensor takes 1 byte per element in the arena.
@@ -171,7 +174,10 @@ typedef enum {
     KWSN_LAYER_ATTN_POOL = 12, /* self-attentive pooling over time: [C, L] -> [C] */
     KWSN_LAYER_CONV2D = 13,    /* Conv2d with stride, zero padding, groups: [C, H*W] tensors */
     KWSN_LAYER_ATTN_STATS_POOL = 14, /* attentive statistics pooling: [C, L] -> [2C] */
-    KWSN_LAYER_L2NORM = 15     /* x / max(||x||_2, eps): [F] -> [F] */
+    KWSN_LAYER_L2NORM = 15,    /* x / max(||x||_2, eps): [F] -> [F] */
+    KWSN_LAYER_ROW_AFFINE = 16, /* x[c, h, w] * scale[c, h] + shift[c, h]: [C, H*W] tensors */
+    KWSN_LAYER_SILU = 17,      /* x * sigmoid(x), elementwise */
+    KWSN_LAYER_BROADCAST_ADD = 18 /* a [C, H*W] + b [C, W] broadcast over the H rows */
 } kwsn_layer_type;
 
 /* Per-sample activation shape: ndim 2 is [C, L], ndim 1 is [F] (dim[1] == 1). */

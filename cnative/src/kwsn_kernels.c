@@ -700,6 +700,34 @@ static void KWSN_K(kwsn_l2norm_f32)(float *out, const float *x, uint32_t n, floa
     for (uint32_t i = 0; i < n; i++) out[i] = x[i] / d;
 }
 
+/* Per-row affine over rows r of W floats: out[r, w] = x[r, w] * scale[r] + shift[r] (a
+ * multiply and an add, each rounded; SubSpectralNorm at inference). Safe in place. */
+static void KWSN_K(kwsn_row_affine_f32)(float *out, const float *x, const float *scale,
+                                        const float *shift, uint32_t rows, uint32_t W) {
+    for (uint32_t r = 0; r < rows; r++) {
+        const float s = scale[r], b = shift[r];
+        const float *xr = x + (size_t)r * W;
+        float *y = out + (size_t)r * W;
+        for (uint32_t w = 0; w < W; w++) y[w] = xr[w] * s + b;
+    }
+}
+
+/* SiLU, x sigmoid(x), on kwsn_exp_neg: x / (1 + e^-x) for x >= 0, x e^x / (1 + e^x) for x in
+ * [-80, 0) (no overflow either way), -0 below -80 (|x sigmoid(x)| < 2e-33 there); NaN stays
+ * NaN. Safe in place. */
+static void KWSN_K(kwsn_silu_f32)(float *out, const float *x, uint32_t n) {
+    for (uint32_t j = 0; j < n; j++) {
+        const float v = x[j];
+        const float e = kwsn_exp_neg(-fabsf(v));
+        if (v >= 0.0f)
+            out[j] = v / (1.0f + e);
+        else if (v >= -80.0f)
+            out[j] = v * e / (1.0f + e);
+        else
+            out[j] = v < -80.0f ? -0.0f : v;
+    }
+}
+
 
 /* ------------------------------------------------------------------ int8 kernels
  *
@@ -1345,6 +1373,8 @@ const kwsn_kernel_table KWSN_K(kwsn_ktab) = {
     KWSN_K(kwsn_conv2d_f32),
     KWSN_K(kwsn_attn_stats_pool_f32),
     KWSN_K(kwsn_l2norm_f32),
+    KWSN_K(kwsn_row_affine_f32),
+    KWSN_K(kwsn_silu_f32),
     KWSN_K(kwsn_conv1d_q8),
     KWSN_K(kwsn_conv2d_q8),
     KWSN_K(kwsn_linear_q8),

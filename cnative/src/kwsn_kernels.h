@@ -150,6 +150,11 @@ typedef struct {
     void (*attn_stats_pool)(float *out, const float *x, const kwsn_asp_args *a, float *scratch);
     /* out = x / max(||x||_2, eps) over n floats (safe in place) */
     void (*l2norm)(float *out, const float *x, uint32_t n, float eps);
+    /* out[r][w] = x[r][w] * scale[r] + shift[r] over rows x W floats (safe in place) */
+    void (*row_affine)(float *out, const float *x, const float *scale, const float *shift,
+                       uint32_t rows, uint32_t W);
+    /* x * sigmoid(x) over n floats (safe in place) */
+    void (*silu)(float *out, const float *x, uint32_t n);
     /* ---- int8 (format 3); integer arithmetic, identical on every path ---- */
     /* Conv1d over codes [C_in][L] -> [C_out][L_out]; w int8 [C_out][C_in / groups][k];
      * scratch: kwsn_conv1d_q8_scratch_bytes(). */

@@ -682,6 +682,77 @@ static void run_l2norm(const kwsn_kernel_table *kt, const kwsn_layer *l, const f
     kt->l2norm(out, in, (uint32_t)I(l, 0), l->desc.floats[0]);
 }
 
+/* RowAffine and BroadcastAdd geometry g = C, H, W: input 0 is [C, H * W] (a channel of H rows
+ * of W), and the output too. */
+static kwsn_status rows_geometry(kwsn_layer *l, const int32_t *g) {
+    const int32_t c = g[0], h = g[1], w = g[2];
+    if (c < 1 || h < 1 || w < 1) return bad(l, "c < 1 || h < 1 || w < 1");
+    if ((uint64_t)c * (uint64_t)h * (uint64_t)w > KWSN_MAX_ELEMS) return KWSN_ERR_TOO_BIG;
+    if (l->in.ndim != 2 || l->in.dim[0] != (uint32_t)c ||
+        l->in.dim[1] != (uint32_t)h * (uint32_t)w)
+        return KWSN_ERR_SHAPE;
+    l->out = l->in;
+    return KWSN_OK;
+}
+
+/* ints: C, H, W. floats: scale[C * H], shift[C * H]. [C, H * W] -> [C, H * W]: out[c, h, w] =
+ * x[c, h, w] * scale[c, h] + shift[c, h]: SubSpectralNorm at inference (a BatchNorm per
+ * channel and frequency sub-band, each sub-band's affine repeated on its rows). */
+static kwsn_status prep_row_affine(kwsn_layer *l) {
+    const uint64_t rows = (uint64_t)(uint32_t)I(l, 0) * (uint64_t)(uint32_t)I(l, 1);
+    const kwsn_status st = rows_geometry(l, l->desc.ints);
+    if (st != KWSN_OK) return st;
+    if (l->desc.n_floats != 2u * rows) return bad(l, "l->desc.n_floats != 2u * rows");
+    l->ops = 2u * (uint64_t)shape_numel(l->in);
+    return KWSN_OK;
+}
+
+static void run_row_affine(const kwsn_kernel_table *kt, const kwsn_layer *l, const float *in,
+                           const float *in2, float *out, float *scratch) {
+    (void)in2, (void)scratch;
+    const uint32_t rows = (uint32_t)I(l, 0) * (uint32_t)I(l, 1);
+    const float *f = l->desc.floats;
+    kt->row_affine(out, in, f, f + rows, rows, (uint32_t)I(l, 2));
+}
+
+/* No ints or floats: x * sigmoid(x) elementwise. */
+static kwsn_status prep_silu(kwsn_layer *l) {
+    const kwsn_status st = prep_elementwise(l);
+    l->ops = 20u * (uint64_t)shape_numel(l->in); /* exp, a divide, a few more */
+    return st;
+}
+
+static void run_silu(const kwsn_kernel_table *kt, const kwsn_layer *l, const float *in,
+                     const float *in2, float *out, float *scratch) {
+    (void)in2, (void)scratch;
+    kt->silu(out, in, (uint32_t)shape_numel(l->in));
+}
+
+/* ints (at g): C, H, W. Inputs a [C, H * W] and b [C, W]: out[c, h, w] = a[c, h, w] + b[c, w]
+ * (BC-ResNet adds its temporal branch to every frequency row). */
+static kwsn_status bcast_geometry(kwsn_layer *l, const int32_t *g) {
+    const kwsn_status st = rows_geometry(l, g);
+    if (st != KWSN_OK) return st;
+    if (l->in2.ndim != 2 || l->in2.dim[0] != (uint32_t)g[0] || l->in2.dim[1] != (uint32_t)g[2])
+        return KWSN_ERR_SHAPE;
+    l->ops = shape_numel(l->in);
+    return KWSN_OK;
+}
+
+static kwsn_status prep_broadcast_add(kwsn_layer *l) {
+    if (l->desc.n_floats != 0) return bad(l, "l->desc.n_floats != 0");
+    return bcast_geometry(l, l->desc.ints);
+}
+
+static void run_broadcast_add(const kwsn_kernel_table *kt, const kwsn_layer *l, const float *in,
+                              const float *in2, float *out, float *scratch) {
+    (void)scratch;
+    const uint32_t H = (uint32_t)I(l, 1), W = (uint32_t)I(l, 2);
+    const size_t rows = (size_t)(uint32_t)I(l, 0) * H;
+    for (size_t r = 0; r < rows; r++)
+        kt->add(out + r * W, in + r * W, in2 + (r / H) * W, W);
+}
+
 /* THE table of ops: {type, name, n_ints, n_inputs, overwrites_input, prepare, run}. */
 static const kwsn_op kwsn_ops[] = {
     {KWSN_LAYER_AVGPOOL1D, "AvgPool1d", 2, 1, 0, check_pool, run_avgpool},
@@ -701,6 +772,10 @@ static const kwsn_op kwsn_ops[] = {
     {KWSN_LAYER_ATTN_STATS_POOL, "AttnStatsPool", 3, 1, 0, prep_attn_stats_pool,
      run_attn_stats_pool},
     {KWSN_LAYER_L2NORM, "L2Norm", 1, 1, 0, prep_l2norm, run_l2norm},
+    {KWSN_LAYER_ROW_AFFINE, "RowAffine", 3, 1, 1, prep_row_affine, run_row_affine},
+    {KWSN_LAYER_SILU, "SiLU", 0, 1, 1, prep_silu, run_silu},
+    /* not overwrites_input: out must not take b's (smaller, still read) slot */
+    {KWSN_LAYER_BROADCAST_ADD, "BroadcastAdd", 3, 2, 0, prep_broadcast_add, run_broadcast_add},
 };
 #define KWSN_N_OPS (sizeof(kwsn_ops) / sizeof(kwsn_ops[0]))
 
@@ -943,7 +1018,7 @@ static void run_flatten_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, con
 /* Add: ints left_shift; words M_a, s_a, M_b, s_b, M_out, s_out. The input shifts are <= 0
  * (a' and b' are at most |x| * 2^left_shift) and left_shift <= 22, so a' + b' fits int32. */
 #define KWSN_Q8_MAX_ADD_SHIFT 22
-static kwsn_status prep_add_q8(kwsn_layer *l) {
+static kwsn_status q8_add_params(kwsn_layer *l) {
     const int32_t *w = l->desc.words;
     if (l->desc.n_floats != 1u || l->desc.n_words != 6u || l->desc.n_bytes != 0u)
         return bad(l, "l->desc.n_floats != 1u || l->desc.n_words != 6u || l->desc.n_bytes != 0u");
@@ -953,6 +1028,12 @@ static kwsn_status prep_add_q8(kwsn_layer *l) {
         w[1] > 0 || w[3] > 0)
         return bad(l, "!q8_mult_ok(w[0], w[1]) || !q8_mult_ok(w[2], w[3]) || !q8_mult_ok(w[4], "
                       "w[5]) || w[1] > 0 || w[3] > 0");
+    return KWSN_OK;
+}
+
+static kwsn_status prep_add_q8(kwsn_layer *l) {
+    const kwsn_status st = q8_add_params(l);
+    if (st != KWSN_OK) return st;
     if (l->in.ndim != l->in2.ndim || l->in.dim[0] != l->in2.dim[0] ||
         l->in.dim[1] != l->in2.dim[1])
         return KWSN_ERR_SHAPE;
@@ -961,9 +1042,7 @@ static kwsn_status prep_add_q8(kwsn_layer *l) {
     return KWSN_OK;
 }
 
-static void run_add_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, const int8_t *in,
-                       const int8_t *in2, int8_t *out, void *scratch, const float *audio) {
-    (void)scratch, (void)audio;
+static kwsn_q8_add q8_add_of(const kwsn_layer *l) {
     const int32_t *w = l->desc.words;
     kwsn_q8_add p;
     p.zp_a = l->in_q.zero_point;
@@ -973,7 +1052,90 @@ static void run_add_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, const i
     p.zp_out = Q_ZP(l);
     p.act_min = Q_MIN(l);
     p.act_max = Q_MAX(l);
+    return p;
+}
+
+static void run_add_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, const int8_t *in,
+                       const int8_t *in2, int8_t *out, void *scratch, const float *audio) {
+    (void)scratch, (void)audio;
+    const kwsn_q8_add p = q8_add_of(l);
     kt->add_q8(out, in, in2, (uint32_t)shape_numel(l->in), &p);
+}
+
+/* BroadcastAdd: ints left_shift, C, H, W; words as Add; b [C, W] added to each of a's rows. */
+static kwsn_status prep_broadcast_add_q8(kwsn_layer *l) {
+    kwsn_status st = q8_add_params(l);
+    if (st == KWSN_OK) st = bcast_geometry(l, &QI(l, 1));
+    if (st != KWSN_OK) return st;
+    l->ops = 24u * (uint64_t)shape_numel(l->in);
+    return KWSN_OK;
+}
+
+static void run_broadcast_add_q8(const kwsn_kernel_table *kt, const kwsn_layer *l,
+                                 const int8_t *in, const int8_t *in2, int8_t *out, void *scratch,
+                                 const float *audio) {
+    (void)scratch, (void)audio;
+    const kwsn_q8_add p = q8_add_of(l);
+    const uint32_t H = (uint32_t)QI(l, 2), W = (uint32_t)QI(l, 3);
+    const size_t rows = (size_t)(uint32_t)QI(l, 1) * H;
+    for (size_t r = 0; r < rows; r++) kt->add_q8(out + r * W, in + r * W, in2 + (r / H) * W, W, &p);
+}
+
+/* RowAffine: ints C, H, W; a depthwise kernel-1 conv over the C * H rows of W codes (one
+ * weight, bias, multiplier and shift per row): floats out_scale, weight_scale[C * H]; words
+ * bias, multiplier, shift [C * H]; bytes weight[C * H]. */
+static kwsn_conv1d_ex_args row_affine_q8_args(const kwsn_layer *l) {
+    kwsn_conv1d_ex_args a;
+    a.C_in = a.C_out = a.groups = (uint32_t)QI(l, 0) * (uint32_t)QI(l, 1);
+    a.L = a.L_out = (uint32_t)QI(l, 2);
+    a.k = a.stride = a.dil = 1u;
+    a.pad = 0u;
+    return a;
+}
+
+static kwsn_status prep_row_affine_q8(kwsn_layer *l) {
+    kwsn_status st = rows_geometry(l, &QI(l, 0));
+    if (st != KWSN_OK) return st;
+    const uint64_t rows = (uint64_t)(uint32_t)QI(l, 0) * (uint64_t)(uint32_t)QI(l, 1);
+    if (l->desc.n_floats != 1u + rows || l->desc.n_words != 3u * rows || l->desc.n_bytes != rows)
+        return bad(l, "l->desc.n_floats != 1u + rows || l->desc.n_words != 3u * rows || "
+                      "l->desc.n_bytes != rows");
+    st = q8_check_weights(l, (uint32_t)rows, 1u);
+    if (st != KWSN_OK) return st;
+    const kwsn_conv1d_ex_args a = row_affine_q8_args(l);
+    l->scratch = bytes_to_floats(kwsn_conv1d_q8_scratch_bytes(&a));
+    l->ops = 12u * (uint64_t)shape_numel(l->in);
+    return KWSN_OK;
+}
+
+static void run_row_affine_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, const int8_t *in,
+                              const int8_t *in2, int8_t *out, void *scratch, const float *audio) {
+    (void)in2, (void)audio;
+    const kwsn_conv1d_ex_args a = row_affine_q8_args(l);
+    const kwsn_q8_requant rq = q8_requant_of(l, a.C_out);
+    kt->conv1d_q8(out, in, l->desc.bytes, &rq, &a, scratch);
+}
+
+/* SiLU: no ints of its own; bytes the table of all 256 input codes, out = table[q + 128]
+ * (kwsnet/quant/ptq.py rounds x sigmoid(x) of each code's real value once), every entry in
+ * [act_min, act_max]. */
+static kwsn_status prep_silu_q8(kwsn_layer *l) {
+    if (l->desc.n_floats != 1u || l->desc.n_words != 0u || l->desc.n_bytes != 256u)
+        return bad(l, "l->desc.n_floats != 1u || l->desc.n_words != 0u || l->desc.n_bytes != 256u");
+    for (uint32_t j = 0; j < 256u; j++)
+        if (l->desc.bytes[j] < Q_MIN(l) || l->desc.bytes[j] > Q_MAX(l))
+            return bad(l, "l->desc.bytes[j] < Q_MIN(l) || l->desc.bytes[j] > Q_MAX(l)");
+    l->out = l->in;
+    l->ops = shape_numel(l->in);
+    return KWSN_OK;
+}
+
+static void run_silu_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, const int8_t *in,
+                        const int8_t *in2, int8_t *out, void *scratch, const float *audio) {
+    (void)kt, (void)in2, (void)scratch, (void)audio;
+    const int8_t *table = l->desc.bytes;
+    const size_t n = shape_numel(l->in);
+    for (size_t j = 0; j < n; j++) out[j] = table[(int32_t)in[j] + 128];
 }
 
 /* FrontEnd: ints / floats after the common prefix = the float FrontEnd's; the float features
@@ -1145,6 +1307,9 @@ static const kwsn_qop kwsn_qops[] = {
     {KWSN_LAYER_CONV2D, 16, 1, 0, prep_conv2d_q8, run_conv2d_q8},
     {KWSN_LAYER_ATTN_STATS_POOL, 6, 1, 0, prep_attn_stats_pool_q8, run_attn_stats_pool_q8},
     {KWSN_LAYER_L2NORM, 4, 1, 0, prep_l2norm_q8, run_l2norm_q8},
+    {KWSN_LAYER_ROW_AFFINE, 6, 1, 0, prep_row_affine_q8, run_row_affine_q8},
+    {KWSN_LAYER_SILU, 3, 1, 1, prep_silu_q8, run_silu_q8},
+    {KWSN_LAYER_BROADCAST_ADD, 7, 2, 0, prep_broadcast_add_q8, run_broadcast_add_q8},
 };
 #define KWSN_N_QOPS (sizeof(kwsn_qops) / sizeof(kwsn_qops[0]))
 

@@ -1,12 +1,12 @@
 """Seed corpora for ``make fuzz``: real exported model files (the golden cases: every layer
 kind and tiny RawConv models, format v1; a tiny log-mel residual model as a format-v2 graph
 with and without its front end, a tiny MFCC DS-CNN of Conv2d layers, a tiny log-mel model
-with attentive statistics pooling and an AAM-softmax head (AttnStatsPool, L2Norm); int8
-format-3 files of a tiny log-mel model, a tiny RawConv, the tiny DS-CNN and the tiny
-attentive-statistics model) and WAV files in each encoding the
-reader takes (16-bit PCM, 32-bit float, WAVE_FORMAT_EXTENSIBLE, a data chunk of unknown size
-0xFFFFFFFF, float NaN / Inf samples) plus ones it rejects (stereo, 8-bit, no data chunk, a
-truncated data chunk).
+with attentive statistics pooling and an AAM-softmax head (AttnStatsPool, L2Norm), a tiny
+BC-ResNet (RowAffine, SiLU, BroadcastAdd); int8 format-3 files of a tiny log-mel model, a tiny
+RawConv, the tiny DS-CNN, the tiny attentive-statistics model and the tiny BC-ResNet) and WAV
+files in each encoding the reader takes (16-bit PCM, 32-bit float, WAVE_FORMAT_EXTENSIBLE, a
+data chunk of unknown size 0xFFFFFFFF, float NaN / Inf samples) plus ones it rejects (stereo,
+8-bit, no data chunk, a truncated data chunk).
 
     python cnative/tests/gen_fuzz_seeds.py MODEL_DIR WAV_DIR
 """
@@ -93,7 +93,28 @@ def v2_model_seeds() -> dict[str, bytes]:
         "v2_mel_features.kwsn": graph_bytes(trace_model(model, 512, include_frontend=False)),
         "v2_ds_cnn.kwsn": graph_bytes(trace_model(_tiny_ds_cnn(), 512)),
         "v2_mel_asp.kwsn": graph_bytes(trace_model(_tiny_mel_asp(), 512)),
+        "v2_bc_resnet.kwsn": graph_bytes(trace_model(_tiny_bc_resnet(), 512)),
     }
+
+
+def _tiny_bc_resnet() -> object:
+    """A tiny LogMel (16 mels) + BC-ResNet (tau 0.25, 2 sub-bands: Conv2d, RowAffine, SiLU,
+    BroadcastAdd, Add) on 512 samples."""
+    import torch
+
+    from kwsnet.data.features import LogMel
+    from kwsnet.models.bc_resnet import BCResNet
+    from kwsnet.nn.heads import LinearHead
+
+    class _Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.frontend = LogMel(n_fft=64, win_length=64, hop_length=32, n_mels=16)
+            self.backbone = BCResNet(16, tau=0.25, sub_bands=2)
+            self.head = LinearHead(self.backbone.embed_dim, 3)
+
+    torch.manual_seed(0)
+    return _Tiny().eval()
 
 
 def _tiny_mel_asp() -> object:
@@ -143,9 +164,9 @@ def _tiny_ds_cnn() -> object:
 def v3_model_seeds() -> dict[str, bytes]:
     """name -> format-3 (int8) files: the v2 seed's tiny log-mel CnnMel (front end, int8
     convs, residual adds, mean pooling, Linear), a tiny RawConv (input quantiser, integer
-    LayerNorm, max / average pooling), the tiny DS-CNN (int8 Conv2d) and the tiny
-    attentive-statistics model (AttnStatsPool and L2Norm float islands), each calibrated on a
-    few tones."""
+    LayerNorm, max / average pooling), the tiny DS-CNN (int8 Conv2d), the tiny
+    attentive-statistics model (AttnStatsPool and L2Norm float islands) and the tiny BC-ResNet
+    (int8 RowAffine, SiLU table, BroadcastAdd), each calibrated on a few tones."""
     import torch
 
     from kwsnet.data.features import LogMel
@@ -180,6 +201,7 @@ def v3_model_seeds() -> dict[str, bytes]:
         ("v3_raw_int8.kwsn", g_raw, x),
         ("v3_ds_cnn_int8.kwsn", g_ds, x[:, :512]),
         ("v3_mel_asp_int8.kwsn", trace_model(_tiny_mel_asp(), 512), x[:, :512]),
+        ("v3_bc_resnet_int8.kwsn", trace_model(_tiny_bc_resnet(), 512), x[:, :512]),
     )
     for name, g, clips in cases:
         q = quantize_graph(g, calibrate(g, [clips]))

@@ -76,10 +76,13 @@ LAYER_TYPES: dict[str, int] = {
     "Conv2d": 13,
     "AttnStatsPool": 14,
     "L2Norm": 15,
+    "RowAffine": 16,
+    "SiLU": 17,
+    "BroadcastAdd": 18,
 }
 # The C ops whose output may take the slot of an input read for the last time
 # (overwrites_input in kwsn_model.c's table): the memory plan below mirrors kwsn_model.c's.
-_OVERWRITES_INPUT = frozenset({"LayerNorm", "ReLU", "Flatten", "Add"})
+_OVERWRITES_INPUT = frozenset({"LayerNorm", "ReLU", "Flatten", "Add", "RowAffine", "SiLU"})
 
 
 @dataclass(frozen=True)
@@ -340,6 +343,11 @@ def node_record(node: object) -> LayerRecord:
             (A = 3C with the global context, else C), b1 [H], w2 [C, H], b2 [C]
             (AttentiveStatisticsPooling's attention Linear, Tanh, Linear; [C, L] -> [2C])
         L2Norm: [n] / eps (``kwsnet.export.graph.L2Normalize``)
+        RowAffine: [C, H, W] / scale [C, H], shift [C, H] (``kwsnet.export.graph.RowAffine``:
+            SubSpectralNorm at inference on ``[C, H * W]``)
+        SiLU: none / none
+        BroadcastAdd: [C, H, W] / none (inputs ``[C, H * W]`` and ``[C, W]``,
+            ``kwsnet.export.graph.BroadcastAdd``)
     """
     kind, path = node.kind, node.path  # type: ignore[attr-defined]
     if kind == "FrontEnd":
@@ -371,6 +379,14 @@ def node_record(node: object) -> LayerRecord:
         eps = torch.tensor([node.module.eps], dtype=torch.float32)  # type: ignore[attr-defined]
         n = int(node.module.features)  # type: ignore[attr-defined]
         return LayerRecord(kind, LAYER_TYPES[kind], (n,), _f32(eps))
+    if kind == "RowAffine":
+        m = node.module  # type: ignore[attr-defined]
+        return LayerRecord(kind, LAYER_TYPES[kind], m.geometry, _f32(m.scale, m.shift))
+    if kind == "SiLU":
+        return LayerRecord(kind, LAYER_TYPES[kind], (), np.zeros(0, np.float32))
+    if kind == "BroadcastAdd":
+        geo = node.module.geometry  # type: ignore[attr-defined]
+        return LayerRecord(kind, LAYER_TYPES[kind], geo, np.zeros(0, np.float32))
     return layer_record(node.module, path)  # type: ignore[attr-defined]
 
 

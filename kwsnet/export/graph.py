@@ -10,8 +10,8 @@ fixed-length clip), and those are numerics decisions that belong with the runtim
 match and with the parity gate that checks them; a hook in ``models/`` would spread them over
 every model file and let a model claim an equivalence nobody tests. ``torch.fx`` cannot
 follow the backbones (data-dependent masks and lengths). Adding a block type is one function
-in :data:`BLOCK_TRACERS` (today CnnMel, MatchboxNet and DSCNN); anything the tracer does not
-know is an :class:`ExportError` naming the module type and its path.
+in :data:`BLOCK_TRACERS` (today CnnMel, MatchboxNet, DSCNN and BCResNet); anything the tracer
+does not know is an :class:`ExportError` naming the module type and its path.
 
 Each node keeps two PyTorch computations: ``module`` (what the C record encodes: a Conv1d
 with its BatchNorm folded in) and ``ref`` (the original modules, unfolded), so
@@ -27,6 +27,18 @@ onto the runtime's orientation (kernel, stride and padding per axis swapped, wei
 transposed), so no transpose op runs, and the per-layer reference transposes PyTorch's
 tensors to compare. DS-CNN's pooling (mean over freq, then over the frames) is then a mean
 over the whole plane.
+
+**BC-ResNet** keeps torch's own orientation: its images are ``[B, C, freq, time]`` (the
+features transposed and unsqueezed), the runtime's ``[C, freq * time]`` planes, so its Conv2d
+records are its convs as they are (BatchNorm2d folded). A block's SubSpectralNorm is one
+affine per (channel, sub-band) at inference, so a :class:`RowAffine` (its affine repeated on
+the sub-band's frequency rows; folding it into the frequency-wise conv would need a weight per
+output row, which no conv has); the mean over frequency is a depthwise Conv2d of kernel
+``(F, 1)`` and weights ``1 / F`` (exact up to float32 rounding, and an exact int8 weight); the
+temporal depthwise conv (dilated, BatchNorm2d folded) and the 1×1 conv are Conv1dEx records on
+the ``[C, time]`` result; SiLU is its own record; the broadcast over frequency is a
+:class:`BroadcastAdd` (``[C, F * T] + [C, T]``), then the identity shortcut's Add (normal
+blocks) and the ReLU, in torch's order of additions.
 
 **Heads.** A ``LinearHead`` is its Linear. A cosine head (``AAMSoftmaxHead``,
 ``AMSoftmaxHead``) gives ``scale * cos(embedding, class weight)`` at inference (the margin only
@@ -54,10 +66,12 @@ from kwsnet.export.layers import ExportError, _head_linear
 
 __all__ = [
     "BLOCK_TRACERS",
+    "BroadcastAdd",
     "FlatConv2d",
     "Graph",
     "L2Normalize",
     "Node",
+    "RowAffine",
     "fold_batchnorm",
     "folding_delta",
     "graph_from_layers",
@@ -474,11 +488,242 @@ def _trace_ds_cnn(g: Graph, backbone: nn.Module, path: str, src: int) -> int:
     )
 
 
+class RowAffine(nn.Module):
+    """The C runtime's RowAffine record: ``y[c, h, w] = x[c, h, w] * scale[c, h] + shift[c, h]``
+    on ``[C, H * W]`` tensors (SubSpectralNorm at inference: :func:`sub_spectral_affine`).
+
+    Args:
+        scale: ``[C, H]`` float32.
+        shift: ``[C, H]`` float32.
+        width: ``W``.
+
+    Shapes: ``forward(x [B, C, H * W]) -> [B, C, H * W]``. :attr:`weight` ``[C * H, 1, 1]`` and
+    :attr:`bias` ``[C * H]`` are the same numbers as a depthwise kernel-1 Conv1d over the
+    ``C * H`` rows of ``W`` (its int8 form)."""
+
+    def __init__(self, scale: torch.Tensor, shift: torch.Tensor, width: int) -> None:
+        super().__init__()
+        if scale.dim() != 2 or scale.shape != shift.shape:
+            raise ValueError(f"scale and shift must be [C, H], got {tuple(scale.shape)}, "
+                             f"{tuple(shift.shape)}")  # fmt: skip
+        self.register_buffer("scale", scale.detach().to(torch.float32).clone())
+        self.register_buffer("shift", shift.detach().to(torch.float32).clone())
+        self.width = int(width)
+
+    @property
+    def geometry(self) -> tuple[int, int, int]:
+        """The record's ints ``(C, H, W)``."""
+        c, h = self.scale.shape
+        return int(c), int(h), self.width
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.scale.reshape(-1, 1, 1)
+
+    @property
+    def bias(self) -> torch.Tensor:
+        return self.shift.reshape(-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, C, H * W]`` -> ``x * scale + shift`` per (channel, row)."""
+        c, h, w = self.geometry
+        y = x.reshape(len(x), c, h, w) * self.scale[None, :, :, None] + self.shift[None, :, :, None]
+        return y.reshape(len(x), c, h * w)
+
+
+class BroadcastAdd(nn.Module):
+    """The C runtime's BroadcastAdd record: ``a [B, C, H * W] + b [B, C, W]``, ``b`` added to
+    every one of ``a``'s ``H`` rows (BC-ResNet's temporal branch over the frequency bins).
+
+    Args:
+        channels: ``C``. height: ``H``. width: ``W``.
+
+    Shapes: ``forward(a [B, C, H * W], b [B, C, W]) -> [B, C, H * W]``."""
+
+    def __init__(self, channels: int, height: int, width: int) -> None:
+        super().__init__()
+        self.geometry = (int(channels), int(height), int(width))
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        c, h, w = self.geometry
+        y = b.reshape(len(b), c, 1, w) + a.reshape(len(a), c, h, w)  # torch's order: h + aux
+        return y.reshape(len(a), c, h * w)
+
+
+@torch.no_grad()
+def sub_spectral_affine(ssn: nn.Module, path: str, hw: tuple[int, int]) -> RowAffine:
+    """``kwsnet.models.bc_resnet.SubSpectralNorm`` at inference on a ``[C, F * T]`` plane of
+    ``hw = (F, T)``: channel ``c``'s sub-band ``s`` (rows ``s F/S .. (s+1) F/S - 1``) is
+    BatchNorm2d channel ``c S + s``, so row ``f`` gets ``scale = gamma / sqrt(var + eps)`` and
+    ``shift = beta - mean * scale`` of channel ``c S + f // (F / S)`` (float64, rounded once)."""
+    bn, n_sub = getattr(ssn, "bn", None), int(getattr(ssn, "sub_bands", 0))
+    f, t = hw
+    if not isinstance(bn, nn.BatchNorm2d) or bn.running_mean is None or n_sub < 1 or f % n_sub:
+        raise ExportError(
+            f"SubSpectralNorm at '{path}': the C RowAffine folds a BatchNorm2d with running "
+            f"statistics over sub_bands dividing the {f} frequency rows (got "
+            f"{type(bn).__name__}, sub_bands {n_sub})"
+        )
+    n = bn.num_features
+    gamma = bn.weight.double() if bn.weight is not None else torch.ones(n, dtype=torch.float64)
+    beta = bn.bias.double() if bn.bias is not None else torch.zeros(n, dtype=torch.float64)
+    s = gamma / torch.sqrt(bn.running_var.double() + bn.eps)
+    b = beta - bn.running_mean.double() * s
+    rows = torch.arange(f) // (f // n_sub)  # sub-band of each row
+    idx = torch.arange(n // n_sub)[:, None] * n_sub + rows[None, :]  # [C, F]
+    return RowAffine(s[idx].float(), b[idx].float(), t).eval()
+
+
+def _plane_conv(
+    g: Graph, conv: nn.Module, bn: nn.Module | None, path: str, src: int, hw: tuple[int, int]
+) -> tuple[int, tuple[int, int]]:
+    """A Conv2d (+ its BatchNorm2d folded) of BC-ResNet on tensor ``src``, a ``[C, H * W]``
+    plane of ``hw``, in torch's orientation (module docstring); returns the new tensor id and
+    the output plane."""
+    if not isinstance(conv, nn.Conv2d):
+        raise ExportError(f"expected Conv2d at '{path}', got {type(conv).__name__}")
+    if conv.dilation != (1, 1) or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        raise ExportError(
+            f"Conv2d at '{path}': the C Conv2d takes dilation 1 and numeric zero padding "
+            f"(got dilation {conv.dilation}, padding {conv.padding!r}, {conv.padding_mode})"
+        )
+    src_conv = fold_batchnorm(conv, bn, f"{path}+bn") if bn is not None else conv
+    c2 = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                   groups=conv.groups, bias=src_conv.bias is not None)  # fmt: skip
+    with torch.no_grad():
+        c2.weight.copy_(src_conv.weight)
+        if src_conv.bias is not None:
+            c2.bias.copy_(src_conv.bias)
+    ph, pw = conv.padding
+    flat = FlatConv2d(c2.eval(), (ph, ph, pw, pw), hw)
+    h, w = hw
+
+    def ref(xs: list[torch.Tensor]) -> torch.Tensor:
+        y = conv(xs[0].reshape(len(xs[0]), conv.in_channels, h, w))
+        y = bn(y) if bn is not None else y
+        return y.reshape(len(y), conv.out_channels, -1)
+
+    name = f"{path}+bn" if bn is not None else path
+    t = g.add(Node("Conv2d", name, (src,), ref, flat, folded=_one_input(flat)))
+    return t, flat.out_hw
+
+
+def _plane_conv_bn_relu(
+    g: Graph, seq: nn.Module, path: str, src: int, hw: tuple[int, int]
+) -> tuple[int, tuple[int, int]]:
+    """BC-ResNet's ``Sequential(Conv2d, BatchNorm2d, ReLU)`` (stem, transition, end)."""
+    kinds = [type(m).__name__ for m in seq] if isinstance(seq, nn.Sequential) else []
+    if kinds != ["Conv2d", "BatchNorm2d", "ReLU"]:
+        raise ExportError(
+            f"unsupported block {type(seq).__name__} at '{path}': the tracer takes "
+            f"Sequential(Conv2d, BatchNorm2d, ReLU), got {kinds or type(seq).__name__}"
+        )
+    t, hw = _plane_conv(g, seq[0], seq[1], f"{path}.0", src, hw)  # type: ignore[index]
+    return _relu(g, f"{path}.2", t), hw
+
+
+@torch.no_grad()
+def _time_conv(conv: nn.Module, bn: nn.Module | None, path: str) -> nn.Conv1d:
+    """A ``(1, k)`` Conv2d on ``[C, 1, T]`` (+ its BatchNorm2d folded) as the Conv1d on
+    ``[C, T]``."""
+    ok = isinstance(conv, nn.Conv2d) and conv.padding_mode == "zeros"
+    ok = ok and not isinstance(conv.padding, str) and conv.kernel_size[0] == 1
+    ok = ok and conv.stride[0] == 1 and conv.padding[0] == 0
+    if not ok:
+        raise ExportError(
+            f"unsupported temporal conv at '{path}': the tracer maps a Conv2d of kernel (1, k), "
+            "stride 1 and zero padding 0 along frequency to a Conv1dEx"
+        )
+    c1 = nn.Conv1d(
+        conv.in_channels, conv.out_channels, conv.kernel_size[1], conv.stride[1],
+        conv.padding[1], conv.dilation[1], conv.groups, bias=conv.bias is not None,
+    )  # fmt: skip
+    c1.weight.copy_(conv.weight[:, :, 0, :])
+    if conv.bias is not None:
+        c1.bias.copy_(conv.bias)
+    if bn is None:
+        return c1.eval()
+    if not isinstance(bn, nn.BatchNorm2d):
+        raise ExportError(f"BatchNorm at '{path}': expected BatchNorm2d, got {type(bn).__name__}")
+    bn1 = nn.BatchNorm1d(bn.num_features, eps=bn.eps, affine=bn.affine)
+    bn1.load_state_dict(bn.state_dict())
+    return fold_batchnorm(c1, bn1.eval(), path)  # type: ignore[return-value]
+
+
+def _trace_bc_block(
+    g: Graph, block: nn.Module, path: str, src: int, hw: tuple[int, int]
+) -> tuple[int, tuple[int, int]]:
+    """``kwsnet.models.bc_resnet._BCResBlock`` (module docstring)."""
+    t = src
+    if block.transition:
+        t, hw = _plane_conv_bn_relu(g, block.pre, f"{path}.pre", t, hw)
+    x = t
+    t, hw = _plane_conv(g, block.freq_conv, None, f"{path}.freq_conv", t, hw)
+    ssn, f, w = block.ssn, *hw
+    affine = sub_spectral_affine(ssn, f"{path}.ssn", hw)
+    c = affine.geometry[0]
+
+    def ssn_ref(xs: list[torch.Tensor]) -> torch.Tensor:
+        return ssn(xs[0].reshape(len(xs[0]), c, f, w)).reshape(len(xs[0]), c, -1)
+
+    aux = g.add(Node("RowAffine", f"{path}.ssn", (t,), ssn_ref, affine, _one_input(affine)))
+    mean = nn.Conv2d(c, c, (f, 1), groups=c, bias=False)
+    with torch.no_grad():
+        mean.weight.fill_(1.0 / f)
+    flat = FlatConv2d(mean.eval(), (0, 0, 0, 0), hw)
+    mean_ref: Ref = lambda xs: xs[0].reshape(len(xs[0]), c, f, w).mean(dim=2)  # noqa: E731
+    t = g.add(Node("Conv2d", f"{path}.freq_mean", (aux,), mean_ref, flat, _one_input(flat)))
+    temp, bn = block.temp_conv, block.bn
+    folded = _time_conv(temp, bn, f"{path}.temp_conv+bn")
+    ref: Ref = lambda xs: bn(temp(xs[0].unsqueeze(2))).squeeze(2)  # noqa: E731
+    t = g.add(Node("Conv1dEx", f"{path}.temp_conv+bn", (t,), ref, folded, _one_input(folded)))
+    act, pw, drop = block.act, block.pointwise, block.dropout
+    no_op = isinstance(drop, (nn.Dropout, nn.Dropout2d, nn.Identity))
+    if not isinstance(act, nn.SiLU) or not no_op:
+        raise ExportError(
+            f"unsupported block at '{path}': the tracer takes SiLU after the temporal conv and "
+            f"(eval-mode) dropout after the 1x1 conv, got {type(act).__name__}, "
+            f"{type(drop).__name__}"
+        )
+    t = g.add(Node("SiLU", f"{path}.act", (t,), _one_input(act), nn.SiLU()))
+    pw1 = _time_conv(pw, None, f"{path}.pointwise")
+    pw_ref: Ref = lambda xs: pw(xs[0].unsqueeze(2)).squeeze(2)  # noqa: E731
+    t = g.add(Node("Conv1dEx", f"{path}.pointwise", (t,), pw_ref, pw1, _one_input(pw1)))
+    bcast = BroadcastAdd(c, f, w)
+    t = g.add(Node("BroadcastAdd", f"{path}.broadcast_add", (aux, t), lambda xs: bcast(*xs), bcast))
+    if not block.transition:
+        t = g.add(Node("Add", f"{path}.add", (t, x), lambda xs: xs[0] + xs[1]))
+    return _relu(g, f"{path}.relu", t), hw
+
+
+def _trace_bc_resnet(g: Graph, backbone: nn.Module, path: str, src: int) -> int:
+    """``kwsnet.models.bc_resnet.BCResNet`` on the features' ``[freq, time]`` plane: stem,
+    BC-ResBlocks, the end's depthwise conv over the remaining frequency bins and its 1×1 conv
+    (module docstring), then its pooling over time."""
+    x = torch.zeros(1, *g.input_shape)
+    hw = tuple(int(d) for d in g.run(x)[src].shape[-2:])  # the features [n_out, frames]
+    t, hw = _plane_conv_bn_relu(g, backbone.stem, f"{path}.stem", src, hw)  # type: ignore[arg-type]
+    for i, block in enumerate(backbone.blocks):
+        p = f"{path}.blocks.{i}"
+        if type(block).__name__ != "_BCResBlock":
+            raise ExportError(f"unsupported block {type(block).__name__} at '{p}'")
+        t, hw = _trace_bc_block(g, block, p, t, hw)
+    t, hw = _plane_conv(g, backbone.end_dw, None, f"{path}.end_dw", t, hw)
+    t, hw = _plane_conv_bn_relu(g, backbone.end_pw, f"{path}.end_pw", t, hw)
+    if hw[0] != 1:
+        raise ExportError(
+            f"Conv2d at '{path}.end_dw' leaves {hw[0]} frequency rows; the pooling over time "
+            "needs one (its kernel must span the remaining bins)"
+        )
+    return _trace_pooling(g, backbone.pooling, f"{path}.pooling", t)
+
+
 # Backbone class name -> tracer(graph, backbone, path, input tensor id) -> output tensor id.
 BLOCK_TRACERS: dict[str, Callable[[Graph, nn.Module, str, int], int]] = {
     "CnnMel": _trace_cnn_mel,
     "MatchboxNet": _trace_matchboxnet,
     "DSCNN": _trace_ds_cnn,
+    "BCResNet": _trace_bc_resnet,
 }
 
 

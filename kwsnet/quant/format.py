@@ -36,7 +36,11 @@ consumers agree. Per type, after the common prefix (``[out_zp, act_min, act_max]
   ``weight[out, in / groups, kernel_h, kernel_w]`` (tensors ``[C, H * W]``).
 - Linear: ints ``in, out`` (a kernel-1 conv on ``L = 1``); floats, words, bytes as a conv
   (weight ``[out, in]``).
+- RowAffine (SubSpectralNorm): ints ``C, H, W``; floats, words, bytes as a depthwise
+  kernel-1 conv over the ``C * H`` rows (weight ``[C * H]``).
 - Add: ints ``left_shift`` (20); words ``M_a, shift_a, M_b, shift_b, M_out, shift_out``.
+  BroadcastAdd: ints ``left_shift, C, H, W``; words as Add.
+- SiLU: no ints of its own; bytes the 256-entry table (``out = table[q + 128]``).
 - AvgPool1d, AdaptiveAvgPool1d (mean): ints ``kernel, stride`` (mean: ``L, L``); words
   ``M, shift``.
 - MaxPool1d: ints ``kernel, stride``. ReLU: ints ``alias`` (1: the producer's clamp did it, a
@@ -181,10 +185,12 @@ def qnode_record(n: QNode, float_node: object | None = None) -> QRecord:
         rec = node_record(float_node)
         floats = _f32(np.concatenate([_f32(base_f), rec.floats]))
         return QRecord(type_id, n.inputs, base_i + rec.ints, floats, _i32(), empty8)
-    if n.kind in (*_CONV_IDS, "Conv2d", "Linear"):
+    if n.kind in (*_CONV_IDS, "Conv2d", "Linear", "RowAffine"):
         g = n.ints
         if n.kind == "Linear":
             ints = base_i + (g["in"], g["out"])
+        elif n.kind == "RowAffine":
+            ints = base_i + (g["channels"], g["height"], g["width"])
         elif n.kind == "Conv2d":
             ints = base_i + tuple(g[k] for k in CONV2D_GEOMETRY)
         else:
@@ -194,10 +200,15 @@ def qnode_record(n: QNode, float_node: object | None = None) -> QRecord:
         words = _i32(t["bias"], t["multiplier"], t["shift"])
         data = t["weight"].numpy().reshape(-1).astype(np.int8)
         return QRecord(type_id, n.inputs, ints, floats, words, data)
-    if n.kind == "Add":
+    if n.kind in ("Add", "BroadcastAdd"):
         words = _i32(np.stack([t["multiplier"].numpy(), t["shift"].numpy()], 1))
         ints = base_i + (n.ints["left_shift"],)
+        if n.kind == "BroadcastAdd":
+            ints += (n.ints["channels"], n.ints["height"], n.ints["width"])
         return QRecord(type_id, n.inputs, ints, _f32(base_f), words, empty8)
+    if n.kind == "SiLU":
+        data = t["table"].numpy().reshape(-1).astype(np.int8)
+        return QRecord(type_id, n.inputs, base_i, _f32(base_f), _i32(), data)
     if n.kind in ("AvgPool1d", "AdaptiveAvgPool1d"):
         words = _i32(t["multiplier"], t["shift"])
         ints = base_i + (n.ints["kernel"], n.ints["stride"])

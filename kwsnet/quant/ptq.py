@@ -34,6 +34,7 @@ __all__ = [
     "choose_qparams",
     "quantize_graph",
     "quantize_weights",
+    "silu_table",
 ]
 
 ADD_LEFT_SHIFT = 20  # Add: inputs are (q - zp) << 20 before their multipliers (TFLite's)
@@ -46,13 +47,19 @@ LN_MAX_BIAS = 2**31 - 1 - 127 * ((1 << (LN_FRAC_BITS + 11)) + 1)
 # Ops whose int8 output keeps the input's (scale, zero-point): exact on int8 codes.
 SHARES_INPUT = frozenset({"MaxPool1d", "Flatten", "ReLU"})
 # Ops whose output clamp can absorb a following ReLU.
-FUSES_RELU = frozenset({"Conv1dEx", "Conv1d", "Conv2d", "Linear", "Add", "LayerNorm"})
+FUSES_RELU = frozenset(
+    {"Conv1dEx", "Conv1d", "Conv2d", "Linear", "Add", "BroadcastAdd", "LayerNorm", "RowAffine"}
+)
 # Ops that stay float (float op, then quantise; after the front end the input codes are
 # dequantised first: kwsnet.quant.islands): their bytes stay float32.
 FLOAT_ISLANDS = frozenset({"FrontEnd"}) | ISLAND_KINDS
-CONV_KINDS = frozenset({"Conv1dEx", "Conv1d", "Conv2d", "Linear"})
+# RowAffine is a depthwise kernel-1 conv over the C * H rows (kwsnet.export.graph.RowAffine).
+CONV_KINDS = frozenset({"Conv1dEx", "Conv1d", "Conv2d", "Linear", "RowAffine"})
 SUPPORTED = frozenset(
-    {"AvgPool1d", "AdaptiveAvgPool1d", "LayerNorm"} | FLOAT_ISLANDS | SHARES_INPUT | FUSES_RELU
+    {"AvgPool1d", "AdaptiveAvgPool1d", "LayerNorm", "SiLU"}
+    | FLOAT_ISLANDS
+    | SHARES_INPUT
+    | FUSES_RELU
 )
 
 
@@ -256,6 +263,10 @@ def _conv_geometry(node: object) -> dict[str, int]:
         from kwsnet.export.cnative import conv2d_geometry
 
         return dict(zip(CONV2D_GEOMETRY, conv2d_geometry(m), strict=True))
+    if node.kind == "RowAffine":  # type: ignore[attr-defined]
+        c, h, w = m.geometry
+        return {"channels": c, "height": h, "width": w, "in": c * h, "out": c * h, "kernel": 1,
+                "stride": 1, "padding": 0, "dilation": 1, "groups": c * h}  # fmt: skip
     if isinstance(m, nn.Linear):
         return {"in": m.in_features, "out": m.out_features, "kernel": 1, "stride": 1,
                 "padding": 0, "dilation": 1, "groups": 1}  # fmt: skip
@@ -370,6 +381,18 @@ def _layernorm_qnode(node: object, q_in: QParams, q_out: QParams) -> QNode:
     )
 
 
+def silu_table(q_in: QParams, q_out: QParams, act_min: int = -128) -> torch.Tensor:
+    """The int8 SiLU: for each input code ``q`` in ``-128 .. 127`` (index ``q + 128``),
+    ``x = s_in (q - zp_in)`` and ``clamp(round_half_even(x sigmoid(x) / s_out) + zp_out,
+    act_min, 127)``, in float64 (the table is the definition: the C runtime and the integer
+    reference both look it up)."""
+    q = np.arange(-128, 128, dtype=np.float64)
+    x = np.float64(np.float32(q_in.scale)) * (q - q_in.zero_point)
+    y = x / (1.0 + np.exp(-x))
+    v = np.round(y / np.float64(np.float32(q_out.scale))) + q_out.zero_point
+    return torch.from_numpy(np.clip(v, act_min, 127).astype(np.int8))
+
+
 def _pool_len(node: object, shapes: list[tuple[int, ...]]) -> int:
     return int(shapes[node.inputs[0]][-1])  # type: ignore[attr-defined]
 
@@ -411,7 +434,7 @@ def quantize_graph(graph: object, ranges: Ranges) -> QuantGraph:
         qp[t] = q_out
         if n.kind in CONV_KINDS:
             qn = _conv_qnode(n, q_in, q_out)  # type: ignore[arg-type]
-        elif n.kind == "Add":
+        elif n.kind in ("Add", "BroadcastAdd"):
             q_b = qp[ins[1]]
             twice_max = 2.0 * max(q_in.scale, q_b.scale)  # type: ignore[union-attr]
             real = [
@@ -421,7 +444,13 @@ def quantize_graph(graph: object, ranges: Ranges) -> QuantGraph:
             ]
             mult, shift = _multipliers(real, n.path)
             qn = QNode(n.kind, n.path, ins, q_out, ints={"left_shift": ADD_LEFT_SHIFT})
+            if n.kind == "BroadcastAdd":
+                c, h, w = n.module.geometry
+                qn.ints.update(channels=c, height=h, width=w)
             qn.tensors = {"multiplier": mult, "shift": shift}
+        elif n.kind == "SiLU":
+            qn = QNode(n.kind, n.path, ins, q_out)
+            qn.tensors = {"table": silu_table(q_in, q_out)}  # type: ignore[arg-type]
         elif n.kind in ("AvgPool1d", "AdaptiveAvgPool1d"):
             if n.kind == "AvgPool1d":
                 k = int(np.atleast_1d(n.module.kernel_size)[0])

@@ -38,6 +38,10 @@ Every tensor between the input quantiser and the logits is an ``int8`` code tens
   floor of the exact square root. No float anywhere (``N <= 2^20`` keeps every intermediate
   in int64 and ``Z G`` in int32).
 - **FrontEnd**: float, then quantised with its own scale.
+- **RowAffine** (SubSpectralNorm): a depthwise kernel-1 conv over the ``C * H`` rows of ``W``
+  codes of ``[C, H * W]`` (one int8 weight, bias, multiplier and shift per row), as Conv1d.
+- **SiLU**: ``table[q + 128]``, the 256 codes of :func:`kwsnet.quant.ptq.silu_table`.
+- **BroadcastAdd**: Add's arithmetic with ``b [C, W]`` added to every row of ``a [C, H * W]``.
 - **AttnStatsPool / L2Norm** (float islands): ``x = (q - zp_in) * s_in`` in float32 (one
   rounding), the float op as the C kernel computes it (``kwsnet.quant.islands``: float32
   numpy, op for op, the record's own weights), then quantised as the front end's output.
@@ -178,6 +182,12 @@ def _node(n: QNode, xs: list[torch.Tensor], qin: list[QParams | None]) -> torch.
         return quantize_float(y, n.out, n.act_min)
     if kind in ("Conv1dEx", "Conv1d", "Linear"):
         return _conv(x, n, q_in)  # type: ignore[arg-type]
+    if kind == "RowAffine":
+        c, h, w = n.ints["channels"], n.ints["height"], n.ints["width"]
+        y = _conv(x.reshape(len(x), c * h, w), n, q_in)  # type: ignore[arg-type]
+        return y.reshape(len(x), c, h * w)
+    if kind == "SiLU":
+        return n.tensors["table"][x.to(torch.int64) + 128]
     if kind == "Conv2d":
         return _conv2d(x, n, q_in)  # type: ignore[arg-type]
     if kind == "ReLU":
@@ -191,12 +201,16 @@ def _node(n: QNode, xs: list[torch.Tensor], qin: list[QParams | None]) -> torch.
         k, s = n.ints["kernel"], n.ints["stride"]
         acc = (x.to(torch.int64) - q_in.zero_point).unfold(2, k, s).sum(dim=-1)  # type: ignore[union-attr]
         return _requant(acc, n, n.tensors["multiplier"], n.tensors["shift"])
-    if kind == "Add":
+    if kind in ("Add", "BroadcastAdd"):
         ls = n.ints["left_shift"]
         m, sh = n.tensors["multiplier"].to(torch.int64), n.tensors["shift"].to(torch.int64)
         a = mbqm((x.to(torch.int64) - q_in.zero_point) << ls, m[0], sh[0])  # type: ignore[union-attr]
         b = mbqm((xs[1].to(torch.int64) - qin[1].zero_point) << ls, m[1], sh[1])  # type: ignore[union-attr]
-        return _requant(a + b, n, m[2], sh[2])
+        if kind == "Add":
+            return _requant(a + b, n, m[2], sh[2])
+        c, h, w = n.ints["channels"], n.ints["height"], n.ints["width"]
+        y = _requant(a.reshape(len(a), c, h, w) + b.reshape(len(b), c, 1, w), n, m[2], sh[2])
+        return y.reshape(len(x), c, h * w)
     if kind == "LayerNorm":
         return _layernorm(x, n, q_in)  # type: ignore[arg-type]
     raise ValueError(f"'{n.path}': no integer kernel for {kind}")
