@@ -10,12 +10,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import struct
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -24,32 +22,20 @@ import torch
 
 from kwsnet.export import runtime
 from kwsnet.export.cnative import write_graph
-from kwsnet.export.runtime import CNATIVE_DIR, CModel, CRuntimeError, build_cnative, cpu_flags
+from kwsnet.export.runtime import CNATIVE_DIR, CModel, CRuntimeError
 from kwsnet.quant.format import HEADER_BYTES, QRecord, parse_quant_bytes, quant_bytes
 from kwsnet.quant.ptq import QuantGraph, calibrate, quantize_graph
 from kwsnet.quant.reference import run_int8, run_int8_tensors
 from tests.test_quant_model import FREQS, RAW_FREQS, _tones, mel_graph, raw_graph
 
-BUILD = CNATIVE_DIR / "build"
+from .cnative_helpers import build_runtime, isa_paths, with_crc
+
 N_PER_CLASS = 6  # 18 clips per model
 
 
 @pytest.fixture(scope="module")
 def cbuild() -> Path:
-    if shutil.which("make") is None or shutil.which("gcc") is None:
-        pytest.skip("make and gcc are needed to build cnative")
-    build_cnative("all")
-    build_cnative("sanitize")
-    return BUILD
-
-
-def _isa_paths() -> list[str]:
-    flags = cpu_flags()
-    return [
-        p
-        for p, f in (("default", None), ("avx2", "avx2"), ("avx512", "avx512f"))
-        if f is None or f in flags
-    ]
+    return build_runtime()
 
 
 class _Built:
@@ -101,7 +87,7 @@ with CModel(model) as cm:
 def _codes_per_path(cbuild: Path, b: _Built, tmp: Path) -> dict[str, dict[str, np.ndarray]]:
     np.save(tmp / "x.npy", b.x.numpy())
     out = {}
-    for isa in _isa_paths():
+    for isa in isa_paths():
         env = {**os.environ, "KWSN_ISA": isa}
         proc = subprocess.run(
             [
@@ -242,8 +228,7 @@ def test_int8_sizes_against_the_float_model(cbuild: Path, built: _Built) -> None
 
 
 def _rebuild(data: bytes, records: list[QRecord], header: bytes | None = None) -> bytes:
-    body = (header or data[:HEADER_BYTES]) + b"".join(r.to_bytes() for r in records)
-    return body + struct.pack("<I", zlib.crc32(body) & 0xFFFFFFFF)
+    return with_crc((header or data[:HEADER_BYTES]) + b"".join(r.to_bytes() for r in records))
 
 
 def _with(rec: QRecord, **kw: object) -> QRecord:
@@ -267,11 +252,19 @@ def _hostile(mel: bytes, raw: bytes) -> dict[str, tuple[bytes, str]]:
     relu = kinds.index(4)
     mel_kinds = [r.type & 0xFF for r in fm.records]
     add = mel_kinds.index(11)
+    fe = mel_kinds.index(9)
+
+    def file_with(base: bytes, records: list[QRecord], i: int, /, **kw: object) -> bytes:
+        """``base`` with its record ``i`` changed as ``kw`` says (CRC fixed)."""
+        recs = list(records)
+        recs[i] = _with(recs[i], **kw)
+        return _rebuild(base, recs)
 
     def raw_with(i: int, **kw: object) -> bytes:
-        recs = list(fr.records)
-        recs[i] = _with(recs[i], **kw)
-        return _rebuild(raw, recs)
+        return file_with(raw, fr.records, i, **kw)
+
+    def mel_with(i: int, **kw: object) -> bytes:
+        return file_with(mel, fm.records, i, **kw)
 
     c = fr.records[conv]
     co = c.ints[4]
@@ -296,8 +289,12 @@ def _hostile(mel: bytes, raw: bytes) -> dict[str, tuple[bytes, str]]:
     a = fm.records[add]
     add_words = a.words.copy()
     add_words[1] = 1  # input shift > 0
-    mel_add = list(fm.records)
-    mel_add[add] = _with(a, words=add_words)
+    frec = fm.records[fe]  # ints: zp, act_min, act_max, then the float FrontEnd's 7
+    fe_center = list(frec.ints)
+    fe_center[3 + 4] = 2  # center is 0 or 1
+    fe_eps = frec.floats.copy()
+    fe_eps[1] = -1.0  # floats: out scale, then the float FrontEnd's eps first
+    fe_layer = f"bad layer parameters: layer {fe} (FrontEnd): "
     header_q2 = bytearray(raw[:HEADER_BYTES])
     header_q2[28:32] = struct.pack("<I", 2)
     header_nan = bytearray(raw[:HEADER_BYTES])
@@ -319,11 +316,11 @@ def _hostile(mel: bytes, raw: bytes) -> dict[str, tuple[bytes, str]]:
     return {
         "truncated": (raw[: len(raw) // 2], "CRC"),
         "truncated_crc_ok": (
-            bytes(short) + struct.pack("<I", zlib.crc32(bytes(short))),
+            with_crc(bytes(short)),
             "truncated",
         ),
         "bad_crc": (bytes(flipped), "CRC"),
-        "version4": (bytes(version4) + struct.pack("<I", zlib.crc32(bytes(version4))), "version"),
+        "version4": (with_crc(bytes(version4)), "version"),
         "n_bytes_short": (raw_with(conv, data=c.data[:-1]), "bad layer parameters"),
         "n_words_long": (
             raw_with(conv, words=np.concatenate([c.words, [0]]).astype(np.int32)),
@@ -352,7 +349,13 @@ def _hostile(mel: bytes, raw: bytes) -> dict[str, tuple[bytes, str]]:
         "layernorm_frac_bits": (raw_with(ln, ints=(*lrec.ints[:6], 13)), "bad layer parameters"),
         "layernorm_eps_negative": (raw_with(ln, words=ln_words), "bad layer parameters"),
         "layernorm_gamma_minus_128": (raw_with(ln, data=ln_gamma), "bad layer parameters"),
-        "add_input_shift": (_rebuild(mel, mel_add), "bad layer parameters"),
+        "add_input_shift": (mel_with(add, words=add_words), "bad layer parameters"),
+        "frontend_center": (
+            mel_with(fe, ints=tuple(fe_center)),
+            fe_layer + "n_fft < 2 || hop < 1 || nm < 1 || no < 1 || (c != 0 && c != 1) || "
+            "norm < 0 || norm > KWSN_FE_NORM_MEANVAR || (hd != 0 && hd != 1) || (!hd && no != nm)",
+        ),
+        "frontend_eps": (mel_with(fe, floats=fe_eps), fe_layer + "!(l->desc.floats[0] > 0.0f)"),
         "has_input_q_2": (_rebuild(raw, fr.records, bytes(header_q2)), "bad layer parameters"),
         "input_scale_nan": (_rebuild(raw, fr.records, bytes(header_nan)), "bad layer parameters"),
         "input_zp_128": (

@@ -30,22 +30,25 @@ from kwsnet.export.cnative import (
 )
 from kwsnet.export.graph import folding_delta, trace_model
 from kwsnet.export.parity import LOGIT_RTOL, ParityReport, compare_predictions, run_parity
-from kwsnet.export.runtime import CNATIVE_DIR, CModel, CRuntimeError, build_cnative, cpu_flags
+from kwsnet.export.runtime import CNATIVE_DIR, CModel, CRuntimeError
 from kwsnet.models.cnn_mel import CnnMel
 from kwsnet.nn.heads import LinearHead
 from kwsnet.nn.pooling import MaxPooling, MeanPooling, SelfAttentionPooling
 
-BUILD = CNATIVE_DIR / "build"
+from .cnative_helpers import (
+    assert_mcu_matches_file_model,
+    build_runtime,
+    clips,
+    isa_paths,
+    randomise_bn,
+)
+
 CLIP = 4000  # 0.25 s: 26 frames at hop 160
 
 
 @pytest.fixture(scope="module")
 def cbuild() -> Path:
-    if shutil.which("make") is None or shutil.which("gcc") is None:
-        pytest.skip("make and gcc are needed to build cnative")
-    build_cnative("all")
-    build_cnative("sanitize")
-    return BUILD
+    return build_runtime()
 
 
 class _MelClassifier(nn.Module):
@@ -70,16 +73,7 @@ class _MelClassifier(nn.Module):
 
 def _randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     """Non-trivial BatchNorm statistics and affine parameters (folding must matter)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm1d):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
-                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
-                m.weight.copy_(1 + 0.3 * torch.randn(n, generator=g))
-                m.bias.copy_(0.3 * torch.randn(n, generator=g))
-    return model.eval()
+    return randomise_bn(model, seed, nn.BatchNorm1d).eval()
 
 
 def _logmel(normalize: str = "mean") -> LogMel:
@@ -88,10 +82,7 @@ def _logmel(normalize: str = "mean") -> LogMel:
 
 def _clips(n: int, seed: int = 0) -> torch.Tensor:
     """Tones plus noise, like speech energy levels (not all-silence)."""
-    g = torch.Generator().manual_seed(seed)
-    t = torch.arange(CLIP, dtype=torch.float32)
-    f = torch.rand(n, 1, generator=g) * 0.3 + 0.02
-    return 0.3 * torch.sin(t * f) + 0.05 * torch.randn(n, CLIP, generator=g)
+    return clips(n, seed, CLIP)
 
 
 def _full_lengths(x: torch.Tensor) -> torch.Tensor:
@@ -394,12 +385,7 @@ def mel_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[nn.Module, Path]
 
 
 def test_kernel_paths_byte_identical_v2(cbuild: Path, mel_file: tuple, tmp_path: Path) -> None:
-    flags = cpu_flags()
-    paths = [
-        p
-        for p, f in (("default", None), ("avx2", "avx2"), ("avx512", "avx512f"))
-        if f is None or f in flags
-    ]
+    paths = isa_paths()
     if len(paths) < 2:
         pytest.skip(f"this CPU offers only {paths}")
     x = _clips(4, seed=3).numpy().astype("<f4")
@@ -422,31 +408,6 @@ def test_kernel_paths_byte_identical_v2(cbuild: Path, mel_file: tuple, tmp_path:
         assert outs[isa] == outs[paths[0]], isa
 
 
-_MAIN = r"""
-#include <stdio.h>
-#include "model.h"
-static uint64_t store[KWSN_MODEL_STORAGE_WORDS];
-static float arena[KWSN_MODEL_ARENA_BYTES / sizeof(float)] __attribute__((aligned(64)));
-static float x[KWSN_MODEL_INPUT_LEN];
-int main(void) {
-    kwsn_model *m = NULL;
-    kwsn_status st = kwsn_model_from_table(kwsn_model_layers, KWSN_MODEL_N_LAYERS,
-                                           kwsn_model_input, KWSN_MODEL_SAMPLE_RATE, store,
-                                           sizeof(store), NULL, &m);
-    if (st != KWSN_OK) { fprintf(stderr, "%s\n", kwsn_status_str(st)); return 1; }
-    if (kwsn_arena_bytes(m) != sizeof(arena)) { fprintf(stderr, "arena mismatch\n"); return 1; }
-    float logits[64];
-    while (fread(x, sizeof(float), KWSN_MODEL_INPUT_LEN, stdin) == KWSN_MODEL_INPUT_LEN) {
-        st = kwsn_forward(m, arena, sizeof(arena), x, KWSN_MODEL_INPUT_LEN, logits, 64);
-        if (st != KWSN_OK) { fprintf(stderr, "%s\n", kwsn_status_str(st)); return 1; }
-        for (size_t i = 0; i < kwsn_n_classes(m); i++) printf(" %.9g", logits[i]);
-        printf("\n");
-    }
-    return 0;
-}
-"""
-
-
 @pytest.mark.kernel_path
 def test_c_header_mel_model_matches_file_model(
     cbuild: Path, mel_file: tuple, tmp_path: Path
@@ -457,22 +418,8 @@ def test_c_header_mel_model_matches_file_model(
 
     model, path = mel_file
     export_model(model, "c-header", tmp_path / "model.h", clip_samples=CLIP)
-    (tmp_path / "main.c").write_text(_MAIN)
-    src = CNATIVE_DIR / "src"
-    cmd = ["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-DKWSN_NO_VECTOR_EXT"]
-    cmd += ["-I", str(CNATIVE_DIR / "include"), "-I", str(src), "-I", str(tmp_path)]
-    cmd += [str(tmp_path / "main.c"), str(src / "kwsn_model.c"), str(src / "kwsn_kernels.c")]
-    cmd += [str(src / "kwsn_frontend.c"), "-o", str(tmp_path / "mcu"), "-lm"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
     x = _clips(5, seed=4).numpy().astype("<f4")
-    proc = subprocess.run(
-        [str(tmp_path / "mcu")], input=x.tobytes(), capture_output=True, timeout=60
-    )
-    assert proc.returncode == 0, proc.stderr
-    rows = np.array([line.split() for line in proc.stdout.decode().splitlines()], np.float32)
-    with CModel(path) as cm:
-        np.testing.assert_array_equal(rows, cm.forward(x))
+    assert_mcu_matches_file_model(tmp_path, x, path, timeout=60)
 
 
 def test_infer_cli_on_a_wav(cbuild: Path, mel_file: tuple, tmp_path: Path) -> None:

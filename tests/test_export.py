@@ -22,6 +22,8 @@ from kwsnet.export.runtime import CNATIVE_DIR, CModel, build_cnative
 from kwsnet.models.raw_conv import RawConv
 from kwsnet.nn.heads import LinearHead
 
+from .cnative_helpers import compile_mcu, run_mcu
+
 ROOT = CNATIVE_DIR.parent
 
 
@@ -104,35 +106,6 @@ def test_export_model_formats(tmp_path: Path) -> None:
         export_model(model, "tflite", tmp_path / "m.tflite")
 
 
-_HEADER_MAIN = r"""
-#include <stdio.h>
-#include "model.h"
-
-/* no malloc, no file system in the model path: static layer table, static arena */
-static uint64_t model_store[KWSN_MODEL_STORAGE_WORDS];
-static float arena[KWSN_MODEL_ARENA_BYTES / sizeof(float)] __attribute__((aligned(64)));
-static float x[KWSN_MODEL_INPUT_LEN];
-
-int main(void) {
-    kwsn_model *m = NULL;
-    kwsn_status st = kwsn_model_from_table(kwsn_model_layers, KWSN_MODEL_N_LAYERS,
-                                           kwsn_model_input, KWSN_MODEL_SAMPLE_RATE,
-                                           model_store, sizeof(model_store), NULL, &m);
-    if (st != KWSN_OK) { fprintf(stderr, "%s\n", kwsn_status_str(st)); return 1; }
-    if (kwsn_arena_bytes(m) != sizeof(arena)) { fprintf(stderr, "arena mismatch\n"); return 1; }
-    float logits[64];
-    while (fread(x, sizeof(float), KWSN_MODEL_INPUT_LEN, stdin) == KWSN_MODEL_INPUT_LEN) {
-        st = kwsn_forward(m, arena, sizeof(arena), x, KWSN_MODEL_INPUT_LEN, logits, 64);
-        if (st != KWSN_OK) { fprintf(stderr, "%s\n", kwsn_status_str(st)); return 1; }
-        printf("%u", kwsn_argmax(logits, kwsn_n_classes(m)));
-        for (size_t i = 0; i < kwsn_n_classes(m); i++) printf(" %.9g", logits[i]);
-        printf("\n");
-    }
-    return 0;
-}
-"""
-
-
 @pytest.mark.kernel_path
 @pytest.mark.parametrize("placement", ["per_conv", "end"])
 def test_c_header_compiles_and_matches_file_model(tmp_path: Path, placement: str) -> None:
@@ -148,21 +121,14 @@ def test_c_header_compiles_and_matches_file_model(tmp_path: Path, placement: str
                 m.bias.normal_(0, 0.3)
     export_model(model, "c-header", tmp_path / "model.h")
     export_model(model, "cnative", tmp_path / "model.kwsn")
-    (tmp_path / "main.c").write_text(_HEADER_MAIN)
-    exe = tmp_path / "mcu"
-    # only the runtime core: kwsn_file.c (malloc + stdio loader) is deliberately left out;
-    # KWSN_NO_VECTOR_EXT compiles the plain C loops an MCU gets, which must give the same
-    # bits as the vector kernels the library picked for this CPU
-    cmd = ["gcc", "-std=c99", "-O2", "-Wall", "-Werror", "-DKWSN_NO_VECTOR_EXT"]
-    cmd += ["-I", str(CNATIVE_DIR / "include"), "-I", str(CNATIVE_DIR / "src"), "-I", str(tmp_path)]
-    cmd += [str(tmp_path / "main.c"), str(CNATIVE_DIR / "src/kwsn_model.c")]
-    cmd += [str(CNATIVE_DIR / "src/kwsn_kernels.c"), "-o", str(exe), "-lm"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    # only the runtime core (no front end here): kwsn_file.c (malloc + stdio loader) is
+    # deliberately left out; KWSN_NO_VECTOR_EXT compiles the plain C loops an MCU gets, which
+    # must give the same bits as the vector kernels the library picked for this CPU; the main
+    # prints kwsn_argmax's class before the logits
+    cflags = ("-std=c99", "-O2", "-Wall", "-Werror", "-DKWSN_NO_VECTOR_EXT", "-DMCU_PRINT_ARGMAX")
+    exe = compile_mcu(tmp_path, frontend=False, cflags=cflags)
     x = (torch.randn(12, 1024) * 0.5).numpy().astype("<f4")
-    proc = subprocess.run([str(exe)], input=x.tobytes(), capture_output=True, timeout=30)
-    assert proc.returncode == 0, proc.stderr
-    rows = [line.split() for line in proc.stdout.decode().splitlines()]
+    rows = run_mcu(exe, x, timeout=30)
     with CModel(tmp_path / "model.kwsn") as cm:
         ref = cm.forward(x)
     assert [int(r[0]) for r in rows] == ref.argmax(1).tolist()

@@ -1138,17 +1138,27 @@ static void run_silu_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, const 
     for (size_t j = 0; j < n; j++) out[j] = table[(int32_t)in[j] + 128];
 }
 
+/* The float layer inside an int8 one (the FrontEnd, a float island): its ints / floats after
+ * the common prefix (n_ints of them; the output scale first among the floats). Its prepare
+ * records a refused check in its own why: copy it back to l->why (kwsn_parse_error). */
+static kwsn_layer island_float_layer(const kwsn_layer *l, uint32_t n_ints) {
+    kwsn_layer t = *l;
+    for (uint32_t k = 0; k < n_ints; k++) t.desc.ints[k] = QI(l, k);
+    t.desc.n_ints = n_ints;
+    t.desc.floats = l->desc.floats + 1;
+    t.desc.n_floats = l->desc.n_floats - 1u;
+    t.why = NULL;
+    return t;
+}
+
 /* FrontEnd: ints / floats after the common prefix = the float FrontEnd's; the float features
  * go to scratch (after the front end's own scratch), then are quantised. */
 static kwsn_status prep_frontend_q8(kwsn_layer *l) {
     if (l->desc.n_words != 0u || l->desc.n_bytes != 0u || l->desc.n_floats < 2u)
         return bad(l, "l->desc.n_words != 0u || l->desc.n_bytes != 0u || l->desc.n_floats < 2u");
-    kwsn_layer t = *l;
-    for (uint32_t k = 0; k < 7u; k++) t.desc.ints[k] = QI(l, k);
-    t.desc.n_ints = 7u;
-    t.desc.floats = l->desc.floats + 1;
-    t.desc.n_floats = l->desc.n_floats - 1u;
-    kwsn_status st = prep_frontend(&t);
+    kwsn_layer t = island_float_layer(l, 7u);
+    const kwsn_status st = prep_frontend(&t);
+    l->why = t.why;
     if (st != KWSN_OK) return st;
     l->out = t.out;
     l->scratch = t.scratch + shape_numel(t.out);
@@ -1172,16 +1182,6 @@ static void run_frontend_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, co
  * op's (n_ints of them); no words or bytes. Scratch: the float input and output (each
  * rounded up to 16 floats), then the float op's. */
 static size_t round16(size_t n) { return (n + 15u) & ~(size_t)15u; }
-
-static kwsn_layer island_float_layer(const kwsn_layer *l, uint32_t n_ints) {
-    kwsn_layer t = *l;
-    for (uint32_t k = 0; k < n_ints; k++) t.desc.ints[k] = QI(l, k);
-    t.desc.n_ints = n_ints;
-    t.desc.floats = l->desc.floats + 1;
-    t.desc.n_floats = l->desc.n_floats - 1u;
-    t.why = NULL;
-    return t;
-}
 
 static kwsn_status prep_island_q8(kwsn_layer *l, kwsn_status (*prep)(kwsn_layer *),
                                   uint32_t n_ints) {
