@@ -73,7 +73,9 @@ def write_spec(path: Path, **over: object) -> Path:
         "seeds": [0, 1, 2],
         "grid": {LR: [0.01, 0.02]},
         "wandb": {"summary_run": False},
-        "engine": {"heartbeat_s": 0.3, "grace_s": 3},
+        # grace 10 s: short enough for the SIGKILL test, long enough that a worker slowed by a
+        # loaded machine (CI's xdist workers beside other jobs) is never taken for dead
+        "engine": {"heartbeat_s": 0.3, "grace_s": 10},
     }
     spec.update(over)
     path.write_text(yaml.safe_dump(spec))
@@ -341,7 +343,7 @@ def search_spec(path: Path, **over: object) -> Path:
             },
         },
         "wandb": {"summary_run": False},
-        "engine": {"heartbeat_s": 0.3, "grace_s": 3},
+        "engine": {"heartbeat_s": 0.3, "grace_s": 30},  # nothing is killed here: no stale run
     }
     spec.update(over)
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
