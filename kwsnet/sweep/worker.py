@@ -174,7 +174,9 @@ def run_worker(
             if not any(t.state == states.WAITING for t in runs):
                 if spec.search and _point_count(trials) < spec.search_settings["points"]:
                     trial = study.ask()
-                    if not _new_point(study, trial, spec):
+                    if "run_id" in trial.user_attrs:  # another worker queued seeds meanwhile:
+                        _suggest(trial, spec)  # this is one of them, not a new point
+                    elif not _new_point(study, trial, spec):
                         continue
                 elif not any(t.state == states.RUNNING for t in runs):
                     break
