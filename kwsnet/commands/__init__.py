@@ -50,8 +50,9 @@ COMMANDS: tuple[Command, ...] = (
     Command("quant-report", "quant_report", "int8 vs fp32: accuracy, changed predictions, SQNR"),
     Command("prepare", "prepare", "precompute log-mel features (the mel_features format)"),
     Command("detect", "detect", "keyword detections in long audio files, as CSV"),
-    Command("make-streams", "make_streams", "labelled long recordings from a test split"),
+    Command("make-streams", "make_streams", "labelled long recordings from a test (or val) split"),
     Command("detect-eval", "detect_eval", "FRR at N false alarms per hour on streams, DET plot"),
+    Command("mine-negatives", "mine_negatives", "windows of non-keyword audio a detector fires on"),
 )
 
 _BY_NAME = {c.name: c for c in COMMANDS}

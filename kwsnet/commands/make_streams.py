@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Literal
 
 from jsonargparse import ArgumentParser
 
@@ -39,6 +40,32 @@ def parser() -> ArgumentParser:
         default=[],
         help="folders of non-keyword speech (searched recursively) used as filler, e.g. "
         "'[../shared/data/voxceleb_tts/wav]'",
+    )
+    p.add_argument(
+        "--filler_part",
+        type=Literal["all", "train", "held_out"],
+        default="all",
+        help="which speakers of --filler_dir (kwsnet.data.negatives): held_out for validation "
+        "streams (never trained on), train, or all",
+    )
+    p.add_argument(
+        "--snr_db",
+        type=list[float] | None,
+        default=None,
+        help="[low, high]: each clip at an SNR drawn from this range over the noise bed, "
+        "measured on its own active level (instead of --noise_gain), e.g. '[5, 20]'",
+    )
+    p.add_argument(
+        "--noise_dbfs",
+        type=list[float],
+        default=[-45.0, -35.0],
+        help="[low, high]: the noise bed's RMS level in dBFS with --snr_db",
+    )
+    p.add_argument(
+        "--split",
+        type=Literal["test", "val"],
+        default="test",
+        help="the split whose keyword clips are placed (val: validation streams)",
     )
     return p
 
@@ -68,7 +95,11 @@ def run(argv: Sequence[str]) -> int:
             noise_gain=cfg.noise_gain,
             seed=cfg.seed,
             filler_dirs=tuple(cfg.filler_dir),
+            filler_part=cfg.filler_part,
+            snr_db=None if cfg.snr_db is None else tuple(cfg.snr_db),
+            noise_dbfs=tuple(cfg.noise_dbfs),
+            split=cfg.split,
         ),
     )
-    print(f"wrote {len(paths)} streams and labels.csv to {cfg.out}")
+    print(f"wrote {len(paths)} streams, labels.csv and streams.json to {cfg.out}")
     return 0

@@ -31,6 +31,11 @@ the split's clips (unknowns included). Which noise file, segment and gain a ``no
 clip gets depends on ``split_seed``, its split and its index only, so every process (and DDP
 rank) sees the same.
 
+Detection training (issue 30): ``source_options.negatives_dir: [DIR, ...]`` adds non-keyword
+audio of any length (e.g. LibriSpeech utterances) to the *training* split's ``_unknown_`` class,
+cut into one-clip windows (``kwsnet.data.negatives``: the training part of its speaker folders;
+the held-out part is for validation streams). It needs ``include_unknown``.
+
 ``python -m kwsnet.data.speech_commands ROOT --task sc12`` prints the class counts per split.
 """
 
@@ -163,7 +168,8 @@ class SpeechCommandsSource(Source):
     mirror of the archive for ``download``, with its checksum, which a mirror must give),
     ``unknown_mode``
     (``sampled`` | ``all``), ``unknown_percentage`` (10), ``silence_mode`` (``zeros`` |
-    ``noise``), ``silence_percentage`` (10), ``silence_fraction`` (the old sizing; unset).
+    ``noise``), ``silence_percentage`` (10), ``silence_fraction`` (the old sizing; unset),
+    ``negatives_dir`` (folders of non-keyword audio for the training split's ``_unknown_``).
     """
 
     name = "speech_commands"
@@ -176,6 +182,7 @@ class SpeechCommandsSource(Source):
         "silence_mode",
         "silence_percentage",
         "silence_fraction",
+        "negatives_dir",
     )
 
     @staticmethod
@@ -226,6 +233,15 @@ class SpeechCommandsSource(Source):
         if self.silence_fraction is not None and not 0 <= self.silence_fraction:
             raise ValueError(f"silence_fraction must be >= 0, got {self.silence_fraction}")
         self.silence_percentage = _percentage(opts, "silence_percentage")
+        negatives = opts.pop("negatives_dir", None) or []
+        if isinstance(negatives, str):
+            negatives = [negatives]
+        self.negatives_dir = [str(d) for d in negatives]
+        if self.negatives_dir and not args.include_unknown:
+            raise ValueError(
+                "speech_commands source_options.negatives_dir adds _unknown_ training clips; "
+                "it needs data.include_unknown: true"
+            )
         if opts:
             raise ValueError(
                 f"unknown speech_commands source_options {sorted(opts)}; valid: "
@@ -303,6 +319,27 @@ class SpeechCommandsSource(Source):
         }
         if args.include_silence:
             self._add_silence(root)
+        if self.negatives_dir:
+            self._add_negatives()
+
+    def _add_negatives(self) -> None:
+        """The training part of ``negatives_dir`` as ``_unknown_`` windows of one clip."""
+        import soundfile as sf
+
+        from kwsnet.data.negatives import negative_files, windows
+
+        label = self.keyword_names.index(UNKNOWN)
+        clip = self.args.sample_rate  # Speech Commands clips are one second
+        for path in negative_files(self.negatives_dir, "train"):
+            try:
+                info = sf.info(str(path))
+            except RuntimeError as e:
+                raise DataFormatError(f"{path}: not a readable audio file ({e})") from e
+            n = int(info.frames * self.args.sample_rate // max(1, info.samplerate))
+            for start in windows(n, clip):
+                self._items["train"].append(
+                    Item(str(path), label, -1, "audio", ("window", start, clip))
+                )
 
     def _silence_count(self, split: str) -> int:
         if self.silence_fraction is not None:  # the old sizing: a fraction of all the clips
@@ -341,6 +378,12 @@ class SpeechCommandsSource(Source):
         if item.extra == ("silence",):  # TF's silence: a clip of zeros (its volume is 0)
             return torch.zeros(self.args.sample_rate)
         wave = read_audio(item.path, self.args.sample_rate)
+        if item.extra and item.extra[0] == "window":  # a window of a long negative file
+            _, start, n = item.extra
+            wave = wave[start : start + n]
+            if wave.shape[0] < n:
+                wave = torch.nn.functional.pad(wave, (0, n - wave.shape[0]))
+            return wave
         if item.extra and item.extra[0] == "silence":
             # A reproducible 1 s segment of a long noise file, at a random gain. crc32, not
             # hash(): str hashes change with PYTHONHASHSEED, i.e. between processes and ranks.

@@ -185,8 +185,9 @@ def sweep(
     occurrences: Sequence[Occurrence],
     hours: float,
     thresholds: Sequence[float] = THRESHOLDS,
+    per_keyword: bool = True,
 ) -> dict[str, SweepResult]:
-    """Sweep results per keyword and ``overall``.
+    """Sweep results per keyword (unless ``per_keyword`` is false) and ``overall``.
 
     ``detect_at(thresholds per keyword) -> {file: detections}`` runs the detector (on stored
     scores) at one set of thresholds.
@@ -194,7 +195,8 @@ def sweep(
     if hours <= 0:
         raise ValueError(f"hours of audio must be > 0, got {hours}")
     out: dict[str, SweepResult] = {}
-    groups = [(k, [k]) for k in keywords] + [("overall", list(keywords))]
+    groups = [(k, [k]) for k in keywords] if per_keyword else []
+    groups.append(("overall", list(keywords)))
     for name, active in groups:
         occ = [o for o in occurrences if o.keyword in active]
         frr, fah = [], []
