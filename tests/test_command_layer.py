@@ -57,7 +57,7 @@ def test_help_lists_every_command_in_one_line(capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().out
     rows = [ln for ln in out.splitlines() if ln.startswith("  ")]
     assert [r.split()[0] for r in rows] == [c.name for c in commands.COMMANDS]
-    assert len(rows) == 13 and all(len(r) <= 100 for r in out.splitlines())
+    assert len(rows) == 14 and all(len(r) <= 100 for r in out.splitlines())
     for c in commands.COMMANDS:
         assert c.summary and not c.summary.endswith((",", " the", " your", " to")), c
 
