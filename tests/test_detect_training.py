@@ -216,3 +216,40 @@ def test_fit_with_stream_validation_then_mine_negatives(
     assert {str(p) for p in negative_files([out], "train")} == {
         str(out / r["file"]) for r in rows
     }
+
+
+def test_bench_detect_tables_from_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/bench_detect.py --from-json: the mean and CI over seeds, the paired
+    comparison (lower FRR is better) and the per-keyword table, with no model run."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_detect", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_detect.py"
+    )
+    assert spec and spec.loader
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def run(seed: int, frr: float) -> dict:
+        curve = {"threshold": [0.5, 0.9], "frr": [frr, 1.0], "fa_per_hour": [3.0, 0.0]}
+        cells = {str(x): (float("nan") if x < 1.0 else frr) for x in (0.5, 1.0, 2.0, 5.0, 10.0)}
+        kw = {"n": 10, "frr": cells}
+        return {"seed": seed, "keywords": {"yes": kw, "overall": kw}, "det": curve}
+
+    data = {
+        "arms": {
+            "base": [run(s, f) for s, f in ((0, 0.80), (1, 0.90), (2, 0.85))],
+            "new": [run(s, f) for s, f in ((0, 0.40), (1, 0.52), (2, 0.44))],
+        }
+    }
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps(data))
+    png = tmp_path / "det.png"
+    argv = ["--from-json", str(path), "--baseline", "base", "--plot", str(png)]
+    assert bench.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| base | 0,1,2 | 1.000 [1.000, 1.000] | 0.850 [" in out  # nan at 0.5 counts as 1.0
+    assert "| new | 1 | -0.397 [-0.435, -0.359] | paired |" in out and "better" in out
+    assert "| yes | 10 | 0.850 | 0.453 |" in out
+    assert png.read_bytes()[:4] == b"\x89PNG"
