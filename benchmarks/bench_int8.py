@@ -1,7 +1,7 @@
 """int8 vs float32 in the C runtime: latency per clip, arena, weight and file bytes, per path.
 
     python benchmarks/bench_int8.py [--model raw_conv|kws_cnn_mel|all] [--repeats 300]
-        [--layer-repeats 0]
+        [--layer-repeats 0] [--layer-isa avx512vnni,avx2] [--isa avx2,avx512vnni]
 
 The models are bench_cnative.py's (the default RawConv with per-conv LayerNorm, and
 configs/kws_cnn_mel.yaml's architecture with its log-mel front end; random weights and
@@ -10,10 +10,11 @@ BatchNorm statistics: latency does not depend on the values). The int8 model is 
 depend on the ranges either) and written as format version 3. Both files run through the same
 library, one thread, single-clip ``kwsn_forward`` (float in, float logits out: the int8 model
 quantises its input or its front end's output and dequantises its logits), timed in
-interleaved rounds per kernel path (KWSN_ISA default / avx2 / avx512, skipped where the CPU
-lacks one), so machine load hits both alike; printed are the medians and the int8 / float
-ratio of the same run. ``--layer-repeats N`` adds the per-layer table (bench_cnative's
-interleaved prefix differences) of both models on the widest path.
+interleaved rounds per kernel path (KWSN_ISA default / avx2 / avxvnni / avx512 / avx512vnni,
+skipped where the CPU lacks one), so machine load hits both alike; printed are the medians and
+the int8 / float ratio of the same run. ``--layer-repeats N`` adds the per-layer table
+(bench_cnative's interleaved prefix differences) of both models on the widest path, or on
+``--layer-isa`` paths.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from kwsnet.quant.ptq import calibrate, quantize_graph  # noqa: E402
 from kwsnet.quant.reference import run_int8  # noqa: E402
 from kwsnet.quant.report import float_graph  # noqa: E402
 
-ISAS = ("default", "avx2", "avx512")
+ISAS = ("default", "avx2", "avxvnni", "avx512", "avx512vnni")
 
 
 def calibration_clips(n: int = 64, seed: int = 0) -> torch.Tensor:
@@ -100,7 +101,7 @@ def bench(name: str, model: torch.nn.Module, args: argparse.Namespace) -> None:
         fns = {}
         keep = []
         paths = []
-        for isa in ISAS:
+        for isa in args.isa or ISAS:
             for tag, path in (("float", f32), ("int8", i8)):
                 call, ran, alive = c_forward_call(path, x, isa)
                 if ran != isa:
@@ -116,9 +117,10 @@ def bench(name: str, model: torch.nn.Module, args: argparse.Namespace) -> None:
             fl, q = med[f"float {isa}"], med[f"int8 {isa}"]
             print(f"  {isa:<8} {fl:9.1f} {q:9.1f} {q / fl:10.3f}")
         if args.layer_repeats and paths:
-            for tag, path in (("float", f32), ("int8", i8)):
-                print(f"-- {tag}")
-                print_per_layer(per_layer_us(path, x, args.layer_repeats, paths[-1]), paths[-1])
+            for isa in [p for p in args.layer_isa if p in paths] if args.layer_isa else paths[-1:]:
+                for tag, path in (("float", f32), ("int8", i8)):
+                    print(f"-- {tag}")
+                    print_per_layer(per_layer_us(path, x, args.layer_repeats, isa), isa)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,6 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="all", choices=["raw_conv", "kws_cnn_mel", "all"])
     p.add_argument("--repeats", type=int, default=300)
     p.add_argument("--layer-repeats", type=int, default=0)
+    p.add_argument(
+        "--layer-isa", type=lambda v: v.split(","), default=None,
+        help="comma-separated kernel paths of the per-layer tables (default: the widest)",
+    )  # fmt: skip
+    p.add_argument(
+        "--isa", type=lambda v: v.split(","), default=None,
+        help=f"comma-separated kernel paths to time (default: {','.join(ISAS)})",
+    )  # fmt: skip
     args = p.parse_args(argv)
     build_cnative("all")
     print(f"machine: {platform.machine()} {platform.processor() or ''}; torch {torch.__version__}")

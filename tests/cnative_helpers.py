@@ -41,11 +41,21 @@ def build_runtime() -> Path:
     return build_cnative("sanitize")
 
 
+# The runtime's kernel paths (KWSN_ISA values) in its order of preference, lowest first (the
+# automatic pick is the last one the CPU runs), with the /proc/cpuinfo flags each needs.
+ISA_FLAGS = (
+    ("default", ()),
+    ("avx2", ("avx2",)),
+    ("avxvnni", ("avx2", "avx_vnni")),
+    ("avx512", ("avx512f", "avx512bw")),
+    ("avx512vnni", ("avx512f", "avx512bw", "avx512_vnni")),
+)
+
+
 def isa_paths() -> list[str]:
-    """The runtime's kernel paths this CPU runs (KWSN_ISA values)."""
+    """The runtime's kernel paths this CPU runs (KWSN_ISA values), lowest first."""
     flags = cpu_flags()
-    return [p for p, f in (("default", None), ("avx2", "avx2"), ("avx512", "avx512f"))
-            if f is None or f in flags]  # fmt: skip
+    return [p for p, need in ISA_FLAGS if all(f in flags for f in need)]
 
 
 def clips(n: int, seed: int = 0, samples: int = 16000) -> torch.Tensor:

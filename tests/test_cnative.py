@@ -22,6 +22,8 @@ from kwsnet.export.layers import collect_named_layers, input_shape_of
 from kwsnet.export.parity import LOGIT_RTOL, compare_predictions, logit_tolerance
 from kwsnet.export.runtime import CNATIVE_DIR, CModel, CRuntimeError, build_cnative, cpu_flags
 
+from .cnative_helpers import isa_paths
+
 BUILD = CNATIVE_DIR / "build"
 
 
@@ -553,7 +555,9 @@ def test_op_and_arena_limits(cbuild: Path, tiny_model: tuple, tmp_path: Path) ->
 # ---------------------------------------------------------------- one build, every x86-64 path
 
 
-_ISA_FLAG = {"default": None, "avx2": "avx2", "avx512": "avx512f"}
+# every kernel path this CPU runs (cnative_helpers.ISA_FLAGS), lowest first; None: no flag
+# left to check
+_ISA_FLAG = {isa: None for isa in isa_paths()}
 
 
 def test_kernel_paths_byte_identical(cbuild: Path, tiny_model: tuple, tmp_path: Path) -> None:

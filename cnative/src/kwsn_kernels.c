@@ -344,6 +344,30 @@ static void KWSN_K(kwsn_add_f32)(float *out, const float *x, const float *y, uin
     for (uint32_t j = 0; j < n; j++) out[j] = x[j] + y[j];
 }
 
+/* The vector paths' int8 conv scratch (q8_im_carve): 64-byte parts of the reduction's
+ * offsets (R uint32), the rows' start values (go int32), the packed weights (go x ceil(R / 2)
+ * int32), the input as int16 (xs_elems + a zero row of Lp), im2col (ceil(R / 2) x Lp int32) and
+ * KWSN_Q8_SLACK int32. Sized for the int16-pair layout, which bounds the u8-quad one; compiled
+ * into every path, so the arena does not depend on the path. */
+static inline size_t q8_r64(size_t b) { return (b + 63u) & ~(size_t)63u; }
+/* Whether this library can run a vector int8 conv (KWSN_Q8_IM below): a multi-path x86-64
+ * build, or a single-path build whose own target has AVX2 / AVX512BW. A build that cannot (an
+ * MCU, a plain SSE2 build) sizes the int8 conv scratch for the baseline kernel alone, so its
+ * arena keeps the compact layout (the im2col copy costs arena bytes only where it runs). */
+#if defined(KWSN_MULTI_ISA) || (defined(__GNUC__) && !defined(KWSN_NO_VECTOR_EXT) && \
+                                (defined(__AVX512BW__) || defined(__AVX2__)))
+#define KWSN_Q8_IM_SCRATCH 1
+#else
+#define KWSN_Q8_IM_SCRATCH 0
+#endif
+static inline uint32_t q8_im_lp(uint32_t L_out) { return (L_out + 31u) & ~31u; }
+static inline size_t q8_im_scratch_bytes(uint32_t R, uint32_t go, uint32_t L_out, size_t xs_elems) {
+    const size_t g2 = (R + 1u) / 2u, Lp = q8_im_lp(L_out);
+    return q8_r64((size_t)R * 4u) + q8_r64((size_t)go * 4u) + q8_r64((size_t)go * g2 * 4u) +
+           q8_r64(xs_elems * 2u) + q8_r64(Lp * 2u) + q8_r64(g2 * Lp * 4u) +
+           KWSN_Q8_SLACK * sizeof(int32_t);
+}
+
 #ifndef KWSN_ISA_VARIANT
 size_t kwsn_conv1d_scratch_floats(uint32_t C_in, uint32_t L, uint32_t k) {
     return (size_t)C_in * (L + k - 1) + KWSN_CONV_SLACK;
@@ -359,7 +383,12 @@ size_t kwsn_conv1d_ex_scratch_floats(const kwsn_conv1d_ex_args *a) {
 }
 
 size_t kwsn_conv1d_q8_scratch_bytes(const kwsn_conv1d_ex_args *a) {
-    return ((size_t)a->C_in * kwsn_conv1d_ex_channel_floats(a) + KWSN_Q8_SLACK) * sizeof(int32_t);
+    const size_t cs = kwsn_conv1d_ex_channel_floats(a);
+    const size_t base = ((size_t)a->C_in * cs + KWSN_Q8_SLACK) * sizeof(int32_t);
+    if (!KWSN_Q8_IM_SCRATCH) return base;
+    const size_t im = q8_im_scratch_bytes(a->C_in / a->groups * a->k, a->C_out / a->groups,
+                                          a->L_out, (size_t)a->C_in * cs);
+    return base > im ? base : im;
 }
 
 kwsn_conv1d_ex_args kwsn_conv2d_row(const kwsn_conv2d_args *a) {
@@ -393,7 +422,13 @@ size_t kwsn_conv2d_scratch_floats(const kwsn_conv2d_args *a) {
 }
 
 size_t kwsn_conv2d_q8_scratch_bytes(const kwsn_conv2d_args *a) {
-    return (conv2d_elems(a) + KWSN_Q8_SLACK) * sizeof(int32_t);
+    const size_t base = (conv2d_elems(a) + KWSN_Q8_SLACK) * sizeof(int32_t);
+    if (!KWSN_Q8_IM_SCRATCH) return base;
+    const kwsn_conv1d_ex_args row = kwsn_conv2d_row(a);
+    const size_t xs = (size_t)a->C_in * kwsn_conv2d_rows(a) * kwsn_conv1d_ex_channel_floats(&row);
+    const size_t im = q8_im_scratch_bytes(a->C_in / a->groups * a->kh * a->kw,
+                                          a->C_out / a->groups, a->W_out, xs);
+    return base > im ? base : im;
 }
 
 size_t kwsn_asp_scratch_floats(uint32_t C, uint32_t L, uint32_t H) {
@@ -747,45 +782,77 @@ static void KWSN_K(kwsn_silu_f32)(float *out, const float *x, uint32_t n) {
 #if defined(__GNUC__) && !defined(KWSN_NO_VECTOR_EXT) && (defined(__AVX2__) || defined(__AVX512F__))
 #include <immintrin.h>
 #endif
+#if defined(__GNUC__) && !defined(KWSN_NO_VECTOR_EXT) && defined(__AVX512F__)
+#define KWSN_Q8_MBQM_LANES 16
+typedef struct {
+    __m512i mv, nudge, maskv, half, one;
+    __m128i cnt;
+} q8_mbqm_k;
+KWSN_INLINE q8_mbqm_k q8_mbqm_consts(int32_t m, int32_t right) {
+    q8_mbqm_k k;
+    k.mv = _mm512_set1_epi32(m);
+    k.nudge = _mm512_set1_epi64((int64_t)1 << 30);
+    k.maskv = _mm512_set1_epi32((int32_t)(((int64_t)1 << right) - 1));
+    k.half = _mm512_srai_epi32(k.maskv, 1);
+    k.one = _mm512_set1_epi32(1);
+    k.cnt = _mm_cvtsi32_si128(right);
+    return k;
+}
+/* kwsn_mbqm_r of 16 int32 lanes */
+KWSN_INLINE __m512i q8_mbqm_lanes(__m512i x, const q8_mbqm_k *k) {
+    const __m512i pe = _mm512_add_epi64(_mm512_mul_epi32(x, k->mv), k->nudge);
+    const __m512i po = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(x, 32), k->mv), k->nudge);
+    const __m512i h = _mm512_mask_blend_epi32((__mmask16)0xAAAA, _mm512_srli_epi64(pe, 31),
+                                              _mm512_slli_epi64(po, 1));
+    const __m512i thr = _mm512_sub_epi32(k->half, _mm512_srai_epi32(h, 31));
+    const __mmask16 up = _mm512_cmpgt_epi32_mask(_mm512_and_si512(h, k->maskv), thr);
+    const __m512i q = _mm512_sra_epi32(h, k->cnt);
+    return _mm512_mask_add_epi32(q, up, q, k->one);
+}
+#elif defined(__GNUC__) && !defined(KWSN_NO_VECTOR_EXT) && defined(__AVX2__)
+#define KWSN_Q8_MBQM_LANES 8
+typedef struct {
+    __m256i mv, nudge, maskv, half;
+    __m128i cnt;
+} q8_mbqm_k;
+KWSN_INLINE q8_mbqm_k q8_mbqm_consts(int32_t m, int32_t right) {
+    q8_mbqm_k k;
+    k.mv = _mm256_set1_epi32(m);
+    k.nudge = _mm256_set1_epi64x((int64_t)1 << 30);
+    k.maskv = _mm256_set1_epi32((int32_t)(((int64_t)1 << right) - 1));
+    k.half = _mm256_srai_epi32(k.maskv, 1);
+    k.cnt = _mm_cvtsi32_si128(right);
+    return k;
+}
+/* kwsn_mbqm_r of 8 int32 lanes */
+KWSN_INLINE __m256i q8_mbqm_lanes(__m256i x, const q8_mbqm_k *k) {
+    const __m256i pe = _mm256_add_epi64(_mm256_mul_epi32(x, k->mv), k->nudge);
+    const __m256i po = _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), k->mv), k->nudge);
+    const __m256i h =
+        _mm256_blend_epi32(_mm256_srli_epi64(pe, 31), _mm256_slli_epi64(po, 1), 0xAA);
+    const __m256i thr = _mm256_sub_epi32(k->half, _mm256_srai_epi32(h, 31));
+    const __m256i up = _mm256_cmpgt_epi32(_mm256_and_si256(h, k->maskv), thr); /* -1 */
+    return _mm256_sub_epi32(_mm256_sra_epi32(h, k->cnt), up);
+}
+#endif
+
 KWSN_INLINE void q8_mbqm_r_n(int32_t *dst, const int32_t *src, uint32_t n, int32_t m,
                              int32_t right) {
     uint32_t u = 0;
 #if defined(__GNUC__) && !defined(KWSN_NO_VECTOR_EXT) && defined(__AVX512F__)
     {
-        const __m512i mv = _mm512_set1_epi32(m), nudge = _mm512_set1_epi64((int64_t)1 << 30);
-        const __m512i maskv = _mm512_set1_epi32((int32_t)(((int64_t)1 << right) - 1));
-        const __m512i half = _mm512_srai_epi32(maskv, 1), one = _mm512_set1_epi32(1);
-        const __m128i cnt = _mm_cvtsi32_si128(right);
+        const q8_mbqm_k k = q8_mbqm_consts(m, right);
         for (; u + 16u <= n; u += 16u) {
             const __m512i x = _mm512_loadu_si512((const void *)(src + u));
-            const __m512i pe = _mm512_add_epi64(_mm512_mul_epi32(x, mv), nudge);
-            const __m512i po =
-                _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(x, 32), mv), nudge);
-            const __m512i h = _mm512_mask_blend_epi32((__mmask16)0xAAAA, _mm512_srli_epi64(pe, 31),
-                                                      _mm512_slli_epi64(po, 1));
-            const __m512i thr = _mm512_sub_epi32(half, _mm512_srai_epi32(h, 31));
-            const __mmask16 up = _mm512_cmpgt_epi32_mask(_mm512_and_si512(h, maskv), thr);
-            const __m512i q = _mm512_sra_epi32(h, cnt);
-            _mm512_storeu_si512((void *)(dst + u), _mm512_mask_add_epi32(q, up, q, one));
+            _mm512_storeu_si512((void *)(dst + u), q8_mbqm_lanes(x, &k));
         }
     }
 #elif defined(__GNUC__) && !defined(KWSN_NO_VECTOR_EXT) && defined(__AVX2__)
     {
-        const __m256i mv = _mm256_set1_epi32(m), nudge = _mm256_set1_epi64x((int64_t)1 << 30);
-        const __m256i maskv = _mm256_set1_epi32((int32_t)(((int64_t)1 << right) - 1));
-        const __m256i half = _mm256_srai_epi32(maskv, 1);
-        const __m128i cnt = _mm_cvtsi32_si128(right);
+        const q8_mbqm_k k = q8_mbqm_consts(m, right);
         for (; u + 8u <= n; u += 8u) {
             const __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(src + u));
-            const __m256i pe = _mm256_add_epi64(_mm256_mul_epi32(x, mv), nudge);
-            const __m256i po =
-                _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), mv), nudge);
-            const __m256i h =
-                _mm256_blend_epi32(_mm256_srli_epi64(pe, 31), _mm256_slli_epi64(po, 1), 0xAA);
-            const __m256i thr = _mm256_sub_epi32(half, _mm256_srai_epi32(h, 31));
-            const __m256i up = _mm256_cmpgt_epi32(_mm256_and_si256(h, maskv), thr); /* -1 */
-            _mm256_storeu_si256((__m256i *)(void *)(dst + u),
-                                _mm256_sub_epi32(_mm256_sra_epi32(h, cnt), up));
+            _mm256_storeu_si256((__m256i *)(void *)(dst + u), q8_mbqm_lanes(x, &k));
         }
     }
 #endif
@@ -797,6 +864,55 @@ KWSN_INLINE void q8_mbqm_r_n(int32_t *dst, const int32_t *src, uint32_t n, int32
  * to 2^24 before adding zp (the int8 result is the same, and the int32 sum cannot overflow). */
 KWSN_INLINE void q8_requant_row(int8_t *y, const int32_t *acc, uint32_t n, int32_t m,
                                 int32_t shift, int32_t zp, int32_t lo, int32_t hi) {
+#if KWSN_Q8_MBQM_LANES == 16
+    if (shift <= 0) { /* all of it in zmm lanes, the tail masked */
+        const q8_mbqm_k k = q8_mbqm_consts(m, -shift);
+        const __m512i lim_lo = _mm512_set1_epi32(-(1 << 24)), lim_hi = _mm512_set1_epi32(1 << 24);
+        const __m512i zpv = _mm512_set1_epi32(zp), lov = _mm512_set1_epi32(lo),
+                      hiv = _mm512_set1_epi32(hi);
+        for (uint32_t u = 0; u < n; u += 16u) {
+            const __mmask16 mk = n - u >= 16u ? (__mmask16)0xFFFF
+                                              : (__mmask16)((1u << (n - u)) - 1u);
+            __m512i v = q8_mbqm_lanes(_mm512_maskz_loadu_epi32(mk, (const void *)(acc + u)), &k);
+            v = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(v, lim_lo), lim_hi), zpv);
+            v = _mm512_min_epi32(_mm512_max_epi32(v, lov), hiv);
+            /* vpmovdb to a register, then a plain store: vpmovdb to memory is slow (Zen 4) */
+            const __m128i b = _mm512_cvtepi32_epi8(v);
+            if (mk == (__mmask16)0xFFFF) {
+                _mm_storeu_si128((__m128i *)(void *)(y + u), b);
+            } else {
+                int8_t part[16];
+                _mm_storeu_si128((__m128i *)(void *)part, b);
+                memcpy(y + u, part, n - u);
+            }
+        }
+        return;
+    }
+#elif KWSN_Q8_MBQM_LANES == 8
+    if (shift <= 0) { /* 8 lanes at a time, then the tile's scalar tail */
+        const q8_mbqm_k k = q8_mbqm_consts(m, -shift);
+        const __m256i lim_lo = _mm256_set1_epi32(-(1 << 24)), lim_hi = _mm256_set1_epi32(1 << 24);
+        const __m256i zpv = _mm256_set1_epi32(zp), lov = _mm256_set1_epi32(lo),
+                      hiv = _mm256_set1_epi32(hi);
+        uint32_t u = 0;
+        for (; u + 8u <= n; u += 8u) {
+            __m256i v = q8_mbqm_lanes(
+                _mm256_loadu_si256((const __m256i *)(const void *)(acc + u)), &k);
+            v = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(v, lim_lo), lim_hi), zpv);
+            v = _mm256_min_epi32(_mm256_max_epi32(v, lov), hiv); /* within int8: packs exact */
+            const __m128i w16 =
+                _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+            _mm_storel_epi64((__m128i *)(void *)(y + u), _mm_packs_epi16(w16, w16));
+        }
+        for (; u < n; u++) {
+            int32_t v = kwsn_mbqm_r(acc[u], m, -shift);
+            v = v < -(1 << 24) ? -(1 << 24) : (v > (1 << 24) ? (1 << 24) : v);
+            v += zp;
+            y[u] = (int8_t)(v < lo ? lo : (v > hi ? hi : v));
+        }
+        return;
+    }
+#endif
     if (shift <= 0) {
         int32_t q[KWSN_Q8_TILE];
         for (uint32_t u0 = 0; u0 < n; u0 += KWSN_Q8_TILE) {
@@ -901,90 +1017,320 @@ KWSN_INLINE void q8_conv_rows(int8_t *out, const int32_t *xp, const int8_t *w,
 }
 #endif
 
-/* int8 Conv1d: the input centred (x - zp_in) into int32 phases as the float conv_ex splits
- * it (so every tap of consecutive outputs reads consecutive elements), int32 accumulation of
- * w * x in register tiles, then the per-channel requantisation. */
-#if defined(__AVX2__) && !defined(__AVX512F__) && defined(__GNUC__) && !defined(KWSN_NO_VECTOR_EXT)
+/* int8 Conv1d / Conv2d: the input centred (x - zp_in) into int32 phases as the float conv_ex
+ * splits it (so every tap of consecutive outputs reads consecutive elements), int32
+ * accumulation of w * x in register tiles, then the per-channel requantisation. That is the
+ * baseline; the x86 vector paths below multiply bytes instead. */
+
+/* ---- the vector paths' int8 conv: u8 x s8 quads (vpdpbusd) or int16 pairs (vpmaddwd)
+ *
+ * The reduction of output (o, t) runs over r = (i, j) (input channel of the group, tap; for
+ * Conv2d r = (i, kernel row, kernel column)) in the weights' own [o][i][j] order, in groups
+ * of D = 4 (VNNI) or D = 2 (vpmaddwd) consecutive r. Per call and group:
+ *   xs  the input as D-path elements, zero-padded and phase-split as the baseline's int32:
+ *       D = 4: u = q + 128 (u8; the padding is the real zero, zp_in + 128);
+ *       D = 2: x = q - zp_in (int16; the padding 0);
+ *   im  int32 [G][Lp] (G = ceil(R / D), Lp = L_out rounded up to 32): lane t of group g
+ *       packs the D elements r = g D .. g D + D - 1 that output t reads (im2col, D deep);
+ *   wpk int32 [go][G]: the weights of row o, r = g D .. g D + D - 1 in one int32 (D = 4: the
+ *       4 bytes as stored; D = 2: two int16), zero past R;
+ *   init[o] the accumulator's start: D = 2: bias; D = 4: bias - (128 + zp_in) sum_r w[o][r],
+ *       the offset's correction (sum w (u - 128 - zp_in) = sum w (q - zp_in)).
+ * Then one vpdpbusd / vpmaddwd + vpaddd per row, group and 16 (8) positions. Exactness: the
+ * loader bound sum |w| 255 + |bias| <= INT32_MAX bounds init (|128 + zp_in| <= 255) and every
+ * partial sum (bias + sum over the done r of w (u - c) - c sum over the rest of w: each term
+ * at most 255 |w|); vpdpbusd adds its 4 products to the int32 lane without saturation and
+ * vpmaddwd's pair (|x| <= 255, |w| <= 127) cannot saturate; so the int32 sum is the exact
+ * integer sum, as on the baseline, and the requantisation is shared: the same bits. (The
+ * weights are read from the model's buffer as stored: [o][i][j] is already D deep along r, so
+ * "packing" is a copy into int32 rows with the zero tail and, for D = 4, the correction; the
+ * model's storage has no room that prepare could fill, see docs/cnative.md.) */
+#if defined(__GNUC__) && !defined(KWSN_NO_VECTOR_EXT) && defined(__AVX512BW__)
 #include <immintrin.h>
-/* AVX2 (the AVX-512F build keeps its 16-lane int32 tiles, as fast there): channels in pairs, so one vpmaddwd does two
- * multiply-adds per int32 lane. xq[p][u] holds (x_{2p}[u], x_{2p+1}[u]) as two int16 (the
- * second 0 past C_in); the weight pair (w[o][2p][j], w[o][2p+1][j]) is broadcast. Integer
- * sums: the same bits as the other paths. 8 positions per vector, 2 vectors per row. */
-KWSN_INLINE void q8_conv_rows_pair(int8_t *out, const int32_t *xq, const int8_t *w,
-                                   const kwsn_q8_requant *rq, uint32_t C_in, uint32_t L_out,
-                                   uint32_t cs, uint32_t k, const uint32_t *off, uint32_t o0,
-                                   const uint32_t NO) {
-    const uint32_t P = (C_in + 1u) / 2u;
-    for (uint32_t t0 = 0; t0 < L_out; t0 += 16u) {
-        __m256i acc[KWSN_CONV_ROWS][2];
-        for (uint32_t r = 0; r < NO; r++) {
-            acc[r][0] = _mm256_set1_epi32(rq->bias[o0 + r]);
-            acc[r][1] = acc[r][0];
+#define KWSN_Q8_IMW 16
+#if defined(__AVX512VNNI__)
+#define KWSN_Q8_IM 4
+#else
+#define KWSN_Q8_IM 2
+#endif
+#elif defined(__GNUC__) && !defined(KWSN_NO_VECTOR_EXT) && defined(__AVX2__)
+#include <immintrin.h>
+#define KWSN_Q8_IMW 8
+#if defined(__AVXVNNI__)
+#define KWSN_Q8_IM 4
+#else
+#define KWSN_Q8_IM 2
+#endif
+#endif
+
+#ifdef KWSN_Q8_IM
+#if KWSN_Q8_IM == 4
+typedef uint8_t q8_xe;
+#else
+typedef int16_t q8_xe;
+#endif
+#define KWSN_Q8_IM_TILE (2 * KWSN_Q8_IMW)
+#if KWSN_Q8_IMW == 16
+/* 12 rows x 2 zmm accumulators + 2 inputs + 1 weight: 27 of 32 registers */
+#define KWSN_Q8_IM_ROWS 12
+#define KWSN_Q8_IM_ROWS2 4
+typedef __m512i q8_v;
+#define Q8V_LOAD(p) _mm512_loadu_si512((const void *)(p))
+#define Q8V_SET1(v) _mm512_set1_epi32(v)
+#define Q8V_STORE(p, v) _mm512_storeu_si512((void *)(p), v)
+#if KWSN_Q8_IM == 4
+/* acc += x (u8) . w (s8) in place: gcc 12 copies the accumulator around
+ * _mm512_dpbusd_epi32 (and spilled the 12-row tile to the stack on every step); the asm
+ * states the in-place update, so the tile stays in its 24 registers */
+KWSN_INLINE __m512i q8_dpbusd(__m512i acc, __m512i x, __m512i w) {
+    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(x), "v"(w));
+    return acc;
+}
+#define Q8V_DOT(acc, x, w) q8_dpbusd(acc, x, w)
+#else
+#define Q8V_DOT(acc, x, w) _mm512_add_epi32(acc, _mm512_madd_epi16(x, w))
+#endif
+#else
+/* 6 rows x 2 ymm accumulators + 2 inputs + 1 weight: 15 of 16 registers */
+#define KWSN_Q8_IM_ROWS 6
+#define KWSN_Q8_IM_ROWS2 2
+typedef __m256i q8_v;
+#define Q8V_LOAD(p) _mm256_loadu_si256((const __m256i *)(const void *)(p))
+#define Q8V_SET1(v) _mm256_set1_epi32(v)
+#define Q8V_STORE(p, v) _mm256_storeu_si256((__m256i *)(void *)(p), v)
+#if KWSN_Q8_IM == 4
+#define Q8V_DOT(acc, x, w) _mm256_dpbusd_avx_epi32(acc, x, w)
+#else
+#define Q8V_DOT(acc, x, w) _mm256_add_epi32(acc, _mm256_madd_epi16(x, w))
+#endif
+#endif
+
+/* The scratch, carved as q8_im_scratch_bytes() sized it (the sizes of D = 2, which bound
+ * D = 4's). */
+typedef struct {
+    uint32_t *roff; /* [R]: element offset in xs of r's input at output 0 */
+    int32_t *init;  /* [go] */
+    int32_t *wpk;   /* [go][G] */
+    q8_xe *xs;      /* [xs_elems] */
+    q8_xe *zero;    /* [Lp] zeros: the input of r >= R */
+    int32_t *im;    /* [G][Lp] */
+} q8_im_parts;
+
+static q8_im_parts q8_im_carve(void *scratch, uint32_t R, uint32_t go, uint32_t Lp,
+                               size_t xs_elems) {
+    q8_im_parts p;
+    uint8_t *b = (uint8_t *)scratch;
+    const size_t g2 = (R + 1u) / 2u;
+    p.roff = (uint32_t *)(void *)b;
+    b += q8_r64((size_t)R * 4u);
+    p.init = (int32_t *)(void *)b;
+    b += q8_r64((size_t)go * 4u);
+    p.wpk = (int32_t *)(void *)b;
+    b += q8_r64((size_t)go * g2 * 4u);
+    p.xs = (q8_xe *)(void *)b;
+    b += q8_r64(xs_elems * 2u);
+    p.zero = (q8_xe *)(void *)b;
+    b += q8_r64((size_t)Lp * 2u);
+    p.im = (int32_t *)(void *)b;
+    return p;
+}
+
+/* dst[u] = the D-path element of src[S u], u < n (S constant where inlined, so the strided
+ * loads vectorise): D = 4 the code as u8 (x ^ 0x80 = x + 128), D = 2 x - zp as int16. */
+KWSN_INLINE void q8_im_elems(q8_xe *dst, const int8_t *src, uint32_t n, const uint32_t S,
+                             int32_t zp) {
+#if KWSN_Q8_IM == 4
+    (void)zp;
+    const uint8_t *su = (const uint8_t *)(const void *)src;
+    for (uint32_t u = 0; u < n; u++) dst[u] = (uint8_t)(su[(size_t)S * u] ^ 0x80u);
+#else
+    for (uint32_t u = 0; u < n; u++) dst[u] = (int16_t)((int32_t)src[(size_t)S * u] - zp);
+#endif
+}
+
+/* Channel x[L] as D-path elements, zero-padded (the real zero) and split into phases (the
+ * baseline's q8_phase_split layout); x NULL: a row of the padding. */
+KWSN_INLINE void q8_phase_split_im(q8_xe *xc, const int8_t *x, const kwsn_conv1d_ex_args *a,
+                                   uint32_t cs, int32_t zp) {
+    const uint32_t s = a->stride, ph = cs / s;
+#if KWSN_Q8_IM == 4
+    const q8_xe padv = (q8_xe)(zp + 128);
+#else
+    const q8_xe padv = 0;
+#endif
+    for (uint32_t r = 0; r < s; r++) {
+        q8_xe *p = xc + (size_t)r * ph;
+        /* phase r's u reads x[s u + r - pad] for u in [lo, hi) */
+        uint32_t lo = 0, hi = 0;
+        if (x) {
+            lo = a->pad > r ? (a->pad - r + s - 1u) / s : 0u;
+            hi = (a->pad + a->L > r) ? (a->pad + a->L - r + s - 1u) / s : 0u;
+            if (hi > ph) hi = ph;
+            if (lo > hi) lo = hi;
         }
-        for (uint32_t pi = 0; pi < P; pi++) {
-            const int32_t *x = xq + (size_t)pi * cs + t0;
-            const int has2 = 2u * pi + 1u < C_in;
-            for (uint32_t j = 0; j < k; j++) {
-                const __m256i x0 = _mm256_loadu_si256((const __m256i *)(const void *)(x + off[j]));
-                const __m256i x1 =
-                    _mm256_loadu_si256((const __m256i *)(const void *)(x + off[j] + 8));
-                for (uint32_t r = 0; r < NO; r++) {
-                    const int8_t *wr = w + ((size_t)(o0 + r) * C_in + 2u * pi) * k + j;
-                    const int32_t w0 = wr[0], w1 = has2 ? wr[k] : 0;
-                    const __m256i wv = _mm256_set1_epi32((int32_t)(((uint32_t)w1 << 16) |
-                                                                   ((uint32_t)w0 & 0xFFFFu)));
-                    acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(x0, wv));
-                    acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(x1, wv));
-                }
+        for (uint32_t u = 0; u < lo; u++) p[u] = padv;
+        if (hi > lo) {
+            const int8_t *xr = x + ((size_t)s * lo + r - a->pad);
+            switch (s) {
+            case 1: q8_im_elems(p + lo, xr, hi - lo, 1, zp); break;
+            case 2: q8_im_elems(p + lo, xr, hi - lo, 2, zp); break;
+            case 3: q8_im_elems(p + lo, xr, hi - lo, 3, zp); break;
+            case 4: q8_im_elems(p + lo, xr, hi - lo, 4, zp); break;
+            default: q8_im_elems(p + lo, xr, hi - lo, s, zp); break;
             }
         }
-        const uint32_t nt = L_out - t0 < 16u ? L_out - t0 : 16u;
+        for (uint32_t u = hi; u < ph; u++) p[u] = padv;
+    }
+}
+
+/* im [G][Lp] from base + roff[r] (positions 0..L_out-1; the rest of each row 0). */
+static void q8_im_build(int32_t *im, const q8_xe *base, const uint32_t *roff, uint32_t R,
+                        const q8_xe *zero, uint32_t L_out, uint32_t Lp) {
+    const uint32_t G = (R + KWSN_Q8_IM - 1u) / KWSN_Q8_IM;
+    for (uint32_t g = 0; g < G; g++) {
+        const q8_xe *s[KWSN_Q8_IM];
+        for (uint32_t d = 0; d < KWSN_Q8_IM; d++) {
+            const uint32_t r = g * KWSN_Q8_IM + d;
+            s[d] = r < R ? base + roff[r] : zero;
+        }
+        int32_t *dst = im + (size_t)g * Lp;
+#if KWSN_Q8_IM == 4
+        const q8_xe *s0 = s[0], *s1 = s[1], *s2 = s[2], *s3 = s[3];
+        for (uint32_t t = 0; t < L_out; t++)
+            dst[t] = (int32_t)((uint32_t)s0[t] | ((uint32_t)s1[t] << 8) |
+                               ((uint32_t)s2[t] << 16) | ((uint32_t)s3[t] << 24));
+#else
+        const q8_xe *s0 = s[0], *s1 = s[1];
+        for (uint32_t t = 0; t < L_out; t++)
+            dst[t] = (int32_t)((uint32_t)(uint16_t)s0[t] | ((uint32_t)(uint16_t)s1[t] << 16));
+#endif
+        for (uint32_t t = L_out; t < Lp; t++) dst[t] = 0;
+    }
+}
+
+/* wpk and init of the go rows of a group (w: the group's first row, R weights per row). */
+static void q8_im_pack(int32_t *wpk, int32_t *init, const int8_t *w, const int32_t *bias,
+                       uint32_t R, uint32_t go, int32_t zp_in) {
+    const uint32_t G = (R + KWSN_Q8_IM - 1u) / KWSN_Q8_IM;
+    for (uint32_t o = 0; o < go; o++) {
+        const int8_t *wr = w + (size_t)o * R;
+        int32_t *dst = wpk + (size_t)o * G;
+#if KWSN_Q8_IM == 4
+        int32_t sum = 0; /* |sum| <= 127 R < 2^31 (R <= 2^26) */
+        for (uint32_t j = 0; j < R; j++) sum += wr[j];
+        dst[G - 1u] = 0;
+        memcpy(dst, wr, R); /* little-endian: byte d of dst[g] is w[o][4 g + d] */
+        init[o] = (int32_t)((int64_t)bias[o] - (int64_t)(128 + zp_in) * sum);
+#else
+        for (uint32_t g = 0; g < R / 2u; g++)
+            dst[g] = (int32_t)((uint32_t)(uint16_t)(int16_t)wr[2u * g] |
+                               ((uint32_t)(uint16_t)(int16_t)wr[2u * g + 1u] << 16));
+        if (R % 2u) dst[G - 1u] = (int32_t)(uint32_t)(uint16_t)(int16_t)wr[R - 1u];
+        init[o] = bias[o];
+        (void)zp_in;
+#endif
+    }
+}
+
+/* Rows o0 .. o0 + NO - 1 of a group: row o's L_out codes to out + o ostride; o_abs the
+ * group's first output channel (for the requantisation). */
+KWSN_INLINE void q8_im_rows(int8_t *out, size_t ostride, const int32_t *im, uint32_t G,
+                            uint32_t Lp, uint32_t L_out, const int32_t *wpk, const int32_t *init,
+                            const kwsn_q8_requant *rq, uint32_t o_abs, uint32_t o0,
+                            const uint32_t NO) {
+    for (uint32_t t0 = 0; t0 < L_out; t0 += KWSN_Q8_IM_TILE) {
+        q8_v acc[KWSN_Q8_IM_ROWS][2];
         for (uint32_t r = 0; r < NO; r++) {
-            const uint32_t o = o0 + r;
-            int32_t tile[16];
-            _mm256_storeu_si256((__m256i *)(void *)tile, acc[r][0]);
-            _mm256_storeu_si256((__m256i *)(void *)(tile + 8), acc[r][1]);
-            q8_requant_store(out + (size_t)o * L_out + t0, tile, nt, rq->mult[o], rq->shift[o],
-                             rq);
+            acc[r][0] = Q8V_SET1(init[o0 + r]);
+            acc[r][1] = acc[r][0];
+        }
+        const int32_t *x = im + t0;
+        const int32_t *wb = wpk + (size_t)o0 * G;
+        for (uint32_t g = 0; g < G; g++) {
+            const q8_v x0 = Q8V_LOAD(x + (size_t)g * Lp);
+            const q8_v x1 = Q8V_LOAD(x + (size_t)g * Lp + KWSN_Q8_IMW);
+            for (uint32_t r = 0; r < NO; r++) {
+                const q8_v wv = Q8V_SET1(wb[(size_t)r * G + g]);
+                acc[r][0] = Q8V_DOT(acc[r][0], x0, wv);
+                acc[r][1] = Q8V_DOT(acc[r][1], x1, wv);
+            }
+        }
+        const uint32_t nt = L_out - t0 < KWSN_Q8_IM_TILE ? L_out - t0 : KWSN_Q8_IM_TILE;
+        for (uint32_t r = 0; r < NO; r++) {
+            const uint32_t o = o_abs + o0 + r;
+            int32_t tile[KWSN_Q8_IM_TILE];
+            Q8V_STORE(tile, acc[r][0]);
+            Q8V_STORE(tile + KWSN_Q8_IMW, acc[r][1]);
+            q8_requant_store(out + (size_t)(o0 + r) * ostride + t0, tile, nt, rq->mult[o],
+                             rq->shift[o], rq);
         }
     }
 }
 
-/* groups == 1: the paired layout (fits the int32 layout's scratch: (C_in + 1) / 2 pairs of
- * int16 per position against C_in int32), then the rows. */
-static void q8_conv_pair(int8_t *out, const int8_t *in, const int8_t *w,
+/* Every row of a group over im. */
+static void q8_im_group(int8_t *out, size_t ostride, const int32_t *im, uint32_t R, uint32_t Lp,
+                        uint32_t L_out, const int32_t *wpk, const int32_t *init,
+                        const kwsn_q8_requant *rq, uint32_t o_abs, uint32_t go) {
+    const uint32_t G = (R + KWSN_Q8_IM - 1u) / KWSN_Q8_IM;
+    uint32_t o = 0;
+    for (; o + KWSN_Q8_IM_ROWS <= go; o += KWSN_Q8_IM_ROWS)
+        q8_im_rows(out, ostride, im, G, Lp, L_out, wpk, init, rq, o_abs, o, KWSN_Q8_IM_ROWS);
+    for (; o + KWSN_Q8_IM_ROWS2 <= go; o += KWSN_Q8_IM_ROWS2)
+        q8_im_rows(out, ostride, im, G, Lp, L_out, wpk, init, rq, o_abs, o, KWSN_Q8_IM_ROWS2);
+    for (; o < go; o++) q8_im_rows(out, ostride, im, G, Lp, L_out, wpk, init, rq, o_abs, o, 1);
+}
+
+static void q8_conv1d_im(int8_t *out, const int8_t *in, const int8_t *w,
                          const kwsn_q8_requant *rq, const kwsn_conv1d_ex_args *a, void *scratch) {
-    const uint32_t s = a->stride, cs = (uint32_t)kwsn_conv1d_ex_channel_floats(a);
-    const uint32_t ph = cs / s, P = (a->C_in + 1u) / 2u;
-    int16_t *xq = (int16_t *)scratch;
-    const int32_t zp = rq->zp_in;
-    for (uint32_t i = 0; i < 2u * P; i++) {
-        const int8_t *x = in + (size_t)i * a->L;
-        int16_t *xc = xq + (size_t)(i / 2u) * cs * 2u + (i % 2u);
-        for (uint32_t r = 0; r < s; r++) {
-            int16_t *p = xc + (size_t)r * ph * 2u;
-            for (uint32_t u = 0; u < ph; u++) {
-                const uint32_t q = s * u + r;
-                p[2u * u] = (int16_t)((i < a->C_in && q >= a->pad && q < a->pad + a->L)
-                                          ? (int32_t)x[q - a->pad] - zp
-                                          : 0);
-            }
-        }
-    }
-    memset(xq + (size_t)P * cs * 2u, 0, KWSN_Q8_SLACK * sizeof(int32_t));
+    const uint32_t cs = (uint32_t)kwsn_conv1d_ex_channel_floats(a);
+    const uint32_t gi = a->C_in / a->groups, go = a->C_out / a->groups, Lo = a->L_out;
+    const uint32_t R = gi * a->k, Lp = q8_im_lp(Lo);
+    const q8_im_parts p = q8_im_carve(scratch, R, go, Lp, (size_t)a->C_in * cs);
+    for (uint32_t i = 0; i < a->C_in; i++)
+        q8_phase_split_im(p.xs + (size_t)i * cs, in + (size_t)i * a->L, a, cs, rq->zp_in);
+    memset(p.zero, 0, (size_t)Lp * sizeof(q8_xe));
     uint32_t off[KWSN_MAX_CONV_KERNEL];
     for (uint32_t j = 0; j < a->k; j++) off[j] = tap_offset(a, cs, j);
-    const int32_t *xq32 = (const int32_t *)scratch;
-    uint32_t o = 0;
-    for (; o + KWSN_CONV_ROWS <= a->C_out; o += KWSN_CONV_ROWS)
-        q8_conv_rows_pair(out, xq32, w, rq, a->C_in, a->L_out, cs, a->k, off, o, KWSN_CONV_ROWS);
-    for (; o + 2 <= a->C_out; o += 2)
-        q8_conv_rows_pair(out, xq32, w, rq, a->C_in, a->L_out, cs, a->k, off, o, 2);
-    for (; o < a->C_out; o++)
-        q8_conv_rows_pair(out, xq32, w, rq, a->C_in, a->L_out, cs, a->k, off, o, 1);
+    for (uint32_t i = 0; i < gi; i++)
+        for (uint32_t j = 0; j < a->k; j++) p.roff[i * a->k + j] = i * cs + off[j];
+    for (uint32_t g = 0; g < a->groups; g++) {
+        q8_im_build(p.im, p.xs + (size_t)g * gi * cs, p.roff, R, p.zero, Lo, Lp);
+        q8_im_pack(p.wpk, p.init, w + (size_t)g * go * R, rq->bias + (size_t)g * go, R, go,
+                   rq->zp_in);
+        q8_im_group(out + (size_t)g * go * Lo, Lo, p.im, R, Lp, Lo, p.wpk, p.init, rq, g * go,
+                    go);
+    }
 }
-#define KWSN_Q8_CONV_PAIR 1
-#endif
+
+static void q8_conv2d_im(int8_t *out, const int8_t *in, const int8_t *w,
+                         const kwsn_q8_requant *rq, const kwsn_conv2d_args *a, void *scratch) {
+    const kwsn_conv1d_ex_args row = kwsn_conv2d_row(a);
+    const uint32_t cs = (uint32_t)kwsn_conv1d_ex_channel_floats(&row);
+    const uint32_t rows = (uint32_t)kwsn_conv2d_rows(a);
+    const uint32_t gi = a->C_in / a->groups, go = a->C_out / a->groups;
+    const uint32_t R = gi * a->kh * a->kw, Wo = a->W_out, Lp = q8_im_lp(Wo);
+    const q8_im_parts p = q8_im_carve(scratch, R, go, Lp, (size_t)a->C_in * rows * cs);
+    for (uint32_t i = 0; i < a->C_in; i++)
+        for (uint32_t r = 0; r < rows; r++) {
+            const int in_image = r >= a->pt && r - a->pt < a->H;
+            const int8_t *x = in_image ? in + ((size_t)i * a->H + (r - a->pt)) * a->W : NULL;
+            q8_phase_split_im(p.xs + ((size_t)i * rows + r) * cs, x, &row, cs, rq->zp_in);
+        }
+    memset(p.zero, 0, (size_t)Lp * sizeof(q8_xe));
+    conv2d_taps(p.roff, a, &row, rows, cs);
+    const size_t plane = (size_t)a->H_out * Wo;
+    for (uint32_t g = 0; g < a->groups; g++) {
+        q8_im_pack(p.wpk, p.init, w + (size_t)g * go * R, rq->bias + (size_t)g * go, R, go,
+                   rq->zp_in);
+        for (uint32_t y = 0; y < a->H_out; y++) {
+            const q8_xe *base = p.xs + ((size_t)g * gi * rows + (size_t)y * a->sh) * cs;
+            q8_im_build(p.im, base, p.roff, R, p.zero, Wo, Lp);
+            q8_im_group(out + (size_t)g * go * plane + (size_t)y * Wo, plane, p.im, R, Lp, Wo,
+                        p.wpk, p.init, rq, g * go, go);
+        }
+    }
+}
+#endif /* KWSN_Q8_IM */
 
 /* The int8 phase_split: channel x[L] centred (x - zp), zero-padded (the real zero) and split
  * into phases as int32; x NULL: a row of zeros. */
@@ -1007,13 +1353,10 @@ KWSN_INLINE void q8_phase_split(int32_t *xc, const int8_t *x, const kwsn_conv1d_
 static void KWSN_K(kwsn_conv1d_q8)(int8_t *out, const int8_t *in, const int8_t *w,
                                    const kwsn_q8_requant *rq, const kwsn_conv1d_ex_args *a,
                                    void *scratch) {
+#ifdef KWSN_Q8_IM
+    q8_conv1d_im(out, in, w, rq, a, scratch);
+#else
     const uint32_t cs = (uint32_t)kwsn_conv1d_ex_channel_floats(a);
-#ifdef KWSN_Q8_CONV_PAIR
-    if (a->groups == 1u) {
-        q8_conv_pair(out, in, w, rq, a, scratch);
-        return;
-    }
-#endif
     int32_t *xp = (int32_t *)scratch;
     for (uint32_t i = 0; i < a->C_in; i++)
         q8_phase_split(xp + (size_t)i * cs, in + (size_t)i * a->L, a, cs, rq->zp_in);
@@ -1032,6 +1375,7 @@ static void KWSN_K(kwsn_conv1d_q8)(int8_t *out, const int8_t *in, const int8_t *
             q8_conv_rows(yg, xg, wg, rq, g * go, gi, Lo, Lo, cs, a->k, off, o, 4);
         for (; o < go; o++) q8_conv_rows(yg, xg, wg, rq, g * go, gi, Lo, Lo, cs, a->k, off, o, 1);
     }
+#endif
 }
 
 /* int8 Conv2d: the float kwsn_conv2d's layout and tap order on the centred int32 input, int32
@@ -1039,6 +1383,9 @@ static void KWSN_K(kwsn_conv1d_q8)(int8_t *out, const int8_t *in, const int8_t *
 static void KWSN_K(kwsn_conv2d_q8)(int8_t *out, const int8_t *in, const int8_t *w,
                                    const kwsn_q8_requant *rq, const kwsn_conv2d_args *a,
                                    void *scratch) {
+#ifdef KWSN_Q8_IM
+    q8_conv2d_im(out, in, w, rq, a, scratch);
+#else
     const kwsn_conv1d_ex_args row = kwsn_conv2d_row(a);
     const uint32_t cs = (uint32_t)kwsn_conv1d_ex_channel_floats(&row);
     const uint32_t rows = (uint32_t)kwsn_conv2d_rows(a);
@@ -1069,6 +1416,7 @@ static void KWSN_K(kwsn_conv2d_q8)(int8_t *out, const int8_t *in, const int8_t *
             for (; o < go; o++) q8_conv_rows(yg, xg, wg, rq, ob, 1, Wo, plane, cs, nt, off, o, 1);
         }
     }
+#endif
 }
 
 static void KWSN_K(kwsn_linear_q8)(int8_t *out, const int8_t *in, const int8_t *w,
@@ -1086,9 +1434,68 @@ static void KWSN_K(kwsn_linear_q8)(int8_t *out, const int8_t *in, const int8_t *
     }
 }
 
+/* The sum of k codes (k 255 <= INT32_MAX, checked at load): on x86 (SSE2, every path) 16 at a
+ * time by psadbw of the codes as u8 (x ^ 0x80 = x + 128) against 0, less 128 per code. */
+#if defined(__GNUC__) && defined(__SSE2__) && !defined(KWSN_NO_VECTOR_EXT)
+#include <emmintrin.h>
+KWSN_INLINE int32_t q8_window_sum(const int8_t *x, uint32_t k) {
+    const __m128i flip = _mm_set1_epi8((char)0x80), zero = _mm_setzero_si128();
+    __m128i acc = zero;
+    uint32_t j = 0;
+    for (; j + 16u <= k; j += 16u)
+        acc = _mm_add_epi64(acc, _mm_sad_epu8(_mm_xor_si128(
+            _mm_loadu_si128((const __m128i *)(const void *)(x + j)), flip), zero));
+    int64_t s = (int64_t)(uint32_t)_mm_cvtsi128_si32(acc) +
+                (int64_t)(uint32_t)_mm_cvtsi128_si32(_mm_unpackhi_epi64(acc, acc)) -
+                128 * (int64_t)j;
+    for (; j < k; j++) s += x[j];
+    return (int32_t)s;
+}
+#else
+KWSN_INLINE int32_t q8_window_sum(const int8_t *x, uint32_t k) {
+    int32_t s = 0;
+    for (uint32_t j = 0; j < k; j++) s += (int32_t)x[j];
+    return s;
+}
+#endif
+
+/* Window sums of int8 codes for a constant stride S (1..4, inlined), in tiles of
+ * KWSN_Q8_TILE outputs: taps outer, outputs inner, so gcc vectorises the strided loads (the
+ * max pool's trick); integer sums, so the order does not change the bits. */
+KWSN_INLINE void q8_avgpool_rows(int8_t *out, const int8_t *in, uint32_t C, uint32_t L,
+                                 uint32_t k, const uint32_t S, uint32_t L_out,
+                                 const kwsn_q8_requant *rq) {
+    int32_t acc[KWSN_Q8_TILE];
+    const int32_t kzp = (int32_t)k * rq->zp_in; /* |acc| <= 255 k <= 2^24 */
+    for (uint32_t c = 0; c < C; c++) {
+        const int8_t *x = in + (size_t)c * L;
+        int8_t *y = out + (size_t)c * L_out;
+        for (uint32_t t0 = 0; t0 < L_out; t0 += KWSN_Q8_TILE) {
+            const uint32_t nt = L_out - t0 < KWSN_Q8_TILE ? L_out - t0 : KWSN_Q8_TILE;
+            const int8_t *xs = x + (size_t)t0 * S;
+            for (uint32_t u = 0; u < nt; u++) acc[u] = (int32_t)xs[(size_t)u * S] - kzp;
+            for (uint32_t j = 1; j < k; j++) {
+                const int8_t *xj = xs + j;
+                for (uint32_t u = 0; u < nt; u++) acc[u] += (int32_t)xj[(size_t)u * S];
+            }
+            q8_requant_row(y + t0, acc, nt, rq->mult[0], rq->shift[0], rq->zp_out, rq->act_min,
+                           rq->act_max);
+        }
+    }
+}
+
 static void KWSN_K(kwsn_avgpool1d_q8)(int8_t *out, const int8_t *in, uint32_t C, uint32_t L,
                                       uint32_t k, uint32_t stride, uint32_t L_out,
                                       const kwsn_q8_requant *rq) {
+    switch (stride) {
+    case 1: q8_avgpool_rows(out, in, C, L, k, 1, L_out, rq); return;
+    case 2: q8_avgpool_rows(out, in, C, L, k, 2, L_out, rq); return;
+    case 3: q8_avgpool_rows(out, in, C, L, k, 3, L_out, rq); return;
+    case 4: q8_avgpool_rows(out, in, C, L, k, 4, L_out, rq); return;
+    default: break;
+    }
+    /* long strides (raw_conv's AvgPool1d(16); AdaptiveAvgPool1d: kernel = stride = L): one
+     * window sum per output (q8_window_sum) */
     int32_t acc[KWSN_Q8_TILE];
     for (uint32_t c = 0; c < C; c++) {
         const int8_t *x = in + (size_t)c * L;
@@ -1096,9 +1503,7 @@ static void KWSN_K(kwsn_avgpool1d_q8)(int8_t *out, const int8_t *in, uint32_t C,
         for (uint32_t t0 = 0; t0 < L_out; t0 += KWSN_Q8_TILE) {
             const uint32_t nt = L_out - t0 < KWSN_Q8_TILE ? L_out - t0 : KWSN_Q8_TILE;
             for (uint32_t u = 0; u < nt; u++) {
-                const int8_t *xs = x + (size_t)(t0 + u) * stride;
-                int32_t a = 0;
-                for (uint32_t j = 0; j < k; j++) a += (int32_t)xs[j];
+                const int32_t a = q8_window_sum(x + (size_t)(t0 + u) * stride, k);
                 acc[u] = a - (int32_t)k * rq->zp_in; /* |acc| <= 255 k <= 2^24 */
             }
             q8_requant_row(y + t0, acc, nt, rq->mult[0], rq->shift[0], rq->zp_out, rq->act_min,
@@ -1232,6 +1637,87 @@ static uint64_t q8_isqrt(uint64_t v) {
     return r;
 }
 
+/* One pass of the integer LayerNorm over a group with the table of Z (lut: Z of code c at
+ * lut[c + 128]) and shift <= 0: per element Z G + (B << b), mbqm, + zp_out, clamp; the
+ * same arithmetic as the tiled loop below, element by element (safe in place: each block of
+ * codes is read before its outputs are written). */
+static void q8_ln_lut_row(int8_t *y, const int8_t *x, uint32_t n, const int32_t *lut,
+                          const int8_t *gamma, const uint8_t *beta, int32_t bshift, int32_t m,
+                          int32_t right, int32_t zp, int32_t lo, int32_t hi) {
+    uint32_t i = 0;
+#if KWSN_Q8_MBQM_LANES == 16
+    {
+        const q8_mbqm_k k = q8_mbqm_consts(m, right);
+        const __m128i bcnt = _mm_cvtsi32_si128(bshift);
+        const __m512i lim_lo = _mm512_set1_epi32(-(1 << 24)), lim_hi = _mm512_set1_epi32(1 << 24);
+        const __m512i zpv = _mm512_set1_epi32(zp), lov = _mm512_set1_epi32(lo),
+                      hiv = _mm512_set1_epi32(hi);
+        /* the table in 16 registers, looked up by 8 two-register permutes (index bits 0..4)
+         * and a blend tree on bits 5, 6, 7: on Zen 4 about 3x faster than vpgatherdd */
+        __m512i tab[16];
+        for (uint32_t j = 0; j < 16u; j++) tab[j] = _mm512_loadu_si512((const void *)(lut + 16u * j));
+        const __m512i b5 = _mm512_set1_epi32(32), b6 = _mm512_set1_epi32(64),
+                      b7 = _mm512_set1_epi32(128);
+        for (; i + 16u <= n; i += 16u) {
+            const __m512i c = _mm512_xor_si512(
+                _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(x + i))), b7);
+            const __mmask16 m5 = _mm512_test_epi32_mask(c, b5), m6 = _mm512_test_epi32_mask(c, b6),
+                            m7 = _mm512_test_epi32_mask(c, b7);
+            const __m512i q0 = _mm512_mask_blend_epi32(m5, _mm512_permutex2var_epi32(tab[0], c, tab[1]),
+                                                       _mm512_permutex2var_epi32(tab[2], c, tab[3]));
+            const __m512i q1 = _mm512_mask_blend_epi32(m5, _mm512_permutex2var_epi32(tab[4], c, tab[5]),
+                                                       _mm512_permutex2var_epi32(tab[6], c, tab[7]));
+            const __m512i q2 = _mm512_mask_blend_epi32(m5, _mm512_permutex2var_epi32(tab[8], c, tab[9]),
+                                                       _mm512_permutex2var_epi32(tab[10], c, tab[11]));
+            const __m512i q3 = _mm512_mask_blend_epi32(m5, _mm512_permutex2var_epi32(tab[12], c, tab[13]),
+                                                       _mm512_permutex2var_epi32(tab[14], c, tab[15]));
+            const __m512i z = _mm512_mask_blend_epi32(m7, _mm512_mask_blend_epi32(m6, q0, q1),
+                                                      _mm512_mask_blend_epi32(m6, q2, q3));
+            const __m512i g =
+                _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(gamma + i)));
+            const __m512i b = _mm512_sll_epi32(
+                _mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(beta + 2u * (size_t)i))),
+                bcnt);
+            __m512i v = q8_mbqm_lanes(_mm512_add_epi32(_mm512_mullo_epi32(z, g), b), &k);
+            v = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(v, lim_lo), lim_hi), zpv);
+            v = _mm512_min_epi32(_mm512_max_epi32(v, lov), hiv);
+            _mm_storeu_si128((__m128i *)(void *)(y + i), _mm512_cvtepi32_epi8(v));
+        }
+    }
+#elif KWSN_Q8_MBQM_LANES == 8
+    {
+        const q8_mbqm_k k = q8_mbqm_consts(m, right);
+        const __m128i bcnt = _mm_cvtsi32_si128(bshift);
+        const __m256i lim_lo = _mm256_set1_epi32(-(1 << 24)), lim_hi = _mm256_set1_epi32(1 << 24);
+        const __m256i zpv = _mm256_set1_epi32(zp), lov = _mm256_set1_epi32(lo),
+                      hiv = _mm256_set1_epi32(hi);
+        for (; i + 8u <= n; i += 8u) {
+            const __m256i c = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(x + i)));
+            const __m256i z = _mm256_i32gather_epi32(lut + 128, c, 4);
+            const __m256i g =
+                _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(gamma + i)));
+            const __m256i b = _mm256_sll_epi32(
+                _mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(const void *)(beta + 2u * (size_t)i))),
+                bcnt);
+            __m256i v = q8_mbqm_lanes(_mm256_add_epi32(_mm256_mullo_epi32(z, g), b), &k);
+            v = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(v, lim_lo), lim_hi), zpv);
+            v = _mm256_min_epi32(_mm256_max_epi32(v, lov), hiv); /* within int8: packs exact */
+            const __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+            _mm_storel_epi64((__m128i *)(void *)(y + i), _mm_packs_epi16(w16, w16));
+        }
+    }
+#endif
+    for (; i < n; i++) {
+        int32_t bv = (int32_t)beta[2u * i] | ((int32_t)beta[2u * i + 1u] << 8);
+        bv -= (bv & 0x8000) << 1; /* int16 */
+        int32_t v = kwsn_mbqm_r(lut[(int32_t)x[i] + 128] * (int32_t)gamma[i] +
+                                    bv * (INT32_C(1) << bshift), m, right);
+        v = v < -(1 << 24) ? -(1 << 24) : (v > (1 << 24) ? (1 << 24) : v);
+        v += zp;
+        y[i] = (int8_t)(v < lo ? lo : (v > hi ? hi : v));
+    }
+}
+
 /* Integer LayerNorm of groups of n codes (kwsnet/quant/reference.py):
  *   x = q - zp_in; S1 = sum x, S2 = sum x^2; D = n S2 - S1^2; R = isqrt(D + E);
  *   num = n x - S1; t = num 2^(K+1); Z = trunc((t + sign(t) R) / (2 R)) (0 if R = 0);
@@ -1303,6 +1789,10 @@ static void KWSN_K(kwsn_layernorm_q8)(int8_t *out, const int8_t *in, uint32_t ou
                     lut[c0 + u] = (int32_t)(z > 0x1p30 ? 0x1p30 : (z < -0x1p30 ? -0x1p30 : z));
                 }
             }
+        }
+        if (use_lut && shift <= 0) {
+            q8_ln_lut_row(y, x, n, lut, gamma, beta, bshift, mult, -shift, zp_out, lo, hi);
+            continue;
         }
         for (uint32_t i0 = 0; i0 < n; i0 += KWSN_Q8_TILE) {
             const uint32_t nt = n - i0 < KWSN_Q8_TILE ? n - i0 : KWSN_Q8_TILE;
@@ -1391,17 +1881,49 @@ const kwsn_kernel_table KWSN_K(kwsn_ktab) = {
 #if defined(KWSN_MULTI_ISA) && defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #include <stdlib.h>
 
-extern const kwsn_kernel_table kwsn_ktab_avx2, kwsn_ktab_avx512;
+extern const kwsn_kernel_table kwsn_ktab_avx2, kwsn_ktab_avx512, kwsn_ktab_avx512vnni;
+#ifdef KWSN_HAVE_AVXVNNI
+#include <cpuid.h>
+extern const kwsn_kernel_table kwsn_ktab_avxvnni;
 
+/* AVX-VNNI: CPUID.(EAX=7, ECX=1):EAX bit 4 (read directly: clang 14's
+ * __builtin_cpu_supports does not know "avxvnni"); its ymm state is AVX2's, which
+ * __builtin_cpu_supports("avx2") has checked the OS saves. */
+static int kwsn_cpu_avxvnni(void) {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return 0;
+    return (a >> 4) & 1u;
+}
+#endif
+
+/* The paths, widest first: KWSN_ISA=<name> forces one the CPU runs, else the first it runs.
+ * __builtin_cpu_supports reports a feature only where the OS saves its registers too (libgcc
+ * checks XCR0 with xgetbv: YMM state for AVX2 / AVX-VNNI, opmask + ZMM state for AVX-512),
+ * so these checks are enough. avx512 needs F + BW (its int8 kernels are vpmaddwd on zmm),
+ * avx512vnni F + BW + VNNI (vpdpbusd on zmm), avxvnni AVX2 + AVX-VNNI (VEX vpdpbusd on ymm). */
 const kwsn_kernel_table *kwsn_select_kernels(void) {
     __builtin_cpu_init();
-    const int avx512 = __builtin_cpu_supports("avx512f"), avx2 = __builtin_cpu_supports("avx2");
+    const int avx2 = __builtin_cpu_supports("avx2") != 0;
+    const int avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
+                       __builtin_cpu_supports("avx512bw");
+    const int vnni512 = avx512 && __builtin_cpu_supports("avx512vnni");
+    struct {
+        const kwsn_kernel_table *t;
+        int ok;
+    } paths[5];
+    unsigned n = 0;
+    paths[n].t = &kwsn_ktab_avx512vnni, paths[n++].ok = vnni512;
+    paths[n].t = &kwsn_ktab_avx512, paths[n++].ok = avx512;
+#ifdef KWSN_HAVE_AVXVNNI
+    paths[n].t = &kwsn_ktab_avxvnni, paths[n++].ok = avx2 && kwsn_cpu_avxvnni();
+#endif
+    paths[n].t = &kwsn_ktab_avx2, paths[n++].ok = avx2;
+    paths[n].t = &kwsn_ktab_default, paths[n++].ok = 1;
     const char *want = getenv("KWSN_ISA");
-    if (want && strcmp(want, "default") == 0) return &kwsn_ktab_default;
-    if (want && strcmp(want, "avx2") == 0 && avx2) return &kwsn_ktab_avx2;
-    if (want && strcmp(want, "avx512") == 0 && avx512) return &kwsn_ktab_avx512;
-    if (avx512) return &kwsn_ktab_avx512;
-    if (avx2) return &kwsn_ktab_avx2;
+    for (unsigned i = 0; want && i < n; i++)
+        if (paths[i].ok && strcmp(want, paths[i].t->name) == 0) return paths[i].t;
+    for (unsigned i = 0; i < n; i++)
+        if (paths[i].ok) return paths[i].t;
     return &kwsn_ktab_default;
 }
 #else

@@ -2,9 +2,11 @@
  * (prepare() validated every size before these can run).
  *
  * src/kwsn_kernels.c is compiled once per kernel path: plain (the portable baseline, which
- * also holds the run-time selection) and, in the x86-64 build, again with -mavx2
- * -DKWSN_ISA_VARIANT=avx2 and -mavx512f -DKWSN_ISA_VARIANT=avx512. Each compile defines one
- * kwsn_kernel_table; every path sums in the same order, so results are byte-identical. */
+ * also holds the run-time selection) and, in the x86-64 build, again with
+ * -DKWSN_ISA_VARIANT=avx2 (-mavx2), avxvnni (-mavx2 -mavxvnni), avx512 (-mavx512f
+ * -mavx512bw) and avx512vnni (-mavx512f -mavx512bw -mavx512vnni); see the Makefile. Each
+ * compile defines one kwsn_kernel_table; every float path sums in the same order and every
+ * int8 sum is exact, so results are byte-identical. */
 #ifndef KWSN_KERNELS_H
 #define KWSN_KERNELS_H
 
