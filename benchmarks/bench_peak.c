@@ -3,8 +3,15 @@
  * and built with that kernel's -m flags (bench_peak.py runs a build only where
  * /proc/cpuinfo has the flags):
  *
- *   KERNEL_F32   acc = acc * w + c on VW floats (GCC vector extensions): a separate vmulps
- *                + vaddps with -ffp-contract=off, one vfmadd with -mfma -ffp-contract=fast
+ *   KERNEL_F32   acc = acc + x * w on VW floats (GCC vector extensions), the shape of the
+ *                conv kernels' inner loop (an activation times a weight, added into an
+ *                accumulator): a separate vmulps + vaddps with -ffp-contract=off, one vfmadd
+ *                with -mfma -ffp-contract=fast. Only the add (or FMA) is on the chain; the
+ *                product is recomputed every step (an empty asm says w changed), so the step's
+ *                latency is the add's and the rate is the mul and add ports' throughput.
+ *                (Until 2026-12-07 the step was acc = acc * w + c: mul and add both on the
+ *                chain, 12 chains of 6 cycles just cover 2 steps per cycle on paper, and this
+ *                Zen 4 ran it at ~27 of its 32 float ops per cycle: the peak read ~0.84x low.)
  *   KERNEL_MADDWD  acc = vpaddd(vpmaddwd(acc, w), c), 256-bit (AVX2) or 512-bit (AVX-512BW):
  *                what the int8 conv kernels emit (int8 widened to int16, pairs summed to int32)
  *   KERNEL_DPBUSD  acc = vpdpbusd(acc, a, b): 512-bit or 256-bit AVX512-VNNI(+VL), or
@@ -39,26 +46,34 @@
 #error "CHAINS is 1 or 12"
 #endif
 
+/* STEP(a, x): one step of chain a (x: the chain's own second operand, used by KERNEL_F32);
+ * TOUCH(w): once per iteration, before the steps (KERNEL_F32: an empty asm that claims to
+ * change w, so x * w cannot be hoisted out of the loop; the integer kernels keep their
+ * operands on the chain, which gave them their highest rate here). */
 #if defined(KERNEL_F32)
 typedef float V __attribute__((vector_size(VW * 4)));
-#define STEP(a) a = a * w + c
+#define STEP(a, x) a = a + x * w
+#define TOUCH(w) __asm__("" : "+v"(w))
 #elif defined(KERNEL_MADDWD) && VW == 8
 typedef __m256i V;
-#define STEP(a) a = _mm256_add_epi32(_mm256_madd_epi16(a, w), c)
+#define STEP(a, x) a = _mm256_add_epi32(_mm256_madd_epi16(a, w), c)
 #elif defined(KERNEL_MADDWD) && VW == 16
 typedef __m512i V;
-#define STEP(a) a = _mm512_add_epi32(_mm512_madd_epi16(a, w), c)
+#define STEP(a, x) a = _mm512_add_epi32(_mm512_madd_epi16(a, w), c)
 #elif defined(KERNEL_DPBUSD) && VW == 8 && defined(AVXVNNI)
 typedef __m256i V;
-#define STEP(a) a = _mm256_dpbusd_avx_epi32(a, w, c)
+#define STEP(a, x) a = _mm256_dpbusd_avx_epi32(a, w, c)
 #elif defined(KERNEL_DPBUSD) && VW == 8
 typedef __m256i V;
-#define STEP(a) a = _mm256_dpbusd_epi32(a, w, c)
+#define STEP(a, x) a = _mm256_dpbusd_epi32(a, w, c)
 #elif defined(KERNEL_DPBUSD) && VW == 16
 typedef __m512i V;
-#define STEP(a) a = _mm512_dpbusd_epi32(a, w, c)
+#define STEP(a, x) a = _mm512_dpbusd_epi32(a, w, c)
 #elif !defined(KERNEL_CLOCK)
 #error "define one KERNEL_* (and VW)"
+#endif
+#ifndef TOUCH
+#define TOUCH(w) (void)0
 #endif
 
 static double now(void) {
@@ -81,35 +96,45 @@ static void init(State *s) { *s = (unsigned long)time(NULL); }
 static double sink(const State *s) { return (double)(*s & 1); }
 #else
 /* The chains live in named locals (registers) inside the loop; acc[] is memory only at the
- * entry and exit. w and c are the same for every chain, so only the starts tell them apart. */
+ * entry and exit (KERNEL_F32's x operands: 12 accumulators + 12 x + w do not fit the 16
+ * registers of SSE2 / AVX2, so gcc keeps some x on the stack and multiplies from memory, as
+ * the conv kernels multiply loaded activations). acc[0, CHAINS): the accumulators, each with
+ * its own start; acc[CHAINS, 2 CHAINS): the x operands, distinct too; then w and c, the same
+ * for every chain. */
 __attribute__((noinline)) void peak_loop(long iters, V *acc) {
-    V w = acc[CHAINS], c = acc[CHAINS + 1];
-#define LOAD(i) V a##i = acc[i];
+    V w = acc[2 * CHAINS], c = acc[2 * CHAINS + 1];
+#define LOAD(i) V a##i = acc[i], x##i = acc[CHAINS + i];
     EACH(LOAD)
+    (void)c;
     for (long it = 0; it < iters; it++) {
-#define STEP_(i) STEP(a##i);
+        TOUCH(w);
+#define STEP_(i) STEP(a##i, x##i); (void)x##i;
         EACH(STEP_)
     }
 #define STORE(i) acc[i] = a##i;
     EACH(STORE)
 }
-typedef V State[CHAINS + 2];
+typedef V State[2 * CHAINS + 2];
 #define PTR(s) (s)
 static void init(State *s) {
     V *acc = *s;
     /* distinct start per chain (and per lane), read at run time */
     static volatile int istart = 0x01020304;
     unsigned char *bytes = (unsigned char *)acc;
-    for (size_t k = 0; k < sizeof(V) * CHAINS; k++)
+    for (size_t k = 0; k < sizeof(V) * 2 * CHAINS; k++)
         bytes[k] = (unsigned char)(istart * 7 + 13 * k + k / sizeof(V));
 #ifdef KERNEL_F32
+    /* accumulators ~1, products ~1e-7: a 1e9-step run adds ~100, no overflow, no denormals */
     static volatile float fstart = 1.0f;
     for (int i = 0; i < CHAINS; i++)
-        for (int j = 0; j < VW; j++) acc[i][j] = fstart + 0.01f * i + 1e-4f * j;
-    for (int j = 0; j < VW; j++) { acc[CHAINS][j] = 0.999f; acc[CHAINS + 1][j] = 1e-3f; }
+        for (int j = 0; j < VW; j++) {
+            acc[i][j] = fstart + 0.01f * i + 1e-4f * j;
+            acc[CHAINS + i][j] = fstart * 1e-7f * (1.0f + 0.01f * i + 1e-4f * j);
+        }
+    for (int j = 0; j < VW; j++) { acc[2 * CHAINS][j] = 0.999f; acc[2 * CHAINS + 1][j] = 1e-3f; }
 #else
-    memset(&acc[CHAINS], 0x03, sizeof(V));
-    memset(&acc[CHAINS + 1], 0x05, sizeof(V));
+    memset(&acc[2 * CHAINS], 0x03, sizeof(V));
+    memset(&acc[2 * CHAINS + 1], 0x05, sizeof(V));
 #endif
 #ifdef EQUAL_STARTS /* the old bench_peak: every chain starts at the same constant */
 #ifdef KERNEL_F32
@@ -139,8 +164,9 @@ __attribute__((noinline)) double peak_loop_equal(long iters) {
     a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = a9 = a10 = a11 = w + w;
     double t0 = now();
     for (long it = 0; it < iters; it++) {
-        STEP(a0); STEP(a1); STEP(a2); STEP(a3); STEP(a4); STEP(a5);
-        STEP(a6); STEP(a7); STEP(a8); STEP(a9); STEP(a10); STEP(a11);
+#define OLD_STEP(a) a = a * w + c /* the old program's step */
+        OLD_STEP(a0); OLD_STEP(a1); OLD_STEP(a2); OLD_STEP(a3); OLD_STEP(a4); OLD_STEP(a5);
+        OLD_STEP(a6); OLD_STEP(a7); OLD_STEP(a8); OLD_STEP(a9); OLD_STEP(a10); OLD_STEP(a11);
     }
     double dt = now() - t0;
     V t = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11;

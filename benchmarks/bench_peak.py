@@ -6,8 +6,12 @@ Builds benchmarks/bench_peak.c once per kernel, with that kernel's -m flags, and
 build only where /proc/cpuinfo has the flags it needs. A kernel is 12 independent dependency
 chains of one step, every chain starting from its own value read at run time:
 
-- float32 ``acc = acc * w + c`` as a separate multiply and add (what the float kernels emit:
-  no FMA contraction, ``-ffp-contract=off``) at 128 (SSE2), 256 and 512 bits, and as one FMA;
+- float32 ``acc = acc + x * w`` as a separate multiply and add (what the float kernels emit:
+  no FMA contraction, ``-ffp-contract=off``) at 128 (SSE2), 256 and 512 bits, and as one FMA.
+  The conv kernels' shape: the product is off the chain (recomputed every step, an empty asm
+  says w changed), so only the add is on it and the rate is the mul and add ports' throughput.
+  (The step was ``acc = acc * w + c`` until 2026-12-07: both on the chain, and 12 chains of a
+  6-cycle step ran at ~27 of the 32 float ops per cycle this Zen 4 has, so the peak read low);
 - int16 pairs to int32, ``acc = vpaddd(vpmaddwd(acc, w), c)`` (what the int8 kernels emit,
   int8 widened to int16) on AVX2 and AVX-512BW;
 - u8 x s8 quads to int32, ``acc = vpdpbusd(acc, a, b)`` on AVX512-VNNI (256 and 512 bits) and
@@ -22,8 +26,9 @@ descheduled does not count). The table's last column is read from the kernel's o
 (``gcc -S``, the noinline ``peak_loop``): the number of distinct accumulator registers the
 loop's accumulating instruction writes, which must be 12.
 
-``--old`` adds the previous method's figure (all 12 float chains started equal: gcc merged them
-into one chain, so the figure was one chain's rate times 12, ~1.6x the real peak).
+``--old`` adds the first method's figure (``acc = acc * w + c``, all 12 float chains started
+equal: gcc merged them into one chain, so the figure was one chain's rate times 12, up to 3x
+the real peak).
 ``peak_gflops()`` is what bench_cnative.py imports (the float kernels, 12 chains).
 """
 
@@ -297,6 +302,15 @@ def main(argv: list[str] | None = None) -> int:
             if args.asm:
                 for mnem, ops in loop_body(assembly(k)):
                     print(f"    {mnem} {', '.join(ops)}")
+        for k in KERNELS:
+            if k not in kernels:
+                missing = [f for f in k.needs if f not in cpu_flags()]
+                why = (
+                    f"this CPU lacks {', '.join(missing)} in /proc/cpuinfo"
+                    if missing
+                    else f"this gcc cannot build {' '.join(k.cflags)}"
+                )
+                print(f"skipped: {k.name} ({k.isa}): {why}")
         if not kernels:
             print("(no kernel: this CPU has none of the kernels' flags)")
     print(machine_line())

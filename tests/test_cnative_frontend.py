@@ -15,9 +15,11 @@ rounding of the same order, and the references below say which side is "exact"):
 - normalisation and DCT: checked exactly against numpy float64 applied to the C log-mel
   (``NORM_ATOL``), and against torch end to end on the clips where no band sits at the floor.
 
-The C code does not depend on the kernel path (it is compiled once; KWSN_ISA only selects
-the Conv/Linear kernels), and byte identity is also checked across compilers and flags that
-would contract FMAs or vectorise if the pragmas did not hold.
+KWSN_ISA picks the front end's lane width (4 / 8 / 16 frames at once on default / avx2 /
+avx512); every width gives the bytes of the plain-C one-frame build (checked per path, log-mel,
+MFCC and an int8 model, frame counts that leave partial batches), and byte identity is also
+checked across compilers and flags that would contract FMAs or vectorise if the pragmas did
+not hold.
 """
 
 from __future__ import annotations
@@ -309,7 +311,8 @@ def test_byte_identical_across_isa_and_compilers(
     lib: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The front end does not depend on the kernel path: kwsn_frontend.o references no kernel
-    symbol (only libc / libm), so KWSN_ISA=default|avx2|avx512 cannot change it (checked too).
+    symbol (only libc / libm); KWSN_ISA=default|avx2|avx512 picks its lane width (4 / 8 / 16
+    frames at once), which gives the same bytes (checked too).
     And the same bytes come from kwsn_frontend.c built alone by gcc -O0, gcc -O3
     -march=native -ffp-contract=fast, clang -O3 -march=native (the pragmas keep FMA
     contraction and vectorised complex multiplies off) and without the vector lanes (the
@@ -337,7 +340,8 @@ def test_byte_identical_across_isa_and_compilers(
     builds = [
         ("gcc", "-O0"),
         ("gcc", "-O3 -march=native -ffp-contract=fast"),
-        ("gcc", "-O2 -DKWSN_FE_NO_VECTOR_EXT"),  # one frame per FFT instead of 4 lanes
+        ("gcc", "-O2 -DKWSN_FE_NO_VECTOR_EXT"),  # one frame per FFT instead of 4-16 lanes
+        ("gcc", "-O2 -DKWSN_FE_NO_MULTI_ISA"),  # 4 lanes only (the non-x86 GCC build)
     ]
     if shutil.which("clang"):
         # clang's -ffp-contract=fast ignores pragmas by definition; its default honours them
@@ -482,3 +486,155 @@ def test_frontend_tables_refuses_what_c_cannot_do() -> None:
         from kwsnet.data.features import RawAudio
 
         frontend_tables(RawAudio())
+
+
+# ------------------------------------------------- the lane widths: 4 / 8 / 16 frames at once
+
+# KWSN_ISA picks the front end's lane width per call (default 4, avx2 8, avx512 16, where the
+# CPU has the ISA); each path is compared with the plain-C build (one frame at a time, no
+# vector extensions), byte for byte.
+_WIDTH_PATHS = {"default": None, "avx2": "avx2", "avx512": "avx512f"}
+# (front end, n_samples): frame counts that are no multiple of 16, so every width runs its
+# whole batches and a partial one (the rest after 16s goes to 16, 8 or 4 lanes)
+_WIDTH_CASES = {
+    "logmel_480_101": (
+        lambda: LogMel(n_fft=480, win_length=480, hop_length=160, n_mels=40, normalize="mean"),
+        SR,  # 101 frames: 6 x 16 + 5
+    ),
+    "logmel_480_45": (
+        lambda: LogMel(n_fft=480, win_length=400, hop_length=160, n_mels=40, normalize="none"),
+        44 * 160,  # 45 frames: 2 x 16 + 13
+    ),
+    "mfcc_480_35": (
+        lambda: MFCC(n_mfcc=13, n_fft=480, win_length=480, normalize="meanvar"),
+        34 * 160,  # 35 frames: 2 x 16 + 3
+    ),
+    "mfcc_odd_243_101": (
+        lambda: MFCC(n_mfcc=13, n_fft=243, win_length=200, normalize="mean"),
+        SR,  # odd n_fft (a length-243 complex FFT per frame), 101 frames
+    ),
+    "mfcc_256_7": (
+        lambda: MFCC(n_mfcc=10, n_fft=256, win_length=256, n_mels=24, normalize="none"),
+        6 * 128,  # 7 frames: fewer than one batch of 8 or 16
+    ),
+}
+
+
+def _isa_or_skip(isa: str) -> None:
+    flag = _WIDTH_PATHS[isa]
+    if flag is not None and flag not in cpu_flags():
+        pytest.skip(f"this CPU has no {flag} (/proc/cpuinfo): the {isa} width cannot run here")
+
+
+@pytest.fixture(scope="module")
+def plain_lib(lib: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """libkwsnet.so with kwsn_frontend.c built without vector extensions (one frame at a
+    time): the reference every lane width must equal."""
+    tmp = tmp_path_factory.mktemp("plain_fe")
+    objs = [o for o in (CNATIVE_DIR / "build").glob("*.o") if o.name != "kwsn_frontend.o"]
+    inc = ["-I", str(CNATIVE_DIR / "include"), "-I", str(CNATIVE_DIR / "src")]
+    src = str(CNATIVE_DIR / "src" / "kwsn_frontend.c")
+    obj, so = tmp / "fe.o", tmp / "libplain.so"
+    cmd = ["gcc", "-O2", "-std=c99", "-fPIC", "-DKWSN_FE_NO_VECTOR_EXT", *inc, "-c", src]
+    subprocess.run([*cmd, "-o", str(obj)], check=True)
+    subprocess.run(["gcc", "-shared", "-o", str(so), str(obj), *map(str, objs), "-lm"], check=True)
+    return so
+
+
+def _frames_at(cf: CFrontend, x: np.ndarray, t0: int, count: int) -> np.ndarray:
+    """kwsn_frontend_prepare once, then kwsn_frontend_frames_at(t0, count): [count, n_out]."""
+    so, fe = cf._so, ctypes.byref(cf._fe)
+    vp, u32 = ctypes.c_void_p, ctypes.c_uint32
+    so.kwsn_frontend_prepare.argtypes = [vp, vp]
+    so.kwsn_frontend_prepare.restype = None
+    so.kwsn_frontend_frames_at.argtypes = [vp, vp, u32, u32, u32, vp, vp]
+    so.kwsn_frontend_frames_at.restype = None
+    n = x.shape[0]
+    scratch = np.empty(cf.scratch_floats(n), np.float32)
+    out = np.empty((count, cf.tables.n_out), np.float32)
+    so.kwsn_frontend_prepare(fe, scratch.ctypes.data)
+    so.kwsn_frontend_frames_at(fe, x.ctypes.data, n, t0, count, scratch.ctypes.data,
+                               out.ctypes.data)  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("case", sorted(_WIDTH_CASES))
+@pytest.mark.parametrize("isa", sorted(_WIDTH_PATHS))
+def test_lane_widths_byte_identical(
+    lib: Path, plain_lib: Path, isa: str, case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each path's lane width (KWSN_ISA=default: 4, avx2: 8, avx512: 16) gives the plain-C
+    build's bytes: kwsn_frontend_run (log-mel and MFCC, even and odd n_fft, frame counts that
+    leave a partial batch of every size) and kwsn_frontend_frames_at (the stream's frame
+    cache) at offsets and counts that cut batches anywhere."""
+    _isa_or_skip(isa)
+    make, n = _WIDTH_CASES[case]
+    tables = frontend_tables(make())
+    x = (_noise(n, seed=11) + _chirp(n) * 0.25).astype(np.float32)
+    ref = CFrontend(tables, plain_lib)(x)
+    assert ref.shape[0] % 16 != 0 and np.isfinite(ref).all()
+    monkeypatch.setenv("KWSN_ISA", isa)
+    cf = CFrontend(tables, lib)
+    assert cf(x).tobytes() == ref.tobytes()
+    # prepared once (twiddles, ranges), then run twice on that scratch
+    so, fe, vp = cf._so, ctypes.byref(cf._fe), ctypes.c_void_p
+    so.kwsn_frontend_run_prepared.argtypes = [vp, vp, ctypes.c_uint32, vp, vp]
+    so.kwsn_frontend_run_prepared.restype = None
+    so.kwsn_frontend_prepare.argtypes = [vp, vp]
+    so.kwsn_frontend_prepare.restype = None
+    scratch = np.empty(cf.scratch_floats(n), np.float32)
+    so.kwsn_frontend_prepare(fe, scratch.ctypes.data)
+    for _ in range(2):
+        out = np.empty((tables.n_out, ref.shape[0]), np.float32)
+        so.kwsn_frontend_run_prepared(fe, x.ctypes.data, n, scratch.ctypes.data, out.ctypes.data)
+        assert out.T.tobytes() == ref.tobytes()
+    # frames_at: features before normalisation, frame-major
+    raw = CFrontend(replace(tables, normalize=NORMALIZE_CODES["none"]), plain_lib)(x)
+    cf_raw = CFrontend(replace(tables, normalize=NORMALIZE_CODES["none"]), lib)
+    T = raw.shape[0]
+    for t0, count in ((0, T), (1, T - 1), (3, 17), (T - 9, 9), (T - 1, 1)):
+        if 0 <= t0 and count > 0 and t0 + count <= T:
+            got = _frames_at(cf_raw, x, t0, count)
+            assert got.tobytes() == np.ascontiguousarray(raw[t0 : t0 + count]).tobytes(), (
+                t0,
+                count,
+            )
+
+
+@pytest.mark.parametrize("isa", sorted(_WIDTH_PATHS))
+def test_lane_widths_int8_model_byte_identical(
+    lib: Path, isa: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An int8 model whose layer 0 is the C front end (test_quant_model's log-mel CnnMel,
+    n_fft 256, hop 128, 16 mels, traced for 3700-sample clips: 29 frames, 16 + 13): its
+    front-end codes and its logits on each path equal the default path's byte for byte."""
+    _isa_or_skip(isa)
+    from kwsnet.export.graph import trace_model
+    from kwsnet.export.runtime import CModel
+    from kwsnet.models.cnn_mel import CnnMel
+    from kwsnet.nn.heads import LinearHead
+    from kwsnet.quant.format import quant_bytes
+    from kwsnet.quant.ptq import calibrate, quantize_graph
+    from tests.test_quant_model import _Model, _set_bn_stats
+
+    n = 3700
+    torch.manual_seed(0)
+    fe = LogMel(n_fft=256, win_length=256, hop_length=128, n_mels=16, normalize="none")
+    bb = CnnMel(input_dim=16, stem_channels=8, channels=(8, 12), strides=(2, 2), kernel_size=5)
+    model = _Model(fe, bb, LinearHead(bb.embed_dim, 3))
+    x = np.stack([_noise(n, seed=i) + _chirp(n) * (0.1 * i) for i in range(6)])
+    _set_bn_stats(model, torch.from_numpy(x))
+    g = trace_model(model, n)
+    q = quantize_graph(g, calibrate(g, [torch.from_numpy(x)]))
+    path = tmp_path / "mel_int8.kwsn"
+    path.write_bytes(quant_bytes(q, g))
+
+    def run() -> tuple[bytes, bytes]:
+        with CModel(path) as cm:
+            return cm.forward_codes(x, 1).tobytes(), cm.forward(x).tobytes()
+
+    monkeypatch.setenv("KWSN_ISA", "default")
+    want = run()
+    assert len(want[0]) == 6 * 16 * 29  # clips x mels x frames (29 = 16 + 13)
+    monkeypatch.setenv("KWSN_ISA", isa)
+    assert run() == want

@@ -52,14 +52,18 @@ kwsn_status kwsn_frontend_check(const kwsn_frontend *fe, uint32_t n_samples);
 uint32_t kwsn_frontend_frames(const kwsn_frontend *fe, uint32_t n_samples);
 
 /* Scratch floats kwsn_frontend_run needs for n_samples (twiddles, two FFT buffers, the power
- * spectra and log-mels of the 4 frames transformed together, each band's filter range; frames
+ * spectra and log-mels of the frames transformed together, each band's filter range; frames
  * are read from wave with the reflect padding applied on the fly, so it does not grow with
- * n_samples: 6004 floats for the shipped 480 / 40-mel config). Any 4-byte alignment. */
+ * n_samples). Sized for the widest lane batch this build can run, whichever a call picks
+ * (KWSN_ISA): 16 frames on x86 with GCC / clang (20 896 floats for the shipped 480 / 40-mel
+ * config), 4 with other GCC / clang targets (6004 floats), 1 in a plain-C build. Any 4-byte
+ * alignment. */
 size_t kwsn_frontend_scratch_floats(const kwsn_frontend *fe, uint32_t n_samples);
 
 /* Arithmetic operations of one run on n_samples (counted against kwsn_limits.max_ops): an
  * upper bound, multiplies and adds 1 each, a libm call (log, sin, cos, sqrt) 20, the mel
- * product counted dense, the last partial batch of 4 frames counted whole. */
+ * product counted dense, the frames rounded up to whole batches of the widest lanes (16 on
+ * x86), whichever width a call runs. */
 uint64_t kwsn_frontend_ops(const kwsn_frontend *fe, uint32_t n_samples);
 
 /* One frame: n_fft samples (already padded/positioned) -> n_mels values log(mel + eps), before
@@ -82,9 +86,19 @@ void kwsn_frontend_frame_tw(const kwsn_frontend *fe, const float *frame, float *
 
 /* A whole clip: wave[n_samples] -> out[n_out * n_frames] channel-major, normalised.
  * scratch: kwsn_frontend_scratch_floats(fe, n_samples) floats. Assumes kwsn_frontend_check
- * returned KWSN_OK. */
+ * returned KWSN_OK. Fills the scratch's twiddles and filter ranges itself (as
+ * kwsn_frontend_prepare) on every call. Frames run W at a time, one per vector lane: W = 4,
+ * and on x86 (GCC / clang) 8 with AVX2 and 16 with AVX-512F, picked on every call from
+ * KWSN_ISA as the kernels read it ("default" 4, "avx2" / "avxvnni" 8, "avx512*" 16, where the
+ * CPU has the ISA; unset or other: the widest the CPU has). Every width gives the same bits. */
 void kwsn_frontend_run(const kwsn_frontend *fe, const float *wave, uint32_t n_samples,
                        float *scratch, float *out);
+
+/* kwsn_frontend_run on a scratch that kwsn_frontend_prepare filled for this fe: the twiddles
+ * and ranges computed once, at prepare, not per call (a run writes only the scratch's FFT,
+ * power and log-mel areas, so runs can follow each other on one scratch). Same bits. */
+void kwsn_frontend_run_prepared(const kwsn_frontend *fe, const float *wave, uint32_t n_samples,
+                                float *scratch, float *out);
 
 /* Per-utterance normalisation (fe->normalize) of out[n_out * T], channel-major, in place:
  * the last step of kwsn_frontend_run, for a caller that assembles the frames itself. */
@@ -98,8 +112,8 @@ void kwsn_frontend_prepare(const kwsn_frontend *fe, float *scratch);
 /* Frames [t0, t0 + count) of wave[n_samples] (the reflect padding applied as
  * kwsn_frontend_run applies it) -> their features before normalisation (log-mel, or the DCT
  * of it), frame-major: out[i * n_out + c]. The same bits as those frames' columns of
- * kwsn_frontend_run's output before kwsn_frontend_normalize (the batching into vector lanes
- * does not change a frame's arithmetic). scratch: kwsn_frontend_scratch_floats floats, filled
+ * kwsn_frontend_run's output before kwsn_frontend_normalize (the batching into vector lanes,
+ * at any width, does not change a frame's arithmetic). scratch: kwsn_frontend_scratch_floats floats, filled
  * by kwsn_frontend_prepare. The streaming frame cache computes only the new frames of each
  * window with it. */
 void kwsn_frontend_frames_at(const kwsn_frontend *fe, const float *wave, uint32_t n_samples,
