@@ -1,25 +1,34 @@
 """Single-clip latency of the KWS models in C: C runtime vs PyTorch eager vs onnxruntime,
 all on one thread, plus the model's FLOP count and the machine's single-core FLOP/s.
 
-    python benchmarks/bench_cnative.py [--model raw_conv|kws_cnn_mel|all] [--repeats 300]
-        [--placement per_conv] [--ln-acc]
+    python benchmarks/bench_cnative.py [--model all|raw_conv,kws_ds_cnn,...] [--repeats 300]
+        [--layer-repeats 200] [--no-batch] [--placement per_conv] [--ln-acc]
 
-``kws_cnn_mel`` is configs/kws_cnn_mel.yaml's architecture (LogMel 480/160/40, mean
-normalisation, CnnMel 32/(32, 48, 48), k7, strides 2, MeanPooling, 6 classes; random weights
-and BatchNorm statistics) on a 1 s clip, **front end included in every candidate**: C runs
-the FrontEnd op (kwsn_frontend.c), PyTorch the LogMel module (torch.stft + torchaudio's
-filterbank), onnxruntime the exported DftFrontend (the DFT as a strided conv; torch.stft does
-not export). Its FLOP count is the C runtime's own op count (``kwsn_model_ops``, the front end
-included).
+``--model all`` (the default) runs ``raw_conv`` and every exported keyword config
+(issue 29, item 5): kws_cnn_mel, kws_ds_cnn, kws_matchboxnet_96, kws_mel_best (kws_mel_aug is
+the same network; it can be named too) and kws_bc_resnet, then prints one summary line per
+model (C, eager, onnxruntime in ms, eager/C and ORT/C, and issue 29's targets: C at least 3x
+faster than eager and 1.5x faster than onnxruntime) with the load average before and after.
+
+A config model is ``configs/<name>.yaml``'s architecture built by the project's config builder
+(``kwsnet.loading.build_from_config``, 10 classes, random weights and BatchNorm statistics) on
+a clip of its ``data.clip_samples``, **front end included in every candidate**: C runs the
+``kwsnet export --format cnative`` file (the FrontEnd op, kwsn_frontend.c, then the graph),
+PyTorch the ClassifierModule in eval mode (LogMel / MFCC: torch.stft + torchaudio's
+filterbank), onnxruntime the ``kwsnet export --format onnx`` graph (the front end as a DFT by
+strided convolution; torch.stft does not export). Its op count is the C runtime's own
+(``kwsn_model_ops``, the front end included). The three candidates' predictions are checked
+equal on the timed clip.
 
 Prints median latencies per C kernel path (baseline, AVX2, AVX-512: each forced with
 KWSN_ISA, skipped when the CPU lacks it), ratios against PyTorch eager and onnxruntime from
-the same run, GFLOP/s against the core's peak (benchmarks/bench_peak.py), a per-layer table
-(kwsn_forward_until prefixes, interleaved) on the widest and the AVX2 path, and throughput
-(clips/s through one kwsn_forward_batch call vs one kwsn_forward call per clip). ``--ln-acc`` also
-builds the runtime with float LayerNorm accumulation and compares both against PyTorch.
-The model is the default RawConv (16000 samples, channels 16/32/64, 6 classes) with random
-weights; latency does not depend on the weight values.
+the same run (interleaved rounds), a per-layer table (kwsn_forward_until prefixes,
+interleaved; ``--layer-repeats 0`` skips it) on the widest path (raw_conv: and AVX2) with the
+time per op type, and throughput (clips/s through one kwsn_forward_batch call vs one
+kwsn_forward call per clip; ``--no-batch`` skips it). ``--ln-acc`` also builds the runtime with
+float LayerNorm accumulation and compares both against PyTorch. ``raw_conv`` is the default
+RawConv (16000 samples, channels 16/32/64, 6 classes) with random weights, with GFLOP/s against
+the core's peak; latency does not depend on the weight values.
 """
 
 from __future__ import annotations
@@ -141,6 +150,8 @@ def per_layer_us(path: Path, x: np.ndarray, repeats: int, isa: str | None = None
     minima (the least disturbed call: steadier on a loaded machine, where the median
     differences of small layers can come out negative). Returns
     ``[(layer name, ops, median-difference us, min-difference us)]``."""
+    if repeats < 1:  # no rounds, no statistics (``--layer-repeats 0``: no table)
+        return []
     calls = []
     keep = []
     with CModel(path) as cm:
@@ -163,16 +174,20 @@ def per_layer_us(path: Path, x: np.ndarray, repeats: int, isa: str | None = None
     return [(names[i], ops[i], med[i + 1] - med[i], low[i + 1] - low[i]) for i in range(n)]
 
 
-def print_per_layer(rows: list, isa: str) -> None:
-    """The per-layer table of per_layer_us."""
+def print_per_layer(rows: list, isa: str, width: int = 18) -> None:
+    """The per-layer table of per_layer_us (layer names in a column of ``width``)."""
     tot_med = sum(r[2] for r in rows)
     tot_min = sum(r[3] for r in rows)
+    w = width
     print(f"per layer, {isa} path (differences of interleaved prefix times, thread CPU time):")
-    print(f"  {'#':>2} {'layer':<18} {'ops':>9} {'median':>8} {'min':>8} {'share':>6} {'Gop/s':>6}")
+    print(
+        f"  {'#':>3} {'layer':<{w}} {'ops':>9} {'median':>8} {'min':>8} {'share':>6} {'Gop/s':>6}"
+    )
     for i, (name, ops, us, lo) in enumerate(rows):
         rate = ops / lo / 1e3 if lo > 0.05 else float("nan")
-        print(f"  {i:>2} {name:<18} {ops:>9} {us:8.2f} {lo:8.2f} {lo / tot_min:6.1%} {rate:6.2f}")
-    print(f"     {'sum':<18} {sum(r[1] for r in rows):>9} {tot_med:8.2f} {tot_min:8.2f}")
+        share = lo / tot_min if tot_min else float("nan")
+        print(f"  {i:>3} {name:<{w}} {ops:>9} {us:8.2f} {lo:8.2f} {share:6.1%} {rate:6.2f}")
+    print(f"      {'sum':<{w}} {sum(r[1] for r in rows):>9} {tot_med:8.2f} {tot_min:8.2f}")
     print("     (us; share and Gop/s from the min column)")
 
 
@@ -269,27 +284,76 @@ class MelClassifier(nn.Module):
         return self.head(self.embed(x, lengths))
 
 
-def bench_mel(args: argparse.Namespace) -> None:
-    """kws_cnn_mel: C (each kernel path) vs PyTorch eager vs onnxruntime, front end in all."""
-    from kwsnet.export.cnative import write_graph
-    from kwsnet.export.graph import trace_model
+# The exported keyword configs (issue 29, item 5), built from their YAML by the project's
+# config builder (kwsnet.loading.build_from_config, as tests/test_onnx_any.py does), with 10
+# classes (the speech_commands_real setting); kws_mel_aug is kws_mel_best's network (it differs
+# in training augmentation only).
+CONFIGS = ("kws_cnn_mel", "kws_ds_cnn", "kws_matchboxnet_96", "kws_mel_best", "kws_bc_resnet")
+MODELS = ("raw_conv", *CONFIGS, "kws_mel_aug")
+SYNTHETIC_10 = ["--data.source_options", '{"num_words": 10, "num_speakers": 2, "utterances": 1}']
+
+
+def config_model(name: str) -> tuple[nn.Module, int]:
+    """``configs/<name>.yaml``'s model in eval mode (random weights, random BatchNorm
+    statistics and affines so no layer is an identity) and its clip length."""
+    from kwsnet.loading import build_from_config
 
     torch.manual_seed(0)
-    model = MelClassifier().eval()
+    model, dm = build_from_config(str(ROOT / "configs" / f"{name}.yaml"), None, SYNTHETIC_10)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+                m.running_mean.normal_(0, 0.3, generator=g)
+                m.running_var.uniform_(0.5, 2.0, generator=g)
+                if m.affine:
+                    m.weight.normal_(1.0, 0.2, generator=g)
+                    m.bias.normal_(0.0, 0.2, generator=g)
+    return model.eval(), int(dm.clip_samples)
+
+
+def speech_like_clip(samples: int) -> torch.Tensor:
+    """``[1, samples]``: a tone plus noise at speech-like levels (latency does not depend on
+    the values; the predictions of the three candidates are checked equal on it)."""
     g = torch.Generator().manual_seed(1)
-    t = torch.arange(16000, dtype=torch.float32)
-    xt = 0.3 * torch.sin(t * 0.05) + 0.05 * torch.randn(1, 16000, generator=g)
+    t = torch.arange(samples, dtype=torch.float32)
+    return 0.3 * torch.sin(t * 0.05) + 0.05 * torch.randn(1, samples, generator=g)
+
+
+def op_shares(rows: list, kinds: list[str]) -> list[tuple[str, float]]:
+    """The per-layer table's min-difference time summed per op type, largest first, as
+    shares of the sum."""
+    total = sum(max(r[3], 0.0) for r in rows) or 1.0
+    by: dict[str, float] = {}
+    for kind, r in zip(kinds, rows, strict=True):
+        by[kind] = by.get(kind, 0.0) + max(r[3], 0.0)
+    return sorted(((k, v / total) for k, v in by.items()), key=lambda kv: -kv[1])
+
+
+def bench_config(name: str, args: argparse.Namespace) -> dict:
+    """``configs/<name>.yaml``: C (each kernel path) vs PyTorch eager vs onnxruntime, one
+    clip, 1 thread, front end in all three: C runs the exported file (``kwsnet export
+    --format cnative``: the FrontEnd op, kwsn_frontend.c, then the graph), eager the
+    ClassifierModule (its LogMel / MFCC module: torch.stft + torchaudio's filterbank), and
+    onnxruntime the ``kwsnet export --format onnx`` graph (ClipNet: the front end as a DFT by
+    strided convolution). Returns the summary row."""
+    from kwsnet.export.pipeline import export_model, model_graph
+
+    model, clip = config_model(name)
+    xt = speech_like_clip(clip)
     x = xt.numpy()
-    graph = trace_model(model, 16000)
+    lengths = torch.full((1,), clip, dtype=torch.long)
+    paths = [n.path for n in model_graph(model, clip).nodes]  # type: ignore[union-attr]
+    with torch.inference_mode():
+        ref = model(xt, lengths).numpy()
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        write_graph(graph, tmp / "m.kwsn")
+        export_model(model, "cnative", tmp / "m.kwsn", clip_samples=clip)
         with CModel(tmp / "m.kwsn") as cm:
             arena, weights, ops = cm.arena_bytes, cm.weight_bytes, cm.ops
-            fe_ops = cm.layer_ops[0]
-            with torch.inference_mode():
-                ref = model(xt).numpy()
-            assert (cm.forward(x).argmax(1) == ref.argmax(1)).all()
+            fe_ops, kinds = cm.layer_ops[0], cm.layer_names
+            c_out = cm.forward(x)
+        assert (c_out.argmax(1) == ref.argmax(1)).all(), (name, c_out, ref)
         fns: dict[str, Callable[[], object]] = {}
         keep = []
         c_isa = "default"
@@ -305,79 +369,142 @@ def bench_mel(args: argparse.Namespace) -> None:
 
         def eager() -> None:
             with torch.inference_mode():
-                model(xt)
+                model(xt, lengths)
 
         fns["eager"] = eager
         try:
-            import onnxruntime as ort
+            from kwsnet.export.onnx_export import OnnxRuntimeModel
 
-            from kwsnet.export.onnx_export import export_onnx_model
-
-            export_onnx_model(model, graph, tmp / "m.onnx")
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = so.inter_op_num_threads = 1
-            sess = ort.InferenceSession(str(tmp / "m.onnx"), so, providers=["CPUExecutionProvider"])
-            ort_out = sess.run(None, {"audio": x})[0]
-            assert ort_out.argmax() == ref.argmax()
-            fns["onnxruntime"] = lambda: sess.run(None, {"audio": x})
+            export_model(model, "onnx", tmp / "m.onnx", clip_samples=clip)
+            orm = OnnxRuntimeModel(tmp / "m.onnx", threads=1)
+            keep.append(orm)
+            assert orm.forward(x).argmax() == ref.argmax(), name
+            sess, feed = orm.session, {orm.input: x}
+            fns["onnxruntime"] = lambda: sess.run(None, feed)
         except ImportError:
             pass
         med = interleaved_median_us(fns, args.repeats)
-    torch_us, ort_us = med["eager"], med.get("onnxruntime")
-    fe_us = med.pop("C front end")
-    c_paths = {k[2:]: v for k, v in med.items() if k.startswith("C ")}
-    c_us = c_paths[c_isa]
-    print(
-        f"\nmodel: kws_cnn_mel (LogMel 40 + CnnMel + MeanPooling + Linear), arena {arena} B, "
-        f"weights {weights} B (front-end tables included)"
-    )
-    print(
-        f"ops/clip (kwsn_model_ops): {ops / 1e6:.2f} M, of which the front end {fe_ops / 1e6:.2f} M"
-    )
-    print(
-        f"median single-clip latency over {args.repeats} rounds (each round calls every "
-        "candidate once), 1 thread, front end included:"
-    )
-    for isa, us in c_paths.items():
-        ratios = f"eager/C {torch_us / us:.2f}x"
+        torch_us, ort_us = med["eager"], med.get("onnxruntime")
+        fe_us = med.pop("C front end")
+        c_paths = {k[2:]: v for k, v in med.items() if k.startswith("C ")}
+        c_us = c_paths[c_isa]
+        print(
+            f"\nmodel: {name} (configs/{name}.yaml: {type(model.frontend).__name__} + "
+            f"{type(model.backbone).__name__} + {type(model.head).__name__}, "
+            f"{c_out.shape[1]} classes, random weights), {len(kinds)} C layers, "
+            f"arena {arena} B, weights {weights} B (front-end tables included)"
+        )
+        print(
+            f"ops/clip (kwsn_model_ops): {ops / 1e6:.2f} M, of which the front end "
+            f"{fe_ops / 1e6:.2f} M"
+        )
+        print(
+            f"median single-clip latency over {args.repeats} rounds (each round calls every "
+            "candidate once), 1 thread, front end included:"
+        )
+        for isa, us in c_paths.items():
+            ratios = f"eager/C {torch_us / us:.2f}x"
+            if ort_us is not None:
+                ratios += f", ort/C {ort_us / us:.2f}x"
+            print(f"  C {isa + ' path':<21} {us:9.1f} us   {ratios}")
+        print(f"  C {c_isa} front end only {fe_us:9.1f} us   ({fe_us / c_us:.0%} of the C clip)")
+        print(f"  PyTorch eager           {torch_us:9.1f} us   ({torch_us / c_us:.2f}x C {c_isa})")
         if ort_us is not None:
-            ratios += f", ort/C {ort_us / us:.2f}x"
-        print(f"  C {isa + ' path':<21} {us:9.1f} us   {ratios}")
-    print(f"  C {c_isa} front end only {fe_us:9.1f} us   ({fe_us / c_us:.0%} of the C clip)")
-    print(f"  PyTorch eager           {torch_us:9.1f} us   ({torch_us / c_us:.2f}x C {c_isa})")
-    if ort_us is not None:
-        print(f"  onnxruntime             {ort_us:9.1f} us   ({ort_us / c_us:.2f}x C {c_isa})")
-    print("targets: eager/C >= 3x, ort/C >= 1.5x")
-    with tempfile.TemporaryDirectory() as tmpdir:
-        write_graph(graph, Path(tmpdir) / "m.kwsn")
-        for isa in dict.fromkeys((c_isa, "avx2")):
-            if isa in c_paths:
-                print_per_layer(
-                    per_layer_us(Path(tmpdir) / "m.kwsn", x, args.layer_repeats, isa), isa
-                )
-        report_batch(Path(tmpdir) / "m.kwsn", x)
+            print(f"  onnxruntime             {ort_us:9.1f} us   ({ort_us / c_us:.2f}x C {c_isa})")
+        print("targets (issue 29): eager/C >= 3x, ort/C >= 1.5x")
+        shares: list[tuple[str, float]] = []
+        if args.layer_repeats > 0:
+            rows = per_layer_us(tmp / "m.kwsn", x, args.layer_repeats, c_isa)
+            named = [(f"{k} {p}", *r[1:]) for k, p, r in zip(kinds, paths, rows, strict=True)]
+            print_per_layer(named, c_isa, max(len(r[0]) for r in named))
+            shares = op_shares(rows, kinds)
+            print(
+                "  by op type (min column): "
+                + ", ".join(f"{k} {v:.0%}" for k, v in shares if v >= 0.005)
+            )
+        if args.batch:
+            report_batch(tmp / "m.kwsn", x)
+    return {
+        "model": name,
+        "isa": c_isa,
+        "c_us": c_us,
+        "c_frontend_us": fe_us,
+        "eager_us": torch_us,
+        "ort_us": ort_us,
+        "eager_over_c": torch_us / c_us,
+        "ort_over_c": ort_us / c_us if ort_us is not None else None,
+        "op_shares": shares,
+    }
+
+
+def print_summary(rows: list[dict], load: tuple[str, str]) -> None:
+    """One line per model: C, eager, onnxruntime (ms), ratios, and whether issue 29's targets
+    hold; the 1/5/15-min load averages before and after."""
+    print(
+        f"\nsummary, 1 thread, front end included (load average before {load[0]}, after {load[1]}):"
+    )
+    print(
+        f"  {'model':<20} {'path':<8} {'C ms':>7} {'eager ms':>9} {'ORT ms':>8} "
+        f"{'eager/C':>8} {'ORT/C':>7}  targets (3x, 1.5x)"
+    )
+    for r in rows:
+        ort = r["ort_us"]
+        ok = r["eager_over_c"] >= 3 and (ort is None or r["ort_over_c"] >= 1.5)
+        ort_ms = f"{ort / 1e3:8.3f}" if ort is not None else f"{'-':>8}"
+        ort_x = f"{r['ort_over_c']:6.2f}x" if ort is not None else f"{'-':>7}"
+        print(
+            f"  {r['model']:<20} {r['isa']:<8} {r['c_us'] / 1e3:7.3f} {r['eager_us'] / 1e3:9.3f}"
+            f" {ort_ms} {r['eager_over_c']:7.2f}x {ort_x}  {'pass' if ok else 'MISS'}"
+        )
+
+
+def loadavg() -> str:
+    """The 1/5/15-minute load averages."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; see the module docstring."""
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--model", default="all", choices=["raw_conv", "kws_cnn_mel", "all"])
+    p.add_argument(
+        "--model",
+        default="all",
+        help=f"all, or a comma-separated list of {', '.join(MODELS)}",
+    )
     p.add_argument("--repeats", type=int, default=300)
     p.add_argument("--placement", default="per_conv", choices=["per_conv", "end", "none"])
     p.add_argument("--ln-acc", action="store_true", help="also compare LN accumulators")
-    p.add_argument("--layer-repeats", type=int, default=200, help="rounds of the per-layer table")
+    p.add_argument(
+        "--layer-repeats", type=int, default=200, help="rounds of the per-layer table (0: none)"
+    )
+    p.add_argument(
+        "--no-batch", dest="batch", action="store_false", help="skip the throughput line"
+    )
     args = p.parse_args(argv)
+    names = list(MODELS[:-1]) if args.model == "all" else args.model.split(",")
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        p.error(f"unknown --model {unknown}; valid: all, {', '.join(MODELS)}")
+    if args.repeats < 1 or args.layer_repeats < 0:
+        p.error("--repeats must be >= 1 and --layer-repeats >= 0")
     torch.set_num_threads(1)
     torch.manual_seed(0)
     build_cnative("all")
-    if args.model in ("raw_conv", "all"):
-        bench_raw(args)
-    if args.model in ("kws_cnn_mel", "all"):
-        bench_mel(args)
+    load_before = loadavg()
+    rows = []
+    for name in names:
+        if name == "raw_conv":
+            rows.append(bench_raw(args))
+        else:
+            rows.append(bench_config(name, args))
+    print_summary(rows, (load_before, loadavg()))
     return 0
 
 
-def bench_raw(args: argparse.Namespace) -> None:
+def bench_raw(args: argparse.Namespace) -> dict:
     """raw_conv: C (each kernel path) vs PyTorch eager vs onnxruntime, in interleaved rounds."""
     torch.manual_seed(0)
     model = Classifier(args.placement).eval()
@@ -428,12 +555,30 @@ def bench_raw(args: argparse.Namespace) -> None:
             f" + {fl['other'] / 1e6:.2f} M elementwise); kwsn_model_ops {ops / 1e6:.2f} M"
         )
         report_latency(med, c_isa, fl["flops"], args)
-        for isa in dict.fromkeys((c_isa, "avx2")):
-            if f"C {isa}" in fns:
-                print_per_layer(per_layer_us(tmp / "m.kwsn", x, args.layer_repeats, isa), isa)
-        report_batch(tmp / "m.kwsn", x)
+        shares: list[tuple[str, float]] = []
+        if args.layer_repeats > 0:  # 0: no per-layer table (statistics of no rounds)
+            for isa in dict.fromkeys((c_isa, "avx2")):
+                if f"C {isa}" in fns:
+                    rows = per_layer_us(tmp / "m.kwsn", x, args.layer_repeats, isa)
+                    print_per_layer(rows, isa)
+                    if isa == c_isa:
+                        shares = op_shares(rows, [r[0] for r in rows])
+        if args.batch:
+            report_batch(tmp / "m.kwsn", x)
         if args.ln_acc:
             ln_accumulator_report(tmp)
+    ort_us = med.get("onnxruntime")
+    return {
+        "model": "raw_conv",
+        "isa": c_isa,
+        "c_us": med["C " + c_isa],
+        "c_frontend_us": None,
+        "eager_us": med["eager"],
+        "ort_us": ort_us,
+        "eager_over_c": med["eager"] / med["C " + c_isa],
+        "ort_over_c": ort_us / med["C " + c_isa] if ort_us is not None else None,
+        "op_shares": shares,
+    }
 
 
 def report_latency(med: dict, c_isa: str, flops: float, args: argparse.Namespace) -> None:

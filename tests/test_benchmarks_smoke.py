@@ -3,7 +3,7 @@ of each benchmark's ``--quick`` mode."""
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import json
 import shutil
 import sys
@@ -172,3 +172,38 @@ def test_bench_peak_kernels_are_12_independent_chains(capsys: pytest.CaptureFixt
     rows = [r for r in map(str.split, out.splitlines()) if " ".join(r[:2]) in runnable]
     assert len(rows) >= len(runnable) > 0
     assert all(r[-1] == "12" and float(r[3]) > 0 for r in rows)
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is needed to build the C runtime")
+def test_bench_cnative_times_every_exported_config(capsys: pytest.CaptureFixture[str]) -> None:
+    """bench_cnative (issue 29, item 5) on every model of ``--model all``, each config built
+    from its YAML, exported to C and ONNX and checked to predict alike (asserted inside), two
+    rounds, ``--layer-repeats 0`` (no per-layer table: it used to crash on the empty
+    statistics): one summary row per model with C, eager and onnxruntime times and ratios."""
+    bc = _bench("bench_cnative")
+    argv = ["--model", "all", "--repeats", "2", "--layer-repeats", "0", "--no-batch"]
+    assert bc.main(argv) == 0  # type: ignore[attr-defined]
+    out = capsys.readouterr().out
+    summary = out[out.index("\nsummary, 1 thread") :].splitlines()[3:]
+    names = [r.split()[0] for r in summary if r.strip()]
+    assert names == ["raw_conv", *bc.CONFIGS]  # type: ignore[attr-defined]
+    ort = importlib.util.find_spec("onnxruntime") is not None
+    for row in summary:
+        cells = row.split()
+        assert float(cells[2]) > 0 and float(cells[3]) > 0 and cells[-1] in ("pass", "MISS")
+        if ort:
+            assert cells[4] != "-" and float(cells[6].rstrip("x")) > 0
+    assert "per layer" not in out and "throughput" not in out
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is needed to build the C runtime")
+def test_bench_cnative_per_layer_table_of_a_config(capsys: pytest.CaptureFixture[str]) -> None:
+    """The per-layer table of a config model starts at the front end, names each layer's
+    path and sums the time per op type."""
+    bc = _bench("bench_cnative")
+    argv = ["--model", "kws_bc_resnet", "--repeats", "2", "--layer-repeats", "1", "--no-batch"]
+    assert bc.main(argv) == 0  # type: ignore[attr-defined]
+    out = capsys.readouterr().out
+    table = out[out.index("per layer, ") :].splitlines()
+    assert table[2].split()[:3] == ["0", "FrontEnd", "frontend"]
+    assert any("BroadcastAdd" in r for r in table) and "by op type (min column): " in out

@@ -11,6 +11,7 @@ by rounding between CPU kernel paths), the integer reference itself is exact.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -229,3 +230,39 @@ def test_quant_report_cli_usage_error(capsys: pytest.CaptureFixture[str]) -> Non
 
     assert console(["quant-report", "--calibraton", "5"]) == 2
     assert "did you mean --calibration" in capsys.readouterr().err
+
+
+def test_percentile_100_is_min_max(built: tuple) -> None:
+    """``percentile=100`` (how the commands select min/max) gives exactly ``None``'s ranges,
+    labelled minmax; the default 99.99 lies inside them."""
+    from kwsnet.quant.ptq import DEFAULT_PERCENTILE
+
+    _, g, x, _ = built
+    batches = [x[:12], x[12:24]]
+    mm, p100 = calibrate(g, batches), calibrate(g, batches, 100.0)
+    assert (p100.lo, p100.hi, p100.method) == (mm.lo, mm.hi, "minmax")
+    assert DEFAULT_PERCENTILE == 99.99
+    dp = calibrate(g, batches, DEFAULT_PERCENTILE)
+    assert dp.method == "percentile=99.99"
+    for a, b, c, d in zip(dp.lo, dp.hi, mm.lo, mm.hi, strict=True):
+        if a is not None:
+            assert c <= a <= 0.0 <= b <= d
+
+
+def test_commands_calibrate_at_the_99_99_percentile_by_default() -> None:
+    """The one recipe (quantize_model, behind export / parity / quant-report --dtype int8 and
+    kwsnet.export) calibrates at the 99.99 percentile unless told; ``100`` is min/max; the
+    three commands' ``--percentile`` defaults to 99.99."""
+    from kwsnet.commands import export, parity, quant_report
+    from kwsnet.loading import build_from_config
+    from kwsnet.quant.report import quantize_model
+
+    for cmd in (export, parity, quant_report):
+        assert cmd.parser().get_defaults().percentile == 99.99, cmd.__name__
+    tiny = ["--data.source_options", '{"num_words": 3, "num_speakers": 4, "utterances": 4}']
+    cfg = Path(__file__).resolve().parents[1] / "configs" / "kws_ds_cnn.yaml"
+    model, dm = build_from_config(str(cfg), None, tiny)
+    assert quantize_model(model, dm, 8)[1].method == "percentile=99.99"
+    assert quantize_model(model, dm, 8, None)[1].method == "percentile=99.99"
+    assert quantize_model(model, dm, 8, 100.0)[1].method == "minmax"
+    assert quantize_model(model, dm, 8, 99.9)[1].method == "percentile=99.9"

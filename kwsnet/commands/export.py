@@ -4,7 +4,8 @@
     kwsnet export --ckpt_path best.ckpt --format cnative --dtype int8 --out m8.kwsn
 
 --dtype int8 quantises after training (kwsnet.quant: calibration on --calibration training
-clips, min/max or --percentile P) and writes format version 3 (cnative) or a C header with
+clips, activation ranges the [0.01, 99.99] percentiles, or --percentile P: [100-P, P];
+--percentile 100 is min/max) and writes format version 3 (cnative) or a C header with
 int8_t arrays. The model is rebuilt from the config stored in the checkpoint
 (kwsnet.loading); docs/cnative.md, docs/quantization.md.
 
@@ -31,6 +32,7 @@ from kwsnet.export.pipeline import (
     export_model,
     sample_rate_of,
 )
+from kwsnet.quant.ptq import DEFAULT_PERCENTILE
 
 __all__ = ["add_dtype_args", "parser", "run"]
 
@@ -49,8 +51,11 @@ def add_calibration_args(parser: ArgumentParser) -> None:
     parser.add_argument(
         "--percentile",
         type=float | None,
-        default=None,
-        help="int8 activation range = the [100-P, P] percentiles (default: min/max)",
+        default=DEFAULT_PERCENTILE,
+        help=(
+            "int8 activation range = the [100-P, P] percentiles of the calibration values "
+            f"(default {DEFAULT_PERCENTILE:g}; 100: min/max)"
+        ),
     )
 
 

@@ -1,13 +1,14 @@
 """int8 post-training quantisation through kwsnet's integer reference, against fp32.
 
-    kwsnet quant-report --ckpt_path best.ckpt [--calibration 512] [--percentile 99.99]
+    kwsnet quant-report --ckpt_path best.ckpt [--calibration 512] [--percentile 100]
 
 Calibrates on --calibration training clips (evenly spaced over the training split, so every
-class is in it), quantises (kwsnet.quant.ptq), runs the float model and the integer reference
-over the test split and prints fp32 and int8 test accuracy, the share of predictions that
-change, the classes each predicts, the SQNR (dB) of every int8 tensor against the float one,
-and weight / file bytes float vs int8. Exit status 1 when the int8 model is collapsed
-(kwsnet.metrics.collapse) or there are no test clips. docs/quantization.md.
+class is in it; activation ranges the [0.01, 99.99] percentiles, --percentile P for [100-P, P],
+--percentile 100 for min/max), quantises (kwsnet.quant.ptq), runs the float model and the
+integer reference over the test split and prints fp32 and int8 test accuracy, the share of
+predictions that change, the classes each predicts, the SQNR (dB) of every int8 tensor against
+the float one, and weight / file bytes float vs int8. Exit status 1 when the int8 model is
+collapsed (kwsnet.metrics.collapse) or there are no test clips. docs/quantization.md.
 """
 
 from __future__ import annotations

@@ -21,7 +21,14 @@ import numpy as np
 import torch
 
 from kwsnet.metrics.collapse import RULE, collapse_stats
-from kwsnet.quant.ptq import FLOAT_ISLANDS, QuantError, QuantGraph, calibrate, quantize_graph
+from kwsnet.quant.ptq import (
+    DEFAULT_PERCENTILE,
+    FLOAT_ISLANDS,
+    QuantError,
+    QuantGraph,
+    calibrate,
+    quantize_graph,
+)
 from kwsnet.quant.reference import dequantize, run_int8
 
 __all__ = [
@@ -117,6 +124,8 @@ def quantize_model(
     """``(float graph, int8 graph)`` of ``model``, calibrated on ``calibration`` clips of the
     DataModule ``dm``'s training split (:func:`calibration_batches`): the one recipe behind
     ``kwsnet quant-report``, ``kwsnet export --dtype int8`` and ``kwsnet parity --dtype int8``.
+    Activation ranges: the ``[100 - percentile, percentile]`` percentiles; ``None`` is
+    :data:`~kwsnet.quant.ptq.DEFAULT_PERCENTILE` (99.99), ``100`` is min/max.
 
     Raises:
         QuantError: no clips, an op without an int8 form, a value out of range.
@@ -124,7 +133,8 @@ def quantize_model(
     graph = float_graph(model, getattr(dm, "clip_samples", None))
     dm.setup("fit")  # type: ignore[attr-defined]
     cal = calibration_batches(dm.datasets["train"], calibration)  # type: ignore[attr-defined]
-    return graph, quantize_graph(graph, calibrate(graph, cal, percentile))
+    p = DEFAULT_PERCENTILE if percentile is None else percentile
+    return graph, quantize_graph(graph, calibrate(graph, cal, p))
 
 
 def calibration_batches(dataset: object, n: int, batch_size: int = 64) -> list[torch.Tensor]:
