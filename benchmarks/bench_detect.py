@@ -37,18 +37,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def evaluate(ckpt: str, streams: Path) -> dict[str, Any]:
+def evaluate(ckpt: str, streams: Path, detector: dict[str, Any] | None = None) -> dict[str, Any]:
     """One checkpoint on the streams: ``{"seed", "hours", "keywords": {name: {"n", "frr":
     {fa: frr}}}, "thresholds": {fa: thr}}`` (``overall`` is one of the names)."""
     import soundfile as sf
     import torch
 
     from kwsnet.data.audio import read_audio
+    from kwsnet.detect.detector import DetectorConfig
     from kwsnet.detect.evaluate import frr_at, read_labels, sweep
     from kwsnet.detect.model import detector_from_checkpoint
 
     torch.set_num_threads(1)
-    det = detector_from_checkpoint(ckpt)
+    det = detector_from_checkpoint(ckpt, DetectorConfig(**(detector or {})))
     saved = torch.load(ckpt, map_location="cpu", weights_only=False)
     config = (saved.get("hyper_parameters") or {}).get("config") or {}
     seed = config.get("seed_everything") if isinstance(config, dict) else None
@@ -68,6 +69,7 @@ def evaluate(ckpt: str, streams: Path) -> dict[str, Any]:
         "ckpt": ckpt,
         "seed": seed,
         "hours": hours,
+        "detector": dict(detector or {}),
         "keywords": {
             name: {"n": r.occurrences, "frr": {str(x): frr_at(r, x)[0] for x in fas}}
             for name, r in results.items()
@@ -201,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="write every checkpoint's numbers")
     ap.add_argument("--from-json", type=Path, default=None, help="re-print a --json file")
     ap.add_argument("--plot", type=Path, default=None, help="write the DET curves as a PNG")
+    ap.add_argument("--smooth-windows", type=int, default=None, help="detector setting")
+    ap.add_argument("--patience", type=int, default=None, help="detector setting")
     a = ap.parse_args(argv)
     if a.from_json:
         data = json.loads(a.from_json.read_text())
@@ -219,7 +223,12 @@ def main(argv: list[str] | None = None) -> int:
             runs = []
             for ckpt in ckpts:
                 t0 = time.perf_counter()
-                runs.append(evaluate(ckpt, a.streams))
+                settings = {
+                    k: v
+                    for k, v in (("smooth_windows", a.smooth_windows), ("patience", a.patience))
+                    if v is not None
+                }
+                runs.append(evaluate(ckpt, a.streams, settings))
                 r = runs[-1]["keywords"]["overall"]["frr"]
                 print(
                     f"{name} {ckpt}: FRR@1FA/h {_fmt(r['1.0'])} ({time.perf_counter() - t0:.0f} s)",

@@ -213,9 +213,7 @@ def test_fit_with_stream_validation_then_mine_negatives(
         assert r["source"] in train  # nothing held out is mined
         assert sf.info(str(out / r["file"])).frames == 16000
         assert speaker_key(out / r["file"]) == speaker_key(r["source"])  # stays in its part
-    assert {str(p) for p in negative_files([out], "train")} == {
-        str(out / r["file"]) for r in rows
-    }
+    assert {str(p) for p in negative_files([out], "train")} == {str(out / r["file"]) for r in rows}
 
 
 def test_bench_detect_tables_from_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
