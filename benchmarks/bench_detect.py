@@ -3,8 +3,8 @@
     python benchmarks/bench_detect.py --streams STREAMS \\
         --arm sc12=/runs/sc12/s*/checkpoints/best-*.ckpt \\
         --arm neg=/runs/neg/s*/checkpoints/best-*.ckpt --arm neg_stream=... \\
-        [--baseline sc12] [--fa-per-hour 0.5 1 2] [--json out.json] [--from-json out.json]
-        [--plot det.png]
+        [--baseline sc12] [--compare ARM:BASE ...] [--fa-per-hour 0.5 1 2]
+        [--json out.json] [--from-json out.json] [--plot det.png]
 
 Each ``--arm NAME=GLOB`` is one training recipe; each checkpoint the glob matches is one seed
 (the seed is read from the checkpoint's config, ``seed_everything``). Every checkpoint runs
@@ -12,10 +12,10 @@ the sliding-window detector (``kwsnet.detect``, default settings) once over ever
 ``STREAMS`` (``kwsnet make-streams``), and the threshold is swept (``detect-eval``'s semantics,
 ``kwsnet.detect.evaluate``). Printed: per arm, FRR at each FA/h overall (mean over seeds and
 its 95% t-interval, ``kwsnet.stats.mean_ci``) and per keyword (mean over seeds); then each arm
-against ``--baseline`` (paired by seed, Holm-adjusted over arms and operating points, lower
-FRR is better). ``--json`` keeps every checkpoint's numbers; ``--from-json`` re-prints a table
-without running a model. The streams' ``streams.json`` (hours, distinct filler hours) is
-printed with the table.
+against ``--baseline``, and each ``--compare ARM:BASE`` pair (paired by seed, Holm-adjusted
+over all comparisons and operating points, lower FRR is better). ``--json`` keeps every
+checkpoint's numbers; ``--from-json`` re-prints a table without running a model. The
+streams' ``streams.json`` (hours, distinct filler hours) is printed with the table.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ def evaluate(ckpt: str, streams: Path, detector: dict[str, Any] | None = None) -
     {fa: frr}}}, "thresholds": {fa: thr}}`` (``overall`` is one of the names)."""
     import soundfile as sf
     import torch
+    import yaml
 
     from kwsnet.data.audio import read_audio
     from kwsnet.detect.detector import DetectorConfig
@@ -51,8 +52,8 @@ def evaluate(ckpt: str, streams: Path, detector: dict[str, Any] | None = None) -
     torch.set_num_threads(1)
     det = detector_from_checkpoint(ckpt, DetectorConfig(**(detector or {})))
     saved = torch.load(ckpt, map_location="cpu", weights_only=False)
-    config = (saved.get("hyper_parameters") or {}).get("config") or {}
-    seed = config.get("seed_everything") if isinstance(config, dict) else None
+    stored = (saved.get("kwsnet") or {}).get("config")  # the run's YAML (kwsnet.loading)
+    seed = (yaml.safe_load(stored) or {}).get("seed_everything") if stored else None
     occurrences = read_labels(streams / "labels.csv")
     stored, seconds = {}, 0.0
     for wav in sorted(streams.glob("*.wav")):
@@ -123,7 +124,12 @@ def _overall(runs: list[dict[str, Any]], fa: float) -> list[float]:
     return out
 
 
-def report(data: dict[str, Any], fas: list[float], baseline: str | None) -> str:
+def report(
+    data: dict[str, Any],
+    fas: list[float],
+    baseline: str | None,
+    compares: list[tuple[str, str]] | None = None,
+) -> str:
     """Markdown tables from ``data`` (``{"streams": ..., "arms": {arm: [evaluate()...]}}``)."""
     import numpy as np
 
@@ -150,12 +156,12 @@ def report(data: dict[str, Any], fas: list[float], baseline: str | None) -> str:
             cells.append(f"{np.mean(v):.3f} [{_fmt(lo)}, {_fmt(hi)}]")
         seeds = ",".join(str(r["seed"]) for r in runs)
         lines.append(f"| {arm} | {seeds} | " + " | ".join(cells) + " |")
-    if baseline and baseline in arms:
+    pairs = [(arm, baseline) for arm in arms if arm != baseline] if baseline in arms else []
+    pairs += [p for p in compares or [] if p[0] in arms and p[1] in arms]
+    if pairs:
         rows, ps = [], []
-        base = arms[baseline]
-        for arm, runs in arms.items():
-            if arm == baseline:
-                continue
+        for arm, base_arm in pairs:
+            runs, base = arms[arm], arms[base_arm]
             for x in fas:
                 c = compare(
                     _overall(runs, x),
@@ -163,18 +169,18 @@ def report(data: dict[str, Any], fas: list[float], baseline: str | None) -> str:
                     _overall(base, x),
                     [r["seed"] for r in base],
                 )
-                rows.append((arm, x, c))
+                rows.append((arm, base_arm, x, c))
                 ps.append(c["p"] if not math.isnan(c["p"]) else 1.0)
-        adj = holm(ps) if ps else []
+        adj = holm(ps)
         lines += [
             "",
-            f"| arm vs {baseline} | FA/h | ΔFRR [95% CI] | test | Holm p | verdict |",
-            "|---|---|---|---|---|---|",
+            "| arm | vs | FA/h | ΔFRR [95% CI] | test | Holm p | verdict |",
+            "|---|---|---|---|---|---|---|",
         ]
-        for (arm, x, c), p in zip(rows, adj, strict=True):
+        for (arm, base_arm, x, c), p in zip(rows, adj, strict=True):
             v = verdict(c["diff"], p, 0.05, higher_better=False)
             lines.append(
-                f"| {arm} | {x:g} | {c['diff']:+.3f} [{_fmt(c['diff_low'])}, "
+                f"| {arm} | {base_arm} | {x:g} | {c['diff']:+.3f} [{_fmt(c['diff_low'])}, "
                 f"{_fmt(c['diff_high'])}] | {c['test']} | {p:.3g} | {v} |"
             )
     # per keyword at 1 FA/h (and the first column's FA/h), mean over seeds
@@ -199,6 +205,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--streams", type=Path, help="a make-streams folder")
     ap.add_argument("--arm", action="append", default=[], metavar="NAME=GLOB")
     ap.add_argument("--baseline", default=None, help="the arm the others are compared with")
+    ap.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="ARM:BASE",
+        help="one paired comparison (repeatable; Holm over all of them and --baseline's)",
+    )
     ap.add_argument("--fa-per-hour", type=float, nargs="+", default=[0.5, 1.0, 2.0])
     ap.add_argument("--json", type=Path, default=None, help="write every checkpoint's numbers")
     ap.add_argument("--from-json", type=Path, default=None, help="re-print a --json file")
@@ -238,7 +251,10 @@ def main(argv: list[str] | None = None) -> int:
         if a.json:
             a.json.parent.mkdir(parents=True, exist_ok=True)
             a.json.write_text(json.dumps(data, indent=1))
-    print(report(data, a.fa_per_hour, a.baseline))
+    compares = [tuple(c.split(":", 1)) for c in a.compare]
+    if any(len(c) != 2 for c in compares):
+        ap.error("--compare takes ARM:BASE")
+    print(report(data, a.fa_per_hour, a.baseline, compares))  # type: ignore[arg-type]
     if a.plot:
         plot(data, a.plot)
         print(f"DET curves: {a.plot}")

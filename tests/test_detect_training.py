@@ -248,6 +248,6 @@ def test_bench_detect_tables_from_json(tmp_path: Path, capsys: pytest.CaptureFix
     assert bench.main(argv) == 0
     out = capsys.readouterr().out
     assert "| base | 0,1,2 | 1.000 [1.000, 1.000] | 0.850 [" in out  # nan at 0.5 counts as 1.0
-    assert "| new | 1 | -0.397 [-0.435, -0.359] | paired |" in out and "better" in out
+    assert "| new | base | 1 | -0.397 [-0.435, -0.359] | paired |" in out and "better" in out
     assert "| yes | 10 | 0.850 | 0.453 |" in out
     assert png.read_bytes()[:4] == b"\x89PNG"
