@@ -215,8 +215,9 @@ def export(
             arrays) or ``"onnx"``.
         dtype: ``"float32"`` or ``"int8"`` (post-training quantisation; cnative or c-header
             only), calibrated on ``calibration`` training clips (the training data of the
-            checkpoint's config must be readable), with activation ranges min/max or the
-            ``[100-percentile, percentile]`` percentiles.
+            checkpoint's config must be readable), with activation ranges the
+            ``[100-percentile, percentile]`` percentiles (``None``: 99.99,
+            ``kwsnet.quant.ptq.DEFAULT_PERCENTILE``; ``100``: min/max).
         prefix: the C symbol prefix of a ``c-header``.
 
     Raises:

@@ -120,7 +120,8 @@ def export_int8_model(
     prefix: str = "kwsn_model",
 ) -> int:
     """Quantise ``model`` to int8 (post-training: ``calibration`` clips of the DataModule
-    ``dm``'s training split, activation ranges min/max or the ``[100-p, p]`` percentiles) and
+    ``dm``'s training split, activation ranges the ``[100-p, p]`` percentiles, ``None``: the
+    default 99.99, ``100``: min/max) and
     write it in ``fmt`` (one of ``INT8_FORMATS``: format v3 ``cnative`` or a ``c-header``
     with ``int8_t`` arrays) to ``out``, at ``dm``'s sample rate; returns the bytes written.
 
