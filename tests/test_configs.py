@@ -85,6 +85,13 @@ def test_config_builds_and_trains_one_batch(
             data.append(f"--model.augment.init_args.noise_dir={root / '_background_noise_'}")
         classes = len(data_cfg["words"]) + bool(data_cfg.get("include_unknown"))
         classes += bool(data_cfg.get("include_silence"))
+        if (data_cfg.get("source_options") or {}).get("negatives_dir"):  # detection configs
+            neg = tmp_path / "negatives"
+            neg.mkdir()
+            noise = np.random.default_rng(0).standard_normal(40000) * 0.05
+            for spk in range(10):  # LibriSpeech-style names; most speakers in the train part
+                sf.write(neg / f"{100 + spk}-1-0000.flac", noise, 16000)
+            data.append(f"--data.source_options.negatives_dir=[{neg}]")
     else:
         data = [f"--data.root={speaker_roots[source]}"]
     cli = KwsCLI(
