@@ -251,3 +251,30 @@ def test_bench_detect_tables_from_json(tmp_path: Path, capsys: pytest.CaptureFix
     assert "| new | base | 1 | -0.397 [-0.435, -0.359] | paired |" in out and "better" in out
     assert "| yes | 10 | 0.850 | 0.453 |" in out
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_make_streams_cli_validation_streams(
+    speech_commands_tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--split val --filler_part held_out --snr_db``: the validation split's clips only,
+    filler from held-out speakers only, and streams.json saying so."""
+    import json
+
+    neg = _negatives(tmp_path / "neg", speakers=30, seconds=1.5)
+    out = tmp_path / "val"
+    argv = ["make-streams", "--data.source", "speech_commands", "--data.root"]
+    argv += [str(speech_commands_tree), "--out", str(out), "--minutes", "0.5", "--split", "val"]
+    argv += ["--snr_db", "[5, 20]", "--filler_dir", f"[{neg}]", "--filler_part", "held_out"]
+    assert console(argv) == 0
+    meta = json.loads((out / "streams.json").read_text())
+    assert meta["split"] == "val" and meta["config"]["snr_db"] == [5.0, 20.0]
+    assert meta["occurrences"] > 0 and meta["distinct_filler_files"] > 0
+    val_clips = {ln.strip() for ln in open(speech_commands_tree / "validation_list.txt")}
+    fillers = list(csv.DictReader(open(out / "filler.csv")))
+    assert fillers and all(is_held_out(f["source"]) for f in fillers)
+    assert len({f["source"] for f in fillers}) == meta["distinct_filler_files"]
+    labels = list(csv.DictReader(open(out / "labels.csv")))
+    assert {r["keyword"] for r in labels} <= {c.split("/")[0] for c in val_clips}
+    capsys.readouterr()
+    assert console([*argv[:-6], "--snr_db", "[20, 5]"]) != 0  # low > high: refused
+    assert "snr_db must be [low, high], got [20.0, 5.0]" in capsys.readouterr().err
