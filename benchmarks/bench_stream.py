@@ -10,7 +10,9 @@ Cost: a stream of ``--seconds`` (tones + noise, or the first WAV under ``--strea
 ``hop`` samples at a time, so every push scores exactly one window; each push is timed
 (``perf_counter_ns`` around the ctypes call: a few microseconds of call overhead included),
 with the frame cache (the default; a log-mel / MFCC model computes only each window's new
-frames) and without it, the two passes interleaved in each repeat.
+frames, and a streamable model such as StreamTCN runs incrementally: each new frame through
+each layer once), with the frame cache alone (``incremental=False``) and without the cache, the
+three passes interleaved in each repeat.
 The median over pushes is the cost per hop; RTF = processing time / audio time. The Python
 Detector is timed on the same stream (``Detector.detect``: windows batched 64 at a time).
 Without a checkpoint the model is the config's, untrained (the cost does not depend on the
@@ -77,8 +79,9 @@ def _c_pass(stream, wave: np.ndarray, window: int) -> tuple[list[int], float]:
 
 
 def bench(model, dm, label: str, args: argparse.Namespace, wave: np.ndarray | None) -> None:
-    """Print one table row: C cost per hop and RTF with and without the frame cache (passes
-    interleaved), and the Python Detector's, on one stream."""
+    """Print one table row: C cost per hop and RTF by default (frame cache, incremental where
+    the model allows), with the frame cache alone and without it (passes interleaved), and the
+    Python Detector's, on one stream."""
     from kwsnet.detect import DetectorConfig
     from kwsnet.detect.cnative import CStream, export_module
     from kwsnet.detect.model import detector_from_module
@@ -88,15 +91,16 @@ def bench(model, dm, label: str, args: argparse.Namespace, wave: np.ndarray | No
         ex = export_module(model, dm, Path(tmp) / "m.kwsn", label)
         cached = CStream(ex.path, ex.class_names, config=cfg)
         plain = CStream(cached.cmodel, ex.class_names, config=cfg, frame_cache=False)
+        only = CStream(cached.cmodel, ex.class_names, config=cfg, incremental=False)
         sr = ex.sample_rate
         if wave is None:
             wave = _stream(args.seconds, sr)
         hop = cached.hop
         n_hops = (len(wave) - ex.window) // hop + 1
-        times: dict[bool, list[int]] = {True: [], False: []}
-        best = {True: float("inf"), False: float("inf")}
+        times: dict[object, list[int]] = {True: [], False: [], "only": []}
+        best = {k: float("inf") for k in times}
         for _ in range(args.repeats):
-            for on, stream in ((True, cached), (False, plain)):
+            for on, stream in ((True, cached), ("only", only), (False, plain)):
                 t, loop = _c_pass(stream, wave, ex.window)
                 times[on] += t
                 best[on] = min(best[on], loop)
@@ -109,9 +113,11 @@ def bench(model, dm, label: str, args: argparse.Namespace, wave: np.ndarray | No
         py_s = time.perf_counter() - t0
         py_us = py_s / n_hops * 1e6
         cache = "on" if cached.frame_cached else "n/a"
+        inc = "on" if cached.incremental else "n/a"
         print(
-            f"| {label} | {cached.cmodel.isa} | {hop} | {n_hops} | {cache} | {c_us[True]:.0f} | "
-            f"{c_us[False]:.0f} | {c_us[True] / c_us[False]:.2f} | "
+            f"| {label} | {cached.cmodel.isa} | {hop} | {n_hops} | {cache} | {inc} | "
+            f"{c_us[True]:.0f} | {c_us['only']:.0f} | {c_us[False]:.0f} | "
+            f"{c_us[True] / c_us['only']:.2f} | {c_us[True] / c_us[False]:.2f} | "
             f"{c_us[True] * n_hops / 1e6 / audio_s:.4f} | {best[True] / audio_s:.4f} | "
             f"{py_us:.0f} | {py_s / audio_s:.4f} | {py_us / c_us[True]:.1f}x |"
         )
@@ -161,11 +167,12 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     print(
-        "| model | C ISA | hop | hops | frame cache | C µs/hop (median) "
-        "| C µs/hop, no cache | cache / no cache | C RTF (median) "
+        "| model | C ISA | hop | hops | frame cache | incremental | C µs/hop (median) "
+        "| C µs/hop, cache only | C µs/hop, no cache | default / cache only "
+        "| default / no cache | C RTF (median) "
         "| C RTF (whole loop, best run) | Python µs/hop | Python RTF | C speed-up |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     wave = None
     if args.streams:
         import soundfile as sf

@@ -61,6 +61,8 @@ extern "C" {
 
 /* Largest smooth_windows and patience accepted (bounds the state size). */
 #define KWSN_STREAM_MAX_SMOOTH 4096u
+/* kwsn_stream_config.frame_cache: the frame cache without the incremental path (benchmarks). */
+#define KWSN_STREAM_CACHE_ONLY 2u
 #define KWSN_STREAM_MAX_PATIENCE 1000000u
 /* Stream storage must be aligned to this many bytes. */
 #define KWSN_STREAM_ALIGN 8u
@@ -76,7 +78,10 @@ typedef struct {
     uint32_t sample_rate;     /* Hz of the pushed audio; 0: the model's; must equal the
                                  model's when the model file states one */
     uint32_t frame_cache;     /* 1 (default): keep a FrontEnd model's frames across windows
-                                 where possible (see Cost); 0: recompute every window */
+                                 where possible (see Cost), and run a streamable model
+                                 incrementally (kwsn_stream_incremental); 0: recompute every
+                                 window; KWSN_STREAM_CACHE_ONLY: the frame cache, never the
+                                 incremental path */
 } kwsn_stream_config;
 
 typedef struct {
@@ -145,6 +150,12 @@ int kwsn_stream_frame_cached(const kwsn_stream *stream);
 /* Front-end frames computed by the frame cache so far (0 without it): per window after the
  * first, hop_samples / hop_length new ones plus the edge frames. */
 uint64_t kwsn_stream_frames_computed(const kwsn_stream *stream);
+/* 1 when the stream runs the model incrementally (docs/streaming.md, "Incremental
+ * streaming"): a float model of FrontEnd (no centring, normalize none), valid stride-1
+ * Conv1dEx / ReLU layers each reading the previous one down to a [C, 1] output, [Flatten,]
+ * Linear, with the frame cache on (frame_cache 1): each window computes only the new columns
+ * of each layer, the same values as the whole model on the window. Else 0. */
+int kwsn_stream_incremental(const kwsn_stream *stream);
 /* The latest window's smoothed scores (n_classes doubles; non-keywords too; NaN when it was
  * skipped), or NULL before the first window. For tests and tuning. */
 const double *kwsn_stream_scores(const kwsn_stream *stream);

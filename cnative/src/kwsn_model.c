@@ -2010,3 +2010,51 @@ void kwsn_softmax(float *x, size_t n) {
     }
     for (size_t i = 0; i < n; i++) x[i] /= s;
 }
+
+/* ------------------------------------------------------------------ the streaming path */
+
+#include "kwsn_model_stream.h"
+
+kwsn_status kwsn_model_layer_info(const kwsn_model *m, uint32_t i, kwsn_layer_info *info) {
+    if (!m || !m->layers || !info || i >= m->n_layers) return KWSN_ERR_ARG;
+    const kwsn_layer *l = &m->layers[i];
+    memset(info, 0, sizeof *info);
+    info->type = l->desc.type & ~(uint32_t)KWSN_INT8_FLAG;
+    info->input = l->desc.inputs[0];
+    info->n_inputs = l->desc.n_inputs;
+    info->C_in = l->in.dim[0];
+    info->L_in = l->in.ndim == 2 ? l->in.dim[1] : 1u;
+    info->C_out = l->out.dim[0];
+    info->L_out = l->out.ndim == 2 ? l->out.dim[1] : 1u;
+    if (info->type == KWSN_LAYER_CONV1D_EX && !m->int8) {
+        info->k = (uint32_t)I(l, 2);
+        info->stride = (uint32_t)I(l, 3);
+        info->pad = (uint32_t)I(l, 4);
+        info->dil = (uint32_t)I(l, 5);
+    }
+    return KWSN_OK;
+}
+
+kwsn_status kwsn_model_run_layer_on(const kwsn_model *m, uint32_t i, void *arena,
+                                    const float *in, uint32_t L_in, float *out) {
+    if (!m || !m->layers || m->int8 || !arena || !in || !out || i >= m->n_layers)
+        return KWSN_ERR_ARG;
+    kwsn_layer lc = m->layers[i];
+    const kwsn_op *op = &kwsn_ops[lc.op_index];
+    float *scratch = (float *)(void *)((uint8_t *)arena + m->act_bytes);
+    if (op->type == KWSN_LAYER_CONV1D_EX) {
+        const uint32_t span = (uint32_t)I(&lc, 5) * ((uint32_t)I(&lc, 2) - 1u);
+        if (I(&lc, 3) != 1 || I(&lc, 4) != 0 || L_in <= span || L_in > lc.in.dim[1])
+            return KWSN_ERR_ARG;
+        lc.in.dim[1] = L_in;
+        lc.out.dim[1] = L_in - span;
+    } else if (op->type == KWSN_LAYER_RELU) {
+        if (lc.in.ndim != 2 || L_in < 1u || L_in > lc.in.dim[1]) return KWSN_ERR_ARG;
+        lc.in.dim[1] = L_in;
+        lc.out = lc.in;
+    } else if (op->type != KWSN_LAYER_FLATTEN && op->type != KWSN_LAYER_LINEAR) {
+        return KWSN_ERR_ARG;
+    }
+    op->run(m->kernels, &lc, in, NULL, out, scratch);
+    return KWSN_OK;
+}

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "kwsn_frontend.h"
+#include "kwsn_model_stream.h"
 
 /* Weak, as in kwsn_model.c: an MCU build of a raw-audio model may leave kwsn_frontend.c out
  * (kwsn_model_frontend then refuses every model, so none of these is called). */
@@ -32,6 +33,16 @@ typedef struct {
     kwsn_frontend fe;
     uint32_t n_frames, shift, t_lo, t_hi, n_int;
 } cache_geo;
+
+/* The incremental path's plan (on 0: the model is not such a chain, or no frame cache). */
+#define KWSN_STREAM_MAX_INC 64u
+typedef struct {
+    int on;
+    uint32_t n_chain;             /* layers 1 .. n_chain form the chain */
+    kwsn_layer_info li[KWSN_STREAM_MAX_INC]; /* layer i's info at li[i] (i <= n_chain) */
+    size_t buf_floats;            /* all conv outputs */
+    size_t x_floats, y_floats;    /* the slice and result scratch */
+} inc_plan;
 
 struct kwsn_stream {
     uint32_t magic;
@@ -66,6 +77,16 @@ struct kwsn_stream {
     float *frames;       /* n_int x n_out, frame-major */
     float *fbuf;         /* KWSN_STREAM_FRAME_BATCH x n_out: frames just computed */
     float *feats;        /* n_out x n_frames, channel-major: the window's features */
+    /* the incremental path (inc.on): layers 1 .. inc.n_chain of the model are valid stride-1
+     * Conv1dEx and ReLU records, each reading the previous tensor, the last of them [C, 1];
+     * buf[i] holds layer i's output for the latest window ([C_out, L_out], the ReLU's in its
+     * input's buffer); each window shifts them and computes only the new columns */
+    inc_plan inc;
+    uint64_t inc_end;    /* signal frame after the newest feature frame through the chain */
+    int inc_have;        /* the buffers hold a window (inc_end valid) */
+    float *inc_buf[KWSN_STREAM_MAX_INC];
+    float *inc_x;        /* a slice of a layer's input, contiguous rows */
+    float *inc_y;        /* a layer's new columns; the head's vectors */
 };
 
 kwsn_stream_config kwsn_stream_default_config(void) {
@@ -168,10 +189,56 @@ static cache_geo cache_plan(const kwsn_model *model, const kwsn_stream_config *c
     return g;
 }
 
+/* Whether the model streams incrementally: a float model whose layer 0 is the (cached)
+ * FrontEnd, then valid stride-1 Conv1dEx / ReLU layers each reading the previous tensor down to
+ * a [C, 1] output, then an optional Flatten and a Linear (the last layer). Each output column of
+ * such a chain depends on its own input columns only, so a window's columns are the previous
+ * window's shifted by the hop plus the new ones. */
+static inc_plan inc_plan_of(const kwsn_model *model, const kwsn_stream_config *cfg,
+                            const cache_geo *g) {
+    inc_plan p;
+    uint32_t n = kwsn_n_layers(model), i;
+    kwsn_layer_info h;
+    memset(&p, 0, sizeof p);
+    /* every frame of the window the signal's own (no reflect padding), none normalised over
+     * the window: a frame is the same in every window holding it */
+    if (!g->cache || cfg->frame_cache != 1u || kwsn_is_int8(model) || n < 3u ||
+        g->t_lo != 0u || g->n_int != g->n_frames || g->fe.normalize != KWSN_FE_NORM_NONE)
+        return p;
+    for (i = 1; i < n && i < KWSN_STREAM_MAX_INC; i++) {
+        kwsn_layer_info *li = &p.li[i];
+        if (kwsn_model_layer_info(model, i, li) != KWSN_OK || li->input != i ||
+            li->n_inputs != 1u)
+            return p;
+        if (li->type == KWSN_LAYER_CONV1D_EX) {
+            if (li->stride != 1u || li->pad != 0u) return p;
+            p.buf_floats += (size_t)li->C_out * li->L_out;
+            if ((size_t)li->C_in * li->L_in > p.x_floats) p.x_floats = (size_t)li->C_in * li->L_in;
+            if ((size_t)li->C_out * li->L_out > p.y_floats)
+                p.y_floats = (size_t)li->C_out * li->L_out;
+        } else if (li->type != KWSN_LAYER_RELU || i == 1u) {
+            break;
+        }
+    }
+    if (i >= n || i < 2u || p.li[i - 1u].L_out != 1u) return p;
+    p.n_chain = i - 1u;
+    /* the head: [Flatten,] Linear (the last layer) */
+    if (kwsn_model_layer_info(model, i, &h) != KWSN_OK || h.input != i) return p;
+    if (h.type == KWSN_LAYER_FLATTEN) {
+        i++;
+        if (i >= n || kwsn_model_layer_info(model, i, &h) != KWSN_OK || h.input != i) return p;
+    }
+    if (h.type != KWSN_LAYER_LINEAR || i != n - 1u) return p;
+    if ((size_t)p.li[p.n_chain].C_out > p.y_floats) p.y_floats = p.li[p.n_chain].C_out;
+    if (h.C_out > p.y_floats) p.y_floats = h.C_out;
+    p.on = 1;
+    return p;
+}
+
 /* Byte offsets of the arrays after the struct. */
 typedef struct {
     size_t ring, probs, hist, hvalid, scores, thr, streak, is_kw, fscratch, frames, fbuf, feats,
-        total;
+        inc_bufs, inc_x, inc_y, total;
 } layout;
 
 /* Lays out arrays one after the other, each 8-byte aligned; ok drops to 0 when a size or an
@@ -206,7 +273,8 @@ static size_t take(cursor *c, size_t n, size_t m, size_t elem) {
 }
 
 /* 1 and the layout, or 0 when the storage size does not fit size_t. */
-static int plan(size_t w, size_t c, uint32_t smooth, const cache_geo *g, layout *l) {
+static int plan(size_t w, size_t c, uint32_t smooth, const cache_geo *g, const inc_plan *ip,
+                layout *l) {
     cursor k = {0u, 1};
     (void)take(&k, 1u, 1u, sizeof(struct kwsn_stream));
     l->ring = take(&k, 2u, w, sizeof(float));
@@ -226,20 +294,28 @@ static int plan(size_t w, size_t c, uint32_t smooth, const cache_geo *g, layout 
         l->fbuf = take(&k, KWSN_STREAM_FRAME_BATCH, no, sizeof(float));
         l->feats = take(&k, g->n_frames, no, sizeof(float));
     }
+    l->inc_bufs = l->inc_x = l->inc_y = k.off;
+    if (ip->on) {
+        l->inc_bufs = take(&k, ip->buf_floats, 1u, sizeof(float));
+        l->inc_x = take(&k, ip->x_floats, 1u, sizeof(float));
+        l->inc_y = take(&k, ip->y_floats, 1u, sizeof(float));
+    }
     l->total = k.off;
     return k.ok;
 }
 
 static int plan_of(const kwsn_model *model, const kwsn_stream_config *cfg, cache_geo *g,
-                   layout *l) {
+                   inc_plan *ip, layout *l) {
     *g = cache_plan(model, cfg);
-    return plan(kwsn_input_len(model), kwsn_n_classes(model), cfg->smooth_windows, g, l);
+    *ip = inc_plan_of(model, cfg, g);
+    return plan(kwsn_input_len(model), kwsn_n_classes(model), cfg->smooth_windows, g, ip, l);
 }
 
 kwsn_status kwsn_stream_size(const kwsn_model *model, const kwsn_stream_config *cfg,
                              const kwsn_limits *limits, size_t *bytes, char *msg,
                              size_t msg_cap) {
     cache_geo g;
+    inc_plan ip;
     layout l;
     size_t limit = KWSN_DEFAULT_MAX_ARENA_BYTES;
     kwsn_status st;
@@ -248,7 +324,7 @@ kwsn_status kwsn_stream_size(const kwsn_model *model, const kwsn_stream_config *
     if (st != KWSN_OK) return st;
     if (!bytes) return bad(msg, msg_cap, "bytes must not be NULL");
     if (limits && limits->max_arena_bytes) limit = limits->max_arena_bytes;
-    if (!plan_of(model, cfg, &g, &l)) {
+    if (!plan_of(model, cfg, &g, &ip, &l)) {
         if (msg && msg_cap)
             snprintf(msg, msg_cap,
                      "stream storage for a %zu-sample window, %zu classes and smooth_windows "
@@ -283,6 +359,8 @@ void kwsn_stream_reset(kwsn_stream *s) {
     s->has_bad = s->has_last = s->flushed = 0;
     s->last_time = 0.0;
     s->next_frame = s->computed = 0;
+    s->inc_end = 0;
+    s->inc_have = 0;
     memset(s->ring, 0, 2u * s->window * sizeof(float)); /* in the planned size: no overflow */
     memset(s->hvalid, 0, s->smooth);
     for (c = 0; c < s->n_classes; c++) {
@@ -296,12 +374,13 @@ kwsn_status kwsn_stream_init(void *storage, size_t storage_bytes, const kwsn_mod
     kwsn_stream *s;
     layout l;
     cache_geo g;
+    inc_plan ip;
     size_t c;
     unsigned char *base = (unsigned char *)storage;
     if (stream) *stream = NULL;
     if (!storage || !stream) return KWSN_ERR_ARG;
     if (kwsn_stream_check(model, cfg, NULL, 0) != KWSN_OK) return KWSN_ERR_ARG;
-    if (!plan_of(model, cfg, &g, &l)) return KWSN_ERR_TOO_BIG;
+    if (!plan_of(model, cfg, &g, &ip, &l)) return KWSN_ERR_TOO_BIG;
     if (storage_bytes < l.total || ((uintptr_t)storage % KWSN_STREAM_ALIGN) != 0)
         return KWSN_ERR_STORAGE;
     s = (kwsn_stream *)storage;
@@ -329,6 +408,21 @@ kwsn_status kwsn_stream_init(void *storage, size_t storage_bytes, const kwsn_mod
         s->fbuf = (float *)(void *)(base + l.fbuf);
         s->feats = (float *)(void *)(base + l.feats);
         kwsn_frontend_prepare(&s->geo.fe, s->fscratch); /* once: every window's frames reuse it */
+    }
+    s->inc = ip;
+    if (ip.on) {
+        float *b = (float *)(void *)(base + l.inc_bufs);
+        for (uint32_t i = 1; i <= ip.n_chain; i++) {
+            const kwsn_layer_info *li = &ip.li[i];
+            if (li->type == KWSN_LAYER_CONV1D_EX) {
+                s->inc_buf[i] = b;
+                b += (size_t)li->C_out * li->L_out;
+            } else {
+                s->inc_buf[i] = s->inc_buf[i - 1u]; /* a ReLU: in place */
+            }
+        }
+        s->inc_x = (float *)(void *)(base + l.inc_x);
+        s->inc_y = (float *)(void *)(base + l.inc_y);
     }
     for (c = 0; c < s->n_classes; c++) {
         s->thr[c] = cfg->thresholds ? cfg->thresholds[c] : cfg->threshold;
@@ -392,6 +486,64 @@ static void window_features(kwsn_stream *s, const float *win, uint64_t start) {
     kwsn_frontend_normalize(&g->fe, s->feats, T);
 }
 
+/* The incremental path: the window's features are in s->feats (window_features); its signal
+ * frames end at `end`. Each chain layer shifts its output left by its new columns and computes
+ * only those, on the slice of its input they read (the same kernels as kwsn_forward, on fewer
+ * columns); the head runs on the last layer's [C, 1]. Logits into s->probs. */
+static kwsn_status inc_forward(kwsn_stream *s, void *arena, uint64_t end) {
+    const inc_plan *p = &s->inc;
+    const uint32_t T = s->geo.n_frames;
+    uint32_t n_new = T, i, n = kwsn_n_layers(s->model);
+    const float *src = s->feats;
+    uint32_t src_L = T;
+    kwsn_status st;
+    if (s->inc_have && end > s->inc_end && end - s->inc_end < T) n_new = (uint32_t)(end - s->inc_end);
+    for (i = 1; i <= p->n_chain; i++) {
+        const kwsn_layer_info *li = &p->li[i];
+        float *buf = s->inc_buf[i];
+        const uint32_t Lo = li->L_out, Co = li->C_out;
+        const uint32_t m = n_new < Lo ? n_new : Lo; /* new output columns */
+        if (li->type == KWSN_LAYER_RELU && p->li[i - 1u].type == KWSN_LAYER_CONV1D_EX) {
+            /* done: the conv before it ran it on its new columns (below) */
+        } else if (li->type == KWSN_LAYER_RELU) {
+            /* in place on the new columns of its input's buffer (rows of Lo) */
+            for (uint32_t c = 0; c < Co; c++)
+                if ((st = kwsn_model_run_layer_on(s->model, i, arena, buf + (size_t)c * Lo + (Lo - m),
+                                                  m, s->inc_y)) != KWSN_OK)
+                    return st;
+                else
+                    memcpy(buf + (size_t)c * Lo + (Lo - m), s->inc_y, m * sizeof(float));
+        } else {
+            const uint32_t span = li->dil * (li->k - 1u), w = m + span, Ci = li->C_in;
+            if (m < Lo) /* shift: row c's columns [m, Lo) to [0, Lo - m) */
+                memmove(buf, buf + m, ((size_t)Co * Lo - m) * sizeof(float));
+            for (uint32_t c = 0; c < Ci; c++)
+                memcpy(s->inc_x + (size_t)c * w, src + (size_t)c * src_L + (src_L - w),
+                       w * sizeof(float));
+            st = kwsn_model_run_layer_on(s->model, i, arena, s->inc_x, w, s->inc_y);
+            if (st == KWSN_OK && i < p->n_chain && p->li[i + 1u].type == KWSN_LAYER_RELU)
+                st = kwsn_model_run_layer_on(s->model, i + 1u, arena, s->inc_y, m, s->inc_y);
+            if (st != KWSN_OK) return st;
+            for (uint32_t c = 0; c < Co; c++)
+                memcpy(buf + (size_t)c * Lo + (Lo - m), s->inc_y + (size_t)c * m,
+                       m * sizeof(float));
+        }
+        src = buf;
+        src_L = Lo;
+        n_new = m;
+    }
+    s->inc_end = end;
+    s->inc_have = 1;
+    /* the head: [Flatten,] Linear on the [C, 1] output */
+    for (i = p->n_chain + 1u; i < n; i++) {
+        float *dst = i == n - 1u ? s->probs : s->inc_y;
+        st = kwsn_model_run_layer_on(s->model, i, arena, src, 1u, dst);
+        if (st != KWSN_OK) return st;
+        src = dst;
+    }
+    return KWSN_OK;
+}
+
 /* Score the window win[0 .. W) starting at sample `start`; append a detection. `cached`:
  * through the frame cache (every window of the stream in order), else the whole model. A
  * window holding a non-finite sample is not run; one whose posteriors are not all finite is
@@ -412,8 +564,13 @@ static kwsn_status score_window(kwsn_stream *s, const float *win, uint64_t start
     if (ok) {
         if (cached) {
             window_features(s, win, start);
-            st = kwsn_forward_features(s->model, arena, arena_bytes, s->feats,
-                                       (size_t)s->geo.n_frames * s->geo.fe.n_out, s->probs, C);
+            if (s->inc.on)
+                st = inc_forward(s, arena,
+                                 (start / s->hop) * s->geo.shift + s->geo.n_frames);
+            else
+                st = kwsn_forward_features(s->model, arena, arena_bytes, s->feats,
+                                           (size_t)s->geo.n_frames * s->geo.fe.n_out, s->probs,
+                                           C);
         } else {
             st = kwsn_forward(s->model, arena, arena_bytes, win, s->window, s->probs, C);
         }
@@ -560,6 +717,10 @@ uint64_t kwsn_stream_nonfinite_windows(const kwsn_stream *s) {
 
 int kwsn_stream_frame_cached(const kwsn_stream *s) {
     return s && s->magic == KWSN_STREAM_MAGIC ? s->geo.cache : 0;
+}
+
+int kwsn_stream_incremental(const kwsn_stream *s) {
+    return s && s->magic == KWSN_STREAM_MAGIC ? s->inc.on : 0;
 }
 
 uint64_t kwsn_stream_frames_computed(const kwsn_stream *s) {

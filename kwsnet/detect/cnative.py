@@ -104,6 +104,8 @@ def _declare(so: ctypes.CDLL) -> ctypes.CDLL:
     so.kwsn_stream_frame_cached.argtypes = [_c_vp]
     so.kwsn_stream_frames_computed.restype = ctypes.c_uint64
     so.kwsn_stream_frames_computed.argtypes = [_c_vp]
+    so.kwsn_stream_incremental.restype = ctypes.c_int
+    so.kwsn_stream_incremental.argtypes = [_c_vp]
     so.kwsn_stream_scores.restype = ctypes.POINTER(ctypes.c_double)
     so.kwsn_stream_scores.argtypes = [_c_vp]
     so.kwsn_sample_rate.restype = _c_u32
@@ -143,6 +145,10 @@ class CStream:
         frame_cache: keep a log-mel / MFCC model's front-end frames across windows where the
             hop allows (the same detections, fewer frames computed); False: every window
             runs the whole model.
+        incremental: with the frame cache, run a streamable model (``StreamTCN``: valid
+            stride-1 convs down to the last frame, no per-window normalisation) layer by layer
+            on each window's new frames only (:attr:`incremental` says whether it applies;
+            the same posteriors); False: the frame cache alone.
         max_storage_bytes: refuse a stream whose storage would be bigger (default the
             library's ``KWSN_DEFAULT_MAX_ARENA_BYTES``, the bound a loaded model's arena has);
             checked by ``kwsn_stream_size`` from the shapes, before anything is allocated.
@@ -165,6 +171,7 @@ class CStream:
         lib: str | Path | None = None,
         frame_cache: bool = True,
         max_storage_bytes: int | None = None,
+        incremental: bool = True,
     ) -> None:
         self.cmodel = model if isinstance(model, CModel) else CModel(model, lib)
         self._so = _declare(self.cmodel._so)
@@ -194,7 +201,7 @@ class CStream:
             float(cfg.refractory_ms),
             self._mask,
             rate,
-            int(bool(frame_cache)),
+            (1 if incremental else 2) if frame_cache else 0,  # 2: KWSN_STREAM_CACHE_ONLY
         )
         msg = ctypes.create_string_buffer(256)
         size = _c_size()
@@ -287,6 +294,12 @@ class CStream:
     def frame_cached(self) -> bool:
         """Whether the stream keeps front-end frames across windows."""
         return bool(self._so.kwsn_stream_frame_cached(self._handle))
+
+    @property
+    def incremental(self) -> bool:
+        """Whether the stream runs the model incrementally (each frame through each layer
+        once; ``kwsn_stream_incremental``)."""
+        return bool(self._so.kwsn_stream_incremental(self._handle))
 
     @property
     def frames_computed(self) -> int:

@@ -10,7 +10,7 @@ fixed-length clip), and those are numerics decisions that belong with the runtim
 match and with the parity gate that checks them; a hook in ``models/`` would spread them over
 every model file and let a model claim an equivalence nobody tests. ``torch.fx`` cannot
 follow the backbones (data-dependent masks and lengths). Adding a block type is one function
-in :data:`BLOCK_TRACERS` (today CnnMel, MatchboxNet, DSCNN and BCResNet); anything the tracer
+in :data:`BLOCK_TRACERS` (today CnnMel, MatchboxNet, DSCNN, BCResNet and StreamTCN); anything the tracer
 does not know is an :class:`ExportError` naming the module type and its path.
 
 Each node keeps two PyTorch computations: ``module`` (what the C record encodes: a Conv1d
@@ -718,12 +718,60 @@ def _trace_bc_resnet(g: Graph, backbone: nn.Module, path: str, src: int) -> int:
     return _trace_pooling(g, backbone.pooling, f"{path}.pooling", t)
 
 
+def _length_after(g: Graph, t: int) -> int:
+    x = torch.zeros(1, *g.input_shape)
+    return int(g.run(x)[t].shape[-1])
+
+
+def _trace_stream_tcn(g: Graph, backbone: nn.Module, path: str, src: int) -> int:
+    """``kwsnet.models.stream_tcn.StreamTCN``: valid stride-1 Conv1dEx records (BN folded into
+    the stem and each pointwise conv) and ReLUs, then ``LastFrame`` as a depthwise Conv1dEx of
+    kernel 2, dilation ``L - 1`` and weights ``[0, 1]`` (``0 * x[0] + 1 * x[L - 1]``: the last
+    frame exactly, in float and as an int8 weight; nothing when ``L`` is 1) and a Flatten.
+    That chain is what the C stream's incremental path recognises (docs/streaming.md)."""
+    if _length_after(g, src) < backbone.receptive_field:
+        raise ExportError(
+            f"StreamTCN at '{path}': the clip's {_length_after(g, src)} frames are fewer than "
+            f"its receptive field ({backbone.receptive_field}); the export runs valid convs only"
+        )
+    t = _conv_node(g, backbone.stem, backbone.stem_bn, f"{path}.stem", src)
+    t = _relu(g, f"{path}.stem_relu", t)
+    for i, block in enumerate(backbone.blocks):
+        p = f"{path}.blocks.{i}"
+        t = _conv_node(g, block.depthwise, None, f"{p}.depthwise", t)
+        t = _conv_node(g, block.pointwise, block.bn, f"{p}.pointwise", t)
+        t = _relu(g, f"{p}.relu", t)
+    pool, ppath = backbone.pooling, f"{path}.pooling"
+    if type(pool).__name__ != "LastFrame":
+        return _trace_pooling(g, pool, ppath, t)
+    if getattr(pool, "batch_norm", False) or not isinstance(pool.dropout, (nn.Identity, nn.Dropout)):
+        raise ExportError(f"pooling LastFrame at '{ppath}': batch_norm is not supported")
+    length, c = _length_after(g, t), backbone.embed_dim
+    if length > 1:
+        if length - 1 > 64:  # KWSN_MAX_CONV_DILATION
+            raise ExportError(
+                f"pooling LastFrame at '{ppath}': {length} frames; the C runtime's last-frame "
+                "conv takes at most 65 (a dilation of at most 64): a larger receptive field or "
+                "a shorter clip"
+            )
+        sel = nn.Conv1d(c, c, 2, dilation=length - 1, groups=c, bias=False)
+        with torch.no_grad():
+            sel.weight.zero_()
+            sel.weight[:, 0, 1] = 1.0
+        sel.eval()
+        ref: Ref = lambda xs: pool(xs[0].transpose(1, 2)).unsqueeze(-1)  # noqa: E731
+        t = g.add(Node("Conv1dEx", f"{ppath}.last_frame", (t,), ref, sel, _one_input(sel)))
+    flat = nn.Flatten()
+    return g.add(Node("Flatten", f"{ppath}.flatten", (t,), _one_input(flat), flat))
+
+
 # Backbone class name -> tracer(graph, backbone, path, input tensor id) -> output tensor id.
 BLOCK_TRACERS: dict[str, Callable[[Graph, nn.Module, str, int], int]] = {
     "CnnMel": _trace_cnn_mel,
     "MatchboxNet": _trace_matchboxnet,
     "DSCNN": _trace_ds_cnn,
     "BCResNet": _trace_bc_resnet,
+    "StreamTCN": _trace_stream_tcn,
 }
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "SelfAttentionPooling",
     "SelfAttentionMaxPooling",
     "AttentiveStatisticsPooling",
+    "LastFrame",
     "lengths_to_mask",
     "STD_EPS",
 ]
@@ -110,6 +111,22 @@ class MeanPooling(Pooling):
     def _pool(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         m = mask.unsqueeze(-1).to(x.dtype)
         return (x * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+
+
+class LastFrame(Pooling):
+    """The last valid frame (index ``length - 1``); ``out_dim = in_dim``. Args as ``Pooling``.
+
+    A causal backbone's last frame is the newest output a stream has (``StreamTCN``): pooling
+    over the others would wait for nothing and mix in frames a stream computed long ago.
+    """
+
+    def __init__(self, in_dim: int, batch_norm: bool = False, dropout: float = 0.0) -> None:
+        super().__init__(in_dim, batch_norm, dropout)
+        self._finish_init(in_dim)
+
+    def _pool(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        last = (mask.sum(dim=1) - 1).clamp(min=0)  # [B]
+        return x.gather(1, last[:, None, None].expand(-1, 1, x.shape[2])).squeeze(1)
 
 
 class MaxPooling(Pooling):
