@@ -40,6 +40,8 @@ typedef struct {
     int on;
     uint32_t n_chain;             /* layers 1 .. n_chain form the chain */
     kwsn_layer_info li[KWSN_STREAM_MAX_INC]; /* layer i's info at li[i] (i <= n_chain) */
+    uint32_t keep[KWSN_STREAM_MAX_INC]; /* conv i: the span of the next conv reading its output
+                                         * (0: none): the old columns a window still reads */
     size_t buf_floats;            /* all conv outputs */
     size_t x_floats, y_floats;    /* the slice and result scratch */
 } inc_plan;
@@ -79,8 +81,9 @@ struct kwsn_stream {
     float *feats;        /* n_out x n_frames, channel-major: the window's features */
     /* the incremental path (inc.on): layers 1 .. inc.n_chain of the model are valid stride-1
      * Conv1dEx and ReLU records, each reading the previous tensor, the last of them [C, 1];
-     * buf[i] holds layer i's output for the latest window ([C_out, L_out], the ReLU's in its
-     * input's buffer); each window shifts them and computes only the new columns */
+     * inc_buf[i] is layer i's output for the latest window ([C_out, L_out], a ReLU's in its
+     * conv's buffer), of which the columns a later window reads are kept (the next conv's span
+     * plus the new ones); each window shifts those and computes only the new columns */
     inc_plan inc;
     uint64_t inc_end;    /* signal frame after the newest feature frame through the chain */
     int inc_have;        /* the buffers hold a window (inc_end valid) */
@@ -222,6 +225,12 @@ static inc_plan inc_plan_of(const kwsn_model *model, const kwsn_stream_config *c
     }
     if (i >= n || i < 2u || p.li[i - 1u].L_out != 1u) return p;
     p.n_chain = i - 1u;
+    for (uint32_t a = 1; a <= p.n_chain; a++)
+        for (uint32_t b = a + 1u; b <= p.n_chain; b++)
+            if (p.li[b].type == KWSN_LAYER_CONV1D_EX) {
+                p.keep[a] = p.li[b].dil * (p.li[b].k - 1u);
+                break;
+            }
     /* the head: [Flatten,] Linear (the last layer) */
     if (kwsn_model_layer_info(model, i, &h) != KWSN_OK || h.input != i) return p;
     if (h.type == KWSN_LAYER_FLATTEN) {
@@ -497,7 +506,8 @@ static kwsn_status inc_forward(kwsn_stream *s, void *arena, uint64_t end) {
     const float *src = s->feats;
     uint32_t src_L = T;
     kwsn_status st;
-    if (s->inc_have && end > s->inc_end && end - s->inc_end < T) n_new = (uint32_t)(end - s->inc_end);
+    if (s->inc_have && end > s->inc_end && end - s->inc_end < T)
+        n_new = (uint32_t)(end - s->inc_end);
     for (i = 1; i <= p->n_chain; i++) {
         const kwsn_layer_info *li = &p->li[i];
         float *buf = s->inc_buf[i];
@@ -507,16 +517,22 @@ static kwsn_status inc_forward(kwsn_stream *s, void *arena, uint64_t end) {
             /* done: the conv before it ran it on its new columns (below) */
         } else if (li->type == KWSN_LAYER_RELU) {
             /* in place on the new columns of its input's buffer (rows of Lo) */
-            for (uint32_t c = 0; c < Co; c++)
-                if ((st = kwsn_model_run_layer_on(s->model, i, arena, buf + (size_t)c * Lo + (Lo - m),
-                                                  m, s->inc_y)) != KWSN_OK)
-                    return st;
-                else
-                    memcpy(buf + (size_t)c * Lo + (Lo - m), s->inc_y, m * sizeof(float));
+            for (uint32_t c = 0; c < Co; c++) {
+                float *row = buf + (size_t)c * Lo + (Lo - m);
+                st = kwsn_model_run_layer_on(s->model, i, arena, row, m, s->inc_y);
+                if (st != KWSN_OK) return st;
+                memcpy(row, s->inc_y, m * sizeof(float));
+            }
         } else {
             const uint32_t span = li->dil * (li->k - 1u), w = m + span, Ci = li->C_in;
-            if (m < Lo) /* shift: row c's columns [m, Lo) to [0, Lo - m) */
-                memmove(buf, buf + m, ((size_t)Co * Lo - m) * sizeof(float));
+            /* shift by m: of row c's old columns only the last keep are read again (by the
+             * next conv, whose span that is); they move to [Lo - m - keep, Lo - m) */
+            const uint32_t keep = p->keep[i] < Lo - m ? p->keep[i] : Lo - m;
+            if (keep > 0u)
+                for (uint32_t c = 0; c < Co; c++) {
+                    float *row = buf + (size_t)c * Lo;
+                    memmove(row + (Lo - m - keep), row + (Lo - keep), keep * sizeof(float));
+                }
             for (uint32_t c = 0; c < Ci; c++)
                 memcpy(s->inc_x + (size_t)c * w, src + (size_t)c * src_L + (src_L - w),
                        w * sizeof(float));

@@ -10,8 +10,8 @@ fixed-length clip), and those are numerics decisions that belong with the runtim
 match and with the parity gate that checks them; a hook in ``models/`` would spread them over
 every model file and let a model claim an equivalence nobody tests. ``torch.fx`` cannot
 follow the backbones (data-dependent masks and lengths). Adding a block type is one function
-in :data:`BLOCK_TRACERS` (today CnnMel, MatchboxNet, DSCNN, BCResNet and StreamTCN); anything the tracer
-does not know is an :class:`ExportError` naming the module type and its path.
+in :data:`BLOCK_TRACERS` (today CnnMel, MatchboxNet, DSCNN, BCResNet and StreamTCN); anything
+the tracer does not know is an :class:`ExportError` naming the module type and its path.
 
 Each node keeps two PyTorch computations: ``module`` (what the C record encodes: a Conv1d
 with its BatchNorm folded in) and ``ref`` (the original modules, unfolded), so
@@ -744,7 +744,9 @@ def _trace_stream_tcn(g: Graph, backbone: nn.Module, path: str, src: int) -> int
     pool, ppath = backbone.pooling, f"{path}.pooling"
     if type(pool).__name__ != "LastFrame":
         return _trace_pooling(g, pool, ppath, t)
-    if getattr(pool, "batch_norm", False) or not isinstance(pool.dropout, (nn.Identity, nn.Dropout)):
+    if getattr(pool, "batch_norm", False) or not isinstance(
+        pool.dropout, (nn.Identity, nn.Dropout)
+    ):
         raise ExportError(f"pooling LastFrame at '{ppath}': batch_norm is not supported")
     length, c = _length_after(g, t), backbone.embed_dim
     if length > 1:
