@@ -184,6 +184,22 @@ def test_generated_streams_c_equals_pytorch_detector(
     assert total >= 3
 
 
+@torch.no_grad()
+def separate_head(fc: nn.Linear, embeddings: torch.Tensor) -> None:
+    """Set ``fc`` so that its classes are ``fc.out_features`` far-apart embeddings among the
+    windows' ``embeddings [N, D]`` (templates, scaled so logits swing): the posteriors of an
+    untrained model then change from window to window, and detections happen."""
+    e = embeddings.double()
+    m = e.mean(0)
+    c = e - m
+    picks = [int(c.norm(dim=1).argmax())]
+    while len(picks) < fc.out_features:
+        picks.append(int(torch.cdist(c, c[picks]).min(dim=1).values.argmax()))
+    w = 10.0 * (c[picks] / c[picks].norm(dim=1, keepdim=True)) / c.norm(dim=1).max()
+    fc.weight.copy_(w.float())
+    fc.bias.copy_((-w @ m).float())
+
+
 def _mel_model(clip: int, n_classes: int, mfcc: bool = False) -> nn.Module:
     """A small CnnMel on LogMel(480 / 160, 40 mels, mean norm), or MFCC(13, mean-and-variance
     norm) with ``mfcc``."""
@@ -229,15 +245,7 @@ def test_mel_graph_model_through_the_stream(cbuild: Path, tmp_path: Path):
     full = lambda b: torch.full((len(b),), b.shape[1], dtype=torch.long)  # noqa: E731
     with torch.no_grad():  # separate the head on the windows' embeddings
         x = torch.from_numpy(np.stack([wave[i : i + clip] for i in range(0, 28000, 800)]))
-        e = model.embed(x, full(x)).double()
-        m = e.mean(0)
-        c = e - m
-        picks = [int(c.norm(dim=1).argmax())]
-        while len(picks) < 4:
-            picks.append(int(torch.cdist(c, c[picks]).min(dim=1).values.argmax()))
-        w = 10.0 * (c[picks] / c[picks].norm(dim=1, keepdim=True)) / c.norm(dim=1).max()
-        model.head.fc.weight.copy_(w.float())
-        model.head.fc.bias.copy_((-w @ m).float())
+        separate_head(model.head.fc, model.embed(x, full(x)))
     write_graph(trace_model(model, clip), tmp_path / "mel.kwsn", SR)
     cfg = DetectorConfig(hop_ms=20, smooth_windows=2, threshold=0.5, refractory_ms=100)
     stream = CStream(tmp_path / "mel.kwsn", NAMES, config=cfg)

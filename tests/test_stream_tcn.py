@@ -23,7 +23,8 @@ from kwsnet.models.stream_tcn import StreamTCN
 from kwsnet.nn.heads import LinearHead
 from kwsnet.nn.pooling import LastFrame
 
-from .test_detect_cnative import _mel_model, _per_window, _tone_stream
+from .cnative_helpers import randomise_bn
+from .test_detect_cnative import _mel_model, _per_window, _tone_stream, separate_head
 
 SR = 16000
 CLIP = 16000  # 1 s: 98 frames at 480 / 160 without centring
@@ -62,27 +63,14 @@ def _model(seed: int = 0, wave: np.ndarray | None = None, **kw) -> _Model:
     """Random weights and BatchNorm statistics; with ``wave``, a head that separates its
     windows (4 far-apart embeddings as class templates), so posteriors swing."""
     torch.manual_seed(seed)
-    model = _Model(**kw)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm1d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
+    model = randomise_bn(_Model(**kw), seed, nn.BatchNorm1d)
     model.eval()
     if wave is not None:
         with torch.no_grad():
             x = torch.from_numpy(
                 np.stack([wave[i : i + CLIP] for i in range(0, len(wave) - CLIP, 800)])
             )
-            e = model.embed(x).double()
-            m = e.mean(0)
-            c = e - m
-            picks = [int(c.norm(dim=1).argmax())]
-            while len(picks) < 4:
-                picks.append(int(torch.cdist(c, c[picks]).min(dim=1).values.argmax()))
-            w = 10.0 * (c[picks] / c[picks].norm(dim=1, keepdim=True)) / c.norm(dim=1).max()
-            model.head.fc.weight.copy_(w.float())
-            model.head.fc.bias.copy_((-w @ m).float())
+            separate_head(model.head.fc, model.embed(x))
     return model
 
 
