@@ -42,6 +42,7 @@ the held-out part is for validation streams). It needs ``include_unknown``.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import math
 import warnings
@@ -377,13 +378,13 @@ class SpeechCommandsSource(Source):
     def load(self, item: Item) -> torch.Tensor:
         if item.extra == ("silence",):  # TF's silence: a clip of zeros (its volume is 0)
             return torch.zeros(self.args.sample_rate)
-        wave = read_audio(item.path, self.args.sample_rate)
         if item.extra and item.extra[0] == "window":  # a window of a long negative file
             _, start, n = item.extra
-            wave = wave[start : start + n]
+            wave = _read_negative(item.path, self.args.sample_rate)[start : start + n].clone()
             if wave.shape[0] < n:
                 wave = torch.nn.functional.pad(wave, (0, n - wave.shape[0]))
             return wave
+        wave = read_audio(item.path, self.args.sample_rate)
         if item.extra and item.extra[0] == "silence":
             # A reproducible 1 s segment of a long noise file, at a random gain. crc32, not
             # hash(): str hashes change with PYTHONHASHSEED, i.e. between processes and ranks.
@@ -393,6 +394,13 @@ class SpeechCommandsSource(Source):
             start = int(rng.integers(0, max(1, wave.shape[0] - n)))
             wave = wave[start : start + n] * float(rng.uniform(0.0, 1.0))
         return wave
+
+
+@functools.lru_cache(maxsize=8)
+def _read_negative(path: str, sample_rate: int) -> torch.Tensor:
+    """A long negative file, decoded once for all its one-clip windows (they are loaded one
+    after another: a 12 s LibriSpeech utterance is 12 items). Callers slice and clone."""
+    return read_audio(path, sample_rate)
 
 
 def class_counts(source: Source) -> dict[str, dict[str, int]]:
