@@ -109,11 +109,16 @@ def interleaved_median_us(
 
 
 def c_forward_call(
-    path: Path, x: np.ndarray, isa: str | None = None, n_run: int | None = None
+    path: Path,
+    x: np.ndarray,
+    isa: str | None = None,
+    n_run: int | None = None,
+    tables: bool = True,
 ) -> tuple:
     """A prepared single-clip ``kwsn_forward`` call on kernel path ``isa`` (None: the CPU's
     pick), or ``kwsn_forward_until`` of the first ``n_run`` layers: ``(call, the path it
-    runs, what must stay alive)``."""
+    runs, what must stay alive)``. ``tables=False``: without the loader's prebuilt tables
+    (packed int8 weights, front-end twiddles), which the call then builds itself."""
     old = os.environ.get("KWSN_ISA")
     if isa is not None:
         os.environ["KWSN_ISA"] = isa  # read by the library at prepare
@@ -124,6 +129,8 @@ def c_forward_call(
             os.environ.pop("KWSN_ISA", None)
         else:
             os.environ["KWSN_ISA"] = old
+    if not tables:
+        cm.drop_tables()
     so = cm._so
     xs = np.ascontiguousarray(x[0], dtype=np.float32)
     out = np.zeros(cm.n_classes, np.float32)

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_int8.py [--model raw_conv|kws_cnn_mel|all] [--repeats 300]
         [--layer-repeats 0] [--layer-isa avx512vnni,avx2] [--isa avx2,avx512vnni]
+        [--per-call-tables]
 
 The models are bench_cnative.py's (the default RawConv with per-conv LayerNorm, and
 configs/kws_cnn_mel.yaml's architecture with its log-mel front end; random weights and
@@ -101,9 +102,12 @@ def bench(name: str, model: torch.nn.Module, args: argparse.Namespace) -> None:
         fns = {}
         keep = []
         paths = []
+        arms = [("float", f32, True), ("int8", i8, True)]
+        if args.per_call_tables:
+            arms += [("float-pc", f32, False), ("int8-pc", i8, False)]
         for isa in args.isa or ISAS:
-            for tag, path in (("float", f32), ("int8", i8)):
-                call, ran, alive = c_forward_call(path, x, isa)
+            for tag, path, tables in arms:
+                call, ran, alive = c_forward_call(path, x, isa, tables=tables)
                 if ran != isa:
                     break
                 fns[f"{tag} {isa}"] = call
@@ -112,10 +116,17 @@ def bench(name: str, model: torch.nn.Module, args: argparse.Namespace) -> None:
                 paths.append(isa)
         med = interleaved_median_us(fns, args.repeats)
         print(f"median latency per clip ({args.repeats} interleaved rounds, one thread):")
-        print(f"  {'path':<8} {'float us':>9} {'int8 us':>9} {'int8/float':>10}")
+        head = f"  {'path':<10} {'float us':>9} {'int8 us':>9} {'int8/float':>10}"
+        if args.per_call_tables:
+            head += f" {'float-pc us':>11} {'int8-pc us':>10} {'pc ratio':>8}"
+        print(head)
         for isa in paths:
             fl, q = med[f"float {isa}"], med[f"int8 {isa}"]
-            print(f"  {isa:<8} {fl:9.1f} {q:9.1f} {q / fl:10.3f}")
+            row = f"  {isa:<10} {fl:9.1f} {q:9.1f} {q / fl:10.3f}"
+            if args.per_call_tables:
+                fp, qp = med[f"float-pc {isa}"], med[f"int8-pc {isa}"]
+                row += f" {fp:11.1f} {qp:10.1f} {qp / fp:8.3f}"
+            print(row)
         if args.layer_repeats and paths:
             for isa in [p for p in args.layer_isa if p in paths] if args.layer_isa else paths[-1:]:
                 for tag, path in (("float", f32), ("int8", i8)):
@@ -135,6 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--isa", type=lambda v: v.split(","), default=None,
         help=f"comma-separated kernel paths to time (default: {','.join(ISAS)})",
+    )  # fmt: skip
+    p.add_argument(
+        "--per-call-tables", action="store_true",
+        help="also time both files without the loader's prebuilt tables (-pc columns: packed "
+        "int8 weights and front-end twiddles built on every call, as before ABI 7)",
     )  # fmt: skip
     args = p.parse_args(argv)
     build_cnative("all")

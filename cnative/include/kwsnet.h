@@ -129,7 +129,7 @@ extern "C" {
 #define KWSN_DEFAULT_MAX_OPS 4000000000ull
 #define KWSN_DEFAULT_MAX_ARENA_BYTES ((size_t)128u << 20)
 /* Bumped whenever a public struct or function signature changes (see kwsn_abi_version). */
-#define KWSN_ABI_VERSION 6u
+#define KWSN_ABI_VERSION 7u
 /* The arena passed to kwsn_forward must be aligned to this many bytes. */
 #define KWSN_ARENA_ALIGN 64u
 
@@ -284,6 +284,19 @@ kwsn_limits kwsn_default_limits(void);
  * before quantising), each 64-byte aligned. The arena itself must be KWSN_ARENA_ALIGN (64)
  * byte aligned. */
 size_t kwsn_arena_bytes(const kwsn_model *model);
+
+/* Tables built once instead of on every kwsn_forward (ABI 7): each int8 conv's weights
+ * packed for the kernel path the model runs (int32 rows 4 deep for vpdpbusd or 2 for
+ * vpmaddwd, the zero-point term folded into the accumulator's start; nothing on the portable
+ * path, which reads the weights as stored) and a FrontEnd's FFT twiddles and mel filter
+ * ranges. Optional: a model without them builds them per call, with the same bits.
+ * kwsn_tables_bytes: how much memory they take (0: none on this path); kwsn_model_set_tables
+ * fills buf (KWSN_ARENA_ALIGN-aligned, at least that many bytes: else KWSN_ERR_STORAGE) and
+ * makes the model read it: buf must outlive the model and stay unchanged, like the weights;
+ * buf NULL detaches. Not safe while another thread runs the model. kwsn_load_file does it
+ * itself. */
+size_t kwsn_tables_bytes(const kwsn_model *model);
+kwsn_status kwsn_model_set_tables(kwsn_model *model, void *buf, size_t bytes);
 
 /* Number of input floats per sample (product of the input shape). */
 size_t kwsn_input_len(const kwsn_model *model);

@@ -1,6 +1,7 @@
 /* File helpers: read a model file into one malloc'd block and prepare it. Kept out of the
  * inference path (and out of MCU builds, which use the generated C header instead). */
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "kwsn_frontend.h"
@@ -20,6 +21,7 @@ struct kwsn_loaded {
     kwsn_model *model; /* in storage */
     void *storage;     /* kwsn_model_bytes(KWSN_MAX_LAYERS), malloc-aligned */
     void *buf;         /* the file bytes: weights point into it */
+    void *tables;      /* kwsn_tables_bytes + alignment (kwsn_model_set_tables), or NULL */
 };
 
 kwsn_status kwsn_load_file(const char *path, kwsn_loaded **out) {
@@ -77,6 +79,19 @@ kwsn_status kwsn_load_file_why(const char *path, const kwsn_limits *limits, kwsn
                           limits, &lm->model);
     if (st != KWSN_OK && why && why_len)
         describe(lm->storage, kwsn_model_bytes(KWSN_MAX_LAYERS), why, why_len);
+    if (st == KWSN_OK) { /* the packed weights and front-end tables, built once */
+        const size_t tb = kwsn_tables_bytes(lm->model);
+        if (tb) {
+            lm->tables = malloc(tb + KWSN_ARENA_ALIGN);
+            if (!lm->tables) {
+                st = KWSN_ERR_NOMEM;
+                goto done;
+            }
+            const uintptr_t a = ((uintptr_t)lm->tables + KWSN_ARENA_ALIGN - 1u) &
+                                ~(uintptr_t)(KWSN_ARENA_ALIGN - 1u);
+            st = kwsn_model_set_tables(lm->model, (void *)a, tb);
+        }
+    }
 done:
     fclose(f);
     if (st == KWSN_OK) {
@@ -93,5 +108,6 @@ void kwsn_free(kwsn_loaded *lm) {
     if (!lm) return;
     free(lm->buf);
     free(lm->storage);
+    free(lm->tables);
     free(lm);
 }

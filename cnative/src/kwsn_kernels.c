@@ -1232,6 +1232,21 @@ static void q8_im_pack(int32_t *wpk, int32_t *init, const int8_t *w, const int32
     }
 }
 
+/* The packed form (conv_q8_pack, at prepare): wpk [C_out][G] int32, then init [C_out]
+ * int32 at the next 64-byte boundary; the rows of all groups in one pack (q8_im_pack per
+ * row reads only that row's weights and bias). */
+static size_t q8_im_packed_wpk_bytes(uint32_t R, uint32_t C_out) {
+    return q8_r64((size_t)C_out * ((R + KWSN_Q8_IM - 1u) / KWSN_Q8_IM) * 4u);
+}
+
+static void q8_im_packed_rows(const void *packed, uint32_t R, uint32_t C_out, uint32_t o0,
+                              const int32_t **wpk, const int32_t **init) {
+    const uint32_t G = (R + KWSN_Q8_IM - 1u) / KWSN_Q8_IM;
+    const uint8_t *b = (const uint8_t *)packed;
+    *wpk = (const int32_t *)(const void *)b + (size_t)o0 * G;
+    *init = (const int32_t *)(const void *)(b + q8_im_packed_wpk_bytes(R, C_out)) + o0;
+}
+
 /* Rows o0 .. o0 + NO - 1 of a group: row o's L_out codes to out + o ostride; o_abs the
  * group's first output channel (for the requantisation). */
 KWSN_INLINE void q8_im_rows(int8_t *out, size_t ostride, const int32_t *im, uint32_t G,
@@ -1281,7 +1296,8 @@ static void q8_im_group(int8_t *out, size_t ostride, const int32_t *im, uint32_t
 }
 
 static void q8_conv1d_im(int8_t *out, const int8_t *in, const int8_t *w,
-                         const kwsn_q8_requant *rq, const kwsn_conv1d_ex_args *a, void *scratch) {
+                         const kwsn_q8_requant *rq, const kwsn_conv1d_ex_args *a,
+                         const void *packed, void *scratch) {
     const uint32_t cs = (uint32_t)kwsn_conv1d_ex_channel_floats(a);
     const uint32_t gi = a->C_in / a->groups, go = a->C_out / a->groups, Lo = a->L_out;
     const uint32_t R = gi * a->k, Lp = q8_im_lp(Lo);
@@ -1295,15 +1311,20 @@ static void q8_conv1d_im(int8_t *out, const int8_t *in, const int8_t *w,
         for (uint32_t j = 0; j < a->k; j++) p.roff[i * a->k + j] = i * cs + off[j];
     for (uint32_t g = 0; g < a->groups; g++) {
         q8_im_build(p.im, p.xs + (size_t)g * gi * cs, p.roff, R, p.zero, Lo, Lp);
-        q8_im_pack(p.wpk, p.init, w + (size_t)g * go * R, rq->bias + (size_t)g * go, R, go,
-                   rq->zp_in);
-        q8_im_group(out + (size_t)g * go * Lo, Lo, p.im, R, Lp, Lo, p.wpk, p.init, rq, g * go,
-                    go);
+        const int32_t *wpk = p.wpk, *init = p.init;
+        if (packed) {
+            q8_im_packed_rows(packed, R, a->C_out, g * go, &wpk, &init);
+        } else {
+            q8_im_pack(p.wpk, p.init, w + (size_t)g * go * R, rq->bias + (size_t)g * go, R, go,
+                       rq->zp_in);
+        }
+        q8_im_group(out + (size_t)g * go * Lo, Lo, p.im, R, Lp, Lo, wpk, init, rq, g * go, go);
     }
 }
 
 static void q8_conv2d_im(int8_t *out, const int8_t *in, const int8_t *w,
-                         const kwsn_q8_requant *rq, const kwsn_conv2d_args *a, void *scratch) {
+                         const kwsn_q8_requant *rq, const kwsn_conv2d_args *a,
+                         const void *packed, void *scratch) {
     const kwsn_conv1d_ex_args row = kwsn_conv2d_row(a);
     const uint32_t cs = (uint32_t)kwsn_conv1d_ex_channel_floats(&row);
     const uint32_t rows = (uint32_t)kwsn_conv2d_rows(a);
@@ -1320,13 +1341,18 @@ static void q8_conv2d_im(int8_t *out, const int8_t *in, const int8_t *w,
     conv2d_taps(p.roff, a, &row, rows, cs);
     const size_t plane = (size_t)a->H_out * Wo;
     for (uint32_t g = 0; g < a->groups; g++) {
-        q8_im_pack(p.wpk, p.init, w + (size_t)g * go * R, rq->bias + (size_t)g * go, R, go,
-                   rq->zp_in);
+        const int32_t *wpk = p.wpk, *init = p.init;
+        if (packed) {
+            q8_im_packed_rows(packed, R, a->C_out, g * go, &wpk, &init);
+        } else {
+            q8_im_pack(p.wpk, p.init, w + (size_t)g * go * R, rq->bias + (size_t)g * go, R, go,
+                       rq->zp_in);
+        }
         for (uint32_t y = 0; y < a->H_out; y++) {
             const q8_xe *base = p.xs + ((size_t)g * gi * rows + (size_t)y * a->sh) * cs;
             q8_im_build(p.im, base, p.roff, R, p.zero, Wo, Lp);
             q8_im_group(out + (size_t)g * go * plane + (size_t)y * Wo, plane, p.im, R, Lp, Wo,
-                        p.wpk, p.init, rq, g * go, go);
+                        wpk, init, rq, g * go, go);
         }
     }
 }
@@ -1352,10 +1378,11 @@ KWSN_INLINE void q8_phase_split(int32_t *xc, const int8_t *x, const kwsn_conv1d_
 
 static void KWSN_K(kwsn_conv1d_q8)(int8_t *out, const int8_t *in, const int8_t *w,
                                    const kwsn_q8_requant *rq, const kwsn_conv1d_ex_args *a,
-                                   void *scratch) {
+                                   const void *packed, void *scratch) {
 #ifdef KWSN_Q8_IM
-    q8_conv1d_im(out, in, w, rq, a, scratch);
+    q8_conv1d_im(out, in, w, rq, a, packed, scratch);
 #else
+    (void)packed; /* the baseline reads the weights as stored */
     const uint32_t cs = (uint32_t)kwsn_conv1d_ex_channel_floats(a);
     int32_t *xp = (int32_t *)scratch;
     for (uint32_t i = 0; i < a->C_in; i++)
@@ -1382,10 +1409,11 @@ static void KWSN_K(kwsn_conv1d_q8)(int8_t *out, const int8_t *in, const int8_t *
  * accumulation, the per-channel requantisation. */
 static void KWSN_K(kwsn_conv2d_q8)(int8_t *out, const int8_t *in, const int8_t *w,
                                    const kwsn_q8_requant *rq, const kwsn_conv2d_args *a,
-                                   void *scratch) {
+                                   const void *packed, void *scratch) {
 #ifdef KWSN_Q8_IM
-    q8_conv2d_im(out, in, w, rq, a, scratch);
+    q8_conv2d_im(out, in, w, rq, a, packed, scratch);
 #else
+    (void)packed;
     const kwsn_conv1d_ex_args row = kwsn_conv2d_row(a);
     const uint32_t cs = (uint32_t)kwsn_conv1d_ex_channel_floats(&row);
     const uint32_t rows = (uint32_t)kwsn_conv2d_rows(a);
@@ -1848,6 +1876,27 @@ static void KWSN_K(kwsn_layernorm_q8)(int8_t *out, const int8_t *in, uint32_t ou
     }
 }
 
+/* conv_q8_packed_bytes / conv_q8_pack (see kwsn_kernels.h): the vector paths' wpk and init
+ * of every row, built once; the baseline packs nothing. */
+static size_t KWSN_K(kwsn_conv_q8_packed_bytes)(uint32_t R, uint32_t C_out) {
+#ifdef KWSN_Q8_IM
+    return q8_im_packed_wpk_bytes(R, C_out) + q8_r64((size_t)C_out * 4u);
+#else
+    (void)R, (void)C_out;
+    return 0;
+#endif
+}
+
+static void KWSN_K(kwsn_conv_q8_pack)(void *dst, const int8_t *w, const int32_t *bias,
+                                      uint32_t R, uint32_t C_out, int32_t zp_in) {
+#ifdef KWSN_Q8_IM
+    int32_t *init = (int32_t *)(void *)((uint8_t *)dst + q8_im_packed_wpk_bytes(R, C_out));
+    q8_im_pack((int32_t *)dst, init, w, bias, R, C_out, zp_in);
+#else
+    (void)dst, (void)w, (void)bias, (void)R, (void)C_out, (void)zp_in;
+#endif
+}
+
 const kwsn_kernel_table KWSN_K(kwsn_ktab) = {
     KWSN_ISA_NAME,
     KWSN_K(kwsn_avgpool1d_f32),
@@ -1867,6 +1916,8 @@ const kwsn_kernel_table KWSN_K(kwsn_ktab) = {
     KWSN_K(kwsn_silu_f32),
     KWSN_K(kwsn_conv1d_q8),
     KWSN_K(kwsn_conv2d_q8),
+    KWSN_K(kwsn_conv_q8_packed_bytes),
+    KWSN_K(kwsn_conv_q8_pack),
     KWSN_K(kwsn_linear_q8),
     KWSN_K(kwsn_avgpool1d_q8),
     KWSN_K(kwsn_maxpool1d_q8),

@@ -159,13 +159,23 @@ typedef struct {
     void (*silu)(float *out, const float *x, uint32_t n);
     /* ---- int8 (format 3); integer arithmetic, identical on every path ---- */
     /* Conv1d over codes [C_in][L] -> [C_out][L_out]; w int8 [C_out][C_in / groups][k];
+     * packed: conv_q8_pack's output for these weights or NULL (packed per call);
      * scratch: kwsn_conv1d_q8_scratch_bytes(). */
     void (*conv1d_q8)(int8_t *out, const int8_t *in, const int8_t *w, const kwsn_q8_requant *rq,
-                      const kwsn_conv1d_ex_args *a, void *scratch);
+                      const kwsn_conv1d_ex_args *a, const void *packed, void *scratch);
     /* Conv2d over codes [C_in][H][W]; w int8 [C_out][C_in / groups][kh][kw]; scratch:
      * kwsn_conv2d_q8_scratch_bytes(). */
     void (*conv2d_q8)(int8_t *out, const int8_t *in, const int8_t *w, const kwsn_q8_requant *rq,
-                      const kwsn_conv2d_args *a, void *scratch);
+                      const kwsn_conv2d_args *a, const void *packed, void *scratch);
+    /* The conv's weights packed for this path, once, at prepare (conv1d_q8 / conv2d_q8 then
+     * take packed != NULL and skip the per-call packing; the same bits either way): bytes for
+     * C_out rows of R = C_in / groups x taps weights (a 64-byte multiple; 0 where the path
+     * reads the weights as stored and takes packed = NULL), and the fill of dst (64-byte
+     * aligned) from w [C_out][R], the bias [C_out] and the input zero point: the D-deep
+     * int32 rows and the accumulator's start with the zero-point term (see kwsn_kernels.c). */
+    size_t (*conv_q8_packed_bytes)(uint32_t R, uint32_t C_out);
+    void (*conv_q8_pack)(void *dst, const int8_t *w, const int32_t *bias, uint32_t R,
+                         uint32_t C_out, int32_t zp_in);
     /* Linear: w int8 [n_out][n_in]; scratch: n_in int16 (the centred input). */
     void (*linear_q8)(int8_t *out, const int8_t *in, const int8_t *w, const kwsn_q8_requant *rq,
                       uint32_t n_in, uint32_t n_out, void *scratch);

@@ -19,7 +19,13 @@
 #pragma weak kwsn_frontend_scratch_floats
 #pragma weak kwsn_frontend_ops
 #pragma weak kwsn_frontend_run
+#pragma weak kwsn_frontend_tables_floats
+#pragma weak kwsn_frontend_fill_tables
+#pragma weak kwsn_frontend_run_tables
 #define KWSN_FRONTEND_LINKED() (kwsn_frontend_run != 0 && kwsn_frontend_check != 0)
+#define KWSN_FRONTEND_TABLES_LINKED()                                                          \
+    (kwsn_frontend_tables_floats != 0 && kwsn_frontend_fill_tables != 0 &&                     \
+     kwsn_frontend_run_tables != 0)
 #else
 #define KWSN_FRONTEND_LINKED() 1
 #endif
@@ -109,6 +115,9 @@ typedef struct {
                          * when both run, one pass computes both (set by prepare) */
     kwsn_qparams in_q, in2_q; /* int8 models: the input tensors' quantisation */
     const char *why; /* why prepare refused its parameters (a check's source text), or NULL */
+    const void *packed; /* its tables in the caller's buffer (kwsn_model_set_tables: an int8
+                         * conv's packed weights, the FrontEnd's twiddles and ranges), or NULL:
+                         * the kernel builds them per call (the same bits) */
 } kwsn_layer;
 
 /* Opaque in kwsnet.h; lives at the start of the caller's storage, layers right after. */
@@ -408,7 +417,11 @@ static void run_frontend(const kwsn_kernel_table *kt, const kwsn_layer *l, const
                          const float *in2, float *out, float *scratch) {
     (void)kt, (void)in2;
     const kwsn_frontend fe = frontend_of(l);
-    kwsn_frontend_run(&fe, in, (uint32_t)shape_numel(l->in), scratch, out);
+    if (l->packed) /* the twiddles and ranges built once (kwsn_model_set_tables) */
+        kwsn_frontend_run_tables(&fe, (const float *)l->packed, in,
+                                 (uint32_t)shape_numel(l->in), scratch, out);
+    else
+        kwsn_frontend_run(&fe, in, (uint32_t)shape_numel(l->in), scratch, out);
 }
 
 /* ints: in_ch, out_ch, kernel, stride, padding (zeros, both sides), dilation, groups,
@@ -880,7 +893,7 @@ static void run_conv_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, const 
     (void)in2, (void)audio;
     const kwsn_conv1d_ex_args a = conv_args_at(l, &QI(l, 0));
     const kwsn_q8_requant rq = q8_requant_of(l, a.C_out);
-    kt->conv1d_q8(out, in, l->desc.bytes, &rq, &a, scratch);
+    kt->conv1d_q8(out, in, l->desc.bytes, &rq, &a, l->packed, scratch);
 }
 
 /* Conv2d: ints the float Conv2d's geometry (no has_bias); floats out_scale,
@@ -908,7 +921,7 @@ static void run_conv2d_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, cons
     (void)in2, (void)audio;
     const kwsn_conv2d_args a = conv2d_args_at(l, &QI(l, 0));
     const kwsn_q8_requant rq = q8_requant_of(l, a.C_out);
-    kt->conv2d_q8(out, in, l->desc.bytes, &rq, &a, scratch);
+    kt->conv2d_q8(out, in, l->desc.bytes, &rq, &a, l->packed, scratch);
 }
 
 /* Linear: ints in, out; the rest as a conv (weight [out][in]). */
@@ -1113,7 +1126,7 @@ static void run_row_affine_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, 
     (void)in2, (void)audio;
     const kwsn_conv1d_ex_args a = row_affine_q8_args(l);
     const kwsn_q8_requant rq = q8_requant_of(l, a.C_out);
-    kt->conv1d_q8(out, in, l->desc.bytes, &rq, &a, scratch);
+    kt->conv1d_q8(out, in, l->desc.bytes, &rq, &a, l->packed, scratch);
 }
 
 /* SiLU: no ints of its own; bytes the table of all 256 input codes, out = table[q + 128]
@@ -1172,7 +1185,11 @@ static void run_frontend_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, co
     const kwsn_frontend fe = frontend_at(&QI(l, 0), l->desc.floats + 1);
     const size_t n = shape_numel(l->out);
     float *feats = (float *)scratch;
-    kwsn_frontend_run(&fe, audio, (uint32_t)shape_numel(l->in), feats + n, feats);
+    if (l->packed)
+        kwsn_frontend_run_tables(&fe, (const float *)l->packed, audio,
+                                 (uint32_t)shape_numel(l->in), feats + n, feats);
+    else
+        kwsn_frontend_run(&fe, audio, (uint32_t)shape_numel(l->in), feats + n, feats);
     kt->quantize_q8(out, feats, n, Q_SCALE(l), Q_ZP(l), Q_MIN(l));
 }
 
@@ -1775,6 +1792,67 @@ const char *kwsn_parse_error(const void *storage, size_t storage_bytes, uint32_t
     if (layer) *layer = i;
     if (type) *type = l->desc.type;
     return l->why;
+}
+
+/* ------------------------------------------------------------------ tables */
+
+/* Bytes of layer l's tables (a 64-byte multiple; 0: it has none on this kernel path) and, with
+ * dst, their fill: an int8 conv's weights packed for the path's kernel (kernels->conv_q8_pack,
+ * rows of R = C_in / groups x taps; the row-wise affine is a grouped 1-tap conv), a FrontEnd's
+ * twiddles and mel filter ranges (kwsn_frontend_fill_tables). */
+static size_t layer_tables(const kwsn_model *m, const kwsn_layer *l, void *dst) {
+    const uint32_t type = l->desc.type & 0xFFu;
+    if (type == KWSN_LAYER_FRONTEND) {
+        if (!KWSN_FRONTEND_TABLES_LINKED()) return 0;
+        const kwsn_frontend fe =
+            m->int8 ? frontend_at(&QI(l, 0), l->desc.floats + 1) : frontend_of(l);
+        if (dst) kwsn_frontend_fill_tables(&fe, (float *)dst);
+        return round_up(kwsn_frontend_tables_floats(&fe) * sizeof(float));
+    }
+    if (!m->int8) return 0;
+    uint32_t R, co;
+    if (type == KWSN_LAYER_CONV1D || type == KWSN_LAYER_CONV1D_EX ||
+        type == KWSN_LAYER_ROW_AFFINE) {
+        const kwsn_conv1d_ex_args a =
+            type == KWSN_LAYER_ROW_AFFINE ? row_affine_q8_args(l) : conv_args_at(l, &QI(l, 0));
+        R = a.C_in / a.groups * a.k;
+        co = a.C_out;
+    } else if (type == KWSN_LAYER_CONV2D) {
+        const kwsn_conv2d_args a = conv2d_args_at(l, &QI(l, 0));
+        R = a.C_in / a.groups * a.kh * a.kw;
+        co = a.C_out;
+    } else {
+        return 0;
+    }
+    const size_t b = m->kernels->conv_q8_packed_bytes(R, co);
+    if (dst && b)
+        m->kernels->conv_q8_pack(dst, l->desc.bytes, l->desc.words, R, co, l->in_q.zero_point);
+    return b;
+}
+
+size_t kwsn_tables_bytes(const kwsn_model *m) {
+    if (!m || !m->layers || !m->kernels) return 0;
+    size_t total = 0;
+    for (uint32_t i = 0; i < m->n_layers; i++) total += layer_tables(m, &m->layers[i], NULL);
+    return total;
+}
+
+kwsn_status kwsn_model_set_tables(kwsn_model *m, void *buf, size_t bytes) {
+    if (!m || !m->layers || !m->kernels) return KWSN_ERR_ARG;
+    if (!buf) { /* detach: every layer builds its tables per call again */
+        for (uint32_t i = 0; i < m->n_layers; i++) m->layers[i].packed = NULL;
+        return KWSN_OK;
+    }
+    if (((uintptr_t)buf & (KWSN_ARENA_ALIGN - 1u)) != 0 || bytes < kwsn_tables_bytes(m))
+        return KWSN_ERR_STORAGE;
+    uint8_t *p = (uint8_t *)buf;
+    for (uint32_t i = 0; i < m->n_layers; i++) {
+        kwsn_layer *l = &m->layers[i];
+        const size_t b = layer_tables(m, l, p);
+        l->packed = b ? p : NULL;
+        p += b;
+    }
+    return KWSN_OK;
 }
 
 /* ------------------------------------------------------------------ forward */

@@ -166,7 +166,7 @@ static int case_conv1d(const kwsn_kernel_table *kt, unsigned cse) {
     }
     void *scratch = xmalloc(kwsn_conv1d_q8_scratch_bytes(&a));
     const kwsn_q8_requant r = rq_of(&q);
-    kt->conv1d_q8(got, x, w, &r, &a, scratch);
+    kt->conv1d_q8(got, x, w, &r, &a, NULL, scratch);
     char what[160];
     snprintf(what, sizeof(what), "conv1d C_in %u C_out %u groups %u k %u stride %u dil %u pad %u L %u",
              a.C_in, a.C_out, a.groups, a.k, a.stride, a.dil, a.pad, a.L);
@@ -231,7 +231,7 @@ static int case_conv2d(const kwsn_kernel_table *kt, unsigned cse) {
     }
     void *scratch = xmalloc(kwsn_conv2d_q8_scratch_bytes(&a));
     const kwsn_q8_requant rr = rq_of(&q);
-    kt->conv2d_q8(got, x, w, &rr, &a, scratch);
+    kt->conv2d_q8(got, x, w, &rr, &a, NULL, scratch);
     char what[200];
     snprintf(what, sizeof(what),
              "conv2d C_in %u C_out %u groups %u k %ux%u s %ux%u pad %u,%u HxW %ux%u", a.C_in,

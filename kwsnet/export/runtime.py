@@ -49,7 +49,7 @@ _c_size = ctypes.c_size_t
 _c_u32 = ctypes.c_uint32
 _c_vp = ctypes.c_void_p
 _c_u64 = ctypes.c_uint64
-ABI_VERSION = 6  # KWSN_ABI_VERSION in cnative/include/kwsnet.h
+ABI_VERSION = 7  # KWSN_ABI_VERSION in cnative/include/kwsnet.h
 ARENA_ALIGN = 64  # KWSN_ARENA_ALIGN
 
 
@@ -251,6 +251,10 @@ def load_library(lib: str | Path | None = None) -> ctypes.CDLL:
     so.kwsn_forward_features.restype = ctypes.c_int
     # model, arena, arena_bytes, features, n_features, logits, logits_cap
     so.kwsn_forward_features.argtypes = [_c_vp, _c_vp, _c_size, _c_vp, _c_size, _c_vp, _c_size]
+    so.kwsn_tables_bytes.restype = _c_size
+    so.kwsn_tables_bytes.argtypes = [_c_vp]
+    so.kwsn_model_set_tables.restype = ctypes.c_int
+    so.kwsn_model_set_tables.argtypes = [_c_vp, _c_vp, _c_size]
     return so
 
 
@@ -274,6 +278,11 @@ class CModel:
     dequantised outputs ``(q - zp) * scale`` and ``forward_codes(x, n_run)`` the int8 codes;
     ``qparams(i)`` is layer ``i``'s output ``(scale, zero_point)``, ``input_qparams()`` the
     input quantiser (``None`` when a front end reads the float audio).
+
+    ``tables_bytes``: the memory of the tables the loader built once (int8 conv weights packed
+    for the kernel path, the front end's twiddles and filter ranges; ``kwsn_tables_bytes``);
+    ``drop_tables()`` makes the model build them on every call instead (the same bits: for
+    tests and benchmarks).
     """
 
     def __init__(
@@ -312,6 +321,7 @@ class CModel:
         ]
         self.isa = self._so.kwsn_isa_name(self._model).decode()
         self.is_int8 = bool(self._so.kwsn_is_int8(self._model))
+        self.tables_bytes = int(self._so.kwsn_tables_bytes(self._model))
         # kwsn_forward wants a 64-byte-aligned arena; numpy promises 16
         self._arena_buf = np.zeros(self.arena_bytes // 4 + ARENA_ALIGN, dtype=np.float32)
         skip = (-self._arena_buf.ctypes.data % ARENA_ALIGN) // 4
@@ -319,6 +329,13 @@ class CModel:
         # One arena per model; ctypes releases the GIL during the C call, so concurrent
         # forward() calls from threads would share it. They are serialised instead.
         self._lock = threading.Lock()
+
+    def drop_tables(self) -> None:
+        """Run without the prebuilt tables from now on (``kwsn_model_set_tables(NULL)``)."""
+        with self._lock:
+            st = self._so.kwsn_model_set_tables(self._model, None, 0)
+        if st != 0:
+            raise CRuntimeError(f"kwsn_model_set_tables: {self.status_str(st)}")
 
     def status_str(self, status: int) -> str:
         """The runtime's message for a status code."""
