@@ -176,6 +176,30 @@ def test_every_tensor_bit_exact_on_every_kernel_path(
         assert int((diff != 0).sum()) <= 0.01 * diff.numel(), int((diff != 0).sum())
 
 
+def test_model_tables_refuse_bad_buffers(cbuild: Path, built: _Built) -> None:
+    """kwsn_model_set_tables: a misaligned or short buffer is refused (the model keeps the
+    tables it has), NULL detaches, and a caller's own buffer of kwsn_tables_bytes works; the
+    logits are the same bits in every case."""
+    with CModel(built.path) as cm:
+        so, m, x = cm._so, cm._model, built.x[:3].numpy()
+        want = cm.forward(x)
+        need = cm.tables_bytes
+        if need == 0:  # the portable path of a raw-audio model packs nothing
+            assert cm.isa == "default" and built.name == "raw"
+            return
+        buf = np.zeros(need + 2 * runtime.ARENA_ALIGN, np.uint8)
+        base = buf.ctypes.data + (-buf.ctypes.data % runtime.ARENA_ALIGN)
+        for ptr, size in ((base + 4, need), (base, need - 1)):
+            st = so.kwsn_model_set_tables(m, ptr, size)
+            assert cm.status_str(st) == "model storage too small or misaligned", (ptr - base, size)
+        assert np.array_equal(cm.forward(x).view(np.uint32), want.view(np.uint32))
+        assert so.kwsn_model_set_tables(m, base, need) == 0  # the caller's buffer
+        assert buf.any()  # filled: packed weights or twiddles
+        assert np.array_equal(cm.forward(x).view(np.uint32), want.view(np.uint32))
+        assert so.kwsn_model_set_tables(m, None, 0) == 0  # detached: built per call
+        assert np.array_equal(cm.forward(x).view(np.uint32), want.view(np.uint32))
+
+
 def test_qparams_accessors_and_float_model(cbuild: Path, built: _Built) -> None:
     b, q = built, built.q
     with CModel(b.path) as cm:
