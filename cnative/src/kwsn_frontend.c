@@ -38,12 +38,13 @@
  * Numerics. FFT, window and power spectrum run in float32 like torch.stft on float input;
  * the mel product, the DCT and the normalisation statistics accumulate in double in a fixed
  * order (ascending frequency, mel, frame) and round once, which keeps the result as close to
- * the exact value as float storage allows; log is double log of the float mel + eps, rounded.
+ * the exact value as float storage allows; log of the float mel + eps is fe_logf (double
+ * arithmetic, rounded once to float).
  * No FMA contraction (the pragmas below, as in kwsn_kernels.c), no reassociation, no
  * dependence on the lane width W: every width runs each frame's arithmetic in the same order,
  * so the output is the same bits on every path (KWSN_ISA) and under any compiler that honours
- * IEEE float and FP_CONTRACT (with another libm, cos / sin / log may differ in the last bit of
- * a double, which survives the rounding to float only in rare ties). */
+ * IEEE float and FP_CONTRACT (with another libm, cos / sin may differ in the last bit of a
+ * double, which survives the rounding to float only in rare ties). */
 #if defined(__GNUC__) && !defined(__clang__)
 /* GCC 12's loop vectoriser turns complex multiplies into vfmaddsub with -mfma even under
  * -ffp-contract=off, so this file is not loop-vectorised (its SIMD is the explicit frame
@@ -209,6 +210,38 @@ static void fe_ranges(const kwsn_frontend *fe, float *ranges) {
         ranges[2u * mi] = (float)lo;
         ranges[2u * mi + 1u] = (float)hi;
     }
+}
+
+/* log of a float x, rounded to float: for a normal finite x > 0 (every mel + eps the front
+ * end makes: eps > 0, the power and the filters >= 0), x = m 2^e with m in [sqrt(2)/2,
+ * sqrt(2)) from its bits, then log x = e ln 2 + 2 atanh(s), s = (m - 1) / (m + 1), |s| <=
+ * 0.1716, by its odd series to s^17 in double (the truncation is below 2^-45 relative, far
+ * under the float rounding; the final rounding to float is the only one that shows). The same
+ * plain double operations for every lane and width, so the bits do not depend on the path,
+ * nor on the libm (a libm log call per band and frame was ~16 % of a clip); zero, negative,
+ * subnormal, infinite and NaN inputs take libm's log. */
+/* The odd series of fe_logf: log(m) = 2 s FE_LOG_POLY(s^2), s = (m - 1) / (m + 1); one
+ * expression for the scalar and the vector lanes, so both run the same operations in the
+ * same order. */
+#define FE_LN2 0.69314718055994530942
+#define FE_LOG_POLY(z)                                                                          \
+    (1.0 + (z) * (1.0 / 3.0 + (z) * (1.0 / 5.0 + (z) * (1.0 / 7.0 + (z) * (1.0 / 9.0 +           \
+     (z) * (1.0 / 11.0 + (z) * (1.0 / 13.0 + (z) * (1.0 / 15.0 + (z) * (1.0 / 17.0)))))))))
+
+static inline float fe_logf(float x) {
+    if (!(x >= 0x1p-126f && x <= 0x1.fffffep127f)) return (float)log((double)x);
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    int32_t e = (int32_t)(u >> 23) - 127;
+    uint32_t mb = (u & 0x7FFFFFu) | 0x3F800000u; /* m in [1, 2) */
+    if (mb > 0x3FB504F3u) {                      /* m > sqrt(2) (float just above it) */
+        mb -= 0x00800000u;                       /* m / 2 in [sqrt(2)/2, 1) */
+        e += 1;
+    }
+    float mf;
+    memcpy(&mf, &mb, sizeof mf);
+    const double m = (double)mf, sd = (m - 1.0) / (m + 1.0), z = sd * sd;
+    return (float)((double)e * FE_LN2 + 2.0 * sd * FE_LOG_POLY(z));
 }
 
 /* ---------------------------------------------------------------- the copies, one per width */
@@ -463,6 +496,7 @@ void kwsn_frontend_normalize(const kwsn_frontend *fe, float *out, uint32_t T) {
 /* Short names for this width's types and functions (FE_FN appends _w<W>; undone at the end). */
 #define fev FE_FN(fev)
 #define fed FE_FN(fed)
+#define fei FE_FN(fei)
 #define feh FE_FN(feh)
 #define cpx FE_FN(cpx)
 #define cmul FE_FN(cmul)
@@ -495,6 +529,7 @@ void kwsn_frontend_normalize(const kwsn_frontend *fe, float *out, uint32_t T) {
 typedef float fev __attribute__((vector_size(FE_W * 4), aligned(4)));
 typedef float feh __attribute__((vector_size(FE_DW * 4), aligned(4)));
 typedef double fed __attribute__((vector_size(FE_DW * 8)));
+typedef int32_t fei __attribute__((vector_size(FE_DW * 4), aligned(4)));
 #else
 typedef float fev;
 #endif
@@ -744,14 +779,40 @@ static FE_ATTR void fe_log_mel(const kwsn_frontend *fe, const float *power, uint
             acc += (double)p[0] * w;
 #endif
         }
+#if FE_W > 1 && (defined(__clang__) || __GNUC__ >= 9)
+        /* fe_logf in double lanes: the same operations per lane; a lane whose mel is not a
+         * normal finite float takes fe_logf (libm) */
+        for (uint32_t h = 0; h < 2u && h * FE_DW < lanes; h++) {
+            const feh mel = __builtin_convertvector(acc[h], feh) + fe->eps;
+            fei u;
+            memcpy(&u, &mel, sizeof u);
+            fei e = (u >> 23) - 127;
+            fei mb = (u & 0x7FFFFF) | 0x3F800000;
+            const fei big = mb > 0x3FB504F3; /* -1 where m > sqrt(2) */
+            mb += big & -0x00800000;
+            e -= big;
+            feh mh;
+            memcpy(&mh, &mb, sizeof mh);
+            const fed m = __builtin_convertvector(mh, fed), ed = __builtin_convertvector(e, fed);
+            const fed sd = (m - 1.0) / (m + 1.0), z = sd * sd;
+            const feh r = __builtin_convertvector(ed * FE_LN2 + 2.0 * sd * FE_LOG_POLY(z), feh);
+            for (uint32_t k = 0; k < FE_DW && h * FE_DW + k < lanes; k++) {
+                const float x = mel[k];
+                const uint32_t l = h * FE_DW + k;
+                log_mel[l * ls + mi * ms] =
+                    (x >= 0x1p-126f && x <= 0x1.fffffep127f) ? r[k] : fe_logf(x);
+            }
+        }
+#else
         for (uint32_t l = 0; l < lanes; l++) {
 #if FE_W > 1
             float mel = (float)acc[l / FE_DW][l % FE_DW] + fe->eps;
 #else
             float mel = (float)acc + fe->eps;
 #endif
-            log_mel[l * ls + mi * ms] = (float)log((double)mel);
+            log_mel[l * ls + mi * ms] = fe_logf(mel);
         }
+#endif
     }
 }
 
@@ -881,6 +942,7 @@ static FE_ATTR void fe_span(const kwsn_frontend *fe, const float *wave, uint32_t
 
 #undef fev
 #undef fed
+#undef fei
 #undef feh
 #ifdef FE_DW
 #undef FE_DW
