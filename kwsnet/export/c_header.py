@@ -19,6 +19,14 @@ adds ``int32_t`` words and ``int8_t`` weight arrays to each descriptor and is pr
     kwsn_model_from_table_q(kwsn_model_layers, KWSN_MODEL_N_LAYERS, kwsn_model_input,
                             KWSN_MODEL_SAMPLE_RATE, KWSN_MODEL_INPUT_Q, store, sizeof(store),
                             NULL, &m);
+
+Optionally (ABI 7), tables that ``kwsn_forward`` would otherwise build on every call — a front
+end's FFT twiddles and mel filter ranges, and on the x86 vector paths each int8 conv's packed
+weights — are built once into a caller buffer of ``kwsn_tables_bytes(m)`` bytes (64-byte
+aligned, kept as long as the model); the logits are the same bits with or without them::
+
+    static uint64_t tables[TABLES_WORDS] __attribute__((aligned(64)));
+    if (kwsn_tables_bytes(m) <= sizeof(tables)) kwsn_model_set_tables(m, tables, sizeof(tables));
 """
 
 from __future__ import annotations
