@@ -5,14 +5,15 @@
  * PATH: a KWSN_ISA value (default, avx2, avxvnni, avx512, avx512vnni; none: all of them).
  * A path the CPU (or this build) does not run prints "SKIP <path>: <why>". For each case, a
  * random shape of each int8 conv-like kernel (Conv1d with odd channel counts, strides,
- * dilations, groups and depthwise, padding; Conv2d; Linear), AvgPool1d and the integer
- * LayerNorm, with zero points and weights at the extremes the loader allows (weights
- * [-127, 127], sum |w| 255 + |bias| <= INT32_MAX, multipliers in [2^30, 2^31), shifts both
- * signs), runs the path's kernel table (src/kwsn_kernels.h, through kwsn_select_kernels) and
- * compares every output code with the reference below, which is kwsnet/quant/reference.py's
- * arithmetic written out plainly (int64 sums, kwsn_mbqm). Exit 0 iff every run path agrees;
- * "OK <path>: N cases" per path. */
+ * dilations, groups and depthwise, padding; Conv2d; Linear), AvgPool1d, MaxPool1d, Add, the
+ * input quantisation and the integer LayerNorm, with zero points and weights at the extremes
+ * the loader allows (weights [-127, 127], sum |w| 255 + |bias| <= INT32_MAX, multipliers in
+ * [2^30, 2^31), shifts both signs), runs the path's kernel table (src/kwsn_kernels.h,
+ * through kwsn_select_kernels) and compares every output code with the reference below, which
+ * is kwsnet/quant/reference.py's arithmetic written out plainly (int64 sums, kwsn_mbqm). Exit
+ * 0 iff every run path agrees; "OK <path>: N cases" per path. */
 #define _POSIX_C_SOURCE 200112L /* setenv */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -270,12 +271,14 @@ static int case_linear(const kwsn_kernel_table *kt, unsigned cse) {
 
 /* ------------------------------------------------------------------ AvgPool1d */
 static int case_avgpool(const kwsn_kernel_table *kt, unsigned cse) {
-    /* strides 1..4 (the vectorised taps), long ones (window sums 16 codes at a time), and
-     * the AdaptiveAvgPool1d form (kernel = stride = L) */
-    const uint32_t C = (uint32_t)rnd_in(1, 12), form = rnd() % 4u;
+    /* strides 1..4 (the vectorised taps), long ones (window sums up to 64 codes at a time,
+     * output tiles across rows), the AdaptiveAvgPool1d form (kernel = stride = L) and
+     * kernel = stride = 16 (AVX-512: 16 windows per block, a partial last block) */
+    const uint32_t C = (uint32_t)rnd_in(1, 12), form = rnd() % 5u;
     uint32_t k = (uint32_t)rnd_in(1, 9), stride = (uint32_t)rnd_in(1, 4);
     if (form == 1) k = (uint32_t)rnd_in(1, 70), stride = rnd() % 2u ? k : (uint32_t)rnd_in(5, 40);
-    uint32_t L = k + (uint32_t)rnd_in(0, 300);
+    if (form == 3) k = stride = 16;
+    uint32_t L = k + (uint32_t)rnd_in(0, form == 3 ? 2000 : 300);
     if (form == 2) k = stride = L = (uint32_t)rnd_in(1, 300);
     const uint32_t L_out = (L - k) / stride + 1u;
     int8_t *x = xmalloc((size_t)C * L);
@@ -298,6 +301,108 @@ static int case_avgpool(const kwsn_kernel_table *kt, unsigned cse) {
     char what[80];
     snprintf(what, sizeof(what), "avgpool C %u L %u k %u stride %u", C, L, k, stride);
     const int bad = compare(kt->name, what, got, want, (size_t)C * L_out, cse);
+    free(x), free(got), free(want);
+    return bad;
+}
+
+/* ------------------------------------------------------------------ MaxPool1d */
+static int case_maxpool(const kwsn_kernel_table *kt, unsigned cse) {
+    /* any kernel and stride, and kernel = stride = 2 or 4 (the vector paths' packed
+     * windows): rows of exactly L_out windows (one run over all rows) or with a remainder,
+     * short and long (several 64-window blocks and a partial one) */
+    const uint32_t C = (uint32_t)rnd_in(1, 12), form = rnd() % 3u;
+    uint32_t k = (uint32_t)rnd_in(1, 9), stride = (uint32_t)rnd_in(1, 5);
+    if (form != 0) k = stride = rnd() % 2u ? 2u : 4u;
+    uint32_t L = k + (uint32_t)rnd_in(0, rnd() % 2u ? 40 : 600);
+    if (form == 2) L -= (L - k) % stride; /* L = stride L_out */
+    const uint32_t L_out = (L - k) / stride + 1u;
+    const int32_t zp = rnd_zp();
+    int8_t *x = xmalloc((size_t)C * L);
+    for (size_t i = 0; i < (size_t)C * L; i++) x[i] = rnd_code(zp);
+    int8_t *got = xmalloc((size_t)C * L_out), *want = xmalloc((size_t)C * L_out);
+    for (uint32_t c = 0; c < C; c++)
+        for (uint32_t t = 0; t < L_out; t++) {
+            int8_t m = -128;
+            for (uint32_t j = 0; j < k; j++) {
+                const int8_t v = x[(size_t)c * L + t * stride + j];
+                m = v > m ? v : m;
+            }
+            want[(size_t)c * L_out + t] = m;
+        }
+    kt->maxpool1d_q8(got, x, C, L, k, stride, L_out);
+    char what[80];
+    snprintf(what, sizeof(what), "maxpool C %u L %u k %u stride %u", C, L, k, stride);
+    const int bad = compare(kt->name, what, got, want, (size_t)C * L_out, cse);
+    free(x), free(got), free(want);
+    return bad;
+}
+
+/* ------------------------------------------------------------------ Add */
+static int case_add(const kwsn_kernel_table *kt, unsigned cse) {
+    /* lengths with partial vectors, the loader's ranges (left shift <= 22, input shifts <= 0,
+     * the output's both signs), in place now and then */
+    const uint32_t n = (uint32_t)rnd_in(1, 300);
+    kwsn_q8_add p;
+    p.zp_a = rnd_zp(), p.zp_b = rnd_zp(), p.zp_out = rnd_zp();
+    p.left_shift = rnd_in(0, 22);
+    p.m_a = (int32_t)((1u << 30) + (rnd() % (1u << 30)));
+    p.m_b = (int32_t)((1u << 30) + (rnd() % (1u << 30)));
+    p.m_o = (int32_t)((1u << 30) + (rnd() % (1u << 30)));
+    p.s_a = rnd_in(-31, 0), p.s_b = rnd_in(-31, 0);
+    p.s_o = rnd() % 8u == 0 ? rnd_in(1, 4) : rnd_in(-31, 0);
+    p.act_min = rnd() % 4u == 0 ? p.zp_out : -128;
+    p.act_max = 127;
+    int8_t *a = xmalloc(n), *b = xmalloc(n), *got = xmalloc(n), *want = xmalloc(n);
+    for (uint32_t i = 0; i < n; i++) a[i] = rnd_code(p.zp_a), b[i] = rnd_code(p.zp_b);
+    for (uint32_t i = 0; i < n; i++) {
+        const int32_t xa = kwsn_mbqm((a[i] - p.zp_a) * (1 << p.left_shift), p.m_a, p.s_a);
+        const int32_t xb = kwsn_mbqm((b[i] - p.zp_b) * (1 << p.left_shift), p.m_b, p.s_b);
+        want[i] = ref_requant((int64_t)xa + xb, p.m_o, p.s_o, p.zp_out, p.act_min, p.act_max);
+    }
+    const int in_place = rnd() % 4u == 0;
+    if (in_place) {
+        memcpy(got, a, n);
+        kt->add_q8(got, got, b, n, &p);
+    } else {
+        kt->add_q8(got, a, b, n, &p);
+    }
+    char what[120];
+    snprintf(what, sizeof(what), "add n %u shift %d %d %d ls %d%s", n, p.s_a, p.s_b, p.s_o,
+             p.left_shift, in_place ? " in place" : "");
+    const int bad = compare(kt->name, what, got, want, n, cse);
+    free(a), free(b), free(got), free(want);
+    return bad;
+}
+
+/* ------------------------------------------------------------------ quantize */
+static int case_quantize(const kwsn_kernel_table *kt, unsigned cse) {
+    /* lengths with partial vectors; a power-of-two scale (exact quotients: ties of the
+     * rounding) or any; values in and far out of range, infinities, NaN, -0 */
+    const size_t n = (size_t)rnd_in(1, 300);
+    const float scale = rnd() % 2u ? 1.0f / (float)(1u << rnd_in(0, 8))
+                                    : (float)rnd_in(1, 100000) * 1e-6f;
+    const int32_t zp = rnd_zp(), act_min = rnd() % 4u == 0 ? zp : -128;
+    float *x = xmalloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) {
+        const uint32_t m = rnd() % 16u;
+        if (m == 0) x[i] = (float)rnd_in(-600, 600) * 0.5f * scale; /* ties */
+        else if (m == 1) x[i] = rnd() % 2u ? INFINITY : -INFINITY;
+        else if (m == 2) x[i] = NAN;
+        else if (m == 3) x[i] = (rnd() % 2u ? 1e30f : -1e30f) * (float)rnd_in(1, 100);
+        else if (m == 4) x[i] = -0.0f;
+        else x[i] = (float)rnd_in(-300000, 300000) * 1e-3f * scale;
+    }
+    int8_t *got = xmalloc(n), *want = xmalloc(n);
+    for (size_t i = 0; i < n; i++) {
+        float r = nearbyintf(x[i] / scale) + (float)zp; /* round half to even */
+        r = r >= (float)act_min ? r : (float)act_min;   /* NaN -> act_min */
+        r = r <= 127.0f ? r : 127.0f;
+        want[i] = (int8_t)(int32_t)r;
+    }
+    kt->quantize_q8(got, x, n, scale, zp, act_min);
+    char what[80];
+    snprintf(what, sizeof(what), "quantize n %zu scale %g zp %d", n, (double)scale, zp);
+    const int bad = compare(kt->name, what, got, want, n, cse);
     free(x), free(got), free(want);
     return bad;
 }
@@ -406,6 +511,9 @@ int main(int argc, char **argv) {
             bad |= case_conv2d(kt, c);
             bad |= case_linear(kt, c);
             bad |= case_avgpool(kt, c);
+            bad |= case_maxpool(kt, c);
+            bad |= case_quantize(kt, c);
+            bad |= case_add(kt, c);
             bad |= case_layernorm(kt, c);
         }
         if (!bad) printf("OK %s: %u cases\n", paths[pi], cases);
