@@ -279,13 +279,11 @@ static inline float fe_logf(float x) {
  * 8, "avx512..." 16) where the CPU has that ISA, else the widest the CPU has. Read on every
  * call (a getenv and two cached cpuid bits): the functions keep no state, and the scratch
  * layout does not depend on the width. */
-static uint32_t fe_width(void) {
-    const char *want;
+static uint32_t fe_width_for(const char *want) {
     int avx2, avx512;
     __builtin_cpu_init();
     avx2 = __builtin_cpu_supports("avx2") != 0;
     avx512 = avx2 && __builtin_cpu_supports("avx512f") != 0;
-    want = getenv("KWSN_ISA");
     if (want) {
         if (strcmp(want, "default") == 0) return 4u;
         if (avx2 && (strcmp(want, "avx2") == 0 || strcmp(want, "avxvnni") == 0)) return 8u;
@@ -293,16 +291,17 @@ static uint32_t fe_width(void) {
     }
     return avx512 ? 16u : avx2 ? 8u : 4u;
 }
+
+static uint32_t fe_width(void) { return fe_width_for(getenv("KWSN_ISA")); }
 #endif
 
 /* Frames [t0, t0 + count) at this call's width: whole batches of W, then the rest in one
  * batch of the narrowest width that holds it (101 frames at W = 16: 6 x 16, then 8 lanes for
  * the last 5). The same bits at any width. */
-static void fe_span_any(const kwsn_frontend *fe, const float *wave, uint32_t n_samples,
-                        uint32_t t0, uint32_t count, float *scratch, float *out, size_t col,
-                        size_t row) {
+static void fe_span_at(const kwsn_frontend *fe, const float *wave, uint32_t n_samples,
+                       uint32_t t0, uint32_t count, float *scratch, float *out, size_t col,
+                       size_t row, uint32_t w) {
 #ifdef FE_X86_WIDE
-    const uint32_t w = fe_width();
     uint32_t whole, rest;
     if (w == 4u) {
         fe_span_w4(fe, wave, n_samples, t0, count, scratch, out, col, row);
@@ -325,7 +324,19 @@ static void fe_span_any(const kwsn_frontend *fe, const float *wave, uint32_t n_s
     else if (rest)
         fe_span_w4(fe, wave, n_samples, t0, rest, scratch, out, col, row);
 #else
+    (void)w;
     FE_BASE(fe_span)(fe, wave, n_samples, t0, count, scratch, out, col, row);
+#endif
+}
+
+/* fe_span_at at this call's width (KWSN_ISA, read now). */
+static void fe_span_any(const kwsn_frontend *fe, const float *wave, uint32_t n_samples,
+                        uint32_t t0, uint32_t count, float *scratch, float *out, size_t col,
+                        size_t row) {
+#ifdef FE_X86_WIDE
+    fe_span_at(fe, wave, n_samples, t0, count, scratch, out, col, row, fe_width());
+#else
+    fe_span_at(fe, wave, n_samples, t0, count, scratch, out, col, row, 1u);
 #endif
 }
 
@@ -443,14 +454,21 @@ void kwsn_frontend_fill_tables(const kwsn_frontend *fe, float *tables) {
     fe_ranges(fe, tables + 2u * (size_t)fe->n_fft);
 }
 
-void kwsn_frontend_run_tables(const kwsn_frontend *fe, const float *tables, const float *wave,
-                              uint32_t n_samples, float *scratch, float *out) {
+void kwsn_frontend_run_tables(const kwsn_frontend *fe, const float *tables, const char *isa,
+                              const float *wave, uint32_t n_samples, float *scratch, float *out) {
     /* the tables into the scratch's own areas (4 kB for the shipped config: ~0.1 us, against
      * the sin / cos of every twiddle and the range search per call) */
     memcpy(scratch, tables, 2u * (size_t)fe->n_fft * sizeof(float));
     memcpy(fe_ranges_area(fe, scratch), tables + 2u * (size_t)fe->n_fft,
            2u * (size_t)fe->n_mels * sizeof(float));
-    kwsn_frontend_run_prepared(fe, wave, n_samples, scratch, out);
+    const uint32_t T = kwsn_frontend_frames(fe, n_samples);
+#ifdef FE_X86_WIDE
+    fe_span_at(fe, wave, n_samples, 0u, T, scratch, out, 1u, T, fe_width_for(isa));
+#else
+    (void)isa;
+    fe_span_at(fe, wave, n_samples, 0u, T, scratch, out, 1u, T, 1u);
+#endif
+    kwsn_frontend_normalize(fe, out, T);
 }
 
 void kwsn_frontend_run_prepared(const kwsn_frontend *fe, const float *wave, uint32_t n_samples,

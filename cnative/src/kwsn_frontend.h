@@ -104,11 +104,13 @@ void kwsn_frontend_run_prepared(const kwsn_frontend *fe, const float *wave, uint
  * and the mel bands' filter ranges, 2 n_mels), kept apart: a model fills them once
  * (kwsn_model_set_tables) and each run copies them into its arena's scratch, which other
  * layers reuse between runs. kwsn_frontend_run_tables: kwsn_frontend_run with the tables
- * from kwsn_frontend_fill_tables instead of computing them; the same bits. */
+ * from kwsn_frontend_fill_tables instead of computing them, at the lane width of kernel path
+ * isa (the model's, fixed when it was prepared, as its kernels are; NULL: the widest the CPU
+ * has) instead of KWSN_ISA read per call; the same bits. */
 size_t kwsn_frontend_tables_floats(const kwsn_frontend *fe);
 void kwsn_frontend_fill_tables(const kwsn_frontend *fe, float *tables);
-void kwsn_frontend_run_tables(const kwsn_frontend *fe, const float *tables, const float *wave,
-                              uint32_t n_samples, float *scratch, float *out);
+void kwsn_frontend_run_tables(const kwsn_frontend *fe, const float *tables, const char *isa,
+                              const float *wave, uint32_t n_samples, float *scratch, float *out);
 
 /* Per-utterance normalisation (fe->normalize) of out[n_out * T], channel-major, in place:
  * the last step of kwsn_frontend_run, for a caller that assembles the frames itself. */

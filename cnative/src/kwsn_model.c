@@ -415,10 +415,10 @@ static kwsn_status prep_frontend(kwsn_layer *l) {
 
 static void run_frontend(const kwsn_kernel_table *kt, const kwsn_layer *l, const float *in,
                          const float *in2, float *out, float *scratch) {
-    (void)kt, (void)in2;
+    (void)in2;
     const kwsn_frontend fe = frontend_of(l);
     if (l->packed) /* the twiddles and ranges built once (kwsn_model_set_tables) */
-        kwsn_frontend_run_tables(&fe, (const float *)l->packed, in,
+        kwsn_frontend_run_tables(&fe, (const float *)l->packed, kt->name, in,
                                  (uint32_t)shape_numel(l->in), scratch, out);
     else
         kwsn_frontend_run(&fe, in, (uint32_t)shape_numel(l->in), scratch, out);
@@ -1186,7 +1186,7 @@ static void run_frontend_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, co
     const size_t n = shape_numel(l->out);
     float *feats = (float *)scratch;
     if (l->packed)
-        kwsn_frontend_run_tables(&fe, (const float *)l->packed, audio,
+        kwsn_frontend_run_tables(&fe, (const float *)l->packed, kt->name, audio,
                                  (uint32_t)shape_numel(l->in), feats + n, feats);
     else
         kwsn_frontend_run(&fe, audio, (uint32_t)shape_numel(l->in), feats + n, feats);
