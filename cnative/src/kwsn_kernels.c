@@ -898,6 +898,41 @@ KWSN_INLINE __m128i q8_rq_lanes(__m512i acc, const q8_rq_k *c) {
     /* vpmovdb to a register, then a plain store: vpmovdb to memory is slow (Zen 4) */
     return _mm512_cvtepi32_epi8(q8_rq_lanes32(acc, c));
 }
+#elif KWSN_Q8_MBQM_LANES == 8
+/* The same on AVX2, 8 lanes: the requantisation constants of one output channel. */
+typedef struct {
+    q8_mbqm_k k;
+    __m256i zpv, lov, hiv;
+} q8_rq_k;
+KWSN_INLINE q8_rq_k q8_rq_consts(int32_t m, int32_t shift, int32_t zp, int32_t lo, int32_t hi) {
+    q8_rq_k c;
+    c.k = q8_mbqm_consts(m, -shift);
+    c.zpv = _mm256_set1_epi32(zp);
+    c.lov = _mm256_set1_epi32(lo - zp);
+    c.hiv = _mm256_set1_epi32(hi - zp);
+    return c;
+}
+/* the codes as int32 lanes, clamp(v, lo - zp, hi - zp) + zp as on AVX-512 (the same integer
+ * as q8_requant_row's clamp(clamp(v, -2^24, 2^24) + zp, lo, hi)) */
+KWSN_INLINE __m256i q8_rq_lanes32(__m256i acc, const q8_rq_k *c) {
+    const __m256i v = q8_mbqm_lanes(acc, &c->k);
+    return _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(v, c->lov), c->hiv), c->zpv);
+}
+/* 32 codes from four vectors of 8 int32 codes a, b, c, d (every lane within int8, so both
+ * saturating packs are exact): vpackssdw / vpacksswb work per 128-bit lane, leaving the
+ * dwords (4 codes each) in the order a0 b0 c0 d0 | a1 b1 c1 d1 (x0: elements 0..3 of x,
+ * x1: 4..7); one vpermd puts them back as a0 a1 b0 b1 c0 c1 d0 d1, i.e. a, b, c, d in
+ * element order. Three shuffles for 32 codes instead of three per 8. */
+KWSN_INLINE __m256i q8_narrow32(__m256i a, __m256i b, __m256i c, __m256i d) {
+    const __m256i w = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
+    return _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+/* 16 codes from two vectors (the lower half of q8_narrow32; the upper half repeats it) */
+KWSN_INLINE __m128i q8_narrow16(__m256i a, __m256i b) {
+    const __m256i w = _mm256_packs_epi32(a, b);
+    return _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(
+        _mm256_packs_epi16(w, w), _mm256_setr_epi32(0, 4, 1, 5, 0, 4, 1, 5)));
+}
 #endif
 
 /* y[u] = clamp(mbqm(acc[u], m, shift) + zp, lo, hi): the vectorisable form for shift <= 0
@@ -924,11 +959,25 @@ KWSN_INLINE void q8_requant_row(int8_t *y, const int32_t *acc, uint32_t n, int32
     }
 #elif KWSN_Q8_MBQM_LANES == 8
     if (shift <= 0) { /* 8 lanes at a time, then the tile's scalar tail */
-        const q8_mbqm_k k = q8_mbqm_consts(m, -shift);
+        const q8_rq_k c = q8_rq_consts(m, shift, zp, lo, hi);
+        const q8_mbqm_k k = c.k;
         /* clamp(v, lo - zp, hi - zp) + zp: see q8_rq_lanes32 */
-        const __m256i zpv = _mm256_set1_epi32(zp), lov = _mm256_set1_epi32(lo - zp),
-                      hiv = _mm256_set1_epi32(hi - zp);
+        const __m256i zpv = c.zpv, lov = c.lov, hiv = c.hiv;
         uint32_t u = 0;
+        for (; u + 32u <= n; u += 32u) {
+            const __m256i *a = (const __m256i *)(const void *)(acc + u);
+            _mm256_storeu_si256((__m256i *)(void *)(y + u),
+                                q8_narrow32(q8_rq_lanes32(_mm256_loadu_si256(a), &c),
+                                            q8_rq_lanes32(_mm256_loadu_si256(a + 1), &c),
+                                            q8_rq_lanes32(_mm256_loadu_si256(a + 2), &c),
+                                            q8_rq_lanes32(_mm256_loadu_si256(a + 3), &c)));
+        }
+        for (; u + 16u <= n; u += 16u) {
+            const __m256i *a = (const __m256i *)(const void *)(acc + u);
+            _mm_storeu_si128((__m128i *)(void *)(y + u),
+                             q8_narrow16(q8_rq_lanes32(_mm256_loadu_si256(a), &c),
+                                         q8_rq_lanes32(_mm256_loadu_si256(a + 1), &c)));
+        }
         for (; u + 8u <= n; u += 8u) {
             __m256i v = q8_mbqm_lanes(
                 _mm256_loadu_si256((const __m256i *)(const void *)(acc + u)), &k);
@@ -1358,15 +1407,75 @@ static void q8_im_packed_rows(const void *packed, uint32_t R, uint32_t C_out, ui
     *init = (const int32_t *)(const void *)(b + q8_im_packed_wpk_bytes(R, C_out)) + o0;
 }
 
+#if KWSN_Q8_IMW == 8 && KWSN_Q8_MBQM_LANES == 8
+/* q8_im_rows' AVX2 requantisation of one tile: rows r's 16 codes (accumulators acc[r]) to
+ * y + r ostride, the first nt of them; two rows' 32 codes narrowed together (q8_narrow32).
+ * Not inlined: inlined, gcc 12 kept its constants in ymm registers across the tile loop and
+ * spilled accumulators of the 4-row tile to the stack (raw_conv int8 49 -> 56 us). */
+static __attribute__((noinline)) void q8_im_rq_tile(int8_t *y, size_t ostride,
+                                                     __m256i (*acc)[2], const q8_rq_k *rk,
+                                                     uint32_t NO, uint32_t nt) {
+    uint32_t r = 0;
+    for (; r + 2u <= NO; r += 2u) {
+        int8_t *y0 = y + (size_t)r * ostride, *y1 = y0 + ostride;
+        const __m256i b = q8_narrow32(
+            q8_rq_lanes32(acc[r][0], &rk[r]), q8_rq_lanes32(acc[r][1], &rk[r]),
+            q8_rq_lanes32(acc[r + 1][0], &rk[r + 1]), q8_rq_lanes32(acc[r + 1][1], &rk[r + 1]));
+        if (nt == 16u) {
+            _mm_storeu_si128((__m128i *)(void *)y0, _mm256_castsi256_si128(b));
+            _mm_storeu_si128((__m128i *)(void *)y1, _mm256_extracti128_si256(b, 1));
+        } else {
+            int8_t part[32];
+            _mm256_storeu_si256((__m256i *)(void *)part, b);
+            memcpy(y0, part, nt);
+            memcpy(y1, part + 16, nt);
+        }
+    }
+    if (r < NO) {
+        int8_t *y0 = y + (size_t)r * ostride;
+        const __m128i b = q8_narrow16(q8_rq_lanes32(acc[r][0], &rk[r]),
+                                      q8_rq_lanes32(acc[r][1], &rk[r]));
+        if (nt == 16u) {
+            _mm_storeu_si128((__m128i *)(void *)y0, b);
+        } else {
+            int8_t part[16];
+            _mm_storeu_si128((__m128i *)(void *)part, b);
+            memcpy(y0, part, nt);
+        }
+    }
+}
+#endif
+
+/* One tile's accumulators of NO rows: acc[r] = init[r] + the dot products of row r's packed
+ * weights (wb: G per row) with the tile's im2col columns x (group g at x + g Lp), 2 vectors of
+ * positions; inlined, so the tile stays in registers. */
+KWSN_INLINE void q8_im_dot(q8_v acc[][2], const int32_t *x, const int32_t *wb,
+                           const int32_t *init, uint32_t G, uint32_t Lp, const uint32_t NO) {
+    for (uint32_t r = 0; r < NO; r++) {
+        acc[r][0] = Q8V_SET1(init[r]);
+        acc[r][1] = acc[r][0];
+    }
+    for (uint32_t g = 0; g < G; g++) {
+        const q8_v x0 = Q8V_LOAD(x + (size_t)g * Lp);
+        const q8_v x1 = Q8V_LOAD(x + (size_t)g * Lp + KWSN_Q8_IMW);
+        for (uint32_t r = 0; r < NO; r++) {
+            const q8_v wv = Q8V_SET1(wb[(size_t)r * G + g]);
+            acc[r][0] = Q8V_DOT(acc[r][0], x0, wv);
+            acc[r][1] = Q8V_DOT(acc[r][1], x1, wv);
+        }
+    }
+}
+
 /* Rows o0 .. o0 + NO - 1 of a group: row o's L_out codes to out + o ostride; o_abs the
  * group's first output channel (for the requantisation). */
 KWSN_INLINE void q8_im_rows(int8_t *out, size_t ostride, const int32_t *im, uint32_t G,
                             uint32_t Lp, uint32_t L_out, const int32_t *wpk, const int32_t *init,
                             const kwsn_q8_requant *rq, uint32_t o_abs, uint32_t o0,
                             const uint32_t NO) {
-#if KWSN_Q8_IMW == 16
-    /* zmm: every row's requantisation constants made once, then each tile requantised from
-     * its accumulator registers (the same q8_rq_lanes as q8_requant_row) */
+#if KWSN_Q8_IMW == 16 || (KWSN_Q8_IMW == 8 && KWSN_Q8_MBQM_LANES == 8)
+    /* every row's requantisation constants made once, then each tile requantised from its
+     * accumulator registers (the same q8_rq_lanes32 as q8_requant_row: zmm, or on AVX2 two
+     * rows' 2 x 16 codes narrowed together by q8_narrow32) */
     int direct = 1;
     for (uint32_t r = 0; r < NO; r++) direct &= rq->shift[o_abs + o0 + r] <= 0;
     if (direct) {
@@ -1378,22 +1487,16 @@ KWSN_INLINE void q8_im_rows(int8_t *out, size_t ostride, const int32_t *im, uint
         }
         for (uint32_t t0 = 0; t0 < L_out; t0 += KWSN_Q8_IM_TILE) {
             q8_v acc[KWSN_Q8_IM_ROWS][2];
-            for (uint32_t r = 0; r < NO; r++) {
-                acc[r][0] = Q8V_SET1(init[o0 + r]);
-                acc[r][1] = acc[r][0];
-            }
-            const int32_t *x = im + t0;
-            const int32_t *wb = wpk + (size_t)o0 * G;
-            for (uint32_t g = 0; g < G; g++) {
-                const q8_v x0 = Q8V_LOAD(x + (size_t)g * Lp);
-                const q8_v x1 = Q8V_LOAD(x + (size_t)g * Lp + KWSN_Q8_IMW);
-                for (uint32_t r = 0; r < NO; r++) {
-                    const q8_v wv = Q8V_SET1(wb[(size_t)r * G + g]);
-                    acc[r][0] = Q8V_DOT(acc[r][0], x0, wv);
-                    acc[r][1] = Q8V_DOT(acc[r][1], x1, wv);
-                }
-            }
+            q8_im_dot(acc, im + t0, wpk + (size_t)o0 * G, init + o0, G, Lp, NO);
             const uint32_t nt = L_out - t0 < KWSN_Q8_IM_TILE ? L_out - t0 : KWSN_Q8_IM_TILE;
+#if KWSN_Q8_IMW == 8
+            __m256i tile[KWSN_Q8_IM_ROWS][2];
+            for (uint32_t r = 0; r < NO; r++) {
+                tile[r][0] = acc[r][0];
+                tile[r][1] = acc[r][1];
+            }
+            q8_im_rq_tile(out + (size_t)o0 * ostride + t0, ostride, tile, rk, NO, nt);
+#else
             for (uint32_t r = 0; r < NO; r++) {
                 int8_t *y = out + (size_t)(o0 + r) * ostride + t0;
                 const __m128i b0 = q8_rq_lanes(acc[r][0], &rk[r]);
@@ -1408,27 +1511,14 @@ KWSN_INLINE void q8_im_rows(int8_t *out, size_t ostride, const int32_t *im, uint
                     memcpy(y, part, nt);
                 }
             }
+#endif
         }
         return;
     }
 #endif
     for (uint32_t t0 = 0; t0 < L_out; t0 += KWSN_Q8_IM_TILE) {
         q8_v acc[KWSN_Q8_IM_ROWS][2];
-        for (uint32_t r = 0; r < NO; r++) {
-            acc[r][0] = Q8V_SET1(init[o0 + r]);
-            acc[r][1] = acc[r][0];
-        }
-        const int32_t *x = im + t0;
-        const int32_t *wb = wpk + (size_t)o0 * G;
-        for (uint32_t g = 0; g < G; g++) {
-            const q8_v x0 = Q8V_LOAD(x + (size_t)g * Lp);
-            const q8_v x1 = Q8V_LOAD(x + (size_t)g * Lp + KWSN_Q8_IMW);
-            for (uint32_t r = 0; r < NO; r++) {
-                const q8_v wv = Q8V_SET1(wb[(size_t)r * G + g]);
-                acc[r][0] = Q8V_DOT(acc[r][0], x0, wv);
-                acc[r][1] = Q8V_DOT(acc[r][1], x1, wv);
-            }
-        }
+        q8_im_dot(acc, im + t0, wpk + (size_t)o0 * G, init + o0, G, Lp, NO);
         const uint32_t nt = L_out - t0 < KWSN_Q8_IM_TILE ? L_out - t0 : KWSN_Q8_IM_TILE;
         for (uint32_t r = 0; r < NO; r++) {
             const uint32_t o = o_abs + o0 + r;
@@ -2134,11 +2224,33 @@ static void q8_ln_lut_row(int8_t *y, const int8_t *x, uint32_t n, const int32_t 
     }
 #elif KWSN_Q8_MBQM_LANES == 8
     {
-        const q8_mbqm_k k = q8_mbqm_consts(m, right);
+        const q8_rq_k rk = q8_rq_consts(m, -right, zp, lo, hi);
+        const q8_mbqm_k k = rk.k;
         const __m128i bcnt = _mm_cvtsi32_si128(bshift);
         /* clamp(v, lo - zp, hi - zp) + zp: see q8_rq_lanes32 */
-        const __m256i zpv = _mm256_set1_epi32(zp), lov = _mm256_set1_epi32(lo - zp),
-                      hiv = _mm256_set1_epi32(hi - zp);
+        const __m256i zpv = rk.zpv, lov = rk.lov, hiv = rk.hiv;
+        /* 32 elements a step: the same lanes as below, four vectors narrowed together (the
+         * 32 codes are all read before the 32 outputs are stored: in place stays safe); Z of
+         * the 32 codes by scalar look-ups into memory, then 4 vector loads (measured a bit
+         * faster than building each vector from 8 inserts) */
+        for (; i + 32u <= n; i += 32u) {
+            const int32_t *l0 = lut + 128;
+            const int8_t *xi = x + i;
+            __m256i v[4], zt[4];
+            int32_t *zs = (int32_t *)(void *)zt;
+            for (uint32_t u = 0; u < 32u; u++) zs[u] = l0[xi[u]];
+            for (uint32_t q = 0; q < 4u; q++) {
+                const __m256i z = zt[q];
+                const __m256i g = _mm256_cvtepi8_epi32(
+                    _mm_loadl_epi64((const __m128i *)(const void *)(gamma + i + 8u * q)));
+                const __m256i b = _mm256_sll_epi32(
+                    _mm256_cvtepi16_epi32(_mm_loadu_si128(
+                        (const __m128i *)(const void *)(beta + 2u * ((size_t)i + 8u * q)))),
+                    bcnt);
+                v[q] = q8_rq_lanes32(_mm256_add_epi32(_mm256_mullo_epi32(z, g), b), &rk);
+            }
+            _mm256_storeu_si256((__m256i *)(void *)(y + i), q8_narrow32(v[0], v[1], v[2], v[3]));
+        }
         for (; i + 8u <= n; i += 8u) {
             /* eight scalar look-ups put in lanes: on Zen 4 about 2x faster than vpgatherdd */
             const int32_t *l0 = lut + 128;
