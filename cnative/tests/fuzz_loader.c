@@ -4,7 +4,8 @@
  *
  * Each input is parsed twice: as is (exercising magic/version/CRC/truncation checks), and with
  * its CRC field patched to match, so mutations reach the layer records and shape checks.
- * Models that load run one forward pass on zeros when their arena is small. */
+ * Models that load run one forward pass on zeros when their arena is small, and a second one
+ * with their tables (kwsn_model_set_tables) when those are small too. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,13 @@ static void try_parse(const uint8_t *data, size_t size) {
             float *y = (float *)malloc(kwsn_n_classes(m) * sizeof(float));
             if (arena && x && y)
                 kwsn_forward(m, arena, ab, x, kwsn_input_len(m), y, kwsn_n_classes(m));
+            /* again with the tables built once (packed int8 convs, front-end twiddles) */
+            const size_t tb = kwsn_tables_bytes(m);
+            void *traw = tb && tb <= FUZZ_MAX_ARENA ? malloc(tb + KWSN_ARENA_ALIGN) : NULL;
+            if (traw && arena && x && y &&
+                kwsn_model_set_tables(m, align_arena(traw), tb) == KWSN_OK)
+                kwsn_forward(m, arena, ab, x, kwsn_input_len(m), y, kwsn_n_classes(m));
+            free(traw);
             free(raw);
             free(x);
             free(y);
