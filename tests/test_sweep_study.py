@@ -149,11 +149,14 @@ def test_killed_worker_run_is_retried_once_and_nothing_runs_twice(
     argv = ["sweep", "--config", str(spec), "--out", str(out), "--storage", url]
     assert console([*argv, "--workers", "0"]) == 0
     logs = [open(tmp_path / f"w{i}.log", "w") for i in range(3)]  # noqa: SIM115
+    # the victim's run lasts until it is killed: with the others' 1.5 s, a loaded machine could
+    # let it finish between being seen RUNNING and the kill, and nothing would be retried
+    envs = [{**os.environ, "FAKE_SLEEP": "120"}] + [dict(os.environ)] * 2
     workers = [
         subprocess.Popen(
-            launch.worker_argv(url, "t", 1), stdout=f, stderr=subprocess.STDOUT, env=os.environ
+            launch.worker_argv(url, "t", 1), stdout=f, stderr=subprocess.STDOUT, env=env
         )
-        for f in logs
+        for f, env in zip(logs, envs, strict=True)
     ]
     victim = workers[0]
     study = engine.load_study(url, "t")
