@@ -1,22 +1,22 @@
 """int8 vs float32 in the C runtime: latency per clip, arena, weight and file bytes, per path.
 
-    python benchmarks/bench_int8.py [--model raw_conv|kws_cnn_mel|all] [--repeats 300]
-        [--layer-repeats 0] [--layer-isa avx512vnni,avx2] [--isa avx2,avx512vnni]
+    python benchmarks/bench_int8.py [--model raw_conv|kws_cnn_mel|all|configs|NAME]
+        [--repeats 300] [--layer-repeats 0] [--layer-isa avx512vnni,avx2] [--isa avx2,avx512vnni]
         [--per-call-tables]
 
 The models are bench_cnative.py's (the default RawConv with per-conv LayerNorm, and
-configs/kws_cnn_mel.yaml's architecture with its log-mel front end; random weights and
-BatchNorm statistics: latency does not depend on the values). The int8 model is quantised by
-``kwsnet.quant`` (calibrated on 64 tone-plus-noise clips; the int8 kernels' cost does not
-depend on the ranges either) and written as format version 3. Both files run through the same
-library, one thread, single-clip ``kwsn_forward`` (float in, float logits out: the int8 model
-quantises its input or its front end's output and dequantises its logits), timed in
+configs/kws_cnn_mel.yaml's architecture with its log-mel front end; ``--model configs``: the
+other exported configs, kws_ds_cnn, kws_matchboxnet_96, kws_mel_best, kws_bc_resnet; random
+weights and BatchNorm statistics: latency does not depend on the values). The int8 model is
+quantised by ``kwsnet.quant`` (calibrated on 64 tone-plus-noise clips; the int8 kernels' cost
+does not depend on the ranges either) and written as format version 3. Both files run through
+the same library, one thread, single-clip ``kwsn_forward`` (float in, float logits out: the int8
+model quantises its input or its front end's output and dequantises its logits), timed in
 interleaved rounds per kernel path (KWSN_ISA default / avx2 / avxvnni / avx512 / avx512vnni,
 skipped where the CPU lacks one), so machine load hits both alike; printed are the medians and
 the int8 / float ratio of the same run. ``--layer-repeats N`` adds the per-layer table
 (bench_cnative's interleaved prefix differences) of both models on the widest path, or on
-``--layer-isa`` paths.
-"""
+``--layer-isa`` paths."""
 
 from __future__ import annotations
 
@@ -39,9 +39,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_cnative import (  # noqa: E402
+    CONFIGS,
     Classifier,
     MelClassifier,
     c_forward_call,
+    config_model,
     interleaved_median_us,
     per_layer_us,
     print_per_layer,
@@ -136,7 +138,12 @@ def bench(name: str, model: torch.nn.Module, args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="all", choices=["raw_conv", "kws_cnn_mel", "all"])
+    p.add_argument(
+        "--model", default="all",
+        choices=["raw_conv", "kws_cnn_mel", "all", *CONFIGS[1:], "configs"],
+        help="all: raw_conv and kws_cnn_mel; configs: the other exported configs (bench_cnative's, "
+        "random weights and BatchNorm statistics); or one name",
+    )  # fmt: skip
     p.add_argument("--repeats", type=int, default=300)
     p.add_argument("--layer-repeats", type=int, default=0)
     p.add_argument(
@@ -160,6 +167,11 @@ def main(argv: list[str] | None = None) -> int:
         bench("raw_conv (RawConv 16/32/64, per-conv LayerNorm)", Classifier("per_conv"), args)
     if args.model in ("kws_cnn_mel", "all"):
         bench("kws_cnn_mel (front end included)", MelClassifier(), args)
+    for name in CONFIGS[1:]:
+        if args.model in (name, "configs"):
+            model, samples = config_model(name)
+            assert samples == 16000, f"{name}: {samples} samples per clip"
+            bench(f"{name} (configs/{name}.yaml, front end included)", model, args)
     return 0
 
 
