@@ -2036,6 +2036,77 @@ static void KWSN_K(kwsn_add_q8)(int8_t *out, const int8_t *a, const int8_t *b, u
     const int32_t zp_a = p->zp_a, zp_b = p->zp_b, zp_out = p->zp_out, lo = p->act_min,
                   hi = p->act_max, m_a = p->m_a, m_b = p->m_b, m_o = p->m_o, s_a = p->s_a,
                   s_b = p->s_b, s_o = p->s_o;
+#if KWSN_Q8_MBQM_LANES == 16 || KWSN_Q8_MBQM_LANES == 8
+    if (s_o <= 0) {
+        /* all of it in int32 lanes, 16 codes per step (AVX-512) or 16 as two halves (AVX2):
+         * (x - zp) << left_shift (|x - zp| <= 255, left_shift <= 22: within int32, and the
+         * product by 2^left_shift as the scalar loop's), q8_mbqm_lanes = kwsn_mbqm_r per lane,
+         * the sum in int32 as below, then q8_rq_lanes32 = the clamp below (see q8_rq_consts).
+         * Each step reads its 16 codes of a and b before writing the same 16 of out, so in
+         * place stays safe. The same bits as the tile loop (test_q8_paths' Add cases). */
+        const q8_mbqm_k ka = q8_mbqm_consts(m_a, -s_a), kb = q8_mbqm_consts(m_b, -s_b);
+        const q8_rq_k ko = q8_rq_consts(m_o, s_o, zp_out, lo, hi);
+        const __m128i ls = _mm_cvtsi32_si128(p->left_shift);
+        uint32_t j = 0;
+#if KWSN_Q8_MBQM_LANES == 16
+        const __m512i zav = _mm512_set1_epi32(zp_a), zbv = _mm512_set1_epi32(zp_b);
+        for (; j < n; j += 16u) {
+            const uint32_t nt = n - j < 16u ? n - j : 16u;
+            __m128i a8, b8;
+            if (nt == 16u) {
+                a8 = _mm_loadu_si128((const __m128i *)(const void *)(a + j));
+                b8 = _mm_loadu_si128((const __m128i *)(const void *)(b + j));
+            } else {
+                int8_t ta[16] = {0}, tb[16] = {0};
+                memcpy(ta, a + j, nt);
+                memcpy(tb, b + j, nt);
+                a8 = _mm_loadu_si128((const __m128i *)(const void *)ta);
+                b8 = _mm_loadu_si128((const __m128i *)(const void *)tb);
+            }
+            const __m512i xa = _mm512_sll_epi32(_mm512_sub_epi32(_mm512_cvtepi8_epi32(a8), zav), ls);
+            const __m512i xb = _mm512_sll_epi32(_mm512_sub_epi32(_mm512_cvtepi8_epi32(b8), zbv), ls);
+            const __m512i v = _mm512_add_epi32(q8_mbqm_lanes(xa, &ka), q8_mbqm_lanes(xb, &kb));
+            const __m128i y = q8_rq_lanes(v, &ko);
+            if (nt == 16u) {
+                _mm_storeu_si128((__m128i *)(void *)(out + j), y);
+            } else {
+                int8_t ty[16];
+                _mm_storeu_si128((__m128i *)(void *)ty, y);
+                memcpy(out + j, ty, nt);
+            }
+        }
+#else
+        const __m256i zav = _mm256_set1_epi32(zp_a), zbv = _mm256_set1_epi32(zp_b);
+        for (; j + 16u <= n; j += 16u) {
+            __m256i r[2];
+            for (uint32_t h = 0; h < 2u; h++) {
+                const __m256i xa = _mm256_sll_epi32(
+                    _mm256_sub_epi32(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                                         (const __m128i *)(const void *)(a + j + 8u * h))),
+                                     zav),
+                    ls);
+                const __m256i xb = _mm256_sll_epi32(
+                    _mm256_sub_epi32(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                                         (const __m128i *)(const void *)(b + j + 8u * h))),
+                                     zbv),
+                    ls);
+                r[h] = q8_rq_lanes32(
+                    _mm256_add_epi32(q8_mbqm_lanes(xa, &ka), q8_mbqm_lanes(xb, &kb)), &ko);
+            }
+            _mm_storeu_si128((__m128i *)(void *)(out + j), q8_narrow16(r[0], r[1]));
+        }
+        for (; j < n; j++) { /* the scalar form of the same steps */
+            int32_t v = kwsn_mbqm_r(((int32_t)a[j] - zp_a) * mul, m_a, -s_a) +
+                        kwsn_mbqm_r(((int32_t)b[j] - zp_b) * mul, m_b, -s_b);
+            v = kwsn_mbqm_r(v, m_o, -s_o);
+            v = v < -(1 << 24) ? -(1 << 24) : (v > (1 << 24) ? (1 << 24) : v);
+            v += zp_out;
+            out[j] = (int8_t)(v < lo ? lo : (v > hi ? hi : v));
+        }
+#endif
+        return;
+    }
+#endif
     if (s_o <= 0) { /* s_a, s_b <= 0 always (checked at load) */
         /* in tiles: both inputs of a tile are read before its outputs are written, so
          * in place stays safe */
