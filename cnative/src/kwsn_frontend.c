@@ -292,8 +292,15 @@ static uint32_t fe_width_for(const char *want) {
     return avx512 ? 16u : avx2 ? 8u : 4u;
 }
 
-static uint32_t fe_width(void) { return fe_width_for(getenv("KWSN_ISA")); }
+#else
+static uint32_t fe_width_for(const char *want) { /* one width: the build's own */
+    (void)want;
+    return FE_VBASE;
+}
 #endif
+
+/* The width of a call that names no kernel path: KWSN_ISA, read now. */
+static uint32_t fe_width(void) { return fe_width_for(getenv("KWSN_ISA")); }
 
 /* Frames [t0, t0 + count) at this call's width: whole batches of W, then the rest in one
  * batch of the narrowest width that holds it (101 frames at W = 16: 6 x 16, then 8 lanes for
@@ -329,15 +336,12 @@ static void fe_span_at(const kwsn_frontend *fe, const float *wave, uint32_t n_sa
 #endif
 }
 
-/* fe_span_at at this call's width (KWSN_ISA, read now). */
-static void fe_span_any(const kwsn_frontend *fe, const float *wave, uint32_t n_samples,
-                        uint32_t t0, uint32_t count, float *scratch, float *out, size_t col,
-                        size_t row) {
-#ifdef FE_X86_WIDE
-    fe_span_at(fe, wave, n_samples, t0, count, scratch, out, col, row, fe_width());
-#else
-    fe_span_at(fe, wave, n_samples, t0, count, scratch, out, col, row, 1u);
-#endif
+/* A whole clip at width w: every frame, then the normalisation. */
+static void fe_run_at(const kwsn_frontend *fe, const float *wave, uint32_t n_samples,
+                      float *scratch, float *out, uint32_t w) {
+    const uint32_t T = kwsn_frontend_frames(fe, n_samples);
+    fe_span_at(fe, wave, n_samples, 0u, T, scratch, out, 1u, T, w);
+    kwsn_frontend_normalize(fe, out, T);
 }
 
 void kwsn_frontend_frame_tw(const kwsn_frontend *fe, const float *frame, float *scratch,
@@ -461,21 +465,12 @@ void kwsn_frontend_run_tables(const kwsn_frontend *fe, const float *tables, cons
     memcpy(scratch, tables, 2u * (size_t)fe->n_fft * sizeof(float));
     memcpy(fe_ranges_area(fe, scratch), tables + 2u * (size_t)fe->n_fft,
            2u * (size_t)fe->n_mels * sizeof(float));
-    const uint32_t T = kwsn_frontend_frames(fe, n_samples);
-#ifdef FE_X86_WIDE
-    fe_span_at(fe, wave, n_samples, 0u, T, scratch, out, 1u, T, fe_width_for(isa));
-#else
-    (void)isa;
-    fe_span_at(fe, wave, n_samples, 0u, T, scratch, out, 1u, T, 1u);
-#endif
-    kwsn_frontend_normalize(fe, out, T);
+    fe_run_at(fe, wave, n_samples, scratch, out, fe_width_for(isa));
 }
 
 void kwsn_frontend_run_prepared(const kwsn_frontend *fe, const float *wave, uint32_t n_samples,
                                 float *scratch, float *out) {
-    const uint32_t T = kwsn_frontend_frames(fe, n_samples);
-    fe_span_any(fe, wave, n_samples, 0u, T, scratch, out, 1u, T);
-    kwsn_frontend_normalize(fe, out, T);
+    fe_run_at(fe, wave, n_samples, scratch, out, fe_width());
 }
 
 void kwsn_frontend_run(const kwsn_frontend *fe, const float *wave, uint32_t n_samples,
@@ -486,7 +481,7 @@ void kwsn_frontend_run(const kwsn_frontend *fe, const float *wave, uint32_t n_sa
 
 void kwsn_frontend_frames_at(const kwsn_frontend *fe, const float *wave, uint32_t n_samples,
                              uint32_t t0, uint32_t count, float *scratch, float *out) {
-    fe_span_any(fe, wave, n_samples, t0, count, scratch, out, fe->n_out, 1u);
+    fe_span_at(fe, wave, n_samples, t0, count, scratch, out, fe->n_out, 1u, fe_width());
 }
 
 void kwsn_frontend_normalize(const kwsn_frontend *fe, float *out, uint32_t T) {
