@@ -1011,8 +1011,22 @@ KWSN_INLINE void q8_requant_row(int8_t *y, const int32_t *acc, uint32_t n, int32
         }
         return;
     }
-    for (uint32_t u = 0; u < n; u++)
-        y[u] = kwsn_clamp_q8((int64_t)kwsn_mbqm(acc[u], m, shift) + zp, lo, hi);
+    /* shift > 0: mbqm(x, m, shift) = srdhm(x << shift saturated to int32, m), which is the
+     * shift-0 requantisation of the saturated values (kwsn_mbqm_r with right 0 is srdhm for
+     * m >= 0, as the loader checks): saturated in int32 lanes (a loop that vectorises), then
+     * the vector path above (was one scalar kwsn_mbqm per code: kws_bc_resnet's RowAffine
+     * layers have shifts > 0) */
+    const int32_t hi_in = INT32_MAX >> shift, lo_in = INT32_MIN >> shift;
+    int32_t t[KWSN_Q8_TILE];
+    for (uint32_t u0 = 0; u0 < n; u0 += KWSN_Q8_TILE) {
+        const uint32_t nt = n - u0 < KWSN_Q8_TILE ? n - u0 : KWSN_Q8_TILE;
+        for (uint32_t u = 0; u < nt; u++) {
+            const int32_t x = acc[u0 + u];
+            t[u] = x > hi_in ? INT32_MAX
+                             : (x < lo_in ? INT32_MIN : (int32_t)((uint32_t)x << shift));
+        }
+        q8_requant_row(y + u0, t, nt, m, 0, zp, lo, hi);
+    }
 }
 
 KWSN_INLINE void q8_requant_store(int8_t *y, const int32_t *acc, uint32_t n, int32_t m,
@@ -1626,9 +1640,43 @@ KWSN_INLINE void q8_phase_split(int32_t *xc, const int8_t *x, const kwsn_conv1d_
     }
 }
 
+/* A depthwise kernel-1 conv (RowAffine: groups = C_in = C_out, k = 1, stride 1, no padding):
+ * row g's codes to clamp(mbqm(bias[g] + w[g] (x - zp_in)) + zp, lo, hi), a tile of int32 sums
+ * (a loop that vectorises on every path) requantised by q8_requant_row. The same integers as
+ * the general conv (one product per output, exact in int32 by the loader's bound), without its
+ * per-group im2col, packing and tiling: kws_bc_resnet's RowAffine on avx2 spent ~10x the
+ * float time there. */
+/* t[u] = b + w x[u] (its own function: inside the row loop gcc 12 left it scalar) */
+static void q8_affine_fill(int32_t *restrict t, const int8_t *restrict x, uint32_t n, int32_t w,
+                           int32_t b) {
+    for (uint32_t u = 0; u < n; u++) t[u] = b + w * (int32_t)x[u];
+}
+
+static void q8_conv_depthwise1(int8_t *out, const int8_t *in, const int8_t *w,
+                               const kwsn_q8_requant *rq, uint32_t rows, uint32_t L) {
+    enum { TILE = 256 };
+    int32_t tile[TILE];
+    for (uint32_t g = 0; g < rows; g++) {
+        const int32_t wg = w[g], b = rq->bias[g], zp = rq->zp_in;
+        const int8_t *x = in + (size_t)g * L;
+        int8_t *y = out + (size_t)g * L;
+        for (uint32_t t0 = 0; t0 < L; t0 += TILE) {
+            const uint32_t nt = L - t0 < TILE ? L - t0 : TILE;
+            q8_affine_fill(tile, x + t0, nt, wg, b - wg * zp);
+            q8_requant_store(y + t0, tile, nt, rq->mult[g], rq->shift[g], rq);
+        }
+    }
+}
+
 static void KWSN_K(kwsn_conv1d_q8)(int8_t *out, const int8_t *in, const int8_t *w,
                                    const kwsn_q8_requant *rq, const kwsn_conv1d_ex_args *a,
                                    const void *packed, void *scratch) {
+    if (a->groups == a->C_in && a->C_out == a->C_in && a->k == 1u && a->stride == 1u &&
+        a->pad == 0u && a->L_out == a->L) {
+        (void)packed, (void)scratch;
+        q8_conv_depthwise1(out, in, w, rq, a->C_in, a->L);
+        return;
+    }
 #ifdef KWSN_Q8_IM
     q8_conv1d_im(out, in, w, rq, a, packed, scratch);
 #else

@@ -89,7 +89,9 @@ static void make_weights(int8_t *w, rq_data *q, uint32_t co, uint32_t n) {
         if (b < -room) b = -room;
         q->bias[o] = (int32_t)((rnd() & 1u) ? b : -b);
         q->mult[o] = rnd() % 16u == 0 ? 0 : (int32_t)((1u << 30) + (rnd() % (1u << 30)));
-        q->shift[o] = rnd() % 8u == 0 ? rnd_in(1, 4) : rnd_in(-31, -6);
+        /* > 0 now and then, up to 30: x << shift saturates int32 for most sums there */
+        q->shift[o] = rnd() % 8u == 0 ? (rnd() % 2u ? rnd_in(1, 4) : rnd_in(5, 30))
+                                      : rnd_in(-31, -6);
     }
     q->zp_out = rnd_zp();
     q->lo = rnd() % 4u == 0 ? q->zp_out : -128; /* a fused ReLU now and then */
@@ -122,7 +124,9 @@ static int compare(const char *path, const char *what, const int8_t *got, const 
 /* ------------------------------------------------------------------ Conv1d */
 static int case_conv1d(const kwsn_kernel_table *kt, unsigned cse) {
     kwsn_conv1d_ex_args a;
-    const uint32_t kind = rnd() % 4u; /* 0: dense, 1: grouped, 2: depthwise, 3: one channel */
+    /* 0: dense, 1: grouped, 2: depthwise, 3: one channel, 4: RowAffine's depthwise kernel 1
+     * (its own loop) */
+    const uint32_t kind = rnd() % 5u;
     a.groups = kind == 1 ? (uint32_t)rnd_in(2, 3) : 1u;
     uint32_t gi = (uint32_t)rnd_in(1, 19), go = (uint32_t)rnd_in(1, 29);
     if (kind == 2) {
@@ -140,6 +144,14 @@ static int case_conv1d(const kwsn_kernel_table *kt, unsigned cse) {
     a.pad = (uint32_t)rnd_in(0, (int32_t)a.k);
     const uint32_t reach = a.dil * (a.k - 1u) + 1u; /* at least one output */
     if (a.L + 2u * a.pad < reach) a.pad = (reach - a.L + 1u) / 2u;
+    if (kind == 4) {
+        a.groups = (uint32_t)rnd_in(1, 70);
+        gi = go = 1;
+        a.C_in = a.C_out = a.groups;
+        a.k = a.stride = 1;
+        a.pad = 0;
+        a.L = (uint32_t)rnd_in(1, 600);
+    }
     a.L_out = (a.L + 2u * a.pad - a.dil * (a.k - 1u) - 1u) / a.stride + 1u;
     const uint32_t R = gi * a.k;
     int8_t *x = xmalloc((size_t)a.C_in * a.L), *w = xmalloc((size_t)a.C_out * R);
@@ -390,6 +402,9 @@ static int case_quantize(const kwsn_kernel_table *kt, unsigned cse) {
         else if (m == 2) x[i] = NAN;
         else if (m == 3) x[i] = (rnd() % 2u ? 1e30f : -1e30f) * (float)rnd_in(1, 100);
         else if (m == 4) x[i] = -0.0f;
+        else if (m == 5 || m == 6) /* next to a tie: where x * (1 / scale) and x / scale can
+                                    * round to different integers (the vector paths' check) */
+            x[i] = nextafterf((float)rnd_in(-600, 600) * 0.5f * scale, m == 5 ? INFINITY : -INFINITY);
         else x[i] = (float)rnd_in(-300000, 300000) * 1e-3f * scale;
     }
     int8_t *got = xmalloc(n), *want = xmalloc(n);
