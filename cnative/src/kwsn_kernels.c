@@ -2267,79 +2267,149 @@ static uint64_t q8_isqrt(uint64_t v) {
     return r;
 }
 
+#if KWSN_Q8_MBQM_LANES == 16 && defined(__AVX512BW__)
+/* Z (int32) as two tables of 16-bit halves, low (tl) and high (th), 256 entries each in 8
+ * registers: per 32 codes 4 word permutes of 64 entries (index bits 0..5) and a blend tree on
+ * bits 6, 7 for each half (half the permutes and blends of an int32 table in 16 registers;
+ * both far faster than vpgatherdd on Zen 4). */
+typedef struct {
+    __m512i tl[8], th[8];
+} q8_ln_ztab;
+
+KWSN_INLINE void q8_ln_ztab_fill(q8_ln_ztab *t, const int32_t *lut) {
+    for (uint32_t j = 0; j < 8u; j++) {
+        int16_t l16[32], h16[32];
+        for (uint32_t u = 0; u < 32u; u++) {
+            const uint32_t z = (uint32_t)lut[32u * j + u];
+            l16[u] = (int16_t)(uint16_t)(z & 0xFFFFu);
+            h16[u] = (int16_t)(uint16_t)(z >> 16);
+        }
+        t->tl[j] = _mm512_loadu_si512((const void *)l16);
+        t->th[j] = _mm512_loadu_si512((const void *)h16);
+    }
+}
+
+/* Z G + (B << b) of the codes x[0 .. min(left, 32)) as int32 lanes: *va holds elements
+ * 8 l + 0..3 and *vb elements 8 l + 4..7 of each 128-bit lane l. vpunpcklwd / vpunpckhwd of
+ * the halves rebuild Z exactly in that order; gamma and beta are widened the same way (the
+ * word in both halves of a dword, then >> 16 arithmetic: sign-extended). The loads are masked
+ * to min(left, 32) codes (the other lanes are computed from zeros, for nobody). */
+KWSN_INLINE void q8_ln_acc32(__m512i *va, __m512i *vb, const q8_ln_ztab *t, const int8_t *x,
+                             const int8_t *gamma, const uint8_t *beta, uint32_t left,
+                             __m128i bcnt) {
+    const __m512i b6 = _mm512_set1_epi16(64), b7 = _mm512_set1_epi16(128);
+    const __mmask32 mk = left >= 32u ? ~(__mmask32)0 : (((__mmask32)1 << left) - 1u);
+    const __m512i c = _mm512_xor_si512(
+        _mm512_cvtepu8_epi16(_mm512_castsi512_si256(
+            _mm512_maskz_loadu_epi8((__mmask64)mk, (const void *)x))), b7);
+    const __mmask32 m6 = _mm512_test_epi16_mask(c, b6), m7 = _mm512_test_epi16_mask(c, b7);
+    const __m512i zl = _mm512_mask_blend_epi16(
+        m7,
+        _mm512_mask_blend_epi16(m6, _mm512_permutex2var_epi16(t->tl[0], c, t->tl[1]),
+                                _mm512_permutex2var_epi16(t->tl[2], c, t->tl[3])),
+        _mm512_mask_blend_epi16(m6, _mm512_permutex2var_epi16(t->tl[4], c, t->tl[5]),
+                                _mm512_permutex2var_epi16(t->tl[6], c, t->tl[7])));
+    const __m512i zh = _mm512_mask_blend_epi16(
+        m7,
+        _mm512_mask_blend_epi16(m6, _mm512_permutex2var_epi16(t->th[0], c, t->th[1]),
+                                _mm512_permutex2var_epi16(t->th[2], c, t->th[3])),
+        _mm512_mask_blend_epi16(m6, _mm512_permutex2var_epi16(t->th[4], c, t->th[5]),
+                                _mm512_permutex2var_epi16(t->th[6], c, t->th[7])));
+    const __m512i g16 = _mm512_cvtepi8_epi16(_mm512_castsi512_si256(
+        _mm512_maskz_loadu_epi8((__mmask64)mk, (const void *)gamma)));
+    const __m512i b16 = _mm512_maskz_loadu_epi16(mk, (const void *)beta);
+    const __m512i za = _mm512_unpacklo_epi16(zl, zh), zb = _mm512_unpackhi_epi16(zl, zh);
+    const __m512i ga = _mm512_srai_epi32(_mm512_unpacklo_epi16(g16, g16), 16);
+    const __m512i gb = _mm512_srai_epi32(_mm512_unpackhi_epi16(g16, g16), 16);
+    const __m512i ba = _mm512_sll_epi32(_mm512_srai_epi32(_mm512_unpacklo_epi16(b16, b16), 16), bcnt);
+    const __m512i bb = _mm512_sll_epi32(_mm512_srai_epi32(_mm512_unpackhi_epi16(b16, b16), 16), bcnt);
+    *va = _mm512_add_epi32(_mm512_mullo_epi32(za, ga), ba);
+    *vb = _mm512_add_epi32(_mm512_mullo_epi32(zb, gb), bb);
+}
+
+/* As q8_ln_acc32 for a group whose Z fits int16 (|Z| <= 32767 for every code it holds: Z is
+ * non-decreasing in the code, so its smallest and largest code tell) and b <= 14: Z is then
+ * the table of low halves alone (sign-extended, the same value), and one vpmaddwd of the
+ * pairs (Z, 2^b) and (G, B) per 16 lanes gives Z G + B 2^b exactly (each product within
+ * int32, |sum| < 2^22 + 2^29): 4 permutes instead of 8 and no widening of gamma and beta to
+ * int32. The same lanes as q8_ln_acc32. */
+KWSN_INLINE void q8_ln_acc32_w16(__m512i *va, __m512i *vb, const q8_ln_ztab *t, const int8_t *x,
+                                 const int8_t *gamma, const uint8_t *beta, uint32_t left,
+                                 __m512i pw) {
+    const __m512i b6 = _mm512_set1_epi16(64), b7 = _mm512_set1_epi16(128);
+    const __mmask32 mk = left >= 32u ? ~(__mmask32)0 : (((__mmask32)1 << left) - 1u);
+    const __m512i c = _mm512_xor_si512(
+        _mm512_cvtepu8_epi16(_mm512_castsi512_si256(
+            _mm512_maskz_loadu_epi8((__mmask64)mk, (const void *)x))), b7);
+    const __mmask32 m6 = _mm512_test_epi16_mask(c, b6), m7 = _mm512_test_epi16_mask(c, b7);
+    const __m512i z = _mm512_mask_blend_epi16(
+        m7,
+        _mm512_mask_blend_epi16(m6, _mm512_permutex2var_epi16(t->tl[0], c, t->tl[1]),
+                                _mm512_permutex2var_epi16(t->tl[2], c, t->tl[3])),
+        _mm512_mask_blend_epi16(m6, _mm512_permutex2var_epi16(t->tl[4], c, t->tl[5]),
+                                _mm512_permutex2var_epi16(t->tl[6], c, t->tl[7])));
+    const __m512i g16 = _mm512_cvtepi8_epi16(_mm512_castsi512_si256(
+        _mm512_maskz_loadu_epi8((__mmask64)mk, (const void *)gamma)));
+    const __m512i b16 = _mm512_maskz_loadu_epi16(mk, (const void *)beta);
+    *va = _mm512_madd_epi16(_mm512_unpacklo_epi16(z, pw), _mm512_unpacklo_epi16(g16, b16));
+    *vb = _mm512_madd_epi16(_mm512_unpackhi_epi16(z, pw), _mm512_unpackhi_epi16(g16, b16));
+}
+
+/* q8_ln_acc32 or, w16 (a constant where inlined), q8_ln_acc32_w16 */
+KWSN_INLINE void q8_ln_acc32_any(__m512i *va, __m512i *vb, const q8_ln_ztab *t, const int8_t *x,
+                                 const int8_t *gamma, const uint8_t *beta, uint32_t left,
+                                 __m128i bcnt, __m512i pw, const int w16) {
+    if (w16) q8_ln_acc32_w16(va, vb, t, x, gamma, beta, left, pw);
+    else q8_ln_acc32(va, vb, t, x, gamma, beta, left, bcnt);
+}
+#endif
+
+#if KWSN_Q8_MBQM_LANES == 16 && defined(__AVX512BW__)
+/* q8_ln_lut_row's AVX-512 loop, 32 codes a step (q8_ln_acc32_any); vpackssdw of the two codes
+ * vectors (within int8: exact) restores the element order. The last block's extra lanes are
+ * computed, never stored. */
+KWSN_INLINE void q8_ln_row512(int8_t *y, const int8_t *x, uint32_t n, const q8_ln_ztab *t,
+                              const int8_t *gamma, const uint8_t *beta, __m128i bcnt, __m512i pw,
+                              const q8_rq_k *rk, const int w16) {
+    for (uint32_t i = 0; i < n; i += 32u) {
+        const uint32_t left = n - i;
+        __m512i a, b;
+        q8_ln_acc32_any(&a, &b, t, x + i, gamma + i, beta + 2u * (size_t)i, left, bcnt, pw, w16);
+        const __m512i va = q8_rq_lanes32(a, rk), vb = q8_rq_lanes32(b, rk);
+        const __m256i codes = _mm512_cvtepi16_epi8(_mm512_packs_epi32(va, vb));
+        if (left >= 32u) {
+            _mm256_storeu_si256((__m256i *)(void *)(y + i), codes);
+        } else {
+            int8_t part[32];
+            _mm256_storeu_si256((__m256i *)(void *)part, codes);
+            memcpy(y + i, part, left);
+        }
+    }
+}
+#endif
+
 /* One pass of the integer LayerNorm over a group with the table of Z (lut: Z of code c at
  * lut[c + 128]) and shift <= 0: per element Z G + (B << b), mbqm, + zp_out, clamp; the
  * same arithmetic as the tiled loop below, element by element (safe in place: each block of
- * codes is read before its outputs are written). */
+ * codes is read before its outputs are written). w16: every code's Z fits int16 and b <= 14
+ * (q8_ln_acc32_w16; read on AVX-512 only). */
 static void q8_ln_lut_row(int8_t *y, const int8_t *x, uint32_t n, const int32_t *lut,
                           const int8_t *gamma, const uint8_t *beta, int32_t bshift, int32_t m,
-                          int32_t right, int32_t zp, int32_t lo, int32_t hi) {
+                          int32_t right, int32_t zp, int32_t lo, int32_t hi, int w16) {
     uint32_t i = 0;
+    (void)w16;
 #if KWSN_Q8_MBQM_LANES == 16 && defined(__AVX512BW__)
     {
         const q8_rq_k rk = q8_rq_consts(m, -right, zp, lo, hi);
         const __m128i bcnt = _mm_cvtsi32_si128(bshift);
-        /* Z (int32) as two tables of 16-bit halves, low (tl) and high (th), 256 entries each
-         * in 8 registers: per 32 codes 4 word permutes of 64 entries (index bits 0..5) and a
-         * blend tree on bits 6, 7 for each half (half the permutes and blends of an int32
-         * table in 16 registers; both far faster than vpgatherdd on Zen 4). vpunpcklwd / vpunpckhwd of the halves rebuild Z exactly, as int32
-         * lanes of elements 8 l + 0..3 and 8 l + 4..7 of each 128-bit lane l; gamma and beta
-         * are widened the same way (the word in both halves of a dword, then >> 16
-         * arithmetic: sign-extended), and vpackssdw of the two codes vectors (within int8:
-         * exact) restores the element order. The last block's loads are masked (its extra
-         * lanes are computed, never stored). */
-        __m512i tl[8], th[8];
-        for (uint32_t j = 0; j < 8u; j++) {
-            int16_t l16[32], h16[32];
-            for (uint32_t u = 0; u < 32u; u++) {
-                const uint32_t z = (uint32_t)lut[32u * j + u];
-                l16[u] = (int16_t)(uint16_t)(z & 0xFFFFu);
-                h16[u] = (int16_t)(uint16_t)(z >> 16);
-            }
-            tl[j] = _mm512_loadu_si512((const void *)l16);
-            th[j] = _mm512_loadu_si512((const void *)h16);
-        }
-        const __m512i b6 = _mm512_set1_epi16(64), b7 = _mm512_set1_epi16(128);
-        for (; i < n; i += 32u) {
-            const uint32_t left = n - i;
-            const __mmask32 mk = left >= 32u ? ~(__mmask32)0 : (((__mmask32)1 << left) - 1u);
-            const __m512i c = _mm512_xor_si512(
-                _mm512_cvtepu8_epi16(_mm512_castsi512_si256(
-                    _mm512_maskz_loadu_epi8((__mmask64)mk, (const void *)(x + i)))), b7);
-            const __mmask32 m6 = _mm512_test_epi16_mask(c, b6), m7 = _mm512_test_epi16_mask(c, b7);
-            const __m512i zl = _mm512_mask_blend_epi16(
-                m7,
-                _mm512_mask_blend_epi16(m6, _mm512_permutex2var_epi16(tl[0], c, tl[1]),
-                                        _mm512_permutex2var_epi16(tl[2], c, tl[3])),
-                _mm512_mask_blend_epi16(m6, _mm512_permutex2var_epi16(tl[4], c, tl[5]),
-                                        _mm512_permutex2var_epi16(tl[6], c, tl[7])));
-            const __m512i zh = _mm512_mask_blend_epi16(
-                m7,
-                _mm512_mask_blend_epi16(m6, _mm512_permutex2var_epi16(th[0], c, th[1]),
-                                        _mm512_permutex2var_epi16(th[2], c, th[3])),
-                _mm512_mask_blend_epi16(m6, _mm512_permutex2var_epi16(th[4], c, th[5]),
-                                        _mm512_permutex2var_epi16(th[6], c, th[7])));
-            const __m512i g16 = _mm512_cvtepi8_epi16(_mm512_castsi512_si256(
-                _mm512_maskz_loadu_epi8((__mmask64)mk, (const void *)(gamma + i))));
-            const __m512i b16 = _mm512_maskz_loadu_epi16(mk, (const void *)(beta + 2u * (size_t)i));
-            const __m512i za = _mm512_unpacklo_epi16(zl, zh), zb = _mm512_unpackhi_epi16(zl, zh);
-            const __m512i ga = _mm512_srai_epi32(_mm512_unpacklo_epi16(g16, g16), 16);
-            const __m512i gb = _mm512_srai_epi32(_mm512_unpackhi_epi16(g16, g16), 16);
-            const __m512i ba =
-                _mm512_sll_epi32(_mm512_srai_epi32(_mm512_unpacklo_epi16(b16, b16), 16), bcnt);
-            const __m512i bb =
-                _mm512_sll_epi32(_mm512_srai_epi32(_mm512_unpackhi_epi16(b16, b16), 16), bcnt);
-            const __m512i va = q8_rq_lanes32(_mm512_add_epi32(_mm512_mullo_epi32(za, ga), ba), &rk);
-            const __m512i vb = q8_rq_lanes32(_mm512_add_epi32(_mm512_mullo_epi32(zb, gb), bb), &rk);
-            const __m256i codes = _mm512_cvtepi16_epi8(_mm512_packs_epi32(va, vb));
-            if (left >= 32u) {
-                _mm256_storeu_si256((__m256i *)(void *)(y + i), codes);
-            } else {
-                int8_t part[32];
-                _mm256_storeu_si256((__m256i *)(void *)part, codes);
-                memcpy(y + i, part, left);
-            }
-        }
+        const __m512i pw = _mm512_set1_epi16((int16_t)(1 << (bshift <= 14 ? bshift : 0)));
+        q8_ln_ztab t;
+        q8_ln_ztab_fill(&t, lut);
+        if (w16)
+            q8_ln_row512(y, x, n, &t, gamma, beta, bcnt, pw, &rk, 1);
+        else
+            q8_ln_row512(y, x, n, &t, gamma, beta, bcnt, pw, &rk, 0);
+        i = n;
     }
 #elif KWSN_Q8_MBQM_LANES == 8
     {
@@ -2400,6 +2470,192 @@ static void q8_ln_lut_row(int8_t *y, const int8_t *x, uint32_t n, const int32_t 
     }
 }
 
+/* LayerNorm, then MaxPool1d(k, stride k) over rows of `row` codes (kwsn_q8_layernorm.pool):
+ * row c's window j gets clamp(mbqm(max of its k accumulators Z G + (B << b)) + zp, lo, hi).
+ * The requantisation is non-decreasing in the accumulator (M > 0: srdhm and rdbpot round
+ * a non-decreasing value, the clamps are non-decreasing; M = 0 is constant), so the code of
+ * the largest accumulator is the largest code: the same bits as the LayerNorm's codes pooled
+ * (and a ReLU between them is a raised lo), with one requantisation per window instead of one
+ * per code. lut: Z of every code (kwsn_layernorm_q8 builds it for a pooled group of any
+ * length). This scalar loop does windows [j0, j1) of one row (every path's tail; the
+ * baseline's and any k's whole row). */
+static void q8_ln_pool_windows(int8_t *yr, const int8_t *xr, const int8_t *gr, const uint8_t *br,
+                               uint32_t j0, uint32_t j1, uint32_t k, const int32_t *lut,
+                               int32_t bshift, int32_t m, int32_t shift, int32_t zp, int32_t lo,
+                               int32_t hi) {
+    for (uint32_t j = j0; j < j1; j++) {
+        int32_t best = INT32_MIN;
+        for (uint32_t u = 0; u < k; u++) {
+            const size_t i = (size_t)j * k + u;
+            int32_t bv = (int32_t)br[2u * i] | ((int32_t)br[2u * i + 1u] << 8);
+            bv -= (bv & 0x8000) << 1; /* int16 */
+            const int32_t acc = lut[(int32_t)xr[i] + 128] * (int32_t)gr[i] + bv * (INT32_C(1) << bshift);
+            best = acc > best ? acc : best;
+        }
+        int32_t v = shift <= 0 ? kwsn_mbqm_r(best, m, -shift) : kwsn_mbqm(best, m, shift);
+        v = v < -(1 << 24) ? -(1 << 24) : (v > (1 << 24) ? (1 << 24) : v);
+        v += zp;
+        yr[j] = (int8_t)(v < lo ? lo : (v > hi ? hi : v));
+    }
+}
+
+#if KWSN_Q8_MBQM_LANES == 8
+/* Z G + (B << b) of 8 codes in element order (the Z by scalar look-ups, as q8_ln_lut_row) */
+KWSN_INLINE __m256i q8_ln_acc8(const int32_t *l0, const int8_t *x, const int8_t *g,
+                               const uint8_t *b, __m128i bcnt) {
+    const __m256i z = _mm256_set_epi32(l0[x[7]], l0[x[6]], l0[x[5]], l0[x[4]], l0[x[3]], l0[x[2]],
+                                       l0[x[1]], l0[x[0]]);
+    const __m256i gv = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)g));
+    const __m256i bv = _mm256_sll_epi32(
+        _mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(const void *)b)), bcnt);
+    return _mm256_add_epi32(_mm256_mullo_epi32(z, gv), bv);
+}
+#endif
+
+#if KWSN_Q8_MBQM_LANES == 16 && defined(__AVX512BW__)
+/* q8_ln_lut_pool's AVX-512 row (k = 2 or 4): the windows it did (all of them) */
+KWSN_INLINE uint32_t q8_ln_pool_row512(int8_t *yr, const int8_t *xr, const int8_t *gr,
+                                       const uint8_t *br, uint32_t wo, uint32_t k,
+                                       const q8_ln_ztab *t, const q8_rq_k *rk, __m128i bcnt,
+                                       __m512i pw, const int w16) {
+    const __m512i gather = _mm512_set_epi32(29, 28, 25, 24, 21, 20, 17, 16, 13, 12, 9, 8, 5, 4, 1, 0);
+    const uint32_t used = wo * k;
+    uint32_t j = 0;
+    for (; j < wo; j += 16u) {
+        const uint32_t e = j * k;
+        __m512i a, b, w;
+        q8_ln_acc32_any(&a, &b, t, xr + e, gr + e, br + 2u * (size_t)e, used - e, bcnt, pw, w16);
+        if (k == 4u) {
+            a = _mm512_max_epi32(a, _mm512_shuffle_epi32(a, _MM_PERM_BADC));
+            a = _mm512_max_epi32(a, _mm512_shuffle_epi32(a, _MM_PERM_CDAB));
+            b = _mm512_max_epi32(b, _mm512_shuffle_epi32(b, _MM_PERM_BADC));
+            b = _mm512_max_epi32(b, _mm512_shuffle_epi32(b, _MM_PERM_CDAB));
+            const __m512i t0 = _mm512_mask_blend_epi32((__mmask16)0xAAAA, a, b);
+            __m512i t1 = t0;
+            if (used - e > 32u) {
+                q8_ln_acc32_any(&a, &b, t, xr + e + 32u, gr + e + 32u, br + 2u * (size_t)(e + 32u),
+                                used - e - 32u, bcnt, pw, w16);
+                a = _mm512_max_epi32(a, _mm512_shuffle_epi32(a, _MM_PERM_BADC));
+                a = _mm512_max_epi32(a, _mm512_shuffle_epi32(a, _MM_PERM_CDAB));
+                b = _mm512_max_epi32(b, _mm512_shuffle_epi32(b, _MM_PERM_BADC));
+                b = _mm512_max_epi32(b, _mm512_shuffle_epi32(b, _MM_PERM_CDAB));
+                t1 = _mm512_mask_blend_epi32((__mmask16)0xAAAA, a, b);
+            }
+            w = _mm512_permutex2var_epi32(t0, gather, t1);
+        } else {
+            a = _mm512_max_epi32(a, _mm512_shuffle_epi32(a, _MM_PERM_CDAB));
+            b = _mm512_max_epi32(b, _mm512_shuffle_epi32(b, _MM_PERM_CDAB));
+            w = _mm512_castps_si512(_mm512_shuffle_ps(_mm512_castsi512_ps(a),
+                                                      _mm512_castsi512_ps(b),
+                                                      _MM_SHUFFLE(2, 0, 2, 0)));
+        }
+        const __m128i codes = q8_rq_lanes(w, rk);
+        if (wo - j >= 16u) {
+            _mm_storeu_si128((__m128i *)(void *)(yr + j), codes);
+        } else {
+            int8_t part[16];
+            _mm_storeu_si128((__m128i *)(void *)part, codes);
+            memcpy(yr + j, part, wo - j);
+        }
+    }
+    return j < wo ? j : wo;
+}
+#endif
+
+/* The pooled pass over `rows` rows of a group (see q8_ln_pool_windows): AVX-512 16 windows
+ * a step for k = 4 (two q8_ln_acc32 blocks: each 128-bit lane of *va / *vb is one window,
+ * reduced by two dword shuffles and max, the 16 maxima gathered by one vpermt2d) and k = 2 (one
+ * block: dword pairs reduced, gathered by one vshufps); AVX2 8 windows a step for k = 4 and
+ * 2; then one requantisation of the 16 (8) maxima. The rest by q8_ln_pool_windows. */
+static void q8_ln_lut_pool(int8_t *y, const int8_t *x, uint32_t rows, uint32_t row, uint32_t k,
+                           const int32_t *lut, const int8_t *gamma, const uint8_t *beta,
+                           int32_t bshift, int32_t m, int32_t shift, int32_t zp, int32_t lo,
+                           int32_t hi, int w16) {
+    const uint32_t wo = row / k;
+    (void)w16;
+#if KWSN_Q8_MBQM_LANES == 16 && defined(__AVX512BW__)
+    const int vec = shift <= 0 && (k == 2u || k == 4u);
+    q8_ln_ztab t;
+    q8_rq_k rk;
+    const __m128i bcnt = _mm_cvtsi32_si128(bshift);
+    const __m512i pw = _mm512_set1_epi16((int16_t)(1 << (bshift <= 14 ? bshift : 0)));
+    if (vec) {
+        q8_ln_ztab_fill(&t, lut);
+        rk = q8_rq_consts(m, shift, zp, lo, hi);
+    }
+#elif KWSN_Q8_MBQM_LANES == 8
+    const int vec = shift <= 0 && (k == 2u || k == 4u);
+    q8_rq_k rk;
+    const __m128i bcnt = _mm_cvtsi32_si128(bshift);
+    if (vec) rk = q8_rq_consts(m, shift, zp, lo, hi);
+#endif
+    for (uint32_t c = 0; c < rows; c++) {
+        const size_t r0 = (size_t)c * row;
+        const int8_t *xr = x + r0, *gr = gamma + r0;
+        const uint8_t *br = beta + 2u * r0;
+        int8_t *yr = y + (size_t)c * wo;
+        uint32_t j = 0;
+#if KWSN_Q8_MBQM_LANES == 16 && defined(__AVX512BW__)
+        if (vec) j = w16 ? q8_ln_pool_row512(yr, xr, gr, br, wo, k, &t, &rk, bcnt, pw, 1)
+                         : q8_ln_pool_row512(yr, xr, gr, br, wo, k, &t, &rk, bcnt, pw, 0);
+#elif KWSN_Q8_MBQM_LANES == 8
+        const int32_t *l0 = lut + 128;
+        for (; vec && j < wo; j += 8u) {
+            const size_t e = (size_t)j * k;
+            /* the last windows of a row (fewer than 8) from zero-padded copies: the loads
+             * below read 8 k codes */
+            const uint32_t nw = wo - j < 8u ? wo - j : 8u;
+            int8_t xt[32], gt[32];
+            uint8_t bt[64];
+            const int8_t *xs = xr + e, *gs = gr + e;
+            const uint8_t *bs = br + 2u * e;
+            if (nw < 8u) {
+                memset(xt, 0, sizeof xt), memset(gt, 0, sizeof gt), memset(bt, 0, sizeof bt);
+                memcpy(xt, xs, (size_t)nw * k), memcpy(gt, gs, (size_t)nw * k);
+                memcpy(bt, bs, 2u * (size_t)nw * k);
+                xs = xt, gs = gt, bs = bt;
+            }
+            __m256i w;
+            if (k == 4u) {
+                __m256i v[4];
+                for (uint32_t q = 0; q < 4u; q++) {
+                    const size_t i = 8u * q;
+                    v[q] = q8_ln_acc8(l0, xs + i, gs + i, bs + 2u * i, bcnt);
+                    v[q] = _mm256_max_epi32(v[q], _mm256_shuffle_epi32(v[q], 0x4E));
+                    v[q] = _mm256_max_epi32(v[q], _mm256_shuffle_epi32(v[q], 0xB1));
+                }
+                /* lane 0 of v[q] is window 2 q, lane 1 window 2 q + 1 */
+                const __m256i a = _mm256_blend_epi32(v[0], v[1], 0xCC);
+                const __m256i b = _mm256_blend_epi32(v[2], v[3], 0xCC);
+                w = _mm256_permutevar8x32_epi32(_mm256_blend_epi32(a, b, 0xAA),
+                                                _mm256_setr_epi32(0, 4, 2, 6, 1, 5, 3, 7));
+            } else {
+                __m256i v0 = q8_ln_acc8(l0, xs, gs, bs, bcnt);
+                __m256i v1 = q8_ln_acc8(l0, xs + 8u, gs + 8u, bs + 16u, bcnt);
+                v0 = _mm256_max_epi32(v0, _mm256_shuffle_epi32(v0, 0xB1));
+                v1 = _mm256_max_epi32(v1, _mm256_shuffle_epi32(v1, 0xB1));
+                w = _mm256_permutevar8x32_epi32(
+                    _mm256_castps_si256(_mm256_shuffle_ps(_mm256_castsi256_ps(v0),
+                                                          _mm256_castsi256_ps(v1),
+                                                          _MM_SHUFFLE(2, 0, 2, 0))),
+                    _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7));
+            }
+            const __m256i v = q8_rq_lanes32(w, &rk); /* within int8: the packs are exact */
+            const __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+            if (nw == 8u) {
+                _mm_storel_epi64((__m128i *)(void *)(yr + j), _mm_packs_epi16(w16, w16));
+            } else {
+                int8_t part[16];
+                _mm_storeu_si128((__m128i *)(void *)part, _mm_packs_epi16(w16, w16));
+                memcpy(yr + j, part, nw);
+            }
+        }
+        if (j > wo) j = wo;
+#endif
+        q8_ln_pool_windows(yr, xr, gr, br, j, wo, k, lut, bshift, m, shift, zp, lo, hi);
+    }
+}
+
 /* *sq = sum of the n codes q, *sq2 = sum of q^2, on AVX2 / AVX-512BW over vectors of codes
  * (the exact integers the baseline's loop sums; S1, S2 follow by algebra at the caller):
  * sum q by vpsadbw of q ^ 0x80 = q + 128, less 128 per byte read (AVX-512: the last vector
@@ -2410,18 +2666,24 @@ static void q8_ln_lut_row(int8_t *y, const int8_t *x, uint32_t n, const int32_t 
  * the blocks add up in int64, and the sad qwords cannot overflow. */
 #if defined(__GNUC__) && !defined(KWSN_NO_VECTOR_EXT) && defined(__AVX512BW__)
 #define KWSN_Q8_LN_SUMS 1
-static void q8_ln_sums(const int8_t *x, uint32_t n, int64_t *sq, int64_t *sq2) {
+static void q8_ln_sums(const int8_t *x, uint32_t n, int64_t *sq, int64_t *sq2, int32_t *qmin,
+                       int32_t *qmax) {
     const __m512i flip = _mm512_set1_epi8((char)0x80), zero = _mm512_setzero_si512();
     int64_t s = 0, s2 = 0;
+    /* the smallest and largest code (n >= 1), for kwsn_layernorm_q8's int16 Z: a masked
+     * load's missing bytes read as 0, so the last vector's min / max are masked too */
+    __m512i vmin = _mm512_set1_epi8(127), vmax = _mm512_set1_epi8(-128);
     for (uint32_t i0 = 0; i0 < n; i0 += 32768u) {
         const uint32_t nb = n - i0 < 32768u ? n - i0 : 32768u;
         const int8_t *xb = x + i0;
         __m512i a1 = zero, a2 = zero;
         uint32_t i = 0;
         for (; i < nb; i += 64u) {
+            const __mmask64 mk = q8_mask64(nb - i);
             const __m512i q = nb - i >= 64u ? _mm512_loadu_si512((const void *)(xb + i))
-                                            : _mm512_maskz_loadu_epi8(q8_mask64(nb - i),
-                                                                      (const void *)(xb + i));
+                                            : _mm512_maskz_loadu_epi8(mk, (const void *)(xb + i));
+            vmin = _mm512_mask_min_epi8(vmin, mk, vmin, q);
+            vmax = _mm512_mask_max_epi8(vmax, mk, vmax, q);
             const __m512i u = _mm512_xor_si512(q, flip);
             a1 = _mm512_add_epi64(a1, _mm512_sad_epu8(u, zero));
 #if defined(__AVX512VNNI__)
@@ -2446,10 +2708,21 @@ static void q8_ln_sums(const int8_t *x, uint32_t n, int64_t *sq, int64_t *sq2) {
 #endif
     }
     *sq = s, *sq2 = s2;
+    int8_t lo[64], hi[64];
+    _mm512_storeu_si512((void *)lo, vmin);
+    _mm512_storeu_si512((void *)hi, vmax);
+    int32_t a = 127, b = -128;
+    for (uint32_t u = 0; u < 64u; u++) {
+        a = lo[u] < a ? lo[u] : a;
+        b = hi[u] > b ? hi[u] : b;
+    }
+    *qmin = a, *qmax = b;
 }
 #elif defined(__GNUC__) && !defined(KWSN_NO_VECTOR_EXT) && defined(__AVX2__)
 #define KWSN_Q8_LN_SUMS 1
-static void q8_ln_sums(const int8_t *x, uint32_t n, int64_t *sq, int64_t *sq2) {
+static void q8_ln_sums(const int8_t *x, uint32_t n, int64_t *sq, int64_t *sq2, int32_t *qmin,
+                       int32_t *qmax) {
+    *qmin = -128, *qmax = 127; /* not computed here: only AVX-512 reads them */
     const __m256i flip = _mm256_set1_epi8((char)0x80), zero = _mm256_setzero_si256();
     int64_t s = 0, s2 = 0;
     for (uint32_t i0 = 0; i0 < n; i0 += 32768u) {
@@ -2515,11 +2788,12 @@ static void KWSN_K(kwsn_layernorm_q8)(int8_t *out, const int8_t *in, uint32_t ou
          * squares <= 2^15 * 65025 < 2^31), added into int64: the same exact S1, S2, and the
          * block loop vectorises without 64-bit multiplies */
         int64_t s1 = 0, s2 = 0;
+        int32_t qmin = -128, qmax = 127; /* the group's code range (AVX-512), else all */
 #ifdef KWSN_Q8_LN_SUMS
         {
             int64_t sq, sq2; /* sum q, sum q^2; then sum x = sum q - n zp, sum x^2 =
                               * sum q^2 - 2 zp sum q + n zp^2, exact in int64 */
-            q8_ln_sums(x, n, &sq, &sq2);
+            q8_ln_sums(x, n, &sq, &sq2, &qmin, &qmax);
             s1 = sq - (int64_t)n * zp_in;
             s2 = sq2 - 2 * (int64_t)zp_in * sq + (int64_t)n * zp_in * zp_in;
         }
@@ -2546,8 +2820,12 @@ static void KWSN_K(kwsn_layernorm_q8)(int8_t *out, const int8_t *in, uint32_t ou
          * (the same bits). A code absent from the group may give a |Z| beyond the bound
          * above (which sums over the group's codes); it is clamped to 2^30 before the
          * conversion and never read. */
-        const int use_lut = r != 0 && n >= KWSN_Q8_LN_LUT_MIN;
-        if (use_lut) {
+        const int pooled = p->pool > 1u;
+        /* a pooled group always has the table (of zeros for a constant group: Z = 0) */
+        const int use_lut = pooled || (r != 0 && n >= KWSN_Q8_LN_LUT_MIN);
+        if (pooled && r == 0) {
+            for (uint32_t c = 0; c < 256u; c++) lut[c] = 0;
+        } else if (use_lut) {
             for (uint32_t c0 = 0; c0 < 256u; c0 += KWSN_Q8_TILE) {
                 for (uint32_t u = 0; u < KWSN_Q8_TILE; u++) /* num, |num| <= 510 n < 2^29 */
                     dz[u] = (double)(n32 * ((int32_t)(c0 + u) - 128 - zp_in) - s1_32);
@@ -2564,8 +2842,18 @@ static void KWSN_K(kwsn_layernorm_q8)(int8_t *out, const int8_t *in, uint32_t ou
                 }
             }
         }
+        /* every code's Z within int16 (Z is monotone in the code: its extremes tell) */
+        const int w16 = use_lut && bshift <= 14 && lut[qmin + 128] >= -32767 &&
+                        lut[qmin + 128] <= 32767 && lut[qmax + 128] >= -32767 &&
+                        lut[qmax + 128] <= 32767;
+        if (pooled) {
+            const uint32_t rows = n / p->row;
+            q8_ln_lut_pool(out + (size_t)g * rows * (p->row / p->pool), x, rows, p->row, p->pool,
+                           lut, gamma, beta, bshift, mult, shift, zp_out, lo, hi, w16);
+            continue;
+        }
         if (use_lut && shift <= 0) {
-            q8_ln_lut_row(y, x, n, lut, gamma, beta, bshift, mult, -shift, zp_out, lo, hi);
+            q8_ln_lut_row(y, x, n, lut, gamma, beta, bshift, mult, -shift, zp_out, lo, hi, w16);
             continue;
         }
         for (uint32_t i0 = 0; i0 < n; i0 += KWSN_Q8_TILE) {

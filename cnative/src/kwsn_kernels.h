@@ -71,6 +71,10 @@ typedef struct {
                             * the accumulator's units is B << beta_shift: Z G + (B << b) */
     uint64_t e;            /* E, < 2^62 */
     int32_t zp_in, zp_out, act_min, act_max, m, shift, frac_bits, beta_shift;
+    /* pool > 1: a MaxPool1d(pool, stride pool) over rows of `row` codes follows (n % row == 0)
+     * and out gets only its output, row / pool codes per row (floor), outer * n / row rows;
+     * 0 or 1: out gets the n codes of each group */
+    uint32_t pool, row;
 } kwsn_q8_layernorm;
 
 /* The fixed-point helpers of kwsnet/quant/fixedpoint.py (TFLite / gemmlowp double rounding).
@@ -187,7 +191,8 @@ typedef struct {
     /* safe in place (out may be a or b) */
     void (*add_q8)(int8_t *out, const int8_t *a, const int8_t *b, uint32_t n,
                    const kwsn_q8_add *p);
-    /* safe in place; outer groups of n codes */
+    /* safe in place; outer groups of n codes (p->pool > 1: see kwsn_q8_layernorm; then out
+     * must not overlap in) */
     void (*layernorm_q8)(int8_t *out, const int8_t *in, uint32_t outer, uint32_t n,
                          const kwsn_q8_layernorm *p);
     /* codes -> float: (float)(q - zp) * scale (a float island's input) */

@@ -113,6 +113,9 @@ typedef struct {
     uint64_t ops;      /* arithmetic operations per sample (multiply and add count 1 each) */
     uint32_t fuse_relu; /* LayerNorm: the next layer is a ReLU of this output only, in place;
                          * when both run, one pass computes both (set by prepare) */
+    uint32_t fuse_next; /* int8 LayerNorm: 1 (a MaxPool1d) or 2 (a ReLU, then a MaxPool1d):
+                         * when all run, one pass writes the pool's output alone
+                         * (run_layernorm_pool_q8; set by prepare); 0 none */
     kwsn_qparams in_q, in2_q; /* int8 models: the input tensors' quantisation */
     const char *why; /* why prepare refused its parameters (a check's source text), or NULL */
     const void *packed; /* its tables in the caller's buffer (kwsn_model_set_tables: an int8
@@ -1287,9 +1290,8 @@ static kwsn_status prep_layernorm_q8(kwsn_layer *l) {
     return KWSN_OK;
 }
 
-static void run_layernorm_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, const int8_t *in,
-                             const int8_t *in2, int8_t *out, void *scratch, const float *audio) {
-    (void)in2, (void)scratch, (void)audio;
+/* The kernel's parameters of LayerNorm l (unpooled). */
+static kwsn_q8_layernorm layernorm_q8_params(const kwsn_layer *l) {
     const uint32_t n = (uint32_t)QI(l, 1) * (uint32_t)QI(l, 2);
     const int32_t *w = l->desc.words;
     kwsn_q8_layernorm p;
@@ -1304,6 +1306,30 @@ static void run_layernorm_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, c
     p.m = w[0];
     p.shift = w[1];
     p.frac_bits = QI(l, 3);
+    p.pool = 1u;
+    p.row = n;
+    return p;
+}
+
+static void run_layernorm_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, const int8_t *in,
+                             const int8_t *in2, int8_t *out, void *scratch, const float *audio) {
+    (void)in2, (void)scratch, (void)audio;
+    const uint32_t n = (uint32_t)QI(l, 1) * (uint32_t)QI(l, 2);
+    const kwsn_q8_layernorm p = layernorm_q8_params(l);
+    kt->layernorm_q8(out, in, (uint32_t)(shape_numel(l->in) / n), n, &p);
+}
+
+/* LayerNorm l, then (the layers fuse_next says) a ReLU and the MaxPool mp, in one pass: out
+ * is mp's output (kwsn_q8_layernorm.pool: the same codes, one requantisation per window).
+ * relu NULL: none; a ReLU that is a copy (alias) changes nothing, else raises act_min. */
+static void run_layernorm_pool_q8(const kwsn_kernel_table *kt, const kwsn_layer *l,
+                                  const kwsn_layer *relu, const kwsn_layer *mp, const int8_t *in,
+                                  int8_t *out) {
+    const uint32_t n = (uint32_t)QI(l, 1) * (uint32_t)QI(l, 2);
+    kwsn_q8_layernorm p = layernorm_q8_params(l);
+    if (relu && !QI(relu, 0) && Q_MIN(relu) > p.act_min) p.act_min = Q_MIN(relu);
+    p.pool = (uint32_t)QI(mp, 0);
+    p.row = mp->in.dim[1];
     kt->layernorm_q8(out, in, (uint32_t)(shape_numel(l->in) / n), n, &p);
 }
 
@@ -1521,6 +1547,31 @@ static kwsn_status prepare_layers(kwsn_model *m, const kwsn_limits *limits) {
         kwsn_layer *l = &m->layers[i], *r = &m->layers[i + 1u];
         l->fuse_relu = l->desc.type == KWSN_LAYER_LAYERNORM && r->desc.type == KWSN_LAYER_RELU &&
                        r->desc.inputs[0] == i + 1u && l->last_use == i + 1u && r->slot == l->slot;
+    }
+    /* int8: LayerNorm [-> ReLU] -> MaxPool1d(k, stride k) in one pass where each tensor of
+     * the chain is read by the next layer alone (the pass writes neither the LayerNorm's nor
+     * the ReLU's output) and the pool's slot is not the LayerNorm input's (the pass reads
+     * the input row by row as it writes the windows: never in place) */
+    for (uint32_t i = 0; i < m->n_layers; i++) {
+        kwsn_layer *l = &m->layers[i];
+        l->fuse_next = 0;
+        if (!m->int8 || l->desc.type != (KWSN_LAYER_LAYERNORM | KWSN_INT8_FLAG)) continue;
+        uint32_t prev = i, j = i + 1u;
+        if (j < m->n_layers && m->layers[j].desc.type == (KWSN_LAYER_RELU | KWSN_INT8_FLAG) &&
+            m->layers[j].desc.inputs[0] == i + 1u && l->last_use == j) {
+            prev = j;
+            j++;
+        }
+        if (j >= m->n_layers) continue;
+        const kwsn_layer *mp = &m->layers[j];
+        const uint32_t in_t = l->desc.inputs[0];
+        const uint64_t group = (uint64_t)QI(l, 1) * (uint64_t)QI(l, 2);
+        if (mp->desc.type != (KWSN_LAYER_MAXPOOL1D | KWSN_INT8_FLAG) ||
+            mp->desc.inputs[0] != prev + 1u || m->layers[prev].last_use != j ||
+            QI(mp, 0) != QI(mp, 1) || mp->in.ndim != 2u || mp->in.dim[1] == 0u ||
+            group % mp->in.dim[1] != 0u || (in_t > 0u && m->layers[in_t - 1u].slot == mp->slot))
+            continue;
+        l->fuse_next = j - i;
     }
     const uint64_t arena = act + round_up(max_scratch * sizeof(float));
     if (arena > (uint64_t)lim.max_arena_bytes) return KWSN_ERR_ARENA_LIMIT;
@@ -1920,6 +1971,13 @@ static void forward_q8(const kwsn_model *m, uint8_t *base, const float *input, u
         const int8_t *a = op->type == KWSN_LAYER_FRONTEND ? NULL
                                                            : qtensor_ptr(m, base, l->desc.inputs[0]);
         const int8_t *b = l->desc.n_inputs > 1 ? qtensor_ptr(m, base, l->desc.inputs[1]) : NULL;
+        if (l->fuse_next && i + l->fuse_next < n_run) {
+            const kwsn_layer *mp = &m->layers[i + l->fuse_next];
+            run_layernorm_pool_q8(kt, l, l->fuse_next == 2u ? &m->layers[i + 1u] : NULL, mp, a,
+                                  (int8_t *)(void *)(base + m->layers[mp->slot].slot_off));
+            i += l->fuse_next;
+            continue;
+        }
         int8_t *y = (int8_t *)(void *)(base + m->layers[l->slot].slot_off);
         op->run(kt, l, a, b, y, scratch, input);
     }
