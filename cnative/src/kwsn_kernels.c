@@ -1679,7 +1679,8 @@ static void KWSN_K(kwsn_conv1d_q8)(int8_t *out, const int8_t *in, const int8_t *
     }
 #ifdef KWSN_Q8_IM
     q8_conv1d_im(out, in, w, rq, a, packed, scratch);
-#else
+    return;
+#endif
     (void)packed; /* the baseline reads the weights as stored */
     const uint32_t cs = (uint32_t)kwsn_conv1d_ex_channel_floats(a);
     int32_t *xp = (int32_t *)scratch;
@@ -1700,7 +1701,6 @@ static void KWSN_K(kwsn_conv1d_q8)(int8_t *out, const int8_t *in, const int8_t *
             q8_conv_rows(yg, xg, wg, rq, g * go, gi, Lo, Lo, cs, a->k, off, o, 4);
         for (; o < go; o++) q8_conv_rows(yg, xg, wg, rq, g * go, gi, Lo, Lo, cs, a->k, off, o, 1);
     }
-#endif
 }
 
 /* int8 Conv2d: the float kwsn_conv2d's layout and tap order on the centred int32 input, int32
@@ -1709,8 +1709,15 @@ static void KWSN_K(kwsn_conv2d_q8)(int8_t *out, const int8_t *in, const int8_t *
                                    const kwsn_q8_requant *rq, const kwsn_conv2d_args *a,
                                    const void *packed, void *scratch) {
 #ifdef KWSN_Q8_IM
-    q8_conv2d_im(out, in, w, rq, a, packed, scratch);
-#else
+    /* AVX2, a depthwise conv over rows shorter than one im2col tile (32 positions): the
+     * direct loop below (int32 lanes), measured faster there (kws_ds_cnn's 3x3 depthwise on
+     * 25-wide rows: 23 -> ~15 us a layer); elsewhere, and for longer rows (kws_bc_resnet's
+     * 101-wide), the im2col path was the faster */
+    if (a->C_in != a->groups || a->C_out != a->groups || KWSN_Q8_IMW != 8 || a->W_out >= 32u) {
+        q8_conv2d_im(out, in, w, rq, a, packed, scratch);
+        return;
+    }
+#endif
     (void)packed;
     const kwsn_conv1d_ex_args row = kwsn_conv2d_row(a);
     const uint32_t cs = (uint32_t)kwsn_conv1d_ex_channel_floats(&row);
@@ -1742,7 +1749,6 @@ static void KWSN_K(kwsn_conv2d_q8)(int8_t *out, const int8_t *in, const int8_t *
             for (; o < go; o++) q8_conv_rows(yg, xg, wg, rq, ob, 1, Wo, plane, cs, nt, off, o, 1);
         }
     }
-#endif
 }
 
 static void KWSN_K(kwsn_linear_q8)(int8_t *out, const int8_t *in, const int8_t *w,
