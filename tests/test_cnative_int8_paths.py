@@ -59,3 +59,18 @@ def test_unknown_path_falls_back_to_the_pick(cbuild: Path) -> None:
         timeout=60,
     )
     assert proc.returncode == 0 and proc.stdout.startswith("SKIP sse9:"), proc.stdout
+
+
+@pytest.mark.parametrize("path, need", [("avx2", "avx2"), ("avx512", "avx512bw")])
+def test_add_input_rescale_in_int32_lanes(cbuild: Path, path: str, need: str) -> None:
+    """The int8 Add's input rescaling in int32 lanes (q8_in_lanes) equals kwsn_mbqm(d << ls,
+    m, -e) for every centred code d, left shift 15-22, e 0-31 and 520 multipliers (the edges and
+    the ones that put either rounding on a tie): cnative/tests/q8_in_check.c, per path."""
+    if need not in cpu_flags():
+        pytest.skip(f"this CPU lacks {need} (/proc/cpuinfo), so the {path} lanes cannot run here")
+    proc = subprocess.run(
+        [str(cbuild / f"q8_in_check_{path}")], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert out.startswith("OK q8_in_check") and "68157440 values" in out, out

@@ -2083,6 +2083,58 @@ static void KWSN_K(kwsn_maxpool1d_q8)(int8_t *out, const int8_t *in, uint32_t C,
     }
 }
 
+#if KWSN_Q8_MBQM_LANES == 16 || KWSN_Q8_MBQM_LANES == 8
+/* The Add's input rescaling kwsn_mbqm(d << ls, m, -e) of centred codes d (|d| <= 255) for
+ * 15 <= ls <= 22 (ADD_LEFT_SHIFT is 20), e >= 0, m in [0, 2^31), in int32 lanes alone: with
+ * m = mh 2^16 + ml (ml < 2^16), srdhm(d 2^ls, m) = floor((d m 2^ls + 2^30) / 2^31)
+ * = d (mh << (ls - 15)) + floor((d ml + 2^(30 - ls)) / 2^(31 - ls)), the first part an integer
+ * (ls >= 15) below 2^30, the second from a product below 2^24 (an arithmetic shift is the
+ * floor); then rdbpot(h, e) = (h + 2^(e-1) - [h < 0]) >> e (e > 0; round half away from zero),
+ * h below 2^30 so nothing overflows. 9 operations per vector against kwsn_mbqm_r's 64-bit
+ * products and 14 (AVX2) / 12 (AVX-512) operations: the same integers (test_q8_paths' Add
+ * cases). */
+typedef struct {
+    int32_t mh, ml, nud, c, emask, sh, e;
+} q8_in_k;
+
+static q8_in_k q8_in_consts(int32_t m, int32_t ls, int32_t e) {
+    q8_in_k k;
+    k.mh = (int32_t)(((uint32_t)m >> 16) << (ls - 15));
+    k.ml = m & 0xFFFF;
+    k.nud = (int32_t)1 << (30 - ls);
+    k.sh = 31 - ls;
+    k.c = e > 0 ? (int32_t)1 << (e - 1) : 0;
+    k.emask = e > 0 ? -1 : 0;
+    k.e = e;
+    return k;
+}
+#if KWSN_Q8_MBQM_LANES == 16
+KWSN_INLINE __m512i q8_in_lanes(__m512i d, const q8_in_k *k) {
+    const __m512i h = _mm512_add_epi32(
+        _mm512_mullo_epi32(d, _mm512_set1_epi32(k->mh)),
+        _mm512_sra_epi32(_mm512_add_epi32(_mm512_mullo_epi32(d, _mm512_set1_epi32(k->ml)),
+                                          _mm512_set1_epi32(k->nud)),
+                         _mm_cvtsi32_si128(k->sh)));
+    const __m512i r = _mm512_add_epi32(
+        _mm512_and_si512(_mm512_srai_epi32(h, 31), _mm512_set1_epi32(k->emask)),
+        _mm512_set1_epi32(k->c));
+    return _mm512_sra_epi32(_mm512_add_epi32(h, r), _mm_cvtsi32_si128(k->e));
+}
+#else
+KWSN_INLINE __m256i q8_in_lanes(__m256i d, const q8_in_k *k) {
+    const __m256i h = _mm256_add_epi32(
+        _mm256_mullo_epi32(d, _mm256_set1_epi32(k->mh)),
+        _mm256_sra_epi32(_mm256_add_epi32(_mm256_mullo_epi32(d, _mm256_set1_epi32(k->ml)),
+                                          _mm256_set1_epi32(k->nud)),
+                         _mm_cvtsi32_si128(k->sh)));
+    const __m256i r = _mm256_add_epi32(
+        _mm256_and_si256(_mm256_srai_epi32(h, 31), _mm256_set1_epi32(k->emask)),
+        _mm256_set1_epi32(k->c));
+    return _mm256_sra_epi32(_mm256_add_epi32(h, r), _mm_cvtsi32_si128(k->e));
+}
+#endif
+#endif
+
 static void KWSN_K(kwsn_add_q8)(int8_t *out, const int8_t *a, const int8_t *b, uint32_t n,
                                 const kwsn_q8_add *p) {
     const int32_t mul = (int32_t)1 << p->left_shift; /* left_shift <= 22: checked at load */
@@ -2100,6 +2152,9 @@ static void KWSN_K(kwsn_add_q8)(int8_t *out, const int8_t *a, const int8_t *b, u
          * place stays safe. The same bits as the tile loop (test_q8_paths' Add cases). */
         const q8_mbqm_k ka = q8_mbqm_consts(m_a, -s_a), kb = q8_mbqm_consts(m_b, -s_b);
         const q8_rq_k ko = q8_rq_consts(m_o, s_o, zp_out, lo, hi);
+        const int split = p->left_shift >= 15; /* q8_in_lanes */
+        const q8_in_k ia = q8_in_consts(m_a, split ? p->left_shift : 15, -s_a),
+                      ib = q8_in_consts(m_b, split ? p->left_shift : 15, -s_b);
         const __m128i ls = _mm_cvtsi32_si128(p->left_shift);
         uint32_t j = 0;
 #if KWSN_Q8_MBQM_LANES == 16
@@ -2117,9 +2172,12 @@ static void KWSN_K(kwsn_add_q8)(int8_t *out, const int8_t *a, const int8_t *b, u
                 a8 = _mm_loadu_si128((const __m128i *)(const void *)ta);
                 b8 = _mm_loadu_si128((const __m128i *)(const void *)tb);
             }
-            const __m512i xa = _mm512_sll_epi32(_mm512_sub_epi32(_mm512_cvtepi8_epi32(a8), zav), ls);
-            const __m512i xb = _mm512_sll_epi32(_mm512_sub_epi32(_mm512_cvtepi8_epi32(b8), zbv), ls);
-            const __m512i v = _mm512_add_epi32(q8_mbqm_lanes(xa, &ka), q8_mbqm_lanes(xb, &kb));
+            const __m512i da = _mm512_sub_epi32(_mm512_cvtepi8_epi32(a8), zav);
+            const __m512i db = _mm512_sub_epi32(_mm512_cvtepi8_epi32(b8), zbv);
+            const __m512i v =
+                split ? _mm512_add_epi32(q8_in_lanes(da, &ia), q8_in_lanes(db, &ib))
+                      : _mm512_add_epi32(q8_mbqm_lanes(_mm512_sll_epi32(da, ls), &ka),
+                                         q8_mbqm_lanes(_mm512_sll_epi32(db, ls), &kb));
             const __m128i y = q8_rq_lanes(v, &ko);
             if (nt == 16u) {
                 _mm_storeu_si128((__m128i *)(void *)(out + j), y);
@@ -2131,31 +2189,37 @@ static void KWSN_K(kwsn_add_q8)(int8_t *out, const int8_t *a, const int8_t *b, u
         }
 #else
         const __m256i zav = _mm256_set1_epi32(zp_a), zbv = _mm256_set1_epi32(zp_b);
-        for (; j + 16u <= n; j += 16u) {
+        for (; j < n; j += 16u) {
+            /* the last part (fewer than 16 codes) from zero-padded copies, as on AVX-512 (a
+             * scalar tail was ~30 % of a 101-code row's time: BroadcastAdd runs per row) */
+            const uint32_t nt = n - j < 16u ? n - j : 16u;
+            int8_t ta[16] = {0}, tb[16] = {0};
+            const int8_t *as = a + j, *bs = b + j;
+            if (nt < 16u) {
+                memcpy(ta, as, nt), memcpy(tb, bs, nt);
+                as = ta, bs = tb;
+            }
             __m256i r[2];
             for (uint32_t h = 0; h < 2u; h++) {
-                const __m256i xa = _mm256_sll_epi32(
-                    _mm256_sub_epi32(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
-                                         (const __m128i *)(const void *)(a + j + 8u * h))),
-                                     zav),
-                    ls);
-                const __m256i xb = _mm256_sll_epi32(
-                    _mm256_sub_epi32(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
-                                         (const __m128i *)(const void *)(b + j + 8u * h))),
-                                     zbv),
-                    ls);
-                r[h] = q8_rq_lanes32(
-                    _mm256_add_epi32(q8_mbqm_lanes(xa, &ka), q8_mbqm_lanes(xb, &kb)), &ko);
+                const __m256i da = _mm256_sub_epi32(
+                    _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(as + 8u * h))),
+                    zav);
+                const __m256i db = _mm256_sub_epi32(
+                    _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(bs + 8u * h))),
+                    zbv);
+                const __m256i v =
+                    split ? _mm256_add_epi32(q8_in_lanes(da, &ia), q8_in_lanes(db, &ib))
+                          : _mm256_add_epi32(q8_mbqm_lanes(_mm256_sll_epi32(da, ls), &ka),
+                                             q8_mbqm_lanes(_mm256_sll_epi32(db, ls), &kb));
+                r[h] = q8_rq_lanes32(v, &ko);
             }
-            _mm_storeu_si128((__m128i *)(void *)(out + j), q8_narrow16(r[0], r[1]));
-        }
-        for (; j < n; j++) { /* the scalar form of the same steps */
-            int32_t v = kwsn_mbqm_r(((int32_t)a[j] - zp_a) * mul, m_a, -s_a) +
-                        kwsn_mbqm_r(((int32_t)b[j] - zp_b) * mul, m_b, -s_b);
-            v = kwsn_mbqm_r(v, m_o, -s_o);
-            v = v < -(1 << 24) ? -(1 << 24) : (v > (1 << 24) ? (1 << 24) : v);
-            v += zp_out;
-            out[j] = (int8_t)(v < lo ? lo : (v > hi ? hi : v));
+            if (nt == 16u) {
+                _mm_storeu_si128((__m128i *)(void *)(out + j), q8_narrow16(r[0], r[1]));
+            } else {
+                int8_t ty[16];
+                _mm_storeu_si128((__m128i *)(void *)ty, q8_narrow16(r[0], r[1]));
+                memcpy(out + j, ty, nt);
+            }
         }
 #endif
         return;

@@ -362,6 +362,13 @@ static int case_add(const kwsn_kernel_table *kt, unsigned cse) {
     p.m_o = (int32_t)((1u << 30) + (rnd() % (1u << 30)));
     p.s_a = rnd_in(-31, 0), p.s_b = rnd_in(-31, 0);
     p.s_o = rnd() % 8u == 0 ? rnd_in(1, 4) : rnd_in(-31, 0);
+    if (rnd() % 2u) { /* as the quantiser sets them: (q - zp) << 20, input shifts near 0 and
+                       * the output's near -21 (codes spread over int8, ties of both
+                       * roundings reached) */
+        p.left_shift = rnd() % 4u ? 20 : rnd_in(15, 22);
+        p.s_a = rnd_in(-3, 0), p.s_b = rnd_in(-3, 0);
+        p.s_o = -(p.left_shift + 1) + rnd_in(-2, 2);
+    }
     p.act_min = rnd() % 4u == 0 ? p.zp_out : -128;
     p.act_max = 127;
     int8_t *a = xmalloc(n), *b = xmalloc(n), *got = xmalloc(n), *want = xmalloc(n);
