@@ -2399,6 +2399,29 @@ KWSN_INLINE void q8_ln_ztab_fill(q8_ln_ztab *t, const int32_t *lut) {
     }
 }
 
+/* The codes x[0 .. min(left, 32)) as 16-bit table indices c (the code + 128; the rest 0 + 128)
+ * and their bits 6 and 7 as masks, for q8_ln_look16. */
+KWSN_INLINE __m512i q8_ln_index(const int8_t *x, __mmask32 mk, __mmask32 *m6, __mmask32 *m7) {
+    const __m512i b7 = _mm512_set1_epi16(128);
+    const __m512i c = _mm512_xor_si512(
+        _mm512_cvtepu8_epi16(_mm512_castsi512_si256(
+            _mm512_maskz_loadu_epi8((__mmask64)mk, (const void *)x))), b7);
+    *m6 = _mm512_test_epi16_mask(c, _mm512_set1_epi16(64));
+    *m7 = _mm512_test_epi16_mask(c, b7);
+    return c;
+}
+
+/* 32 entries of a 256-entry 16-bit table in 8 registers: a word permute per 64 entries (index
+ * bits 0..5), a blend tree on bits 6, 7 */
+KWSN_INLINE __m512i q8_ln_look16(const __m512i *tab, __m512i c, __mmask32 m6, __mmask32 m7) {
+    return _mm512_mask_blend_epi16(
+        m7,
+        _mm512_mask_blend_epi16(m6, _mm512_permutex2var_epi16(tab[0], c, tab[1]),
+                                _mm512_permutex2var_epi16(tab[2], c, tab[3])),
+        _mm512_mask_blend_epi16(m6, _mm512_permutex2var_epi16(tab[4], c, tab[5]),
+                                _mm512_permutex2var_epi16(tab[6], c, tab[7])));
+}
+
 /* Z G + (B << b) of the codes x[0 .. min(left, 32)) as int32 lanes: *va holds elements
  * 8 l + 0..3 and *vb elements 8 l + 4..7 of each 128-bit lane l. vpunpcklwd / vpunpckhwd of
  * the halves rebuild Z exactly in that order; gamma and beta are widened the same way (the
@@ -2407,24 +2430,10 @@ KWSN_INLINE void q8_ln_ztab_fill(q8_ln_ztab *t, const int32_t *lut) {
 KWSN_INLINE void q8_ln_acc32(__m512i *va, __m512i *vb, const q8_ln_ztab *t, const int8_t *x,
                              const int8_t *gamma, const uint8_t *beta, uint32_t left,
                              __m128i bcnt) {
-    const __m512i b6 = _mm512_set1_epi16(64), b7 = _mm512_set1_epi16(128);
     const __mmask32 mk = left >= 32u ? ~(__mmask32)0 : (((__mmask32)1 << left) - 1u);
-    const __m512i c = _mm512_xor_si512(
-        _mm512_cvtepu8_epi16(_mm512_castsi512_si256(
-            _mm512_maskz_loadu_epi8((__mmask64)mk, (const void *)x))), b7);
-    const __mmask32 m6 = _mm512_test_epi16_mask(c, b6), m7 = _mm512_test_epi16_mask(c, b7);
-    const __m512i zl = _mm512_mask_blend_epi16(
-        m7,
-        _mm512_mask_blend_epi16(m6, _mm512_permutex2var_epi16(t->tl[0], c, t->tl[1]),
-                                _mm512_permutex2var_epi16(t->tl[2], c, t->tl[3])),
-        _mm512_mask_blend_epi16(m6, _mm512_permutex2var_epi16(t->tl[4], c, t->tl[5]),
-                                _mm512_permutex2var_epi16(t->tl[6], c, t->tl[7])));
-    const __m512i zh = _mm512_mask_blend_epi16(
-        m7,
-        _mm512_mask_blend_epi16(m6, _mm512_permutex2var_epi16(t->th[0], c, t->th[1]),
-                                _mm512_permutex2var_epi16(t->th[2], c, t->th[3])),
-        _mm512_mask_blend_epi16(m6, _mm512_permutex2var_epi16(t->th[4], c, t->th[5]),
-                                _mm512_permutex2var_epi16(t->th[6], c, t->th[7])));
+    __mmask32 m6, m7;
+    const __m512i c = q8_ln_index(x, mk, &m6, &m7);
+    const __m512i zl = q8_ln_look16(t->tl, c, m6, m7), zh = q8_ln_look16(t->th, c, m6, m7);
     const __m512i g16 = _mm512_cvtepi8_epi16(_mm512_castsi512_si256(
         _mm512_maskz_loadu_epi8((__mmask64)mk, (const void *)gamma)));
     const __m512i b16 = _mm512_maskz_loadu_epi16(mk, (const void *)beta);
@@ -2446,18 +2455,10 @@ KWSN_INLINE void q8_ln_acc32(__m512i *va, __m512i *vb, const q8_ln_ztab *t, cons
 KWSN_INLINE void q8_ln_acc32_w16(__m512i *va, __m512i *vb, const q8_ln_ztab *t, const int8_t *x,
                                  const int8_t *gamma, const uint8_t *beta, uint32_t left,
                                  __m512i pw) {
-    const __m512i b6 = _mm512_set1_epi16(64), b7 = _mm512_set1_epi16(128);
     const __mmask32 mk = left >= 32u ? ~(__mmask32)0 : (((__mmask32)1 << left) - 1u);
-    const __m512i c = _mm512_xor_si512(
-        _mm512_cvtepu8_epi16(_mm512_castsi512_si256(
-            _mm512_maskz_loadu_epi8((__mmask64)mk, (const void *)x))), b7);
-    const __mmask32 m6 = _mm512_test_epi16_mask(c, b6), m7 = _mm512_test_epi16_mask(c, b7);
-    const __m512i z = _mm512_mask_blend_epi16(
-        m7,
-        _mm512_mask_blend_epi16(m6, _mm512_permutex2var_epi16(t->tl[0], c, t->tl[1]),
-                                _mm512_permutex2var_epi16(t->tl[2], c, t->tl[3])),
-        _mm512_mask_blend_epi16(m6, _mm512_permutex2var_epi16(t->tl[4], c, t->tl[5]),
-                                _mm512_permutex2var_epi16(t->tl[6], c, t->tl[7])));
+    __mmask32 m6, m7;
+    const __m512i c = q8_ln_index(x, mk, &m6, &m7); /* m6, m7 set before their use */
+    const __m512i z = q8_ln_look16(t->tl, c, m6, m7);
     const __m512i g16 = _mm512_cvtepi8_epi16(_mm512_castsi512_si256(
         _mm512_maskz_loadu_epi8((__mmask64)mk, (const void *)gamma)));
     const __m512i b16 = _mm512_maskz_loadu_epi16(mk, (const void *)beta);
