@@ -600,7 +600,10 @@ def test_layernorm_relu_fusion_is_the_same_bits(cbuild: Path, tmp_path: Path) ->
     """prepare fuses each LayerNorm + in-place ReLU into one pass (when both run): the fused
     output equals ReLU applied to the LayerNorm's own output (kwsn_forward_until stopping
     between them runs the LayerNorm alone) bit for bit, on every kernel path, with NaN rows
-    propagating as torch.relu does."""
+    propagating as torch.relu does. And LayerNorm -> ReLU -> MaxPool1d(4) in one pass (the
+    normalised values never written): the pool's output equals torch's max_pool1d of that
+    ReLU output bit for bit (rows of 1000, 250 and 62: several buffers per row, windows left
+    over at a row's end), NaN windows included."""
     import os
 
     torch.manual_seed(0)
@@ -626,12 +629,20 @@ def test_layernorm_relu_fusion_is_the_same_bits(cbuild: Path, tmp_path: Path) ->
             assert cm.isa == isa
             lns = [i for i, n in enumerate(cm.layer_names) if n == "LayerNorm"]
             assert lns and all(cm.layer_names[i + 1] == "ReLU" for i in lns)
-            for i in lns:
+            assert len(lns) == 3
+            for i, row in zip(lns, (1000, 250, 62), strict=True):
                 ln = cm.forward_until(x, i + 1)
                 fused = cm.forward_until(x, i + 2)
                 want = np.where(ln < 0.0, np.float32(0.0), ln)
                 assert fused.tobytes() == want.tobytes(), (isa, i)
                 assert np.isnan(fused[2]).any() and not np.isnan(fused[:2]).any()
+                assert cm.layer_names[i + 2] == "MaxPool1d"
+                pooled = cm.forward_until(x, i + 3)
+                rows = torch.from_numpy(want.reshape(3, -1, row))
+                want_p = torch.nn.functional.max_pool1d(rows, 4).numpy().reshape(3, -1)
+                assert pooled.shape == want_p.shape, (isa, i)
+                assert pooled.tobytes() == want_p.tobytes(), (isa, i)
+                assert np.isnan(pooled[2]).any() and not np.isnan(pooled[:2]).any()
 
 
 def test_fp_contract_rule_is_in_the_source(cbuild: Path, golden: Path, tmp_path: Path) -> None:

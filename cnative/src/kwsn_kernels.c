@@ -68,6 +68,10 @@
 #define KWSN_VW 0
 #endif
 
+#if KWSN_VW >= 8
+#include <immintrin.h>
+#endif
+
 #if KWSN_VW
 typedef float kwsn_vf __attribute__((vector_size(KWSN_VW * 4)));
 /* Positions per conv register tile: two vectors. */
@@ -446,47 +450,62 @@ static void ln_moments(const float *x, uint32_t n, KWSN_LN_ACC *mean, KWSN_LN_AC
     uint32_t j = 0;
     KWSN_LN_ACC s = 0, v = 0;
 #if KWSN_VW == 16 && !defined(KWSN_LN_FLOAT_ACC)
-    /* 4 zmm of 8 doubles: lanes 8a + b */
-    typedef float f8 __attribute__((vector_size(32)));
-    typedef double d8 __attribute__((vector_size(64)));
-    d8 s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
-    for (; j + 32 <= n; j += 32) {
-        f8 a0, a1, a2, a3;
-        memcpy(&a0, x + j, sizeof(a0));
-        memcpy(&a1, x + j + 8, sizeof(a1));
-        memcpy(&a2, x + j + 16, sizeof(a2));
-        memcpy(&a3, x + j + 24, sizeof(a3));
-        s0 += __builtin_convertvector(a0, d8);
-        s1 += __builtin_convertvector(a1, d8);
-        s2 += __builtin_convertvector(a2, d8);
-        s3 += __builtin_convertvector(a3, d8);
+    /* 4 zmm of 8 doubles: lanes 8a + b. vcvtps2pd zmm by intrinsic: gcc 12 turned
+     * __builtin_convertvector(f8 -> d8) into ymm conversions and inserts (the same sums) */
+    __m512d sv[4], qv[4];
+    for (int a = 0; a < 4; a++) sv[a] = _mm512_setzero_pd();
+    for (; j + 32 <= n; j += 32)
+        for (int a = 0; a < 4; a++)
+            sv[a] = _mm512_add_pd(sv[a], _mm512_cvtps_pd(_mm256_loadu_ps(x + j + 8 * a)));
+    for (int a = 0; a < 4; a++) {
+        double t[8];
+        _mm512_storeu_pd(t, sv[a]);
+        for (int u = 0; u < 8; u++) s += t[u];
     }
-    for (int u = 0; u < 8; u++) s += s0[u];
-    for (int u = 0; u < 8; u++) s += s1[u];
-    for (int u = 0; u < 8; u++) s += s2[u];
-    for (int u = 0; u < 8; u++) s += s3[u];
     for (uint32_t t = j; t < n; t++) s += x[t];
     const double m = s / (double)n;
-    d8 q0 = {0}, q1 = {0}, q2 = {0}, q3 = {0};
-    for (j = 0; j + 32 <= n; j += 32) {
-        f8 a0, a1, a2, a3;
-        memcpy(&a0, x + j, sizeof(a0));
-        memcpy(&a1, x + j + 8, sizeof(a1));
-        memcpy(&a2, x + j + 16, sizeof(a2));
-        memcpy(&a3, x + j + 24, sizeof(a3));
-        const d8 d0 = __builtin_convertvector(a0, d8) - m, d1 = __builtin_convertvector(a1, d8) - m;
-        const d8 d2 = __builtin_convertvector(a2, d8) - m, d3 = __builtin_convertvector(a3, d8) - m;
-        q0 += d0 * d0;
-        q1 += d1 * d1;
-        q2 += d2 * d2;
-        q3 += d3 * d3;
+    const __m512d mv = _mm512_set1_pd(m);
+    for (int a = 0; a < 4; a++) qv[a] = _mm512_setzero_pd();
+    for (j = 0; j + 32 <= n; j += 32)
+        for (int a = 0; a < 4; a++) {
+            const __m512d d = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + j + 8 * a)), mv);
+            qv[a] = _mm512_add_pd(qv[a], _mm512_mul_pd(d, d));
+        }
+    for (int a = 0; a < 4; a++) {
+        double t[8];
+        _mm512_storeu_pd(t, qv[a]);
+        for (int u = 0; u < 8; u++) v += t[u];
     }
-    for (int u = 0; u < 8; u++) v += q0[u];
-    for (int u = 0; u < 8; u++) v += q1[u];
-    for (int u = 0; u < 8; u++) v += q2[u];
-    for (int u = 0; u < 8; u++) v += q3[u];
-#elif (KWSN_VW == 8 || KWSN_VW == 4) && !defined(KWSN_LN_FLOAT_ACC)
-    /* 8 ymm (or xmm pairs) of 4 doubles: lanes 4a + b; a 64-byte vector would spill on AVX2 */
+#elif KWSN_VW == 8 && !defined(KWSN_LN_FLOAT_ACC)
+    /* 8 ymm of 4 doubles: lanes 4a + b; a 64-byte vector would spill on AVX2. vcvtps2pd by
+     * intrinsic: gcc 12 turned __builtin_convertvector(f4 -> d4) into two-lane conversions,
+     * inserts and stack round trips (~1 cycle per element; the same sums) */
+    __m256d sv[8], qv[8];
+    for (int a = 0; a < 8; a++) sv[a] = _mm256_setzero_pd();
+    for (; j + 32 <= n; j += 32)
+        for (int a = 0; a < 8; a++)
+            sv[a] = _mm256_add_pd(sv[a], _mm256_cvtps_pd(_mm_loadu_ps(x + j + 4 * a)));
+    for (int a = 0; a < 8; a++) {
+        double t[4];
+        _mm256_storeu_pd(t, sv[a]);
+        for (int u = 0; u < 4; u++) s += t[u];
+    }
+    for (uint32_t t = j; t < n; t++) s += x[t];
+    const double m = s / (double)n;
+    const __m256d mv = _mm256_set1_pd(m);
+    for (int a = 0; a < 8; a++) qv[a] = _mm256_setzero_pd();
+    for (j = 0; j + 32 <= n; j += 32)
+        for (int a = 0; a < 8; a++) {
+            const __m256d d = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x + j + 4 * a)), mv);
+            qv[a] = _mm256_add_pd(qv[a], _mm256_mul_pd(d, d));
+        }
+    for (int a = 0; a < 8; a++) {
+        double t[4];
+        _mm256_storeu_pd(t, qv[a]);
+        for (int u = 0; u < 4; u++) v += t[u];
+    }
+#elif KWSN_VW == 4 && !defined(KWSN_LN_FLOAT_ACC)
+    /* 8 xmm pairs of 4 doubles: lanes 4a + b */
     typedef float f4 __attribute__((vector_size(16)));
     typedef double d4 __attribute__((vector_size(32)));
     d4 sv[8] = {{0}};
@@ -531,37 +550,64 @@ static void ln_moments(const float *x, uint32_t n, KWSN_LN_ACC *mean, KWSN_LN_AC
     *mean = m;
     *ssd = v;
 }
+/* The LayerNorm's elementwise pass over len elements: y = (x - mean) * rstd * g + b in
+ * PyTorch's order (g, b NULL: no affine), then the ReLU when `relu`. Safe in place. */
+KWSN_INLINE void ln_affine(float *y, const float *x, const float *g, const float *b, float mean,
+                           float rstd, uint32_t len, int relu) {
+    uint32_t j;
+    if (g && relu) {
+        for (j = 0; j < len; j++) {
+            const float t = (x[j] - mean) * rstd * g[j] + b[j];
+            y[j] = t < 0.0f ? 0.0f : t;
+        }
+    } else if (g) {
+        for (j = 0; j < len; j++) y[j] = (x[j] - mean) * rstd * g[j] + b[j];
+    } else if (relu) {
+        for (j = 0; j < len; j++) {
+            const float t = (x[j] - mean) * rstd;
+            y[j] = t < 0.0f ? 0.0f : t;
+        }
+    } else {
+        for (j = 0; j < len; j++) y[j] = (x[j] - mean) * rstd;
+    }
+}
+
 /* LayerNorm over the last n elements of each of `outer` rows: mean, then biased variance,
  * eps inside the sqrt, then (x - mean) * rstd * gamma + beta, in PyTorch's order; with
  * `relu`, a following ReLU is applied in the same pass (the same bits as the two layers).
- * gamma/beta may be NULL (no elementwise affine). Safe in place (out == in). */
+ * gamma/beta may be NULL (no elementwise affine). pool == 1: out is [outer][n], safe in place
+ * (out == in). pool > 1 (at most KWSN_LN_POOL_MAX; kwsn_model.c fuses LayerNorm [-> ReLU] ->
+ * MaxPool1d(pool, stride pool)): each group of n is n / row rows of `row` elements and out
+ * gets each row's row / pool window maxima (the MaxPool's output), the normalised values
+ * passing through a stack buffer, never through out: the same bits as the layers one by one,
+ * without writing and reading back the two full-size tensors. Never in place. */
 static void KWSN_K(kwsn_layernorm_f32)(float *out, const float *in, const float *gamma,
                                        const float *beta, float eps, uint32_t outer, uint32_t n,
-                                       int relu) {
+                                       int relu, uint32_t pool, uint32_t row) {
+    const uint32_t rows = pool > 1u ? n / row : 0u, wpr = pool > 1u ? row / pool : 0u;
     for (uint32_t r = 0; r < outer; r++) {
         const float *x = in + (size_t)r * n;
-        float *y = out + (size_t)r * n;
         KWSN_LN_ACC mean_acc, v;
         ln_moments(x, n, &mean_acc, &v);
         const float mean = (float)mean_acc;
         const float var = (float)(v / (KWSN_LN_ACC)n);
         const float rstd = 1.0f / sqrtf(var + eps);
-        uint32_t j;
-        if (gamma && relu) {
-            for (j = 0; j < n; j++) {
-                const float t = (x[j] - mean) * rstd * gamma[j] + beta[j];
-                y[j] = t < 0.0f ? 0.0f : t;
-            }
-        } else if (gamma) {
-            for (j = 0; j < n; j++) y[j] = (x[j] - mean) * rstd * gamma[j] + beta[j];
-        } else if (relu) {
-            for (j = 0; j < n; j++) {
-                const float t = (x[j] - mean) * rstd;
-                y[j] = t < 0.0f ? 0.0f : t;
-            }
-        } else {
-            for (j = 0; j < n; j++) y[j] = (x[j] - mean) * rstd;
+        if (pool <= 1u) {
+            ln_affine(out + (size_t)r * n, x, gamma, beta, mean, rstd, n, relu);
+            continue;
         }
+        float *y = out + (size_t)r * rows * wpr;
+        const uint32_t per = KWSN_LN_POOL_MAX / pool; /* windows per buffer, >= 1 */
+        for (uint32_t q = 0; q < rows; q++)
+            for (uint32_t w0 = 0; w0 < wpr; w0 += per) {
+                const uint32_t nw = wpr - w0 < per ? wpr - w0 : per;
+                const size_t off = (size_t)q * row + (size_t)w0 * pool;
+                float buf[KWSN_LN_POOL_MAX];
+                ln_affine(buf, x + off, gamma ? gamma + off : NULL, beta ? beta + off : NULL,
+                          mean, rstd, nw * pool, relu);
+                KWSN_K(kwsn_maxpool1d_f32)(y + (size_t)q * wpr + w0, buf, 1u, nw * pool, pool,
+                                           pool, nw);
+            }
     }
 }
 

@@ -17,6 +17,9 @@
  * reads up to this far past the end. Independent of the path, so the arena is too. */
 #define KWSN_CONV_SLACK 32
 
+/* The float LayerNorm -> MaxPool1d pass's stack buffer (floats): pools up to this window. */
+#define KWSN_LN_POOL_MAX 512u
+
 /* Shape of a general Conv1d: weight [C_out][C_in / groups][k], zero padding `pad` on both
  * sides, L_out = (L + 2 pad - dil (k - 1) - 1) / stride + 1 (prepare checked all of it). */
 typedef struct {
@@ -135,9 +138,12 @@ typedef struct {
                       uint32_t stride, uint32_t L_out);
     void (*conv1d_same)(float *out, const float *in, const float *w, const float *b,
                         uint32_t C_in, uint32_t C_out, uint32_t L, uint32_t k, float *scratch);
-    /* relu != 0: ReLU applied in the same pass (LayerNorm + ReLU fused, same bits) */
+    /* relu != 0: ReLU applied in the same pass (LayerNorm + ReLU fused, same bits);
+     * pool > 1: then MaxPool1d(pool, stride pool) over rows of `row` elements, out being the
+     * pool's output (pool <= KWSN_LN_POOL_MAX; same bits; never in place) */
     void (*layernorm)(float *out, const float *in, const float *gamma, const float *beta,
-                      float eps, uint32_t outer, uint32_t n, int relu);
+                      float eps, uint32_t outer, uint32_t n, int relu, uint32_t pool,
+                      uint32_t row);
     void (*relu)(float *out, const float *in, uint32_t n);
     void (*adaptive_avgpool1)(float *out, const float *in, uint32_t C, uint32_t L);
     void (*linear)(float *out, const float *in, const float *w, const float *b, uint32_t n_in,

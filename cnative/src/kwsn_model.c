@@ -113,9 +113,9 @@ typedef struct {
     uint64_t ops;      /* arithmetic operations per sample (multiply and add count 1 each) */
     uint32_t fuse_relu; /* LayerNorm: the next layer is a ReLU of this output only, in place;
                          * when both run, one pass computes both (set by prepare) */
-    uint32_t fuse_next; /* int8 LayerNorm: 1 (a MaxPool1d) or 2 (a ReLU, then a MaxPool1d):
+    uint32_t fuse_next; /* LayerNorm: 1 (a MaxPool1d) or 2 (a ReLU, then a MaxPool1d):
                          * when all run, one pass writes the pool's output alone
-                         * (run_layernorm_pool_q8; set by prepare); 0 none */
+                         * (run_layernorm_pool[_q8]; set by prepare); 0 none */
     kwsn_qparams in_q, in2_q; /* int8 models: the input tensors' quantisation */
     const char *why; /* why prepare refused its parameters (a check's source text), or NULL */
     const void *packed; /* its tables in the caller's buffer (kwsn_model_set_tables: an int8
@@ -277,7 +277,19 @@ static void layernorm_maybe_relu(const kwsn_kernel_table *kt, const kwsn_layer *
     const float *f = l->desc.floats;
     const float *g = I(l, 3) ? f + 1 : NULL;
     const float *b = I(l, 3) ? f + 1 + n : NULL;
-    kt->layernorm(out, in, g, b, f[0], (uint32_t)(shape_numel(l->in) / n), n, relu);
+    kt->layernorm(out, in, g, b, f[0], (uint32_t)(shape_numel(l->in) / n), n, relu, 1u, n);
+}
+
+/* LayerNorm l, then (the layers fuse_next says) a ReLU and the MaxPool mp, in one pass: out
+ * is mp's output (the same bits; the LayerNorm's and the ReLU's outputs are never written). */
+static void run_layernorm_pool(const kwsn_kernel_table *kt, const kwsn_layer *l, int relu,
+                               const kwsn_layer *mp, const float *in, float *out) {
+    uint32_t n = (uint32_t)I(l, 1) * (uint32_t)I(l, 2);
+    const float *f = l->desc.floats;
+    const float *g = I(l, 3) ? f + 1 : NULL;
+    const float *b = I(l, 3) ? f + 1 + n : NULL;
+    kt->layernorm(out, in, g, b, f[0], (uint32_t)(shape_numel(l->in) / n), n, relu,
+                  (uint32_t)I(mp, 0), mp->in.dim[1]);
 }
 
 static void run_layernorm(const kwsn_kernel_table *kt, const kwsn_layer *l,
@@ -1548,16 +1560,18 @@ static kwsn_status prepare_layers(kwsn_model *m, const kwsn_limits *limits) {
         l->fuse_relu = l->desc.type == KWSN_LAYER_LAYERNORM && r->desc.type == KWSN_LAYER_RELU &&
                        r->desc.inputs[0] == i + 1u && l->last_use == i + 1u && r->slot == l->slot;
     }
-    /* int8: LayerNorm [-> ReLU] -> MaxPool1d(k, stride k) in one pass where each tensor of
-     * the chain is read by the next layer alone (the pass writes neither the LayerNorm's nor
-     * the ReLU's output) and the pool's slot is not the LayerNorm input's (the pass reads
-     * the input row by row as it writes the windows: never in place) */
+    /* LayerNorm [-> ReLU] -> MaxPool1d(k, stride k) in one pass where each tensor of the
+     * chain is read by the next layer alone (the pass writes neither the LayerNorm's nor the
+     * ReLU's output) and the pool's slot is not the LayerNorm input's (the pass reads the
+     * input row by row as it writes the windows: never in place); float: k <= the kernel's
+     * buffer, KWSN_LN_POOL_MAX. (An int8 layer's own ints start after 3 common ones.) */
+    const uint32_t q8 = m->int8 ? KWSN_INT8_FLAG : 0u, o = m->int8 ? 3u : 0u;
     for (uint32_t i = 0; i < m->n_layers; i++) {
         kwsn_layer *l = &m->layers[i];
         l->fuse_next = 0;
-        if (!m->int8 || l->desc.type != (KWSN_LAYER_LAYERNORM | KWSN_INT8_FLAG)) continue;
+        if (l->desc.type != (KWSN_LAYER_LAYERNORM | q8)) continue;
         uint32_t prev = i, j = i + 1u;
-        if (j < m->n_layers && m->layers[j].desc.type == (KWSN_LAYER_RELU | KWSN_INT8_FLAG) &&
+        if (j < m->n_layers && m->layers[j].desc.type == (KWSN_LAYER_RELU | q8) &&
             m->layers[j].desc.inputs[0] == i + 1u && l->last_use == j) {
             prev = j;
             j++;
@@ -1565,11 +1579,12 @@ static kwsn_status prepare_layers(kwsn_model *m, const kwsn_limits *limits) {
         if (j >= m->n_layers) continue;
         const kwsn_layer *mp = &m->layers[j];
         const uint32_t in_t = l->desc.inputs[0];
-        const uint64_t group = (uint64_t)QI(l, 1) * (uint64_t)QI(l, 2);
-        if (mp->desc.type != (KWSN_LAYER_MAXPOOL1D | KWSN_INT8_FLAG) ||
-            mp->desc.inputs[0] != prev + 1u || m->layers[prev].last_use != j ||
-            QI(mp, 0) != QI(mp, 1) || mp->in.ndim != 2u || mp->in.dim[1] == 0u ||
-            group % mp->in.dim[1] != 0u || (in_t > 0u && m->layers[in_t - 1u].slot == mp->slot))
+        const uint64_t group = (uint64_t)I(l, o + 1u) * (uint64_t)I(l, o + 2u);
+        if (mp->desc.type != (KWSN_LAYER_MAXPOOL1D | q8) || mp->desc.inputs[0] != prev + 1u ||
+            m->layers[prev].last_use != j || I(mp, o) != I(mp, o + 1u) || mp->in.ndim != 2u ||
+            mp->in.dim[1] == 0u || group % mp->in.dim[1] != 0u ||
+            (!q8 && (uint32_t)I(mp, 0) > KWSN_LN_POOL_MAX) ||
+            (in_t > 0u && m->layers[in_t - 1u].slot == mp->slot))
             continue;
         l->fuse_next = j - i;
     }
@@ -2026,6 +2041,13 @@ static void forward_from(const kwsn_model *m, uint8_t *base, const float *input,
         const float *b = l->desc.n_inputs > 1 ? tensor_ptr(m, base, input, l->desc.inputs[1])
                                               : NULL;
         float *y = (float *)(void *)(base + m->layers[l->slot].slot_off);
+        if (l->fuse_next && i + l->fuse_next < n_run) {
+            const kwsn_layer *mp = &m->layers[i + l->fuse_next];
+            run_layernorm_pool(kt, l, l->fuse_next == 2u, mp, a,
+                               (float *)(void *)(base + m->layers[mp->slot].slot_off));
+            i += l->fuse_next;
+            continue;
+        }
         if (l->fuse_relu && i + 1u < n_run) { /* the ReLU writes the same slot */
             layernorm_maybe_relu(kt, l, a, y, 1);
             i++;
