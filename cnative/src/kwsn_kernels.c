@@ -2380,6 +2380,36 @@ static void KWSN_K(kwsn_quantize_q8)(int8_t *out, const float *x, size_t n, floa
     {
         const __m256 sv = _mm256_set1_ps(scale), zv = _mm256_set1_ps(fzp),
                      lov = _mm256_set1_ps(lo), hiv = _mm256_set1_ps(127.0f);
+        /* 32 a step by the reciprocal, as AVX-512's 64 above (the same argument; vdivps was
+         * this loop's bound too): sat8 by vpackssdw, vpaddsw, vpacksswb within each 128-bit
+         * lane, then one vpermd puts the four vectors' dwords of codes in order */
+        const __m256 chi = _mm256_set1_ps(127.0f - fzp), iv = _mm256_set1_ps(1.0f / scale),
+                     near = _mm256_set1_ps(0.5f - 0x1p-14f),
+                     absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+        const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        const __m256i zpw = _mm256_set1_epi16((int16_t)zp), lob = _mm256_set1_epi8((char)act_min);
+        const int by_recip = scale >= 0x1p-100f && scale <= 0x1p100f;
+        for (; by_recip && j + 32u <= n; j += 32u) {
+            __m256 v[4], flag = _mm256_setzero_ps();
+            for (uint32_t q = 0; q < 4u; q++) {
+                const __m256 y = _mm256_min_ps(chi, _mm256_mul_ps(_mm256_loadu_ps(x + j + 8u * q), iv));
+                v[q] = _mm256_round_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                flag = _mm256_or_ps(flag, _mm256_cmp_ps(_mm256_and_ps(_mm256_sub_ps(y, v[q]), absm),
+                                                        near, _CMP_GE_OQ));
+            }
+            if (_mm256_movemask_ps(flag))
+                for (uint32_t q = 0; q < 4u; q++)
+                    v[q] = _mm256_round_ps(
+                        _mm256_min_ps(chi, _mm256_div_ps(_mm256_loadu_ps(x + j + 8u * q), sv)),
+                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            const __m256i w01 = _mm256_adds_epi16(
+                _mm256_packs_epi32(_mm256_cvttps_epi32(v[0]), _mm256_cvttps_epi32(v[1])), zpw);
+            const __m256i w23 = _mm256_adds_epi16(
+                _mm256_packs_epi32(_mm256_cvttps_epi32(v[2]), _mm256_cvttps_epi32(v[3])), zpw);
+            _mm256_storeu_si256((__m256i *)(void *)(out + j),
+                                _mm256_permutevar8x32_epi32(
+                                    _mm256_max_epi8(_mm256_packs_epi16(w01, w23), lob), order));
+        }
         for (; j + 8u <= n; j += 8u) {
             __m256 v = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(x + j), sv),
                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
