@@ -645,6 +645,63 @@ def test_layernorm_relu_fusion_is_the_same_bits(cbuild: Path, tmp_path: Path) ->
                 assert np.isnan(pooled[2]).any() and not np.isnan(pooled[:2]).any()
 
 
+@pytest.mark.parametrize(
+    ("norm", "relu", "k", "shape"),
+    [
+        ("2d", True, 2, (6, 1100)),  # rows of 1100: 550 windows, over two 512-float buffers
+        ("2d", True, 3, (5, 1001)),  # windows left over, 170 a buffer
+        ("last", True, 7, (4, 300)),  # LayerNorm over the last dim: a group is one row
+        ("2d", False, 5, (3, 64)),  # no ReLU between them
+        ("noaffine", True, 4, (4, 9)),
+        ("2d", True, 600, (2, 1300)),  # a window over the buffer: not fused, the same bits
+    ],
+)
+def test_layernorm_pool_fusion_any_window(
+    cbuild: Path, tmp_path: Path, norm: str, relu: bool, k: int, shape: tuple[int, int]
+) -> None:
+    """LayerNorm [-> ReLU] -> MaxPool1d(k) as one float pass for any k the buffer holds (and
+    layer by layer beyond it): the pool's output equals torch's max_pool1d of the C
+    LayerNorm's own output (a prefix that stops there) bit for bit, on every kernel path."""
+    import os
+
+    torch.manual_seed(1)
+    ln = {
+        "2d": nn.LayerNorm(list(shape)),
+        "last": nn.LayerNorm(shape[1]),
+        "noaffine": nn.LayerNorm(list(shape), elementwise_affine=False),
+    }[norm]
+    layers = [ln, nn.ReLU()] if relu else [ln]
+    m = gen_golden._randomize_norms(nn.Sequential(*layers, nn.MaxPool1d(k)))
+    f = tmp_path / "lnpool.kwsn"
+    write_model(collect_named_layers(m), shape, f)
+    x = np.random.default_rng(k).standard_normal((3, *shape)).astype(np.float32)
+    x[2, 0, 1] = np.nan  # a NaN group
+    want_t = m(torch.from_numpy(x)).detach().numpy().reshape(3, -1)
+    flags = cpu_flags()
+    for isa, flag in _ISA_FLAG.items():
+        if flag is not None and flag not in flags:
+            continue
+        old = os.environ.get("KWSN_ISA")
+        os.environ["KWSN_ISA"] = isa
+        try:
+            cm = CModel(f)
+        finally:
+            if old is None:
+                os.environ.pop("KWSN_ISA", None)
+            else:
+                os.environ["KWSN_ISA"] = old
+        with cm:
+            assert cm.isa == isa
+            assert cm.layer_names[-1] == "MaxPool1d"
+            n = len(layers)
+            normed = cm.forward_until(x, n).reshape(3, *shape)  # LayerNorm [+ ReLU], unpooled
+            want = torch.nn.functional.max_pool1d(torch.from_numpy(normed), k).numpy()
+            got = cm.forward_until(x, n + 1)
+            assert got.tobytes() == want.reshape(3, -1).tobytes(), isa
+            assert np.isnan(got[2]).any() and not np.isnan(got[:2]).any()
+            np.testing.assert_allclose(got[:2], want_t[:2], rtol=1e-5, atol=1e-5)
+
+
 def test_fp_contract_rule_is_in_the_source(cbuild: Path, golden: Path, tmp_path: Path) -> None:
     """Built with flags that invite FMA contraction (gnu99, -mfma, -ffp-contract=fast), the
     kernels still round every multiply and add: the pragma in kwsn_kernels.c rules, and
