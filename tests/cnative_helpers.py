@@ -120,6 +120,14 @@ def write_int8(graph: Graph, calibration: list[torch.Tensor], path: Path) -> Qua
     return q
 
 
+def cmodel_on(path: Path, isa: str) -> CModel:
+    """``CModel(path)`` prepared on kernel path ``isa`` (the runtime reads KWSN_ISA at
+    prepare; the environment is restored before returning)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KWSN_ISA", isa)
+        return CModel(path)
+
+
 def assert_codes_on_every_path(
     path: Path, x: torch.Tensor, ref: Sequence[torch.Tensor | None], layers: Iterable[int] = ()
 ) -> None:

@@ -22,7 +22,7 @@ from kwsnet.export.layers import collect_named_layers, input_shape_of
 from kwsnet.export.parity import LOGIT_RTOL, compare_predictions, logit_tolerance
 from kwsnet.export.runtime import CNATIVE_DIR, CModel, CRuntimeError, build_cnative, cpu_flags
 
-from .cnative_helpers import isa_paths
+from .cnative_helpers import cmodel_on, isa_paths
 
 BUILD = CNATIVE_DIR / "build"
 
@@ -604,28 +604,14 @@ def test_layernorm_relu_fusion_is_the_same_bits(cbuild: Path, tmp_path: Path) ->
     normalised values never written): the pool's output equals torch's max_pool1d of that
     ReLU output bit for bit (rows of 1000, 250 and 62: several buffers per row, windows left
     over at a row's end), NaN windows included."""
-    import os
-
     torch.manual_seed(0)
     m = gen_golden._randomize_norms(_FullSize("per_conv"))
     f = tmp_path / "full.kwsn"
     write_model(collect_named_layers(m), input_shape_of(m), f)
     x = (np.random.default_rng(3).standard_normal((3, 16000)) * 0.3).astype(np.float32)
     x[2, 100] = np.nan  # a NaN row through LayerNorm + ReLU
-    flags = cpu_flags()
-    for isa, flag in _ISA_FLAG.items():
-        if flag is not None and flag not in flags:
-            continue
-        old = os.environ.get("KWSN_ISA")
-        os.environ["KWSN_ISA"] = isa
-        try:
-            cm = CModel(f)
-        finally:
-            if old is None:
-                os.environ.pop("KWSN_ISA", None)
-            else:
-                os.environ["KWSN_ISA"] = old
-        with cm:
+    for isa in isa_paths():
+        with cmodel_on(f, isa) as cm:
             assert cm.isa == isa
             lns = [i for i, n in enumerate(cm.layer_names) if n == "LayerNorm"]
             assert lns and all(cm.layer_names[i + 1] == "ReLU" for i in lns)
@@ -662,8 +648,6 @@ def test_layernorm_pool_fusion_any_window(
     """LayerNorm [-> ReLU] -> MaxPool1d(k) as one float pass for any k the buffer holds (and
     layer by layer beyond it): the pool's output equals torch's max_pool1d of the C
     LayerNorm's own output (a prefix that stops there) bit for bit, on every kernel path."""
-    import os
-
     torch.manual_seed(1)
     ln = {
         "2d": nn.LayerNorm(list(shape)),
@@ -677,20 +661,8 @@ def test_layernorm_pool_fusion_any_window(
     x = np.random.default_rng(k).standard_normal((3, *shape)).astype(np.float32)
     x[2, 0, 1] = np.nan  # a NaN group
     want_t = m(torch.from_numpy(x)).detach().numpy().reshape(3, -1)
-    flags = cpu_flags()
-    for isa, flag in _ISA_FLAG.items():
-        if flag is not None and flag not in flags:
-            continue
-        old = os.environ.get("KWSN_ISA")
-        os.environ["KWSN_ISA"] = isa
-        try:
-            cm = CModel(f)
-        finally:
-            if old is None:
-                os.environ.pop("KWSN_ISA", None)
-            else:
-                os.environ["KWSN_ISA"] = old
-        with cm:
+    for isa in isa_paths():
+        with cmodel_on(f, isa) as cm:
             assert cm.isa == isa
             assert cm.layer_names[-1] == "MaxPool1d"
             n = len(layers)
