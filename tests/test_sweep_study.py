@@ -238,6 +238,48 @@ def test_duplicate_queued_run_is_given_up(tmp_path: Path, fake_fit: Path) -> Non
     assert trials[1].user_attrs["duplicate_of"] == 0
 
 
+POP_ALL = r"""
+import json, sys
+import optuna
+from kwsnet.sweep.study import open_storage
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+study = optuna.load_study(study_name="q", storage=open_storage(sys.argv[1]))
+got = []
+while True:
+    t = study.ask()
+    if "q" not in t.user_attrs:
+        study.tell(t, state=optuna.trial.TrialState.PRUNED)
+        break
+    got.append(t.user_attrs["q"])
+    try:
+        study.tell(t, 0.0)
+    except Exception:  # the trial another process popped too, and told first
+        pass
+print(json.dumps(got))
+"""
+
+
+def test_sqlite_storage_pops_each_queued_trial_once(tmp_path: Path) -> None:
+    """Three processes emptying one SQLite study's queue pop every queued trial exactly
+    once. (With the sqlite3 driver's own transactions, two read a trial WAITING before either
+    wrote it RUNNING: 3 processes popped 60 trials 70-73 times.)"""
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    study = optuna.create_study(study_name="q", storage=engine.open_storage(url))
+    n = 30
+    for i in range(n):
+        study.enqueue_trial({}, user_attrs={"q": i})
+    script = tmp_path / "pop_all.py"
+    script.write_text(POP_ALL)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [
+        subprocess.Popen([sys.executable, str(script), url], stdout=subprocess.PIPE, env=env)
+        for _ in range(3)
+    ]
+    popped = [q for p in procs for q in json.loads(p.communicate(timeout=300)[0])]
+    assert all(p.returncode == 0 for p in procs)
+    assert sorted(popped) == list(range(n))
+
+
 def test_stale_trial_is_failed_and_queued_again(tmp_path: Path, fake_fit: Path) -> None:
     """``requeue_stale`` fails a running trial silent for longer than the grace period and
     queues a copy that carries the run; a trial with a fresh heartbeat is left alone."""

@@ -12,8 +12,9 @@ How a sweep maps onto Optuna (see docs/sweeps.md):
   trial per (grid point × seed) that is neither done with the spec's content nor already
   queued or running (``Study.enqueue_trial``), the run's plan (run id, point, seed, run dir,
   command) in the trial's user attributes. A grid × seeds is a fixed queue of runs: the
-  storage moves a WAITING trial to RUNNING for exactly one ``Study.ask``, where Optuna's
-  ``GridSampler`` may hand one grid cell to two workers at once.
+  storage moves a WAITING trial to RUNNING for exactly one ``Study.ask`` (on SQLite only with
+  ``BEGIN IMMEDIATE`` transactions: ``_sqlite_storage``), where Optuna's ``GridSampler`` may
+  hand one grid cell to two workers at once.
 - **Workers** (``run_worker``) pop a trial, run it as the local runner does (one ``kwsnet fit``
   process, its own run dir, summary.json, wandb run) and tell the result: COMPLETE with the
   metric, or FAIL for a failed run (the sweep goes on). The ledger record the local runner would
@@ -119,16 +120,39 @@ def open_storage(url: str) -> Any:
                 "postgresql://..., mysql+pymysql://...) or a journal file (journal:path, or a "
                 f"path ending {' or '.join(JOURNAL_SUFFIXES)})"
             )
-        kwargs: dict[str, Any] = {}
         if url.startswith("sqlite:///"):
             Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-            # several worker processes write to one file: wait for its lock, don't fail
-            kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
-        return optuna.storages.RDBStorage(url, **kwargs)
+            return _sqlite_storage(optuna, url)
+        return optuna.storages.RDBStorage(url)
     except StudyError:
         raise
     except Exception as exc:
         raise StudyError(f"--storage {url!r}: Optuna cannot open it: {exc}") from exc
+
+
+def _sqlite_storage(optuna: Any, url: str) -> Any:
+    """An RDBStorage on a SQLite file whose transactions are serialised: each one starts with
+    ``BEGIN IMMEDIATE`` (the write lock), waiting up to 120 s for it.
+
+    Optuna pops a queued trial by reading it WAITING and writing it RUNNING in one transaction
+    (``SELECT ... FOR UPDATE`` on a server database). Python's sqlite3 driver begins a
+    transaction only before the first write, and SQLite has no ``FOR UPDATE``: two workers
+    both read the trial WAITING, both set it RUNNING, both run it (3 processes popping 60
+    queued trials popped 70-73 here; Optuna issue #4002). With the write lock taken at
+    ``BEGIN`` the second worker reads RUNNING and takes the next trial (SQLAlchemy's recipe
+    for serializable SQLite: the driver's own transaction handling off, ``BEGIN`` emitted on
+    the connection's begin event)."""
+    from sqlalchemy import event
+
+    storage = optuna.storages.RDBStorage(
+        url, engine_kwargs={"connect_args": {"timeout": 120, "isolation_level": None}}
+    )
+
+    @event.listens_for(storage.engine, "begin")
+    def _begin_immediate(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return storage
 
 
 def _spec_dict(spec: SweepSpec) -> dict[str, Any]:
