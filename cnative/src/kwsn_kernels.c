@@ -2181,96 +2181,14 @@ KWSN_INLINE __m256i q8_in_lanes(__m256i d, const q8_in_k *k) {
 #endif
 #endif
 
-static void KWSN_K(kwsn_add_q8)(int8_t *out, const int8_t *a, const int8_t *b, uint32_t n,
-                                const kwsn_q8_add *p) {
+/* One row of the int8 Add by the portable steps (the baseline path; any path for s_o > 0). */
+static void q8_add_row(int8_t *out, const int8_t *a, const int8_t *b, uint32_t n,
+                       const kwsn_q8_add *p) {
     const int32_t mul = (int32_t)1 << p->left_shift; /* left_shift <= 22: checked at load */
     /* in locals: an int8 store through out may alias *p as far as the compiler knows */
     const int32_t zp_a = p->zp_a, zp_b = p->zp_b, zp_out = p->zp_out, lo = p->act_min,
                   hi = p->act_max, m_a = p->m_a, m_b = p->m_b, m_o = p->m_o, s_a = p->s_a,
                   s_b = p->s_b, s_o = p->s_o;
-#if KWSN_Q8_MBQM_LANES == 16 || KWSN_Q8_MBQM_LANES == 8
-    if (s_o <= 0) {
-        /* all of it in int32 lanes, 16 codes per step (AVX-512) or 16 as two halves (AVX2):
-         * (x - zp) << left_shift (|x - zp| <= 255, left_shift <= 22: within int32, and the
-         * product by 2^left_shift as the scalar loop's), q8_mbqm_lanes = kwsn_mbqm_r per lane,
-         * the sum in int32 as below, then q8_rq_lanes32 = the clamp below (see q8_rq_consts).
-         * Each step reads its 16 codes of a and b before writing the same 16 of out, so in
-         * place stays safe. The same bits as the tile loop (test_q8_paths' Add cases). */
-        const q8_mbqm_k ka = q8_mbqm_consts(m_a, -s_a), kb = q8_mbqm_consts(m_b, -s_b);
-        const q8_rq_k ko = q8_rq_consts(m_o, s_o, zp_out, lo, hi);
-        const int split = p->left_shift >= 15; /* q8_in_lanes */
-        const q8_in_k ia = q8_in_consts(m_a, split ? p->left_shift : 15, -s_a),
-                      ib = q8_in_consts(m_b, split ? p->left_shift : 15, -s_b);
-        const __m128i ls = _mm_cvtsi32_si128(p->left_shift);
-        uint32_t j = 0;
-#if KWSN_Q8_MBQM_LANES == 16
-        const __m512i zav = _mm512_set1_epi32(zp_a), zbv = _mm512_set1_epi32(zp_b);
-        for (; j < n; j += 16u) {
-            const uint32_t nt = n - j < 16u ? n - j : 16u;
-            __m128i a8, b8;
-            if (nt == 16u) {
-                a8 = _mm_loadu_si128((const __m128i *)(const void *)(a + j));
-                b8 = _mm_loadu_si128((const __m128i *)(const void *)(b + j));
-            } else {
-                int8_t ta[16] = {0}, tb[16] = {0};
-                memcpy(ta, a + j, nt);
-                memcpy(tb, b + j, nt);
-                a8 = _mm_loadu_si128((const __m128i *)(const void *)ta);
-                b8 = _mm_loadu_si128((const __m128i *)(const void *)tb);
-            }
-            const __m512i da = _mm512_sub_epi32(_mm512_cvtepi8_epi32(a8), zav);
-            const __m512i db = _mm512_sub_epi32(_mm512_cvtepi8_epi32(b8), zbv);
-            const __m512i v =
-                split ? _mm512_add_epi32(q8_in_lanes(da, &ia), q8_in_lanes(db, &ib))
-                      : _mm512_add_epi32(q8_mbqm_lanes(_mm512_sll_epi32(da, ls), &ka),
-                                         q8_mbqm_lanes(_mm512_sll_epi32(db, ls), &kb));
-            const __m128i y = q8_rq_lanes(v, &ko);
-            if (nt == 16u) {
-                _mm_storeu_si128((__m128i *)(void *)(out + j), y);
-            } else {
-                int8_t ty[16];
-                _mm_storeu_si128((__m128i *)(void *)ty, y);
-                memcpy(out + j, ty, nt);
-            }
-        }
-#else
-        const __m256i zav = _mm256_set1_epi32(zp_a), zbv = _mm256_set1_epi32(zp_b);
-        for (; j < n; j += 16u) {
-            /* the last part (fewer than 16 codes) from zero-padded copies, as on AVX-512 (a
-             * scalar tail was ~30 % of a 101-code row's time: BroadcastAdd runs per row) */
-            const uint32_t nt = n - j < 16u ? n - j : 16u;
-            int8_t ta[16] = {0}, tb[16] = {0};
-            const int8_t *as = a + j, *bs = b + j;
-            if (nt < 16u) {
-                memcpy(ta, as, nt), memcpy(tb, bs, nt);
-                as = ta, bs = tb;
-            }
-            __m256i r[2];
-            for (uint32_t h = 0; h < 2u; h++) {
-                const __m256i da = _mm256_sub_epi32(
-                    _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(as + 8u * h))),
-                    zav);
-                const __m256i db = _mm256_sub_epi32(
-                    _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(bs + 8u * h))),
-                    zbv);
-                const __m256i v =
-                    split ? _mm256_add_epi32(q8_in_lanes(da, &ia), q8_in_lanes(db, &ib))
-                          : _mm256_add_epi32(q8_mbqm_lanes(_mm256_sll_epi32(da, ls), &ka),
-                                             q8_mbqm_lanes(_mm256_sll_epi32(db, ls), &kb));
-                r[h] = q8_rq_lanes32(v, &ko);
-            }
-            if (nt == 16u) {
-                _mm_storeu_si128((__m128i *)(void *)(out + j), q8_narrow16(r[0], r[1]));
-            } else {
-                int8_t ty[16];
-                _mm_storeu_si128((__m128i *)(void *)ty, q8_narrow16(r[0], r[1]));
-                memcpy(out + j, ty, nt);
-            }
-        }
-#endif
-        return;
-    }
-#endif
     if (s_o <= 0) { /* s_a, s_b <= 0 always (checked at load) */
         /* in tiles: both inputs of a tile are read before its outputs are written, so
          * in place stays safe */
@@ -2300,6 +2218,141 @@ static void KWSN_K(kwsn_add_q8)(int8_t *out, const int8_t *a, const int8_t *b, u
         out[j] = kwsn_clamp_q8((int64_t)kwsn_mbqm(xa + xb, m_o, s_o) + zp_out,
                                lo, hi);
     }
+}
+
+
+/* One input's term of the int8 Add, in int32 lanes: mbqm((x - zp) << left_shift, m, s) of 16
+ * (AVX-512) or 8 (AVX2) codes (q8_in_lanes for left shifts >= 15, else q8_mbqm_lanes of the
+ * shifted value: kwsn_mbqm_r per lane). */
+#if KWSN_Q8_MBQM_LANES == 16 || KWSN_Q8_MBQM_LANES == 8
+typedef struct {
+    q8_mbqm_k k;
+    q8_in_k in;
+    int32_t zp;
+} q8_addin_k;
+#endif
+#if KWSN_Q8_MBQM_LANES == 16
+KWSN_INLINE __m512i q8_add_term(__m128i x8, const q8_addin_k *t, int split, __m128i ls) {
+    const __m512i d = _mm512_sub_epi32(_mm512_cvtepi8_epi32(x8), _mm512_set1_epi32(t->zp));
+    return split ? q8_in_lanes(d, &t->in) : q8_mbqm_lanes(_mm512_sll_epi32(d, ls), &t->k);
+}
+#elif KWSN_Q8_MBQM_LANES == 8
+KWSN_INLINE __m256i q8_add_term(__m128i x8, const q8_addin_k *t, int split, __m128i ls) {
+    const __m256i d = _mm256_sub_epi32(_mm256_cvtepi8_epi32(x8), _mm256_set1_epi32(t->zp));
+    return split ? q8_in_lanes(d, &t->in) : q8_mbqm_lanes(_mm256_sll_epi32(d, ls), &t->k);
+}
+#endif
+#if KWSN_Q8_MBQM_LANES == 16 || KWSN_Q8_MBQM_LANES == 8
+/* 16 codes from x (nt of them; the rest zeros: a copy, never a read past x + nt) */
+KWSN_INLINE __m128i q8_load16(const int8_t *x, uint32_t nt) {
+    if (nt >= 16u) return _mm_loadu_si128((const __m128i *)(const void *)x);
+    int8_t t[16] = {0};
+    memcpy(t, x, nt);
+    return _mm_loadu_si128((const __m128i *)(const void *)t);
+}
+/* 16 int32 lanes: one zmm, or two ymm on AVX2 */
+#if KWSN_Q8_MBQM_LANES == 16
+typedef struct {
+    __m512i v;
+} q8_v16;
+KWSN_INLINE q8_v16 q8_add_terms16(__m128i x8, const q8_addin_k *t, int split, __m128i ls) {
+    q8_v16 r = {q8_add_term(x8, t, split, ls)};
+    return r;
+}
+KWSN_INLINE q8_v16 q8_v16_add(q8_v16 x, q8_v16 y) {
+    x.v = _mm512_add_epi32(x.v, y.v);
+    return x;
+}
+KWSN_INLINE q8_v16 q8_v16_load(const int32_t *p) {
+    q8_v16 r = {_mm512_load_si512((const void *)p)};
+    return r;
+}
+KWSN_INLINE void q8_v16_store(int32_t *p, q8_v16 x) { _mm512_store_si512((void *)p, x.v); }
+KWSN_INLINE __m128i q8_v16_codes(q8_v16 x, const q8_rq_k *ko) { return q8_rq_lanes(x.v, ko); }
+#else
+typedef struct {
+    __m256i v[2];
+} q8_v16;
+KWSN_INLINE q8_v16 q8_add_terms16(__m128i x8, const q8_addin_k *t, int split, __m128i ls) {
+    q8_v16 r = {{q8_add_term(x8, t, split, ls), q8_add_term(_mm_srli_si128(x8, 8), t, split, ls)}};
+    return r;
+}
+KWSN_INLINE q8_v16 q8_v16_add(q8_v16 x, q8_v16 y) {
+    x.v[0] = _mm256_add_epi32(x.v[0], y.v[0]);
+    x.v[1] = _mm256_add_epi32(x.v[1], y.v[1]);
+    return x;
+}
+KWSN_INLINE q8_v16 q8_v16_load(const int32_t *p) {
+    q8_v16 r = {{_mm256_load_si256((const __m256i *)(const void *)p),
+                 _mm256_load_si256((const __m256i *)(const void *)(p + 8))}};
+    return r;
+}
+KWSN_INLINE void q8_v16_store(int32_t *p, q8_v16 x) {
+    _mm256_store_si256((__m256i *)(void *)p, x.v[0]);
+    _mm256_store_si256((__m256i *)(void *)(p + 8), x.v[1]);
+}
+KWSN_INLINE __m128i q8_v16_codes(q8_v16 x, const q8_rq_k *ko) {
+    return q8_narrow16(q8_rq_lanes32(x.v[0], ko), q8_rq_lanes32(x.v[1], ko));
+}
+#endif
+/* b's terms cached per step of a BroadcastAdd (int32) */
+#define KWSN_Q8_ADD_CHUNK 256u
+#endif
+
+/* out[r][w] = clamp(mbqm(xa + xb, m_o, s_o) + zp_out, lo, hi) over rows x W codes, xa the
+ * term of a[r][w] and xb of b[r / H][w] (x = mbqm((q - zp) << left_shift, m, s)): H = 1 the
+ * Add (rows = 1, W = n), H > 1 a BroadcastAdd (b [rows / H][W] added to each of its H rows).
+ * Vector paths (s_o <= 0): in int32 lanes, the constants made once per call, and for a
+ * BroadcastAdd b's terms once per b row (in chunks of KWSN_Q8_ADD_CHUNK), not once per row of
+ * a: two requantisations per code instead of three. Safe in place (out == a; out == b for the
+ * Add): each step reads its codes before writing the same codes of out. */
+static void KWSN_K(kwsn_add_q8)(int8_t *out, const int8_t *a, const int8_t *b, size_t rows,
+                                uint32_t H, uint32_t W, const kwsn_q8_add *p) {
+#if KWSN_Q8_MBQM_LANES == 16 || KWSN_Q8_MBQM_LANES == 8
+    if (p->s_o <= 0) {
+        const int split = p->left_shift >= 15; /* q8_in_lanes */
+        const int32_t ls_in = split ? p->left_shift : 15;
+        const q8_addin_k ta = {q8_mbqm_consts(p->m_a, -p->s_a),
+                               q8_in_consts(p->m_a, ls_in, -p->s_a), p->zp_a};
+        const q8_addin_k tb = {q8_mbqm_consts(p->m_b, -p->s_b),
+                               q8_in_consts(p->m_b, ls_in, -p->s_b), p->zp_b};
+        const q8_rq_k ko = q8_rq_consts(p->m_o, p->s_o, p->zp_out, p->act_min, p->act_max);
+        const __m128i ls = _mm_cvtsi32_si128(p->left_shift);
+        int32_t xb[KWSN_Q8_ADD_CHUNK] __attribute__((aligned(64)));
+        for (size_t g = 0; g < rows / H; g++) {
+            const int8_t *bg = b + g * W;
+            for (uint32_t w0 = 0; w0 < W; w0 += KWSN_Q8_ADD_CHUNK) {
+                const uint32_t nw = W - w0 < KWSN_Q8_ADD_CHUNK ? W - w0 : KWSN_Q8_ADD_CHUNK;
+                if (H > 1u)
+                    for (uint32_t j = 0; j < nw; j += 16u)
+                        q8_v16_store(xb + j, q8_add_terms16(q8_load16(bg + w0 + j, nw - j), &tb,
+                                                            split, ls));
+                for (uint32_t h = 0; h < H; h++) {
+                    const size_t r0 = (g * H + h) * W + w0;
+                    for (uint32_t j = 0; j < nw; j += 16u) {
+                        const uint32_t nt = nw - j;
+                        const q8_v16 xa = q8_add_terms16(q8_load16(a + r0 + j, nt), &ta, split, ls);
+                        const q8_v16 sum =
+                            H > 1u ? q8_v16_add(xa, q8_v16_load(xb + j))
+                                   : q8_v16_add(xa, q8_add_terms16(q8_load16(bg + w0 + j, nt),
+                                                                   &tb, split, ls));
+                        const __m128i c = q8_v16_codes(sum, &ko);
+                        if (nt >= 16u) {
+                            _mm_storeu_si128((__m128i *)(void *)(out + r0 + j), c);
+                        } else {
+                            int8_t t[16];
+                            _mm_storeu_si128((__m128i *)(void *)t, c);
+                            memcpy(out + r0 + j, t, nt);
+                        }
+                    }
+                }
+            }
+        }
+        return;
+    }
+#endif
+    for (size_t r = 0; r < rows; r++)
+        q8_add_row(out + r * W, a + r * W, b + (r / H) * W, W, p);
 }
 
 /* float -> int8 codes: clamp(round_half_even(x / scale) + zp, act_min, 127), clamped in

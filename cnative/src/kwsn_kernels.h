@@ -194,9 +194,10 @@ typedef struct {
                          uint32_t stride, uint32_t L_out, const kwsn_q8_requant *rq);
     void (*maxpool1d_q8)(int8_t *out, const int8_t *in, uint32_t C, uint32_t L, uint32_t k,
                          uint32_t stride, uint32_t L_out);
-    /* safe in place (out may be a or b) */
-    void (*add_q8)(int8_t *out, const int8_t *a, const int8_t *b, uint32_t n,
-                   const kwsn_q8_add *p);
+    /* Add (rows = 1, H = 1, W = n; safe in place: out may be a or b) and BroadcastAdd (b
+     * [rows / H][W] added to each of its H rows of a [rows][W]; out may be a) */
+    void (*add_q8)(int8_t *out, const int8_t *a, const int8_t *b, size_t rows, uint32_t H,
+                   uint32_t W, const kwsn_q8_add *p);
     /* safe in place; outer groups of n codes (p->pool > 1: see kwsn_q8_layernorm; then out
      * must not overlap in) */
     void (*layernorm_q8)(int8_t *out, const int8_t *in, uint32_t outer, uint32_t n,

@@ -1087,7 +1087,7 @@ static void run_add_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, const i
                        const int8_t *in2, int8_t *out, void *scratch, const float *audio) {
     (void)scratch, (void)audio;
     const kwsn_q8_add p = q8_add_of(l);
-    kt->add_q8(out, in, in2, (uint32_t)shape_numel(l->in), &p);
+    kt->add_q8(out, in, in2, 1u, 1u, (uint32_t)shape_numel(l->in), &p);
 }
 
 /* BroadcastAdd: ints left_shift, C, H, W; words as Add; b [C, W] added to each of a's rows. */
@@ -1106,7 +1106,7 @@ static void run_broadcast_add_q8(const kwsn_kernel_table *kt, const kwsn_layer *
     const kwsn_q8_add p = q8_add_of(l);
     const uint32_t H = (uint32_t)QI(l, 2), W = (uint32_t)QI(l, 3);
     const size_t rows = (size_t)(uint32_t)QI(l, 1) * H;
-    for (size_t r = 0; r < rows; r++) kt->add_q8(out + r * W, in + r * W, in2 + (r / H) * W, W, &p);
+    kt->add_q8(out, in, in2, rows, H, W, &p);
 }
 
 /* RowAffine: ints C, H, W; a depthwise kernel-1 conv over the C * H rows of W codes (one

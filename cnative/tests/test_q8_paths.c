@@ -352,8 +352,14 @@ static int case_maxpool(const kwsn_kernel_table *kt, unsigned cse) {
 /* ------------------------------------------------------------------ Add */
 static int case_add(const kwsn_kernel_table *kt, unsigned cse) {
     /* lengths with partial vectors, the loader's ranges (left shift <= 22, input shifts <= 0,
-     * the output's both signs), in place now and then */
-    const uint32_t n = (uint32_t)rnd_in(1, 300);
+     * the output's both signs), in place now and then; half the time a BroadcastAdd (b
+     * [C][W] added to each of the H rows of a [C][H][W]; rows over the kernels' 256-code
+     * chunk of b's terms now and then) */
+    const int bcast = rnd() % 2u == 0;
+    const uint32_t C = bcast ? (uint32_t)rnd_in(1, 4) : 1u, H = bcast ? (uint32_t)rnd_in(2, 6) : 1u;
+    const uint32_t W = bcast ? (uint32_t)(rnd() % 4u == 0 ? rnd_in(250, 600) : rnd_in(1, 120))
+                             : (uint32_t)rnd_in(1, 300);
+    const uint32_t n = C * H * W, nb = C * W;
     kwsn_q8_add p;
     p.zp_a = rnd_zp(), p.zp_b = rnd_zp(), p.zp_out = rnd_zp();
     p.left_shift = rnd_in(0, 22);
@@ -371,23 +377,25 @@ static int case_add(const kwsn_kernel_table *kt, unsigned cse) {
     }
     p.act_min = rnd() % 4u == 0 ? p.zp_out : -128;
     p.act_max = 127;
-    int8_t *a = xmalloc(n), *b = xmalloc(n), *got = xmalloc(n), *want = xmalloc(n);
-    for (uint32_t i = 0; i < n; i++) a[i] = rnd_code(p.zp_a), b[i] = rnd_code(p.zp_b);
+    int8_t *a = xmalloc(n), *b = xmalloc(nb), *got = xmalloc(n), *want = xmalloc(n);
+    for (uint32_t i = 0; i < n; i++) a[i] = rnd_code(p.zp_a);
+    for (uint32_t i = 0; i < nb; i++) b[i] = rnd_code(p.zp_b);
     for (uint32_t i = 0; i < n; i++) {
+        const uint32_t ib = (i / W / H) * W + i % W; /* b's row of a's row i / W */
         const int32_t xa = kwsn_mbqm((a[i] - p.zp_a) * (1 << p.left_shift), p.m_a, p.s_a);
-        const int32_t xb = kwsn_mbqm((b[i] - p.zp_b) * (1 << p.left_shift), p.m_b, p.s_b);
+        const int32_t xb = kwsn_mbqm((b[ib] - p.zp_b) * (1 << p.left_shift), p.m_b, p.s_b);
         want[i] = ref_requant((int64_t)xa + xb, p.m_o, p.s_o, p.zp_out, p.act_min, p.act_max);
     }
     const int in_place = rnd() % 4u == 0;
     if (in_place) {
         memcpy(got, a, n);
-        kt->add_q8(got, got, b, n, &p);
+        kt->add_q8(got, got, b, (size_t)C * H, H, W, &p);
     } else {
-        kt->add_q8(got, a, b, n, &p);
+        kt->add_q8(got, a, b, (size_t)C * H, H, W, &p);
     }
-    char what[120];
-    snprintf(what, sizeof(what), "add n %u shift %d %d %d ls %d%s", n, p.s_a, p.s_b, p.s_o,
-             p.left_shift, in_place ? " in place" : "");
+    char what[160];
+    snprintf(what, sizeof(what), "add C %u H %u W %u shift %d %d %d ls %d%s", C, H, W, p.s_a,
+             p.s_b, p.s_o, p.left_shift, in_place ? " in place" : "");
     const int bad = compare(kt->name, what, got, want, n, cse);
     free(a), free(b), free(got), free(want);
     return bad;
