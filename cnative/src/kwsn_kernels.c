@@ -449,61 +449,58 @@ size_t kwsn_asp_scratch_floats(uint32_t C, uint32_t L, uint32_t H) {
 static void ln_moments(const float *x, uint32_t n, KWSN_LN_ACC *mean, KWSN_LN_ACC *ssd) {
     uint32_t j = 0;
     KWSN_LN_ACC s = 0, v = 0;
-#if KWSN_VW == 16 && !defined(KWSN_LN_FLOAT_ACC)
-    /* 4 zmm of 8 doubles: lanes 8a + b. vcvtps2pd zmm by intrinsic: gcc 12 turned
-     * __builtin_convertvector(f8 -> d8) into ymm conversions and inserts (the same sums) */
-    __m512d sv[4], qv[4];
-    for (int a = 0; a < 4; a++) sv[a] = _mm512_setzero_pd();
-    for (; j + 32 <= n; j += 32)
-        for (int a = 0; a < 4; a++)
-            sv[a] = _mm512_add_pd(sv[a], _mm512_cvtps_pd(_mm256_loadu_ps(x + j + 8 * a)));
-    for (int a = 0; a < 4; a++) {
-        double t[8];
-        _mm512_storeu_pd(t, sv[a]);
-        for (int u = 0; u < 8; u++) s += t[u];
-    }
+#if (KWSN_VW == 16 || KWSN_VW == 8) && !defined(KWSN_LN_FLOAT_ACC)
+    /* 32 / LN_DW double vectors of LN_DW lanes (4 zmm of 8 or 8 ymm of 4; a 64-byte vector
+     * would spill on AVX2): lane u is vector u / LN_DW, element u % LN_DW. vcvtps2pd by
+     * intrinsic: gcc 12 turned __builtin_convertvector (float -> double) into narrower
+     * conversions, inserts and stack round trips (~1 cycle per element; the same sums). */
+#if KWSN_VW == 16
+#define LN_DW 8
+    typedef __m512d ln_vd;
+#define LN_LOAD(p) _mm512_cvtps_pd(_mm256_loadu_ps(p))
+#define LN_ZERO _mm512_setzero_pd
+#define LN_SET1 _mm512_set1_pd
+#define LN_ADD _mm512_add_pd
+#define LN_SUB _mm512_sub_pd
+#define LN_MUL _mm512_mul_pd
+#define LN_STORE _mm512_storeu_pd
+#else
+#define LN_DW 4
+    typedef __m256d ln_vd;
+#define LN_LOAD(p) _mm256_cvtps_pd(_mm_loadu_ps(p))
+#define LN_ZERO _mm256_setzero_pd
+#define LN_SET1 _mm256_set1_pd
+#define LN_ADD _mm256_add_pd
+#define LN_SUB _mm256_sub_pd
+#define LN_MUL _mm256_mul_pd
+#define LN_STORE _mm256_storeu_pd
+#endif
+    enum { NV = KWSN_LN_LANES / LN_DW };
+    ln_vd sv[NV], qv[NV];
+    double lanes[KWSN_LN_LANES];
+    for (int q = 0; q < NV; q++) sv[q] = LN_ZERO(), qv[q] = LN_ZERO();
+    for (; j + KWSN_LN_LANES <= n; j += KWSN_LN_LANES)
+        for (int q = 0; q < NV; q++) sv[q] = LN_ADD(sv[q], LN_LOAD(x + j + LN_DW * q));
+    for (int q = 0; q < NV; q++) LN_STORE(lanes + LN_DW * q, sv[q]);
+    for (int u = 0; u < KWSN_LN_LANES; u++) s += lanes[u];
     for (uint32_t t = j; t < n; t++) s += x[t];
     const double m = s / (double)n;
-    const __m512d mv = _mm512_set1_pd(m);
-    for (int a = 0; a < 4; a++) qv[a] = _mm512_setzero_pd();
-    for (j = 0; j + 32 <= n; j += 32)
-        for (int a = 0; a < 4; a++) {
-            const __m512d d = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + j + 8 * a)), mv);
-            qv[a] = _mm512_add_pd(qv[a], _mm512_mul_pd(d, d));
+    const ln_vd mv = LN_SET1(m);
+    for (j = 0; j + KWSN_LN_LANES <= n; j += KWSN_LN_LANES)
+        for (int q = 0; q < NV; q++) {
+            const ln_vd d = LN_SUB(LN_LOAD(x + j + LN_DW * q), mv);
+            qv[q] = LN_ADD(qv[q], LN_MUL(d, d));
         }
-    for (int a = 0; a < 4; a++) {
-        double t[8];
-        _mm512_storeu_pd(t, qv[a]);
-        for (int u = 0; u < 8; u++) v += t[u];
-    }
-#elif KWSN_VW == 8 && !defined(KWSN_LN_FLOAT_ACC)
-    /* 8 ymm of 4 doubles: lanes 4a + b; a 64-byte vector would spill on AVX2. vcvtps2pd by
-     * intrinsic: gcc 12 turned __builtin_convertvector(f4 -> d4) into two-lane conversions,
-     * inserts and stack round trips (~1 cycle per element; the same sums) */
-    __m256d sv[8], qv[8];
-    for (int a = 0; a < 8; a++) sv[a] = _mm256_setzero_pd();
-    for (; j + 32 <= n; j += 32)
-        for (int a = 0; a < 8; a++)
-            sv[a] = _mm256_add_pd(sv[a], _mm256_cvtps_pd(_mm_loadu_ps(x + j + 4 * a)));
-    for (int a = 0; a < 8; a++) {
-        double t[4];
-        _mm256_storeu_pd(t, sv[a]);
-        for (int u = 0; u < 4; u++) s += t[u];
-    }
-    for (uint32_t t = j; t < n; t++) s += x[t];
-    const double m = s / (double)n;
-    const __m256d mv = _mm256_set1_pd(m);
-    for (int a = 0; a < 8; a++) qv[a] = _mm256_setzero_pd();
-    for (j = 0; j + 32 <= n; j += 32)
-        for (int a = 0; a < 8; a++) {
-            const __m256d d = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x + j + 4 * a)), mv);
-            qv[a] = _mm256_add_pd(qv[a], _mm256_mul_pd(d, d));
-        }
-    for (int a = 0; a < 8; a++) {
-        double t[4];
-        _mm256_storeu_pd(t, qv[a]);
-        for (int u = 0; u < 4; u++) v += t[u];
-    }
+    for (int q = 0; q < NV; q++) LN_STORE(lanes + LN_DW * q, qv[q]);
+    for (int u = 0; u < KWSN_LN_LANES; u++) v += lanes[u];
+#undef LN_DW
+#undef LN_LOAD
+#undef LN_ZERO
+#undef LN_SET1
+#undef LN_ADD
+#undef LN_SUB
+#undef LN_MUL
+#undef LN_STORE
 #elif KWSN_VW == 4 && !defined(KWSN_LN_FLOAT_ACC)
     /* 8 xmm pairs of 4 doubles: lanes 4a + b */
     typedef float f4 __attribute__((vector_size(16)));

@@ -115,7 +115,7 @@ typedef struct {
                          * when both run, one pass computes both (set by prepare) */
     uint32_t fuse_next; /* LayerNorm: 1 (a MaxPool1d) or 2 (a ReLU, then a MaxPool1d):
                          * when all run, one pass writes the pool's output alone
-                         * (run_layernorm_pool[_q8]; set by prepare); 0 none */
+                         * (layernorm_run, run_layernorm_pool_q8; set by prepare); 0 none */
     kwsn_qparams in_q, in2_q; /* int8 models: the input tensors' quantisation */
     const char *why; /* why prepare refused its parameters (a check's source text), or NULL */
     const void *packed; /* its tables in the caller's buffer (kwsn_model_set_tables: an int8
@@ -271,25 +271,17 @@ static kwsn_status prep_layernorm(kwsn_layer *l) {
     return KWSN_OK;
 }
 
-static void layernorm_maybe_relu(const kwsn_kernel_table *kt, const kwsn_layer *l,
-                                 const float *in, float *out, int relu) {
-    uint32_t n = (uint32_t)I(l, 1) * (uint32_t)I(l, 2);
-    const float *f = l->desc.floats;
-    const float *g = I(l, 3) ? f + 1 : NULL;
-    const float *b = I(l, 3) ? f + 1 + n : NULL;
-    kt->layernorm(out, in, g, b, f[0], (uint32_t)(shape_numel(l->in) / n), n, relu, 1u, n);
-}
-
-/* LayerNorm l, then (the layers fuse_next says) a ReLU and the MaxPool mp, in one pass: out
- * is mp's output (the same bits; the LayerNorm's and the ReLU's outputs are never written). */
-static void run_layernorm_pool(const kwsn_kernel_table *kt, const kwsn_layer *l, int relu,
-                               const kwsn_layer *mp, const float *in, float *out) {
+/* LayerNorm l, then the ReLU when `relu`; with mp (a MaxPool1d(k, k) that fuse_next names)
+ * then that pool too, in one pass: out is mp's output (the same bits; the LayerNorm's and the
+ * ReLU's outputs are never written). mp NULL: out is the LayerNorm's (or ReLU's) output. */
+static void layernorm_run(const kwsn_kernel_table *kt, const kwsn_layer *l, const float *in,
+                          float *out, int relu, const kwsn_layer *mp) {
     uint32_t n = (uint32_t)I(l, 1) * (uint32_t)I(l, 2);
     const float *f = l->desc.floats;
     const float *g = I(l, 3) ? f + 1 : NULL;
     const float *b = I(l, 3) ? f + 1 + n : NULL;
     kt->layernorm(out, in, g, b, f[0], (uint32_t)(shape_numel(l->in) / n), n, relu,
-                  (uint32_t)I(mp, 0), mp->in.dim[1]);
+                  mp ? (uint32_t)I(mp, 0) : 1u, mp ? mp->in.dim[1] : n);
 }
 
 static void run_layernorm(const kwsn_kernel_table *kt, const kwsn_layer *l,
@@ -297,7 +289,7 @@ static void run_layernorm(const kwsn_kernel_table *kt, const kwsn_layer *l,
                         float *scratch) {
     (void)in2;
     (void)scratch;
-    layernorm_maybe_relu(kt, l, in, out, 0);
+    layernorm_run(kt, l, in, out, 0, NULL);
 }
 
 static kwsn_status prep_elementwise(kwsn_layer *l) {
@@ -2043,13 +2035,13 @@ static void forward_from(const kwsn_model *m, uint8_t *base, const float *input,
         float *y = (float *)(void *)(base + m->layers[l->slot].slot_off);
         if (l->fuse_next && i + l->fuse_next < n_run) {
             const kwsn_layer *mp = &m->layers[i + l->fuse_next];
-            run_layernorm_pool(kt, l, l->fuse_next == 2u, mp, a,
-                               (float *)(void *)(base + m->layers[mp->slot].slot_off));
+            layernorm_run(kt, l, a, (float *)(void *)(base + m->layers[mp->slot].slot_off),
+                          l->fuse_next == 2u, mp);
             i += l->fuse_next;
             continue;
         }
         if (l->fuse_relu && i + 1u < n_run) { /* the ReLU writes the same slot */
-            layernorm_maybe_relu(kt, l, a, y, 1);
+            layernorm_run(kt, l, a, y, 1, NULL);
             i++;
             continue;
         }
