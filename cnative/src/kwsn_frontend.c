@@ -63,6 +63,8 @@
 #if defined(__GNUC__) && !defined(KWSN_FE_NO_VECTOR_EXT) && \
     (defined(__x86_64__) || defined(__i386__)) && !defined(KWSN_FE_NO_MULTI_ISA)
 #include <immintrin.h> /* the AVX2 / AVX-512 copies' transposed fill (fe_fill8) */
+
+#include "kwsn_simd.h"
 #endif
 
 /* Radix passes of one transform: at most log2(M) < 17 prime factors (fewer with 4s). */
@@ -563,25 +565,11 @@ typedef float fev;
 static FE_ATTR inline void fe_fill8(float *buf, const float *x, const float *w, size_t hop,
                                     uint32_t lb, uint32_t j) {
     const __m256 wv = _mm256_loadu_ps(w + j);
-    __m256 r[8], a[8], b[8];
+    __m256 r[8], c[8];
     for (uint32_t l = 0; l < 8u; l++)
         r[l] = _mm256_mul_ps(_mm256_loadu_ps(x + (size_t)(lb + l) * hop + j), wv);
-    for (uint32_t l = 0; l < 8u; l += 2u) { /* a[l]: samples 0 1 4 5, a[l + 1]: 2 3 6 7 */
-        a[l] = _mm256_unpacklo_ps(r[l], r[l + 1u]);
-        a[l + 1u] = _mm256_unpackhi_ps(r[l], r[l + 1u]);
-    }
-    for (uint32_t q = 0; q < 8u; q += 4u) /* b[q + h]: samples 2h, 2h + 4 of 4 lanes */
-        for (uint32_t h = 0; h < 2u; h++) {
-            b[q + h] = _mm256_shuffle_ps(a[q + h], a[q + 2u + h], 0x44);
-            b[q + 2u + h] = _mm256_shuffle_ps(a[q + h], a[q + 2u + h], 0xEE);
-        }
-    static const uint32_t k_of[4] = {0, 2, 1, 3}; /* b[i]: samples k_of[i], k_of[i] + 4 */
-    for (uint32_t i = 0; i < 4u; i++) {
-        _mm256_storeu_ps(buf + (size_t)(j + k_of[i]) * FE_W + lb,
-                         _mm256_permute2f128_ps(b[i], b[4u + i], 0x20));
-        _mm256_storeu_ps(buf + (size_t)(j + k_of[i] + 4u) * FE_W + lb,
-                         _mm256_permute2f128_ps(b[i], b[4u + i], 0x31));
-    }
+    KWSN_TRANSPOSE8_PS(r, c);
+    for (uint32_t k = 0; k < 8u; k++) _mm256_storeu_ps(buf + (size_t)(j + k) * FE_W + lb, c[k]);
 }
 #endif
 

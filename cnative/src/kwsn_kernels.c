@@ -70,6 +70,8 @@
 
 #if KWSN_VW >= 8
 #include <immintrin.h>
+
+#include "kwsn_simd.h"
 #endif
 
 #if KWSN_VW
@@ -93,6 +95,29 @@ static void KWSN_K(kwsn_avgpool1d_f32)(float *out, const float *in, uint32_t C, 
         const float *x = in + (size_t)c * L;
         float *y = out + (size_t)c * L_out;
         uint32_t t = 0;
+#if KWSN_VW >= 8
+        /* 8 windows at a time, each still summed left to right: 8 taps of the 8 windows read
+         * as 8 rows of 8 floats and transposed (lane u = window t + u), instead of gathering
+         * one float per lane and tap (raw_conv's AvgPool1d(16) ~3x faster) */
+        if (k >= 8u)
+            for (; t + 8 <= L_out; t += 8) {
+                const float *w0 = x + (size_t)t * stride;
+                __m256 acc = _mm256_setzero_ps(), row[8], col[8];
+                uint32_t j = 0;
+                for (; j + 8u <= k; j += 8u) {
+                    for (uint32_t u = 0; u < 8u; u++)
+                        row[u] = _mm256_loadu_ps(w0 + (size_t)u * stride + j);
+                    KWSN_TRANSPOSE8_PS(row, col);
+                    for (uint32_t q = 0; q < 8u; q++) acc = _mm256_add_ps(acc, col[q]);
+                }
+                for (; j < k; j++) {
+                    float v[8];
+                    for (uint32_t u = 0; u < 8u; u++) v[u] = w0[(size_t)u * stride + j];
+                    acc = _mm256_add_ps(acc, _mm256_loadu_ps(v));
+                }
+                _mm256_storeu_ps(y + t, _mm256_div_ps(acc, _mm256_set1_ps((float)k)));
+            }
+#endif
         /* 8 windows at a time: independent sums, each still added left to right */
         for (; t + 8 <= L_out; t += 8) {
             float acc[8] = {0};
@@ -197,6 +222,61 @@ KWSN_INLINE void conv_rows(float *out, const float *xp, const float *w, const fl
         }
     }
 }
+
+/* conv_rows for a reduction of R = C_in * k <= KWSN_CONV_SMALL_R taps (a first conv on one
+ * channel, a depthwise conv): one row at a time, its R weights broadcast once per row and
+ * 4 vectors of positions a step, where the register tile of conv_rows spent most of its time
+ * on its bias, stores and weight broadcasts (raw_conv's Conv1d(1, 16, 3): ~1 output a cycle).
+ * Each output's sum in conv_rows' order (bias, then channels, then taps): the same bits. R is
+ * a constant where inlined; reads stop within VW - 1 floats past x_i[L - 1 + off[j]], inside
+ * the slack conv_rows reads too. */
+#define KWSN_CONV_SMALL_R 4
+KWSN_INLINE void conv_row_small(float *y, const float *xp, const float *wr, float bias,
+                                uint32_t L, uint32_t cs, uint32_t k, const uint32_t *off,
+                                const uint32_t R) {
+    const kwsn_vf nz = -(kwsn_vf){0}; /* -0 + v = v for every v, -0 included: a splat */
+    kwsn_vf wv[KWSN_CONV_SMALL_R];
+    const float *xs[KWSN_CONV_SMALL_R];
+    for (uint32_t r = 0; r < R; r++) {
+        wv[r] = nz + wr[r];
+        xs[r] = xp + (size_t)(r / k) * cs + (off ? off[r % k] : r % k);
+    }
+    const kwsn_vf bv = nz + bias;
+    uint32_t t = 0;
+    for (; t + 4 * KWSN_VW <= L; t += 4 * KWSN_VW) {
+        kwsn_vf a0 = bv, a1 = bv, a2 = bv, a3 = bv;
+        for (uint32_t r = 0; r < R; r++) {
+            kwsn_vf x0, x1, x2, x3;
+            VF_LOAD(x0, xs[r] + t);
+            VF_LOAD(x1, xs[r] + t + KWSN_VW);
+            VF_LOAD(x2, xs[r] + t + 2 * KWSN_VW);
+            VF_LOAD(x3, xs[r] + t + 3 * KWSN_VW);
+            a0 += x0 * wv[r];
+            a1 += x1 * wv[r];
+            a2 += x2 * wv[r];
+            a3 += x3 * wv[r];
+        }
+        memcpy(y + t, &a0, sizeof(kwsn_vf));
+        memcpy(y + t + KWSN_VW, &a1, sizeof(kwsn_vf));
+        memcpy(y + t + 2 * KWSN_VW, &a2, sizeof(kwsn_vf));
+        memcpy(y + t + 3 * KWSN_VW, &a3, sizeof(kwsn_vf));
+    }
+    for (; t < L; t += KWSN_VW) {
+        kwsn_vf a0 = bv;
+        for (uint32_t r = 0; r < R; r++) {
+            kwsn_vf x0;
+            VF_LOAD(x0, xs[r] + t);
+            a0 += x0 * wv[r];
+        }
+        if (L - t >= KWSN_VW) {
+            memcpy(y + t, &a0, sizeof(kwsn_vf));
+        } else {
+            float part[KWSN_VW];
+            memcpy(part, &a0, sizeof(kwsn_vf));
+            for (uint32_t u = 0; u < L - t; u++) y[t + u] = part[u];
+        }
+    }
+}
 #else
 #define KWSN_CONV_ROWS 8
 KWSN_INLINE void conv_rows(float *out, const float *xp, const float *w, const float *b,
@@ -218,6 +298,35 @@ KWSN_INLINE void conv_rows(float *out, const float *xp, const float *w, const fl
 }
 #endif
 
+/* Rows [0, C_out) of a conv (a group's): row o's L outputs to out + o * ostride, with
+ * conv_rows' arguments; tiles of KWSN_CONV_ROWS rows, or conv_row_small for a small
+ * reduction. */
+KWSN_INLINE void conv_all_rows(float *out, const float *xp, const float *w, const float *b,
+                               uint32_t C_in, uint32_t L, size_t ostride, uint32_t cs,
+                               uint32_t k, const uint32_t *off, uint32_t C_out) {
+#if KWSN_VW
+    const uint32_t R = C_in * k;
+    if (R <= KWSN_CONV_SMALL_R) {
+        for (uint32_t o = 0; o < C_out; o++) {
+            float *y = out + (size_t)o * ostride;
+            const float *wr = w + (size_t)o * R, bias = b ? b[o] : 0.0f;
+            switch (R) {
+            case 1: conv_row_small(y, xp, wr, bias, L, cs, k, off, 1); break;
+            case 2: conv_row_small(y, xp, wr, bias, L, cs, k, off, 2); break;
+            case 3: conv_row_small(y, xp, wr, bias, L, cs, k, off, 3); break;
+            default: conv_row_small(y, xp, wr, bias, L, cs, k, off, 4); break;
+            }
+        }
+        return;
+    }
+#endif
+    uint32_t o = 0;
+    for (; o + KWSN_CONV_ROWS <= C_out; o += KWSN_CONV_ROWS)
+        conv_rows(out, xp, w, b, C_in, L, ostride, cs, k, off, o, KWSN_CONV_ROWS);
+    for (; o + 4 <= C_out; o += 4) conv_rows(out, xp, w, b, C_in, L, ostride, cs, k, off, o, 4);
+    for (; o < C_out; o++) conv_rows(out, xp, w, b, C_in, L, ostride, cs, k, off, o, 1);
+}
+
 /* Conv1d, stride 1, zero "same" padding (k odd): out[o, t] = b[o] + sum_{i,j} w[o,i,j] *
  * in[i, t + j - k/2]. scratch holds the padded input: kwsn_conv1d_scratch_floats() floats.
  * oneDNN sums in another order (and with FMA), which costs a few ulp (docs/cnative.md). */
@@ -232,11 +341,7 @@ static void KWSN_K(kwsn_conv1d_same_f32)(float *out, const float *in, const floa
         memset(xp + pad + L, 0, pad * sizeof(float));
     }
     memset(scratch + (size_t)C_in * Lp, 0, KWSN_CONV_SLACK * sizeof(float));
-    uint32_t o = 0;
-    for (; o + KWSN_CONV_ROWS <= C_out; o += KWSN_CONV_ROWS)
-        conv_rows(out, scratch, w, b, C_in, L, L, Lp, k, NULL, o, KWSN_CONV_ROWS);
-    for (; o + 4 <= C_out; o += 4) conv_rows(out, scratch, w, b, C_in, L, L, Lp, k, NULL, o, 4);
-    for (; o < C_out; o++) conv_rows(out, scratch, w, b, C_in, L, L, Lp, k, NULL, o, 1);
+    conv_all_rows(out, scratch, w, b, C_in, L, L, Lp, k, NULL, C_out);
 }
 
 /* Channel x[L] zero-padded by a->pad and split into a->stride phases of cs / stride floats
@@ -283,11 +388,7 @@ static void KWSN_K(kwsn_conv1d_ex_f32)(float *out, const float *in, const float 
         const float *wg = w + (size_t)g * go * gi * a->k;
         const float *bg = b ? b + (size_t)g * go : NULL;
         float *yg = out + (size_t)g * go * Lo;
-        uint32_t o = 0;
-        for (; o + KWSN_CONV_ROWS <= go; o += KWSN_CONV_ROWS)
-            conv_rows(yg, xg, wg, bg, gi, Lo, Lo, cs, a->k, off, o, KWSN_CONV_ROWS);
-        for (; o + 4 <= go; o += 4) conv_rows(yg, xg, wg, bg, gi, Lo, Lo, cs, a->k, off, o, 4);
-        for (; o < go; o++) conv_rows(yg, xg, wg, bg, gi, Lo, Lo, cs, a->k, off, o, 1);
+        conv_all_rows(yg, xg, wg, bg, gi, Lo, Lo, cs, a->k, off, go);
     }
 }
 
@@ -334,11 +435,7 @@ static void KWSN_K(kwsn_conv2d_f32)(float *out, const float *in, const float *w,
         for (uint32_t y = 0; y < a->H_out; y++) {
             const float *xg = xp + ((size_t)g * gi * rows + (size_t)y * a->sh) * cs;
             float *yg = out + (size_t)g * go * plane + (size_t)y * Wo;
-            uint32_t o = 0;
-            for (; o + KWSN_CONV_ROWS <= go; o += KWSN_CONV_ROWS)
-                conv_rows(yg, xg, wg, bg, 1, Wo, plane, cs, nt, off, o, KWSN_CONV_ROWS);
-            for (; o + 4 <= go; o += 4) conv_rows(yg, xg, wg, bg, 1, Wo, plane, cs, nt, off, o, 4);
-            for (; o < go; o++) conv_rows(yg, xg, wg, bg, 1, Wo, plane, cs, nt, off, o, 1);
+            conv_all_rows(yg, xg, wg, bg, 1, Wo, plane, cs, nt, off, go);
         }
     }
 }
