@@ -181,3 +181,28 @@ def test_avgpool1d_in_sum_order(
         ref = nn.functional.avg_pool1d(torch.from_numpy(x), k, s).numpy()
     np.testing.assert_allclose(want, ref, rtol=1e-6, atol=1e-6)
     assert_bits_on_every_path(path, x.reshape(3, -1), want.reshape(3, -1))
+
+
+@pytest.mark.parametrize("c,L", [(2, 4 * 37), (3, 4 * 8), (1, 4 * 5 + 3)], ids=str)
+def test_maxpool1d_4_picks_like_pytorch(cbuild: Path, tmp_path: Path, c: int, L: int) -> None:
+    """MaxPool1d(4, 4), whose kernel transposes 8 windows in registers: each window's first
+    value, replaced by a later one that is larger or NaN (PyTorch's `val > max || isnan(val)`),
+    so NaN wins, the first of equal values stays (-0 before +0 keeps -0), +-inf are values."""
+    path = tmp_path / "p.kwsn"
+    path.write_bytes(model_bytes(nn.Sequential(nn.MaxPool1d(4, 4)), (c, L)))
+    g = np.random.default_rng(L)
+    x = g.normal(size=(3, c, L)).astype(np.float32)
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0], np.float32)
+    hit = g.random(x.shape) < 0.15
+    x[hit] = g.choice(special, size=int(hit.sum()))
+    x[0, 0, :8] = [-0.0, 0.0, -1.0, -2.0, 0.0, -0.0, -3.0, -4.0]  # ties of zeros
+    n = L // 4
+    want = x[:, :, 0 : 4 * n : 4].copy()
+    for j in range(1, 4):
+        v = x[:, :, j : 4 * n : 4]
+        want = np.where((v > want) | np.isnan(v), v, want)
+    with torch.no_grad():
+        ref = nn.functional.max_pool1d(torch.from_numpy(x), 4, 4).numpy()
+    np.testing.assert_array_equal(want, ref)  # NaN where PyTorch has NaN, the same values
+    assert want[0, 0, :2].tobytes() == np.array([-0.0, 0.0], np.float32).tobytes()
+    assert_bits_on_every_path(path, x.reshape(3, -1), want.reshape(3, -1))

@@ -143,6 +143,29 @@ static void KWSN_K(kwsn_maxpool1d_f32)(float *out, const float *in, uint32_t C, 
         float *y = out + (size_t)c * L_out;
         uint32_t t = 0;
         if (k == 4 && stride == 4) { /* the model's case: constant k lets gcc vectorise */
+#if KWSN_VW >= 8
+            /* 8 windows (4 vectors, one window per 128-bit lane) transposed within the lanes:
+             * e[j] lane (h, u) = tap j of window 2 u + h; the same compare-and-select chain
+             * as below per lane, then one permute puts windows 0..7 in order (gcc's own
+             * vectorisation of that loop gathered each tap with permutes and blends) */
+            const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+            for (; t + 8 <= L_out; t += 8) {
+                const float *w = x + 4 * (size_t)t;
+                const __m256 a = _mm256_loadu_ps(w), b = _mm256_loadu_ps(w + 8);
+                const __m256 c2 = _mm256_loadu_ps(w + 16), d = _mm256_loadu_ps(w + 24);
+                const __m256 t0 = _mm256_unpacklo_ps(a, b), t1 = _mm256_unpackhi_ps(a, b);
+                const __m256 t2 = _mm256_unpacklo_ps(c2, d), t3 = _mm256_unpackhi_ps(c2, d);
+                const __m256 e[4] = {_mm256_shuffle_ps(t0, t2, 0x44), _mm256_shuffle_ps(t0, t2, 0xEE),
+                                     _mm256_shuffle_ps(t1, t3, 0x44), _mm256_shuffle_ps(t1, t3, 0xEE)};
+                __m256 m = e[0];
+                for (uint32_t j = 1; j < 4u; j++) {
+                    const __m256 take = _mm256_or_ps(_mm256_cmp_ps(e[j], m, _CMP_GT_OQ),
+                                                     _mm256_cmp_ps(e[j], e[j], _CMP_UNORD_Q));
+                    m = _mm256_blendv_ps(m, e[j], take);
+                }
+                _mm256_storeu_ps(y + t, _mm256_permutevar8x32_ps(m, order));
+            }
+#endif
             for (; t < L_out; t++) {
                 const float *w = x + 4 * (size_t)t;
                 float m = w[0];
