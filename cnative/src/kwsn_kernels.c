@@ -1708,6 +1708,65 @@ KWSN_INLINE void q8_im_rows(int8_t *out, size_t ostride, const int32_t *im, uint
     }
 }
 
+#if KWSN_Q8_IMW == 8 && KWSN_Q8_MBQM_LANES == 8
+/* One row of a reduction of at most two packed groups on AVX2 (G = 2 with vpmaddwd pairs, G = 1
+ * with AVX-VNNI's quads: raw_conv's Conv1d(1, 16, 3)), row-major: its requantisation constants
+ * stay in registers for the whole row and 32 positions a step end in one q8_narrow32 and one
+ * 32-byte store. The tiles of q8_im_rows reload the constants of every row for every 16
+ * positions (its requantisation is a function call: inlined, it spilled), which cost more than
+ * this conv's one or two dot products per vector (raw_conv int8 avx2: that conv ~7.2 -> ~4 us).
+ * im rows are zero from L_out to Lp (a multiple of 32), so a last partial step reads within
+ * them; only its first L_out - t codes are stored. G constant where inlined. */
+KWSN_INLINE void q8_im_row_small(int8_t *y, const int32_t *im, uint32_t Lp, uint32_t L_out,
+                                 const int32_t *wr, int32_t init, const q8_rq_k *rk,
+                                 const uint32_t G) {
+    const q8_rq_k c = *rk;
+    const q8_v iv = Q8V_SET1(init), w0 = Q8V_SET1(wr[0]), w1 = Q8V_SET1(G > 1u ? wr[1] : 0);
+    for (uint32_t t = 0; t < L_out; t += 32u) {
+        q8_v a[4];
+        for (uint32_t u = 0; u < 4u; u++) {
+            a[u] = Q8V_DOT(iv, Q8V_LOAD(im + t + 8u * u), w0);
+            if (G > 1u) a[u] = Q8V_DOT(a[u], Q8V_LOAD(im + Lp + t + 8u * u), w1);
+        }
+        const __m256i b = q8_narrow32(q8_rq_lanes32(a[0], &c), q8_rq_lanes32(a[1], &c),
+                                      q8_rq_lanes32(a[2], &c), q8_rq_lanes32(a[3], &c));
+        if (L_out - t >= 32u) {
+            _mm256_storeu_si256((__m256i *)(void *)(y + t), b);
+        } else {
+            int8_t part[32];
+            _mm256_storeu_si256((__m256i *)(void *)part, b);
+            memcpy(y + t, part, L_out - t);
+        }
+    }
+}
+#endif
+
+#if KWSN_Q8_IMW == 8 && KWSN_Q8_MBQM_LANES == 8
+/* Every row of a group whose reduction is G <= 2 packed groups (q8_im_row_small; rows whose
+ * shift is > 0 by q8_im_rows); q8_im_any picks it. */
+static __attribute__((noinline)) void q8_im_rows_small(int8_t *out, size_t ostride,
+                                                        const int32_t *im, uint32_t G, uint32_t Lp,
+                                                        uint32_t L_out, const int32_t *wpk,
+                                                        const int32_t *init,
+                                                        const kwsn_q8_requant *rq, uint32_t o_abs,
+                                                        uint32_t go) {
+    for (uint32_t o = 0; o < go; o++) {
+        const uint32_t oa = o_abs + o;
+        if (rq->shift[oa] > 0) { /* not the vector requantisation: the general rows */
+            q8_im_rows(out, ostride, im, G, Lp, L_out, wpk, init, rq, o_abs, o, 1);
+            continue;
+        }
+        const q8_rq_k rk =
+            q8_rq_consts(rq->mult[oa], rq->shift[oa], rq->zp_out, rq->act_min, rq->act_max);
+        int8_t *y = out + (size_t)o * ostride;
+        if (G == 1u)
+            q8_im_row_small(y, im, Lp, L_out, wpk + (size_t)o, init[o], &rk, 1);
+        else
+            q8_im_row_small(y, im, Lp, L_out, wpk + (size_t)o * 2u, init[o], &rk, 2);
+    }
+}
+#endif
+
 /* Every row of a group over im: tiles of KWSN_Q8_IM_ROWS rows, or one row at a time when the
  * reduction is one packed group (G = 1: raw_conv's Conv1d(1, 16, 3) on VNNI), where the
  * tile's dot products are one instruction per vector and its requantisation constants (seven
@@ -1725,6 +1784,22 @@ static void q8_im_group(int8_t *out, size_t ostride, const int32_t *im, uint32_t
         q8_im_rows(out, ostride, im, G, Lp, L_out, wpk, init, rq, o_abs, o, KWSN_Q8_IM_ROWS2);
 one_row:
     for (; o < go; o++) q8_im_rows(out, ostride, im, G, Lp, L_out, wpk, init, rq, o_abs, o, 1);
+}
+
+/* q8_im_group, or on AVX2 q8_im_rows_small for a reduction of at most two packed groups (a
+ * separate call: with that branch inside q8_im_group, gcc's code for the tiles there got
+ * slower, raw_conv's second and third convs ~0.8 us each on avx2). */
+KWSN_INLINE void q8_im_any(int8_t *out, size_t ostride, const int32_t *im, uint32_t R, uint32_t Lp,
+                           uint32_t L_out, const int32_t *wpk, const int32_t *init,
+                           const kwsn_q8_requant *rq, uint32_t o_abs, uint32_t go) {
+#if KWSN_Q8_IMW == 8 && KWSN_Q8_MBQM_LANES == 8
+    const uint32_t G = (R + KWSN_Q8_IM - 1u) / KWSN_Q8_IM;
+    if (G <= 2u) {
+        q8_im_rows_small(out, ostride, im, G, Lp, L_out, wpk, init, rq, o_abs, go);
+        return;
+    }
+#endif
+    q8_im_group(out, ostride, im, R, Lp, L_out, wpk, init, rq, o_abs, go);
 }
 
 static void q8_conv1d_im(int8_t *out, const int8_t *in, const int8_t *w,
@@ -1750,7 +1825,7 @@ static void q8_conv1d_im(int8_t *out, const int8_t *in, const int8_t *w,
             q8_im_pack(p.wpk, p.init, w + (size_t)g * go * R, rq->bias + (size_t)g * go, R, go,
                        rq->zp_in);
         }
-        q8_im_group(out + (size_t)g * go * Lo, Lo, p.im, R, Lp, Lo, wpk, init, rq, g * go, go);
+        q8_im_any(out + (size_t)g * go * Lo, Lo, p.im, R, Lp, Lo, wpk, init, rq, g * go, go);
     }
     
 }
@@ -1784,7 +1859,7 @@ static void q8_conv2d_im(int8_t *out, const int8_t *in, const int8_t *w,
         for (uint32_t y = 0; y < a->H_out; y++) {
             const q8_xe *base = p.xs + ((size_t)g * gi * rows + (size_t)y * a->sh) * cs;
             q8_im_build(p.im, base, p.roff, R, p.zero, Wo, Lp);
-            q8_im_group(out + (size_t)g * go * plane + (size_t)y * Wo, plane, p.im, R, Lp, Wo,
+            q8_im_any(out + (size_t)g * go * plane + (size_t)y * Wo, plane, p.im, R, Lp, Wo,
                         wpk, init, rq, g * go, go);
         }
     }
