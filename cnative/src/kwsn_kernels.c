@@ -98,7 +98,9 @@ static void KWSN_K(kwsn_avgpool1d_f32)(float *out, const float *in, uint32_t C, 
 #if KWSN_VW >= 8
         /* 8 windows at a time, each still summed left to right: 8 taps of the 8 windows read
          * as 8 rows of 8 floats and transposed (lane u = window t + u), instead of gathering
-         * one float per lane and tap (raw_conv's AvgPool1d(16) ~3x faster) */
+         * one float per lane and tap (raw_conv's AvgPool1d(16): ~1.4 us less a clip on avx2,
+         * bench_int8's per-layer table) */
+        const __m256 kv = _mm256_set1_ps((float)k);
         if (k >= 8u)
             for (; t + 8 <= L_out; t += 8) {
                 const float *w0 = x + (size_t)t * stride;
@@ -115,7 +117,7 @@ static void KWSN_K(kwsn_avgpool1d_f32)(float *out, const float *in, uint32_t C, 
                     for (uint32_t u = 0; u < 8u; u++) v[u] = w0[(size_t)u * stride + j];
                     acc = _mm256_add_ps(acc, _mm256_loadu_ps(v));
                 }
-                _mm256_storeu_ps(y + t, _mm256_div_ps(acc, _mm256_set1_ps((float)k)));
+                _mm256_storeu_ps(y + t, _mm256_div_ps(acc, kv));
             }
 #endif
         /* 8 windows at a time: independent sums, each still added left to right */
@@ -1714,7 +1716,8 @@ KWSN_INLINE void q8_im_rows(int8_t *out, size_t ostride, const int32_t *im, uint
  * stay in registers for the whole row and 32 positions a step end in one q8_narrow32 and one
  * 32-byte store. The tiles of q8_im_rows reload the constants of every row for every 16
  * positions (its requantisation is a function call: inlined, it spilled), which cost more than
- * this conv's one or two dot products per vector (raw_conv int8 avx2: that conv ~7.2 -> ~4 us).
+ * this conv's one or two dot products per vector (raw_conv int8 avx2, bench_int8's per-layer
+ * table: that conv 7.20 -> 6.27 us).
  * im rows are zero from L_out to Lp (a multiple of 32), so a last partial step reads within
  * them; only its first L_out - t codes are stored. G constant where inlined. */
 KWSN_INLINE void q8_im_row_small(int8_t *y, const int32_t *im, uint32_t Lp, uint32_t L_out,
@@ -1739,9 +1742,7 @@ KWSN_INLINE void q8_im_row_small(int8_t *y, const int32_t *im, uint32_t Lp, uint
         }
     }
 }
-#endif
 
-#if KWSN_Q8_IMW == 8 && KWSN_Q8_MBQM_LANES == 8
 /* Every row of a group whose reduction is G <= 2 packed groups (q8_im_row_small; rows whose
  * shift is > 0 by q8_im_rows); q8_im_any picks it. */
 static __attribute__((noinline)) void q8_im_rows_small(int8_t *out, size_t ostride,
@@ -1777,7 +1778,8 @@ static void q8_im_group(int8_t *out, size_t ostride, const int32_t *im, uint32_t
                         const kwsn_q8_requant *rq, uint32_t o_abs, uint32_t go) {
     const uint32_t G = (R + KWSN_Q8_IM - 1u) / KWSN_Q8_IM;
     uint32_t o = 0;
-    if (G == 1u) goto one_row;
+    if (G == 1u) goto one_row; /* not an if block around the tiles: gcc then compiled them
+                                * ~0.8 us slower for raw_conv's 2nd and 3rd convs on avx2 */
     for (; o + KWSN_Q8_IM_ROWS <= go; o += KWSN_Q8_IM_ROWS)
         q8_im_rows(out, ostride, im, G, Lp, L_out, wpk, init, rq, o_abs, o, KWSN_Q8_IM_ROWS);
     for (; o + KWSN_Q8_IM_ROWS2 <= go; o += KWSN_Q8_IM_ROWS2)
