@@ -1171,8 +1171,13 @@ static kwsn_layer island_float_layer(const kwsn_layer *l, uint32_t n_ints) {
     return t;
 }
 
+/* Floats rounded up to a multiple of 16 (64 bytes): where a float area after another in an
+ * int8 layer's scratch starts, so that it keeps the arena's 64-byte alignment. */
+static size_t round16(size_t n) { return (n + 15u) & ~(size_t)15u; }
+
 /* FrontEnd: ints / floats after the common prefix = the float FrontEnd's; the float features
- * go to scratch (after the front end's own scratch), then are quantised. */
+ * go to the start of scratch, the front end's own scratch after them (64-byte aligned: its
+ * FFT buffers' 64-byte vectors then never straddle cache lines), then they are quantised. */
 static kwsn_status prep_frontend_q8(kwsn_layer *l) {
     if (l->desc.n_words != 0u || l->desc.n_bytes != 0u || l->desc.n_floats < 2u)
         return bad(l, "l->desc.n_words != 0u || l->desc.n_bytes != 0u || l->desc.n_floats < 2u");
@@ -1181,7 +1186,7 @@ static kwsn_status prep_frontend_q8(kwsn_layer *l) {
     l->why = t.why;
     if (st != KWSN_OK) return st;
     l->out = t.out;
-    l->scratch = t.scratch + shape_numel(t.out);
+    l->scratch = round16(shape_numel(t.out)) + t.scratch;
     l->ops = t.ops + 4u * (uint64_t)shape_numel(t.out);
     return KWSN_OK;
 }
@@ -1194,9 +1199,9 @@ static void run_frontend_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, co
     float *feats = (float *)scratch;
     if (l->packed)
         kwsn_frontend_run_tables(&fe, (const float *)l->packed, kt->name, audio,
-                                 (uint32_t)shape_numel(l->in), feats + n, feats);
+                                 (uint32_t)shape_numel(l->in), feats + round16(n), feats);
     else
-        kwsn_frontend_run(&fe, audio, (uint32_t)shape_numel(l->in), feats + n, feats);
+        kwsn_frontend_run(&fe, audio, (uint32_t)shape_numel(l->in), feats + round16(n), feats);
     kt->quantize_q8(out, feats, n, Q_SCALE(l), Q_ZP(l), Q_MIN(l));
 }
 
@@ -1205,7 +1210,6 @@ static void run_frontend_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, co
  * scale and zero point (act_max 127). ints / floats after the common prefix are the float
  * op's (n_ints of them); no words or bytes. Scratch: the float input and output (each
  * rounded up to 16 floats), then the float op's. */
-static size_t round16(size_t n) { return (n + 15u) & ~(size_t)15u; }
 
 static kwsn_status prep_island_q8(kwsn_layer *l, kwsn_status (*prep)(kwsn_layer *),
                                   uint32_t n_ints) {
