@@ -378,6 +378,15 @@ KWSN_INLINE void phase_split(float *xc, const float *x, const kwsn_conv1d_ex_arg
         memset(xc, 0, (size_t)cs * sizeof(float));
         return;
     }
+    if (s == 1u) { /* one phase: the pad, the row, zeros (the loop below, element by element,
+                    * cost a Conv2d more than its arithmetic: kws_ds_cnn's depthwise 3 x 3) */
+        const uint32_t lead = a->pad < cs ? a->pad : cs;
+        const uint32_t body = a->L < cs - lead ? a->L : cs - lead;
+        memset(xc, 0, (size_t)lead * sizeof(float));
+        memcpy(xc + lead, x, (size_t)body * sizeof(float));
+        memset(xc + lead + body, 0, (size_t)(cs - lead - body) * sizeof(float));
+        return;
+    }
     for (uint32_t r = 0; r < s; r++) {
         float *p = xc + (size_t)r * ph;
         for (uint32_t u = 0; u < ph; u++) {
@@ -1875,6 +1884,15 @@ KWSN_INLINE void q8_phase_split(int32_t *xc, const int8_t *x, const kwsn_conv1d_
     const uint32_t s = a->stride, ph = cs / s;
     if (!x) {
         memset(xc, 0, (size_t)cs * sizeof(int32_t));
+        return;
+    }
+    if (s == 1u) { /* one phase: the pad, the centred row, zeros (as phase_split) */
+        const uint32_t lead = a->pad < cs ? a->pad : cs;
+        const uint32_t body = a->L < cs - lead ? a->L : cs - lead;
+        int32_t *p = xc + lead;
+        memset(xc, 0, (size_t)lead * sizeof(int32_t));
+        for (uint32_t u = 0; u < body; u++) p[u] = (int32_t)x[u] - zp;
+        memset(p + body, 0, (size_t)(cs - lead - body) * sizeof(int32_t));
         return;
     }
     for (uint32_t r = 0; r < s; r++) {
