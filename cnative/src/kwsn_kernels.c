@@ -1973,11 +1973,12 @@ static void KWSN_K(kwsn_conv2d_q8)(int8_t *out, const int8_t *in, const int8_t *
                                    const kwsn_q8_requant *rq, const kwsn_conv2d_args *a,
                                    const void *packed, void *scratch) {
 #ifdef KWSN_Q8_IM
-    /* AVX2, a depthwise conv over rows shorter than one im2col tile (32 positions): the
-     * direct loop below (int32 lanes), measured faster there (kws_ds_cnn's 3x3 depthwise on
-     * 25-wide rows: 23 -> ~15 us a layer); elsewhere, and for longer rows (kws_bc_resnet's
-     * 101-wide), the im2col path was the faster */
-    if (a->C_in != a->groups || a->C_out != a->groups || KWSN_Q8_IMW != 8 || a->W_out >= 32u) {
+    /* A depthwise conv over rows shorter than one im2col tile (32 positions): the direct
+     * loop below (int32 lanes), measured faster there (kws_ds_cnn's 3x3 depthwise on 25-wide
+     * rows: AVX2 23 -> ~15 us a layer; AVX-512 / VNNI, once the stride-1 phase split was a
+     * copy, the model's int8 clip 0.93-0.94x, paired A/B on an Intel Xeon); elsewhere, and
+     * for longer rows (kws_bc_resnet's 101-wide: no difference on AVX2), the im2col path */
+    if (a->C_in != a->groups || a->C_out != a->groups || a->W_out >= 32u) {
         q8_conv2d_im(out, in, w, rq, a, packed, scratch);
         return;
     }
