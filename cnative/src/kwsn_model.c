@@ -1210,7 +1210,6 @@ static void run_frontend_q8(const kwsn_kernel_table *kt, const kwsn_layer *l, co
  * scale and zero point (act_max 127). ints / floats after the common prefix are the float
  * op's (n_ints of them); no words or bytes. Scratch: the float input and output (each
  * rounded up to 16 floats), then the float op's. */
-
 static kwsn_status prep_island_q8(kwsn_layer *l, kwsn_status (*prep)(kwsn_layer *),
                                   uint32_t n_ints) {
     if (l->desc.n_words != 0u || l->desc.n_bytes != 0u || l->desc.n_floats < 2u || Q_MAX(l) != 127)

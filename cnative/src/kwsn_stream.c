@@ -297,7 +297,10 @@ static int plan(size_t w, size_t c, uint32_t smooth, const cache_geo *g, const i
     l->fscratch = l->frames = l->fbuf = l->feats = k.off;
     if (g->cache) {
         const size_t no = g->fe.n_out;
-        l->fscratch = take(&k, kwsn_frontend_scratch_floats(&g->fe, (uint32_t)w), 1u,
+        /* 16 floats more: init moves the front end's scratch to the next 64-byte boundary
+         * (the storage is only 8-byte aligned), so that its FFT buffers' 64-byte vectors
+         * never straddle two cache lines */
+        l->fscratch = take(&k, kwsn_frontend_scratch_floats(&g->fe, (uint32_t)w) + 16u, 1u,
                            sizeof(float));
         l->frames = take(&k, g->n_int, no, sizeof(float));
         l->fbuf = take(&k, KWSN_STREAM_FRAME_BATCH, no, sizeof(float));
@@ -412,7 +415,8 @@ kwsn_status kwsn_stream_init(void *storage, size_t storage_bytes, const kwsn_mod
     s->is_kw = base + l.is_kw;
     s->geo = g;
     if (g.cache) {
-        s->fscratch = (float *)(void *)(base + l.fscratch);
+        s->fscratch = (float *)(void *)(base + l.fscratch +
+                                        (64u - (uintptr_t)(base + l.fscratch) % 64u) % 64u);
         s->frames = (float *)(void *)(base + l.frames);
         s->fbuf = (float *)(void *)(base + l.fbuf);
         s->feats = (float *)(void *)(base + l.feats);
