@@ -299,7 +299,10 @@ def test_trained_bc_resnet_checkpoint_export_and_parity(
     assert_parity_and_export: RowAffine layers in the per-layer table, and in the float header
     in place of SubSpectralNorm."""
     ckpt = fit_learnable(
-        tmp_path, "kws_bc_resnet.yaml", ["--model.backbone.init_args.tau", "0.5"], 4
+        tmp_path,
+        "kws_bc_resnet.yaml",
+        ["--model.backbone.init_args.tau", "0.5", "--model.augment", "null"],
+        6,
     )
     assert_parity_and_export(
         ckpt,
