@@ -114,16 +114,18 @@ def c_forward_call(
     isa: str | None = None,
     n_run: int | None = None,
     tables: bool = True,
+    lib: Path | None = None,
 ) -> tuple:
     """A prepared single-clip ``kwsn_forward`` call on kernel path ``isa`` (None: the CPU's
     pick), or ``kwsn_forward_until`` of the first ``n_run`` layers: ``(call, the path it
     runs, what must stay alive)``. ``tables=False``: without the loader's prebuilt tables
-    (packed int8 weights, front-end twiddles), which the call then builds itself."""
+    (packed int8 weights, front-end twiddles), which the call then builds itself. ``lib``:
+    another build of libkwsnet.so (bench_ab.py's base; default the tree's own)."""
     old = os.environ.get("KWSN_ISA")
     if isa is not None:
         os.environ["KWSN_ISA"] = isa  # read by the library at prepare
     try:
-        cm = CModel(path)
+        cm = CModel(path, lib)
     finally:
         if old is None:
             os.environ.pop("KWSN_ISA", None)

@@ -207,3 +207,40 @@ def test_bench_cnative_per_layer_table_of_a_config(capsys: pytest.CaptureFixture
     table = out[out.index("per layer, ") :].splitlines()
     assert table[2].split()[:3] == ["0", "FrontEnd", "frontend"]
     assert any("BroadcastAdd" in r for r in table) and "by op type (min column): " in out
+
+
+def test_bench_ab_median_interval_is_the_order_statistics() -> None:
+    """bench_ab's 95 % interval of a median: order statistics k and n - 1 - k, k = floor(n / 2 -
+    1.96 sqrt(n) / 2) (40 and 59 of 100), around the sample median."""
+    ab = _bench("bench_ab")
+    xs = [float(v) for v in range(100, 0, -1)]  # 100 .. 1, unsorted on purpose
+    med, lo, hi = ab.median_ci(xs)  # type: ignore[attr-defined]
+    assert (med, lo, hi) == (50.5, 41.0, 60.0)
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is needed to build the C runtime")
+def test_bench_ab_a_a_run_reports_same_bits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """bench_ab against a copy of the tree's own library (an A/A run, two worker processes):
+    one row per dtype, bit-identical outputs, a ratio near 1 whose spread holds the median; a
+    typo'd model and a missing base are refused by name."""
+    from kwsnet.export.runtime import build_cnative
+
+    ab = _bench("bench_ab")
+    lib = tmp_path / "libkwsnet.so"
+    shutil.copy(build_cnative("all") / "libkwsnet.so", lib)
+    argv = ["--base-lib", str(lib), "--model", "raw_conv", "--isa", "default", "--runs", "2"]
+    assert ab.main([*argv, "--pairs", "40", "--instances", "2"]) == 0  # type: ignore[attr-defined]
+    out = capsys.readouterr().out
+    rows = [ln.split() for ln in out.splitlines() if ln.startswith("  raw_conv")]
+    assert [r[1] for r in rows] == ["float", "int8"], out
+    for r in rows:
+        ratio, lo, hi = float(r[5]), float(r[6]), float(r[7])
+        assert lo <= ratio <= hi and 0.5 < ratio < 2.0 and r[-1] == "yes", r
+    with pytest.raises(SystemExit):
+        ab.main(["--base-lib", str(lib), "--model", "raw_conf"])  # type: ignore[attr-defined]
+    assert "--model 'raw_conf'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ab.main(["--model", "raw_conv"])  # type: ignore[attr-defined]
+    assert "give one of --base REV and --base-lib PATH" in capsys.readouterr().err
