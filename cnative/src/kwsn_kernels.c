@@ -369,6 +369,15 @@ static void KWSN_K(kwsn_conv1d_same_f32)(float *out, const float *in, const floa
     conv_all_rows(out, scratch, w, b, C_in, L, L, Lp, k, NULL, C_out);
 }
 
+/* A stride-1 phase split's layout of a channel of cs elements (phase_split, q8_phase_split):
+ * *lead padding elements, then the *body elements of the row, then zeros to cs (both clamped
+ * to cs). */
+KWSN_INLINE void split1_extent(const kwsn_conv1d_ex_args *a, uint32_t cs, uint32_t *lead,
+                               uint32_t *body) {
+    *lead = a->pad < cs ? a->pad : cs;
+    *body = a->L < cs - *lead ? a->L : cs - *lead;
+}
+
 /* Channel x[L] zero-padded by a->pad and split into a->stride phases of cs / stride floats
  * (phase r holds x_pad[stride * u + r]); x NULL: a channel of zeros (a Conv2d's padding row). */
 KWSN_INLINE void phase_split(float *xc, const float *x, const kwsn_conv1d_ex_args *a,
@@ -380,8 +389,8 @@ KWSN_INLINE void phase_split(float *xc, const float *x, const kwsn_conv1d_ex_arg
     }
     if (s == 1u) { /* one phase: the pad, the row, zeros (the loop below, element by element,
                     * cost a Conv2d more than its arithmetic: kws_ds_cnn's depthwise 3 x 3) */
-        const uint32_t lead = a->pad < cs ? a->pad : cs;
-        const uint32_t body = a->L < cs - lead ? a->L : cs - lead;
+        uint32_t lead, body;
+        split1_extent(a, cs, &lead, &body);
         memset(xc, 0, (size_t)lead * sizeof(float));
         memcpy(xc + lead, x, (size_t)body * sizeof(float));
         memset(xc + lead + body, 0, (size_t)(cs - lead - body) * sizeof(float));
@@ -1887,8 +1896,8 @@ KWSN_INLINE void q8_phase_split(int32_t *xc, const int8_t *x, const kwsn_conv1d_
         return;
     }
     if (s == 1u) { /* one phase: the pad, the centred row, zeros (as phase_split) */
-        const uint32_t lead = a->pad < cs ? a->pad : cs;
-        const uint32_t body = a->L < cs - lead ? a->L : cs - lead;
+        uint32_t lead, body;
+        split1_extent(a, cs, &lead, &body);
         int32_t *p = xc + lead;
         memset(xc, 0, (size_t)lead * sizeof(int32_t));
         for (uint32_t u = 0; u < body; u++) p[u] = (int32_t)x[u] - zp;
