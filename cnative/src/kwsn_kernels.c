@@ -1976,11 +1976,24 @@ static void KWSN_K(kwsn_conv1d_q8)(int8_t *out, const int8_t *in, const int8_t *
     }
 }
 
+#if KWSN_Q8_MBQM_LANES == 8
+#define KWSN_Q8_DWCOL_MAX 8u /* q8_dw_col's largest kh */
+static int q8_dw_col(int8_t *out, const int8_t *in, const int8_t *w, const kwsn_q8_requant *rq,
+                     const kwsn_conv2d_args *a);
+#endif
+
 /* int8 Conv2d: the float kwsn_conv2d's layout and tap order on the centred int32 input, int32
  * accumulation, the per-channel requantisation. */
 static void KWSN_K(kwsn_conv2d_q8)(int8_t *out, const int8_t *in, const int8_t *w,
                                    const kwsn_q8_requant *rq, const kwsn_conv2d_args *a,
                                    const void *packed, void *scratch) {
+#if KWSN_Q8_MBQM_LANES == 8
+    /* a depthwise column kernel (kw = 1, no stride or padding along W): q8_dw_col */
+    if (a->C_in == a->groups && a->C_out == a->groups && a->kw == 1u && a->sw == 1u &&
+        a->pl == 0u && a->W_out == a->W && a->kh <= KWSN_Q8_DWCOL_MAX &&
+        q8_dw_col(out, in, w, rq, a))
+        return;
+#endif
 #ifdef KWSN_Q8_IM
     /* A depthwise conv over rows shorter than one im2col tile (32 positions): the direct
      * loop below (int32 lanes), measured faster there (kws_ds_cnn's 3x3 depthwise on 25-wide
@@ -2525,6 +2538,95 @@ KWSN_INLINE __m128i q8_v16_codes(q8_v16 x, const q8_rq_k *ko) {
 #endif
 /* b's terms cached per step of a BroadcastAdd (int32) */
 #define KWSN_Q8_ADD_CHUNK 256u
+#endif
+
+#if KWSN_Q8_MBQM_LANES == 8
+/* The int16 codes (in element order) of 16 positions of a q8_dw_col row: bias + the pairs'
+ * vpmaddwd sums, requantised. xs[i]: the centred int16 of row i's 16 codes (an odd count
+ * paired with zeros); wp[p]: rows 2p and 2p + 1's weights as an int16 pair. vpunpck[lh]wd
+ * interleave two rows per 128-bit lane, so the sums come as positions 0-3 | 8-11 and 4-7 |
+ * 12-15, which vpackssdw puts back in order. */
+KWSN_INLINE __m256i q8_dw_col16(const __m256i *xs, const __m256i *wp, uint32_t np, __m256i bias,
+                                const q8_rq_k *rk) {
+    __m256i lo = bias, hi = bias;
+    for (uint32_t p = 0; p < np; p++) {
+        lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(xs[2u * p], xs[2u * p + 1u]), wp[p]));
+        hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(xs[2u * p], xs[2u * p + 1u]), wp[p]));
+    }
+    return _mm256_packs_epi32(q8_rq_lanes32(lo, rk), q8_rq_lanes32(hi, rk));
+}
+
+/* A depthwise Conv2d whose kernel is a column (kw = 1, stride 1 and no padding along W):
+ * kws_bc_resnet's (3, 1) frequency convs over 101-wide rows. Output row y of channel c is
+ * clamp(mbqm(bias + sum_j w_j (x[c][sh y + j - pt] - zp)) + zp_out) over the rows j inside
+ * the image, 32 positions a step (then 16, the last from a zero-padded copy): the rows' codes
+ * centred in int16 lanes, two rows' products summed by one vpmaddwd (q8_dw_col16), the
+ * requantised codes packed back in order. The same integer sums as the im2col path
+ * (|x - zp| <= 255 and |w| <= 128: a pair's sum is below 2^17, and the loader's bound holds
+ * for every partial sum), so the same codes, without the im2col rows, the weight packing
+ * and the 32-position tiles that ran 128 positions for a 101-wide row. 0 (nothing written)
+ * where a channel's shift is > 0: the caller takes the general path. */
+static int q8_dw_col(int8_t *out, const int8_t *in, const int8_t *w, const kwsn_q8_requant *rq,
+                     const kwsn_conv2d_args *a) {
+    for (uint32_t c = 0; c < a->C_out; c++)
+        if (rq->shift[c] > 0) return 0;
+    const uint32_t W = a->W, kh = a->kh;
+    const __m256i zpv = _mm256_set1_epi16((int16_t)rq->zp_in);
+    for (uint32_t c = 0; c < a->C_out; c++) {
+        const q8_rq_k rk =
+            q8_rq_consts(rq->mult[c], rq->shift[c], rq->zp_out, rq->act_min, rq->act_max);
+        const __m256i bias = _mm256_set1_epi32(rq->bias[c]);
+        const int8_t *wc = w + (size_t)c * kh;
+        for (uint32_t yy = 0; yy < a->H_out; yy++) {
+            const int8_t *rows[KWSN_Q8_DWCOL_MAX];
+            int32_t wt[KWSN_Q8_DWCOL_MAX + 1u];
+            uint32_t nr = 0;
+            for (uint32_t j = 0; j < kh; j++) {
+                const int64_t r = (int64_t)a->sh * yy + j - a->pt;
+                if (r >= 0 && r < (int64_t)a->H) {
+                    rows[nr] = in + ((size_t)c * a->H + (size_t)r) * W;
+                    wt[nr++] = wc[j];
+                }
+            }
+            wt[nr] = 0;
+            const uint32_t np = (nr + 1u) / 2u;
+            __m256i wp[(KWSN_Q8_DWCOL_MAX + 1u) / 2u], xs[KWSN_Q8_DWCOL_MAX + 1u];
+            for (uint32_t p = 0; p < np; p++)
+                wp[p] = _mm256_set1_epi32((int32_t)(((uint32_t)wt[2u * p] & 0xFFFFu) |
+                                                    ((uint32_t)wt[2u * p + 1u] << 16)));
+            xs[nr] = _mm256_setzero_si256(); /* an odd row's partner */
+            int8_t *y = out + ((size_t)c * a->H_out + yy) * W;
+            uint32_t t = 0;
+            for (; t + 32u <= W; t += 32u) {
+                for (uint32_t i = 0; i < nr; i++)
+                    xs[i] = _mm256_sub_epi16(_mm256_cvtepi8_epi16(q8_load16(rows[i] + t, 16u)), zpv);
+                const __m256i a16 = q8_dw_col16(xs, wp, np, bias, &rk);
+                for (uint32_t i = 0; i < nr; i++)
+                    xs[i] = _mm256_sub_epi16(_mm256_cvtepi8_epi16(q8_load16(rows[i] + t + 16u, 16u)), zpv);
+                const __m256i b16 = q8_dw_col16(xs, wp, np, bias, &rk);
+                /* within int8: exact; vpacksswb per lane, vpermq puts a's 16 before b's */
+                _mm256_storeu_si256((__m256i *)(void *)(y + t),
+                                    _mm256_permute4x64_epi64(_mm256_packs_epi16(a16, b16), 0xD8));
+            }
+            for (; t < W; t += 16u) {
+                const uint32_t nt = W - t < 16u ? W - t : 16u;
+                for (uint32_t i = 0; i < nr; i++)
+                    xs[i] = _mm256_sub_epi16(_mm256_cvtepi8_epi16(q8_load16(rows[i] + t, nt)), zpv);
+                const __m256i v16 = q8_dw_col16(xs, wp, np, bias, &rk);
+                const __m128i b = _mm_packs_epi16(_mm256_castsi256_si128(v16),
+                                                  _mm256_extracti128_si256(v16, 1));
+                if (nt == 16u) {
+                    _mm_storeu_si128((__m128i *)(void *)(y + t), b);
+                } else {
+                    int8_t part[16];
+                    _mm_storeu_si128((__m128i *)(void *)part, b);
+                    memcpy(y + t, part, nt);
+                }
+            }
+        }
+    }
+    return 1;
+}
 #endif
 
 /* out[r][w] = clamp(mbqm(xa + xb, m_o, s_o) + zp_out, lo, hi) over rows x W codes, xa the

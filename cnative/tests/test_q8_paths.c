@@ -192,10 +192,13 @@ static int case_conv1d(const kwsn_kernel_table *kt, unsigned cse) {
 /* ------------------------------------------------------------------ Conv2d */
 static int case_conv2d(const kwsn_kernel_table *kt, unsigned cse) {
     kwsn_conv2d_args a;
-    const uint32_t kind = rnd() % 3u; /* 0: dense, 1: depthwise, 2: grouped */
+    /* 0: dense, 1: depthwise, 2: grouped, 3: a depthwise column kernel (kw = 1, stride 1 and
+     * no padding along W) over rows up to 120 wide, as kws_bc_resnet's (3, 1) frequency
+     * convs (AVX2: q8_dw_col) */
+    const uint32_t kind = rnd() % 4u;
     uint32_t gi = (uint32_t)rnd_in(1, 9), go = (uint32_t)rnd_in(1, 17);
     a.groups = 1;
-    if (kind == 1) a.groups = (uint32_t)rnd_in(1, 12), gi = 1, go = 1;
+    if (kind == 1 || kind == 3) a.groups = (uint32_t)rnd_in(1, 12), gi = 1, go = 1;
     if (kind == 2) a.groups = 2;
     a.C_in = gi * a.groups;
     a.C_out = go * a.groups;
@@ -207,6 +210,7 @@ static int case_conv2d(const kwsn_kernel_table *kt, unsigned cse) {
     a.W = (uint32_t)rnd_in(1, 50);
     a.pt = (uint32_t)rnd_in(0, (int32_t)a.kh - 1);
     a.pl = (uint32_t)rnd_in(0, (int32_t)a.kw - 1);
+    if (kind == 3) a.kw = 1, a.sw = 1, a.pl = 0, a.W = (uint32_t)rnd_in(1, 120);
     const uint32_t pb = (uint32_t)rnd_in(0, (int32_t)a.kh - 1), pr = (uint32_t)rnd_in(0, (int32_t)a.kw - 1);
     if (a.H + a.pt + pb < a.kh) a.pt = a.kh - a.H; /* at least one output row */
     if (a.W + a.pl + pr < a.kw) a.pl = a.kw - a.W;
