@@ -2649,6 +2649,43 @@ static void KWSN_K(kwsn_add_q8)(int8_t *out, const int8_t *a, const int8_t *b, s
         const q8_rq_k ko = q8_rq_consts(p->m_o, p->s_o, p->zp_out, p->act_min, p->act_max);
         const __m128i ls = _mm_cvtsi32_si128(p->left_shift);
         int32_t xb[KWSN_Q8_ADD_CHUNK] __attribute__((aligned(64)));
+#if KWSN_Q8_MBQM_LANES == 8
+        /* AVX2: a chunk in passes, each with one input's constants or the output's (all
+         * three sets at once did not fit the 16 ymm registers: the loop reloaded spilled
+         * constants from the stack): a's terms, b's (per row of b), then the sums'
+         * requantisation. Every code of the chunk is read before any is written: in place
+         * stays safe. */
+        int32_t xa[KWSN_Q8_ADD_CHUNK] __attribute__((aligned(64)));
+        for (size_t g = 0; g < rows / H; g++) {
+            const int8_t *bg = b + g * W;
+            for (uint32_t w0 = 0; w0 < W; w0 += KWSN_Q8_ADD_CHUNK) {
+                const uint32_t nw = W - w0 < KWSN_Q8_ADD_CHUNK ? W - w0 : KWSN_Q8_ADD_CHUNK;
+                for (uint32_t h = 0; h < H; h++) {
+                    const size_t r0 = (g * H + h) * W + w0;
+                    for (uint32_t j = 0; j < nw; j += 16u)
+                        q8_v16_store(xa + j, q8_add_terms16(q8_load16(a + r0 + j, nw - j), &ta,
+                                                            split, ls));
+                    if (h == 0u)
+                        for (uint32_t j = 0; j < nw; j += 16u)
+                            q8_v16_store(xb + j, q8_add_terms16(q8_load16(bg + w0 + j, nw - j),
+                                                                &tb, split, ls));
+                    for (uint32_t j = 0; j < nw; j += 16u) {
+                        const uint32_t nt = nw - j;
+                        const __m128i c =
+                            q8_v16_codes(q8_v16_add(q8_v16_load(xa + j), q8_v16_load(xb + j)), &ko);
+                        if (nt >= 16u) {
+                            _mm_storeu_si128((__m128i *)(void *)(out + r0 + j), c);
+                        } else {
+                            int8_t t[16];
+                            _mm_storeu_si128((__m128i *)(void *)t, c);
+                            memcpy(out + r0 + j, t, nt);
+                        }
+                    }
+                }
+            }
+        }
+        return;
+#endif
         for (size_t g = 0; g < rows / H; g++) {
             const int8_t *bg = b + g * W;
             for (uint32_t w0 = 0; w0 < W; w0 += KWSN_Q8_ADD_CHUNK) {
