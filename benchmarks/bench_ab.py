@@ -111,21 +111,14 @@ def paired(base: list, new: list, pairs: int) -> tuple[float, float, float, floa
     per: list[list[float]] = [[] for _ in range(m)]
     clock = time.perf_counter_ns
     for i in range(pairs):
-        b_call, n_call = base[i % m], new[i % m]
-        if (i // m) % 2:
-            t0 = clock()
-            n_call()
-            t1 = clock()
-            b_call()
-            t2 = clock()
-            n_ns, b_ns = t1 - t0, t2 - t1
-        else:
-            t0 = clock()
-            b_call()
-            t1 = clock()
-            n_call()
-            t2 = clock()
-            b_ns, n_ns = t1 - t0, t2 - t1
+        new_first = (i // m) % 2 == 1
+        first, second = (new[i % m], base[i % m]) if new_first else (base[i % m], new[i % m])
+        t0 = clock()
+        first()
+        t1 = clock()
+        second()
+        t2 = clock()
+        n_ns, b_ns = (t1 - t0, t2 - t1) if new_first else (t2 - t1, t1 - t0)
         tb.append(b_ns / 1e3)
         tn.append(n_ns / 1e3)
         ratio.append(n_ns / b_ns)

@@ -2491,6 +2491,16 @@ KWSN_INLINE __m128i q8_load16(const int8_t *x, uint32_t nt) {
     memcpy(t, x, nt);
     return _mm_loadu_si128((const __m128i *)(const void *)t);
 }
+/* the first min(nt, 16) of 16 codes to y (q8_load16's counterpart: never a write past y + nt) */
+KWSN_INLINE void q8_store16(int8_t *y, __m128i c, uint32_t nt) {
+    if (nt >= 16u) {
+        _mm_storeu_si128((__m128i *)(void *)y, c);
+    } else {
+        int8_t t[16];
+        _mm_storeu_si128((__m128i *)(void *)t, c);
+        memcpy(y, t, nt);
+    }
+}
 /* 16 int32 lanes: one zmm, or two ymm on AVX2 */
 #if KWSN_Q8_MBQM_LANES == 16
 typedef struct {
@@ -2613,15 +2623,10 @@ static int q8_dw_col(int8_t *out, const int8_t *in, const int8_t *w, const kwsn_
                 for (uint32_t i = 0; i < nr; i++)
                     xs[i] = _mm256_sub_epi16(_mm256_cvtepi8_epi16(q8_load16(rows[i] + t, nt)), zpv);
                 const __m256i v16 = q8_dw_col16(xs, wp, np, bias, &rk);
-                const __m128i b = _mm_packs_epi16(_mm256_castsi256_si128(v16),
-                                                  _mm256_extracti128_si256(v16, 1));
-                if (nt == 16u) {
-                    _mm_storeu_si128((__m128i *)(void *)(y + t), b);
-                } else {
-                    int8_t part[16];
-                    _mm_storeu_si128((__m128i *)(void *)part, b);
-                    memcpy(y + t, part, nt);
-                }
+                q8_store16(y + t,
+                           _mm_packs_epi16(_mm256_castsi256_si128(v16),
+                                           _mm256_extracti128_si256(v16, 1)),
+                           nt);
             }
         }
     }
@@ -2671,15 +2676,9 @@ static void KWSN_K(kwsn_add_q8)(int8_t *out, const int8_t *a, const int8_t *b, s
                                                                 &tb, split, ls));
                     for (uint32_t j = 0; j < nw; j += 16u) {
                         const uint32_t nt = nw - j;
-                        const __m128i c =
-                            q8_v16_codes(q8_v16_add(q8_v16_load(xa + j), q8_v16_load(xb + j)), &ko);
-                        if (nt >= 16u) {
-                            _mm_storeu_si128((__m128i *)(void *)(out + r0 + j), c);
-                        } else {
-                            int8_t t[16];
-                            _mm_storeu_si128((__m128i *)(void *)t, c);
-                            memcpy(out + r0 + j, t, nt);
-                        }
+                        q8_store16(out + r0 + j,
+                                   q8_v16_codes(q8_v16_add(q8_v16_load(xa + j),
+                                                           q8_v16_load(xb + j)), &ko), nt);
                     }
                 }
             }
@@ -2703,14 +2702,7 @@ static void KWSN_K(kwsn_add_q8)(int8_t *out, const int8_t *a, const int8_t *b, s
                             H > 1u ? q8_v16_add(xa, q8_v16_load(xb + j))
                                    : q8_v16_add(xa, q8_add_terms16(q8_load16(bg + w0 + j, nt),
                                                                    &tb, split, ls));
-                        const __m128i c = q8_v16_codes(sum, &ko);
-                        if (nt >= 16u) {
-                            _mm_storeu_si128((__m128i *)(void *)(out + r0 + j), c);
-                        } else {
-                            int8_t t[16];
-                            _mm_storeu_si128((__m128i *)(void *)t, c);
-                            memcpy(out + r0 + j, t, nt);
-                        }
+                        q8_store16(out + r0 + j, q8_v16_codes(sum, &ko), nt);
                     }
                 }
             }
